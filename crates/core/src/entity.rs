@@ -1,0 +1,78 @@
+//! Entity keys as requests carry them (JSON), typed by the feature set's entity type.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int64Array, StringArray};
+use serde_json::Value;
+
+use crate::types::EntityType;
+use crate::{Error, Result};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EntityKeys {
+    String(Vec<String>),
+    Int64(Vec<i64>),
+}
+
+impl EntityKeys {
+    /// Converts JSON entity values to keys of `entity_type`; a value of another JSON type is
+    /// an invalid argument naming its position.
+    pub fn from_json(entity_type: EntityType, values: &[Value]) -> Result<Self> {
+        let wrong = |i: usize, v: &Value| {
+            Error::invalid(format!(
+                "entity {i} is {v}; expected a JSON {} for a {entity_type} entity key",
+                match entity_type {
+                    EntityType::String => "string",
+                    EntityType::Int64 => "integer",
+                }
+            ))
+        };
+        match entity_type {
+            EntityType::String => values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| v.as_str().map(str::to_owned).ok_or_else(|| wrong(i, v)))
+                .collect::<Result<_>>()
+                .map(EntityKeys::String),
+            EntityType::Int64 => values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| v.as_i64().ok_or_else(|| wrong(i, v)))
+                .collect::<Result<_>>()
+                .map(EntityKeys::Int64),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            EntityKeys::String(keys) => keys.len(),
+            EntityKeys::Int64(keys) => keys.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn to_array(&self) -> ArrayRef {
+        match self {
+            EntityKeys::String(keys) => Arc::new(StringArray::from_iter_values(keys)),
+            EntityKeys::Int64(keys) => Arc::new(Int64Array::from(keys.clone())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn typed_by_entity_type() {
+        let ints = EntityKeys::from_json(EntityType::Int64, &[json!(1), json!(-2)]).unwrap();
+        assert_eq!(ints, EntityKeys::Int64(vec![1, -2]));
+        let err = EntityKeys::from_json(EntityType::Int64, &[json!(1), json!("2")]).unwrap_err();
+        assert!(err.to_string().contains("entity 1"), "{err}");
+        assert!(EntityKeys::from_json(EntityType::String, &[json!(1.5)]).is_err());
+    }
+}

@@ -1,0 +1,66 @@
+use arrow::error::ArrowError;
+
+/// What kind of failure an error is: decides the gRPC status and HTTP code in the API layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    NotFound,
+    InvalidArgument,
+    AlreadyExists,
+    TooLarge,
+    Unauthenticated,
+    Forbidden,
+    Internal,
+}
+
+impl ErrorCode {
+    /// The `error.code` string of PROTOCOL.md's HTTP error body.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::InvalidArgument => "invalid_argument",
+            ErrorCode::AlreadyExists => "already_exists",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    Internal(String),
+    #[error("arrow: {0}")]
+    Arrow(#[from] ArrowError),
+}
+
+impl Error {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::NotFound(_) => ErrorCode::NotFound,
+            Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            Error::AlreadyExists(_) => ErrorCode::AlreadyExists,
+            Error::TooLarge(_) => ErrorCode::TooLarge,
+            Error::Internal(_) | Error::Arrow(_) => ErrorCode::Internal,
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Error::InvalidArgument(message.into())
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Error::NotFound(message.into())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,18 @@
+//! The FeatherStore domain model: feature set specs and their types, validation and coercion of
+//! ingested batches to a set's canonical schema, retrieval tickets, time handling and the one
+//! error type every layer maps to the wire. No I/O lives here.
+
+pub mod coerce;
+pub mod entity;
+pub mod error;
+pub mod json;
+pub mod spec;
+pub mod ticket;
+pub mod time;
+pub mod types;
+
+pub use entity::EntityKeys;
+pub use error::{Error, ErrorCode, Result};
+pub use spec::{EntitySpec, FeatureSetSpec, FeatureSpec};
+pub use ticket::{HistoryTicket, OnlineTicket, Ticket};
+pub use types::{EntityType, FeatureType};

@@ -1,0 +1,100 @@
+//! Retrieval requests: the JSON tickets of Flight DoGet, also the bodies of the HTTP routes.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::time::parse_timestamp;
+use crate::{Error, Result};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Ticket {
+    Online(OnlineTicket),
+    History(HistoryTicket),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnlineTicket {
+    pub feature_set: String,
+    /// Entity keys, typed by the set's entity type (checked when resolved against the spec).
+    pub entities: Vec<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryTicket {
+    pub feature_set: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entities: Option<Vec<Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<Vec<String>>,
+}
+
+impl Ticket {
+    pub fn from_json(bytes: &[u8]) -> Result<Self> {
+        serde_json::from_slice(bytes).map_err(|e| {
+            Error::invalid(format!(
+                "invalid ticket: {e}; expected JSON with \"type\" \"online\" or \"history\""
+            ))
+        })
+    }
+}
+
+impl OnlineTicket {
+    pub fn from_json(bytes: &[u8]) -> Result<Self> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| Error::invalid(format!("invalid online request: {e}")))
+    }
+}
+
+impl HistoryTicket {
+    pub fn from_json(bytes: &[u8]) -> Result<Self> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| Error::invalid(format!("invalid history request: {e}")))
+    }
+
+    /// `[start, end)` in UTC microseconds; unbounded sides are `None`.
+    pub fn time_range(&self) -> Result<(Option<i64>, Option<i64>)> {
+        let start = self.start.as_deref().map(parse_timestamp).transpose()?;
+        let end = self.end.as_deref().map(parse_timestamp).transpose()?;
+        if let (Some(s), Some(e)) = (start, end) {
+            if s > e {
+                return Err(Error::invalid(format!(
+                    "history start {} is after end {}",
+                    self.start.as_deref().unwrap_or_default(),
+                    self.end.as_deref().unwrap_or_default()
+                )));
+            }
+        }
+        Ok((start, end))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_protocol_tickets() {
+        let online = Ticket::from_json(
+            br#"{"type": "online", "feature_set": "user_features", "entities": ["u1", "u2"], "features": ["age"]}"#,
+        )
+        .unwrap();
+        assert!(matches!(online, Ticket::Online(t) if t.entities.len() == 2));
+        let history = Ticket::from_json(
+            br#"{"type": "history", "feature_set": "s", "start": "2026-01-01T00:00:00Z"}"#,
+        )
+        .unwrap();
+        let Ticket::History(h) = history else { panic!() };
+        assert_eq!(h.time_range().unwrap().0, Some(1_767_225_600_000_000));
+        assert!(Ticket::from_json(br#"{"type": "sql"}"#).is_err());
+        assert!(Ticket::from_json(br#"{"type": "online", "feature_set": "s", "entities": [], "x": 1}"#).is_err());
+    }
+}

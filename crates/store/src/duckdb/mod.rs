@@ -1,0 +1,159 @@
+//! The DuckDB backend: one database file; a table per feature set, a table of specs.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use arrow::array::RecordBatch;
+use featherstore_core::FeatureSetSpec;
+
+use crate::offline::{BatchSink, HistoryQuery, OfflineStore, SetStats};
+use crate::query::sql::{self, ident, SEQ_COLUMN};
+use crate::query::{ConnectionPool, EngineSettings, PooledConnection};
+use crate::{Error, Result};
+
+const SPECS_TABLE: &str = "featherstore_specs";
+
+pub struct DuckDbStore {
+    pool: ConnectionPool,
+    /// Next ingest sequence per set, loaded from the table on first append.
+    next_seq: Mutex<HashMap<String, i64>>,
+}
+
+fn table(set: &str) -> String {
+    format!("fs_{set}")
+}
+
+impl DuckDbStore {
+    pub fn open(path: &Path, settings: &EngineSettings) -> Result<Self> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(Error::io(format!("creating {}", parent.display())))?;
+        }
+        let pool = ConnectionPool::open(Some(path), settings)?;
+        pool.get().execute_batch(&format!(
+            "CREATE TABLE IF NOT EXISTS {SPECS_TABLE} (name VARCHAR PRIMARY KEY, spec VARCHAR NOT NULL)"
+        ))?;
+        Ok(DuckDbStore {
+            pool,
+            next_seq: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Runs `work` in one transaction: committed (and so durable) if it succeeds, rolled
+    /// back whole otherwise.
+    fn transaction<T>(&self, work: impl FnOnce(&PooledConnection) -> Result<T>) -> Result<T> {
+        let conn = self.pool.get();
+        conn.execute_batch("BEGIN TRANSACTION")?;
+        match work(&conn) {
+            Ok(value) => {
+                conn.execute_batch("COMMIT")?;
+                Ok(value)
+            }
+            Err(e) => {
+                if let Err(rollback) = conn.execute_batch("ROLLBACK") {
+                    tracing::error!(error = %rollback, "rollback failed");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn first_seq(&self, conn: &PooledConnection, set: &str, rows: i64) -> Result<i64> {
+        let mut next = self.next_seq.lock().unwrap_or_else(|e| e.into_inner());
+        let first = match next.get(set) {
+            Some(seq) => *seq,
+            None => conn.query_row(
+                &format!(
+                    "SELECT coalesce(max({}) + 1, 0) FROM {}",
+                    ident(SEQ_COLUMN),
+                    ident(&table(set))
+                ),
+                [],
+                |row| row.get::<_, i64>(0),
+            )?,
+        };
+        next.insert(set.to_string(), first + rows);
+        Ok(first)
+    }
+}
+
+impl OfflineStore for DuckDbStore {
+    fn load_specs(&self) -> Result<Vec<FeatureSetSpec>> {
+        let conn = self.pool.get();
+        let mut statement = conn.prepare(&format!("SELECT name, spec FROM {SPECS_TABLE} ORDER BY name"))?;
+        let rows = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))?;
+        let mut specs = Vec::new();
+        for row in rows {
+            let (name, json) = row?;
+            specs.push(serde_json::from_str(&json).map_err(|e| {
+                Error::Corrupt(format!("stored spec of feature set {name:?} is unreadable: {e}"))
+            })?);
+        }
+        Ok(specs)
+    }
+
+    fn create(&self, spec: &FeatureSetSpec) -> Result<()> {
+        let json = serde_json::to_string(spec).expect("specs serialize");
+        self.transaction(|conn| {
+            conn.execute_batch(&sql::create_table(spec, &table(&spec.name)))?;
+            conn.execute(
+                &format!("INSERT INTO {SPECS_TABLE} VALUES (?, ?)"),
+                [&spec.name, &json],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn delete(&self, name: &str) -> Result<()> {
+        self.transaction(|conn| {
+            conn.execute_batch(&format!("DROP TABLE IF EXISTS {}", ident(&table(name))))?;
+            conn.execute(&format!("DELETE FROM {SPECS_TABLE} WHERE name = ?"), [name])?;
+            Ok(())
+        })?;
+        self.next_seq
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        Ok(())
+    }
+
+    fn append(&self, spec: &FeatureSetSpec, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let rows = batch.num_rows() as i64;
+        let result = self.transaction(|conn| {
+            let first = self.first_seq(conn, &spec.name, rows)?;
+            let stored = sql::to_storage_batch(spec, batch, first)?;
+            let mut appender = conn.appender(&table(&spec.name))?;
+            appender.append_record_batch(stored)?;
+            appender.flush()?;
+            Ok(())
+        });
+        if result.is_err() {
+            // The sequence numbers handed out were not used; reload them on the next append.
+            self.next_seq
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&spec.name);
+        }
+        result
+    }
+
+    fn scan(&self, spec: &FeatureSetSpec, query: &HistoryQuery, sink: BatchSink) -> Result<()> {
+        let sql = sql::history(spec, &ident(&table(&spec.name)), query);
+        let schema = spec.projected_schema(&query.features, false);
+        sql::stream_query(&self.pool.get(), &sql, &schema, sink)
+    }
+
+    fn latest(&self, spec: &FeatureSetSpec, sink: BatchSink) -> Result<()> {
+        let sql = sql::latest(spec, &ident(&table(&spec.name)));
+        sql::stream_query(&self.pool.get(), &sql, &spec.arrow_schema(), sink)
+    }
+
+    fn stats(&self, spec: &FeatureSetSpec) -> Result<SetStats> {
+        let sql = sql::stats(spec, &ident(&table(&spec.name)));
+        sql::read_stats(&self.pool.get(), &sql)
+    }
+}

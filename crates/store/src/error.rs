@@ -1,0 +1,37 @@
+use featherstore_core::ErrorCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Domain(#[from] featherstore_core::Error),
+    #[error("duckdb: {0}")]
+    DuckDb(#[from] duckdb::Error),
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+impl Error {
+    /// Domain errors keep their code; everything else is a fault of the server.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::Domain(e) => e.code(),
+            _ => ErrorCode::Internal,
+        }
+    }
+
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let context = context.into();
+        move |source| Error::Io { context, source }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

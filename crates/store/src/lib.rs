@@ -1,0 +1,10 @@
+//! FeatherStore storage: the offline store interface and its backends (DuckDB, Parquet), the
+//! in-memory online index, and [`FeatureStore`], the domain service the APIs call.
+
+pub mod duckdb;
+mod error;
+pub mod offline;
+pub mod query;
+
+pub use error::{Error, Result};
+pub use offline::{BatchSink, HistoryQuery, OfflineStore, SetStats};

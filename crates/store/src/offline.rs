@@ -1,0 +1,60 @@
+//! The offline store: durable, append-only history of every feature set, behind one interface
+//! with a backend per storage format.
+
+use arrow::array::RecordBatch;
+use featherstore_core::{EntityKeys, FeatureSetSpec};
+
+use crate::Result;
+
+/// Receives result batches in order; an error (e.g. the client went away) stops the producer.
+pub type BatchSink<'a> = &'a mut dyn FnMut(RecordBatch) -> Result<()>;
+
+/// Which rows and columns a history scan returns.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryQuery {
+    /// Only these entities; all when `None`.
+    pub entities: Option<EntityKeys>,
+    /// Inclusive lower bound, UTC microseconds.
+    pub start: Option<i64>,
+    /// Exclusive upper bound, UTC microseconds.
+    pub end: Option<i64>,
+    /// Indices into the spec's features, in output order.
+    pub features: Vec<usize>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SetStats {
+    pub rows: u64,
+    pub entities: u64,
+    /// UTC microseconds.
+    pub latest_event_timestamp: Option<i64>,
+}
+
+/// A storage backend. Calls block (disk, DuckDB): async callers run them off the runtime.
+///
+/// Batches handed to [`append`](OfflineStore::append) are canonical
+/// ([`FeatureSetSpec::arrow_schema`]); results are in the canonical column order of
+/// [`FeatureSetSpec::projected_schema`]. Appends to one set are serialised by the caller, and
+/// rows of later appends count as ingested later (ties on event time go to them).
+pub trait OfflineStore: Send + Sync {
+    /// Specs of every stored feature set, as persisted by [`create`](OfflineStore::create).
+    fn load_specs(&self) -> Result<Vec<FeatureSetSpec>>;
+
+    /// Creates the storage of a new set and persists its spec, durably.
+    fn create(&self, spec: &FeatureSetSpec) -> Result<()>;
+
+    /// Removes a set's spec and all its data, durably.
+    fn delete(&self, name: &str) -> Result<()>;
+
+    /// Stores a canonical batch whole or not at all; durable when it returns.
+    fn append(&self, spec: &FeatureSetSpec, batch: &RecordBatch) -> Result<()>;
+
+    /// History rows ordered by entity, event time, then ingest order.
+    fn scan(&self, spec: &FeatureSetSpec, query: &HistoryQuery, sink: BatchSink) -> Result<()>;
+
+    /// Exactly one row per entity, all features: its online value ignoring TTL (greatest event
+    /// time, ties to the later ingest). Used to rebuild the online index at startup.
+    fn latest(&self, spec: &FeatureSetSpec, sink: BatchSink) -> Result<()>;
+
+    fn stats(&self, spec: &FeatureSetSpec) -> Result<SetStats>;
+}

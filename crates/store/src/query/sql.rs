@@ -1,0 +1,252 @@
+//! SQL over a relation of stored rows. A relation holds the canonical columns (event times as
+//! UTC `TIMESTAMP`) plus [`SEQ_COLUMN`], the ingest order that breaks event-time ties.
+
+use std::fmt::Write;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use duckdb::Connection;
+use featherstore_core::{EntityKeys, EntityType, FeatureSetSpec, FeatureType};
+
+use crate::offline::{BatchSink, HistoryQuery, SetStats};
+use crate::Result;
+
+/// Ingest order of a row: increasing across a set's appends, and within a batch by row.
+pub const SEQ_COLUMN: &str = "_seq";
+
+/// A double-quoted SQL identifier.
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A single-quoted SQL string literal.
+pub fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+fn feature_sql_type(t: FeatureType) -> String {
+    match t {
+        FeatureType::Bool => "BOOLEAN".into(),
+        FeatureType::Int32 => "INTEGER".into(),
+        FeatureType::Int64 => "BIGINT".into(),
+        FeatureType::Float32 => "FLOAT".into(),
+        FeatureType::Float64 => "DOUBLE".into(),
+        FeatureType::String => "VARCHAR".into(),
+        FeatureType::Binary => "BLOB".into(),
+        FeatureType::Date => "DATE".into(),
+        FeatureType::Timestamp => "TIMESTAMP".into(),
+        FeatureType::Float32Vector(n) => format!("FLOAT[{n}]"),
+        FeatureType::Float64Vector(n) => format!("DOUBLE[{n}]"),
+    }
+}
+
+fn entity_sql_type(t: EntityType) -> &'static str {
+    match t {
+        EntityType::String => "VARCHAR",
+        EntityType::Int64 => "BIGINT",
+    }
+}
+
+/// `CREATE TABLE` for a set's stored rows, columns in storage order.
+pub fn create_table(spec: &FeatureSetSpec, table: &str) -> String {
+    let mut sql = format!(
+        "CREATE TABLE {} ({} {} NOT NULL",
+        ident(table),
+        ident(&spec.entity.name),
+        entity_sql_type(spec.entity.entity_type)
+    );
+    for f in &spec.features {
+        let _ = write!(sql, ", {} {}", ident(&f.name), feature_sql_type(f.feature_type));
+    }
+    let _ = write!(
+        sql,
+        ", {} TIMESTAMP NOT NULL, {} BIGINT NOT NULL)",
+        ident(&spec.timestamp),
+        ident(SEQ_COLUMN)
+    );
+    sql
+}
+
+/// The Arrow schema of stored rows: canonical columns with zone-less timestamps, then the
+/// ingest sequence.
+pub fn storage_schema(spec: &FeatureSetSpec) -> SchemaRef {
+    let canonical = spec.arrow_schema();
+    let mut fields: Vec<Field> = canonical
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_data_type(strip_zone(f.data_type())))
+        .collect();
+    fields.push(Field::new(SEQ_COLUMN, DataType::Int64, false));
+    Arc::new(Schema::new(fields))
+}
+
+fn strip_zone(t: &DataType) -> DataType {
+    match t {
+        DataType::Timestamp(unit, Some(_)) => DataType::Timestamp(*unit, None),
+        other => other.clone(),
+    }
+}
+
+/// A canonical batch as stored: timestamps without zone (DuckDB `TIMESTAMP` is UTC here) and
+/// `_seq` numbering its rows from `first_seq`. No values are copied but the sequence.
+pub fn to_storage_batch(
+    spec: &FeatureSetSpec,
+    batch: &RecordBatch,
+    first_seq: i64,
+) -> Result<RecordBatch> {
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns() + 1);
+    for column in batch.columns() {
+        columns.push(match column.data_type() {
+            DataType::Timestamp(TimeUnit::Microsecond, Some(_)) => {
+                cast(column, &DataType::Timestamp(TimeUnit::Microsecond, None))?
+            }
+            _ => column.clone(),
+        });
+    }
+    let n = batch.num_rows() as i64;
+    columns.push(Arc::new(Int64Array::from_iter_values(first_seq..first_seq + n)));
+    Ok(RecordBatch::try_new(storage_schema(spec), columns)?)
+}
+
+fn select_list(spec: &FeatureSetSpec, features: &[usize]) -> String {
+    let mut columns = vec![ident(&spec.entity.name)];
+    columns.extend(features.iter().map(|&i| ident(&spec.features[i].name)));
+    columns.push(ident(&spec.timestamp));
+    columns.join(", ")
+}
+
+fn entity_list(keys: &EntityKeys) -> String {
+    match keys {
+        EntityKeys::String(keys) => keys.iter().map(|k| literal(k)).collect::<Vec<_>>().join(", "),
+        EntityKeys::Int64(keys) => keys.iter().map(i64::to_string).collect::<Vec<_>>().join(", "),
+    }
+}
+
+/// History rows of `source`, ordered by entity, event time, ingest order.
+pub fn history(spec: &FeatureSetSpec, source: &str, query: &HistoryQuery) -> String {
+    let ts = ident(&spec.timestamp);
+    let entity = ident(&spec.entity.name);
+    let mut conditions = Vec::new();
+    if let Some(keys) = &query.entities {
+        conditions.push(if keys.is_empty() {
+            "false".to_string()
+        } else {
+            format!("{entity} IN ({})", entity_list(keys))
+        });
+    }
+    if let Some(start) = query.start {
+        conditions.push(format!("{ts} >= make_timestamp({start}::BIGINT)"));
+    }
+    if let Some(end) = query.end {
+        conditions.push(format!("{ts} < make_timestamp({end}::BIGINT)"));
+    }
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    };
+    format!(
+        "SELECT {} FROM {source}{filter} ORDER BY {entity}, {ts}, {}",
+        select_list(spec, &query.features),
+        ident(SEQ_COLUMN)
+    )
+}
+
+/// One row per entity: the greatest event time, ties to the greatest ingest sequence.
+pub fn latest(spec: &FeatureSetSpec, source: &str) -> String {
+    let all: Vec<usize> = (0..spec.features.len()).collect();
+    format!(
+        "SELECT {} FROM {source} QUALIFY row_number() OVER (PARTITION BY {} ORDER BY {} DESC, {} DESC) = 1",
+        select_list(spec, &all),
+        ident(&spec.entity.name),
+        ident(&spec.timestamp),
+        ident(SEQ_COLUMN)
+    )
+}
+
+pub fn stats(spec: &FeatureSetSpec, source: &str) -> String {
+    format!(
+        "SELECT count(*)::BIGINT, count(DISTINCT {})::BIGINT, epoch_us(max({})) FROM {source}",
+        ident(&spec.entity.name),
+        ident(&spec.timestamp)
+    )
+}
+
+pub fn read_stats(conn: &Connection, sql: &str) -> Result<SetStats> {
+    let stats = conn.query_row(sql, [], |row| {
+        Ok(SetStats {
+            rows: row.get::<_, i64>(0)? as u64,
+            entities: row.get::<_, i64>(1)? as u64,
+            latest_event_timestamp: row.get::<_, Option<i64>>(2)?,
+        })
+    })?;
+    Ok(stats)
+}
+
+/// Runs `sql` and hands each result batch, conformed to `schema`, to `sink` as DuckDB
+/// produces it: the result is never collected whole.
+pub fn stream_query(
+    conn: &Connection,
+    sql: &str,
+    schema: &SchemaRef,
+    sink: BatchSink,
+) -> Result<()> {
+    let mut statement = conn.prepare(sql)?;
+    // The iterator `stream_arrow` returns panics on fetch errors; `step` reports them instead.
+    drop(statement.stream_arrow([])?);
+    while let Some(chunk) = statement.step()? {
+        let batch = RecordBatch::from(&chunk);
+        if batch.num_rows() > 0 {
+            sink(conform(&batch, schema)?)?;
+        }
+    }
+    Ok(())
+}
+
+/// Casts a DuckDB result batch to the expected schema (time zones, list field names).
+pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| {
+            if column.data_type() == field.data_type() {
+                Ok(column.clone())
+            } else {
+                cast(column, field.data_type())
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_identifiers_and_literals() {
+        assert_eq!(ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(literal("it's"), "'it''s'");
+    }
+
+    #[test]
+    fn history_filters() {
+        let spec = FeatureSetSpec::from_json(
+            br#"{"name": "s", "entity": {"name": "id", "type": "string"}, "features": [{"name": "a", "type": "int64"}]}"#,
+        )
+        .unwrap();
+        let query = HistoryQuery {
+            entities: Some(EntityKeys::String(vec!["x'y".into()])),
+            start: Some(5),
+            end: None,
+            features: vec![0],
+        };
+        let sql = history(&spec, "t", &query);
+        assert!(sql.contains("\"id\" IN ('x''y')"), "{sql}");
+        assert!(sql.contains(">= make_timestamp(5::BIGINT)"), "{sql}");
+        assert!(sql.ends_with("ORDER BY \"id\", \"event_timestamp\", \"_seq\""), "{sql}");
+    }
+}
