@@ -64,9 +64,9 @@ pub fn coerce_batch(spec: &FeatureSetSpec, batch: &RecordBatch) -> Result<Record
     let mut columns = Vec::with_capacity(spec.features.len() + 2);
     columns.push(entity);
     for (feature, column) in spec.features.iter().zip(features) {
-        columns.push(column.unwrap_or_else(|| {
-            new_null_array(&feature.feature_type.arrow_type(), rows)
-        }));
+        columns.push(
+            column.unwrap_or_else(|| new_null_array(&feature.feature_type.arrow_type(), rows)),
+        );
     }
     columns.push(timestamp);
     Ok(RecordBatch::try_new(spec.arrow_schema(), columns)?)
@@ -130,7 +130,13 @@ fn coerce_timestamp(name: &str, column: &ArrayRef) -> Result<ArrayRef> {
             })
         }
         DataType::Null => TimestampMicrosecondArray::new_null(column.len()),
-        other => return Err(type_error(name, "a timestamp (any unit, any time zone)", other)),
+        other => {
+            return Err(type_error(
+                name,
+                "a timestamp (any unit, any time zone)",
+                other,
+            ))
+        }
     };
     Ok(Arc::new(micros.with_timezone("UTC")))
 }
@@ -141,7 +147,11 @@ fn coerce_string(name: &str, column: &ArrayRef) -> Result<ArrayRef> {
         DataType::LargeUtf8 | DataType::Utf8View | DataType::Null => {
             Ok(cast(column, &DataType::Utf8)?)
         }
-        other => Err(type_error(name, "string (Utf8, LargeUtf8 or Utf8View)", other)),
+        other => Err(type_error(
+            name,
+            "string (Utf8, LargeUtf8 or Utf8View)",
+            other,
+        )),
     }
 }
 
@@ -204,7 +214,11 @@ fn coerce_feature(name: &str, feature_type: FeatureType, column: &ArrayRef) -> R
 /// List, LargeList or FixedSizeList of floats, every non-null entry of length `n`, into
 /// FixedSizeList(n).
 fn coerce_vector(name: &str, column: &ArrayRef, n: usize, wide: bool) -> Result<ArrayRef> {
-    let item = if wide { DataType::Float64 } else { DataType::Float32 };
+    let item = if wide {
+        DataType::Float64
+    } else {
+        DataType::Float32
+    };
     let expected = format!(
         "{}[{n}] (FixedSizeList, List or LargeList of {n} {} values)",
         if wide { "float64" } else { "float32" },
@@ -268,9 +282,7 @@ fn list_to_fixed<O: OffsetSizeTrait>(
     let field = Arc::new(Field::new("item", item.clone(), true));
     let offsets = list.value_offsets();
     let first = offsets[0].as_usize();
-    let contiguous = offsets
-        .windows(2)
-        .all(|w| (w[1] - w[0]).as_usize() == n);
+    let contiguous = offsets.windows(2).all(|w| (w[1] - w[0]).as_usize() == n);
     if contiguous {
         // Fast path: every entry (null ones too) spans exactly n values, so the child array
         // can be reused as it is.
@@ -295,7 +307,9 @@ fn list_to_fixed<O: OffsetSizeTrait>(
             for (row, window) in offsets.windows(2).enumerate() {
                 if list.is_valid(row) {
                     for i in window[0].as_usize()..window[1].as_usize() {
-                        builder.values().append_option(values.is_valid(i).then(|| values.value(i)));
+                        builder
+                            .values()
+                            .append_option(values.is_valid(i).then(|| values.value(i)));
                     }
                     builder.append(true);
                 } else {
@@ -317,7 +331,7 @@ fn list_to_fixed<O: OffsetSizeTrait>(
 mod tests {
     use super::*;
     use arrow::array::{
-        Float16Array, Int32Array, Int64Array, Int8Array, ListArray, StringArray, TimestampNanosecondArray,
+        Int32Array, Int64Array, Int8Array, ListArray, StringArray, TimestampNanosecondArray,
         TimestampSecondArray,
     };
     use arrow::datatypes::Schema;
@@ -347,17 +361,39 @@ mod tests {
     fn widens_and_fills_absent_features() {
         let input = batch(vec![
             ("id", Arc::new(Int8Array::from(vec![1, 2]))),
-            ("event_timestamp", Arc::new(TimestampNanosecondArray::from(vec![1_999, -1]).with_timezone("+05:00"))),
+            (
+                "event_timestamp",
+                Arc::new(TimestampNanosecondArray::from(vec![1_999, -1]).with_timezone("+05:00")),
+            ),
             ("a", Arc::new(Int8Array::from(vec![Some(3), None]))),
-            ("f", Arc::new(Float16Array::from(vec![arrow::datatypes::f16::from_f32(0.5); 2]))),
-            ("e", Arc::new(ListArray::from_iter_primitive::<Float32Type, _, _>(vec![
-                Some(vec![Some(1.0), Some(2.0)]), None]))),
+            (
+                "f",
+                cast(
+                    &(Arc::new(arrow::array::Float32Array::from(vec![0.5; 2])) as ArrayRef),
+                    &DataType::Float16,
+                )
+                .unwrap(),
+            ),
+            (
+                "e",
+                Arc::new(ListArray::from_iter_primitive::<Float32Type, _, _>(vec![
+                    Some(vec![Some(1.0), Some(2.0)]),
+                    None,
+                ])),
+            ),
         ]);
         let out = coerce_batch(&spec(), &input).unwrap();
         assert_eq!(out.schema(), spec().arrow_schema());
-        let ts = out.column(5).as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+        let ts = out
+            .column(5)
+            .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
         assert_eq!(ts.values(), &[1, -1], "nanoseconds floor toward the past");
-        assert_eq!(out.column(1).as_primitive::<arrow::datatypes::Int32Type>().value(0), 3);
+        assert_eq!(
+            out.column(1)
+                .as_primitive::<arrow::datatypes::Int32Type>()
+                .value(0),
+            3
+        );
         assert_eq!(out.column(4).null_count(), 2, "absent feature is null");
         assert!(out.column(3).is_null(1));
     }
@@ -366,20 +402,60 @@ mod tests {
     fn rejects_with_named_column_and_types() {
         let ts: ArrayRef = Arc::new(TimestampSecondArray::from(vec![1]));
         let cases: Vec<(Vec<(&str, ArrayRef)>, &str)> = vec![
-            (vec![("id", Arc::new(StringArray::from(vec!["x"]))), ("event_timestamp", ts.clone())],
-             "column \"id\" has type Utf8; expected int64"),
-            (vec![("id", Arc::new(Int8Array::from(vec![None]))), ("event_timestamp", ts.clone())],
-             "null entity"),
-            (vec![("id", Arc::new(Int8Array::from(vec![1]))), ("event_timestamp", ts.clone()),
-                  ("zzz", Arc::new(Int8Array::from(vec![1])))], "\"zzz\" is not declared"),
-            (vec![("id", Arc::new(Int8Array::from(vec![1])))], "lacks the timestamp"),
-            (vec![("id", Arc::new(Int8Array::from(vec![1]))), ("event_timestamp", ts.clone()),
-                  ("a", Arc::new(Int64Array::from(vec![1])))], "column \"a\" has type Int64; expected int32"),
-            (vec![("id", Arc::new(Int8Array::from(vec![1]))), ("event_timestamp", ts.clone()),
-                  ("e", Arc::new(ListArray::from_iter_primitive::<Float32Type, _, _>(vec![Some(vec![Some(1.0)])])))],
-             "length 1"),
-            (vec![("id", Arc::new(Int8Array::from(vec![1]))), ("event_timestamp", Arc::new(Int32Array::from(vec![1])))],
-             "expected a timestamp"),
+            (
+                vec![
+                    ("id", Arc::new(StringArray::from(vec!["x"]))),
+                    ("event_timestamp", ts.clone()),
+                ],
+                "column \"id\" has type Utf8; expected int64",
+            ),
+            (
+                vec![
+                    ("id", Arc::new(Int8Array::from(vec![None]))),
+                    ("event_timestamp", ts.clone()),
+                ],
+                "null entity",
+            ),
+            (
+                vec![
+                    ("id", Arc::new(Int8Array::from(vec![1]))),
+                    ("event_timestamp", ts.clone()),
+                    ("zzz", Arc::new(Int8Array::from(vec![1]))),
+                ],
+                "\"zzz\" is not declared",
+            ),
+            (
+                vec![("id", Arc::new(Int8Array::from(vec![1])))],
+                "lacks the timestamp",
+            ),
+            (
+                vec![
+                    ("id", Arc::new(Int8Array::from(vec![1]))),
+                    ("event_timestamp", ts.clone()),
+                    ("a", Arc::new(Int64Array::from(vec![1]))),
+                ],
+                "column \"a\" has type Int64; expected int32",
+            ),
+            (
+                vec![
+                    ("id", Arc::new(Int8Array::from(vec![1]))),
+                    ("event_timestamp", ts.clone()),
+                    (
+                        "e",
+                        Arc::new(ListArray::from_iter_primitive::<Float32Type, _, _>(vec![
+                            Some(vec![Some(1.0)]),
+                        ])),
+                    ),
+                ],
+                "length 1",
+            ),
+            (
+                vec![
+                    ("id", Arc::new(Int8Array::from(vec![1]))),
+                    ("event_timestamp", Arc::new(Int32Array::from(vec![1]))),
+                ],
+                "expected a timestamp",
+            ),
         ];
         for (columns, expected) in cases {
             let err = coerce_batch(&spec(), &batch(columns)).unwrap_err();

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use arrow::array::{
     new_null_array, Array, ArrayRef, AsArray, BinaryBuilder, BooleanBuilder, Date32Builder,
-    FixedSizeListBuilder, Float32Builder, Float64Builder, Int32Builder, Int64Builder,
-    RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+    FixedSizeListBuilder, Float32Builder, Float64Builder, Int32Builder, Int64Builder, RecordBatch,
+    StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{
     DataType, Date32Type, Float32Type, Float64Type, Int32Type, Int64Type, TimeUnit,
@@ -24,9 +24,10 @@ use crate::{Error, Result};
 /// the wrong JSON type and null entity/timestamp values are rejected naming row and column.
 pub fn rows_to_batch(spec: &FeatureSetSpec, rows: &[Map<String, Value>]) -> Result<RecordBatch> {
     for (i, row) in rows.iter().enumerate() {
-        if let Some(key) = row.keys().find(|k| {
-            *k != &spec.entity.name && *k != &spec.timestamp && spec.feature(k).is_none()
-        }) {
+        if let Some(key) = row
+            .keys()
+            .find(|k| *k != &spec.entity.name && *k != &spec.timestamp && spec.feature(k).is_none())
+        {
             return Err(Error::invalid(format!(
                 "row {i}: column {key:?} is not declared by feature set {:?}",
                 spec.name
@@ -41,9 +42,19 @@ pub fn rows_to_batch(spec: &FeatureSetSpec, rows: &[Map<String, Value>]) -> Resu
     };
     columns.push(column_from_json(rows, entity, key_type, false)?);
     for feature in &spec.features {
-        columns.push(column_from_json(rows, &feature.name, feature.feature_type, true)?);
+        columns.push(column_from_json(
+            rows,
+            &feature.name,
+            feature.feature_type,
+            true,
+        )?);
     }
-    columns.push(column_from_json(rows, &spec.timestamp, FeatureType::Timestamp, false)?);
+    columns.push(column_from_json(
+        rows,
+        &spec.timestamp,
+        FeatureType::Timestamp,
+        false,
+    )?);
     Ok(RecordBatch::try_new(spec.arrow_schema(), columns)?)
 }
 
@@ -61,14 +72,12 @@ fn column_from_json(
             "row {i}: column {name:?} is {v}; expected {expected}"
         ))
     };
-    let cells = rows.iter().enumerate().map(|(i, r)| {
-        match r.get(name) {
-            None | Some(Value::Null) if !nullable => Err(Error::invalid(format!(
-                "row {i}: column {name:?} is missing or null; it may not be null"
-            ))),
-            None | Some(Value::Null) => Ok((i, None)),
-            Some(v) => Ok((i, Some(v))),
-        }
+    let cells = rows.iter().enumerate().map(|(i, r)| match r.get(name) {
+        None | Some(Value::Null) if !nullable => Err(Error::invalid(format!(
+            "row {i}: column {name:?} is missing or null; it may not be null"
+        ))),
+        None | Some(Value::Null) => Ok((i, None)),
+        Some(v) => Ok((i, Some(v))),
     });
     macro_rules! build {
         ($builder:expr, $expected:expr, |$v:ident| $convert:expr) => {{
@@ -88,7 +97,8 @@ fn column_from_json(
     }
     let n = rows.len();
     Ok(match feature_type {
-        FeatureType::Bool => build!(BooleanBuilder::with_capacity(n), "true or false", |v| v.as_bool()),
+        FeatureType::Bool => build!(BooleanBuilder::with_capacity(n), "true or false", |v| v
+            .as_bool()),
         FeatureType::Int32 => build!(Int32Builder::with_capacity(n), "a 32-bit integer", |v| v
             .as_i64()
             .and_then(|x| i32::try_from(x).ok())),
@@ -96,12 +106,16 @@ fn column_from_json(
         FeatureType::Float32 => build!(Float32Builder::with_capacity(n), "a number", |v| v
             .as_f64()
             .map(|x| x as f32)),
-        FeatureType::Float64 => build!(Float64Builder::with_capacity(n), "a number", |v| v.as_f64()),
+        FeatureType::Float64 => {
+            build!(Float64Builder::with_capacity(n), "a number", |v| v.as_f64())
+        }
         FeatureType::String => build!(StringBuilder::with_capacity(n, n * 8), "a string", |v| v
             .as_str()),
-        FeatureType::Binary => build!(BinaryBuilder::with_capacity(n, n * 8), "a base64 string", |v| v
-            .as_str()
-            .and_then(|s| BASE64.decode(s).ok())),
+        FeatureType::Binary => build!(
+            BinaryBuilder::with_capacity(n, n * 8),
+            "a base64 string",
+            |v| v.as_str().and_then(|s| BASE64.decode(s).ok())
+        ),
         FeatureType::Date => build!(Date32Builder::with_capacity(n), "a date YYYY-MM-DD", |v| v
             .as_str()
             .and_then(|s| parse_date(s).ok())),
@@ -145,7 +159,9 @@ fn append_vector<'v, T: arrow::datatypes::ArrowPrimitiveType>(
     };
     let items = value.as_array().filter(|a| a.len() == dim).ok_or(value)?;
     for item in items {
-        builder.values().append_value(convert(item.as_f64().ok_or(value)?));
+        builder
+            .values()
+            .append_value(convert(item.as_f64().ok_or(value)?));
     }
     builder.append(true);
     Ok(())
@@ -185,13 +201,19 @@ pub fn cell_to_json(array: &dyn Array, row: usize) -> Value {
         DataType::Float64 => float(array.as_primitive::<Float64Type>().value(row)),
         DataType::Utf8 => Value::String(array.as_string::<i32>().value(row).to_owned()),
         DataType::Binary => Value::String(BASE64.encode(array.as_binary::<i32>().value(row))),
-        DataType::Date32 => Value::String(format_date(array.as_primitive::<Date32Type>().value(row))),
+        DataType::Date32 => {
+            Value::String(format_date(array.as_primitive::<Date32Type>().value(row)))
+        }
         DataType::Timestamp(TimeUnit::Microsecond, _) => Value::String(format_timestamp(
             array.as_primitive::<TimestampMicrosecondType>().value(row),
         )),
         DataType::FixedSizeList(_, _) => {
             let values = array.as_fixed_size_list().value(row);
-            Value::Array((0..values.len()).map(|i| cell_to_json(values.as_ref(), i)).collect())
+            Value::Array(
+                (0..values.len())
+                    .map(|i| cell_to_json(values.as_ref(), i))
+                    .collect(),
+            )
         }
         other => Value::String(format!("<unsupported type {other}>")),
     }
@@ -234,12 +256,30 @@ mod tests {
     #[test]
     fn rejects_bad_rows_naming_row_and_column() {
         let cases = [
-            (json!([{"id": "u", "event_timestamp": "2026-01-01T00:00:00Z", "n": "7"}]), "row 0: column \"n\""),
-            (json!([{"id": "u", "event_timestamp": "2026-01-01T00:00:00Z", "n": 3000000000i64}]), "32-bit"),
-            (json!([{"id": "u", "event_timestamp": "2026-01-01T00:00:00Z"}, {"id": "u"}]), "row 1: column \"event_timestamp\""),
-            (json!([{"id": "u", "event_timestamp": "2026-01-01T00:00:00Z", "zz": 1}]), "\"zz\" is not declared"),
-            (json!([{"id": "u", "event_timestamp": "2026-01-01T00:00:00Z", "e": [1]}]), "2 numbers"),
-            (json!([{"id": 5, "event_timestamp": "2026-01-01T00:00:00Z"}]), "column \"id\""),
+            (
+                json!([{"id": "u", "event_timestamp": "2026-01-01T00:00:00Z", "n": "7"}]),
+                "row 0: column \"n\"",
+            ),
+            (
+                json!([{"id": "u", "event_timestamp": "2026-01-01T00:00:00Z", "n": 3000000000i64}]),
+                "32-bit",
+            ),
+            (
+                json!([{"id": "u", "event_timestamp": "2026-01-01T00:00:00Z"}, {"id": "u"}]),
+                "row 1: column \"event_timestamp\"",
+            ),
+            (
+                json!([{"id": "u", "event_timestamp": "2026-01-01T00:00:00Z", "zz": 1}]),
+                "\"zz\" is not declared",
+            ),
+            (
+                json!([{"id": "u", "event_timestamp": "2026-01-01T00:00:00Z", "e": [1]}]),
+                "2 numbers",
+            ),
+            (
+                json!([{"id": 5, "event_timestamp": "2026-01-01T00:00:00Z"}]),
+                "column \"id\"",
+            ),
         ];
         for (input, expected) in cases {
             let err = rows_to_batch(&spec(), &rows(input)).unwrap_err();

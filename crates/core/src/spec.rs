@@ -226,7 +226,10 @@ mod tests {
         assert_eq!(spec.ttl_micros(), Some(86_400_000_000));
         let schema = spec.arrow_schema();
         let names: Vec<_> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-        assert_eq!(names, ["user_id", "age", "ctr_7d", "embedding", "event_timestamp"]);
+        assert_eq!(
+            names,
+            ["user_id", "age", "ctr_7d", "embedding", "event_timestamp"]
+        );
         let back: FeatureSetSpec =
             serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
         assert!(back.same_definition(&spec));
@@ -255,7 +258,8 @@ mod tests {
         let clash = r#"{"name": "x", "entity": {"name": "id", "type": "int64"},
             "features": [{"name": "id", "type": "int64"}]}"#;
         assert!(FeatureSetSpec::from_json(clash.as_bytes()).is_err());
-        let bad_entity = r#"{"name": "x", "entity": {"name": "id", "type": "float32"}, "features": []}"#;
+        let bad_entity =
+            r#"{"name": "x", "entity": {"name": "id", "type": "float32"}, "features": []}"#;
         assert!(FeatureSetSpec::from_json(bad_entity.as_bytes()).is_err());
     }
 }

@@ -92,9 +92,14 @@ mod tests {
             br#"{"type": "history", "feature_set": "s", "start": "2026-01-01T00:00:00Z"}"#,
         )
         .unwrap();
-        let Ticket::History(h) = history else { panic!() };
+        let Ticket::History(h) = history else {
+            panic!()
+        };
         assert_eq!(h.time_range().unwrap().0, Some(1_767_225_600_000_000));
         assert!(Ticket::from_json(br#"{"type": "sql"}"#).is_err());
-        assert!(Ticket::from_json(br#"{"type": "online", "feature_set": "s", "entities": [], "x": 1}"#).is_err());
+        assert!(Ticket::from_json(
+            br#"{"type": "online", "feature_set": "s", "entities": [], "x": 1}"#
+        )
+        .is_err());
     }
 }

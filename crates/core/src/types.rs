@@ -158,10 +158,23 @@ mod tests {
 
     #[test]
     fn type_names_round_trip() {
-        for name in ["bool", "int32", "date", "timestamp", "float32[64]", "float64[3]"] {
+        for name in [
+            "bool",
+            "int32",
+            "date",
+            "timestamp",
+            "float32[64]",
+            "float64[3]",
+        ] {
             assert_eq!(name.parse::<FeatureType>().unwrap().to_string(), name);
         }
-        for bad in ["float32[0]", "float32[]", "int16", "float32[70000]", "Float32"] {
+        for bad in [
+            "float32[0]",
+            "float32[]",
+            "int16",
+            "float32[70000]",
+            "Float32",
+        ] {
             assert!(bad.parse::<FeatureType>().is_err(), "{bad}");
         }
     }

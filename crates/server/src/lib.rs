@@ -1,1 +1,173 @@
+//! The FeatherStore server: Arrow Flight and HTTP APIs over the feature store, with
+//! configuration and telemetry. [`start`] runs it; integration tests start it on port 0.
 
+pub mod config;
+mod error;
+mod flight;
+mod http;
+mod service;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use featherstore_store::duckdb::DuckDbStore;
+use featherstore_store::query::EngineSettings;
+use featherstore_store::{FeatureStore, Limits, OfflineStore};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::config::{Backend, Config};
+use crate::service::AppState;
+use crate::telemetry::Metrics;
+
+pub use error::ApiError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("opening storage: {0}")]
+    Storage(#[from] featherstore_store::Error),
+    #[error("binding {what} on {address}: {source}")]
+    Bind {
+        what: &'static str,
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// A started server; dropping it does not stop it, [`RunningServer::shutdown`] does.
+pub struct RunningServer {
+    pub http_addr: SocketAddr,
+    pub flight_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets requests in progress finish, and waits for the listeners.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Waits until the server stops (it does not on its own; this is for `serve`).
+    pub async fn wait(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// A future that resolves on Ctrl-C or SIGTERM, then shuts the server down.
+    pub async fn run_until_signal(self) {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        tracing::info!("shutting down");
+        self.shutdown().await;
+    }
+}
+
+fn open_offline(config: &Config) -> Result<Box<dyn OfflineStore>, StartError> {
+    let engine = EngineSettings {
+        memory_limit: config.storage.duckdb.memory_limit.clone(),
+        temp_directory: Some(config.data_dir().join("tmp")),
+        connections: config.storage.connections,
+    };
+    Ok(match config.storage.backend {
+        Backend::Duckdb => Box::new(DuckDbStore::open(&config.storage.duckdb.path, &engine)?),
+        Backend::Parquet => return Err(StartError::Config("TEMP".into())),
+    })
+}
+
+async fn bind(what: &'static str, host: &str, port: u16) -> Result<TcpListener, StartError> {
+    let address = format!("{host}:{port}");
+    TcpListener::bind(&address)
+        .await
+        .map_err(|source| StartError::Bind {
+            what,
+            address,
+            source,
+        })
+}
+
+/// Opens storage (rebuilding the online index), binds the three ports and starts serving.
+pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
+    let host = config.server.host.clone();
+    let http = bind("HTTP", &host, config.server.http_port).await?;
+    let flight = bind("Flight", &host, config.server.flight_port).await?;
+    let metrics = bind("metrics", &host, config.metrics.prometheus_port).await?;
+
+    let limits = Limits {
+        max_online_entities: config.limits.max_online_entities,
+    };
+    let open_config = config.clone();
+    let store = tokio::task::spawn_blocking(move || {
+        let offline = open_offline(&open_config)?;
+        Ok::<_, StartError>(FeatureStore::open(offline, limits)?)
+    })
+    .await
+    .map_err(|e| StartError::Config(format!("storage startup task failed: {e}")))??;
+
+    let state = AppState {
+        store: Arc::new(store),
+        metrics: Arc::new(Metrics::new()),
+        max_message_bytes: config.limits.max_message_bytes,
+    };
+    let addr = |l: &TcpListener| l.local_addr().expect("bound listener has an address");
+    let (http_addr, flight_addr, metrics_addr) = (addr(&http), addr(&flight), addr(&metrics));
+
+    let (stop, stopped) = watch::channel(false);
+    let until_stopped = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+    let mut tasks = JoinSet::new();
+    let router = http::router(state.clone());
+    let stop_http = until_stopped();
+    tasks.spawn(async move {
+        if let Err(e) = axum::serve(http, router)
+            .with_graceful_shutdown(stop_http)
+            .await
+        {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+    let metrics_router = http::metrics_router(state.clone());
+    let stop_metrics = until_stopped();
+    tasks.spawn(async move {
+        if let Err(e) = axum::serve(metrics, metrics_router)
+            .with_graceful_shutdown(stop_metrics)
+            .await
+        {
+            tracing::error!(error = %e, "metrics server failed");
+        }
+    });
+    let flight_service = flight::service(state);
+    let stop_flight = until_stopped();
+    tasks.spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .add_service(flight_service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(flight), stop_flight)
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "Flight server failed");
+        }
+    });
+    tracing::info!(%http_addr, %flight_addr, %metrics_addr, backend = ?config.storage.backend, "serving");
+    Ok(RunningServer {
+        http_addr,
+        flight_addr,
+        metrics_addr,
+        stop,
+        tasks,
+    })
+}

@@ -17,6 +17,9 @@ pub enum Error {
     },
     #[error("{0}")]
     Corrupt(String),
+    /// The consumer of a result stream went away; the producer stops.
+    #[error("the receiver of the results went away")]
+    Cancelled,
 }
 
 impl Error {

@@ -3,8 +3,11 @@
 
 pub mod duckdb;
 mod error;
+mod feature_store;
 pub mod offline;
+pub mod online;
 pub mod query;
 
 pub use error::{Error, Result};
+pub use feature_store::{FeatureSet, FeatureStore, Limits};
 pub use offline::{BatchSink, HistoryQuery, OfflineStore, SetStats};

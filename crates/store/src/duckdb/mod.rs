@@ -81,13 +81,19 @@ impl DuckDbStore {
 impl OfflineStore for DuckDbStore {
     fn load_specs(&self) -> Result<Vec<FeatureSetSpec>> {
         let conn = self.pool.get();
-        let mut statement = conn.prepare(&format!("SELECT name, spec FROM {SPECS_TABLE} ORDER BY name"))?;
-        let rows = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))?;
+        let mut statement = conn.prepare(&format!(
+            "SELECT name, spec FROM {SPECS_TABLE} ORDER BY name"
+        ))?;
+        let rows = statement.query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+        })?;
         let mut specs = Vec::new();
         for row in rows {
             let (name, json) = row?;
             specs.push(serde_json::from_str(&json).map_err(|e| {
-                Error::Corrupt(format!("stored spec of feature set {name:?} is unreadable: {e}"))
+                Error::Corrupt(format!(
+                    "stored spec of feature set {name:?} is unreadable: {e}"
+                ))
             })?);
         }
         Ok(specs)

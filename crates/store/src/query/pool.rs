@@ -36,11 +36,17 @@ impl ConnectionPool {
             "SET autoinstall_known_extensions = false; SET autoload_known_extensions = false;",
         );
         if let Some(limit) = &settings.memory_limit {
-            setup.push_str(&format!("SET memory_limit = '{}';", limit.replace('\'', "''")));
+            setup.push_str(&format!(
+                "SET memory_limit = '{}';",
+                limit.replace('\'', "''")
+            ));
         }
         if let Some(dir) = &settings.temp_directory {
             let dir = dir.display().to_string();
-            setup.push_str(&format!("SET temp_directory = '{}';", dir.replace('\'', "''")));
+            setup.push_str(&format!(
+                "SET temp_directory = '{}';",
+                dir.replace('\'', "''")
+            ));
         }
         first.execute_batch(&setup)?;
         let mut idle = Vec::with_capacity(settings.connections.max(1));

@@ -4,9 +4,9 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType};
 use duckdb::Connection;
 use featherstore_core::{EntityKeys, EntityType, FeatureSetSpec, FeatureType};
 
@@ -58,7 +58,12 @@ pub fn create_table(spec: &FeatureSetSpec, table: &str) -> String {
         entity_sql_type(spec.entity.entity_type)
     );
     for f in &spec.features {
-        let _ = write!(sql, ", {} {}", ident(&f.name), feature_sql_type(f.feature_type));
+        let _ = write!(
+            sql,
+            ", {} {}",
+            ident(&f.name),
+            feature_sql_type(f.feature_type)
+        );
     }
     let _ = write!(
         sql,
@@ -99,15 +104,25 @@ pub fn to_storage_batch(
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns() + 1);
     for column in batch.columns() {
         columns.push(match column.data_type() {
-            DataType::Timestamp(TimeUnit::Microsecond, Some(_)) => {
-                cast(column, &DataType::Timestamp(TimeUnit::Microsecond, None))?
-            }
+            DataType::Timestamp(TimeUnit::Microsecond, Some(_)) => with_zone(column, None),
             _ => column.clone(),
         });
     }
     let n = batch.num_rows() as i64;
-    columns.push(Arc::new(Int64Array::from_iter_values(first_seq..first_seq + n)));
+    columns.push(Arc::new(Int64Array::from_iter_values(
+        first_seq..first_seq + n,
+    )));
     Ok(RecordBatch::try_new(storage_schema(spec), columns)?)
+}
+
+/// The same microsecond instants under another zone label (no chrono-tz needed).
+fn with_zone(column: &ArrayRef, zone: Option<Arc<str>>) -> ArrayRef {
+    Arc::new(
+        column
+            .as_primitive::<TimestampMicrosecondType>()
+            .clone()
+            .with_timezone_opt(zone),
+    )
 }
 
 fn select_list(spec: &FeatureSetSpec, features: &[usize]) -> String {
@@ -119,8 +134,16 @@ fn select_list(spec: &FeatureSetSpec, features: &[usize]) -> String {
 
 fn entity_list(keys: &EntityKeys) -> String {
     match keys {
-        EntityKeys::String(keys) => keys.iter().map(|k| literal(k)).collect::<Vec<_>>().join(", "),
-        EntityKeys::Int64(keys) => keys.iter().map(i64::to_string).collect::<Vec<_>>().join(", "),
+        EntityKeys::String(keys) => keys
+            .iter()
+            .map(|k| literal(k))
+            .collect::<Vec<_>>()
+            .join(", "),
+        EntityKeys::Int64(keys) => keys
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
     }
 }
 
@@ -212,10 +235,14 @@ pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
         .iter()
         .zip(schema.fields())
         .map(|(column, field)| {
-            if column.data_type() == field.data_type() {
-                Ok(column.clone())
-            } else {
-                cast(column, field.data_type())
+            match (column.data_type(), field.data_type()) {
+                (from, to) if from == to => Ok(column.clone()),
+                // Same instants, only the zone label differs: relabel, never shift.
+                (
+                    DataType::Timestamp(TimeUnit::Microsecond, _),
+                    DataType::Timestamp(TimeUnit::Microsecond, zone),
+                ) => Ok(with_zone(column, zone.clone())),
+                (_, to) => cast(column, to),
             }
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -247,6 +274,9 @@ mod tests {
         let sql = history(&spec, "t", &query);
         assert!(sql.contains("\"id\" IN ('x''y')"), "{sql}");
         assert!(sql.contains(">= make_timestamp(5::BIGINT)"), "{sql}");
-        assert!(sql.ends_with("ORDER BY \"id\", \"event_timestamp\", \"_seq\""), "{sql}");
+        assert!(
+            sql.ends_with("ORDER BY \"id\", \"event_timestamp\", \"_seq\""),
+            "{sql}"
+        );
     }
 }

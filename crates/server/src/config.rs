@@ -1,0 +1,314 @@
+//! Server configuration: defaults, overridden by a YAML file, overridden by `FEATHERSTORE_…`
+//! environment variables (`__` separates levels), overridden by command-line flags.
+
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Yaml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub storage: StorageConfig,
+    pub server: ServerConfig,
+    pub metrics: MetricsConfig,
+    pub limits: LimitsConfig,
+    pub logging: LoggingConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Duckdb,
+    Parquet,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub backend: Backend,
+    pub duckdb: DuckDbConfig,
+    pub parquet: ParquetConfig,
+    /// DuckDB connections (concurrent storage calls).
+    pub connections: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DuckDbConfig {
+    pub path: PathBuf,
+    /// DuckDB memory limit, e.g. "4GB"; DuckDB's default when unset.
+    pub memory_limit: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ParquetConfig {
+    pub directory: PathBuf,
+    pub row_group_size: usize,
+    /// snappy, gzip, zstd, brotli, lz4 or none.
+    pub compression: String,
+    /// Flush the append log into Parquet once it holds this many rows...
+    pub flush_rows: usize,
+    /// ...or once its oldest row is this old.
+    pub flush_interval_seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub host: String,
+    pub http_port: u16,
+    pub flight_port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub prometheus_port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_online_entities: usize,
+    /// Largest Flight message or HTTP body accepted.
+    pub max_message_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    pub format: LogFormat,
+    /// A `RUST_LOG`-style filter; `RUST_LOG` itself wins when set.
+    pub level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            storage: StorageConfig::default(),
+            server: ServerConfig::default(),
+            metrics: MetricsConfig::default(),
+            limits: LimitsConfig::default(),
+            logging: LoggingConfig::default(),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            backend: Backend::Duckdb,
+            duckdb: DuckDbConfig::default(),
+            parquet: ParquetConfig::default(),
+            connections: 4,
+        }
+    }
+}
+
+impl Default for DuckDbConfig {
+    fn default() -> Self {
+        DuckDbConfig {
+            path: PathBuf::from("./data/features.db"),
+            memory_limit: None,
+        }
+    }
+}
+
+impl Default for ParquetConfig {
+    fn default() -> Self {
+        ParquetConfig {
+            directory: PathBuf::from("./data/parquet"),
+            row_group_size: 128 * 1024,
+            compression: "snappy".into(),
+            flush_rows: 1_000_000,
+            flush_interval_seconds: 60,
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: "127.0.0.1".into(),
+            http_port: 8080,
+            flight_port: 8081,
+        }
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            prometheus_port: 9090,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_online_entities: 100_000,
+            max_message_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Command-line overrides of `featherstore serve`; `None` leaves the configured value.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub backend: Option<Backend>,
+    /// Holds all state of either backend: `DIR/features.db` or `DIR/parquet/`.
+    pub data_dir: Option<PathBuf>,
+    pub host: Option<String>,
+    pub http_port: Option<u16>,
+    pub flight_port: Option<u16>,
+    pub metrics_port: Option<u16>,
+}
+
+impl Config {
+    /// Defaults < YAML file < environment < flags. Unknown keys in the file or in
+    /// `FEATHERSTORE_SECTION__KEY` variables are errors; `FEATHERSTORE_` variables without a
+    /// `__` are not configuration (tools use names like `FEATHERSTORE_BIN`) and are ignored.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, figment::Error> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(figment::Error::from(format!(
+                    "config file {} does not exist",
+                    file.display()
+                )));
+            }
+            figment = figment.merge(Yaml::file_exact(file));
+        }
+        let env = Env::prefixed("FEATHERSTORE_")
+            .filter(|key| key.as_str().contains("__"))
+            .split("__");
+        let mut config: Config = figment.merge(env).extract()?;
+        config.apply(overrides);
+        Ok(config)
+    }
+
+    fn apply(&mut self, o: &Overrides) {
+        if let Some(backend) = o.backend {
+            self.storage.backend = backend;
+        }
+        if let Some(dir) = &o.data_dir {
+            self.storage.duckdb.path = dir.join("features.db");
+            self.storage.parquet.directory = dir.join("parquet");
+        }
+        if let Some(host) = &o.host {
+            self.server.host = host.clone();
+        }
+        if let Some(port) = o.http_port {
+            self.server.http_port = port;
+        }
+        if let Some(port) = o.flight_port {
+            self.server.flight_port = port;
+        }
+        if let Some(port) = o.metrics_port {
+            self.metrics.prometheus_port = port;
+        }
+    }
+
+    /// The directory that holds the configured backend's state.
+    pub fn data_dir(&self) -> PathBuf {
+        match self.storage.backend {
+            Backend::Duckdb => self
+                .storage
+                .duckdb
+                .path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+            Backend::Parquet => self.storage.parquet.directory.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn layers_file_env_and_flags() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.yaml",
+                "storage:\n  backend: parquet\n  parquet:\n    compression: zstd\nserver:\n  http_port: 1000\n",
+            )?;
+            jail.set_env("FEATHERSTORE_SERVER__HTTP_PORT", "2000");
+            jail.set_env("FEATHERSTORE_BIN", "/ignored");
+            let flags = Overrides {
+                flight_port: Some(3000),
+                data_dir: Some("/d".into()),
+                ..Overrides::default()
+            };
+            let config = Config::load(Some(Path::new("c.yaml")), &flags)?;
+            assert_eq!(config.storage.backend, Backend::Parquet);
+            assert_eq!(config.storage.parquet.compression, "zstd");
+            assert_eq!(config.server.http_port, 2000);
+            assert_eq!(config.server.flight_port, 3000);
+            assert_eq!(
+                config.storage.parquet.directory,
+                PathBuf::from("/d/parquet")
+            );
+            assert_eq!(config.metrics.prometheus_port, 9090);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        Jail::expect_with(|jail| {
+            jail.create_file("c.yaml", "storage:\n  backnd: parquet\n")?;
+            let err = Config::load(Some(Path::new("c.yaml")), &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("backnd"), "{err}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("FEATHERSTORE_SERVER__HTTP_PROT", "1");
+            let err = Config::load(None, &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("http_prot"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let config = Config::default();
+        assert_eq!(
+            config.storage.duckdb.path,
+            PathBuf::from("./data/features.db")
+        );
+        assert_eq!(
+            (
+                config.server.http_port,
+                config.server.flight_port,
+                config.metrics.prometheus_port
+            ),
+            (8080, 8081, 9090)
+        );
+    }
+}

@@ -1,0 +1,90 @@
+//! The API error: every failure a request can meet, mapped to a gRPC status and an HTTP
+//! response in one place each, and logged there once.
+
+use axum::response::{IntoResponse, Response};
+use featherstore_core::ErrorCode;
+use http::StatusCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Store(#[from] featherstore_store::Error),
+    #[error(transparent)]
+    Domain(#[from] featherstore_core::Error),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<arrow::error::ArrowError> for ApiError {
+    fn from(e: arrow::error::ArrowError) -> Self {
+        featherstore_core::Error::from(e).into()
+    }
+}
+
+impl ApiError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ApiError::Store(e) => e.code(),
+            ApiError::Domain(e) => e.code(),
+            ApiError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        featherstore_core::Error::invalid(message).into()
+    }
+
+    pub fn too_large(message: impl Into<String>) -> Self {
+        featherstore_core::Error::TooLarge(message.into()).into()
+    }
+
+    /// Logs the error with its request context: faults of the server as errors, bad requests
+    /// at debug level (they are the caller's to fix, and counted in the metrics).
+    fn log(&self, api: &str) {
+        match self.code() {
+            ErrorCode::Internal => tracing::error!(api, error = %self, "request failed"),
+            code => tracing::debug!(api, code = code.as_str(), error = %self, "request rejected"),
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl From<ApiError> for tonic::Status {
+    fn from(e: ApiError) -> Self {
+        e.log("flight");
+        let message = e.to_string();
+        match e.code() {
+            ErrorCode::NotFound => tonic::Status::not_found(message),
+            ErrorCode::InvalidArgument => tonic::Status::invalid_argument(message),
+            ErrorCode::AlreadyExists => tonic::Status::already_exists(message),
+            ErrorCode::TooLarge => tonic::Status::resource_exhausted(message),
+            ErrorCode::Unauthenticated => tonic::Status::unauthenticated(message),
+            ErrorCode::Forbidden => tonic::Status::permission_denied(message),
+            ErrorCode::Internal => tonic::Status::internal(message),
+        }
+    }
+}
+
+pub fn http_status(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::InvalidArgument => StatusCode::BAD_REQUEST,
+        ErrorCode::AlreadyExists => StatusCode::CONFLICT,
+        ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// `{"error": {"code": "...", "message": "..."}}` with PROTOCOL.md's status.
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.log("http");
+        let code = self.code();
+        let body =
+            serde_json::json!({"error": {"code": code.as_str(), "message": self.to_string()}});
+        (http_status(code), axum::Json(body)).into_response()
+    }
+}

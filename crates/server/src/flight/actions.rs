@@ -1,0 +1,70 @@
+//! DoAction: the feature set registry (PROTOCOL.md, "Actions").
+
+use arrow_flight::{Action, ActionType};
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use super::FlightStream;
+use crate::error::{ApiError, ApiResult};
+use crate::service::{parse_name, AppState};
+
+const ACTIONS: &[(&str, &str)] = &[
+    (
+        "create_feature_set",
+        "Create a feature set from a spec; the same spec again is a no-op",
+    ),
+    ("get_feature_set", "{\"name\"}: the stored spec with stats"),
+    ("list_feature_sets", "{}: every stored spec"),
+    (
+        "delete_feature_set",
+        "{\"name\"}: delete a set and all its data",
+    ),
+];
+
+pub fn list() -> Vec<ActionType> {
+    ACTIONS
+        .iter()
+        .map(|(name, description)| ActionType {
+            r#type: name.to_string(),
+            description: description.to_string(),
+        })
+        .collect()
+}
+
+/// The metrics label of an action: its name when known.
+pub fn method_name(action: &str) -> &'static str {
+    ACTIONS
+        .iter()
+        .find(|(name, _)| *name == action)
+        .map_or("unknown_action", |(name, _)| name)
+}
+
+pub async fn do_action(
+    state: &AppState,
+    action: Action,
+) -> ApiResult<FlightStream<arrow_flight::Result>> {
+    let body = action.body.as_ref();
+    let result: Value = match action.r#type.as_str() {
+        "create_feature_set" => state.create_set(body).await?.0,
+        "get_feature_set" => state.describe_set(parse_name(body)?).await?,
+        "list_feature_sets" => state.list_sets(),
+        "delete_feature_set" => {
+            state.delete_set(parse_name(body)?).await?;
+            json!({"deleted": true})
+        }
+        other => {
+            return Err(ApiError::invalid(format!(
+                "unknown action {other:?}; expected one of {}",
+                ACTIONS
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )))
+        }
+    };
+    let body = Bytes::from(serde_json::to_vec(&result).expect("JSON values serialize"));
+    Ok(Box::pin(futures::stream::once(async move {
+        Ok(arrow_flight::Result { body })
+    })))
+}

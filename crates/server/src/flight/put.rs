@@ -1,0 +1,97 @@
+//! DoPut: ingest. Each decoded batch is stored durably, then acknowledged with one PutResult
+//! `{"batch": i, "rows": n}`; the first rejected batch ends the call with its error.
+
+use std::time::Instant;
+
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::error::FlightError;
+use arrow_flight::{FlightData, PutResult};
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Status, Streaming};
+use tracing::Instrument;
+
+use super::FlightStream;
+use crate::error::{ApiError, ApiResult};
+use crate::service::{set_from_path, AppState};
+
+/// Acknowledgements buffered for a slow client before ingest pauses.
+const ACK_BUFFER: usize = 2;
+
+pub async fn do_put(
+    state: AppState,
+    mut input: Streaming<FlightData>,
+) -> ApiResult<FlightStream<PutResult>> {
+    let first = input
+        .message()
+        .await
+        .map_err(stream_error)?
+        .ok_or_else(|| ApiError::invalid("DoPut sent no messages"))?;
+    let descriptor = first.flight_descriptor.clone().ok_or_else(|| {
+        ApiError::invalid(
+            "the first DoPut message must carry a descriptor with path [feature_set_name]",
+        )
+    })?;
+    let name = set_from_path(&descriptor.path)?;
+    state.require_set(&name)?;
+
+    let messages = futures::stream::once(async { Ok(first) })
+        .chain(input)
+        .map_err(|status| FlightError::Tonic(Box::new(status)));
+    let mut batches = FlightRecordBatchStream::new_from_flight_data(messages);
+    let (tx, rx) = mpsc::channel(ACK_BUFFER);
+    let span = tracing::info_span!("flight_put", feature_set = %name);
+    tokio::spawn(
+        async move {
+            let started = Instant::now();
+            let mut index = 0usize;
+            let outcome: ApiResult<()> = async {
+                while let Some(batch) = batches.next().await {
+                    let batch = batch.map_err(decode_error)?;
+                    let rows = state.ingest(name.clone(), batch).await?;
+                    let ack = serde_json::json!({"batch": index, "rows": rows});
+                    let ack = PutResult {
+                        app_metadata: Bytes::from(ack.to_string()),
+                    };
+                    if tx.send(Ok(ack)).await.is_err() {
+                        break; // the client went away; what was acknowledged is stored
+                    }
+                    index += 1;
+                }
+                Ok(())
+            }
+            .await;
+            let code = outcome.as_ref().err().map_or("ok", |e| e.code().as_str());
+            state
+                .metrics
+                .observe("flight", "do_put_stream", code, started.elapsed());
+            if let Err(e) = outcome {
+                let _ = tx.send(Err(Status::from(e))).await;
+            }
+        }
+        .instrument(span),
+    );
+    Ok(ReceiverStream::new(rx).boxed())
+}
+
+/// A transport error while reading the client's stream; an oversized message is the
+/// documented RESOURCE_EXHAUSTED (tonic reports it as OUT_OF_RANGE).
+fn stream_error(status: Status) -> ApiError {
+    if status.code() == Code::OutOfRange {
+        ApiError::too_large(format!("message over the size limit: {}", status.message()))
+    } else {
+        ApiError::invalid(format!(
+            "reading the DoPut stream failed: {}",
+            status.message()
+        ))
+    }
+}
+
+fn decode_error(e: FlightError) -> ApiError {
+    match e {
+        FlightError::Tonic(status) => stream_error(*status),
+        other => ApiError::invalid(format!("undecodable Arrow Flight data: {other}")),
+    }
+}

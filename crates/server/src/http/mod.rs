@@ -1,0 +1,144 @@
+//! The HTTP/REST API (PROTOCOL.md, "HTTP"): JSON by default, Arrow IPC streams on request.
+
+mod arrow_ipc;
+mod feature_sets;
+mod retrieval;
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use http::{header, HeaderMap, StatusCode};
+use tracing::Instrument;
+
+use crate::error::{ApiError, ApiResult};
+use crate::service::AppState;
+
+pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route(
+            "/v1/feature-sets",
+            get(feature_sets::list).post(feature_sets::create),
+        )
+        .route(
+            "/v1/feature-sets/{name}",
+            get(feature_sets::describe).delete(feature_sets::delete),
+        )
+        .route("/v1/feature-sets/{name}/rows", post(feature_sets::ingest))
+        .route("/v1/online", post(retrieval::online))
+        .route("/v1/history", post(retrieval::history))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        // Bodies are read with the configured limit by `read_body`, which answers 413 with
+        // the JSON error body instead of axum's plain-text one.
+        .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// The router of the metrics port: `/metrics` only.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(&state.store),
+    )
+}
+
+async fn not_found(request: Request) -> ApiError {
+    featherstore_core::Error::not_found(format!(
+        "no route for {} {}",
+        request.method(),
+        request.uri().path()
+    ))
+    .into()
+}
+
+/// Wraps every request in a span and records its count and duration.
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let method = format!("{} {route}", request.method());
+    let span = tracing::info_span!("http", method = %method);
+    let response = next.run(request).instrument(span).await;
+    let code = code_label(response.status());
+    state
+        .metrics
+        .observe("http", &method, code, started.elapsed());
+    response
+}
+
+fn code_label(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        200..=299 => "ok",
+        400 => "invalid_argument",
+        401 => "unauthenticated",
+        403 => "forbidden",
+        404 => "not_found",
+        409 => "already_exists",
+        413 => "too_large",
+        _ if status.is_server_error() => "internal",
+        _ => "other",
+    }
+}
+
+/// Reads a whole request body, refusing more than the configured limit with 413.
+pub async fn read_body(state: &AppState, body: Body) -> ApiResult<Bytes> {
+    let limit = state.max_message_bytes;
+    let limited = http_body_util::Limited::new(body, limit);
+    match http_body_util::BodyExt::collect(limited).await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large(format!(
+            "request body over the limit of {limit} bytes"
+        ))),
+        Err(e) => Err(ApiError::invalid(format!(
+            "reading the request body failed: {e}"
+        ))),
+    }
+}
+
+/// Whether the request asks for an Arrow IPC stream answer.
+pub fn wants_arrow(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains(ARROW_STREAM))
+}
+
+/// Whether the request body is an Arrow IPC stream.
+pub fn sends_arrow(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with(ARROW_STREAM))
+}
+
+/// Parses a JSON body into `T`, as a 400 with serde's reason on failure.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> ApiResult<T> {
+    serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("invalid {what}: {e}")))
+}
+
+pub fn streamed(content_type: &'static str, body: Body) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}

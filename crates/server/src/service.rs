@@ -1,0 +1,117 @@
+//! The operations both APIs offer, as domain calls: storage work runs on the blocking pool,
+//! results come back as the JSON documents of PROTOCOL.md.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use featherstore_core::time::format_timestamp;
+use featherstore_core::{Error as DomainError, FeatureSetSpec};
+use featherstore_store::FeatureStore;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::{ApiError, ApiResult};
+use crate::telemetry::Metrics;
+
+/// What every request handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<FeatureStore>,
+    pub metrics: Arc<Metrics>,
+    pub max_message_bytes: usize,
+}
+
+/// Runs blocking storage work off the async runtime.
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::Internal(format!("storage task failed: {e}")))?
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NameBody {
+    name: String,
+}
+
+/// Parses `{"name": ...}`, the body of the get and delete actions.
+pub fn parse_name(body: &[u8]) -> ApiResult<String> {
+    serde_json::from_slice::<NameBody>(body)
+        .map(|b| b.name)
+        .map_err(|e| {
+            ApiError::invalid(format!("invalid body: {e}; expected {{\"name\": \"...\"}}"))
+        })
+}
+
+fn spec_json(spec: &FeatureSetSpec) -> Value {
+    serde_json::to_value(spec).expect("specs serialize")
+}
+
+impl AppState {
+    /// Creates a set; returns the stored spec and whether it is new.
+    pub async fn create_set(&self, body: &[u8]) -> ApiResult<(Value, bool)> {
+        let spec = FeatureSetSpec::from_json(body)?;
+        let store = self.store.clone();
+        let (stored, created) = blocking(move || Ok(store.create(spec)?)).await?;
+        Ok((spec_json(&stored), created))
+    }
+
+    /// The stored spec plus `stats`.
+    pub async fn describe_set(&self, name: String) -> ApiResult<Value> {
+        let store = self.store.clone();
+        let (spec, stats) = blocking(move || {
+            let set = store.get(&name)?;
+            Ok((set.spec.clone(), store.stats(&name)?))
+        })
+        .await?;
+        let mut value = spec_json(&spec);
+        value["stats"] = json!({
+            "rows": stats.rows,
+            "entities": stats.entities,
+            "latest_event_timestamp": stats.latest_event_timestamp.map(format_timestamp),
+        });
+        Ok(value)
+    }
+
+    pub fn list_sets(&self) -> Value {
+        Value::Array(
+            self.store
+                .list()
+                .iter()
+                .map(|s| spec_json(&s.spec))
+                .collect(),
+        )
+    }
+
+    pub async fn delete_set(&self, name: String) -> ApiResult<()> {
+        let store = self.store.clone();
+        blocking(move || Ok(store.delete(&name)?)).await
+    }
+
+    /// Stores one batch durably; returns its row count.
+    pub async fn ingest(&self, name: String, batch: RecordBatch) -> ApiResult<usize> {
+        let store = self.store.clone();
+        let set = name.clone();
+        let rows = blocking(move || Ok(store.ingest(&set, &batch)?)).await?;
+        self.metrics.ingested(&name, rows);
+        Ok(rows)
+    }
+
+    /// Checks that a feature set exists (before a stream of work for it starts).
+    pub fn require_set(&self, name: &str) -> ApiResult<()> {
+        self.store.get(name).map(|_| ()).map_err(Into::into)
+    }
+}
+
+/// The feature set a Flight descriptor names: path `[name]`.
+pub fn set_from_path(path: &[String]) -> ApiResult<String> {
+    match path {
+        [name] => Ok(name.clone()),
+        _ => Err(DomainError::invalid(format!(
+            "descriptor path {path:?} must be [feature_set_name]"
+        ))
+        .into()),
+    }
+}

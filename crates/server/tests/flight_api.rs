@@ -1,0 +1,502 @@
+//! The Flight API end to end over loopback: registry actions, DoPut, DoGet, catalog, errors.
+
+mod common;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{Float32Type, Int64Type, TimestampMicrosecondType};
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::{FlightClient, FlightDescriptor, Ticket};
+use common::*;
+use futures::{StreamExt, TryStreamExt};
+use serde_json::{json, Value};
+use tonic::Code;
+
+async fn put(
+    client: &mut FlightClient,
+    set: &str,
+    batches: Vec<RecordBatch>,
+) -> (Vec<Value>, Option<tonic::Status>) {
+    let input = futures::stream::iter(batches.into_iter().map(Ok));
+    let data = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(FlightDescriptor::new_path(vec![set.to_string()])))
+        .build(input);
+    let mut acks = Vec::new();
+    let mut responses = match client.do_put(data).await {
+        Ok(responses) => responses,
+        Err(e) => return (acks, Some(to_status(e))),
+    };
+    while let Some(next) = responses.next().await {
+        match next {
+            Ok(result) => acks.push(serde_json::from_slice(&result.app_metadata).unwrap()),
+            Err(e) => return (acks, Some(to_status(e))),
+        }
+    }
+    (acks, None)
+}
+
+async fn get(client: &mut FlightClient, ticket: Value) -> Result<Vec<RecordBatch>, tonic::Status> {
+    let stream = client
+        .do_get(Ticket::new(ticket.to_string()))
+        .await
+        .map_err(to_status)?;
+    stream.try_collect().await.map_err(to_status)
+}
+
+fn concat(batches: &[RecordBatch]) -> RecordBatch {
+    arrow::compute::concat_batches(&batches[0].schema(), batches).unwrap()
+}
+
+#[tokio::test]
+async fn registry_actions() {
+    for backend in BACKENDS {
+        let server = TestServer::start(backend).await;
+        let mut client = server.flight().await;
+        let stored = action(&mut client, "create_feature_set", USER_SPEC)
+            .await
+            .unwrap();
+        assert_eq!(stored["version"], 1);
+        assert!(stored["created_at"].is_string());
+        assert_eq!(stored["timestamp"], "event_timestamp");
+        let again = action(&mut client, "create_feature_set", USER_SPEC)
+            .await
+            .unwrap();
+        assert_eq!(again, stored, "the same spec again is a no-op");
+        let different = USER_SPEC.replace("float32[2]", "float32[3]");
+        let err = action(&mut client, "create_feature_set", &different)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::AlreadyExists, "{err}");
+
+        let described = action(
+            &mut client,
+            "get_feature_set",
+            r#"{"name": "user_features"}"#,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            described["stats"],
+            json!({"rows": 0, "entities": 0, "latest_event_timestamp": null})
+        );
+        let listed = action(&mut client, "list_feature_sets", "{}")
+            .await
+            .unwrap();
+        assert_eq!(listed.as_array().unwrap().len(), 1);
+
+        for (body, code, needle) in [
+            (
+                r#"{"name": "bad name", "entity": {"name": "id", "type": "int64"}, "features": []}"#,
+                Code::InvalidArgument,
+                "invalid feature set name",
+            ),
+            (
+                r#"{"name": "x", "entity": {"name": "id", "type": "int64"}, "features": [{"name": "f", "type": "float16"}]}"#,
+                Code::InvalidArgument,
+                "unknown feature type",
+            ),
+            (
+                "not json",
+                Code::InvalidArgument,
+                "invalid feature set spec",
+            ),
+        ] {
+            let err = action(&mut client, "create_feature_set", body)
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), code, "{err}");
+            assert!(err.message().contains(needle), "{err}");
+        }
+        let err = action(&mut client, "get_feature_set", r#"{"name": "nope"}"#)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+        let err = action(&mut client, "drop_everything", "{}")
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains("create_feature_set"), "{err}");
+
+        assert_eq!(
+            action(
+                &mut client,
+                "delete_feature_set",
+                r#"{"name": "user_features"}"#
+            )
+            .await
+            .unwrap(),
+            json!({"deleted": true})
+        );
+        let err = action(
+            &mut client,
+            "get_feature_set",
+            r#"{"name": "user_features"}"#,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+    }
+}
+
+#[tokio::test]
+async fn put_acknowledges_each_batch_then_online_and_history_read_it() {
+    for backend in BACKENDS {
+        let server = TestServer::start(backend).await;
+        let mut client = server.flight().await;
+        action(&mut client, "create_feature_set", USER_SPEC)
+            .await
+            .unwrap();
+        let (acks, error) = put(
+            &mut client,
+            "user_features",
+            vec![
+                user_batch(&[
+                    ("u1", Some(30), Some(0.1), 100),
+                    ("u2", Some(40), None, 100),
+                ]),
+                user_batch(&[("u1", Some(31), Some(0.2), 200)]),
+                // An older event does not replace the online value; a tie goes to the later ingest.
+                user_batch(&[("u1", Some(1), None, 150), ("u2", Some(41), Some(0.5), 100)]),
+            ],
+        )
+        .await;
+        assert!(error.is_none(), "{error:?}");
+        assert_eq!(
+            acks,
+            [
+                json!({"batch": 0, "rows": 2}),
+                json!({"batch": 1, "rows": 1}),
+                json!({"batch": 2, "rows": 2})
+            ]
+        );
+
+        let online = concat(
+            &get(
+                &mut client,
+                json!({"type": "online", "feature_set": "user_features",
+                "entities": ["u2", "nobody", "u1", "u2"], "features": ["ctr_7d", "age"]}),
+            )
+            .await
+            .unwrap(),
+        );
+        let names: Vec<_> = online
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(names, ["user_id", "ctr_7d", "age", "event_timestamp"]);
+        assert_eq!(
+            online
+                .column(0)
+                .as_string::<i32>()
+                .iter()
+                .collect::<Vec<_>>(),
+            [Some("u2"), Some("nobody"), Some("u1"), Some("u2")]
+        );
+        assert_eq!(
+            online
+                .column(2)
+                .as_primitive::<Int64Type>()
+                .iter()
+                .collect::<Vec<_>>(),
+            [Some(41), None, Some(31), Some(41)]
+        );
+        assert_eq!(online.column(1).as_primitive::<Float32Type>().value(2), 0.2);
+        assert!(online.column(3).is_null(1));
+
+        let history = concat(
+            &get(
+                &mut client,
+                json!({"type": "history", "feature_set": "user_features",
+                "start": "1970-01-01T00:01:40Z", "end": "1970-01-01T00:03:20Z"}),
+            )
+            .await
+            .unwrap(),
+        );
+        // [100 s, 200 s): u1@100, u1@150, u2@100 (first ingest), u2@100 (second ingest).
+        let users: Vec<_> = history
+            .column(0)
+            .as_string::<i32>()
+            .iter()
+            .flatten()
+            .collect();
+        assert_eq!(users, ["u1", "u1", "u2", "u2"]);
+        let times: Vec<_> = history
+            .column(4)
+            .as_primitive::<TimestampMicrosecondType>()
+            .values()
+            .iter()
+            .map(|t| t / 1_000_000)
+            .collect();
+        assert_eq!(times, [100, 150, 100, 100]);
+        let ages: Vec<_> = history
+            .column(1)
+            .as_primitive::<Int64Type>()
+            .iter()
+            .collect();
+        assert_eq!(
+            ages,
+            [Some(30), Some(1), Some(40), Some(41)],
+            "ties in ingest order"
+        );
+        let embedding = history.column(3).as_fixed_size_list();
+        assert_eq!(
+            embedding.value(0).as_primitive::<Float32Type>().values(),
+            &[30.0, 30.5]
+        );
+
+        // Restart: the online index is rebuilt from storage.
+        let server = server.restart().await;
+        let mut client = server.flight().await;
+        let online = concat(
+            &get(
+                &mut client,
+                json!({"type": "online", "feature_set": "user_features", "entities": ["u1", "u2"]}),
+            )
+            .await
+            .unwrap(),
+        );
+        assert_eq!(
+            online
+                .column(1)
+                .as_primitive::<Int64Type>()
+                .iter()
+                .collect::<Vec<_>>(),
+            [Some(31), Some(41)],
+            "{backend:?}: rebuilt index keeps newest event and later-ingest ties"
+        );
+        let empty = get(
+            &mut client,
+            json!({"type": "history", "feature_set": "user_features", "entities": ["zz"]}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(empty.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
+    }
+}
+
+#[tokio::test]
+async fn rejected_batch_ends_the_put_and_keeps_earlier_batches() {
+    for backend in BACKENDS {
+        let server = TestServer::start(backend).await;
+        let mut client = server.flight().await;
+        action(&mut client, "create_feature_set", USER_SPEC)
+            .await
+            .unwrap();
+        let good = user_batch(&[("u1", Some(1), None, 10)]);
+        // Same schema, but a null entity key: the whole batch is refused.
+        let mut bad_ids = arrow::array::StringBuilder::new();
+        bad_ids.append_value("u2");
+        bad_ids.append_null();
+        let bad = user_batch(&[("u2", Some(2), None, 10), ("x", Some(3), None, 10)]);
+        let mut columns = bad.columns().to_vec();
+        columns[0] = std::sync::Arc::new(bad_ids.finish());
+        let bad = RecordBatch::try_new(bad.schema(), columns).unwrap();
+        let (acks, error) = put(
+            &mut client,
+            "user_features",
+            vec![good, bad, user_batch(&[("u3", Some(3), None, 10)])],
+        )
+        .await;
+        assert_eq!(acks, [json!({"batch": 0, "rows": 1})]);
+        let error = error.expect("the bad batch fails the call");
+        assert_eq!(error.code(), Code::InvalidArgument);
+        assert!(
+            error.message().contains("user_id") && error.message().contains("null"),
+            "{error}"
+        );
+
+        let history = get(
+            &mut client,
+            json!({"type": "history", "feature_set": "user_features"}),
+        )
+        .await
+        .unwrap();
+        let users: Vec<String> = history
+            .iter()
+            .flat_map(|b| {
+                b.column(0)
+                    .as_string::<i32>()
+                    .iter()
+                    .flatten()
+                    .map(String::from)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(
+            users,
+            ["u1"],
+            "{backend:?}: nothing of the rejected batch or after it"
+        );
+
+        // Unknown set, undeclared column, wrong type.
+        let (_, error) = put(
+            &mut client,
+            "nope",
+            vec![user_batch(&[("u", None, None, 1)])],
+        )
+        .await;
+        assert_eq!(error.unwrap().code(), Code::NotFound);
+        let extra = RecordBatch::try_from_iter(vec![
+            (
+                "user_id",
+                std::sync::Arc::new(arrow::array::StringArray::from(vec!["u"])) as _,
+            ),
+            (
+                "event_timestamp",
+                std::sync::Arc::new(arrow::array::TimestampSecondArray::from(vec![1])) as _,
+            ),
+            (
+                "age",
+                std::sync::Arc::new(arrow::array::Float64Array::from(vec![1.5])) as _,
+            ),
+        ])
+        .unwrap();
+        let (_, error) = put(&mut client, "user_features", vec![extra]).await;
+        let error = error.unwrap();
+        assert_eq!(error.code(), Code::InvalidArgument);
+        assert!(
+            error
+                .message()
+                .contains("\"age\" has type Float64; expected int64"),
+            "{error}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_tickets_and_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir, featherstore_server::config::Backend::Duckdb, |c| {
+        c.limits.max_online_entities = 3;
+        c.limits.max_message_bytes = 64 * 1024;
+    })
+    .await;
+    let mut client = server.flight().await;
+    action(&mut client, "create_feature_set", USER_SPEC)
+        .await
+        .unwrap();
+    let cases = [
+        (
+            json!("not an object"),
+            Code::InvalidArgument,
+            "invalid ticket",
+        ),
+        (
+            json!({"type": "sql", "query": "select 1"}),
+            Code::InvalidArgument,
+            "invalid ticket",
+        ),
+        (
+            json!({"type": "online", "feature_set": "nope", "entities": ["a"]}),
+            Code::NotFound,
+            "nope",
+        ),
+        (
+            json!({"type": "online", "feature_set": "user_features", "entities": [1]}),
+            Code::InvalidArgument,
+            "entity 0",
+        ),
+        (
+            json!({"type": "online", "feature_set": "user_features", "entities": ["a"], "features": ["zz"]}),
+            Code::NotFound,
+            "zz",
+        ),
+        (
+            json!({"type": "online", "feature_set": "user_features", "entities": ["a", "b", "c", "d"]}),
+            Code::ResourceExhausted,
+            "at most 3",
+        ),
+        (
+            json!({"type": "history", "feature_set": "user_features", "start": "yesterday"}),
+            Code::InvalidArgument,
+            "yesterday",
+        ),
+    ];
+    for (ticket, code, needle) in cases {
+        let err = get(&mut client, ticket.clone()).await.unwrap_err();
+        assert_eq!(err.code(), code, "{ticket}: {err}");
+        assert!(err.message().contains(needle), "{ticket}: {err}");
+    }
+    // A message over the size limit: RESOURCE_EXHAUSTED, and the server goes on serving.
+    let rows: Vec<_> = (0..20_000)
+        .map(|i| ("some-long-user-id", Some(i), Some(0.5), i))
+        .collect();
+    let (acks, error) = put(&mut client, "user_features", vec![user_batch(&rows)]).await;
+    assert!(acks.is_empty());
+    let error = error.unwrap();
+    assert_eq!(error.code(), Code::ResourceExhausted, "{error}");
+    let online = get(
+        &mut client,
+        json!({"type": "online", "feature_set": "user_features", "entities": ["a"]}),
+    )
+    .await;
+    assert!(online.is_ok());
+}
+
+#[tokio::test]
+async fn catalog_lists_flights_with_schema_and_counts() {
+    let server = TestServer::start(featherstore_server::config::Backend::Duckdb).await;
+    let mut client = server.flight().await;
+    action(&mut client, "create_feature_set", USER_SPEC)
+        .await
+        .unwrap();
+    let (_, error) = put(
+        &mut client,
+        "user_features",
+        vec![user_batch(&[("a", Some(1), None, 1), ("b", None, None, 2)])],
+    )
+    .await;
+    assert!(error.is_none());
+    let flights: Vec<_> = client
+        .list_flights(bytes::Bytes::new())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(flights.len(), 1);
+    let info = &flights[0];
+    assert_eq!(
+        info.flight_descriptor.as_ref().unwrap().path,
+        ["user_features"]
+    );
+    assert_eq!(info.total_records, 2);
+    let schema = info.clone().try_decode_schema().unwrap();
+    let names: Vec<_> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(
+        names,
+        ["user_id", "age", "ctr_7d", "embedding", "event_timestamp"]
+    );
+
+    // The endpoint's ticket reads the whole set.
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let rows: usize = client
+        .do_get(ticket)
+        .await
+        .unwrap()
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(rows, 2);
+
+    let info = client
+        .get_flight_info(FlightDescriptor::new_path(vec!["user_features".into()]))
+        .await
+        .unwrap();
+    assert_eq!(info.total_records, 2);
+    let schema = client
+        .get_schema(FlightDescriptor::new_path(vec!["user_features".into()]))
+        .await
+        .unwrap();
+    assert_eq!(schema.fields().len(), 5);
+    let err = client
+        .get_schema(FlightDescriptor::new_path(vec!["a".into(), "b".into()]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, FlightError::Tonic(s) if s.code() == Code::InvalidArgument));
+}

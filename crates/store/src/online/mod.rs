@@ -1,0 +1,299 @@
+//! The online index: the latest value of every entity of a feature set, in memory.
+//!
+//! Entities are spread over shards by key hash; each shard maps a key to a slot and keeps one
+//! columnar value buffer per feature, indexed by slot. A lookup of N entities is N hash probes
+//! and a copy per feature into Arrow buffers: no storage I/O and no SQL. Ingest locks one shard
+//! at a time for a bounded number of rows, so reads never wait behind a whole large batch.
+
+mod column;
+
+use std::hash::{BuildHasher, Hash};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use arrow::array::{
+    ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
+use featherstore_core::{EntityKeys, EntityType, FeatureSetSpec};
+use hashbrown::HashMap;
+
+use crate::Result;
+use column::{Gather, Source, ValueColumn};
+
+const SHARDS: usize = 32;
+/// Rows applied per shard lock hold: bounds how long a read can wait behind an ingest.
+const ROWS_PER_LOCK: usize = 1024;
+
+type Hasher = hashbrown::DefaultHashBuilder;
+
+enum Keys {
+    String(HashMap<Box<str>, u32>),
+    Int64(HashMap<i64, u32>),
+}
+
+struct Shard {
+    keys: Keys,
+    timestamps: Vec<i64>,
+    columns: Vec<ValueColumn>,
+}
+
+impl Shard {
+    fn new(spec: &FeatureSetSpec) -> Self {
+        Shard {
+            keys: match spec.entity.entity_type {
+                EntityType::String => Keys::String(HashMap::new()),
+                EntityType::Int64 => Keys::Int64(HashMap::new()),
+            },
+            timestamps: Vec::new(),
+            columns: spec
+                .features
+                .iter()
+                .map(|f| ValueColumn::new(f.feature_type))
+                .collect(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.timestamps.len()
+    }
+
+    /// Writes row `row` of the batch into `slot` (a new slot when `None`), unless the stored
+    /// value is newer. Equal event times go to this, the later, ingest.
+    fn upsert(
+        &mut self,
+        slot: Option<u32>,
+        row: usize,
+        timestamp: i64,
+        sources: &[Source],
+    ) -> Option<u32> {
+        match slot {
+            Some(slot) => {
+                let s = slot as usize;
+                if timestamp >= self.timestamps[s] {
+                    self.timestamps[s] = timestamp;
+                    for (column, source) in self.columns.iter_mut().zip(sources) {
+                        column.set(s, source, row);
+                    }
+                }
+                None
+            }
+            None => {
+                let slot = self.len() as u32;
+                self.timestamps.push(timestamp);
+                for (column, source) in self.columns.iter_mut().zip(sources) {
+                    column.push(source, row);
+                }
+                Some(slot)
+            }
+        }
+    }
+}
+
+/// The online values of one feature set.
+pub struct OnlineIndex {
+    spec: Arc<FeatureSetSpec>,
+    shards: Vec<RwLock<Shard>>,
+    hasher: Hasher,
+    latest_event_timestamp: AtomicI64,
+}
+
+impl OnlineIndex {
+    pub fn new(spec: Arc<FeatureSetSpec>) -> Self {
+        let shards = (0..SHARDS)
+            .map(|_| RwLock::new(Shard::new(&spec)))
+            .collect();
+        OnlineIndex {
+            spec,
+            shards,
+            hasher: Hasher::default(),
+            latest_event_timestamp: AtomicI64::new(i64::MIN),
+        }
+    }
+
+    pub fn spec(&self) -> &Arc<FeatureSetSpec> {
+        &self.spec
+    }
+
+    fn shard_of<K: Hash + ?Sized>(&self, key: &K) -> usize {
+        (self.hasher.hash_one(key) >> 32) as usize % SHARDS
+    }
+
+    /// Applies a canonical batch (entity, features in spec order, timestamp).
+    pub fn apply(&self, batch: &RecordBatch) {
+        let n = batch.num_rows();
+        if n == 0 {
+            return;
+        }
+        let columns = batch.columns();
+        let entity = &columns[0];
+        let timestamps = columns[columns.len() - 1]
+            .as_primitive::<TimestampMicrosecondType>()
+            .values();
+        let sources: Vec<Source> = columns[1..columns.len() - 1]
+            .iter()
+            .map(|c| Source::new(c.as_ref()))
+            .collect();
+
+        let mut rows_by_shard: Vec<Vec<u32>> = vec![Vec::new(); SHARDS];
+        match self.spec.entity.entity_type {
+            EntityType::String => {
+                let keys = entity.as_string::<i32>();
+                for row in 0..n {
+                    rows_by_shard[self.shard_of(keys.value(row))].push(row as u32);
+                }
+            }
+            EntityType::Int64 => {
+                let keys = entity.as_primitive::<Int64Type>();
+                for row in 0..n {
+                    rows_by_shard[self.shard_of(&keys.value(row))].push(row as u32);
+                }
+            }
+        }
+
+        for (shard, rows) in self.shards.iter().zip(&rows_by_shard) {
+            for chunk in rows.chunks(ROWS_PER_LOCK) {
+                let mut shard = shard.write().unwrap_or_else(|e| e.into_inner());
+                for &row in chunk {
+                    let row = row as usize;
+                    let ts = timestamps[row];
+                    match self.spec.entity.entity_type {
+                        EntityType::String => {
+                            let key = entity.as_string::<i32>().value(row);
+                            let slot = match &shard.keys {
+                                Keys::String(map) => map.get(key).copied(),
+                                Keys::Int64(_) => unreachable!("shard keys follow the spec"),
+                            };
+                            if let Some(new) = shard.upsert(slot, row, ts, &sources) {
+                                if let Keys::String(map) = &mut shard.keys {
+                                    map.insert(key.into(), new);
+                                }
+                            }
+                        }
+                        EntityType::Int64 => {
+                            let key = entity.as_primitive::<Int64Type>().value(row);
+                            let slot = match &shard.keys {
+                                Keys::Int64(map) => map.get(&key).copied(),
+                                Keys::String(_) => unreachable!("shard keys follow the spec"),
+                            };
+                            if let Some(new) = shard.upsert(slot, row, ts, &sources) {
+                                if let Keys::Int64(map) = &mut shard.keys {
+                                    map.insert(key, new);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(max) = timestamps.iter().max() {
+            self.latest_event_timestamp
+                .fetch_max(*max, Ordering::Relaxed);
+        }
+    }
+
+    /// Online values of `keys` in request order (duplicates included): entity, the chosen
+    /// features, timestamp. Unknown entities, and values older than the TTL at `now`
+    /// (microseconds), come back as nulls.
+    pub fn lookup(&self, keys: &EntityKeys, features: &[usize], now: i64) -> Result<RecordBatch> {
+        let cutoff = self.spec.ttl_micros().map(|ttl| now.saturating_sub(ttl));
+        let mut gathers: Vec<Gather> = features
+            .iter()
+            .map(|&f| Gather::new(self.spec.features[f].feature_type, keys.len()))
+            .collect();
+        let mut timestamps: Vec<Option<i64>> = Vec::with_capacity(keys.len());
+
+        let mut read = |shard: &Shard, slot: Option<u32>| {
+            let slot = slot
+                .map(|s| s as usize)
+                .filter(|&s| cutoff.is_none_or(|c| shard.timestamps[s] >= c));
+            timestamps.push(slot.map(|s| shard.timestamps[s]));
+            for (gather, &f) in gathers.iter_mut().zip(features) {
+                gather.push(slot.map(|s| (&shard.columns[f], s)));
+            }
+        };
+        match keys {
+            EntityKeys::String(keys) => {
+                for key in keys {
+                    let shard = self.read_shard(key.as_str());
+                    let slot = match &shard.keys {
+                        Keys::String(map) => map.get(key.as_str()).copied(),
+                        Keys::Int64(_) => None,
+                    };
+                    read(&shard, slot);
+                }
+            }
+            EntityKeys::Int64(keys) => {
+                for key in keys {
+                    let shard = self.read_shard(key);
+                    let slot = match &shard.keys {
+                        Keys::Int64(map) => map.get(key).copied(),
+                        Keys::String(_) => None,
+                    };
+                    read(&shard, slot);
+                }
+            }
+        }
+
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(features.len() + 2);
+        columns.push(match keys {
+            EntityKeys::String(keys) => Arc::new(StringArray::from_iter_values(keys)),
+            EntityKeys::Int64(keys) => Arc::new(Int64Array::from(keys.clone())),
+        });
+        for (gather, &f) in gathers.into_iter().zip(features) {
+            columns.push(gather.finish(self.spec.features[f].feature_type)?);
+        }
+        columns.push(Arc::new(
+            TimestampMicrosecondArray::from(timestamps).with_timezone("UTC"),
+        ));
+        Ok(RecordBatch::try_new(
+            self.spec.projected_schema(features, true),
+            columns,
+        )?)
+    }
+
+    fn read_shard<K: Hash + ?Sized>(&self, key: &K) -> std::sync::RwLockReadGuard<'_, Shard> {
+        self.shards[self.shard_of(key)]
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Number of entities held.
+    pub fn entities(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.read().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
+    }
+
+    /// Greatest event time applied so far (UTC microseconds).
+    pub fn latest_event_timestamp(&self) -> Option<i64> {
+        Some(self.latest_event_timestamp.load(Ordering::Relaxed)).filter(|&t| t != i64::MIN)
+    }
+
+    /// Approximate bytes held: keys, slots, timestamps and value buffers.
+    pub fn memory_bytes(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                let shard = s.read().unwrap_or_else(|e| e.into_inner());
+                let keys = match &shard.keys {
+                    Keys::String(map) => {
+                        map.capacity() * (size_of::<Box<str>>() + 5)
+                            + map.keys().map(|k| k.len()).sum::<usize>()
+                    }
+                    Keys::Int64(map) => map.capacity() * (size_of::<i64>() + 5),
+                };
+                keys + shard.timestamps.capacity() * size_of::<i64>()
+                    + shard
+                        .columns
+                        .iter()
+                        .map(ValueColumn::memory_bytes)
+                        .sum::<usize>()
+            })
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,431 @@
+"""The FeatherStore client over Arrow Flight."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import threading
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+
+import pyarrow as pa
+import pyarrow.flight as flight
+
+from . import _arrow
+from .errors import FeatherStoreError, from_flight_error
+
+__all__ = ["Client", "TimeLike"]
+
+#: A point in time: a ``datetime`` (naive means UTC), a ``date`` or an RFC 3339 string.
+TimeLike = Union[str, _dt.datetime, _dt.date]
+
+_FLIGHT_ERRORS = (flight.FlightError, pa.ArrowException, OSError)
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """Re-raises pyarrow Flight errors as FeatherStoreError subclasses."""
+    try:
+        yield
+    except FeatherStoreError:
+        raise
+    except _FLIGHT_ERRORS as e:
+        raise from_flight_error(e) from e
+
+
+def _quiet_close(closeable: Any) -> None:
+    try:
+        closeable.close()
+    except Exception:  # noqa: BLE001 - the first error is the one reported
+        pass
+
+
+class Client:
+    """A connection to a FeatherStore server's Arrow Flight endpoint.
+
+    Example::
+
+        import featherstore
+        fs = featherstore.Client("grpc://localhost:8081")
+        table = fs.get_online_features("user_features", ["u1", "u2"])
+
+    Args:
+        location: the Flight address, ``grpc://host:port`` (``grpc+tls://`` for TLS). A bare
+            ``host:port`` means ``grpc://host:port``.
+        timeout: seconds allowed for each call (``None``: no limit).
+        headers: extra gRPC headers sent with every call, e.g.
+            ``{"authorization": "Bearer ..."}``.
+        batch_rows: rows per record batch sent by :meth:`ingest` and the training-data calls.
+        **flight_kwargs: passed to ``pyarrow.flight.FlightClient`` (TLS roots, ...).
+
+    The client is safe to use from several threads; it is not fork-safe (make one per
+    process, as the framework adapters do).
+    """
+
+    def __init__(
+        self,
+        location: str = "grpc://localhost:8081",
+        *,
+        timeout: Optional[float] = None,
+        headers: Optional[Dict[str, str]] = None,
+        batch_rows: int = _arrow.DEFAULT_BATCH_ROWS,
+        **flight_kwargs: Any,
+    ) -> None:
+        if "://" not in location:
+            location = "grpc://" + location
+        self.location = location
+        self.timeout = timeout
+        self.headers = dict(headers or {})
+        self.batch_rows = batch_rows
+        self._flight_kwargs = dict(flight_kwargs)
+        self._flight = flight.FlightClient(location, **flight_kwargs)
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _options(self) -> flight.FlightCallOptions:
+        headers = [(k.lower().encode(), v.encode()) for k, v in self.headers.items()]
+        return flight.FlightCallOptions(timeout=self.timeout, headers=headers)
+
+    def _action(self, name: str, body: Any) -> Any:
+        payload = json.dumps(body).encode()
+        with _translated():
+            results = list(self._flight.do_action(flight.Action(name, payload), self._options()))
+        if not results:
+            return None
+        text = b"".join(r.body.to_pybytes() for r in results).decode()
+        return json.loads(text) if text.strip() else None
+
+    def _do_get(self, ticket: Dict[str, Any]) -> pa.Table:
+        with _translated():
+            reader = self._flight.do_get(
+                flight.Ticket(json.dumps(ticket).encode()), self._options()
+            )
+            return reader.read_all()
+
+    def clone(self) -> "Client":
+        """A new client with the same settings and its own connection (e.g. for a worker
+        process)."""
+        return Client(
+            self.location,
+            timeout=self.timeout,
+            headers=self.headers,
+            batch_rows=self.batch_rows,
+            **self._flight_kwargs,
+        )
+
+    def close(self) -> None:
+        """Closes the connection."""
+        with contextlib.suppress(Exception):
+            self._flight.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"featherstore.Client({self.location!r})"
+
+    def __getstate__(self) -> Dict[str, Any]:
+        # Picklable (for DataLoader workers, Ray tasks): the connection is made anew.
+        return {
+            "location": self.location,
+            "timeout": self.timeout,
+            "headers": self.headers,
+            "batch_rows": self.batch_rows,
+            "flight_kwargs": self._flight_kwargs,
+        }
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__init__(  # type: ignore[misc]
+            state["location"],
+            timeout=state["timeout"],
+            headers=state["headers"],
+            batch_rows=state["batch_rows"],
+            **state["flight_kwargs"],
+        )
+
+    # -- feature sets -------------------------------------------------------------------------
+
+    def create_feature_set(self, spec: Dict[str, Any]) -> Dict[str, Any]:
+        """Stores a feature set spec and returns the stored spec (with ``version`` and
+        ``created_at``).
+
+        Creating the same spec again is a no-op that returns the stored one.
+
+        Raises:
+            AlreadyExistsError: a different spec is stored under that name.
+            InvalidArgumentError: the spec is malformed.
+        """
+        return self._action("create_feature_set", spec)
+
+    def get_feature_set(self, name: str) -> Dict[str, Any]:
+        """The stored spec of `name`, plus ``stats``: ``rows``, ``entities`` and
+        ``latest_event_timestamp``.
+
+        Raises:
+            NotFoundError: no feature set has that name.
+        """
+        return self._action("get_feature_set", {"name": name})
+
+    def list_feature_sets(self) -> List[Dict[str, Any]]:
+        """The stored specs of all feature sets."""
+        result = self._action("list_feature_sets", {})
+        return list(result or [])
+
+    def delete_feature_set(self, name: str) -> None:
+        """Deletes `name` and all of its data.
+
+        Raises:
+            NotFoundError: no feature set has that name.
+        """
+        self._action("delete_feature_set", {"name": name})
+
+    def get_schema(self, name: str) -> pa.Schema:
+        """The Arrow schema of feature set `name`: its entity, timestamp and feature columns
+        with their Arrow types (Flight ``GetSchema``)."""
+        with _translated():
+            result = self._flight.get_schema(
+                flight.FlightDescriptor.for_path(name), self._options()
+            )
+        return result.schema
+
+    # -- ingest -------------------------------------------------------------------------------
+
+    def ingest(
+        self,
+        feature_set: str,
+        data: Any,
+        *,
+        batch_rows: Optional[int] = None,
+        max_in_flight: int = 4,
+    ) -> int:
+        """Appends rows to `feature_set`, streamed to the server in record batches (DoPut).
+
+        Args:
+            feature_set: the feature set's name.
+            data: a ``pyarrow.Table``, ``RecordBatch`` or ``RecordBatchReader``, a pandas
+                DataFrame (a named index counts as a column), a polars DataFrame, a dict of
+                columns or a list of row dicts. It holds the entity column, the timestamp
+                column and any subset of the declared features.
+            batch_rows: rows per batch (default: the client's ``batch_rows``). Each batch is
+                stored whole or not at all.
+            max_in_flight: batches sent ahead of their acknowledgement.
+
+        Returns:
+            The number of rows the server acknowledged as durably stored.
+
+        Raises:
+            InvalidArgumentError: a batch was rejected (the message names the column); the
+                batches acknowledged before it stay stored.
+            NotFoundError: no feature set has that name.
+        """
+        schema, batches = _arrow.record_batches(data, batch_rows or self.batch_rows)
+        descriptor = flight.FlightDescriptor.for_path(feature_set)
+        acked_rows = 0
+        acked_batches = 0
+        sent = 0
+
+        def read_ack() -> None:
+            nonlocal acked_rows, acked_batches
+            buf = reader.read()
+            if buf is None:
+                # The call ended early: closing the writer reports the server's status.
+                writer.close()
+                raise FeatherStoreError(
+                    f"the server closed the ingest of {feature_set!r} after acknowledging "
+                    f"{acked_batches} of {sent} batches"
+                )
+            ack = json.loads(buf.to_pybytes().decode() or "{}")
+            acked_rows += int(ack.get("rows", 0))
+            acked_batches += 1
+
+        with _translated():
+            writer, reader = self._flight.do_put(descriptor, schema, self._options())
+            try:
+                for batch in batches:
+                    writer.write_batch(batch)
+                    sent += 1
+                    while sent - acked_batches > max(1, max_in_flight):
+                        read_ack()
+                writer.done_writing()
+                while acked_batches < sent:
+                    read_ack()
+                writer.close()
+            except BaseException:
+                _quiet_close(writer)
+                raise
+        return acked_rows
+
+    # -- retrieval ----------------------------------------------------------------------------
+
+    def get_online_features(
+        self,
+        feature_set: str,
+        entities: Sequence[Any],
+        features: Optional[Sequence[str]] = None,
+    ) -> pa.Table:
+        """The online (latest) value of each entity.
+
+        Returns a table with the entity column, the features in the order asked (default:
+        all, in spec order) and the timestamp column: one row per requested entity, in
+        request order, duplicates included. An unknown entity (or one past the set's ttl)
+        gets its key and nulls.
+        """
+        ticket: Dict[str, Any] = {
+            "type": "online",
+            "feature_set": feature_set,
+            "entities": _arrow.entity_list(entities),
+        }
+        if features is not None:
+            ticket["features"] = list(features)
+        return self._do_get(ticket)
+
+    def get_history(
+        self,
+        feature_set: str,
+        entities: Optional[Sequence[Any]] = None,
+        start: Optional[TimeLike] = None,
+        end: Optional[TimeLike] = None,
+        features: Optional[Sequence[str]] = None,
+    ) -> pa.Table:
+        """Every row with ``start <= event time < end`` (either side may be open).
+
+        `start` and `end` take a ``datetime`` (naive means UTC), a ``date`` or an RFC 3339
+        string. Rows come ordered by entity, then event time, then ingest order; columns as
+        for :meth:`get_online_features`.
+        """
+        ticket: Dict[str, Any] = {"type": "history", "feature_set": feature_set}
+        if entities is not None:
+            ticket["entities"] = _arrow.entity_list(entities)
+        if start is not None:
+            ticket["start"] = _arrow.format_time(start)
+        if end is not None:
+            ticket["end"] = _arrow.format_time(end)
+        if features is not None:
+            ticket["features"] = list(features)
+        return self._do_get(ticket)
+
+    # -- training data ------------------------------------------------------------------------
+
+    def _exchange(
+        self,
+        entity_df: Any,
+        features: Sequence[str],
+        timestamp: str,
+        full_names: bool,
+        batch_rows: Optional[int],
+    ) -> Iterator[Union[pa.Schema, pa.RecordBatch]]:
+        """Runs the training-data DoExchange: yields the result schema, then its batches."""
+        if isinstance(features, str):
+            raise TypeError("features must be a list of 'set:feature' strings, not one string")
+        command = {
+            "type": "training_data",
+            "features": list(features),
+            "timestamp": timestamp,
+            "full_names": bool(full_names),
+        }
+        schema, batches = _arrow.record_batches(entity_df, batch_rows or self.batch_rows)
+        descriptor = flight.FlightDescriptor.for_command(json.dumps(command).encode())
+        with _translated():
+            writer, reader = self._flight.do_exchange(descriptor, self._options())
+        write_error: List[BaseException] = []
+
+        def send() -> None:
+            # Writes on its own thread so that a server streaming results back while it still
+            # reads cannot deadlock against a client that only writes.
+            try:
+                writer.begin(schema)
+                for batch in batches:
+                    writer.write_batch(batch)
+                writer.done_writing()
+            except BaseException as e:  # noqa: BLE001 - re-raised on the reading side
+                write_error.append(e)
+
+        sender = threading.Thread(target=send, name="featherstore-exchange-writer", daemon=True)
+        sender.start()
+        finished = False
+        try:
+            with _translated():
+                try:
+                    yield reader.schema
+                    while True:
+                        try:
+                            chunk = reader.read_chunk()
+                        except StopIteration:
+                            break
+                        if chunk.data is not None:
+                            yield chunk.data
+                except _FLIGHT_ERRORS:
+                    sender.join(timeout=5)
+                    raise
+                sender.join()
+                if write_error:
+                    raise write_error[0]
+                writer.close()
+                finished = True
+        finally:
+            if not finished:
+                with contextlib.suppress(Exception):
+                    reader.cancel()
+                sender.join(timeout=5)
+                _quiet_close(writer)
+
+    def iter_training_data(
+        self,
+        entity_df: Any,
+        features: Sequence[str],
+        timestamp: str = "event_timestamp",
+        full_names: bool = False,
+        *,
+        batch_rows: Optional[int] = None,
+    ) -> Iterator[pa.RecordBatch]:
+        """Streams a point-in-time correct training set (DoExchange ``training_data``).
+
+        Args:
+            entity_df: the entity rows (pyarrow, pandas, polars, ...): each referenced set's
+                entity column, the `timestamp` column and any other columns (labels), which
+                pass through unchanged.
+            features: ``"set:feature"`` references; ``"set:*"`` means all of a set's
+                features in spec order.
+            timestamp: the name of the time column in `entity_df`.
+            full_names: name the added columns ``set__feature`` instead of ``feature``.
+            batch_rows: rows per batch sent (default: the client's ``batch_rows``).
+
+        Yields:
+            Record batches with the same rows in the same order, each with the value of every
+            requested feature as of the row's time appended (null where there is none). The
+            stream is lazy: nothing is sent before the first batch is asked for.
+
+        Raises:
+            NotFoundError: an unknown feature set or feature.
+            InvalidArgumentError: missing entity/time column, or a name clash without
+                `full_names`.
+        """
+        stream = self._exchange(entity_df, features, timestamp, full_names, batch_rows)
+        try:
+            next(stream)  # the schema
+            for batch in stream:
+                yield batch  # type: ignore[misc]
+        finally:
+            stream.close()
+
+    def get_training_data(
+        self,
+        entity_df: Any,
+        features: Sequence[str],
+        timestamp: str = "event_timestamp",
+        full_names: bool = False,
+        *,
+        batch_rows: Optional[int] = None,
+    ) -> pa.Table:
+        """The whole point-in-time correct training set as one table, rows in the order of
+        `entity_df`; see :meth:`iter_training_data` for the arguments."""
+        stream = self._exchange(entity_df, features, timestamp, full_names, batch_rows)
+        try:
+            schema = next(stream)
+            batches = list(stream)
+        finally:
+            stream.close()
+        return pa.Table.from_batches(batches, schema=schema)  # type: ignore[arg-type]
