@@ -1,0 +1,138 @@
+//! Durability: every batch whose acknowledgement the client received survives a SIGKILL of
+//! the server process, on both backends, and no batch is ever partly visible.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use arrow::array::{AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::datatypes::Int64Type;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::{Action, FlightClient, FlightDescriptor, Ticket};
+use futures::{StreamExt, TryStreamExt};
+
+const BATCHES: i64 = 400;
+const ROWS: i64 = 500;
+const KILL_AFTER_ACKS: usize = 40;
+
+/// A `featherstore serve` child process, killed when dropped.
+struct Server {
+    child: Child,
+    flight: String,
+}
+
+impl Server {
+    fn start(dir: &Path, backend: &str) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_featherstore"))
+            .args(["serve", "--backend", backend, "--host", "127.0.0.1"])
+            .args(["--http-port", "0", "--flight-port", "0", "--metrics-port", "0"])
+            .arg("--data-dir")
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the featherstore binary starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let ready: serde_json::Value = serde_json::from_str(&line).expect("a ready line");
+        Server {
+            child,
+            flight: format!("http://{}", ready["flight"].as_str().unwrap()),
+        }
+    }
+
+    async fn client(&self) -> FlightClient {
+        let channel = tonic::transport::Channel::from_shared(self.flight.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        FlightClient::new(channel)
+    }
+
+    /// SIGKILL: no shutdown hook, no flush.
+    fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Batch `b`: entities `b{b}-r{i}`, feature `batch` = b.
+fn batch(b: i64) -> RecordBatch {
+    RecordBatch::try_from_iter(vec![
+        ("id", Arc::new(StringArray::from_iter_values((0..ROWS).map(|i| format!("b{b}-r{i}")))) as _),
+        ("batch", Arc::new(Int64Array::from(vec![b; ROWS as usize])) as _),
+        (
+            "event_timestamp",
+            Arc::new(TimestampMicrosecondArray::from_iter_values((0..ROWS).map(|i| (b * ROWS + i) * 1_000_000))) as _,
+        ),
+    ])
+    .unwrap()
+}
+
+async fn kill_during_ingest(backend: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), backend);
+    let mut client = server.client().await;
+    let spec = r#"{"name": "events", "entity": {"name": "id", "type": "string"}, "features": [{"name": "batch", "type": "int64"}]}"#;
+    client.do_action(Action::new("create_feature_set", spec)).await.unwrap().try_collect::<Vec<_>>().await.unwrap();
+
+    let input = futures::stream::iter((0..BATCHES).map(|b| Ok(batch(b))));
+    let data = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(FlightDescriptor::new_path(vec!["events".into()])))
+        .build(input);
+    let mut acks = client.do_put(data).await.unwrap();
+    let mut acknowledged = 0usize;
+    while let Some(Ok(_)) = acks.next().await {
+        acknowledged += 1;
+        if acknowledged == KILL_AFTER_ACKS {
+            server.kill();
+        }
+    }
+    assert!(acknowledged >= KILL_AFTER_ACKS, "{backend}: only {acknowledged} acks before the kill");
+    assert!((acknowledged as i64) < BATCHES, "{backend}: the kill came too late to test anything");
+
+    let server = Server::start(dir.path(), backend);
+    let mut client = server.client().await;
+    let ticket = serde_json::json!({"type": "history", "feature_set": "events"}).to_string();
+    let batches: Vec<RecordBatch> = client.do_get(Ticket::new(ticket)).await.unwrap().try_collect().await.unwrap();
+    let mut rows_per_batch: BTreeMap<i64, i64> = BTreeMap::new();
+    for b in &batches {
+        for value in b.column(1).as_primitive::<Int64Type>().values() {
+            *rows_per_batch.entry(*value).or_default() += 1;
+        }
+    }
+    for b in 0..acknowledged as i64 {
+        assert_eq!(rows_per_batch.get(&b), Some(&ROWS), "{backend}: acknowledged batch {b} lost rows");
+    }
+    for (b, rows) in &rows_per_batch {
+        assert_eq!(*rows, ROWS, "{backend}: batch {b} is partly visible");
+    }
+
+    // The online index was rebuilt from what survived.
+    let last = acknowledged as i64 - 1;
+    let ticket = serde_json::json!({"type": "online", "feature_set": "events", "entities": [format!("b{last}-r7")]});
+    let online: Vec<RecordBatch> = client.do_get(Ticket::new(ticket.to_string())).await.unwrap().try_collect().await.unwrap();
+    assert_eq!(online[0].column(1).as_primitive::<Int64Type>().value(0), last, "{backend}");
+}
+
+#[tokio::test]
+async fn acknowledged_batches_survive_sigkill_duckdb() {
+    kill_during_ingest("duckdb").await;
+}
+
+#[tokio::test]
+async fn acknowledged_batches_survive_sigkill_parquet() {
+    kill_during_ingest("parquet").await;
+}

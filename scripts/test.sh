@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs every test: formatting and lints, the Rust workspace (unit, backend conformance,
+# integration tests that start real servers on loopback), then the Python package against the
+# real server binary. Installs what it needs (prebuilt DuckDB, a Python virtualenv).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup-duckdb.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --workspace
+
+echo "== python tests"
+venv="$(./scripts/setup-python.sh | tail -n 1)"
+cargo build -p featherstore-cli
+export FEATHERSTORE_BIN="$(pwd)/${CARGO_TARGET_DIR:-target}/debug/featherstore"
+case "${CARGO_TARGET_DIR:-}" in /*) export FEATHERSTORE_BIN="${CARGO_TARGET_DIR}/debug/featherstore" ;; esac
+"${venv}/bin/python" -m pytest python/tests -q
