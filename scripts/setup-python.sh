@@ -57,14 +57,14 @@ if [ ! -x "${venv}/bin/python" ] || ! "${venv}/bin/python" -c 'import sys' 2>/de
   rm -rf "${venv}"
   mkdir -p "$(dirname "${venv}")"
   "${python}" -m venv "${venv}"
-  "${venv}/bin/python" -m pip install --quiet --upgrade pip "setuptools>=64" wheel >&2
+  "${venv}/bin/python" -m pip install --quiet --upgrade pip "setuptools>=77" wheel >&2
 fi
 
 if [ "$(cat "${stamp_file}" 2>/dev/null || true)" != "${stamp}" ]; then
   log "installing ${requirements[*]} (frameworks: ${frameworks:-none})"
   started=$(date +%s)
   # No pip cache: the venv is the cache, and the torch wheels would double the disk use.
-  "${venv}/bin/python" -m pip install --no-cache-dir --progress-bar off "${requirements[@]}" >&2
+  "${venv}/bin/python" -m pip install --quiet --no-cache-dir --progress-bar off "${requirements[@]}" >&2
   log "dependencies installed in $(( $(date +%s) - started ))s; venv size $(du -sh "${venv}" | cut -f1)"
   echo "${stamp}" > "${stamp_file}"
 fi

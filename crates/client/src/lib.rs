@@ -1,1 +1,53 @@
+//! An async Rust client for FeatherStore, a real-time ML
+//! feature store, over its Arrow Flight API.
+//!
+//! Feature values travel as Arrow [`RecordBatch`](arrow::array::RecordBatch)es both ways. A
+//! [`Client`] creates and inspects feature sets, ingests batches (durable when acknowledged),
+//! reads online values and history, and builds point-in-time correct training data.
+//!
+//! ```no_run
+//! use featherstore_client::{Client, FeatureSetSpec, Timestamp};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = Client::connect("http://localhost:8081").await?;
+//!
+//! let spec = FeatureSetSpec::from_json(br#"{
+//!     "name": "user_features",
+//!     "entity": {"name": "user_id", "type": "string"},
+//!     "features": [{"name": "age", "type": "int64"}]
+//! }"#)?;
+//! client.create_feature_set(&spec).await?;
+//!
+//! // Latest values, one row per entity, in request order.
+//! let online = client.get_features("user_features", ["u1", "u2"]).await?;
+//!
+//! // Every row of u1 in January.
+//! let history = client
+//!     .get_feature_history(
+//!         "user_features",
+//!         "u1",
+//!         Timestamp::parse("2026-01-01")?,
+//!         Timestamp::parse("2026-02-01")?,
+//!     )
+//!     .await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Errors the server reports keep its gRPC status and message: see [`Error`]. Runnable
+//! examples live in the crate's `examples/` directory (`cargo run -p featherstore-client
+//! --example quickstart` against a running server).
 
+mod client;
+mod error;
+mod request;
+mod response;
+
+pub use client::{Client, ClientBuilder, DEFAULT_ADDRESS, DEFAULT_MAX_MESSAGE_BYTES};
+pub use error::{code_name, Code, Error, Result};
+pub use request::{
+    Entities, EntityKey, HistoryRequest, OnlineRequest, Timestamp, TrainingDataOptions,
+};
+pub use response::{AckStream, BatchStream, FeatureSetInfo, FeatureSetStats, IngestAck, IngestSummary};
+
+pub use featherstore_core::{EntityKeys, EntityType, FeatureSetSpec, FeatureSpec, FeatureType};

@@ -90,12 +90,17 @@ fn reject_nulls(column: &str, what: &str, array: &ArrayRef) -> Result<()> {
 
 fn coerce_entity(spec: &FeatureSetSpec, column: &ArrayRef) -> Result<ArrayRef> {
     let name = spec.entity.name.as_str();
-    let coerced = match spec.entity.entity_type {
-        EntityType::String => coerce_string(name, column)?,
-        EntityType::Int64 => coerce_int64(name, column)?,
-    };
+    let coerced = coerce_key(name, spec.entity.entity_type, column)?;
     reject_nulls(name, "entity", &coerced)?;
     Ok(coerced)
+}
+
+/// Entity key values of column `name` as `entity_type` (Utf8 or Int64), nulls kept.
+pub fn coerce_key(name: &str, entity_type: EntityType, column: &ArrayRef) -> Result<ArrayRef> {
+    match entity_type {
+        EntityType::String => coerce_string(name, column),
+        EntityType::Int64 => coerce_int64(name, column),
+    }
 }
 
 /// Any timestamp unit and zone into UTC microseconds, finer units truncated toward the past.
@@ -105,7 +110,8 @@ fn coerce_event_time(name: &str, column: &ArrayRef) -> Result<ArrayRef> {
     Ok(coerced)
 }
 
-fn coerce_timestamp(name: &str, column: &ArrayRef) -> Result<ArrayRef> {
+/// Any timestamp unit and zone into UTC microseconds (floored), nulls kept.
+pub fn coerce_timestamp(name: &str, column: &ArrayRef) -> Result<ArrayRef> {
     use arrow::datatypes::{
         TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
         TimestampSecondType,

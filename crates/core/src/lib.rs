@@ -9,10 +9,12 @@ pub mod json;
 pub mod spec;
 pub mod ticket;
 pub mod time;
+pub mod training;
 pub mod types;
 
 pub use entity::EntityKeys;
 pub use error::{Error, ErrorCode, Result};
 pub use spec::{EntitySpec, FeatureSetSpec, FeatureSpec};
 pub use ticket::{HistoryTicket, OnlineTicket, Ticket};
+pub use training::{OutputFeature, TrainingDataCommand};
 pub use types::{EntityType, FeatureType};

@@ -82,7 +82,26 @@ fn open_offline(config: &Config) -> Result<Box<dyn OfflineStore>, StartError> {
     };
     Ok(match config.storage.backend {
         Backend::Duckdb => Box::new(DuckDbStore::open(&config.storage.duckdb.path, &engine)?),
-        Backend::Parquet => return Err(StartError::Config("TEMP".into())),
+        Backend::Parquet => {
+            let p = &config.storage.parquet;
+            let options = featherstore_store::parquet::ParquetOptions {
+                row_group_size: p.row_group_size,
+                compression: p
+                    .compression
+                    .parse()
+                    .map_err(|e: featherstore_store::parquet::UnknownCompression| {
+                        StartError::Config(e.to_string())
+                    })?,
+                flush_rows: p.flush_rows,
+                flush_interval: std::time::Duration::from_secs(p.flush_interval_seconds),
+                ..Default::default()
+            };
+            Box::new(featherstore_store::parquet::ParquetStore::open(
+                &p.directory,
+                options,
+                &engine,
+            )?)
+        }
     })
 }
 
@@ -110,7 +129,8 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
     let open_config = config.clone();
     let store = tokio::task::spawn_blocking(move || {
         let offline = open_offline(&open_config)?;
-        Ok::<_, StartError>(FeatureStore::open(offline, limits)?)
+        let spool_dir = open_config.data_dir().join("tmp");
+        Ok::<_, StartError>(FeatureStore::open(offline, limits, spool_dir)?)
     })
     .await
     .map_err(|e| StartError::Config(format!("storage startup task failed: {e}")))??;

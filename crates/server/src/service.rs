@@ -6,7 +6,9 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use featherstore_core::time::format_timestamp;
 use featherstore_core::{Error as DomainError, FeatureSetSpec};
-use featherstore_store::FeatureStore;
+use featherstore_store::{BatchSink, Error as StoreError, FeatureStore};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -19,6 +21,31 @@ pub struct AppState {
     pub store: Arc<FeatureStore>,
     pub metrics: Arc<Metrics>,
     pub max_message_bytes: usize,
+}
+
+/// Result batches buffered between a storage thread and the client: bounds memory.
+const STREAM_BUFFER: usize = 4;
+
+/// Runs `work` on the blocking pool and streams the batches it produces, as it produces them,
+/// ending with its error if it fails. Dropping the stream stops the work at its next batch.
+pub fn stream_blocking<F>(work: F) -> ReceiverStream<ApiResult<RecordBatch>>
+where
+    F: FnOnce(BatchSink) -> featherstore_store::Result<()> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+    tokio::task::spawn_blocking(move || {
+        let result = work(&mut |batch| {
+            tx.blocking_send(Ok(batch))
+                .map_err(|_| StoreError::Cancelled)
+        });
+        match result {
+            Ok(()) | Err(StoreError::Cancelled) => {}
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e.into()));
+            }
+        }
+    });
+    ReceiverStream::new(rx)
 }
 
 /// Runs blocking storage work off the async runtime.

@@ -3,16 +3,20 @@
 //! server runs them off its async runtime.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
+
+use arrow::datatypes::SchemaRef;
 
 use arrow::array::RecordBatch;
 use featherstore_core::coerce::coerce_batch;
 use featherstore_core::time::{format_timestamp, now_micros};
-use featherstore_core::{EntityKeys, FeatureSetSpec, HistoryTicket, OnlineTicket};
+use featherstore_core::{EntityKeys, FeatureSetSpec, HistoryTicket, OnlineTicket, TrainingDataCommand};
 use tracing::info;
 
 use crate::offline::{BatchSink, HistoryQuery, OfflineStore, SetStats};
 use crate::online::OnlineIndex;
+use crate::query::training::{self, EntityRows, TrainingPlan};
 use crate::Result;
 
 use featherstore_core::Error as DomainError;
@@ -42,6 +46,8 @@ pub struct FeatureSet {
 
 pub struct FeatureStore {
     offline: Box<dyn OfflineStore>,
+    /// Where large requests spool to disk (training data entity rows).
+    spool_dir: PathBuf,
     sets: RwLock<BTreeMap<String, Arc<FeatureSet>>>,
     /// Serialises create and delete.
     registry: Mutex<()>,
@@ -54,7 +60,7 @@ fn not_found(name: &str) -> DomainError {
 
 impl FeatureStore {
     /// Loads every stored spec and rebuilds each set's online index from storage.
-    pub fn open(offline: Box<dyn OfflineStore>, limits: Limits) -> Result<Self> {
+    pub fn open(offline: Box<dyn OfflineStore>, limits: Limits, spool_dir: PathBuf) -> Result<Self> {
         let mut sets = BTreeMap::new();
         for spec in offline.load_specs()? {
             let started = std::time::Instant::now();
@@ -81,6 +87,7 @@ impl FeatureStore {
         }
         Ok(FeatureStore {
             offline,
+            spool_dir,
             sets: RwLock::new(sets),
             registry: Mutex::new(()),
             limits,
@@ -212,6 +219,24 @@ impl FeatureStore {
         sink: BatchSink,
     ) -> Result<()> {
         self.offline.scan(&set.spec, query, sink)
+    }
+
+    /// Checks a training data command against the stored sets and the entity rows' schema.
+    pub fn plan_training(&self, command: &TrainingDataCommand, input_schema: SchemaRef) -> Result<TrainingPlan> {
+        let sets = command
+            .set_names()?
+            .iter()
+            .map(|name| self.get(name).map(|set| set.spec.clone()))
+            .collect::<Result<Vec<_>>>()?;
+        TrainingPlan::new(command, sets, input_schema)
+    }
+
+    /// Streams the point-in-time join of `entity_rows` into `sink`, in input order. Blocks.
+    pub fn training_data(&self, plan: &TrainingPlan, entity_rows: EntityRows, sink: BatchSink) -> Result<()> {
+        let specs: Vec<&FeatureSetSpec> = plan.sets.iter().map(Arc::as_ref).collect();
+        self.offline.query_relations(&specs, &mut |conn, relations| {
+            training::run(conn, relations, plan, &mut *entity_rows, &self.spool_dir, &mut *sink)
+        })
     }
 
     pub fn stats(&self, name: &str) -> Result<SetStats> {

@@ -5,6 +5,7 @@ pub mod duckdb;
 mod error;
 mod feature_store;
 pub mod offline;
+pub mod parquet;
 pub mod online;
 pub mod query;
 

@@ -2,12 +2,18 @@
 //! with a backend per storage format.
 
 use arrow::array::RecordBatch;
+use duckdb::Connection;
 use featherstore_core::{EntityKeys, FeatureSetSpec};
 
+use crate::query::sql;
 use crate::Result;
 
 /// Receives result batches in order; an error (e.g. the client went away) stops the producer.
 pub type BatchSink<'a> = &'a mut dyn FnMut(RecordBatch) -> Result<()>;
+
+/// Work on a DuckDB connection where each of the requested sets' stored rows is readable as
+/// the SQL relation at the same index (canonical columns plus `_seq`).
+pub type RelationWork<'a> = &'a mut dyn FnMut(&Connection, &[String]) -> Result<()>;
 
 /// Which rows and columns a history scan returns.
 #[derive(Debug, Clone, Default)]
@@ -49,12 +55,34 @@ pub trait OfflineStore: Send + Sync {
     /// Stores a canonical batch whole or not at all; durable when it returns.
     fn append(&self, spec: &FeatureSetSpec, batch: &RecordBatch) -> Result<()>;
 
+    /// Runs `work` with every set of `specs` readable as a relation. The relations show one
+    /// consistent state and stay valid until `work` returns. All reads go through here: DuckDB
+    /// is the query engine of every backend.
+    fn query_relations(&self, specs: &[&FeatureSetSpec], work: RelationWork) -> Result<()>;
+
     /// History rows ordered by entity, event time, then ingest order.
-    fn scan(&self, spec: &FeatureSetSpec, query: &HistoryQuery, sink: BatchSink) -> Result<()>;
+    fn scan(&self, spec: &FeatureSetSpec, query: &HistoryQuery, sink: BatchSink) -> Result<()> {
+        let schema = spec.projected_schema(&query.features, false);
+        self.query_relations(&[spec], &mut |conn, relations| {
+            sql::stream_query(conn, &sql::history(spec, &relations[0], query), &schema, sink)
+        })
+    }
 
     /// Exactly one row per entity, all features: its online value ignoring TTL (greatest event
     /// time, ties to the later ingest). Used to rebuild the online index at startup.
-    fn latest(&self, spec: &FeatureSetSpec, sink: BatchSink) -> Result<()>;
+    fn latest(&self, spec: &FeatureSetSpec, sink: BatchSink) -> Result<()> {
+        let schema = spec.arrow_schema();
+        self.query_relations(&[spec], &mut |conn, relations| {
+            sql::stream_query(conn, &sql::latest(spec, &relations[0]), &schema, sink)
+        })
+    }
 
-    fn stats(&self, spec: &FeatureSetSpec) -> Result<SetStats>;
+    fn stats(&self, spec: &FeatureSetSpec) -> Result<SetStats> {
+        let mut stats = SetStats::default();
+        self.query_relations(&[spec], &mut |conn, relations| {
+            stats = sql::read_stats(conn, &sql::stats(spec, &relations[0]))?;
+            Ok(())
+        })?;
+        Ok(stats)
+    }
 }

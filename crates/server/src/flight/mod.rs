@@ -3,6 +3,7 @@
 
 mod actions;
 mod catalog;
+mod exchange;
 mod get;
 mod put;
 
@@ -18,7 +19,9 @@ use futures::stream::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use crate::error::ApiResult;
+use arrow_flight::error::FlightError;
+
+use crate::error::{ApiError, ApiResult};
 use crate::service::AppState;
 
 pub struct FlightApi {
@@ -34,6 +37,29 @@ pub fn service(state: AppState) -> FlightServiceServer<FlightApi> {
 }
 
 type FlightStream<T> = BoxStream<'static, Result<T, Status>>;
+
+/// An API error inside a stream of Flight data.
+fn flight_error(e: ApiError) -> FlightError {
+    FlightError::Tonic(Box::new(Status::from(e)))
+}
+
+/// A transport error while reading the client's stream; an oversized message is the
+/// documented RESOURCE_EXHAUSTED (tonic reports it as OUT_OF_RANGE).
+fn stream_error(status: Status) -> ApiError {
+    if status.code() == tonic::Code::OutOfRange {
+        ApiError::too_large(format!("message over the size limit: {}", status.message()))
+    } else {
+        ApiError::invalid(format!("reading the request stream failed: {}", status.message()))
+    }
+}
+
+/// A failure to decode the client's Flight data.
+fn decode_error(e: FlightError) -> ApiError {
+    match e {
+        FlightError::Tonic(status) => stream_error(*status),
+        other => ApiError::invalid(format!("undecodable Arrow Flight data: {other}")),
+    }
+}
 
 impl FlightApi {
     /// Runs a handler inside a span and records its metrics; its error becomes the status.
@@ -130,9 +156,11 @@ impl FlightService for FlightApi {
 
     async fn do_exchange(
         &self,
-        _request: Request<Streaming<FlightData>>,
+        request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
-        Err(Status::unimplemented("do_exchange is not supported yet"))
+        let input = request.into_inner();
+        self.observed("do_exchange", exchange::do_exchange(&self.state, input))
+            .await
     }
 
     async fn do_action(

@@ -10,10 +10,10 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Code, Status, Streaming};
+use tonic::{Status, Streaming};
 use tracing::Instrument;
 
-use super::FlightStream;
+use super::{decode_error, stream_error, FlightStream};
 use crate::error::{ApiError, ApiResult};
 use crate::service::{set_from_path, AppState};
 
@@ -74,24 +74,4 @@ pub async fn do_put(
         .instrument(span),
     );
     Ok(ReceiverStream::new(rx).boxed())
-}
-
-/// A transport error while reading the client's stream; an oversized message is the
-/// documented RESOURCE_EXHAUSTED (tonic reports it as OUT_OF_RANGE).
-fn stream_error(status: Status) -> ApiError {
-    if status.code() == Code::OutOfRange {
-        ApiError::too_large(format!("message over the size limit: {}", status.message()))
-    } else {
-        ApiError::invalid(format!(
-            "reading the DoPut stream failed: {}",
-            status.message()
-        ))
-    }
-}
-
-fn decode_error(e: FlightError) -> ApiError {
-    match e {
-        FlightError::Tonic(status) => stream_error(*status),
-        other => ApiError::invalid(format!("undecodable Arrow Flight data: {other}")),
-    }
 }

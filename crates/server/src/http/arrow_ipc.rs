@@ -11,12 +11,18 @@ use bytes::Bytes;
 
 use crate::error::{ApiError, ApiResult};
 
+fn invalid(e: arrow::error::ArrowError) -> ApiError {
+    ApiError::invalid(format!("invalid Arrow IPC stream body: {e}"))
+}
+
+/// A reader of an IPC stream body; its schema is read (and checked) at once.
+pub fn reader(body: Bytes) -> ApiResult<StreamReader<Cursor<Bytes>>> {
+    StreamReader::try_new(Cursor::new(body), None).map_err(invalid)
+}
+
 /// All record batches of an IPC stream as one batch: one HTTP request is one ingest batch.
 pub fn decode(body: Bytes) -> ApiResult<RecordBatch> {
-    let invalid = |e: arrow::error::ArrowError| {
-        ApiError::invalid(format!("invalid Arrow IPC stream body: {e}"))
-    };
-    let reader = StreamReader::try_new(Cursor::new(body), None).map_err(invalid)?;
+    let reader = reader(body)?;
     let schema = reader.schema();
     let batches = reader.collect::<Result<Vec<_>, _>>().map_err(invalid)?;
     Ok(concat_batches(&schema, &batches)?)

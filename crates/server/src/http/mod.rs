@@ -35,6 +35,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/feature-sets/{name}/rows", post(feature_sets::ingest))
         .route("/v1/online", post(retrieval::online))
         .route("/v1/history", post(retrieval::history))
+        .route("/v1/training-data", post(retrieval::training_data))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         // Bodies are read with the configured limit by `read_body`, which answers 413 with

@@ -3,25 +3,23 @@
 
 use arrow::array::RecordBatch;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::response::Response;
 use bytes::Bytes;
 use featherstore_core::json::write_rows;
-use featherstore_core::{HistoryTicket, OnlineTicket};
+use featherstore_core::{HistoryTicket, OnlineTicket, TrainingDataCommand};
 use http::HeaderMap;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
-use super::arrow_ipc::IpcChunks;
+use super::arrow_ipc::{self, IpcChunks};
 use super::{parse_json, read_body, streamed, wants_arrow, ARROW_STREAM};
 use crate::error::{ApiError, ApiResult};
-use crate::service::AppState;
+use crate::service::{stream_blocking, AppState};
 
 const JSON: &str = "application/json";
-/// Encoded chunks buffered between the storage thread and the client.
-const HISTORY_BUFFER: usize = 4;
 
 /// The ticket of a route: its JSON body, where a `"type"` field is optional but must match.
 fn ticket_body<T: serde::de::DeserializeOwned>(body: &[u8], kind: &str) -> ApiResult<T> {
@@ -102,44 +100,99 @@ impl Encoding {
     }
 }
 
-pub async fn history(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult<Response> {
+pub async fn history(State(state): State<AppState>, headers: HeaderMap, body: Body) -> ApiResult<Response> {
     let body = read_body(&state, body).await?;
     let ticket: HistoryTicket = ticket_body(&body, "history")?;
     let (set, query) = state.store.plan_history(&ticket)?;
     let schema = set.spec.projected_schema(&query.features, false);
-    let (mut encoding, content_type) = if wants_arrow(&headers) {
+    let store = state.store.clone();
+    let batches = stream_blocking(move |sink| store.scan_history(&set, &query, sink));
+    let (encoding, content_type) = if wants_arrow(&headers) {
         (Encoding::Arrow(IpcChunks::new(&schema)?), ARROW_STREAM)
     } else {
         (Encoding::Json { first: true }, JSON)
     };
+    Ok(streamed(content_type, encoded_body(encoding, batches)))
+}
 
-    // Errors after the 200 has been sent can only end the body early: they are logged, and
-    // the client sees a truncated body (invalid JSON, or an IPC stream without its end).
-    let (tx, rx) = mpsc::channel::<Result<Bytes, ApiError>>(HISTORY_BUFFER);
+/// `POST /v1/training-data`: an Arrow IPC stream of entity rows in, the rows with their
+/// point-in-time features out (Arrow IPC). The command comes as query parameters
+/// (`features=a:x,b:*&timestamp=..&full_names=true`) or whole, as JSON, in the
+/// `X-FeatherStore-Command` header.
+pub async fn training_data(
+    State(state): State<AppState>,
+    Query(params): Query<TrainingParams>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let command = training_command(params, &headers)?;
+    let body = read_body(&state, body).await?;
+    let reader = arrow_ipc::reader(body)?;
+    let plan = state.store.plan_training(&command, reader.schema())?;
+    let encoding = Encoding::Arrow(IpcChunks::new(&plan.output_schema)?);
     let store = state.store.clone();
-    tokio::task::spawn_blocking(move || {
-        let send = |chunk: ApiResult<Bytes>| {
-            tx.blocking_send(chunk)
-                .map_err(|_| featherstore_store::Error::Cancelled)
-        };
-        let result = send(encoding.start()).and_then(|()| {
-            store.scan_history(&set, &query, &mut |batch| send(encoding.batch(&batch)))
+    let batches = stream_blocking(move |sink| {
+        let mut rows = reader.map(|batch| {
+            batch.map_err(|e| {
+                featherstore_store::Error::Domain(featherstore_core::Error::invalid(format!(
+                    "invalid Arrow IPC stream body: {e}"
+                )))
+            })
         });
-        let _ = match result {
-            Ok(()) => send(encoding.finish()),
-            Err(featherstore_store::Error::Cancelled) => Ok(()),
-            Err(e) => send(Err(e.into())),
+        store.training_data(&plan, &mut rows, sink)
+    });
+    Ok(streamed(ARROW_STREAM, encoded_body(encoding, batches)))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingParams {
+    features: Option<String>,
+    timestamp: Option<String>,
+    full_names: Option<bool>,
+}
+
+const COMMAND_HEADER: &str = "x-featherstore-command";
+
+fn training_command(params: TrainingParams, headers: &HeaderMap) -> ApiResult<TrainingDataCommand> {
+    if let Some(header) = headers.get(COMMAND_HEADER) {
+        return Ok(TrainingDataCommand::from_json(header.as_bytes())?);
+    }
+    let features = params.features.ok_or_else(|| {
+        ApiError::invalid("training data needs ?features=set:feature,set:* or an X-FeatherStore-Command header")
+    })?;
+    let command = serde_json::json!({
+        "type": "training_data",
+        "features": features.split(',').map(str::trim).filter(|f| !f.is_empty()).collect::<Vec<_>>(),
+        "timestamp": params.timestamp.unwrap_or_else(|| featherstore_core::spec::DEFAULT_TIMESTAMP.into()),
+        "full_names": params.full_names.unwrap_or(false),
+    });
+    Ok(TrainingDataCommand::from_json(command.to_string().as_bytes())?)
+}
+
+/// Encodes a stream of result batches as body chunks on a task of its own. A failure after
+/// the 200 was sent can only end the body early: it is logged, and the client sees a
+/// truncated body (invalid JSON, or an IPC stream without its end marker).
+fn encoded_body(
+    mut encoding: Encoding,
+    mut batches: ReceiverStream<ApiResult<RecordBatch>>,
+) -> Body {
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(2);
+    tokio::spawn(async move {
+        let chunks = async {
+            tx.send(Ok(encoding.start()?)).await.ok();
+            while let Some(batch) = batches.next().await {
+                if tx.send(Ok(encoding.batch(&batch?)?)).await.is_err() {
+                    return Ok(()); // the client went away
+                }
+            }
+            tx.send(Ok(encoding.finish()?)).await.ok();
+            Ok::<(), ApiError>(())
         };
+        if let Err(e) = chunks.await {
+            tracing::error!(error = %e, "response stream failed after it started");
+            let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+        }
     });
-    let body = ReceiverStream::new(rx).map(|chunk| {
-        chunk.map_err(|e| {
-            tracing::error!(error = %e, "history stream failed after the response started");
-            std::io::Error::other(e.to_string())
-        })
-    });
-    Ok(streamed(content_type, Body::from_stream(body)))
+    Body::from_stream(ReceiverStream::new(rx))
 }

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use arrow::array::RecordBatch;
 use featherstore_core::FeatureSetSpec;
 
-use crate::offline::{BatchSink, HistoryQuery, OfflineStore, SetStats};
+use crate::offline::{OfflineStore, RelationWork};
 use crate::query::sql::{self, ident, SEQ_COLUMN};
 use crate::query::{ConnectionPool, EngineSettings, PooledConnection};
 use crate::{Error, Result};
@@ -147,19 +147,9 @@ impl OfflineStore for DuckDbStore {
         result
     }
 
-    fn scan(&self, spec: &FeatureSetSpec, query: &HistoryQuery, sink: BatchSink) -> Result<()> {
-        let sql = sql::history(spec, &ident(&table(&spec.name)), query);
-        let schema = spec.projected_schema(&query.features, false);
-        sql::stream_query(&self.pool.get(), &sql, &schema, sink)
-    }
-
-    fn latest(&self, spec: &FeatureSetSpec, sink: BatchSink) -> Result<()> {
-        let sql = sql::latest(spec, &ident(&table(&spec.name)));
-        sql::stream_query(&self.pool.get(), &sql, &spec.arrow_schema(), sink)
-    }
-
-    fn stats(&self, spec: &FeatureSetSpec) -> Result<SetStats> {
-        let sql = sql::stats(spec, &ident(&table(&spec.name)));
-        sql::read_stats(&self.pool.get(), &sql)
+    fn query_relations(&self, specs: &[&FeatureSetSpec], work: RelationWork) -> Result<()> {
+        // Each statement reads a consistent snapshot (DuckDB is MVCC); sets are tables.
+        let relations: Vec<String> = specs.iter().map(|s| ident(&table(&s.name))).collect();
+        work(&self.pool.get(), &relations)
     }
 }

@@ -3,5 +3,6 @@
 
 mod pool;
 pub mod sql;
+pub mod training;
 
 pub use pool::{ConnectionPool, EngineSettings, PooledConnection};

@@ -1,0 +1,431 @@
+//! Registry commands: `apply`, `list`, `describe`, `delete`.
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use featherstore_client::FeatureSetSpec;
+use serde_json::{json, Value};
+
+use crate::common::{text_table, thousands, CliError, CliResult, ServerArgs};
+
+#[derive(Args)]
+pub struct ApplyArgs {
+    /// YAML or JSON file declaring feature sets: a list of specs, `{feature_sets: [...]}` or one
+    /// spec; YAML may hold several documents. `-` reads standard input.
+    #[arg(short = 'f', long = "file", value_name = "FILE", required = true)]
+    files: Vec<PathBuf>,
+    /// Report what would be created without creating anything.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    /// Print the stored specs as a JSON array.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+#[derive(Args)]
+pub struct DescribeArgs {
+    /// Feature set name.
+    set: String,
+    /// Print the stored spec with its statistics as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+#[derive(Args)]
+pub struct DeleteArgs {
+    /// Feature set name; its data is deleted with it.
+    set: String,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+/// The specs a file declares, validated, in file order.
+fn read_specs(path: &Path) -> CliResult<Vec<FeatureSetSpec>> {
+    let shown = path.display();
+    let text = if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text)?;
+        text
+    } else {
+        std::fs::read_to_string(path).map_err(|e| CliError::from(e).context(&shown))?
+    };
+    let is_json = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    let documents: Vec<Value> = if is_json {
+        vec![serde_json::from_str(&text).map_err(|e| CliError::new(format!("{shown}: invalid JSON: {e}")))?]
+    } else {
+        let mut documents = Vec::new();
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            let value: Value = serde::Deserialize::deserialize(document)
+                .map_err(|e| CliError::new(format!("{shown}: invalid YAML: {e}")))?;
+            if !value.is_null() {
+                documents.push(value);
+            }
+        }
+        documents
+    };
+    let mut items = Vec::new();
+    for document in documents {
+        match document {
+            Value::Array(specs) => items.extend(specs),
+            Value::Object(mut object) if object.contains_key("feature_sets") => {
+                if object.len() > 1 {
+                    let other: Vec<_> = object.keys().filter(|k| *k != "feature_sets").collect();
+                    return Err(CliError::new(format!(
+                        "{shown}: unknown key(s) {other:?} beside \"feature_sets\""
+                    )));
+                }
+                match object.remove("feature_sets") {
+                    Some(Value::Array(specs)) => items.extend(specs),
+                    _ => {
+                        return Err(CliError::new(format!(
+                            "{shown}: \"feature_sets\" must be a list of feature set specs"
+                        )))
+                    }
+                }
+            }
+            spec @ Value::Object(_) => items.push(spec),
+            other => {
+                return Err(CliError::new(format!(
+                    "{shown}: expected a list of feature set specs, {{feature_sets: [...]}} or one spec; found {other}"
+                )))
+            }
+        }
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let label = match item.get("name").and_then(Value::as_str) {
+                Some(name) => format!("{shown}: feature set {name:?}"),
+                None => format!("{shown}: feature set #{}", i + 1),
+            };
+            let bytes = serde_json::to_vec(&item).expect("JSON values serialize");
+            FeatureSetSpec::from_json(&bytes).map_err(|e| CliError::from(e).context(label))
+        })
+        .collect()
+}
+
+/// The top-level fields in which two specs differ.
+fn differences(wanted: &FeatureSetSpec, stored: &FeatureSetSpec) -> Vec<&'static str> {
+    let mut fields = Vec::new();
+    if wanted.entity != stored.entity {
+        fields.push("entity");
+    }
+    if wanted.timestamp != stored.timestamp {
+        fields.push("timestamp");
+    }
+    if wanted.features != stored.features {
+        fields.push("features");
+    }
+    if wanted.ttl_seconds != stored.ttl_seconds {
+        fields.push("ttl_seconds");
+    }
+    if wanted.description != stored.description {
+        fields.push("description");
+    }
+    if wanted.tags != stored.tags {
+        fields.push("tags");
+    }
+    fields
+}
+
+enum Outcome {
+    Created,
+    WouldCreate,
+    Unchanged,
+    Conflict(String),
+}
+
+pub fn apply(args: ApplyArgs) -> CliResult {
+    let mut specs = Vec::new();
+    for file in &args.files {
+        specs.extend(read_specs(file)?);
+    }
+    let mut seen = HashSet::new();
+    for spec in &specs {
+        if !seen.insert(spec.name.clone()) {
+            return Err(CliError::new(format!(
+                "feature set {:?} is declared more than once",
+                spec.name
+            )));
+        }
+    }
+    if specs.is_empty() {
+        return Err(CliError::new("no feature sets declared"));
+    }
+    let runtime = crate::common::runtime()?;
+    let outcomes = runtime.block_on(async {
+        let client = args.server.connect().await?;
+        let stored = client
+            .list_feature_sets()
+            .await
+            .map_err(|e| args.server.describe(e))?;
+        let mut outcomes = Vec::new();
+        for spec in &specs {
+            let existing = stored.iter().find(|s| s.name == spec.name);
+            let outcome = match existing {
+                Some(existing) if existing.same_definition(spec) => Outcome::Unchanged,
+                Some(existing) => Outcome::Conflict(conflict_message(spec, existing)),
+                None if args.dry_run => Outcome::WouldCreate,
+                None => match client.create_feature_set(spec).await {
+                    Ok(_) => Outcome::Created,
+                    // Created by someone else meanwhile: compare with what they stored.
+                    Err(e) if e.is_already_exists() => {
+                        let existing = client
+                            .get_feature_set(&spec.name)
+                            .await
+                            .map_err(|e| args.server.describe(e))?
+                            .spec;
+                        if existing.same_definition(spec) {
+                            Outcome::Unchanged
+                        } else {
+                            Outcome::Conflict(conflict_message(spec, &existing))
+                        }
+                    }
+                    Err(e) => {
+                        return Err(args
+                            .server
+                            .describe(e)
+                            .context(format!("creating feature set {:?}", spec.name)))
+                    }
+                },
+            };
+            if !args.json {
+                print_outcome(&spec.name, &outcome);
+            }
+            outcomes.push(outcome);
+        }
+        Ok::<_, CliError>(outcomes)
+    })?;
+    if args.json {
+        let report: Vec<Value> = specs
+            .iter()
+            .zip(&outcomes)
+            .map(|(spec, outcome)| {
+                let (status, detail) = match outcome {
+                    Outcome::Created => ("created", None),
+                    Outcome::WouldCreate => ("would_create", None),
+                    Outcome::Unchanged => ("unchanged", None),
+                    Outcome::Conflict(m) => ("conflict", Some(m.as_str())),
+                };
+                let mut entry = json!({"name": spec.name, "status": status});
+                if let Some(detail) = detail {
+                    entry["message"] = Value::from(detail);
+                }
+                entry
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    let conflicts = outcomes
+        .iter()
+        .filter(|o| matches!(o, Outcome::Conflict(_)))
+        .count();
+    if conflicts > 0 {
+        return Err(CliError::new(format!(
+            "{conflicts} of {} feature sets conflict with the stored specs; a stored spec \
+             cannot change: delete the set (and its data) to redefine it, or use a new name",
+            specs.len()
+        )));
+    }
+    Ok(())
+}
+
+fn conflict_message(wanted: &FeatureSetSpec, stored: &FeatureSetSpec) -> String {
+    let version = stored
+        .version
+        .map(|v| format!(" (version {v})"))
+        .unwrap_or_default();
+    format!(
+        "differs from the stored spec{version} in {}",
+        differences(wanted, stored).join(", ")
+    )
+}
+
+fn print_outcome(name: &str, outcome: &Outcome) {
+    match outcome {
+        Outcome::Created => println!("created       {name}"),
+        Outcome::WouldCreate => println!("would create  {name}"),
+        Outcome::Unchanged => println!("unchanged     {name}"),
+        Outcome::Conflict(message) => println!("conflict      {name}: {message}"),
+    }
+}
+
+pub fn list(args: ListArgs) -> CliResult {
+    let runtime = crate::common::runtime()?;
+    runtime.block_on(async {
+        let client = args.server.connect().await?;
+        let specs = client
+            .list_feature_sets()
+            .await
+            .map_err(|e| args.server.describe(e))?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&specs)?);
+            return Ok(());
+        }
+        if specs.is_empty() {
+            println!("no feature sets");
+            return Ok(());
+        }
+        let rows: Vec<Vec<String>> = specs
+            .iter()
+            .map(|s| {
+                vec![
+                    s.name.clone(),
+                    format!("{} ({})", s.entity.name, s.entity.entity_type),
+                    s.features.len().to_string(),
+                    s.ttl_seconds.map(|t| format!("{t}s")).unwrap_or_default(),
+                    s.version.map(|v| v.to_string()).unwrap_or_default(),
+                    s.created_at.clone().unwrap_or_default(),
+                    s.description.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        println!(
+            "{}",
+            text_table(
+                &[
+                    "name",
+                    "entity",
+                    "features",
+                    "ttl",
+                    "version",
+                    "created_at",
+                    "description"
+                ],
+                &rows
+            )
+        );
+        Ok(())
+    })
+}
+
+pub fn describe(args: DescribeArgs) -> CliResult {
+    let runtime = crate::common::runtime()?;
+    runtime.block_on(async {
+        let client = args.server.connect().await?;
+        let info = client
+            .get_feature_set(&args.set)
+            .await
+            .map_err(|e| args.server.describe(e))?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&info)?);
+            return Ok(());
+        }
+        let spec = &info.spec;
+        println!("feature set   {}", spec.name);
+        if let Some(description) = &spec.description {
+            println!("description   {description}");
+        }
+        println!(
+            "entity        {} ({})",
+            spec.entity.name, spec.entity.entity_type
+        );
+        println!("timestamp     {}", spec.timestamp);
+        if let Some(ttl) = spec.ttl_seconds {
+            println!("ttl           {ttl} s");
+        }
+        if !spec.tags.is_empty() {
+            let tags: Vec<String> = spec.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            println!("tags          {}", tags.join(", "));
+        }
+        if let Some(version) = spec.version {
+            println!("version       {version}");
+        }
+        if let Some(created) = &spec.created_at {
+            println!("created_at    {created}");
+        }
+        println!("rows          {}", thousands(info.stats.rows));
+        println!("entities      {}", thousands(info.stats.entities));
+        if let Some(latest) = info.stats.latest_event_timestamp {
+            println!("latest event  {latest}");
+        }
+        let rows: Vec<Vec<String>> = spec
+            .features
+            .iter()
+            .map(|f| {
+                vec![
+                    f.name.clone(),
+                    f.feature_type.to_string(),
+                    f.description.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        println!("{}", text_table(&["feature", "type", "description"], &rows));
+        Ok(())
+    })
+}
+
+pub fn delete(args: DeleteArgs) -> CliResult {
+    let runtime = crate::common::runtime()?;
+    runtime.block_on(async {
+        let client = args.server.connect().await?;
+        client
+            .delete_feature_set(&args.set)
+            .await
+            .map_err(|e| args.server.describe(e))?;
+        println!("deleted feature set {}", args.set);
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn reads_every_declaration_shape() {
+        let (_d, list) = write(
+            "a.yaml",
+            "- name: a\n  entity: {name: id, type: int64}\n  features: [{name: x, type: float32}]\n",
+        );
+        assert_eq!(read_specs(&list).unwrap()[0].name, "a");
+        let (_d, wrapped) = write(
+            "b.yml",
+            "feature_sets:\n  - name: b\n    entity: {name: id, type: string}\n    features: []\n---\nname: c\nentity: {name: id, type: string}\nfeatures: []\n",
+        );
+        let names: Vec<_> = read_specs(&wrapped).unwrap().into_iter().map(|s| s.name).collect();
+        assert_eq!(names, ["b", "c"]);
+        let (_d, json) = write(
+            "c.json",
+            r#"{"feature_sets": [{"name": "d", "entity": {"name": "id", "type": "string"}, "features": []}]}"#,
+        );
+        assert_eq!(read_specs(&json).unwrap()[0].timestamp, "event_timestamp");
+    }
+
+    #[test]
+    fn names_the_bad_spec() {
+        let (_d, bad) = write(
+            "bad.yaml",
+            "- name: ok\n  entity: {name: id, type: int64}\n  features: []\n- name: broken\n  entity: {name: id, type: float}\n  features: []\n",
+        );
+        let err = read_specs(&bad).unwrap_err().to_string();
+        assert!(err.contains("\"broken\""), "{err}");
+        let (_d, junk) = write("junk.yaml", "just a string");
+        assert!(read_specs(&junk).is_err());
+    }
+}

@@ -1,0 +1,183 @@
+//! What the client commands share: the server address, the error type, spec lookup, entity
+//! key parsing, and small tables.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use clap::Args;
+use featherstore_client::{Client, Entities, EntityType, FeatureSetSpec};
+
+#[derive(Args, Clone)]
+pub struct ServerArgs {
+    /// Arrow Flight address of the server (http://HOST:PORT, grpc://HOST:PORT or HOST:PORT).
+    #[arg(
+        long,
+        env = "FEATHERSTORE_FLIGHT",
+        default_value = featherstore_client::DEFAULT_ADDRESS,
+        value_name = "ADDRESS"
+    )]
+    pub server: String,
+}
+
+impl ServerArgs {
+    pub async fn connect(&self) -> Result<Client, CliError> {
+        Client::connect(self.server.as_str())
+            .await
+            .map_err(|e| self.describe(e))
+    }
+
+    /// A client error as a user reads it: the server's message alone, or how to point the
+    /// command at a server.
+    pub fn describe(&self, e: featherstore_client::Error) -> CliError {
+        CliError::from_client(e, &self.server)
+    }
+}
+
+/// One line for the user: printed as `featherstore: <message>`, exit status 1.
+#[derive(Debug)]
+pub struct CliError(pub String);
+
+pub type CliResult<T = ()> = Result<T, CliError>;
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl CliError {
+    pub fn new(message: impl Into<String>) -> Self {
+        CliError(message.into())
+    }
+
+    pub fn from_client(e: featherstore_client::Error, server: &str) -> Self {
+        use featherstore_client::Error;
+        match e {
+            Error::Connect { address, reason } => CliError(format!(
+                "cannot reach a FeatherStore server at {address} ({reason}); \
+                 set --server or FEATHERSTORE_FLIGHT"
+            )),
+            e if e.is_unavailable() => CliError(format!(
+                "the server at {server} is unavailable: {}",
+                e.message()
+            )),
+            Error::Server { message, .. } => CliError(message),
+            other => CliError(other.to_string()),
+        }
+    }
+
+    /// Prefixes the message with where it happened (`file.csv: ...`).
+    pub fn context(self, context: impl fmt::Display) -> Self {
+        CliError(format!("{context}: {}", self.0))
+    }
+}
+
+impl From<featherstore_client::Error> for CliError {
+    fn from(e: featherstore_client::Error) -> Self {
+        CliError::from_client(e, "the server")
+    }
+}
+
+macro_rules! display_error {
+    ($($t:ty),*) => {$(
+        impl From<$t> for CliError {
+            fn from(e: $t) -> Self {
+                CliError(e.to_string())
+            }
+        }
+    )*};
+}
+display_error!(
+    std::io::Error,
+    arrow::error::ArrowError,
+    parquet::errors::ParquetError,
+    featherstore_core::Error,
+    serde_json::Error,
+    String,
+    &str
+);
+
+/// A set's spec without its statistics (listing is cheap; statistics may scan storage).
+pub async fn fetch_spec(client: &Client, name: &str) -> CliResult<FeatureSetSpec> {
+    let specs = client.list_feature_sets().await?;
+    specs.into_iter().find(|s| s.name == name).ok_or_else(|| {
+        CliError(format!(
+            "feature set {name:?} does not exist (`featherstore list` shows the sets)"
+        ))
+    })
+}
+
+/// Entity keys from the command line, typed by the set's entity type.
+pub fn parse_entities(spec: &FeatureSetSpec, keys: &[String]) -> CliResult<Entities> {
+    match spec.entity.entity_type {
+        EntityType::String => Ok(Entities::strings(keys.iter().cloned())),
+        EntityType::Int64 => keys
+            .iter()
+            .map(|k| {
+                k.trim().parse::<i64>().map_err(|_| {
+                    CliError(format!(
+                        "entity {k:?} is not an integer; feature set {:?} has int64 entity key {:?}",
+                        spec.name, spec.entity.name
+                    ))
+                })
+            })
+            .collect::<CliResult<Vec<_>>>()
+            .map(Entities::ints),
+    }
+}
+
+/// A text table (arrow's pretty printer) of string cells.
+pub fn text_table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let fields: Vec<Field> = headers
+        .iter()
+        .map(|h| Field::new(*h, DataType::Utf8, false))
+        .collect();
+    let columns: Vec<ArrayRef> = (0..headers.len())
+        .map(|c| {
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r[c].as_str()),
+            )) as ArrayRef
+        })
+        .collect();
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .expect("columns match the header");
+    arrow::util::pretty::pretty_format_batches(&[batch])
+        .expect("strings format")
+        .to_string()
+}
+
+/// `1234567` as `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A tokio runtime for one command.
+pub fn runtime() -> CliResult<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError(format!("starting the async runtime: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_thousands() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1234567), "1,234,567");
+    }
+}

@@ -1,0 +1,612 @@
+//! [`Client`]: the FeatherStore API over Arrow Flight.
+
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::{Action, FlightClient, FlightData, FlightDescriptor, Ticket};
+use featherstore_core::FeatureSetSpec;
+use futures::{Stream, StreamExt, TryStreamExt};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::to_flight;
+use crate::request::{names, Entities, HistoryRequest, OnlineRequest, Timestamp};
+use crate::response::{AckStream, BatchStream, FeatureSetInfo, IngestAck, IngestSummary};
+use crate::{Error, Result, TrainingDataOptions};
+
+/// The default Flight address of a local server.
+pub const DEFAULT_ADDRESS: &str = "http://127.0.0.1:8081";
+
+/// Largest message accepted from the server unless configured (the server's own default limit).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A connection to a FeatherStore server's Arrow Flight API.
+///
+/// Cheap to clone: clones share one HTTP/2 connection, and every method takes `&self`, so one
+/// client can serve many tasks at once.
+///
+/// ```no_run
+/// use featherstore_client::Client;
+///
+/// # async fn run() -> featherstore_client::Result<()> {
+/// let client = Client::connect("http://localhost:8081").await?;
+/// let values = client.get_features("user_features", ["u1", "u2"]).await?;
+/// println!("{values:?}");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: FlightServiceClient<Channel>,
+    address: String,
+}
+
+/// Connection settings for a [`Client`]; [`Client::connect`] uses the defaults.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use featherstore_client::Client;
+///
+/// # async fn run() -> featherstore_client::Result<()> {
+/// let client = Client::builder("grpc://localhost:8081")
+///     .connect_timeout(Duration::from_secs(2))
+///     .timeout(Duration::from_secs(30))
+///     .connect()
+///     .await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    address: String,
+    connect_timeout: Option<Duration>,
+    timeout: Option<Duration>,
+    max_message_bytes: usize,
+}
+
+impl ClientBuilder {
+    /// Bounds the time to establish the connection (default 10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// Bounds each call (default: none). A call over it fails with `CANCELLED` or
+    /// `DEADLINE_EXCEEDED`; for long streams (history, training data) leave it unset.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Largest message accepted from the server (default 64 MiB).
+    pub fn max_message_bytes(mut self, bytes: usize) -> Self {
+        self.max_message_bytes = bytes;
+        self
+    }
+
+    fn endpoint(&self) -> Result<(Endpoint, String)> {
+        let uri = normalize_address(&self.address)?;
+        let mut endpoint =
+            Endpoint::from_shared(uri.clone()).map_err(|e| Error::InvalidAddress {
+                address: self.address.clone(),
+                reason: error_chain(&e),
+            })?;
+        endpoint = endpoint
+            .connect_timeout(self.connect_timeout.unwrap_or(Duration::from_secs(10)))
+            .tcp_nodelay(true);
+        if let Some(timeout) = self.timeout {
+            endpoint = endpoint.timeout(timeout);
+        }
+        Ok((endpoint, uri))
+    }
+
+    fn client(&self, channel: Channel, uri: String) -> Client {
+        let inner = FlightServiceClient::new(channel)
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(usize::MAX);
+        Client {
+            inner,
+            address: uri,
+        }
+    }
+
+    /// Connects now: fails if the server cannot be reached.
+    pub async fn connect(self) -> Result<Client> {
+        let (endpoint, uri) = self.endpoint()?;
+        let channel = endpoint.connect().await.map_err(|e| Error::Connect {
+            address: uri.clone(),
+            reason: error_chain(&e),
+        })?;
+        Ok(self.client(channel, uri))
+    }
+
+    /// Connects on first use (and reconnects as needed); only the address is checked now.
+    pub fn connect_lazy(self) -> Result<Client> {
+        let (endpoint, uri) = self.endpoint()?;
+        Ok(self.client(endpoint.connect_lazy(), uri))
+    }
+}
+
+/// Accepts `http://host:port`, `grpc://host:port` (as pyarrow writes it), `grpc+tcp://...` and
+/// a bare `host:port`.
+fn normalize_address(address: &str) -> Result<String> {
+    let invalid = |reason: &str| Error::InvalidAddress {
+        address: address.to_string(),
+        reason: reason.to_string(),
+    };
+    let address = address.trim();
+    if address.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    let rest = match address.split_once("://") {
+        None => address,
+        Some(("http" | "grpc" | "grpc+tcp", rest)) => rest,
+        Some(("https" | "grpc+tls", _)) => {
+            return Err(invalid(
+                "TLS is not supported by this client; use http:// or grpc://",
+            ))
+        }
+        Some((scheme, _)) => {
+            return Err(invalid(&format!(
+                "unknown scheme {scheme:?}; expected http:// or grpc://"
+            )))
+        }
+    };
+    Ok(format!("http://{}", rest.trim_end_matches('/')))
+}
+
+/// An error with its causes, `outer: inner: ...` (tonic's transport errors say little alone).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+        source = std::error::Error::source(source.expect("checked"));
+    }
+    text
+}
+
+impl Client {
+    /// Connects to a server's Flight address, such as `http://localhost:8081`.
+    pub async fn connect(address: impl Into<String>) -> Result<Client> {
+        Client::builder(address).connect().await
+    }
+
+    /// Connection settings, for timeouts and message size limits.
+    pub fn builder(address: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            address: address.into(),
+            connect_timeout: None,
+            timeout: None,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+        }
+    }
+
+    /// A client on a channel made elsewhere (with TLS, interceptors, ...).
+    pub fn from_channel(channel: Channel) -> Client {
+        Client {
+            inner: FlightServiceClient::new(channel)
+                .max_decoding_message_size(DEFAULT_MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(usize::MAX),
+            address: String::new(),
+        }
+    }
+
+    /// The server address, as normalized (`http://host:port`).
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// A plain Arrow Flight client on the same connection, for calls this API does not wrap
+    /// (`ListFlights`, `GetFlightInfo`, ...).
+    pub fn flight_client(&self) -> FlightClient {
+        FlightClient::new_from_inner(self.inner.clone())
+    }
+
+    // ---- feature sets --------------------------------------------------------------------
+
+    /// Stores a feature set and returns the stored spec (with `version` and `created_at`).
+    /// The same spec again is a no-op; a different spec under an existing name fails with
+    /// `ALREADY_EXISTS` ([`Error::is_already_exists`]).
+    ///
+    /// ```no_run
+    /// # async fn run(client: featherstore_client::Client) -> featherstore_client::Result<()> {
+    /// use featherstore_client::FeatureSetSpec;
+    ///
+    /// let spec = FeatureSetSpec::from_json(br#"{
+    ///     "name": "user_features",
+    ///     "entity": {"name": "user_id", "type": "string"},
+    ///     "features": [{"name": "age", "type": "int64"}, {"name": "ctr_7d", "type": "float32"}],
+    ///     "ttl_seconds": 86400
+    /// }"#).expect("a valid spec");
+    /// let stored = client.create_feature_set(&spec).await?;
+    /// assert_eq!(stored.version, Some(1));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn create_feature_set(&self, spec: &FeatureSetSpec) -> Result<FeatureSetSpec> {
+        let body = serde_json::to_vec(spec).expect("specs serialize");
+        self.action("create_feature_set", body).await
+    }
+
+    /// The stored spec of a set with its statistics; `NOT_FOUND` for an unknown set.
+    pub async fn get_feature_set(&self, name: &str) -> Result<FeatureSetInfo> {
+        let value: Value = self
+            .action("get_feature_set", json!({ "name": name }).to_string())
+            .await?;
+        FeatureSetInfo::from_json(value)
+    }
+
+    /// Every stored spec.
+    pub async fn list_feature_sets(&self) -> Result<Vec<FeatureSetSpec>> {
+        self.action("list_feature_sets", b"{}".to_vec()).await
+    }
+
+    /// Deletes a set and all its data; `NOT_FOUND` for an unknown set.
+    pub async fn delete_feature_set(&self, name: &str) -> Result<()> {
+        let answer: Value = self
+            .action("delete_feature_set", json!({ "name": name }).to_string())
+            .await?;
+        match answer.get("deleted") {
+            Some(Value::Bool(true)) => Ok(()),
+            _ => Err(Error::protocol(format!(
+                "delete_feature_set answered {answer}; expected {{\"deleted\": true}}"
+            ))),
+        }
+    }
+
+    /// The Arrow schema of a set's stored rows: entity, features in spec order, timestamp.
+    pub async fn get_schema(&self, name: &str) -> Result<SchemaRef> {
+        let descriptor = FlightDescriptor::new_path(vec![name.to_string()]);
+        let schema = self.flight_client().get_schema(descriptor).await?;
+        Ok(std::sync::Arc::new(schema))
+    }
+
+    async fn action<T: DeserializeOwned>(&self, name: &str, body: impl Into<bytes::Bytes>) -> Result<T> {
+        let mut results = self
+            .flight_client()
+            .do_action(Action::new(name, body.into()))
+            .await?;
+        let first = results
+            .try_next()
+            .await?
+            .ok_or_else(|| Error::protocol(format!("{name} answered no result")))?;
+        serde_json::from_slice(&first)
+            .map_err(|e| Error::protocol(format!("{name} answered invalid JSON: {e}")))
+    }
+
+    // ---- ingest ----------------------------------------------------------------------------
+
+    /// Ingests one batch, stored whole or not at all, durably before this returns.
+    ///
+    /// The batch holds the entity column, the timestamp column and any subset of the declared
+    /// features (PROTOCOL.md, "Ingest rules"). It travels as one Flight message, so it must fit
+    /// the server's message limit (64 MiB by default; over it the call fails with
+    /// `RESOURCE_EXHAUSTED`); split larger data with [`Client::ingest_batches`]. An empty batch
+    /// stores nothing and is not sent.
+    ///
+    /// ```no_run
+    /// # async fn run(client: featherstore_client::Client) -> featherstore_client::Result<()> {
+    /// use std::sync::Arc;
+    /// use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+    ///
+    /// let batch = RecordBatch::try_from_iter([
+    ///     ("user_id", Arc::new(StringArray::from(vec!["u1", "u2"])) as ArrayRef),
+    ///     ("age", Arc::new(Int64Array::from(vec![31, 45])) as ArrayRef),
+    ///     ("event_timestamp", Arc::new(
+    ///         TimestampMicrosecondArray::from(vec![1_767_225_600_000_000, 1_767_225_600_000_000])
+    ///             .with_timezone("UTC")) as ArrayRef),
+    /// ])?;
+    /// let ack = client.ingest_features("user_features", batch).await?;
+    /// assert_eq!(ack.rows, 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn ingest_features(
+        &self,
+        feature_set: &str,
+        batch: RecordBatch,
+    ) -> Result<IngestAck> {
+        if batch.num_rows() == 0 {
+            return Ok(IngestAck { batch: 0, rows: 0 });
+        }
+        let acks: Vec<IngestAck> = self
+            .ingest_stream(feature_set, futures::stream::iter([Ok(batch)]))
+            .await?
+            .try_collect()
+            .await?;
+        match acks.as_slice() {
+            [ack] => Ok(*ack),
+            other => Err(Error::protocol(format!(
+                "ingest of one batch answered {} acknowledgements",
+                other.len()
+            ))),
+        }
+    }
+
+    /// Ingests batches in one call and waits for all of them; each batch is stored whole or
+    /// not at all. On an error, the batches acknowledged before it stay stored (use
+    /// [`Client::ingest_stream`] to see which).
+    pub async fn ingest_batches<I>(&self, feature_set: &str, batches: I) -> Result<IngestSummary>
+    where
+        I: IntoIterator<Item = RecordBatch>,
+        I::IntoIter: Send + 'static,
+    {
+        let batches = futures::stream::iter(batches.into_iter().map(Ok));
+        let mut acks = self.ingest_stream(feature_set, batches).await?;
+        let mut summary = IngestSummary::default();
+        while let Some(ack) = acks.try_next().await? {
+            summary.batches += 1;
+            summary.rows += ack.rows;
+        }
+        Ok(summary)
+    }
+
+    /// Streams batches into a set over one Flight `DoPut`, answering one [`IngestAck`] per
+    /// batch as it becomes durable. Batches are sent as the answer stream is polled, with
+    /// back-pressure: a producer faster than the server waits. Empty batches are skipped (and
+    /// get no acknowledgement). An error of the input stream stops the call and is returned
+    /// as is, after the acknowledgements of the batches sent before it.
+    ///
+    /// ```no_run
+    /// # async fn run(client: featherstore_client::Client, batches: Vec<arrow::array::RecordBatch>)
+    /// # -> featherstore_client::Result<()> {
+    /// use futures::TryStreamExt;
+    ///
+    /// let input = futures::stream::iter(batches.into_iter().map(Ok));
+    /// let mut acks = client.ingest_stream("user_features", input).await?;
+    /// while let Some(ack) = acks.try_next().await? {
+    ///     println!("batch {} stored: {} rows", ack.batch, ack.rows);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn ingest_stream<S>(&self, feature_set: &str, batches: S) -> Result<AckStream>
+    where
+        S: Stream<Item = Result<RecordBatch>> + Send + 'static,
+    {
+        let mut batches = Box::pin(batches.try_filter(|b| std::future::ready(b.num_rows() > 0)));
+        // The descriptor travels on the first message, so an empty input sends nothing at all.
+        let Some(first) = batches.next().await else {
+            return Ok(futures::stream::empty().boxed());
+        };
+        let batches = futures::stream::once(async { first }).chain(batches);
+        let descriptor = FlightDescriptor::new_path(vec![feature_set.to_string()]);
+        let data = encode(batches, descriptor);
+        let results = self.flight_client().do_put(data).await?;
+        let mut expected = 0u64;
+        Ok(results
+            .map(move |result| {
+                let result = result?;
+                let ack: IngestAck = serde_json::from_slice(&result.app_metadata).map_err(|e| {
+                    Error::protocol(format!(
+                        "invalid DoPut acknowledgement {:?}: {e}",
+                        String::from_utf8_lossy(&result.app_metadata)
+                    ))
+                })?;
+                if ack.batch != expected {
+                    return Err(Error::protocol(format!(
+                        "acknowledgement of batch {} where batch {expected} was due",
+                        ack.batch
+                    )));
+                }
+                expected += 1;
+                Ok(ack)
+            })
+            .boxed())
+    }
+
+    // ---- online ----------------------------------------------------------------------------
+
+    /// The online value of each entity, all features: one row per entity in request order
+    /// (duplicates included; an unknown entity gets its key and nulls). Columns: entity,
+    /// features in spec order, timestamp.
+    ///
+    /// Entity keys are strings or integers by the set's entity type:
+    ///
+    /// ```no_run
+    /// # async fn run(client: featherstore_client::Client) -> featherstore_client::Result<()> {
+    /// let users = client.get_features("user_features", ["u1", "u2"]).await?;
+    /// let ids: Vec<i64> = vec![17, 42];
+    /// let merchants = client.get_features("merchant_features", &ids).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn get_features(
+        &self,
+        feature_set: &str,
+        entities: impl Into<Entities>,
+    ) -> Result<RecordBatch> {
+        self.online(OnlineRequest::new(feature_set, entities)).await
+    }
+
+    /// As [`Client::get_features`], for the named features only, in the order given.
+    pub async fn get_named_features<I, S>(
+        &self,
+        feature_set: &str,
+        entities: impl Into<Entities>,
+        features: I,
+    ) -> Result<RecordBatch>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.online(OnlineRequest::new(feature_set, entities).features(features))
+            .await
+    }
+
+    /// An online read as one batch (see [`OnlineRequest`]).
+    pub async fn online(&self, request: OnlineRequest) -> Result<RecordBatch> {
+        self.do_get(&request.to_ticket()).await?.concat().await
+    }
+
+    // ---- history ---------------------------------------------------------------------------
+
+    /// Every row of the entities with `start <= event time < end`, all features, ordered by
+    /// entity, then event time, then ingest order, as one batch.
+    ///
+    /// ```no_run
+    /// # async fn run(client: featherstore_client::Client) -> featherstore_client::Result<()> {
+    /// use featherstore_client::Timestamp;
+    ///
+    /// let rows = client
+    ///     .get_feature_history(
+    ///         "user_features",
+    ///         "u1",
+    ///         Timestamp::parse("2026-01-01").unwrap(),
+    ///         Timestamp::now(),
+    ///     )
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn get_feature_history(
+        &self,
+        feature_set: &str,
+        entities: impl Into<Entities>,
+        start: impl Into<Timestamp>,
+        end: impl Into<Timestamp>,
+    ) -> Result<RecordBatch> {
+        let request = HistoryRequest::new(feature_set)
+            .entities(entities)
+            .start(start)
+            .end(end);
+        self.history(request).await?.concat().await
+    }
+
+    /// A history read streamed batch by batch (see [`HistoryRequest`] and [`BatchStream`]).
+    pub async fn history(&self, request: HistoryRequest) -> Result<BatchStream> {
+        self.do_get(&request.to_ticket()).await
+    }
+
+    async fn do_get(&self, ticket: &featherstore_core::Ticket) -> Result<BatchStream> {
+        let ticket = serde_json::to_vec(ticket).expect("tickets serialize");
+        let stream = self.flight_client().do_get(Ticket::new(ticket)).await?;
+        Ok(BatchStream::new(stream))
+    }
+
+    // ---- training data ---------------------------------------------------------------------
+
+    /// Point-in-time training data: sends the entity rows, answers the same rows in the same
+    /// order with the point-in-time value of each requested feature appended (PROTOCOL.md,
+    /// "Training data"). Features are `set:feature` or `set:*`.
+    ///
+    /// The entity rows hold each referenced set's entity column, the timestamp column (see
+    /// [`TrainingDataOptions::timestamp`]) and any other columns, which pass through.
+    ///
+    /// ```no_run
+    /// # async fn run(client: featherstore_client::Client, entity_rows: arrow::array::RecordBatch)
+    /// # -> featherstore_client::Result<()> {
+    /// use futures::TryStreamExt;
+    /// use featherstore_client::TrainingDataOptions;
+    ///
+    /// let mut rows = client
+    ///     .training_data(
+    ///         vec![entity_rows],
+    ///         ["user_features:age", "merchant_features:*"],
+    ///         TrainingDataOptions::default(),
+    ///     )
+    ///     .await?;
+    /// while let Some(batch) = rows.try_next().await? {
+    ///     println!("{} training rows", batch.num_rows());
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn training_data<B, F, S>(
+        &self,
+        entity_batches: B,
+        features: F,
+        options: TrainingDataOptions,
+    ) -> Result<BatchStream>
+    where
+        B: IntoIterator<Item = RecordBatch>,
+        B::IntoIter: Send + 'static,
+        F: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let batches = futures::stream::iter(entity_batches.into_iter().map(Ok));
+        self.training_data_stream(batches, features, options).await
+    }
+
+    /// As [`Client::training_data`], with the entity rows read from a stream as the server
+    /// consumes them (for inputs larger than memory).
+    pub async fn training_data_stream<B, F, S>(
+        &self,
+        entity_batches: B,
+        features: F,
+        options: TrainingDataOptions,
+    ) -> Result<BatchStream>
+    where
+        B: Stream<Item = Result<RecordBatch>> + Send + 'static,
+        F: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let features = names(features);
+        if features.is_empty() {
+            return Err(Error::InvalidArgument(
+                "training data needs at least one feature, as \"set:feature\" or \"set:*\"".into(),
+            ));
+        }
+        let mut batches = Box::pin(entity_batches);
+        // The command travels on the first message, which needs a schema: at least one batch
+        // (it may be empty).
+        let first = batches.next().await.ok_or_else(|| {
+            Error::InvalidArgument(
+                "training data needs at least one entity batch (an empty one gives an empty result)"
+                    .into(),
+            )
+        })??;
+        let batches = futures::stream::once(async { Ok(first) }).chain(batches);
+        let command = options.command(&features).to_string();
+        let descriptor = FlightDescriptor::new_cmd(command);
+        let data = encode(batches, descriptor);
+        let stream = self.flight_client().do_exchange(data).await?;
+        Ok(BatchStream::new(stream))
+    }
+}
+
+/// Flight messages for `batches`, the descriptor on the first. One batch is one message (never
+/// split: a batch is the unit of atomic ingest).
+fn encode<S>(batches: S, descriptor: FlightDescriptor) -> impl Stream<Item = Result<FlightData, FlightError>>
+where
+    S: Stream<Item = Result<RecordBatch>> + Send + 'static,
+{
+    FlightDataEncoderBuilder::new()
+        .with_max_flight_data_size(usize::MAX)
+        .with_flight_descriptor(Some(descriptor))
+        .build(batches.map_err(to_flight))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_normalize() {
+        assert_eq!(
+            normalize_address("grpc://localhost:8081").unwrap(),
+            "http://localhost:8081"
+        );
+        assert_eq!(
+            normalize_address("127.0.0.1:8081").unwrap(),
+            "http://127.0.0.1:8081"
+        );
+        assert_eq!(
+            normalize_address("http://h:1/").unwrap(),
+            "http://h:1"
+        );
+        assert!(normalize_address("https://h:1").is_err());
+        assert!(normalize_address("ftp://h:1").is_err());
+        assert!(normalize_address(" ").is_err());
+    }
+}

@@ -1,0 +1,76 @@
+//! DoExchange `training_data`: the client streams entity rows, the server streams them back
+//! with the point-in-time value of each requested feature appended.
+
+use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
+use arrow_flight::error::FlightError;
+use arrow_flight::FlightData;
+use featherstore_core::TrainingDataCommand;
+use futures::{StreamExt, TryStreamExt};
+use tokio::sync::mpsc;
+use tonic::Streaming;
+
+use super::get::encode;
+use super::{decode_error, flight_error, stream_error, FlightStream};
+use crate::error::{ApiError, ApiResult};
+use crate::service::{stream_blocking, AppState};
+
+/// Entity-row batches buffered between the network and the storage thread.
+const INPUT_BUFFER: usize = 2;
+
+pub async fn do_exchange(state: &AppState, mut input: Streaming<FlightData>) -> ApiResult<FlightStream<FlightData>> {
+    let first = input
+        .message()
+        .await
+        .map_err(stream_error)?
+        .ok_or_else(|| ApiError::invalid("DoExchange sent no messages"))?;
+    let command = first
+        .flight_descriptor
+        .as_ref()
+        .filter(|d| !d.cmd.is_empty())
+        .ok_or_else(|| {
+            ApiError::invalid("the first DoExchange message must carry a descriptor whose cmd is a training_data command")
+        })
+        .and_then(|d| Ok(TrainingDataCommand::from_json(&d.cmd)?))?;
+
+    let messages = futures::stream::once(async { Ok(first) })
+        .chain(input)
+        .map_err(|status| FlightError::Tonic(Box::new(status)));
+    let mut decoder = FlightDataDecoder::new(messages);
+    let schema = loop {
+        match decoder.next().await {
+            Some(Ok(payload)) => match payload.payload {
+                DecodedPayload::Schema(schema) => break schema,
+                DecodedPayload::None => continue,
+                DecodedPayload::RecordBatch(_) => unreachable!("the decoder yields the schema first"),
+            },
+            Some(Err(e)) => return Err(decode_error(e)),
+            None => return Err(ApiError::invalid("DoExchange ended before sending the entity rows' schema")),
+        }
+    };
+    let plan = state.store.plan_training(&command, schema)?;
+    let output_schema = plan.output_schema.clone();
+
+    // Entity rows flow from the network to the storage thread through a bounded channel.
+    let (rows_tx, mut rows_rx) = mpsc::channel(INPUT_BUFFER);
+    tokio::spawn(async move {
+        while let Some(payload) = decoder.next().await {
+            let batch = match payload.map(|p| p.payload) {
+                Ok(DecodedPayload::RecordBatch(batch)) => Ok(batch),
+                Ok(_) => continue,
+                Err(e) => Err(featherstore_store::Error::Domain(featherstore_core::Error::invalid(
+                    decode_error(e).to_string(),
+                ))),
+            };
+            let failed = batch.is_err();
+            if rows_tx.send(batch).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    let store = state.store.clone();
+    let batches = stream_blocking(move |sink| {
+        let mut rows = std::iter::from_fn(|| rows_rx.blocking_recv());
+        store.training_data(&plan, &mut rows, sink)
+    });
+    Ok(encode(output_schema, batches.map_err(flight_error).boxed()))
+}

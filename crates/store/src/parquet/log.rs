@@ -1,0 +1,447 @@
+//! The write-ahead log of a set: `_log/NNN….arrows` segments, each an Arrow IPC stream (a
+//! schema message, then one record batch message per append) that any Arrow reader can open.
+//!
+//! An append is durable once its message is written and the segment fsynced. A crash while
+//! writing leaves at most one incomplete message at the end of a segment (a prefix of it, or
+//! zeros where the file grew but the data never landed); replay truncates that tail and keeps
+//! everything before it. A complete message that does not decode is corruption and fails.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::buffer::{Buffer, MutableBuffer};
+use arrow::datatypes::{Int64Type, SchemaRef};
+use arrow::error::ArrowError;
+use arrow::ipc::reader::read_record_batch;
+use arrow::ipc::writer::{
+    write_message, CompressionContext, DictionaryTracker, IpcDataGenerator, IpcWriteOptions,
+};
+use arrow::ipc::{root_as_message, MessageHeader};
+
+use super::durable::{list_dir, remove_quietly, sync_dir};
+use crate::{Error, Result};
+
+pub(super) const LOG_DIR: &str = "_log";
+const SEGMENT_SUFFIX: &str = ".arrows";
+/// Marks every message of the current IPC stream format; its absence where a message should
+/// start means the bytes are not a message.
+const CONTINUATION: u32 = 0xFFFF_FFFF;
+
+fn segment_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{number:020}{SEGMENT_SUFFIX}"))
+}
+
+/// Segments in `dir` with their numbers, oldest first.
+fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut found: Vec<(u64, PathBuf)> = list_dir(dir)?
+        .into_iter()
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let number = name.to_str()?.strip_suffix(SEGMENT_SUFFIX)?.parse().ok()?;
+            Some((number, entry.path()))
+        })
+        .collect();
+    found.sort_by_key(|(number, _)| *number);
+    Ok(found)
+}
+
+/// Deletes the segments numbered below `number`, once their rows are safely in Parquet.
+pub(super) fn remove_segments_below(dir: &Path, number: u64) -> Result<()> {
+    for (_, path) in segments(dir)?.into_iter().filter(|(n, _)| *n < number) {
+        remove_quietly(&path);
+    }
+    Ok(())
+}
+
+struct Segment {
+    file: File,
+    path: PathBuf,
+    /// Bytes of complete, durable messages: where the next one starts.
+    len: u64,
+}
+
+/// Where a segment stood before an append, to take the append back.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct LogMark {
+    len: u64,
+}
+
+/// Appends batches to the newest segment of one set's log.
+pub(super) struct LogWriter {
+    dir: PathBuf,
+    schema: SchemaRef,
+    /// None until the first append after opening or rolling.
+    active: Option<Segment>,
+    next_segment: u64,
+    options: IpcWriteOptions,
+}
+
+impl LogWriter {
+    pub fn new(dir: PathBuf, schema: SchemaRef, next_segment: u64) -> Self {
+        LogWriter {
+            dir,
+            schema,
+            active: None,
+            next_segment,
+            options: IpcWriteOptions::default(),
+        }
+    }
+
+    /// Appends `batch` as one message and fsyncs it: durable when this returns. On failure the
+    /// segment is cut back to where it was, so no part of the batch survives.
+    pub fn append(&mut self, batch: &RecordBatch) -> Result<LogMark> {
+        if self.active.is_none() {
+            self.active = Some(self.create_segment()?);
+        }
+        let segment = self.active.as_mut().expect("created above");
+        let mark = LogMark { len: segment.len };
+        match write_batch(segment, batch, &self.options) {
+            Ok(len) => {
+                segment.len = len;
+                Ok(mark)
+            }
+            Err(e) => {
+                self.undo(mark);
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes back everything appended since `mark`. If the segment cannot be cut back it is
+    /// abandoned: later appends go to a new segment, so they never follow a partial message
+    /// (replay drops a torn tail, and would drop them with it).
+    pub fn undo(&mut self, mark: LogMark) {
+        let Some(segment) = self.active.as_mut() else {
+            return;
+        };
+        let cut = segment
+            .file
+            .set_len(mark.len)
+            .and_then(|()| segment.file.seek(SeekFrom::Start(mark.len)).map(drop))
+            .and_then(|()| segment.file.sync_data());
+        match cut {
+            Ok(()) => segment.len = mark.len,
+            Err(e) => {
+                tracing::error!(
+                    segment = %segment.path.display(), error = %e,
+                    "could not take a failed append back out of the log; abandoning the segment"
+                );
+                self.active = None;
+            }
+        }
+    }
+
+    /// Closes the active segment: later appends start a new one. Every segment numbered below
+    /// the returned number holds only rows appended before this call.
+    pub fn roll(&mut self) -> u64 {
+        self.active = None;
+        self.next_segment
+    }
+
+    fn create_segment(&mut self) -> Result<Segment> {
+        let path = segment_path(&self.dir, self.next_segment);
+        // Never reuse a number, even if this attempt fails half way.
+        self.next_segment += 1;
+        let context = || format!("creating log segment {}", path.display());
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(Error::io(context()))?;
+        let header = IpcDataGenerator::default().schema_to_bytes_with_dictionary_tracker(
+            &self.schema,
+            &mut DictionaryTracker::new(false),
+            &self.options,
+        );
+        let written = write_message(&mut file, header, &self.options)
+            .map_err(Error::from)
+            .and_then(|(len, _)| {
+                file.sync_data().map_err(Error::io(context()))?;
+                sync_dir(&self.dir)?;
+                Ok(len as u64)
+            });
+        match written {
+            Ok(len) => Ok(Segment { file, path, len }),
+            Err(e) => {
+                remove_quietly(&path);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Writes one batch message at the segment's end and fsyncs; returns the new length.
+fn write_batch(segment: &mut Segment, batch: &RecordBatch, options: &IpcWriteOptions) -> Result<u64> {
+    let (dictionaries, message) = IpcDataGenerator::default().encode(
+        batch,
+        &mut DictionaryTracker::new(false),
+        options,
+        &mut CompressionContext::default(),
+    )?;
+    if !dictionaries.is_empty() {
+        // Storage schemas have no dictionary columns; replay does not read dictionary messages.
+        return Err(Error::Arrow(ArrowError::NotYetImplemented(
+            "dictionary columns in the write-ahead log".into(),
+        )));
+    }
+    // Unbuffered: the few small writes before the body cost nothing next to the fsync.
+    let (meta_len, body_len) = write_message(&mut segment.file, message, options)?;
+    segment
+        .file
+        .sync_data()
+        .map_err(Error::io(format!("appending to log segment {}", segment.path.display())))?;
+    Ok(segment.len + (meta_len + body_len) as u64)
+}
+
+/// What replaying a log found.
+#[derive(Debug)]
+pub(super) struct Replayed {
+    /// Greatest `_seq` of any logged row, flushed or not.
+    pub max_seq: Option<i64>,
+    /// The number for the next segment: past every existing one.
+    pub next_segment: u64,
+}
+
+/// Hands every logged row with `_seq > flushed_seq` to `visit`, in log order, one batch (or
+/// the unflushed end of one) at a time. Torn tails are truncated away; segments holding no
+/// unflushed row are deleted.
+pub(super) fn replay(
+    dir: &Path,
+    schema: &SchemaRef,
+    flushed_seq: i64,
+    mut visit: impl FnMut(RecordBatch) -> Result<()>,
+) -> Result<Replayed> {
+    let mut replayed = Replayed {
+        max_seq: None,
+        next_segment: 0,
+    };
+    for (number, path) in segments(dir)? {
+        replayed.next_segment = number + 1;
+        let mut reader = SegmentReader::open(&path)?;
+        let mut live = false;
+        if reader.read_schema(schema)? {
+            while let Some(batch) = reader.next_batch(schema)? {
+                let Some((first, last)) = seq_range(&batch) else {
+                    continue;
+                };
+                if last - first != batch.num_rows() as i64 - 1
+                    || replayed.max_seq.is_some_and(|max| first <= max)
+                {
+                    return Err(reader.corrupt("ingest sequence numbers out of order"));
+                }
+                replayed.max_seq = Some(last);
+                if last > flushed_seq {
+                    let skip = (flushed_seq + 1 - first).max(0) as usize;
+                    visit(batch.slice(skip, batch.num_rows() - skip))?;
+                    live = true;
+                }
+            }
+        }
+        if !live {
+            remove_quietly(&path);
+        }
+    }
+    Ok(replayed)
+}
+
+/// First and last `_seq` (the last column) of a batch, when it has rows. Within a batch they
+/// are consecutive, which lets replay skip a flushed prefix by slicing.
+fn seq_range(batch: &RecordBatch) -> Option<(i64, i64)> {
+    let seq = batch.columns().last()?.as_primitive_opt::<Int64Type>()?;
+    if seq.is_empty() {
+        return None;
+    }
+    Some((seq.value(0), seq.value(seq.len() - 1)))
+}
+
+/// One message as framed in the stream: header flatbuffer and body.
+enum Frame {
+    Message { meta: Vec<u8>, body: Buffer },
+    /// Nothing after the last complete message.
+    End,
+    /// An incomplete message at the end (a crash mid-append), now truncated away.
+    Torn,
+}
+
+struct SegmentReader {
+    reader: BufReader<File>,
+    path: PathBuf,
+    len: u64,
+    /// Start of the next message.
+    offset: u64,
+}
+
+impl SegmentReader {
+    fn open(path: &Path) -> Result<Self> {
+        // Writable, to truncate a torn tail.
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(Error::io(format!("opening log segment {}", path.display())))?;
+        let len = file
+            .metadata()
+            .map_err(Error::io(format!("reading log segment {}", path.display())))?
+            .len();
+        Ok(SegmentReader {
+            reader: BufReader::new(file),
+            path: path.to_path_buf(),
+            len,
+            offset: 0,
+        })
+    }
+
+    fn corrupt(&self, why: impl std::fmt::Display) -> Error {
+        Error::Corrupt(format!(
+            "log segment {} at byte {}: {why}",
+            self.path.display(),
+            self.offset
+        ))
+    }
+
+    fn io(&self) -> impl FnOnce(std::io::Error) -> Error {
+        Error::io(format!("reading log segment {}", self.path.display()))
+    }
+
+    /// Reads the stream's schema message; false when the segment ends before one (a crash
+    /// while creating it: it never held a batch).
+    fn read_schema(&mut self, expected: &SchemaRef) -> Result<bool> {
+        let Frame::Message { meta, .. } = self.next_frame()? else {
+            return Ok(false);
+        };
+        let message = root_as_message(&meta).map_err(|e| self.corrupt(e))?;
+        let schema = message
+            .header_as_schema()
+            .ok_or_else(|| self.corrupt("the stream does not start with a schema"))?;
+        // Names only: decoding every batch against `expected` checks the types.
+        let names: Vec<&str> = schema
+            .fields()
+            .map(|fields| fields.iter().map(|f| f.name().unwrap_or("")).collect())
+            .unwrap_or_default();
+        let wanted: Vec<&str> = expected.fields().iter().map(|f| f.name().as_str()).collect();
+        if names != wanted {
+            return Err(self.corrupt(format!(
+                "logged columns {names:?} are not the set's {wanted:?}"
+            )));
+        }
+        self.offset = self.reader.stream_position().map_err(self.io())?;
+        Ok(true)
+    }
+
+    fn next_batch(&mut self, schema: &SchemaRef) -> Result<Option<RecordBatch>> {
+        let (meta, body) = match self.next_frame()? {
+            Frame::Message { meta, body } => (meta, body),
+            Frame::End | Frame::Torn => return Ok(None),
+        };
+        let message = root_as_message(&meta).map_err(|e| self.corrupt(e))?;
+        if message.header_type() != MessageHeader::RecordBatch {
+            return Err(self.corrupt(format!(
+                "unexpected {:?} message",
+                message.header_type()
+            )));
+        }
+        let batch_header = message
+            .header_as_record_batch()
+            .ok_or_else(|| self.corrupt("record batch message without header"))?;
+        // The IPC decoder trusts buffer offsets in the header and panics on some damaged ones;
+        // a damaged file must be an error, never a crash of the server.
+        let decoded = catch_unwind(AssertUnwindSafe(|| {
+            read_record_batch(
+                &body,
+                batch_header,
+                schema.clone(),
+                &HashMap::new(),
+                None,
+                &message.version(),
+            )
+        }));
+        let batch = match decoded {
+            Ok(Ok(batch)) => batch,
+            Ok(Err(e)) => return Err(self.corrupt(e)),
+            Err(_) => return Err(self.corrupt("undecodable record batch")),
+        };
+        self.offset = self.reader.stream_position().map_err(self.io())?;
+        Ok(Some(batch))
+    }
+
+    /// Reads the message at `offset`, or finds the end of the segment. Lengths are checked
+    /// against the file's size before anything is allocated.
+    fn next_frame(&mut self) -> Result<Frame> {
+        let remaining = self.len - self.offset;
+        if remaining == 0 {
+            return Ok(Frame::End);
+        }
+        if remaining < 8 {
+            return self.torn();
+        }
+        let mut prefix = [0u8; 8];
+        self.reader.read_exact(&mut prefix).map_err(self.io())?;
+        let continuation = u32::from_le_bytes(prefix[..4].try_into().expect("4 bytes"));
+        let meta_len = i32::from_le_bytes(prefix[4..].try_into().expect("4 bytes"));
+        if continuation != CONTINUATION {
+            // The file grew but its data never reached the disk: zeros to the end.
+            return if self.rest_is_zero()? {
+                self.torn()
+            } else {
+                Err(self.corrupt("no message starts here"))
+            };
+        }
+        let meta_len = u64::try_from(meta_len).map_err(|_| self.corrupt("negative length"))?;
+        if 8 + meta_len > remaining {
+            return self.torn();
+        }
+        let mut meta = vec![0u8; meta_len as usize];
+        self.reader.read_exact(&mut meta).map_err(self.io())?;
+        let body_len = root_as_message(&meta)
+            .map_err(|e| self.corrupt(e))?
+            .bodyLength();
+        let body_len = u64::try_from(body_len).map_err(|_| self.corrupt("negative length"))?;
+        if 8 + meta_len + body_len > remaining {
+            return self.torn();
+        }
+        // 64-byte aligned, so the decoder can use the arrays in place.
+        let mut body = MutableBuffer::from_len_zeroed(body_len as usize);
+        self.reader
+            .read_exact(body.as_slice_mut())
+            .map_err(self.io())?;
+        Ok(Frame::Message {
+            meta,
+            body: body.into(),
+        })
+    }
+
+    fn rest_is_zero(&mut self) -> Result<bool> {
+        self.reader
+            .seek(SeekFrom::Start(self.offset))
+            .map_err(self.io())?;
+        let mut chunk = [0u8; 8192];
+        loop {
+            match self.reader.read(&mut chunk) {
+                Ok(0) => return Ok(true),
+                Ok(n) if chunk[..n].iter().all(|&b| b == 0) => {}
+                Ok(_) => return Ok(false),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.io()(e)),
+            }
+        }
+    }
+
+    /// Cuts the incomplete message off, so later replays see a clean end.
+    fn torn(&mut self) -> Result<Frame> {
+        tracing::warn!(
+            segment = %self.path.display(),
+            bytes = self.len - self.offset,
+            "ignoring the incomplete last append of a log segment (interrupted write)"
+        );
+        let file = self.reader.get_mut();
+        file.set_len(self.offset)
+            .and_then(|()| file.sync_data())
+            .map_err(Error::io(format!("truncating log segment {}", self.path.display())))?;
+        self.len = self.offset;
+        Ok(Frame::Torn)
+    }
+}

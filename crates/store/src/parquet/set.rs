@@ -1,0 +1,350 @@
+//! The state of one feature set: its live Parquet files, its memtable tables, its log, and the
+//! locks that keep readers, appends, flushes and compactions out of each other's way.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Instant;
+
+use featherstore_core::FeatureSetSpec;
+
+use super::durable::{
+    create_dir_durably, list_dir, remove_quietly, write_atomic, TMP_SUFFIX,
+};
+use super::log::{self, LogWriter, LOG_DIR};
+use super::manifest::{FileEntry, Manifest, DATE_DIR_PREFIX, PART_PREFIX};
+use super::memtable::{self, MemTable};
+use crate::query::sql;
+use crate::query::ConnectionPool;
+use crate::{Error, Result};
+
+pub(super) const SPEC_FILE: &str = "_spec.json";
+
+/// Locks ignoring poisoning: every critical section leaves its data consistent on error paths,
+/// and a panic elsewhere must not wedge the store.
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(super) fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(super) fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A live Parquet file. Compaction retires files; one is deleted when the last snapshot that
+/// lists it is dropped, so a reader never loses a file in the middle of a scan.
+pub(super) struct DataFile {
+    /// Relative to the set's directory, as in the manifest.
+    pub relative: String,
+    /// Absolute and UTF-8 (checked at open), as DuckDB is given it.
+    pub path: String,
+    pub rows: u64,
+    retired: AtomicBool,
+    /// False once the set is deleted: its directory is gone, and a set created later under
+    /// the same name may have a file of the same name.
+    set_alive: Arc<AtomicBool>,
+}
+
+impl DataFile {
+    pub fn new(set_dir: &Path, relative: String, rows: u64, set_alive: &Arc<AtomicBool>) -> Self {
+        let path = set_dir.join(&relative).to_string_lossy().into_owned();
+        DataFile {
+            relative,
+            path,
+            rows,
+            retired: AtomicBool::new(false),
+            set_alive: set_alive.clone(),
+        }
+    }
+
+    /// The UTC date partition, from the validated path.
+    pub fn date(&self) -> &str {
+        self.relative
+            .strip_prefix(DATE_DIR_PREFIX)
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or("")
+    }
+
+    /// Marks the file for deletion once no snapshot lists it; call after the manifest that
+    /// drops it is durable.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for DataFile {
+    fn drop(&mut self) {
+        if self.retired.load(Ordering::Acquire) && self.set_alive.load(Ordering::Acquire) {
+            remove_quietly(Path::new(&self.path));
+        }
+    }
+}
+
+/// What a reader sees of a set: immutable, replaced whole by flushes and compactions. The
+/// files and tables it lists outlive it, so a reader holding it can take all the time it
+/// needs, without blocking flushes.
+pub(super) struct Snapshot {
+    pub files: Vec<Arc<DataFile>>,
+    /// Rows up to this `_seq` are in `files`; later ones in `tables`.
+    pub flushed_seq: i64,
+    /// Memtable tables, oldest first; the last one takes appends. A flush freezes them all and
+    /// adds a new one, so rows stay readable while they are written to Parquet.
+    pub tables: Vec<Arc<MemTable>>,
+}
+
+impl Snapshot {
+    pub fn manifest(&self, next_file: u64) -> Manifest {
+        Manifest {
+            flushed_seq: self.flushed_seq,
+            next_file,
+            files: self
+                .files
+                .iter()
+                .map(|f| FileEntry {
+                    path: f.relative.clone(),
+                    rows: f.rows,
+                })
+                .collect(),
+            ..Manifest::default()
+        }
+    }
+
+    /// The stored rows as a SQL relation (a parenthesised query, to use after `FROM`):
+    /// Parquet files and unflushed rows, each side only when it has rows (`has_unflushed`).
+    pub fn relation(&self, spec: &FeatureSetSpec, has_unflushed: bool) -> String {
+        let mut parts = Vec::new();
+        if !self.files.is_empty() {
+            parts.push(memtable::select_files(spec, self.files.iter().map(|f| f.path.as_str())));
+        }
+        if has_unflushed || parts.is_empty() {
+            parts.push(memtable::select_tables(&self.tables));
+        }
+        format!("({})", parts.join(" UNION ALL "))
+    }
+}
+
+/// The append side of a set; its mutex serialises appends with the start of a flush.
+pub(super) struct Ingest {
+    pub log: LogWriter,
+    /// Next `_seq` to hand out. Numbers of failed appends are not reused (see `LogWriter::undo`).
+    pub next_seq: i64,
+    /// The memtable table that takes appends (the last of the snapshot's).
+    pub table: Arc<MemTable>,
+    /// When the oldest unflushed row was appended (or found in the log at open).
+    pub pending_since: Option<Instant>,
+}
+
+/// Held by flush, compaction and delete: they rewrite the manifest.
+pub(super) struct Maintenance {
+    pub next_file: u64,
+}
+
+pub(super) struct SetState {
+    pub spec: FeatureSetSpec,
+    pub dir: PathBuf,
+    pub alive: Arc<AtomicBool>,
+    pub ingest: Mutex<Ingest>,
+    /// Greatest `_seq` whose row is in the memtable (acknowledged); -1 when none.
+    pub committed: AtomicI64,
+    /// Only held to clone or swap the `Arc`.
+    pub snapshot: RwLock<Arc<Snapshot>>,
+    pub maintenance: Mutex<Maintenance>,
+}
+
+impl SetState {
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.join(LOG_DIR)
+    }
+
+    /// Whether rows past `snapshot`'s files are in the memtable.
+    pub fn has_unflushed(&self, snapshot: &Snapshot) -> bool {
+        self.committed.load(Ordering::Acquire) > snapshot.flushed_seq
+    }
+
+    /// Rows acknowledged but not yet in Parquet (approximately, when appends failed).
+    pub fn unflushed_rows(&self) -> u64 {
+        let flushed = read(&self.snapshot).flushed_seq;
+        (self.committed.load(Ordering::Acquire) - flushed).max(0) as u64
+    }
+
+    /// Creates a new, empty set: directory and durable spec; `table` is its memtable.
+    pub fn create(dir: PathBuf, spec: &FeatureSetSpec, table: Arc<MemTable>) -> Result<SetState> {
+        clear_interrupted_create(&dir)?;
+        let json = serde_json::to_vec_pretty(spec).expect("specs serialize");
+        // Writing the spec is the commit point: a directory without one is not a set.
+        let created = create_dir_durably(&dir)
+            .and_then(|()| create_dir_durably(&dir.join(LOG_DIR)))
+            .and_then(|()| write_atomic(&dir.join(SPEC_FILE), &json));
+        if let Err(e) = created {
+            if let Err(cleanup) = fs::remove_dir_all(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %cleanup, "could not remove a half-created set");
+            }
+            return Err(e);
+        }
+        Ok(SetState::assemble(
+            spec.clone(),
+            dir,
+            Manifest::default(),
+            table,
+            -1,
+            0,
+        ))
+    }
+
+    /// Opens a stored set: its manifest, garbage removed, its log replayed into `table`.
+    pub fn open(
+        dir: PathBuf,
+        spec: FeatureSetSpec,
+        pool: &ConnectionPool,
+        table: Arc<MemTable>,
+    ) -> Result<SetState> {
+        let manifest = Manifest::load(&dir)?;
+        collect_garbage(&dir, &manifest)?;
+        create_dir_durably(&dir.join(LOG_DIR))?;
+        let replayed = {
+            let conn = pool.get();
+            // One appender for the whole replay: the open fails whole anyway if any of it does.
+            let mut appender = conn.appender(&table.name)?;
+            let replayed = log::replay(
+                &dir.join(LOG_DIR),
+                &sql::storage_schema(&spec),
+                manifest.flushed_seq,
+                |batch| Ok(appender.append_record_batch(batch)?),
+            )?;
+            appender.flush()?;
+            replayed
+        };
+        let last_seq = replayed.max_seq.unwrap_or(-1).max(manifest.flushed_seq);
+        Ok(SetState::assemble(
+            spec,
+            dir,
+            manifest,
+            table,
+            last_seq,
+            replayed.next_segment,
+        ))
+    }
+
+    fn assemble(
+        spec: FeatureSetSpec,
+        dir: PathBuf,
+        manifest: Manifest,
+        table: Arc<MemTable>,
+        last_seq: i64,
+        next_segment: u64,
+    ) -> SetState {
+        let alive = Arc::new(AtomicBool::new(true));
+        let files = manifest
+            .files
+            .into_iter()
+            .map(|entry| Arc::new(DataFile::new(&dir, entry.path, entry.rows, &alive)))
+            .collect();
+        let pending = last_seq > manifest.flushed_seq;
+        SetState {
+            ingest: Mutex::new(Ingest {
+                log: LogWriter::new(dir.join(LOG_DIR), sql::storage_schema(&spec), next_segment),
+                next_seq: last_seq + 1,
+                table: table.clone(),
+                pending_since: pending.then(Instant::now),
+            }),
+            committed: AtomicI64::new(last_seq),
+            snapshot: RwLock::new(Arc::new(Snapshot {
+                files,
+                flushed_seq: manifest.flushed_seq,
+                tables: vec![table],
+            })),
+            maintenance: Mutex::new(Maintenance {
+                next_file: manifest.next_file,
+            }),
+            spec,
+            dir,
+            alive,
+        }
+    }
+}
+
+/// Reads `{dir}/_spec.json`; `None` when the directory holds no set.
+pub(super) fn read_spec(dir: &Path) -> Result<Option<FeatureSetSpec>> {
+    let path = dir.join(SPEC_FILE);
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(format!("reading {}", path.display()))(e)),
+    };
+    let spec = FeatureSetSpec::from_json(&bytes)
+        .map_err(|e| Error::Corrupt(format!("{}: {e}", path.display())))?;
+    let dir_name = dir.file_name().and_then(|n| n.to_str());
+    if dir_name != Some(spec.name.as_str()) {
+        return Err(Error::Corrupt(format!(
+            "{}: the spec is of feature set {:?}",
+            path.display(),
+            spec.name
+        )));
+    }
+    Ok(Some(spec))
+}
+
+/// A crash during `create` leaves the set's directory without a spec, holding at most an
+/// empty log directory and the spec's temporary file. Anything else there is not ours to
+/// delete.
+fn clear_interrupted_create(dir: &Path) -> Result<()> {
+    remove_quietly(&dir.join(format!("{SPEC_FILE}{TMP_SUFFIX}")));
+    let _ = fs::remove_dir(dir.join(LOG_DIR));
+    match fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!(
+            "{} exists and is not an empty directory",
+            dir.display()
+        ))(e)),
+    }
+}
+
+/// Deletes what a crash left behind: temporary files, and data files that the manifest does
+/// not list (written by a flush or compaction that never committed). Fails if a listed file
+/// is missing: serving without it would silently lose rows.
+fn collect_garbage(dir: &Path, manifest: &Manifest) -> Result<()> {
+    let live: HashSet<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
+    for entry in list_dir(dir)? {
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let path = entry.path();
+        if name.ends_with(TMP_SUFFIX) && path.is_file() {
+            remove_quietly(&path);
+        } else if name.starts_with(DATE_DIR_PREFIX) && path.is_dir() {
+            for file in list_dir(&path)? {
+                let Ok(file_name) = file.file_name().into_string() else {
+                    continue;
+                };
+                let ours = file_name.starts_with(PART_PREFIX);
+                if ours && !live.contains(format!("{name}/{file_name}").as_str()) {
+                    remove_quietly(&file.path());
+                }
+            }
+            // Only succeeds when empty: a partition whose files were all garbage.
+            let _ = fs::remove_dir(&path);
+        }
+    }
+    for file in &manifest.files {
+        let path = dir.join(&file.path);
+        if !path.is_file() {
+            return Err(Error::Corrupt(format!(
+                "{}: listed in {} but missing",
+                path.display(),
+                dir.join(super::manifest::MANIFEST_FILE).display()
+            )));
+        }
+    }
+    Ok(())
+}

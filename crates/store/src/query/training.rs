@@ -1,0 +1,306 @@
+//! Point-in-time correct training data: entity rows joined, as of each row's time, with the
+//! feature values valid then (DuckDB `ASOF LEFT JOIN`). Never a value from after the row's
+//! time; ties on event time go to the later ingest; values older than a set's TTL are null.
+//!
+//! Entity rows stream in: their key columns go to a DuckDB temp table (which spills under the
+//! memory limit), the whole rows to an Arrow IPC spool file. The join streams out in input
+//! order and is zipped with the spool, so passthrough columns (labels) keep their exact types
+//! and memory stays bounded.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Seek, SeekFrom};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arrow::array::{new_empty_array, ArrayRef, Int64Array, RecordBatch};
+use arrow::compute::concat_batches;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use duckdb::Connection;
+use featherstore_core::coerce::{coerce_key, coerce_timestamp};
+use featherstore_core::{EntityType, FeatureSetSpec, OutputFeature, TrainingDataCommand};
+
+use super::sql::{ident, stream_query, SEQ_COLUMN};
+use crate::offline::BatchSink;
+use crate::{Error, Result};
+
+/// 2^64: event time and ingest sequence packed into one ASOF ordering key,
+/// `time * 2^64 + seq`, so the join's single inequality also breaks ties by ingest order.
+const SEQ_SPAN: &str = "18446744073709551616::HUGEINT";
+
+/// The entity rows of one request, in arrival order.
+pub type EntityRows<'a> = &'a mut dyn Iterator<Item = Result<RecordBatch>>;
+
+/// A checked training data request, ready to run.
+#[derive(Debug, Clone)]
+pub struct TrainingPlan {
+    /// The referenced sets, in first-mention order.
+    pub sets: Vec<Arc<FeatureSetSpec>>,
+    pub outputs: Vec<OutputFeature>,
+    /// The entity rows' time column.
+    pub timestamp: String,
+    /// Distinct key columns of the entity rows, and for each set the index of its key.
+    keys: Vec<(String, EntityType)>,
+    set_keys: Vec<usize>,
+    pub input_schema: SchemaRef,
+    /// The input columns, then one column per output feature.
+    pub output_schema: SchemaRef,
+}
+
+fn missing_column(column: &str, why: &str) -> Error {
+    featherstore_core::Error::invalid(format!(
+        "entity rows lack the column {column:?} ({why})"
+    ))
+    .into()
+}
+
+impl TrainingPlan {
+    /// Checks `command` against the sets (in `command.set_names()` order) and the schema of
+    /// the entity rows.
+    pub fn new(
+        command: &TrainingDataCommand,
+        sets: Vec<Arc<FeatureSetSpec>>,
+        input_schema: SchemaRef,
+    ) -> Result<Self> {
+        let field = |name: &str| input_schema.field_with_name(name).ok();
+        let timestamp = field(&command.timestamp)
+            .ok_or_else(|| missing_column(&command.timestamp, "the timestamp of each row"))?;
+        coerce_timestamp(&command.timestamp, &new_empty_array(timestamp.data_type()))?;
+
+        let mut keys: Vec<(String, EntityType)> = Vec::new();
+        let mut set_keys = Vec::with_capacity(sets.len());
+        for spec in &sets {
+            let entity = &spec.entity;
+            let column = field(&entity.name).ok_or_else(|| {
+                missing_column(&entity.name, &format!("the entity key of feature set {:?}", spec.name))
+            })?;
+            coerce_key(&entity.name, entity.entity_type, &new_empty_array(column.data_type()))?;
+            match keys.iter().position(|(name, _)| name == &entity.name) {
+                Some(i) if keys[i].1 != entity.entity_type => {
+                    return Err(featherstore_core::Error::invalid(format!(
+                        "entity column {:?} is a {} key of one set and a {} key of feature set {:?}",
+                        entity.name, keys[i].1, entity.entity_type, spec.name
+                    ))
+                    .into())
+                }
+                Some(i) => set_keys.push(i),
+                None => {
+                    set_keys.push(keys.len());
+                    keys.push((entity.name.clone(), entity.entity_type));
+                }
+            }
+        }
+
+        let specs: Vec<&FeatureSetSpec> = sets.iter().map(Arc::as_ref).collect();
+        let input_names: Vec<String> = input_schema.fields().iter().map(|f| f.name().clone()).collect();
+        let outputs = command.resolve(&specs, &input_names)?;
+        let mut fields: Vec<Field> = input_schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.extend(outputs.iter().map(|o| {
+            let feature = &sets[o.set].features[o.feature];
+            Field::new(&o.name, feature.feature_type.arrow_type(), true)
+        }));
+        Ok(TrainingPlan {
+            sets,
+            outputs,
+            timestamp: command.timestamp.clone(),
+            keys,
+            set_keys,
+            output_schema: Arc::new(Schema::new(fields)),
+            input_schema,
+        })
+    }
+
+    fn feature_schema(&self) -> SchemaRef {
+        let skip = self.input_schema.fields().len();
+        Arc::new(Schema::new(self.output_schema.fields()[skip..].to_vec()))
+    }
+
+    /// The join: one row per entity row, in input order, the output features only.
+    fn join_sql(&self, keys_table: &str, relations: &[String]) -> String {
+        let mut joins = String::new();
+        for (i, spec) in self.sets.iter().enumerate() {
+            let mut used: Vec<usize> = self.outputs.iter().filter(|o| o.set == i).map(|o| o.feature).collect();
+            used.dedup();
+            if used.is_empty() {
+                continue;
+            }
+            let ts = ident(&spec.timestamp);
+            let columns: Vec<String> = used
+                .iter()
+                .map(|&f| format!("{} AS f{f}", ident(&spec.features[f].name)))
+                .collect();
+            joins.push_str(&format!(
+                " ASOF LEFT JOIN (SELECT {entity} AS _k, epoch_us({ts})::HUGEINT * {SEQ_SPAN} + {seq} AS _key, \
+                 epoch_us({ts}) AS _t, {columns} FROM {relation}) s{i} ON e.k{key} = s{i}._k AND e._key >= s{i}._key",
+                entity = ident(&spec.entity.name),
+                seq = ident(SEQ_COLUMN),
+                columns = columns.join(", "),
+                relation = relations[i],
+                key = self.set_keys[i],
+            ));
+        }
+        let selected: Vec<String> = self
+            .outputs
+            .iter()
+            .map(|o| {
+                let value = format!("s{}.f{}", o.set, o.feature);
+                match self.sets[o.set].ttl_micros() {
+                    // A value exactly ttl old is kept.
+                    Some(ttl) => format!("CASE WHEN s{}._t >= e._t - {ttl} THEN {value} END", o.set),
+                    None => value,
+                }
+            })
+            .collect();
+        format!(
+            "SELECT {} FROM (SELECT *, epoch_us(_ts) AS _t, \
+             epoch_us(_ts)::HUGEINT * {SEQ_SPAN} + ({SEQ_SPAN} - 1) AS _key FROM temp.main.{keys_table}) e\
+             {joins} ORDER BY e._row",
+            selected.join(", ")
+        )
+    }
+
+    /// The key columns of an entity-row batch as stored in the keys table.
+    fn key_batch(&self, batch: &RecordBatch, first_row: i64, schema: &SchemaRef) -> Result<RecordBatch> {
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.keys.len() + 2);
+        let rows = batch.num_rows() as i64;
+        columns.push(Arc::new(Int64Array::from_iter_values(first_row..first_row + rows)));
+        for (name, entity_type) in &self.keys {
+            let column = batch.column_by_name(name).expect("schema checked by the plan");
+            columns.push(coerce_key(name, *entity_type, column)?);
+        }
+        let ts = batch.column_by_name(&self.timestamp).expect("schema checked by the plan");
+        let ts = coerce_timestamp(&self.timestamp, ts)?;
+        columns.push(arrow::compute::cast(&ts, &DataType::Timestamp(TimeUnit::Microsecond, None))?);
+        Ok(RecordBatch::try_new(schema.clone(), columns)?)
+    }
+}
+
+static KEYS_TABLES: AtomicU64 = AtomicU64::new(0);
+
+/// Drops the request's temp table however the request ends.
+struct TempTable<'a> {
+    conn: &'a Connection,
+    name: String,
+}
+
+impl Drop for TempTable<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.conn.execute_batch(&format!("DROP TABLE IF EXISTS temp.main.{}", self.name)) {
+            tracing::warn!(table = %self.name, error = %e, "dropping a training keys table failed");
+        }
+    }
+}
+
+/// Runs `plan` over `entity_rows` on `conn`, where set `i` is readable as `relations[i]`,
+/// handing result batches (input columns then features) to `sink` in input order.
+pub fn run(
+    conn: &Connection,
+    relations: &[String],
+    plan: &TrainingPlan,
+    entity_rows: EntityRows,
+    spool_dir: &Path,
+    sink: BatchSink,
+) -> Result<()> {
+    let table = TempTable {
+        conn,
+        name: format!("training_keys_{}", KEYS_TABLES.fetch_add(1, Ordering::Relaxed)),
+    };
+    let mut key_fields = vec![Field::new("_row", DataType::Int64, false)];
+    let mut ddl = vec!["_row BIGINT".to_string()];
+    for (i, (_, entity_type)) in plan.keys.iter().enumerate() {
+        key_fields.push(Field::new(format!("k{i}"), entity_type.arrow_type(), true));
+        ddl.push(format!(
+            "k{i} {}",
+            match entity_type {
+                EntityType::String => "VARCHAR",
+                EntityType::Int64 => "BIGINT",
+            }
+        ));
+    }
+    key_fields.push(Field::new("_ts", DataType::Timestamp(TimeUnit::Microsecond, None), true));
+    ddl.push("_ts TIMESTAMP".into());
+    let key_schema = Arc::new(Schema::new(key_fields));
+    conn.execute_batch(&format!("CREATE TEMP TABLE {} ({})", table.name, ddl.join(", ")))?;
+
+    std::fs::create_dir_all(spool_dir).map_err(Error::io(format!("creating {}", spool_dir.display())))?;
+    let spool = tempfile::tempfile_in(spool_dir).map_err(Error::io("creating the training spool file"))?;
+    let mut spool = StreamWriter::try_new(BufWriter::new(spool), &plan.input_schema)?;
+    let mut rows = 0i64;
+    {
+        let mut appender = conn.appender_to_catalog_and_db(&table.name, "temp", "main")?;
+        for (index, batch) in entity_rows.enumerate() {
+            let batch = batch?;
+            if batch.schema().fields() != plan.input_schema.fields() {
+                return Err(featherstore_core::Error::invalid(format!(
+                    "entity rows batch {index} has schema {:?}; every batch must have the first batch's schema",
+                    batch.schema()
+                ))
+                .into());
+            }
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            appender.append_record_batch(plan.key_batch(&batch, rows, &key_schema)?)?;
+            spool.write(&batch)?;
+            rows += batch.num_rows() as i64;
+        }
+        appender.flush()?;
+    }
+    spool.finish()?;
+    let mut file: File = spool
+        .into_inner()?
+        .into_inner()
+        .map_err(|e| Error::io("flushing the training spool file")(e.into_error()))?;
+    file.seek(SeekFrom::Start(0)).map_err(Error::io("rewinding the training spool file"))?;
+    let mut passthrough = Passthrough {
+        reader: StreamReader::try_new(BufReader::new(file), None)?,
+        current: None,
+        offset: 0,
+        schema: plan.input_schema.clone(),
+    };
+
+    let sql = plan.join_sql(&table.name, relations);
+    stream_query(conn, &sql, &plan.feature_schema(), &mut |features| {
+        let input = passthrough.take(features.num_rows())?;
+        let mut columns = input.columns().to_vec();
+        columns.extend(features.columns().iter().cloned());
+        sink(RecordBatch::try_new(plan.output_schema.clone(), columns)?)
+    })
+}
+
+/// Reads the spooled entity rows back in step with the join's output.
+struct Passthrough {
+    reader: StreamReader<BufReader<File>>,
+    current: Option<RecordBatch>,
+    offset: usize,
+    schema: SchemaRef,
+}
+
+impl Passthrough {
+    fn take(&mut self, mut rows: usize) -> Result<RecordBatch> {
+        let mut parts = Vec::new();
+        while rows > 0 {
+            let current = match &self.current {
+                Some(batch) if self.offset < batch.num_rows() => batch,
+                _ => {
+                    let next = self.reader.next().ok_or_else(|| {
+                        Error::Corrupt("the training join returned more rows than it was given".into())
+                    })??;
+                    self.current = Some(next);
+                    self.offset = 0;
+                    continue;
+                }
+            };
+            let take = rows.min(current.num_rows() - self.offset);
+            parts.push(current.slice(self.offset, take));
+            self.offset += take;
+            rows -= take;
+        }
+        Ok(match parts.len() {
+            1 => parts.pop().expect("one part"),
+            _ => concat_batches(&self.schema, &parts)?,
+        })
+    }
+}
