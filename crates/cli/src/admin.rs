@@ -68,7 +68,8 @@ fn read_specs(path: &Path) -> CliResult<Vec<FeatureSetSpec>> {
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("json"));
     let documents: Vec<Value> = if is_json {
-        vec![serde_json::from_str(&text).map_err(|e| CliError::new(format!("{shown}: invalid JSON: {e}")))?]
+        vec![serde_json::from_str(&text)
+            .map_err(|e| CliError::new(format!("{shown}: invalid JSON: {e}")))?]
     } else {
         let mut documents = Vec::new();
         for document in serde_yaml::Deserializer::from_str(&text) {
@@ -408,7 +409,11 @@ mod tests {
             "b.yml",
             "feature_sets:\n  - name: b\n    entity: {name: id, type: string}\n    features: []\n---\nname: c\nentity: {name: id, type: string}\nfeatures: []\n",
         );
-        let names: Vec<_> = read_specs(&wrapped).unwrap().into_iter().map(|s| s.name).collect();
+        let names: Vec<_> = read_specs(&wrapped)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
         assert_eq!(names, ["b", "c"]);
         let (_d, json) = write(
             "c.json",

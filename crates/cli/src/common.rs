@@ -59,10 +59,14 @@ impl CliError {
                 "cannot reach a FeatherStore server at {address} ({reason}); \
                  set --server or FEATHERSTORE_FLIGHT"
             )),
-            e if e.is_unavailable() => CliError(format!(
-                "the server at {server} is unavailable: {}",
-                e.message()
-            )),
+            e if e.is_unavailable() => {
+                let at = if server.is_empty() {
+                    String::new()
+                } else {
+                    format!(" at {server}")
+                };
+                CliError(format!("the server{at} is unavailable: {}", e.message()))
+            }
             Error::Server { message, .. } => CliError(message),
             other => CliError(other.to_string()),
         }
@@ -76,7 +80,7 @@ impl CliError {
 
 impl From<featherstore_client::Error> for CliError {
     fn from(e: featherstore_client::Error) -> Self {
-        CliError::from_client(e, "the server")
+        CliError::from_client(e, "")
     }
 }
 
@@ -153,7 +157,7 @@ pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

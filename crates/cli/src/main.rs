@@ -1,6 +1,12 @@
 //! `featherstore`: the server and the command-line tools of FeatherStore.
 
+mod admin;
+mod common;
+mod ingest;
+mod output;
+mod read;
 mod serve;
+mod source;
 
 use clap::{Parser, Subcommand};
 
@@ -15,12 +21,36 @@ struct Cli {
 enum Command {
     /// Run the server (Arrow Flight, HTTP and metrics).
     Serve(serve::ServeArgs),
+    /// Create or check the feature sets declared in YAML or JSON files.
+    Apply(admin::ApplyArgs),
+    /// Ingest Parquet, CSV, Arrow IPC or JSON lines files into a feature set.
+    Ingest(ingest::IngestArgs),
+    /// The online (latest) values of entities.
+    Get(read::GetArgs),
+    /// The stored rows of a feature set, by entity and event time.
+    History(read::HistoryArgs),
+    /// Point-in-time correct training data for entity rows.
+    TrainingData(read::TrainingDataArgs),
+    /// List the feature sets.
+    List(admin::ListArgs),
+    /// Show a feature set's spec and statistics.
+    Describe(admin::DescribeArgs),
+    /// Delete a feature set and all its data.
+    Delete(admin::DeleteArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Apply(args) => admin::apply(args).map_err(|e| e.0),
+        Command::Ingest(args) => ingest::run(args).map_err(|e| e.0),
+        Command::Get(args) => read::get(args).map_err(|e| e.0),
+        Command::History(args) => read::history(args).map_err(|e| e.0),
+        Command::TrainingData(args) => read::training_data(args).map_err(|e| e.0),
+        Command::List(args) => admin::list(args).map_err(|e| e.0),
+        Command::Describe(args) => admin::describe(args).map_err(|e| e.0),
+        Command::Delete(args) => admin::delete(args).map_err(|e| e.0),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -27,7 +27,14 @@ impl Server {
     fn start(dir: &Path, backend: &str) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_featherstore"))
             .args(["serve", "--backend", backend, "--host", "127.0.0.1"])
-            .args(["--http-port", "0", "--flight-port", "0", "--metrics-port", "0"])
+            .args([
+                "--http-port",
+                "0",
+                "--flight-port",
+                "0",
+                "--metrics-port",
+                "0",
+            ])
             .arg("--data-dir")
             .arg(dir)
             .stdout(Stdio::piped())
@@ -71,11 +78,21 @@ impl Drop for Server {
 /// Batch `b`: entities `b{b}-r{i}`, feature `batch` = b.
 fn batch(b: i64) -> RecordBatch {
     RecordBatch::try_from_iter(vec![
-        ("id", Arc::new(StringArray::from_iter_values((0..ROWS).map(|i| format!("b{b}-r{i}")))) as _),
-        ("batch", Arc::new(Int64Array::from(vec![b; ROWS as usize])) as _),
+        (
+            "id",
+            Arc::new(StringArray::from_iter_values(
+                (0..ROWS).map(|i| format!("b{b}-r{i}")),
+            )) as _,
+        ),
+        (
+            "batch",
+            Arc::new(Int64Array::from(vec![b; ROWS as usize])) as _,
+        ),
         (
             "event_timestamp",
-            Arc::new(TimestampMicrosecondArray::from_iter_values((0..ROWS).map(|i| (b * ROWS + i) * 1_000_000))) as _,
+            Arc::new(TimestampMicrosecondArray::from_iter_values(
+                (0..ROWS).map(|i| (b * ROWS + i) * 1_000_000),
+            )) as _,
         ),
     ])
     .unwrap()
@@ -86,7 +103,13 @@ async fn kill_during_ingest(backend: &str) {
     let mut server = Server::start(dir.path(), backend);
     let mut client = server.client().await;
     let spec = r#"{"name": "events", "entity": {"name": "id", "type": "string"}, "features": [{"name": "batch", "type": "int64"}]}"#;
-    client.do_action(Action::new("create_feature_set", spec)).await.unwrap().try_collect::<Vec<_>>().await.unwrap();
+    client
+        .do_action(Action::new("create_feature_set", spec))
+        .await
+        .unwrap()
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
 
     let input = futures::stream::iter((0..BATCHES).map(|b| Ok(batch(b))));
     let data = FlightDataEncoderBuilder::new()
@@ -100,13 +123,25 @@ async fn kill_during_ingest(backend: &str) {
             server.kill();
         }
     }
-    assert!(acknowledged >= KILL_AFTER_ACKS, "{backend}: only {acknowledged} acks before the kill");
-    assert!((acknowledged as i64) < BATCHES, "{backend}: the kill came too late to test anything");
+    assert!(
+        acknowledged >= KILL_AFTER_ACKS,
+        "{backend}: only {acknowledged} acks before the kill"
+    );
+    assert!(
+        (acknowledged as i64) < BATCHES,
+        "{backend}: the kill came too late to test anything"
+    );
 
     let server = Server::start(dir.path(), backend);
     let mut client = server.client().await;
     let ticket = serde_json::json!({"type": "history", "feature_set": "events"}).to_string();
-    let batches: Vec<RecordBatch> = client.do_get(Ticket::new(ticket)).await.unwrap().try_collect().await.unwrap();
+    let batches: Vec<RecordBatch> = client
+        .do_get(Ticket::new(ticket))
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
     let mut rows_per_batch: BTreeMap<i64, i64> = BTreeMap::new();
     for b in &batches {
         for value in b.column(1).as_primitive::<Int64Type>().values() {
@@ -114,7 +149,11 @@ async fn kill_during_ingest(backend: &str) {
         }
     }
     for b in 0..acknowledged as i64 {
-        assert_eq!(rows_per_batch.get(&b), Some(&ROWS), "{backend}: acknowledged batch {b} lost rows");
+        assert_eq!(
+            rows_per_batch.get(&b),
+            Some(&ROWS),
+            "{backend}: acknowledged batch {b} lost rows"
+        );
     }
     for (b, rows) in &rows_per_batch {
         assert_eq!(*rows, ROWS, "{backend}: batch {b} is partly visible");
@@ -123,8 +162,18 @@ async fn kill_during_ingest(backend: &str) {
     // The online index was rebuilt from what survived.
     let last = acknowledged as i64 - 1;
     let ticket = serde_json::json!({"type": "online", "feature_set": "events", "entities": [format!("b{last}-r7")]});
-    let online: Vec<RecordBatch> = client.do_get(Ticket::new(ticket.to_string())).await.unwrap().try_collect().await.unwrap();
-    assert_eq!(online[0].column(1).as_primitive::<Int64Type>().value(0), last, "{backend}");
+    let online: Vec<RecordBatch> = client
+        .do_get(Ticket::new(ticket.to_string()))
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        online[0].column(1).as_primitive::<Int64Type>().value(0),
+        last,
+        "{backend}"
+    );
 }
 
 #[tokio::test]

@@ -271,7 +271,11 @@ impl Client {
         Ok(std::sync::Arc::new(schema))
     }
 
-    async fn action<T: DeserializeOwned>(&self, name: &str, body: impl Into<bytes::Bytes>) -> Result<T> {
+    async fn action<T: DeserializeOwned>(
+        &self,
+        name: &str,
+        body: impl Into<bytes::Bytes>,
+    ) -> Result<T> {
         let mut results = self
             .flight_client()
             .do_action(Action::new(name, body.into()))
@@ -577,7 +581,10 @@ impl Client {
 
 /// Flight messages for `batches`, the descriptor on the first. One batch is one message (never
 /// split: a batch is the unit of atomic ingest).
-fn encode<S>(batches: S, descriptor: FlightDescriptor) -> impl Stream<Item = Result<FlightData, FlightError>>
+fn encode<S>(
+    batches: S,
+    descriptor: FlightDescriptor,
+) -> impl Stream<Item = Result<FlightData, FlightError>>
 where
     S: Stream<Item = Result<RecordBatch>> + Send + 'static,
 {
@@ -601,10 +608,7 @@ mod tests {
             normalize_address("127.0.0.1:8081").unwrap(),
             "http://127.0.0.1:8081"
         );
-        assert_eq!(
-            normalize_address("http://h:1/").unwrap(),
-            "http://h:1"
-        );
+        assert_eq!(normalize_address("http://h:1/").unwrap(), "http://h:1");
         assert!(normalize_address("https://h:1").is_err());
         assert!(normalize_address("ftp://h:1").is_err());
         assert!(normalize_address(" ").is_err());

@@ -48,6 +48,8 @@ pub use error::{code_name, Code, Error, Result};
 pub use request::{
     Entities, EntityKey, HistoryRequest, OnlineRequest, Timestamp, TrainingDataOptions,
 };
-pub use response::{AckStream, BatchStream, FeatureSetInfo, FeatureSetStats, IngestAck, IngestSummary};
+pub use response::{
+    AckStream, BatchStream, FeatureSetInfo, FeatureSetStats, IngestAck, IngestSummary,
+};
 
 pub use featherstore_core::{EntityKeys, EntityType, FeatureSetSpec, FeatureSpec, FeatureType};

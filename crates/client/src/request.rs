@@ -168,7 +168,9 @@ pub struct Entities(EntityKeys);
 impl Entities {
     /// String keys.
     pub fn strings<I: IntoIterator<Item = S>, S: Into<String>>(keys: I) -> Self {
-        Entities(EntityKeys::String(keys.into_iter().map(Into::into).collect()))
+        Entities(EntityKeys::String(
+            keys.into_iter().map(Into::into).collect(),
+        ))
     }
 
     /// Integer keys (for `int64` entities).
@@ -450,6 +452,8 @@ mod tests {
         assert_eq!(Timestamp::from(before).as_micros(), -2);
         let after = SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(1_500);
         assert_eq!(Timestamp::from(after).as_micros(), 1);
-        assert!(Timestamp::parse("tomorrow").unwrap_err().is_invalid_argument());
+        assert!(Timestamp::parse("tomorrow")
+            .unwrap_err()
+            .is_invalid_argument());
     }
 }

@@ -75,9 +75,8 @@ impl FeatureSetInfo {
             .latest_event_timestamp
             .as_deref()
             .map(|t| {
-                Timestamp::parse(t).map_err(|_| {
-                    Error::protocol(format!("invalid latest_event_timestamp {t:?}"))
-                })
+                Timestamp::parse(t)
+                    .map_err(|_| Error::protocol(format!("invalid latest_event_timestamp {t:?}")))
             })
             .transpose()?;
         Ok(FeatureSetInfo {

@@ -66,7 +66,11 @@ impl TrainingDataCommand {
     /// Resolves every reference against `specs` (in [`set_names`](Self::set_names) order),
     /// expanding `set:*` in spec order. Output names must not clash with each other or with
     /// `input_columns`.
-    pub fn resolve(&self, specs: &[&FeatureSetSpec], input_columns: &[String]) -> Result<Vec<OutputFeature>> {
+    pub fn resolve(
+        &self,
+        specs: &[&FeatureSetSpec],
+        input_columns: &[String],
+    ) -> Result<Vec<OutputFeature>> {
         let mut outputs: Vec<OutputFeature> = Vec::new();
         for reference in &self.features {
             let (set_name, feature_name) = split_reference(reference)?;
@@ -141,7 +145,14 @@ mod tests {
         let outputs = command.resolve(&[&b, &a], &[]).unwrap();
         let names: Vec<_> = outputs.iter().map(|o| o.name.as_str()).collect();
         assert_eq!(names, ["y", "x", "z"]);
-        assert_eq!(outputs[1], OutputFeature { set: 1, feature: 0, name: "x".into() });
+        assert_eq!(
+            outputs[1],
+            OutputFeature {
+                set: 1,
+                feature: 0,
+                name: "x".into()
+            }
+        );
     }
 
     #[test]
@@ -151,18 +162,44 @@ mod tests {
             br#"{"type": "training_data", "features": ["a:x", "b:x"]}"#,
         )
         .unwrap();
-        assert!(clash.resolve(&[&a, &b], &[]).unwrap_err().to_string().contains("full_names"));
-        let full = TrainingDataCommand { full_names: true, ..clash };
-        let names: Vec<_> = full.resolve(&[&a, &b], &[]).unwrap().into_iter().map(|o| o.name).collect();
-        assert_eq!(names, ["a__x", "b__x"]);
-        let label = TrainingDataCommand::from_json(br#"{"type": "training_data", "features": ["a:x"]}"#).unwrap();
-        assert!(label.resolve(&[&a], &["x".into()]).is_err(), "clash with a passthrough column");
-        assert!(TrainingDataCommand::from_json(br#"{"type": "training_data", "features": ["x"]}"#)
+        assert!(clash
+            .resolve(&[&a, &b], &[])
+            .unwrap_err()
+            .to_string()
+            .contains("full_names"));
+        let full = TrainingDataCommand {
+            full_names: true,
+            ..clash
+        };
+        let names: Vec<_> = full
+            .resolve(&[&a, &b], &[])
             .unwrap()
-            .set_names()
-            .is_err());
-        assert!(TrainingDataCommand::from_json(br#"{"type": "sql", "features": ["a:x"]}"#).is_err());
-        let missing = TrainingDataCommand::from_json(br#"{"type": "training_data", "features": ["a:nope"]}"#).unwrap();
-        assert_eq!(missing.resolve(&[&a], &[]).unwrap_err().code(), crate::ErrorCode::NotFound);
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
+        assert_eq!(names, ["a__x", "b__x"]);
+        let label =
+            TrainingDataCommand::from_json(br#"{"type": "training_data", "features": ["a:x"]}"#)
+                .unwrap();
+        assert!(
+            label.resolve(&[&a], &["x".into()]).is_err(),
+            "clash with a passthrough column"
+        );
+        assert!(
+            TrainingDataCommand::from_json(br#"{"type": "training_data", "features": ["x"]}"#)
+                .unwrap()
+                .set_names()
+                .is_err()
+        );
+        assert!(
+            TrainingDataCommand::from_json(br#"{"type": "sql", "features": ["a:x"]}"#).is_err()
+        );
+        let missing =
+            TrainingDataCommand::from_json(br#"{"type": "training_data", "features": ["a:nope"]}"#)
+                .unwrap();
+        assert_eq!(
+            missing.resolve(&[&a], &[]).unwrap_err().code(),
+            crate::ErrorCode::NotFound
+        );
     }
 }

@@ -33,7 +33,12 @@ async fn main() {
         support::put(&mut client, "bench", batches).await;
         let seconds = started.elapsed().as_secs_f64();
         let rows = (BATCHES * BATCH_ROWS) as f64;
-        println!("{:<10} {:>10.2} {:>14.0}", format!("{backend:?}").to_lowercase(), seconds, rows / seconds);
+        println!(
+            "{:<10} {:>10.2} {:>14.0}",
+            format!("{backend:?}").to_lowercase(),
+            seconds,
+            rows / seconds
+        );
         server.shutdown().await;
     }
 }

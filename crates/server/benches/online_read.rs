@@ -18,13 +18,21 @@ const THROUGHPUT_CLIENTS: usize = 4;
 const THROUGHPUT_TIME: Duration = Duration::from_secs(3);
 
 fn ticket(entities: usize, seed: usize) -> Ticket {
-    let keys: Vec<i64> = (0..entities).map(|i| ((seed * 7919 + i * 104_729) as i64) % ENTITIES).collect();
+    let keys: Vec<i64> = (0..entities)
+        .map(|i| ((seed * 7919 + i * 104_729) as i64) % ENTITIES)
+        .collect();
     let ticket = serde_json::json!({"type": "online", "feature_set": "bench", "entities": keys});
     Ticket::new(ticket.to_string())
 }
 
 async fn read(client: &mut FlightClient, ticket: Ticket) -> usize {
-    let batches: Vec<_> = client.do_get(ticket).await.unwrap().try_collect().await.unwrap();
+    let batches: Vec<_> = client
+        .do_get(ticket)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
     batches.iter().map(|b| b.num_rows()).sum()
 }
 
@@ -38,7 +46,10 @@ async fn latency(client: &mut FlightClient, entities: usize) -> (f64, f64) {
         times.push(started.elapsed().as_secs_f64() * 1e3);
     }
     times.sort_by(f64::total_cmp);
-    (support::percentile(&times, 0.5), support::percentile(&times, 0.99))
+    (
+        support::percentile(&times, 0.5),
+        support::percentile(&times, 0.99),
+    )
 }
 
 /// Requests per second with concurrent clients, each on its own connection.
@@ -69,17 +80,30 @@ async fn main() {
     let server = support::start(dir.path(), Backend::Duckdb).await;
     let mut client = support::client(&server).await;
     support::create_set(&mut client, "bench").await;
-    let batches = (0..ENTITIES).step_by(10_000).map(|first| support::batch(first, 10_000)).collect();
+    let batches = (0..ENTITIES)
+        .step_by(10_000)
+        .map(|first| support::batch(first, 10_000))
+        .collect();
     support::put(&mut client, "bench", batches).await;
     for i in 0..500 {
         read(&mut client, ticket(100, i)).await; // warm up connections and allocator
     }
 
-    println!("online DoGet, {} float32 features, {ENTITIES} entities stored; load average {}", support::FEATURES, support::load_average());
-    println!("{:<22} {:>9} {:>9} {:>10} {:>12}", "request", "p50 ms", "p99 ms", "p50 ratio", "requests/s");
+    println!(
+        "online DoGet, {} float32 features, {ENTITIES} entities stored; load average {}",
+        support::FEATURES,
+        support::load_average()
+    );
+    println!(
+        "{:<22} {:>9} {:>9} {:>10} {:>12}",
+        "request", "p50 ms", "p99 ms", "p50 ratio", "requests/s"
+    );
     let (base_p50, base_p99) = latency(&mut client, 0).await;
     let base_rps = throughput(&server, 0).await;
-    println!("{:<22} {:>9.3} {:>9.3} {:>10} {:>12.0}", "empty (baseline)", base_p50, base_p99, "1.00", base_rps);
+    println!(
+        "{:<22} {:>9.3} {:>9.3} {:>10} {:>12.0}",
+        "empty (baseline)", base_p50, base_p99, "1.00", base_rps
+    );
     for entities in [1, 100] {
         let (p50, p99) = latency(&mut client, entities).await;
         let rps = throughput(&server, entities).await;

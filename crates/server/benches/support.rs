@@ -13,14 +13,9 @@ use futures::TryStreamExt;
 pub const FEATURES: usize = 16;
 
 pub async fn start(dir: &std::path::Path, backend: Backend) -> RunningServer {
-    let mut config = Config::default();
-    config.storage.backend = backend;
-    config.storage.duckdb.path = dir.join("features.db");
-    config.storage.parquet.directory = dir.join("parquet");
-    config.server.http_port = 0;
-    config.server.flight_port = 0;
-    config.metrics.prometheus_port = 0;
-    featherstore_server::start(&config).await.expect("server starts")
+    featherstore_server::start(&Config::ephemeral(dir, backend))
+        .await
+        .expect("server starts")
 }
 
 pub async fn client(server: &RunningServer) -> FlightClient {
@@ -49,17 +44,25 @@ pub async fn create_set(client: &mut FlightClient, name: &str) {
 /// `rows` rows for entities `first..first + rows`, every feature a float32.
 pub fn batch(first: i64, rows: usize) -> RecordBatch {
     let mut fields = vec![Field::new("id", DataType::Int64, false)];
-    let mut columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::from_iter_values(first..first + rows as i64))];
+    let mut columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::from_iter_values(
+        first..first + rows as i64,
+    ))];
     for f in 0..FEATURES {
         fields.push(Field::new(format!("f{f}"), DataType::Float32, true));
         columns.push(Arc::new(Float32Array::from_iter_values(
             (0..rows).map(|r| (r * FEATURES + f) as f32),
         )));
     }
-    fields.push(Field::new("event_timestamp", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false));
+    fields.push(Field::new(
+        "event_timestamp",
+        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        false,
+    ));
     columns.push(Arc::new(
-        TimestampMicrosecondArray::from_iter_values((0..rows as i64).map(|r| 1_767_225_600_000_000 + r))
-            .with_timezone("UTC"),
+        TimestampMicrosecondArray::from_iter_values(
+            (0..rows as i64).map(|r| 1_767_225_600_000_000 + r),
+        )
+        .with_timezone("UTC"),
     ));
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
 }
@@ -69,7 +72,13 @@ pub async fn put(client: &mut FlightClient, set: &str, batches: Vec<RecordBatch>
     let data = FlightDataEncoderBuilder::new()
         .with_flight_descriptor(Some(FlightDescriptor::new_path(vec![set.into()])))
         .build(futures::stream::iter(batches.into_iter().map(Ok)));
-    client.do_put(data).await.unwrap().try_collect::<Vec<_>>().await.unwrap();
+    client
+        .do_put(data)
+        .await
+        .unwrap()
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
 }
 
 pub fn load_average() -> String {

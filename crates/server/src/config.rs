@@ -231,6 +231,21 @@ impl Config {
         }
     }
 
+    /// A server on loopback with every port picked free (0) and all state in `data_dir`:
+    /// for embedding the server in tests, benchmarks and examples.
+    pub fn ephemeral(data_dir: &Path, backend: Backend) -> Config {
+        let mut config = Config::default();
+        config.apply(&Overrides {
+            backend: Some(backend),
+            data_dir: Some(data_dir.to_path_buf()),
+            http_port: Some(0),
+            flight_port: Some(0),
+            metrics_port: Some(0),
+            ..Overrides::default()
+        });
+        config
+    }
+
     /// The directory that holds the configured backend's state.
     pub fn data_dir(&self) -> PathBuf {
         match self.storage.backend {

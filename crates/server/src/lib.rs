@@ -86,12 +86,11 @@ fn open_offline(config: &Config) -> Result<Box<dyn OfflineStore>, StartError> {
             let p = &config.storage.parquet;
             let options = featherstore_store::parquet::ParquetOptions {
                 row_group_size: p.row_group_size,
-                compression: p
-                    .compression
-                    .parse()
-                    .map_err(|e: featherstore_store::parquet::UnknownCompression| {
+                compression: p.compression.parse().map_err(
+                    |e: featherstore_store::parquet::UnknownCompression| {
                         StartError::Config(e.to_string())
-                    })?,
+                    },
+                )?,
                 flush_rows: p.flush_rows,
                 flush_interval: std::time::Duration::from_secs(p.flush_interval_seconds),
                 ..Default::default()
@@ -114,6 +113,23 @@ async fn bind(what: &'static str, host: &str, port: u16) -> Result<TcpListener, 
             address,
             source,
         })
+}
+
+fn serve_http(
+    tasks: &mut JoinSet<()>,
+    what: &'static str,
+    listener: TcpListener,
+    router: axum::Router,
+    stopped: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    tasks.spawn(async move {
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(stopped)
+            .await
+        {
+            tracing::error!(error = %e, server = what, "server failed");
+        }
+    });
 }
 
 /// Opens storage (rebuilding the online index), binds the three ports and starts serving.
@@ -151,26 +167,20 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
         }
     };
     let mut tasks = JoinSet::new();
-    let router = http::router(state.clone());
-    let stop_http = until_stopped();
-    tasks.spawn(async move {
-        if let Err(e) = axum::serve(http, router)
-            .with_graceful_shutdown(stop_http)
-            .await
-        {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
-    let metrics_router = http::metrics_router(state.clone());
-    let stop_metrics = until_stopped();
-    tasks.spawn(async move {
-        if let Err(e) = axum::serve(metrics, metrics_router)
-            .with_graceful_shutdown(stop_metrics)
-            .await
-        {
-            tracing::error!(error = %e, "metrics server failed");
-        }
-    });
+    serve_http(
+        &mut tasks,
+        "HTTP",
+        http,
+        http::router(state.clone()),
+        until_stopped(),
+    );
+    serve_http(
+        &mut tasks,
+        "metrics",
+        metrics,
+        http::metrics_router(state.clone()),
+        until_stopped(),
+    );
     let flight_service = flight::service(state);
     let stop_flight = until_stopped();
     tasks.spawn(async move {

@@ -7,10 +7,10 @@ use arrow::array::RecordBatch;
 use featherstore_core::time::format_timestamp;
 use featherstore_core::{Error as DomainError, FeatureSetSpec};
 use featherstore_store::{BatchSink, Error as StoreError, FeatureStore};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::{ApiError, ApiResult};
 use crate::telemetry::Metrics;

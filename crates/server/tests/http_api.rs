@@ -34,21 +34,49 @@ async fn registry_ingest_and_reads_over_http() {
         let server = TestServer::start(backend).await;
         let base = &server.http;
         let client = http();
-        assert_eq!(send(client.get(format!("{base}/health"))).await, (StatusCode::OK, json!({"status": "ok"})));
+        assert_eq!(
+            send(client.get(format!("{base}/health"))).await,
+            (StatusCode::OK, json!({"status": "ok"}))
+        );
 
-        let created = send(client.post(format!("{base}/v1/feature-sets")).body(USER_SPEC)).await;
+        let created = send(
+            client
+                .post(format!("{base}/v1/feature-sets"))
+                .body(USER_SPEC),
+        )
+        .await;
         assert_eq!(created.0, StatusCode::CREATED);
-        let again = send(client.post(format!("{base}/v1/feature-sets")).body(USER_SPEC)).await;
+        let again = send(
+            client
+                .post(format!("{base}/v1/feature-sets"))
+                .body(USER_SPEC),
+        )
+        .await;
         assert_eq!(again, (StatusCode::OK, created.1.clone()));
-        let conflict = send(client.post(format!("{base}/v1/feature-sets")).body(USER_SPEC.replace("growth", "ads"))).await;
-        assert_error(&conflict, StatusCode::CONFLICT, "already_exists", "user_features");
+        let conflict = send(
+            client
+                .post(format!("{base}/v1/feature-sets"))
+                .body(USER_SPEC.replace("growth", "ads")),
+        )
+        .await;
+        assert_error(
+            &conflict,
+            StatusCode::CONFLICT,
+            "already_exists",
+            "user_features",
+        );
 
         let rows = json!({"rows": [
             {"user_id": "u1", "event_timestamp": "2026-01-01T00:00:00Z", "age": 30, "embedding": [1.0, 2.0]},
             {"user_id": "u1", "event_timestamp": "2026-01-02T00:00:00+02:00", "age": 31, "ctr_7d": 0.25},
             {"user_id": "u2", "event_timestamp": "2026-01-01T00:00:00Z"}
         ]});
-        let ingested = send(client.post(format!("{base}/v1/feature-sets/user_features/rows")).json(&rows)).await;
+        let ingested = send(
+            client
+                .post(format!("{base}/v1/feature-sets/user_features/rows"))
+                .json(&rows),
+        )
+        .await;
         assert_eq!(ingested, (StatusCode::OK, json!({"rows": 3})));
 
         // An Arrow IPC body with two record batches is one ingest batch.
@@ -57,7 +85,9 @@ async fn registry_ingest_and_reads_over_http() {
             let batch = user_batch(&[("u3", Some(50), None, 1_767_225_600)]);
             let mut writer = StreamWriter::try_new(&mut body, &batch.schema()).unwrap();
             writer.write(&batch).unwrap();
-            writer.write(&user_batch(&[("u4", Some(60), None, 1_767_225_600)])).unwrap();
+            writer
+                .write(&user_batch(&[("u4", Some(60), None, 1_767_225_600)]))
+                .unwrap();
             writer.finish().unwrap();
         }
         let ingested = send(
@@ -82,8 +112,17 @@ async fn registry_ingest_and_reads_over_http() {
                 {"user_id": "u3", "age": 50, "ctr_7d": null, "event_timestamp": "2026-01-01T00:00:00Z"}
             ])
         );
-        let keys: Vec<_> = online.1["rows"][0].as_object().unwrap().keys().cloned().collect();
-        assert_eq!(keys, ["user_id", "age", "ctr_7d", "event_timestamp"], "columns in order");
+        let keys: Vec<_> = online.1["rows"][0]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(
+            keys,
+            ["user_id", "age", "ctr_7d", "event_timestamp"],
+            "columns in order"
+        );
 
         let arrow_online = client
             .post(format!("{base}/v1/online"))
@@ -94,8 +133,14 @@ async fn registry_ingest_and_reads_over_http() {
             .unwrap();
         assert_eq!(arrow_online.headers()["content-type"], ARROW);
         let bytes = arrow_online.bytes().await.unwrap();
-        let batches: Vec<_> = StreamReader::try_new(Cursor::new(bytes), None).unwrap().map(Result::unwrap).collect();
-        assert_eq!(batches[0].column(1).as_primitive::<Int64Type>().value(0), 60);
+        let batches: Vec<_> = StreamReader::try_new(Cursor::new(bytes), None)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            batches[0].column(1).as_primitive::<Int64Type>().value(0),
+            60
+        );
 
         let history = send(client.post(format!("{base}/v1/history")).json(&json!({
             "feature_set": "user_features", "entities": ["u1"], "features": ["age"]
@@ -130,13 +175,32 @@ async fn registry_ingest_and_reads_over_http() {
         let listed = send(client.get(format!("{base}/v1/feature-sets"))).await;
         assert_eq!(listed.1.as_array().unwrap().len(), 1);
 
-        let metrics = client.get(server.metrics_url()).send().await.unwrap().text().await.unwrap();
-        assert!(metrics.contains(r#"featherstore_ingested_rows_total{feature_set="user_features"} 5"#), "{metrics}");
+        let metrics = client
+            .get(server.metrics_url())
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains(r#"featherstore_ingested_rows_total{feature_set="user_features"} 5"#),
+            "{metrics}"
+        );
         assert!(metrics.contains(r#"featherstore_online_entities{feature_set="user_features"} 4"#));
-        assert!(metrics.contains(r#"featherstore_requests_total{api="http",code="ok",method="POST /v1/online"} 2"#), "{metrics}");
+        assert!(
+            metrics.contains(
+                r#"featherstore_requests_total{api="http",code="ok",method="POST /v1/online"} 2"#
+            ),
+            "{metrics}"
+        );
         assert!(metrics.contains("featherstore_request_duration_seconds_bucket"));
 
-        let deleted = client.delete(format!("{base}/v1/feature-sets/user_features")).send().await.unwrap();
+        let deleted = client
+            .delete(format!("{base}/v1/feature-sets/user_features"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
         let gone = send(client.get(format!("{base}/v1/feature-sets/user_features"))).await;
         assert_error(&gone, StatusCode::NOT_FOUND, "not_found", "user_features");
@@ -153,9 +217,20 @@ async fn bad_requests_get_documented_errors_and_lose_nothing() {
     .await;
     let base = &server.http;
     let client = http();
-    send(client.post(format!("{base}/v1/feature-sets")).body(USER_SPEC)).await;
-    let good = json!({"rows": [{"user_id": "u1", "event_timestamp": "2026-01-01T00:00:00Z", "age": 1}]});
-    send(client.post(format!("{base}/v1/feature-sets/user_features/rows")).json(&good)).await;
+    send(
+        client
+            .post(format!("{base}/v1/feature-sets"))
+            .body(USER_SPEC),
+    )
+    .await;
+    let good =
+        json!({"rows": [{"user_id": "u1", "event_timestamp": "2026-01-01T00:00:00Z", "age": 1}]});
+    send(
+        client
+            .post(format!("{base}/v1/feature-sets/user_features/rows"))
+            .json(&good),
+    )
+    .await;
 
     let rows_url = format!("{base}/v1/feature-sets/user_features/rows");
     let cases = vec![
@@ -188,8 +263,24 @@ async fn bad_requests_get_documented_errors_and_lose_nothing() {
         let result = send(request).await;
         assert_error(&result, status, code, needle);
     }
-    let history = send(client.post(format!("{base}/v1/history")).json(&json!({"feature_set": "user_features"}))).await;
-    assert_eq!(history.1["rows"].as_array().unwrap().len(), 1, "only the good row is stored");
-    let metrics = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    let history = send(
+        client
+            .post(format!("{base}/v1/history"))
+            .json(&json!({"feature_set": "user_features"})),
+    )
+    .await;
+    assert_eq!(
+        history.1["rows"].as_array().unwrap().len(),
+        1,
+        "only the good row is stored"
+    );
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains(r#"code="too_large""#), "{metrics}");
 }

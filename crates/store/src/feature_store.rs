@@ -11,10 +11,13 @@ use arrow::datatypes::SchemaRef;
 use arrow::array::RecordBatch;
 use featherstore_core::coerce::coerce_batch;
 use featherstore_core::time::{format_timestamp, now_micros};
-use featherstore_core::{EntityKeys, FeatureSetSpec, HistoryTicket, OnlineTicket, TrainingDataCommand};
-use tracing::info;
+use featherstore_core::{
+    EntityKeys, FeatureSetSpec, HistoryTicket, OnlineTicket, TrainingDataCommand,
+};
+use tracing::{debug_span, field, info, Span};
 
-use crate::offline::{BatchSink, HistoryQuery, OfflineStore, SetStats};
+use crate::metrics::{Operation, OperationMetrics};
+use crate::offline::{BatchSink, HistoryQuery, OfflineStore, SetStats, StorageStats};
 use crate::online::OnlineIndex;
 use crate::query::training::{self, EntityRows, TrainingPlan};
 use crate::Result;
@@ -52,18 +55,34 @@ pub struct FeatureStore {
     /// Serialises create and delete.
     registry: Mutex<()>,
     limits: Limits,
+    operations: OperationMetrics,
 }
 
 fn not_found(name: &str) -> DomainError {
     DomainError::not_found(format!("feature set {name:?} does not exist"))
 }
 
+/// Tracing: the API layer's request span declares `feature_set`, `entities` and `rows`; the
+/// calls below record them on the caller's current span (a no-op on a span without them), and
+/// wrap their own storage and index work in child spans at debug level, which cost nothing
+/// unless traces are exported or debug logs are on.
+fn annotate(span: &Span, feature_set: &str) {
+    span.record("feature_set", feature_set);
+}
+
 impl FeatureStore {
     /// Loads every stored spec and rebuilds each set's online index from storage.
-    pub fn open(offline: Box<dyn OfflineStore>, limits: Limits, spool_dir: PathBuf) -> Result<Self> {
+    pub fn open(
+        offline: Box<dyn OfflineStore>,
+        limits: Limits,
+        spool_dir: PathBuf,
+    ) -> Result<Self> {
+        let operations = OperationMetrics::default();
         let mut sets = BTreeMap::new();
         for spec in offline.load_specs()? {
             let started = std::time::Instant::now();
+            let _span = tracing::info_span!("index.rebuild", feature_set = %spec.name).entered();
+            let _timer = operations.start(Operation::IndexRebuild);
             let spec = Arc::new(spec);
             let index = OnlineIndex::new(spec.clone());
             offline.latest(&spec, &mut |batch| {
@@ -91,11 +110,27 @@ impl FeatureStore {
             sets: RwLock::new(sets),
             registry: Mutex::new(()),
             limits,
+            operations,
         })
     }
 
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// Durations of the storage and index work done so far, per operation.
+    pub fn operations(&self) -> &OperationMetrics {
+        &self.operations
+    }
+
+    /// What a set takes on disk, when the backend can tell (see [`OfflineStore::storage_stats`]).
+    pub fn storage_stats(&self, set: &FeatureSet) -> Result<Option<StorageStats>> {
+        self.offline.storage_stats(&set.spec)
+    }
+
+    /// What the whole offline store takes on disk, when the backend can tell.
+    pub fn storage_total(&self) -> Result<Option<StorageStats>> {
+        self.offline.storage_total()
     }
 
     pub fn get(&self, name: &str) -> Result<Arc<FeatureSet>> {
@@ -119,6 +154,7 @@ impl FeatureStore {
     /// Stores a new set. Returns the stored spec and whether it was created: the same
     /// definition again is a no-op, a different one under an existing name is refused.
     pub fn create(&self, mut spec: FeatureSetSpec) -> Result<(Arc<FeatureSetSpec>, bool)> {
+        annotate(&Span::current(), &spec.name);
         spec.validate()?;
         let _registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         if let Ok(existing) = self.get(&spec.name) {
@@ -134,7 +170,11 @@ impl FeatureStore {
         }
         spec.version = Some(1);
         spec.created_at = Some(format_timestamp(now_micros()));
-        self.offline.create(&spec)?;
+        {
+            let _span = debug_span!("storage.create_set").entered();
+            let _timer = self.operations.start(Operation::CreateSet);
+            self.offline.create(&spec)?;
+        }
         let spec = Arc::new(spec);
         let set = Arc::new(FeatureSet {
             spec: spec.clone(),
@@ -149,10 +189,15 @@ impl FeatureStore {
     }
 
     pub fn delete(&self, name: &str) -> Result<()> {
+        annotate(&Span::current(), name);
         let _registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         let set = self.get(name)?;
         let mut deleted = set.ingest.lock().unwrap_or_else(|e| e.into_inner());
-        self.offline.delete(name)?;
+        {
+            let _span = debug_span!("storage.delete_set").entered();
+            let _timer = self.operations.start(Operation::DeleteSet);
+            self.offline.delete(name)?;
+        }
         *deleted = true;
         self.sets
             .write()
@@ -164,19 +209,34 @@ impl FeatureStore {
     /// Validates and coerces one batch, stores it durably, then publishes it to the online
     /// index. Returns the rows stored. Blocks on storage.
     pub fn ingest(&self, name: &str, batch: &RecordBatch) -> Result<usize> {
+        let request = Span::current();
+        annotate(&request, name);
         let set = self.get(name)?;
         let batch = coerce_batch(&set.spec, batch)?;
+        let rows = batch.num_rows();
         let deleted = set.ingest.lock().unwrap_or_else(|e| e.into_inner());
         if *deleted {
             return Err(not_found(name).into());
         }
-        self.offline.append(&set.spec, &batch)?;
-        set.index.apply(&batch);
-        Ok(batch.num_rows())
+        {
+            let _span = debug_span!("storage.append", rows).entered();
+            let _timer = self.operations.start(Operation::Append);
+            self.offline.append(&set.spec, &batch)?;
+        }
+        {
+            let _span = debug_span!("index.apply", rows).entered();
+            let _timer = self.operations.start(Operation::IndexApply);
+            set.index.apply(&batch);
+        }
+        request.record("rows", rows);
+        Ok(rows)
     }
 
     /// Online values for an online ticket, from memory only.
     pub fn online(&self, ticket: &OnlineTicket) -> Result<RecordBatch> {
+        let request = Span::current();
+        annotate(&request, &ticket.feature_set);
+        request.record("entities", ticket.entities.len());
         if ticket.entities.len() > self.limits.max_online_entities {
             return Err(DomainError::TooLarge(format!(
                 "{} entities requested; at most {} are allowed in one online request",
@@ -188,12 +248,23 @@ impl FeatureStore {
         let set = self.get(&ticket.feature_set)?;
         let features = set.spec.resolve_features(ticket.features.as_deref())?;
         let keys = EntityKeys::from_json(set.spec.entity.entity_type, &ticket.entities)?;
-        set.index.lookup(&keys, &features, now_micros())
+        let batch = {
+            let _span = debug_span!("index.lookup", entities = ticket.entities.len()).entered();
+            let _timer = self.operations.start(Operation::IndexLookup);
+            set.index.lookup(&keys, &features, now_micros())?
+        };
+        request.record("rows", batch.num_rows());
+        Ok(batch)
     }
 
     /// Resolves a history ticket (set, entities, time range, features) without running it,
     /// so that bad requests fail before a stream starts.
     pub fn plan_history(&self, ticket: &HistoryTicket) -> Result<(Arc<FeatureSet>, HistoryQuery)> {
+        let request = Span::current();
+        annotate(&request, &ticket.feature_set);
+        if let Some(entities) = &ticket.entities {
+            request.record("entities", entities.len());
+        }
         let set = self.get(&ticket.feature_set)?;
         let (start, end) = ticket.time_range()?;
         let entities = ticket
@@ -218,11 +289,29 @@ impl FeatureStore {
         query: &HistoryQuery,
         sink: BatchSink,
     ) -> Result<()> {
-        self.offline.scan(&set.spec, query, sink)
+        let request = Span::current();
+        let span = debug_span!("storage.scan", feature_set = %set.spec.name, rows = field::Empty);
+        let _entered = span.enter();
+        let mut timer = self.operations.start(Operation::Scan);
+        let mut rows = 0usize;
+        let result = self.offline.scan(&set.spec, query, &mut |batch| {
+            rows += batch.num_rows();
+            let handing = std::time::Instant::now();
+            let sent = sink(batch);
+            timer.exclude(handing.elapsed());
+            sent
+        });
+        span.record("rows", rows);
+        request.record("rows", rows);
+        result
     }
 
     /// Checks a training data command against the stored sets and the entity rows' schema.
-    pub fn plan_training(&self, command: &TrainingDataCommand, input_schema: SchemaRef) -> Result<TrainingPlan> {
+    pub fn plan_training(
+        &self,
+        command: &TrainingDataCommand,
+        input_schema: SchemaRef,
+    ) -> Result<TrainingPlan> {
         let sets = command
             .set_names()?
             .iter()
@@ -232,15 +321,66 @@ impl FeatureStore {
     }
 
     /// Streams the point-in-time join of `entity_rows` into `sink`, in input order. Blocks.
-    pub fn training_data(&self, plan: &TrainingPlan, entity_rows: EntityRows, sink: BatchSink) -> Result<()> {
+    pub fn training_data(
+        &self,
+        plan: &TrainingPlan,
+        entity_rows: EntityRows,
+        sink: BatchSink,
+    ) -> Result<()> {
+        let request = Span::current();
+        let names: Vec<&str> = plan.sets.iter().map(|s| s.name.as_str()).collect();
+        annotate(&request, &names.join(","));
+        let span = debug_span!(
+            "storage.training",
+            entities = field::Empty,
+            rows = field::Empty
+        );
+        let _entered = span.enter();
         let specs: Vec<&FeatureSetSpec> = plan.sets.iter().map(Arc::as_ref).collect();
-        self.offline.query_relations(&specs, &mut |conn, relations| {
-            training::run(conn, relations, plan, &mut *entity_rows, &self.spool_dir, &mut *sink)
-        })
+        // Time waiting for entity rows (the network) or for the client is not the join's.
+        let timer = std::cell::RefCell::new(self.operations.start(Operation::Training));
+        let (mut entities, mut rows) = (0usize, 0usize);
+        let mut counted_rows = std::iter::from_fn(|| {
+            let waiting = std::time::Instant::now();
+            let next = entity_rows.next();
+            timer.borrow_mut().exclude(waiting.elapsed());
+            if let Some(Ok(batch)) = &next {
+                entities += batch.num_rows();
+            }
+            next
+        });
+        let mut counted_sink = |batch: RecordBatch| {
+            rows += batch.num_rows();
+            let handing = std::time::Instant::now();
+            let sent = sink(batch);
+            timer.borrow_mut().exclude(handing.elapsed());
+            sent
+        };
+        let result = self
+            .offline
+            .query_relations(&specs, &mut |conn, relations| {
+                training::run(
+                    conn,
+                    relations,
+                    plan,
+                    &mut counted_rows,
+                    &self.spool_dir,
+                    &mut counted_sink,
+                )
+            });
+        drop(counted_rows);
+        for span in [&span, &request] {
+            span.record("entities", entities);
+            span.record("rows", rows);
+        }
+        result
     }
 
     pub fn stats(&self, name: &str) -> Result<SetStats> {
+        annotate(&Span::current(), name);
         let set = self.get(name)?;
+        let _span = debug_span!("storage.stats").entered();
+        let _timer = self.operations.start(Operation::Stats);
         self.offline.stats(&set.spec)
     }
 }

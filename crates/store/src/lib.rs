@@ -4,11 +4,12 @@
 pub mod duckdb;
 mod error;
 mod feature_store;
+pub mod metrics;
 pub mod offline;
-pub mod parquet;
 pub mod online;
+pub mod parquet;
 pub mod query;
 
 pub use error::{Error, Result};
 pub use feature_store::{FeatureSet, FeatureStore, Limits};
-pub use offline::{BatchSink, HistoryQuery, OfflineStore, SetStats};
+pub use offline::{BatchSink, HistoryQuery, OfflineStore, SetStats, StorageStats};

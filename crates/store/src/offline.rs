@@ -36,6 +36,13 @@ pub struct SetStats {
     pub latest_event_timestamp: Option<i64>,
 }
 
+/// Bytes and files on disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StorageStats {
+    pub bytes: u64,
+    pub files: u64,
+}
+
 /// A storage backend. Calls block (disk, DuckDB): async callers run them off the runtime.
 ///
 /// Batches handed to [`append`](OfflineStore::append) are canonical
@@ -64,7 +71,12 @@ pub trait OfflineStore: Send + Sync {
     fn scan(&self, spec: &FeatureSetSpec, query: &HistoryQuery, sink: BatchSink) -> Result<()> {
         let schema = spec.projected_schema(&query.features, false);
         self.query_relations(&[spec], &mut |conn, relations| {
-            sql::stream_query(conn, &sql::history(spec, &relations[0], query), &schema, sink)
+            sql::stream_query(
+                conn,
+                &sql::history(spec, &relations[0], query),
+                &schema,
+                sink,
+            )
         })
     }
 
@@ -75,6 +87,18 @@ pub trait OfflineStore: Send + Sync {
         self.query_relations(&[spec], &mut |conn, relations| {
             sql::stream_query(conn, &sql::latest(spec, &relations[0]), &schema, sink)
         })
+    }
+
+    /// What one set's data takes on disk (data files and logs), for the metrics; `None` when
+    /// the backend keeps sets together (DuckDB: one database file, see
+    /// [`storage_total`](OfflineStore::storage_total)). Called at every metrics scrape: cheap.
+    fn storage_stats(&self, _spec: &FeatureSetSpec) -> Result<Option<StorageStats>> {
+        Ok(None)
+    }
+
+    /// What the whole backend takes on disk, for the metrics; `None` when unknown. Cheap.
+    fn storage_total(&self) -> Result<Option<StorageStats>> {
+        Ok(None)
     }
 
     fn stats(&self, spec: &FeatureSetSpec) -> Result<SetStats> {

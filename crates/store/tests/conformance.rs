@@ -3,7 +3,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::array::{
+    Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 use featherstore_core::coerce::coerce_batch;
 use featherstore_core::{EntityKeys, FeatureSetSpec};
@@ -48,20 +50,35 @@ fn spec() -> FeatureSetSpec {
 /// Canonical rows (id, n, seconds).
 fn batch(rows: &[(&str, Option<i64>, i64)]) -> RecordBatch {
     let input = RecordBatch::try_from_iter(vec![
-        ("id", Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))) as ArrayRef),
-        ("n", Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.1))) as ArrayRef),
-        ("event_timestamp", Arc::new(TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.2 * 1_000_000))) as ArrayRef),
+        (
+            "id",
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))) as ArrayRef,
+        ),
+        (
+            "n",
+            Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.1))) as ArrayRef,
+        ),
+        (
+            "event_timestamp",
+            Arc::new(TimestampMicrosecondArray::from_iter_values(
+                rows.iter().map(|r| r.2 * 1_000_000),
+            )) as ArrayRef,
+        ),
     ])
     .unwrap();
     coerce_batch(&spec(), &input).unwrap()
 }
 
-fn collect(run: impl FnOnce(&mut dyn FnMut(RecordBatch) -> featherstore_store::Result<()>)) -> Vec<(String, Option<i64>, i64)> {
+fn collect(
+    run: impl FnOnce(&mut dyn FnMut(RecordBatch) -> featherstore_store::Result<()>),
+) -> Vec<(String, Option<i64>, i64)> {
     let mut rows = Vec::new();
     run(&mut |b: RecordBatch| {
         let ts_column = b.num_columns() - 1;
         let ids = b.column(0).as_string::<i32>();
-        let times = b.column(ts_column).as_primitive::<TimestampMicrosecondType>();
+        let times = b
+            .column(ts_column)
+            .as_primitive::<TimestampMicrosecondType>();
         for i in 0..b.num_rows() {
             let n = if b.num_columns() > 2 {
                 let n = b.column(1).as_primitive::<Int64Type>();
@@ -105,12 +122,23 @@ fn append_scan_latest_stats_and_reopen() {
             let store = open(dir.path());
             store.create(&spec()).unwrap();
             assert_eq!(store.stats(&spec()).unwrap(), SetStats::default(), "{name}");
-            store.append(&spec(), &batch(&[("b", Some(1), 10), ("a", Some(2), 20), ("a", None, 5)])).unwrap();
-            store.append(&spec(), &batch(&[("a", Some(3), 20), ("b", Some(4), 9)])).unwrap();
+            store
+                .append(
+                    &spec(),
+                    &batch(&[("b", Some(1), 10), ("a", Some(2), 20), ("a", None, 5)]),
+                )
+                .unwrap();
+            store
+                .append(&spec(), &batch(&[("a", Some(3), 20), ("b", Some(4), 9)]))
+                .unwrap();
             store.append(&spec(), &batch(&[])).unwrap();
         }
         let store = open(dir.path());
-        assert_eq!(store.load_specs().unwrap(), vec![spec()], "{name}: spec persisted");
+        assert_eq!(
+            store.load_specs().unwrap(),
+            vec![spec()],
+            "{name}: spec persisted"
+        );
         let expected_history = vec![
             row("a", None, 5),
             row("a", Some(2), 20),
@@ -119,14 +147,24 @@ fn append_scan_latest_stats_and_reopen() {
             row("b", Some(1), 10),
         ];
         assert_eq!(scan(store.as_ref(), all()), expected_history, "{name}");
-        assert_eq!(latest(store.as_ref()), vec![row("a", Some(3), 20), row("b", Some(1), 10)], "{name}");
+        assert_eq!(
+            latest(store.as_ref()),
+            vec![row("a", Some(3), 20), row("b", Some(1), 10)],
+            "{name}"
+        );
         assert_eq!(
             store.stats(&spec()).unwrap(),
-            SetStats { rows: 5, entities: 2, latest_event_timestamp: Some(20_000_000) },
+            SetStats {
+                rows: 5,
+                entities: 2,
+                latest_event_timestamp: Some(20_000_000)
+            },
             "{name}"
         );
         // After reopening, appends continue the ingest order.
-        store.append(&spec(), &batch(&[("a", Some(7), 20)])).unwrap();
+        store
+            .append(&spec(), &batch(&[("a", Some(7), 20)]))
+            .unwrap();
         assert_eq!(latest(store.as_ref())[0], row("a", Some(7), 20), "{name}");
     }
 }
@@ -137,15 +175,36 @@ fn history_filters_by_entity_and_half_open_range() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
         store.create(&spec()).unwrap();
-        store.append(&spec(), &batch(&[("a", Some(1), 10), ("a", Some(2), 20), ("b", Some(3), 10), ("c'x", Some(4), 15)])).unwrap();
+        store
+            .append(
+                &spec(),
+                &batch(&[
+                    ("a", Some(1), 10),
+                    ("a", Some(2), 20),
+                    ("b", Some(3), 10),
+                    ("c'x", Some(4), 15),
+                ]),
+            )
+            .unwrap();
         let query = HistoryQuery {
-            entities: Some(EntityKeys::String(vec!["a".into(), "c'x".into(), "zz".into()])),
+            entities: Some(EntityKeys::String(vec![
+                "a".into(),
+                "c'x".into(),
+                "zz".into(),
+            ])),
             start: Some(10_000_000),
             end: Some(20_000_000),
             features: vec![],
         };
-        assert_eq!(scan(store.as_ref(), query), vec![row("a", None, 10), row("c'x", None, 15)], "{name}");
-        let none = HistoryQuery { entities: Some(EntityKeys::String(vec![])), ..all() };
+        assert_eq!(
+            scan(store.as_ref(), query),
+            vec![row("a", None, 10), row("c'x", None, 15)],
+            "{name}"
+        );
+        let none = HistoryQuery {
+            entities: Some(EntityKeys::String(vec![])),
+            ..all()
+        };
         assert!(scan(store.as_ref(), none).is_empty(), "{name}");
     }
 }
@@ -156,18 +215,34 @@ fn a_failed_append_stores_nothing_and_delete_removes_everything() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
         store.create(&spec()).unwrap();
-        store.append(&spec(), &batch(&[("a", Some(1), 10)])).unwrap();
+        store
+            .append(&spec(), &batch(&[("a", Some(1), 10)]))
+            .unwrap();
         // A batch that does not have the canonical schema fails inside the backend.
-        let wrong = RecordBatch::try_from_iter(vec![("id", Arc::new(StringArray::from(vec!["x", "y"])) as ArrayRef)]).unwrap();
+        let wrong = RecordBatch::try_from_iter(vec![(
+            "id",
+            Arc::new(StringArray::from(vec!["x", "y"])) as ArrayRef,
+        )])
+        .unwrap();
         assert!(store.append(&spec(), &wrong).is_err(), "{name}");
-        assert_eq!(scan(store.as_ref(), all()), vec![row("a", Some(1), 10)], "{name}");
+        assert_eq!(
+            scan(store.as_ref(), all()),
+            vec![row("a", Some(1), 10)],
+            "{name}"
+        );
 
         store.delete("s").unwrap();
         assert!(store.load_specs().unwrap().is_empty(), "{name}");
         drop(store);
         let store = open(dir.path());
-        assert!(store.load_specs().unwrap().is_empty(), "{name}: deletion is durable");
+        assert!(
+            store.load_specs().unwrap().is_empty(),
+            "{name}: deletion is durable"
+        );
         store.create(&spec()).unwrap();
-        assert!(scan(store.as_ref(), all()).is_empty(), "{name}: a new set of the same name starts empty");
+        assert!(
+            scan(store.as_ref(), all()).is_empty(),
+            "{name}: a new set of the same name starts empty"
+        );
     }
 }

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, Float32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
-    TimestampNanosecondArray,
+    Array, ArrayRef, AsArray, Float32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray, TimestampNanosecondArray,
 };
 use arrow::datatypes::{Float32Type, Int64Type};
 use featherstore_core::{FeatureSetSpec, TrainingDataCommand};
@@ -45,8 +45,15 @@ fn stores(dir: &std::path::Path) -> Vec<(&'static str, Box<dyn OfflineStore>)> {
         ..ParquetOptions::default()
     };
     vec![
-        ("duckdb", Box::new(DuckDbStore::open(&dir.join("features.db"), &engine).unwrap()) as Box<dyn OfflineStore>),
-        ("parquet", Box::new(ParquetStore::open(&dir.join("parquet"), parquet_options, &engine).unwrap())),
+        (
+            "duckdb",
+            Box::new(DuckDbStore::open(&dir.join("features.db"), &engine).unwrap())
+                as Box<dyn OfflineStore>,
+        ),
+        (
+            "parquet",
+            Box::new(ParquetStore::open(&dir.join("parquet"), parquet_options, &engine).unwrap()),
+        ),
     ]
 }
 
@@ -87,24 +94,60 @@ fn reference<'a>(facts: &'a [Fact], key: &str, t: i64, ttl: Option<i64>) -> Opti
 
 fn user_batch(rows: &[Fact]) -> RecordBatch {
     RecordBatch::try_from_iter(vec![
-        ("user_id", Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.key.clone()))) as ArrayRef),
-        ("clicks", Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.values[0]))) as ArrayRef),
-        ("score", Arc::new(Float32Array::from_iter(rows.iter().map(|r| r.values[1].map(|v| v as f32)))) as ArrayRef),
-        ("event_timestamp", Arc::new(TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.time))) as ArrayRef),
+        (
+            "user_id",
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.key.clone()),
+            )) as ArrayRef,
+        ),
+        (
+            "clicks",
+            Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.values[0]))) as ArrayRef,
+        ),
+        (
+            "score",
+            Arc::new(Float32Array::from_iter(
+                rows.iter().map(|r| r.values[1].map(|v| v as f32)),
+            )) as ArrayRef,
+        ),
+        (
+            "event_timestamp",
+            Arc::new(TimestampMicrosecondArray::from_iter_values(
+                rows.iter().map(|r| r.time),
+            )) as ArrayRef,
+        ),
     ])
     .unwrap()
 }
 
 fn merchant_batch(rows: &[Fact]) -> RecordBatch {
     RecordBatch::try_from_iter(vec![
-        ("merchant_id", Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.key.parse::<i64>().unwrap()))) as ArrayRef),
-        ("risk", Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.values[0]))) as ArrayRef),
-        ("event_timestamp", Arc::new(TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.time))) as ArrayRef),
+        (
+            "merchant_id",
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|r| r.key.parse::<i64>().unwrap()),
+            )) as ArrayRef,
+        ),
+        (
+            "risk",
+            Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.values[0]))) as ArrayRef,
+        ),
+        (
+            "event_timestamp",
+            Arc::new(TimestampMicrosecondArray::from_iter_values(
+                rows.iter().map(|r| r.time),
+            )) as ArrayRef,
+        ),
     ])
     .unwrap()
 }
 
-fn run_training(store: &FeatureStore, command: &str, rows: RecordBatch, chunk: usize) -> RecordBatch {
+fn run_training(
+    store: &FeatureStore,
+    command: &str,
+    rows: RecordBatch,
+    chunk: usize,
+) -> RecordBatch {
     let command = TrainingDataCommand::from_json(command.as_bytes()).unwrap();
     let plan = store.plan_training(&command, rows.schema()).unwrap();
     let mut input = (0..rows.num_rows())
@@ -128,7 +171,8 @@ fn randomized_point_in_time_join_matches_the_reference() {
         let dir = tempfile::tempdir().unwrap();
         for (backend, offline) in stores(dir.path()) {
             let mut rng = Rng(seed);
-            let store = FeatureStore::open(offline, Limits::default(), dir.path().join("tmp")).unwrap();
+            let store =
+                FeatureStore::open(offline, Limits::default(), dir.path().join("tmp")).unwrap();
             let (users_spec, merchants_spec) = specs();
             store.create(users_spec).unwrap();
             store.create(merchants_spec).unwrap();
@@ -183,11 +227,26 @@ fn randomized_point_in_time_join_matches_the_reference() {
             }
             let labels: Vec<i64> = (0..n as i64).collect();
             let rows = RecordBatch::try_from_iter(vec![
-                ("label", Arc::new(Int64Array::from(labels.clone())) as ArrayRef),
-                ("user_id", Arc::new(StringArray::from(user_keys.clone())) as ArrayRef),
-                ("merchant_id", Arc::new(Int64Array::from(merchant_keys.clone())) as ArrayRef),
+                (
+                    "label",
+                    Arc::new(Int64Array::from(labels.clone())) as ArrayRef,
+                ),
+                (
+                    "user_id",
+                    Arc::new(StringArray::from(user_keys.clone())) as ArrayRef,
+                ),
+                (
+                    "merchant_id",
+                    Arc::new(Int64Array::from(merchant_keys.clone())) as ArrayRef,
+                ),
                 // nanoseconds in, like pandas sends: times compare at microsecond precision
-                ("event_timestamp", Arc::new(TimestampNanosecondArray::from_iter_values(times.iter().map(|t| t * 1000)).with_timezone("UTC")) as ArrayRef),
+                (
+                    "event_timestamp",
+                    Arc::new(
+                        TimestampNanosecondArray::from_iter_values(times.iter().map(|t| t * 1000))
+                            .with_timezone("UTC"),
+                    ) as ArrayRef,
+                ),
             ])
             .unwrap();
             let out = run_training(
@@ -197,10 +256,30 @@ fn randomized_point_in_time_join_matches_the_reference() {
                 333,
             );
 
-            let names: Vec<_> = out.schema().fields().iter().map(|f| f.name().clone()).collect();
-            assert_eq!(names, ["label", "user_id", "merchant_id", "event_timestamp", "risk", "clicks", "score"]);
+            let names: Vec<_> = out
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
+            assert_eq!(
+                names,
+                [
+                    "label",
+                    "user_id",
+                    "merchant_id",
+                    "event_timestamp",
+                    "risk",
+                    "clicks",
+                    "score"
+                ]
+            );
             assert_eq!(out.num_rows(), n);
-            assert_eq!(out.column(0).as_primitive::<Int64Type>().values().to_vec(), labels, "{backend}: row order");
+            assert_eq!(
+                out.column(0).as_primitive::<Int64Type>().values().to_vec(),
+                labels,
+                "{backend}: row order"
+            );
             let risk = out.column(4).as_primitive::<Int64Type>();
             let clicks = out.column(5).as_primitive::<Int64Type>();
             let score = out.column(6).as_primitive::<Float32Type>();
@@ -210,14 +289,18 @@ fn randomized_point_in_time_join_matches_the_reference() {
                 assert_eq!(
                     risk.is_valid(i).then(|| risk.value(i)),
                     expected.and_then(|f| f.values[0]),
-                    "{backend} seed {seed}: merchants row {i} at {}", times[i]
+                    "{backend} seed {seed}: merchants row {i} at {}",
+                    times[i]
                 );
-                let expected = reference(&users, &user_keys[i], times[i], Some(TTL_SECONDS * SECOND));
+                let expected =
+                    reference(&users, &user_keys[i], times[i], Some(TTL_SECONDS * SECOND));
                 matched += expected.is_some() as usize;
                 assert_eq!(
                     clicks.is_valid(i).then(|| clicks.value(i)),
                     expected.and_then(|f| f.values[0]),
-                    "{backend} seed {seed}: users row {i} ({} at {})", user_keys[i], times[i]
+                    "{backend} seed {seed}: users row {i} ({} at {})",
+                    user_keys[i],
+                    times[i]
                 );
                 assert_eq!(
                     score.is_valid(i).then(|| score.value(i) as i64),
@@ -225,7 +308,10 @@ fn randomized_point_in_time_join_matches_the_reference() {
                     "{backend}: users score row {i}"
                 );
             }
-            assert!(matched > n / 4, "{backend}: the data exercises matches ({matched})");
+            assert!(
+                matched > n / 4,
+                "{backend}: the data exercises matches ({matched})"
+            );
         }
     }
 }
@@ -238,28 +324,55 @@ fn never_a_value_from_after_the_row_and_ttl_edges() {
         let (users_spec, _) = specs();
         store.create(users_spec).unwrap();
         let t = 1_000 * SECOND;
-        let fact = |time: i64, clicks: i64| Fact { key: "u".into(), time, ingest: 0, values: vec![Some(clicks), None] };
+        let fact = |time: i64, clicks: i64| Fact {
+            key: "u".into(),
+            time,
+            ingest: 0,
+            values: vec![Some(clicks), None],
+        };
         // One microsecond in the future must never be seen; equal times are visible.
-        store.ingest("users", &user_batch(&[fact(t - 10 * SECOND, 1), fact(t + 1, 99)])).unwrap();
-        store.ingest("users", &user_batch(&[fact(t + 5 * SECOND, 100)])).unwrap();
+        store
+            .ingest(
+                "users",
+                &user_batch(&[fact(t - 10 * SECOND, 1), fact(t + 1, 99)]),
+            )
+            .unwrap();
+        store
+            .ingest("users", &user_batch(&[fact(t + 5 * SECOND, 100)]))
+            .unwrap();
         let probes = [
-            t,                              // 1: latest <= t is t-10s; the t+1µs row is future
-            t - 10 * SECOND,                // 1: an equal time is visible
-            t - 10 * SECOND - 1,            // null: nothing before
-            t + 1,                          // 99
-            t + 20 * SECOND + 1,            // 100, not 99: newer at t+5s
-            t + 5 * SECOND + TTL_SECONDS * SECOND, // 100: exactly ttl old is kept
+            t,                                         // 1: latest <= t is t-10s; the t+1µs row is future
+            t - 10 * SECOND,                           // 1: an equal time is visible
+            t - 10 * SECOND - 1,                       // null: nothing before
+            t + 1,                                     // 99
+            t + 20 * SECOND + 1,                       // 100, not 99: newer at t+5s
+            t + 5 * SECOND + TTL_SECONDS * SECOND,     // 100: exactly ttl old is kept
             t + 5 * SECOND + TTL_SECONDS * SECOND + 1, // null: older than ttl
         ];
         let rows = RecordBatch::try_from_iter(vec![
-            ("user_id", Arc::new(StringArray::from(vec!["u"; probes.len()])) as ArrayRef),
-            ("event_timestamp", Arc::new(TimestampMicrosecondArray::from(probes.to_vec())) as ArrayRef),
+            (
+                "user_id",
+                Arc::new(StringArray::from(vec!["u"; probes.len()])) as ArrayRef,
+            ),
+            (
+                "event_timestamp",
+                Arc::new(TimestampMicrosecondArray::from(probes.to_vec())) as ArrayRef,
+            ),
         ])
         .unwrap();
-        let out = run_training(&store, r#"{"type": "training_data", "features": ["users:clicks"], "full_names": true}"#, rows, 2);
+        let out = run_training(
+            &store,
+            r#"{"type": "training_data", "features": ["users:clicks"], "full_names": true}"#,
+            rows,
+            2,
+        );
         assert_eq!(out.schema().field(2).name(), "users__clicks");
         let clicks: Vec<_> = out.column(2).as_primitive::<Int64Type>().iter().collect();
-        assert_eq!(clicks, [Some(1), Some(1), None, Some(99), Some(100), Some(100), None], "{backend}");
+        assert_eq!(
+            clicks,
+            [Some(1), Some(1), None, Some(99), Some(100), Some(100), None],
+            "{backend}"
+        );
     }
 }
 
@@ -272,17 +385,41 @@ fn bad_requests_are_refused_before_any_work() {
     store.create(users_spec).unwrap();
     store.create(merchants_spec).unwrap();
     let rows = RecordBatch::try_from_iter(vec![
-        ("user_id", Arc::new(StringArray::from(vec!["u"])) as ArrayRef),
-        ("ts", Arc::new(TimestampMicrosecondArray::from(vec![1])) as ArrayRef),
+        (
+            "user_id",
+            Arc::new(StringArray::from(vec!["u"])) as ArrayRef,
+        ),
+        (
+            "ts",
+            Arc::new(TimestampMicrosecondArray::from(vec![1])) as ArrayRef,
+        ),
     ])
     .unwrap();
     let plan = |command: &str| {
         let command = TrainingDataCommand::from_json(command.as_bytes()).unwrap();
-        store.plan_training(&command, rows.schema()).unwrap_err().to_string()
+        store
+            .plan_training(&command, rows.schema())
+            .unwrap_err()
+            .to_string()
     };
-    assert!(plan(r#"{"type": "training_data", "features": ["users:clicks"]}"#).contains("\"event_timestamp\""));
-    assert!(plan(r#"{"type": "training_data", "features": ["merchants:risk"], "timestamp": "ts"}"#).contains("merchant_id"));
-    assert!(plan(r#"{"type": "training_data", "features": ["nope:x"], "timestamp": "ts"}"#).contains("nope"));
-    assert!(plan(r#"{"type": "training_data", "features": ["users:nope"], "timestamp": "ts"}"#).contains("nope"));
-    assert!(plan(r#"{"type": "training_data", "features": ["users:clicks"], "timestamp": "user_id"}"#).contains("timestamp"));
+    assert!(
+        plan(r#"{"type": "training_data", "features": ["users:clicks"]}"#)
+            .contains("\"event_timestamp\"")
+    );
+    assert!(plan(
+        r#"{"type": "training_data", "features": ["merchants:risk"], "timestamp": "ts"}"#
+    )
+    .contains("merchant_id"));
+    assert!(
+        plan(r#"{"type": "training_data", "features": ["nope:x"], "timestamp": "ts"}"#)
+            .contains("nope")
+    );
+    assert!(
+        plan(r#"{"type": "training_data", "features": ["users:nope"], "timestamp": "ts"}"#)
+            .contains("nope")
+    );
+    assert!(plan(
+        r#"{"type": "training_data", "features": ["users:clicks"], "timestamp": "user_id"}"#
+    )
+    .contains("timestamp"));
 }

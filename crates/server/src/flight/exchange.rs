@@ -17,7 +17,10 @@ use crate::service::{stream_blocking, AppState};
 /// Entity-row batches buffered between the network and the storage thread.
 const INPUT_BUFFER: usize = 2;
 
-pub async fn do_exchange(state: &AppState, mut input: Streaming<FlightData>) -> ApiResult<FlightStream<FlightData>> {
+pub async fn do_exchange(
+    state: &AppState,
+    mut input: Streaming<FlightData>,
+) -> ApiResult<FlightStream<FlightData>> {
     let first = input
         .message()
         .await
@@ -41,10 +44,16 @@ pub async fn do_exchange(state: &AppState, mut input: Streaming<FlightData>) -> 
             Some(Ok(payload)) => match payload.payload {
                 DecodedPayload::Schema(schema) => break schema,
                 DecodedPayload::None => continue,
-                DecodedPayload::RecordBatch(_) => unreachable!("the decoder yields the schema first"),
+                DecodedPayload::RecordBatch(_) => {
+                    unreachable!("the decoder yields the schema first")
+                }
             },
             Some(Err(e)) => return Err(decode_error(e)),
-            None => return Err(ApiError::invalid("DoExchange ended before sending the entity rows' schema")),
+            None => {
+                return Err(ApiError::invalid(
+                    "DoExchange ended before sending the entity rows' schema",
+                ))
+            }
         }
     };
     let plan = state.store.plan_training(&command, schema)?;
@@ -57,9 +66,9 @@ pub async fn do_exchange(state: &AppState, mut input: Streaming<FlightData>) -> 
             let batch = match payload.map(|p| p.payload) {
                 Ok(DecodedPayload::RecordBatch(batch)) => Ok(batch),
                 Ok(_) => continue,
-                Err(e) => Err(featherstore_store::Error::Domain(featherstore_core::Error::invalid(
-                    decode_error(e).to_string(),
-                ))),
+                Err(e) => Err(featherstore_store::Error::Domain(
+                    featherstore_core::Error::invalid(decode_error(e).to_string()),
+                )),
             };
             let failed = batch.is_err();
             if rows_tx.send(batch).await.is_err() || failed {

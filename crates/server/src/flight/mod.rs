@@ -49,7 +49,10 @@ fn stream_error(status: Status) -> ApiError {
     if status.code() == tonic::Code::OutOfRange {
         ApiError::too_large(format!("message over the size limit: {}", status.message()))
     } else {
-        ApiError::invalid(format!("reading the request stream failed: {}", status.message()))
+        ApiError::invalid(format!(
+            "reading the request stream failed: {}",
+            status.message()
+        ))
     }
 }
 

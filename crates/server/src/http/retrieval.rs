@@ -100,7 +100,11 @@ impl Encoding {
     }
 }
 
-pub async fn history(State(state): State<AppState>, headers: HeaderMap, body: Body) -> ApiResult<Response> {
+pub async fn history(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
     let body = read_body(&state, body).await?;
     let ticket: HistoryTicket = ticket_body(&body, "history")?;
     let (set, query) = state.store.plan_history(&ticket)?;
@@ -159,7 +163,9 @@ fn training_command(params: TrainingParams, headers: &HeaderMap) -> ApiResult<Tr
         return Ok(TrainingDataCommand::from_json(header.as_bytes())?);
     }
     let features = params.features.ok_or_else(|| {
-        ApiError::invalid("training data needs ?features=set:feature,set:* or an X-FeatherStore-Command header")
+        ApiError::invalid(
+            "training data needs ?features=set:feature,set:* or an X-FeatherStore-Command header",
+        )
     })?;
     let command = serde_json::json!({
         "type": "training_data",
@@ -167,7 +173,9 @@ fn training_command(params: TrainingParams, headers: &HeaderMap) -> ApiResult<Tr
         "timestamp": params.timestamp.unwrap_or_else(|| featherstore_core::spec::DEFAULT_TIMESTAMP.into()),
         "full_names": params.full_names.unwrap_or(false),
     });
-    Ok(TrainingDataCommand::from_json(command.to_string().as_bytes())?)
+    Ok(TrainingDataCommand::from_json(
+        command.to_string().as_bytes(),
+    )?)
 }
 
 /// Encodes a stream of result batches as body chunks on a task of its own. A failure after

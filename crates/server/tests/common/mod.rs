@@ -23,17 +23,6 @@ pub struct TestServer {
     pub flight_addr: String,
 }
 
-pub fn config(dir: &std::path::Path, backend: Backend) -> Config {
-    let mut config = Config::default();
-    config.storage.backend = backend;
-    config.storage.duckdb.path = dir.join("features.db");
-    config.storage.parquet.directory = dir.join("parquet");
-    config.server.http_port = 0;
-    config.server.flight_port = 0;
-    config.metrics.prometheus_port = 0;
-    config
-}
-
 impl TestServer {
     pub async fn start(backend: Backend) -> Self {
         let dir = tempfile::tempdir().unwrap();
@@ -45,7 +34,7 @@ impl TestServer {
         backend: Backend,
         adjust: impl FnOnce(&mut Config),
     ) -> Self {
-        let mut config = config(dir.path(), backend);
+        let mut config = Config::ephemeral(dir.path(), backend);
         adjust(&mut config);
         let server = featherstore_server::start(&config).await.unwrap();
         TestServer {

@@ -1,13 +1,13 @@
 //! The DuckDB backend: one database file; a table per feature set, a table of specs.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use arrow::array::RecordBatch;
 use featherstore_core::FeatureSetSpec;
 
-use crate::offline::{OfflineStore, RelationWork};
+use crate::offline::{OfflineStore, RelationWork, StorageStats};
 use crate::query::sql::{self, ident, SEQ_COLUMN};
 use crate::query::{ConnectionPool, EngineSettings, PooledConnection};
 use crate::{Error, Result};
@@ -15,6 +15,8 @@ use crate::{Error, Result};
 const SPECS_TABLE: &str = "featherstore_specs";
 
 pub struct DuckDbStore {
+    /// The database file; DuckDB keeps its write-ahead log beside it (`{path}.wal`).
+    path: PathBuf,
     pool: ConnectionPool,
     /// Next ingest sequence per set, loaded from the table on first append.
     next_seq: Mutex<HashMap<String, i64>>,
@@ -35,6 +37,7 @@ impl DuckDbStore {
             "CREATE TABLE IF NOT EXISTS {SPECS_TABLE} (name VARCHAR PRIMARY KEY, spec VARCHAR NOT NULL)"
         ))?;
         Ok(DuckDbStore {
+            path: path.to_path_buf(),
             pool,
             next_seq: Mutex::new(HashMap::new()),
         })
@@ -145,6 +148,26 @@ impl OfflineStore for DuckDbStore {
                 .remove(&spec.name);
         }
         result
+    }
+
+    /// The database file and its write-ahead log: every set lives in them together.
+    fn storage_total(&self) -> Result<Option<StorageStats>> {
+        let mut wal = self.path.clone().into_os_string();
+        wal.push(".wal");
+        let mut total = StorageStats::default();
+        for file in [self.path.clone(), PathBuf::from(wal)] {
+            match std::fs::metadata(&file) {
+                Ok(meta) => {
+                    total.bytes += meta.len();
+                    total.files += 1;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(Error::io(format!("reading the size of {}", file.display()))(e))
+                }
+            }
+        }
+        Ok(Some(total))
     }
 
     fn query_relations(&self, specs: &[&FeatureSetSpec], work: RelationWork) -> Result<()> {

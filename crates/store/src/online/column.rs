@@ -133,29 +133,28 @@ impl ValueColumn {
         }
     }
 
+    /// Appends a slot holding row `row` of `source`.
     pub(super) fn push(&mut self, source: &Source, row: usize) {
-        match (self, source) {
-            (
-                ValueColumn::Fixed {
-                    width,
-                    bytes,
-                    valid,
-                },
-                Source::Fixed {
-                    bytes: from, nulls, ..
-                },
-            ) => {
-                bytes.extend_from_slice(&from[row * *width..(row + 1) * *width]);
-                valid.push(nulls.is_none_or(|n| n.is_valid(row)));
+        let slot = match self {
+            ValueColumn::Fixed {
+                width,
+                bytes,
+                valid,
+            } => {
+                bytes.resize(bytes.len() + *width, 0);
+                valid.push(false);
+                valid.len() - 1
             }
-            (ValueColumn::Bool(values), Source::Bool(from)) => {
-                values.push(from.is_valid(row).then(|| from.value(row)));
+            ValueColumn::Bool(values) => {
+                values.push(None);
+                values.len() - 1
             }
-            (ValueColumn::Bytes(values), source @ Source::Bytes { .. }) => {
-                values.push(bytes_of(source, row).map(Box::from));
+            ValueColumn::Bytes(values) => {
+                values.push(None);
+                values.len() - 1
             }
-            _ => unreachable!("batch columns are coerced to the spec's types"),
-        }
+        };
+        self.set(slot, source, row);
     }
 
     pub(super) fn set(&mut self, slot: usize, source: &Source, row: usize) {

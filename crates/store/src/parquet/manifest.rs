@@ -63,7 +63,9 @@ pub(super) fn parse_data_file_path(path: &str) -> Option<(&str, u64)> {
     let number = file.strip_prefix(PART_PREFIX)?.strip_suffix(PART_SUFFIX)?;
     // Dates are YYYY-MM-DD; chrono writes years past 9999 with a sign.
     let date_ok = !date.is_empty()
-        && date.bytes().all(|b| b.is_ascii_digit() || b == b'-' || b == b'+');
+        && date
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'-' || b == b'+');
     let number_ok = !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit());
     if !(date_ok && number_ok) {
         return None;
@@ -90,7 +92,10 @@ impl Manifest {
             )));
         }
         if manifest.flushed_seq < -1 {
-            return Err(corrupt(format!("negative flushed_seq {}", manifest.flushed_seq)));
+            return Err(corrupt(format!(
+                "negative flushed_seq {}",
+                manifest.flushed_seq
+            )));
         }
         let mut seen = HashSet::new();
         for entry in &manifest.files {

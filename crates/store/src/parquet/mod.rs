@@ -85,7 +85,11 @@ impl ParquetStore {
     /// Opens (creating it if needed) the store in `directory`: loads every set's spec and
     /// manifest, deletes what a crash left behind, replays the logs, and starts the
     /// background flush and compaction thread.
-    pub fn open(directory: &Path, options: ParquetOptions, engine: &EngineSettings) -> Result<Self> {
+    pub fn open(
+        directory: &Path,
+        options: ParquetOptions,
+        engine: &EngineSettings,
+    ) -> Result<Self> {
         options.validate()?;
         fs::create_dir_all(directory)
             .map_err(Error::io(format!("creating {}", directory.display())))?;
@@ -247,32 +251,38 @@ impl Inner {
 
     /// Runs a query yielding storage rows sorted by date first, and writes them into new data
     /// files (not yet live).
-    fn write_query(&self, set: &SetState, next_file: &mut u64, sql: &str) -> Result<Vec<FileEntry>> {
+    fn write_query(
+        &self,
+        set: &SetState,
+        next_file: &mut u64,
+        sql: &str,
+    ) -> Result<Vec<FileEntry>> {
         let schema = sql::storage_schema(&set.spec);
         // Entity, event time, `_seq`: each column is one Parquet leaf column, so field
         // indices are leaf indices.
         let ts_index = set.spec.features.len() + 1;
-        let properties = self
-            .options
-            .writer_properties(&[0, ts_index, ts_index + 1]);
+        let properties = self.options.writer_properties(&[0, ts_index, ts_index + 1]);
         let conn = self.pool.get();
         let mut statement = conn.prepare(sql)?;
         drop(statement.stream_arrow([])?);
-        writer::write_by_date(&set.dir, &schema, &properties, next_file, || {
-            match statement.step()? {
+        writer::write_by_date(
+            &set.dir,
+            &schema,
+            &properties,
+            next_file,
+            || match statement.step()? {
                 Some(chunk) => Ok(Some(sql::conform(&RecordBatch::from(&chunk), &schema)?)),
                 None => Ok(None),
-            }
-        })
+            },
+        )
     }
 
     fn create(&self, spec: &FeatureSetSpec) -> Result<()> {
         let mut sets = write(&self.sets);
         if sets.contains_key(&spec.name) {
-            return Err(Error::Domain(featherstore_core::Error::AlreadyExists(format!(
-                "feature set {:?} already exists",
-                spec.name
-            ))));
+            return Err(Error::Domain(featherstore_core::Error::AlreadyExists(
+                format!("feature set {:?} already exists", spec.name),
+            )));
         }
         let table = Arc::new(self.new_memtable(spec)?);
         let set = SetState::create(self.dir.join(&spec.name), spec, table)?;
@@ -401,8 +411,10 @@ impl OfflineStore for ParquetStore {
             .collect::<Result<Vec<_>>>()?;
         let conn = self.inner.pool.get();
         // Held until `work` returns: they keep every file and memtable table they list.
-        let snapshots: Vec<Arc<Snapshot>> =
-            sets.iter().map(|set| Arc::clone(&read(&set.snapshot))).collect();
+        let snapshots: Vec<Arc<Snapshot>> = sets
+            .iter()
+            .map(|set| Arc::clone(&read(&set.snapshot)))
+            .collect();
         let relations: Vec<String> = sets
             .iter()
             .zip(&snapshots)
@@ -411,3 +423,6 @@ impl OfflineStore for ParquetStore {
         work(&conn, &relations)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -6,8 +6,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use parquet::basic::{BrotliLevel, GzipLevel, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 use parquet::file::metadata::SortingColumn;
+use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -177,6 +177,10 @@ mod tests {
             row_group_size: 0,
             ..ParquetOptions::default()
         };
-        assert!(zero_rows.validate().unwrap_err().to_string().contains("row_group_size"));
+        assert!(zero_rows
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("row_group_size"));
     }
 }

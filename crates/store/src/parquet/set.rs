@@ -11,9 +11,7 @@ use std::time::Instant;
 
 use featherstore_core::FeatureSetSpec;
 
-use super::durable::{
-    create_dir_durably, list_dir, remove_quietly, write_atomic, TMP_SUFFIX,
-};
+use super::durable::{create_dir_durably, list_dir, remove_quietly, write_atomic, TMP_SUFFIX};
 use super::log::{self, LogWriter, LOG_DIR};
 use super::manifest::{FileEntry, Manifest, DATE_DIR_PREFIX, PART_PREFIX};
 use super::memtable::{self, MemTable};
@@ -120,7 +118,10 @@ impl Snapshot {
     pub fn relation(&self, spec: &FeatureSetSpec, has_unflushed: bool) -> String {
         let mut parts = Vec::new();
         if !self.files.is_empty() {
-            parts.push(memtable::select_files(spec, self.files.iter().map(|f| f.path.as_str())));
+            parts.push(memtable::select_files(
+                spec,
+                self.files.iter().map(|f| f.path.as_str()),
+            ));
         }
         if has_unflushed || parts.is_empty() {
             parts.push(memtable::select_tables(&self.tables));

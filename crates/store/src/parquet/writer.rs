@@ -149,7 +149,9 @@ fn write_parts(
 
 /// Splits a batch sorted by date into runs of one UTC date each.
 fn day_runs(batch: &RecordBatch, ts_index: usize) -> Vec<(i64, RecordBatch)> {
-    let times = batch.column(ts_index).as_primitive::<TimestampMicrosecondType>();
+    let times = batch
+        .column(ts_index)
+        .as_primitive::<TimestampMicrosecondType>();
     let mut runs = Vec::new();
     let mut start = 0;
     for row in 1..=batch.num_rows() {

@@ -50,10 +50,8 @@ pub struct TrainingPlan {
 }
 
 fn missing_column(column: &str, why: &str) -> Error {
-    featherstore_core::Error::invalid(format!(
-        "entity rows lack the column {column:?} ({why})"
-    ))
-    .into()
+    featherstore_core::Error::invalid(format!("entity rows lack the column {column:?} ({why})"))
+        .into()
 }
 
 impl TrainingPlan {
@@ -74,9 +72,16 @@ impl TrainingPlan {
         for spec in &sets {
             let entity = &spec.entity;
             let column = field(&entity.name).ok_or_else(|| {
-                missing_column(&entity.name, &format!("the entity key of feature set {:?}", spec.name))
+                missing_column(
+                    &entity.name,
+                    &format!("the entity key of feature set {:?}", spec.name),
+                )
             })?;
-            coerce_key(&entity.name, entity.entity_type, &new_empty_array(column.data_type()))?;
+            coerce_key(
+                &entity.name,
+                entity.entity_type,
+                &new_empty_array(column.data_type()),
+            )?;
             match keys.iter().position(|(name, _)| name == &entity.name) {
                 Some(i) if keys[i].1 != entity.entity_type => {
                     return Err(featherstore_core::Error::invalid(format!(
@@ -94,9 +99,17 @@ impl TrainingPlan {
         }
 
         let specs: Vec<&FeatureSetSpec> = sets.iter().map(Arc::as_ref).collect();
-        let input_names: Vec<String> = input_schema.fields().iter().map(|f| f.name().clone()).collect();
+        let input_names: Vec<String> = input_schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
         let outputs = command.resolve(&specs, &input_names)?;
-        let mut fields: Vec<Field> = input_schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        let mut fields: Vec<Field> = input_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
         fields.extend(outputs.iter().map(|o| {
             let feature = &sets[o.set].features[o.feature];
             Field::new(&o.name, feature.feature_type.arrow_type(), true)
@@ -121,7 +134,12 @@ impl TrainingPlan {
     fn join_sql(&self, keys_table: &str, relations: &[String]) -> String {
         let mut joins = String::new();
         for (i, spec) in self.sets.iter().enumerate() {
-            let mut used: Vec<usize> = self.outputs.iter().filter(|o| o.set == i).map(|o| o.feature).collect();
+            let mut used: Vec<usize> = self
+                .outputs
+                .iter()
+                .filter(|o| o.set == i)
+                .map(|o| o.feature)
+                .collect();
             used.dedup();
             if used.is_empty() {
                 continue;
@@ -148,7 +166,9 @@ impl TrainingPlan {
                 let value = format!("s{}.f{}", o.set, o.feature);
                 match self.sets[o.set].ttl_micros() {
                     // A value exactly ttl old is kept.
-                    Some(ttl) => format!("CASE WHEN s{}._t >= e._t - {ttl} THEN {value} END", o.set),
+                    Some(ttl) => {
+                        format!("CASE WHEN s{}._t >= e._t - {ttl} THEN {value} END", o.set)
+                    }
                     None => value,
                 }
             })
@@ -162,17 +182,31 @@ impl TrainingPlan {
     }
 
     /// The key columns of an entity-row batch as stored in the keys table.
-    fn key_batch(&self, batch: &RecordBatch, first_row: i64, schema: &SchemaRef) -> Result<RecordBatch> {
+    fn key_batch(
+        &self,
+        batch: &RecordBatch,
+        first_row: i64,
+        schema: &SchemaRef,
+    ) -> Result<RecordBatch> {
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.keys.len() + 2);
         let rows = batch.num_rows() as i64;
-        columns.push(Arc::new(Int64Array::from_iter_values(first_row..first_row + rows)));
+        columns.push(Arc::new(Int64Array::from_iter_values(
+            first_row..first_row + rows,
+        )));
         for (name, entity_type) in &self.keys {
-            let column = batch.column_by_name(name).expect("schema checked by the plan");
+            let column = batch
+                .column_by_name(name)
+                .expect("schema checked by the plan");
             columns.push(coerce_key(name, *entity_type, column)?);
         }
-        let ts = batch.column_by_name(&self.timestamp).expect("schema checked by the plan");
+        let ts = batch
+            .column_by_name(&self.timestamp)
+            .expect("schema checked by the plan");
         let ts = coerce_timestamp(&self.timestamp, ts)?;
-        columns.push(arrow::compute::cast(&ts, &DataType::Timestamp(TimeUnit::Microsecond, None))?);
+        columns.push(arrow::compute::cast(
+            &ts,
+            &DataType::Timestamp(TimeUnit::Microsecond, None),
+        )?);
         Ok(RecordBatch::try_new(schema.clone(), columns)?)
     }
 }
@@ -187,7 +221,10 @@ struct TempTable<'a> {
 
 impl Drop for TempTable<'_> {
     fn drop(&mut self) {
-        if let Err(e) = self.conn.execute_batch(&format!("DROP TABLE IF EXISTS temp.main.{}", self.name)) {
+        if let Err(e) = self
+            .conn
+            .execute_batch(&format!("DROP TABLE IF EXISTS temp.main.{}", self.name))
+        {
             tracing::warn!(table = %self.name, error = %e, "dropping a training keys table failed");
         }
     }
@@ -205,7 +242,10 @@ pub fn run(
 ) -> Result<()> {
     let table = TempTable {
         conn,
-        name: format!("training_keys_{}", KEYS_TABLES.fetch_add(1, Ordering::Relaxed)),
+        name: format!(
+            "training_keys_{}",
+            KEYS_TABLES.fetch_add(1, Ordering::Relaxed)
+        ),
     };
     let mut key_fields = vec![Field::new("_row", DataType::Int64, false)];
     let mut ddl = vec!["_row BIGINT".to_string()];
@@ -219,13 +259,23 @@ pub fn run(
             }
         ));
     }
-    key_fields.push(Field::new("_ts", DataType::Timestamp(TimeUnit::Microsecond, None), true));
+    key_fields.push(Field::new(
+        "_ts",
+        DataType::Timestamp(TimeUnit::Microsecond, None),
+        true,
+    ));
     ddl.push("_ts TIMESTAMP".into());
     let key_schema = Arc::new(Schema::new(key_fields));
-    conn.execute_batch(&format!("CREATE TEMP TABLE {} ({})", table.name, ddl.join(", ")))?;
+    conn.execute_batch(&format!(
+        "CREATE TEMP TABLE {} ({})",
+        table.name,
+        ddl.join(", ")
+    ))?;
 
-    std::fs::create_dir_all(spool_dir).map_err(Error::io(format!("creating {}", spool_dir.display())))?;
-    let spool = tempfile::tempfile_in(spool_dir).map_err(Error::io("creating the training spool file"))?;
+    std::fs::create_dir_all(spool_dir)
+        .map_err(Error::io(format!("creating {}", spool_dir.display())))?;
+    let spool =
+        tempfile::tempfile_in(spool_dir).map_err(Error::io("creating the training spool file"))?;
     let mut spool = StreamWriter::try_new(BufWriter::new(spool), &plan.input_schema)?;
     let mut rows = 0i64;
     {
@@ -253,7 +303,8 @@ pub fn run(
         .into_inner()?
         .into_inner()
         .map_err(|e| Error::io("flushing the training spool file")(e.into_error()))?;
-    file.seek(SeekFrom::Start(0)).map_err(Error::io("rewinding the training spool file"))?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(Error::io("rewinding the training spool file"))?;
     let mut passthrough = Passthrough {
         reader: StreamReader::try_new(BufReader::new(file), None)?,
         current: None,
@@ -286,7 +337,9 @@ impl Passthrough {
                 Some(batch) if self.offset < batch.num_rows() => batch,
                 _ => {
                     let next = self.reader.next().ok_or_else(|| {
-                        Error::Corrupt("the training join returned more rows than it was given".into())
+                        Error::Corrupt(
+                            "the training join returned more rows than it was given".into(),
+                        )
                     })??;
                     self.current = Some(next);
                     self.offset = 0;

@@ -1,0 +1,201 @@
+//! Retrieval commands: `get` (online values), `history`, `training-data`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use clap::Args;
+use featherstore_client::{HistoryRequest, OnlineRequest, Timestamp, TrainingDataOptions};
+use featherstore_core::types::timestamp_type;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::common::{fetch_spec, parse_entities, CliError, CliResult, ServerArgs};
+use crate::output::{write_results, OneBatch, OutputArgs};
+use crate::source::{self, Format, Typing};
+
+#[derive(Args)]
+pub struct GetArgs {
+    /// Feature set name.
+    set: String,
+    /// Entity keys (integers for an int64 entity).
+    #[arg(required = true, value_name = "ENTITY")]
+    entities: Vec<String>,
+    /// Only these features, in this order (comma-separated; default all).
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    features: Option<Vec<String>>,
+    #[command(flatten)]
+    output: OutputArgs,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+#[derive(Args)]
+pub struct HistoryArgs {
+    /// Feature set name.
+    set: String,
+    /// Only this entity (repeatable; default all entities).
+    #[arg(long = "entity", value_name = "ENTITY")]
+    entities: Vec<String>,
+    /// Rows with event time >= this (RFC 3339 or YYYY-MM-DD).
+    #[arg(long, value_name = "TIME")]
+    start: Option<String>,
+    /// Rows with event time < this (RFC 3339 or YYYY-MM-DD).
+    #[arg(long, value_name = "TIME")]
+    end: Option<String>,
+    /// Only these features, in this order (comma-separated; default all).
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    features: Option<Vec<String>>,
+    #[command(flatten)]
+    output: OutputArgs,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+#[derive(Args)]
+pub struct TrainingDataArgs {
+    /// Entity rows: each referenced set's entity column, the timestamp column, and any other
+    /// columns (labels), which pass through. Parquet, CSV/TSV or Arrow IPC; `-` reads standard
+    /// input (with --format).
+    #[arg(value_name = "ENTITY_FILE")]
+    entities: PathBuf,
+    /// Features to join, as set:feature or set:* (comma-separated, in output order).
+    #[arg(
+        long,
+        required = true,
+        value_delimiter = ',',
+        value_name = "SET:FEATURE"
+    )]
+    features: Vec<String>,
+    /// Column of the entity rows holding each row's time.
+    #[arg(long, default_value = featherstore_core::spec::DEFAULT_TIMESTAMP, value_name = "COLUMN")]
+    timestamp: String,
+    /// Name appended columns set__feature instead of feature.
+    #[arg(long)]
+    full_names: bool,
+    /// Read the entity file as this format, whatever its extension.
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// Entity rows per batch sent.
+    #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    batch_size: u64,
+    #[command(flatten)]
+    output: OutputArgs,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+pub fn get(args: GetArgs) -> CliResult {
+    let runtime = crate::common::runtime()?;
+    runtime.block_on(async {
+        let client = args.server.connect().await?;
+        let spec = fetch_spec(&client, &args.set).await?;
+        let entities = parse_entities(&spec, &args.entities)?;
+        let mut request = OnlineRequest::new(&args.set, entities);
+        if let Some(features) = &args.features {
+            request = request.features(features.iter().cloned());
+        }
+        let batch = client
+            .online(request)
+            .await
+            .map_err(|e| args.server.describe(e))?;
+        write_results(OneBatch::new(batch), &args.output, |e| {
+            args.server.describe(e)
+        })
+        .await?;
+        Ok(())
+    })
+}
+
+fn parse_time(flag: &str, text: &Option<String>) -> CliResult<Option<Timestamp>> {
+    text.as_deref()
+        .map(|t| Timestamp::parse(t).map_err(|e| CliError::new(format!("--{flag}: {e}"))))
+        .transpose()
+}
+
+pub fn history(args: HistoryArgs) -> CliResult {
+    let start = parse_time("start", &args.start)?;
+    let end = parse_time("end", &args.end)?;
+    let runtime = crate::common::runtime()?;
+    runtime.block_on(async {
+        let client = args.server.connect().await?;
+        let mut request = HistoryRequest::new(&args.set);
+        if !args.entities.is_empty() {
+            let spec = fetch_spec(&client, &args.set).await?;
+            request = request.entities(parse_entities(&spec, &args.entities)?);
+        }
+        if let Some(start) = start {
+            request = request.start(start);
+        }
+        if let Some(end) = end {
+            request = request.end(end);
+        }
+        if let Some(features) = &args.features {
+            request = request.features(features.iter().cloned());
+        }
+        let results = client
+            .history(request)
+            .await
+            .map_err(|e| args.server.describe(e))?;
+        write_results(results, &args.output, |e| args.server.describe(e)).await?;
+        Ok(())
+    })
+}
+
+pub fn training_data(args: TrainingDataArgs) -> CliResult {
+    let (path, format) = source::resolve(std::slice::from_ref(&args.entities), args.format)?
+        .pop()
+        .expect("one file");
+    let runtime = crate::common::runtime()?;
+    runtime.block_on(async {
+        let client = args.server.connect().await?;
+        // Column types of untyped files: each referenced set's entity column, the timestamp.
+        let specs = client
+            .list_feature_sets()
+            .await
+            .map_err(|e| args.server.describe(e))?;
+        let mut columns = HashMap::new();
+        columns.insert(args.timestamp.clone(), timestamp_type());
+        for feature in &args.features {
+            let set = feature.split_once(':').map_or(feature.as_str(), |(s, _)| s);
+            if let Some(spec) = specs.iter().find(|s| s.name == set) {
+                columns.insert(
+                    spec.entity.name.clone(),
+                    spec.entity.entity_type.arrow_type(),
+                );
+            }
+        }
+        let typing = Typing::Columns(Arc::new(columns));
+        let batch_size = args.batch_size as usize;
+        let (tx, rx) = mpsc::channel::<CliResult<RecordBatch>>(2);
+        let reader = tokio::task::spawn_blocking(move || {
+            let source = match source::open(&path, format, &typing, batch_size) {
+                Ok(source) => source,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            };
+            for batch in source.batches {
+                let failed = batch.is_err();
+                if tx.blocking_send(batch).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        let input = ReceiverStream::new(rx)
+            .map(|item| item.map_err(|e| featherstore_client::Error::InvalidArgument(e.0)));
+        let options = TrainingDataOptions::default()
+            .timestamp(&args.timestamp)
+            .full_names(args.full_names);
+        let results = client
+            .training_data_stream(input, args.features.iter().cloned(), options)
+            .await
+            .map_err(|e| args.server.describe(e))?;
+        write_results(results, &args.output, |e| args.server.describe(e)).await?;
+        drop(reader); // it stops at the end of its file, or when the call is gone
+        Ok(())
+    })
+}

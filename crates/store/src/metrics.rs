@@ -1,0 +1,361 @@
+//! Counters and timings of storage work, kept in atomics so that recording costs a few
+//! nanoseconds and needs no metrics library here; the server reads them at scrape time and
+//! renders them as Prometheus families.
+//!
+//! - [`OperationMetrics`]: a duration histogram per [`Operation`], one per
+//!   [`FeatureStore`](crate::FeatureStore) (see `FeatureStore::operations`).
+//! - [`PARQUET`]: activity of the Parquet backend (log appends, flushes, compactions),
+//!   process-wide; the backend bumps them with [`Counter::add`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Upper bounds (seconds) of the duration buckets: from 5 µs, since an online lookup of a few
+/// entities takes microseconds, to a minute for large training data joins.
+pub const DURATION_BUCKETS: [f64; 22] = [
+    0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005,
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+const BUCKET_NANOS: [u64; 22] = {
+    let mut nanos = [0u64; 22];
+    let mut i = 0;
+    while i < 22 {
+        nanos[i] = (DURATION_BUCKETS[i] * 1e9) as u64;
+        i += 1;
+    }
+    nanos
+};
+
+/// A duration histogram with the fixed [`DURATION_BUCKETS`].
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative); the last one is +Inf.
+    buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+/// A consistent-enough copy of a [`Histogram`] for rendering.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramSnapshot {
+    /// Cumulative counts, one per bound of [`DURATION_BUCKETS`] (`le` semantics).
+    pub cumulative: Vec<u64>,
+    pub count: u64,
+    pub sum_seconds: f64,
+}
+
+impl Histogram {
+    pub fn observe(&self, elapsed: Duration) {
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let bucket = BUCKET_NANOS.partition_point(|&bound| bound < nanos);
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let mut running = 0;
+        let cumulative = self.buckets[..DURATION_BUCKETS.len()]
+            .iter()
+            .map(|b| {
+                running += b.load(Ordering::Relaxed);
+                running
+            })
+            .collect();
+        HistogramSnapshot {
+            cumulative,
+            // At least the sum of the buckets, so that +Inf is never below a finite bucket.
+            count: self.count.load(Ordering::Relaxed).max(running),
+            sum_seconds: self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+        }
+    }
+}
+
+/// Storage and index work whose duration is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// An online read from the in-memory index.
+    IndexLookup,
+    /// Publishing an ingested batch to the online index.
+    IndexApply,
+    /// Rebuilding a set's online index from storage at startup.
+    IndexRebuild,
+    /// Storing a batch durably in the offline store.
+    Append,
+    /// A history scan (time spent handing batches to the client excluded).
+    Scan,
+    /// A training data join (time spent waiting for entity rows or the client excluded).
+    Training,
+    /// Row, entity and freshness statistics of a set.
+    Stats,
+    CreateSet,
+    DeleteSet,
+}
+
+impl Operation {
+    pub const ALL: [Operation; 9] = [
+        Operation::IndexLookup,
+        Operation::IndexApply,
+        Operation::IndexRebuild,
+        Operation::Append,
+        Operation::Scan,
+        Operation::Training,
+        Operation::Stats,
+        Operation::CreateSet,
+        Operation::DeleteSet,
+    ];
+
+    /// The `operation` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::IndexLookup => "index_lookup",
+            Operation::IndexApply => "index_apply",
+            Operation::IndexRebuild => "index_rebuild",
+            Operation::Append => "append",
+            Operation::Scan => "scan",
+            Operation::Training => "training",
+            Operation::Stats => "stats",
+            Operation::CreateSet => "create_set",
+            Operation::DeleteSet => "delete_set",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One duration histogram per [`Operation`].
+#[derive(Debug, Default)]
+pub struct OperationMetrics {
+    histograms: [Histogram; Operation::ALL.len()],
+}
+
+impl OperationMetrics {
+    pub fn observe(&self, operation: Operation, elapsed: Duration) {
+        self.histograms[operation.index()].observe(elapsed);
+    }
+
+    /// Measures until the returned guard is dropped (or [`OperationTimer::finish`]ed).
+    pub fn start(&self, operation: Operation) -> OperationTimer<'_> {
+        OperationTimer {
+            metrics: self,
+            operation,
+            started: Instant::now(),
+            excluded: Duration::ZERO,
+        }
+    }
+
+    pub fn snapshot(&self, operation: Operation) -> HistogramSnapshot {
+        self.histograms[operation.index()].snapshot()
+    }
+}
+
+/// Records the time since it started, less any time [`exclude`](Self::exclude)d, on drop.
+pub struct OperationTimer<'a> {
+    metrics: &'a OperationMetrics,
+    operation: Operation,
+    started: Instant,
+    excluded: Duration,
+}
+
+impl OperationTimer<'_> {
+    /// Leaves time spent outside the operation (waiting for a client) out of its duration.
+    pub fn exclude(&mut self, elapsed: Duration) {
+        self.excluded += elapsed;
+    }
+
+    pub fn finish(self) {}
+}
+
+impl Drop for OperationTimer<'_> {
+    fn drop(&mut self) {
+        let elapsed = self.started.elapsed().saturating_sub(self.excluded);
+        self.metrics.observe(self.operation, elapsed);
+    }
+}
+
+/// A monotonic counter.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub const fn new() -> Self {
+        Counter(AtomicU64::new(0))
+    }
+
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Activity of the Parquet backend, summed over every set (and every store in the process).
+/// Seconds are counted in microseconds so that rates give mean durations.
+#[derive(Debug, Default)]
+pub struct ParquetActivity {
+    /// Batches appended to the write-ahead log, and the bytes written for them.
+    pub log_appends: Counter,
+    pub log_bytes: Counter,
+    /// fsyncs of log segments (one per durable append, unless batched).
+    pub log_syncs: Counter,
+    /// Flushes of the log into Parquet files that completed, and what they wrote.
+    pub flushes: Counter,
+    pub flushed_rows: Counter,
+    pub flushed_files: Counter,
+    pub flushed_bytes: Counter,
+    pub flush_micros: Counter,
+    pub flush_failures: Counter,
+    /// Compactions that completed: small files read and merged files written.
+    pub compactions: Counter,
+    pub compacted_input_files: Counter,
+    pub compacted_output_files: Counter,
+    pub compacted_bytes: Counter,
+    pub compaction_micros: Counter,
+    pub compaction_failures: Counter,
+}
+
+impl ParquetActivity {
+    pub const fn new() -> Self {
+        ParquetActivity {
+            log_appends: Counter::new(),
+            log_bytes: Counter::new(),
+            log_syncs: Counter::new(),
+            flushes: Counter::new(),
+            flushed_rows: Counter::new(),
+            flushed_files: Counter::new(),
+            flushed_bytes: Counter::new(),
+            flush_micros: Counter::new(),
+            flush_failures: Counter::new(),
+            compactions: Counter::new(),
+            compacted_input_files: Counter::new(),
+            compacted_output_files: Counter::new(),
+            compacted_bytes: Counter::new(),
+            compaction_micros: Counter::new(),
+            compaction_failures: Counter::new(),
+        }
+    }
+
+    /// Every counter with its metric name suffix and help text, for rendering.
+    pub fn counters(&self) -> [(&'static str, &'static str, u64); 15] {
+        [
+            (
+                "log_appends",
+                "Batches appended to the write-ahead log",
+                self.log_appends.get(),
+            ),
+            (
+                "log_bytes",
+                "Bytes written to the write-ahead log",
+                self.log_bytes.get(),
+            ),
+            (
+                "log_syncs",
+                "fsyncs of write-ahead log segments",
+                self.log_syncs.get(),
+            ),
+            (
+                "flushes",
+                "Flushes of the log into Parquet files",
+                self.flushes.get(),
+            ),
+            (
+                "flushed_rows",
+                "Rows written to Parquet by flushes",
+                self.flushed_rows.get(),
+            ),
+            (
+                "flushed_files",
+                "Parquet files written by flushes",
+                self.flushed_files.get(),
+            ),
+            (
+                "flushed_bytes",
+                "Parquet bytes written by flushes",
+                self.flushed_bytes.get(),
+            ),
+            (
+                "flush_micros",
+                "Microseconds spent flushing",
+                self.flush_micros.get(),
+            ),
+            (
+                "flush_failures",
+                "Flushes that failed (and will be retried)",
+                self.flush_failures.get(),
+            ),
+            (
+                "compactions",
+                "Compactions of small Parquet files",
+                self.compactions.get(),
+            ),
+            (
+                "compacted_input_files",
+                "Small files merged away by compaction",
+                self.compacted_input_files.get(),
+            ),
+            (
+                "compacted_output_files",
+                "Files written by compaction",
+                self.compacted_output_files.get(),
+            ),
+            (
+                "compacted_bytes",
+                "Parquet bytes written by compaction",
+                self.compacted_bytes.get(),
+            ),
+            (
+                "compaction_micros",
+                "Microseconds spent compacting",
+                self.compaction_micros.get(),
+            ),
+            (
+                "compaction_failures",
+                "Compactions that failed (and will be retried)",
+                self.compaction_failures.get(),
+            ),
+        ]
+    }
+}
+
+/// The Parquet backend's activity counters.
+pub static PARQUET: ParquetActivity = ParquetActivity::new();
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_with_le_bounds() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(3)); // <= 5 µs
+        h.observe(Duration::from_micros(5)); // <= 5 µs (bounds are inclusive)
+        h.observe(Duration::from_micros(7)); // <= 10 µs
+        h.observe(Duration::from_secs(100)); // +Inf only
+        let s = h.snapshot();
+        assert_eq!(s.cumulative[0], 2);
+        assert_eq!(s.cumulative[1], 3);
+        assert_eq!(*s.cumulative.last().unwrap(), 3);
+        assert_eq!(s.count, 4);
+        assert!(
+            (s.sum_seconds - 100.000_015).abs() < 1e-9,
+            "{}",
+            s.sum_seconds
+        );
+    }
+
+    #[test]
+    fn timers_leave_out_excluded_time() {
+        let metrics = OperationMetrics::default();
+        let mut timer = metrics.start(Operation::Scan);
+        timer.exclude(Duration::from_secs(3600));
+        timer.finish();
+        let s = metrics.snapshot(Operation::Scan);
+        assert_eq!((s.count, s.cumulative[0]), (1, 1));
+        assert_eq!(metrics.snapshot(Operation::Append).count, 0);
+    }
+}
