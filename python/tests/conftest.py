@@ -108,10 +108,12 @@ class ServerProcess:
         code = self.process.poll()
         self.stop()
         reason = f"exited with {code}" if code is not None else f"not ready in {READY_TIMEOUT}s"
-        raise RuntimeError(
+        message = (
             f"featherstore server ({self.backend}) {reason}: {' '.join(self.args)}\n"
             f"stdout: {seen[-5:]}\nstderr tail:\n{self.log_tail()}"
         )
+        self.cleanup()
+        raise RuntimeError(message)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -249,7 +251,9 @@ def require_framework(module: str) -> Any:
     FEATHERSTORE_REQUIRE_FRAMEWORKS=1 (as in CI), where a missing framework fails."""
     if os.environ.get("FEATHERSTORE_REQUIRE_FRAMEWORKS") == "1":
         return __import__(module)
-    return pytest.importorskip(module, reason=f"{module} is not installed (see scripts/setup-python.sh)")
+    return pytest.importorskip(
+        module, reason=f"{module} is not installed (see scripts/setup-python.sh)"
+    )
 
 
 def skip_if_no_training_data(client: featherstore.Client) -> None:

@@ -12,7 +12,15 @@ import pyarrow as pa
 import pytest
 
 import featherstore
-from conftest import TS, require_framework, skip_if_no_training_data, unique, user_rows, user_spec, utc
+from conftest import (
+    TS,
+    require_framework,
+    skip_if_no_training_data,
+    unique,
+    user_rows,
+    user_spec,
+    utc,
+)
 
 pytestmark = pytest.mark.framework
 
@@ -69,7 +77,11 @@ def assert_rows(features, labels, start: int = 0) -> None:
         got = [float(v) for v in x]
         assert len(got) == 6
         for g, w in zip(got, want):
-            assert (math.isnan(g) and math.isnan(w)) or g == pytest.approx(w, rel=1e-6), (i, got, want)
+            assert (math.isnan(g) and math.isnan(w)) or g == pytest.approx(w, rel=1e-6), (
+                i,
+                got,
+                want,
+            )
         assert int(y) == i % 2
 
 
@@ -82,7 +94,8 @@ def test_import_featherstore_needs_no_framework() -> None:
 
     code = (
         "import sys, featherstore; "
-        "print(sorted(m for m in ('torch', 'tensorflow', 'ray', 'pandas', 'polars') if m in sys.modules))"
+        "names = ('torch', 'tensorflow', 'ray', 'pandas', 'polars'); "
+        "print(sorted(m for m in names if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -136,12 +149,15 @@ def test_torch_dataset_batches_and_workers(one_client: featherstore.Client, trai
     )
     sizes = [len(x) for x, _ in ds]
     assert sizes == [100, 100, 100]
-    # two worker processes: every row exactly once
-    loader = DataLoader(ds, batch_size=None, num_workers=2)
-    seen = sorted(int(v) for x, _ in loader for v in x[:, 0])
+    # two worker processes (spawned): every row exactly once
+    seen = sorted(int(v) for x, _ in ds.loader(num_workers=2) for v in x[:, 0])
     assert len(seen) == N
     expected = sorted(int(expected_row(i)[0]) if i % 12 < 10 else -1 for i in range(N))
     assert seen == expected
+    # forked workers would hang in gRPC: they fail with a clear message instead
+    forked = DataLoader(ds, batch_size=None, num_workers=1, multiprocessing_context="fork")
+    with pytest.raises(RuntimeError, match="spawn"):
+        list(forked)
     # no label: features only
     plain = TrainingDataset(one_client, rows, [f"{name}:age"])
     first = next(iter(plain))
@@ -177,6 +193,10 @@ def test_tensorflow_dataset(one_client: featherstore.Client, training) -> None:
     assert len(items) == N
     assert_rows([x for x, _ in items], [y for _, y in items])
 
+    unlabelled = training_dataset(one_client, rows, refs)
+    assert unlabelled.element_spec == tf.TensorSpec(shape=(6,), dtype=tf.float32)
+    assert sum(1 for _ in unlabelled) == N
+
     batched = training_dataset(one_client, rows, refs, label="label", batch_size=128)
     x_spec, y_spec = batched.element_spec
     assert x_spec.shape.as_list() == [None, 6] and y_spec.shape.as_list() == [None]
@@ -191,14 +211,24 @@ def test_tensorflow_dataset(one_client: featherstore.Client, training) -> None:
     assert len(history.history["loss"]) == 1
 
 
-def test_ray_dataset(one_client: featherstore.Client, training) -> None:
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local one-CPU Ray cluster for this module, shut down afterwards."""
     ray = require_framework("ray")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+def test_ray_dataset(one_client: featherstore.Client, training, ray_cluster) -> None:
+    ray = ray_cluster
     skip_if_no_training_data(one_client)
     import featherstore.ray as fray
 
     name, rows = training
-    if not ray.is_initialized():
-        ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
     ds = fray.training_dataset(one_client, rows, [f"{name}:age", f"{name}:ctr_7d"], block_rows=128)
     assert isinstance(ds, ray.data.Dataset)
     assert ds.count() == N
@@ -208,13 +238,10 @@ def test_ray_dataset(one_client: featherstore.Client, training) -> None:
     assert set(ds.schema().names) >= {"user_id", "event_timestamp", "label", "age", "ctr_7d"}
 
 
-def test_ray_online_and_history(one_client: featherstore.Client, training) -> None:
-    ray = require_framework("ray")
+def test_ray_online_and_history(one_client: featherstore.Client, training, ray_cluster) -> None:
     import featherstore.ray as fray
 
     name, _ = training
-    if not ray.is_initialized():
-        ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
     online = fray.online_dataset(one_client, name, ["u0", "u1", "nobody"], features=["age"])
     assert [r["age"] for r in online.take_all()] == [1000, 1, None]
     history = fray.history_dataset(one_client, name, entities=["u0"])

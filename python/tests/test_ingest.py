@@ -184,8 +184,9 @@ def test_rejected_batch_keeps_earlier_batches(client: featherstore.Client, user_
         }
     )
     reader = pa.RecordBatchReader.from_batches(good.schema, [good, bad])
-    with pytest.raises(featherstore.InvalidArgumentError, match="user_id"):
+    with pytest.raises(featherstore.InvalidArgumentError, match="user_id") as info:
         client.ingest(user_set, reader, max_in_flight=1)
+    assert info.value.rows_acknowledged == 2
     assert sorted(history_ages(client, user_set)) == [("g1", 1), ("g2", 2)]
 
 
@@ -203,7 +204,10 @@ def test_ingest_int64_entities(client: featherstore.Client) -> None:
         {
             "name": name,
             "entity": {"name": "merchant_id", "type": "int64"},
-            "features": [{"name": "risk", "type": "float64"}, {"name": "vec", "type": "float64[2]"}],
+            "features": [
+                {"name": "risk", "type": "float64"},
+                {"name": "vec", "type": "float64[2]"},
+            ],
         }
     )
     try:
@@ -235,3 +239,9 @@ def test_embedding_type_is_fixed_size(client: featherstore.Client, user_set: str
     with pytest.raises(featherstore.InvalidArgumentError, match="embedding"):
         client.ingest(user_set, table)
     assert EMB.list_size == 4
+
+
+def test_ingest_nothing(client: featherstore.Client, user_set: str) -> None:
+    empty = user_rows([]).slice(0, 0)
+    assert client.ingest(user_set, empty) == 0
+    assert client.get_feature_set(user_set)["stats"]["rows"] == 0

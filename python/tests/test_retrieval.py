@@ -44,9 +44,7 @@ def test_online_keeps_order_and_duplicates(client: featherstore.Client, filled_s
     assert ts[1] == utc(2026, 1, 3) and ts[3] is None
 
 
-def test_online_feature_subset_in_asked_order(
-    client: featherstore.Client, filled_set: str
-) -> None:
+def test_online_feature_subset_in_asked_order(client: featherstore.Client, filled_set: str) -> None:
     table = client.get_online_features(filled_set, ("u1",), features=["ctr_7d", "age"])
     assert table.column_names == ["user_id", "ctr_7d", "age", "event_timestamp"]
     assert table.column("age").to_pylist() == [32]
@@ -74,7 +72,11 @@ def test_online_ttl(client: featherstore.Client) -> None:
             name,
             user_rows(
                 [
-                    {"user_id": "fresh", "event_timestamp": now - dt.timedelta(minutes=5), "age": 1},
+                    {
+                        "user_id": "fresh",
+                        "event_timestamp": now - dt.timedelta(minutes=5),
+                        "age": 1,
+                    },
                     {"user_id": "stale", "event_timestamp": now - dt.timedelta(hours=3), "age": 2},
                 ]
             ),
@@ -105,7 +107,9 @@ def test_history_range_is_half_open(client: featherstore.Client, filled_set: str
     )
     assert table.column("age").to_pylist() == [31]
     # RFC 3339 strings, and naive datetimes taken as UTC
-    table = client.get_history(filled_set, start="2026-01-02T00:00:00Z", end=dt.datetime(2026, 1, 5))
+    table = client.get_history(
+        filled_set, start="2026-01-02T00:00:00Z", end=dt.datetime(2026, 1, 5)
+    )
     assert list(zip(table.column("user_id").to_pylist(), table.column("age").to_pylist())) == [
         ("a0", 99),
         ("u1", 31),
@@ -113,7 +117,9 @@ def test_history_range_is_half_open(client: featherstore.Client, filled_set: str
     ]
     # another time zone is the same instant: 2026-01-03T01:00+01:00 == 2026-01-03T00:00Z
     cet = dt.timezone(dt.timedelta(hours=1))
-    table = client.get_history(filled_set, entities=["u1"], end=dt.datetime(2026, 1, 3, 1, tzinfo=cet))
+    table = client.get_history(
+        filled_set, entities=["u1"], end=dt.datetime(2026, 1, 3, 1, tzinfo=cet)
+    )
     assert table.column("age").to_pylist() == [30, 31]
     # open start, features subset, several entities
     table = client.get_history(
@@ -132,3 +138,11 @@ def test_history_empty_range(client: featherstore.Client, filled_set: str) -> No
 def test_history_bad_timestamp(client: featherstore.Client, filled_set: str) -> None:
     with pytest.raises(featherstore.InvalidArgumentError):
         client.get_history(filled_set, start="last tuesday")
+
+
+def test_online_over_entity_limit(client: featherstore.Client, filled_set: str) -> None:
+    # the default limit is 100,000 entities per online request
+    with pytest.raises(featherstore.ResourceExhaustedError) as info:
+        client.get_online_features(filled_set, [f"e{i}" for i in range(100_001)])
+    assert info.value.code == "RESOURCE_EXHAUSTED"
+    assert "100000" in str(info.value).replace(",", "").replace("_", "")

@@ -16,7 +16,6 @@ import featherstore
 from featherstore import _arrow
 from featherstore.errors import _parse
 
-
 # -- errors ----------------------------------------------------------------------------------
 
 
@@ -239,7 +238,10 @@ def test_wire_format(recording: RecordingServer) -> None:
         ("create_feature_set", {"name": "s"}),
         ("get_feature_set", {"name": "s"}),
         ("delete_feature_set", {"name": "s"}),
-        ("ticket", {"type": "online", "feature_set": "s", "entities": ["u1", "u1"], "features": ["a"]}),
+        (
+            "ticket",
+            {"type": "online", "feature_set": "s", "entities": ["u1", "u1"], "features": ["a"]},
+        ),
         (
             "ticket",
             {
@@ -271,7 +273,9 @@ def test_iter_training_data_can_stop_early(recording: RecordingServer) -> None:
 def test_client_pickles(recording: RecordingServer) -> None:
     import pickle
 
-    client = featherstore.Client(f"grpc://127.0.0.1:{recording.port}", timeout=3, headers={"x": "y"})
+    client = featherstore.Client(
+        f"grpc://127.0.0.1:{recording.port}", timeout=3, headers={"x": "y"}
+    )
     copy = pickle.loads(pickle.dumps(client))
     assert copy.location == client.location and copy.headers == {"x": "y"}
     assert copy.get_online_features("s", ["u1"]).num_rows == 1

@@ -57,7 +57,7 @@ impl Progress {
         let (bar, by_rows) = match (total_rows, total_bytes) {
             (Some(rows), _) => (
                 ProgressBar::new(rows).with_style(style(
-                    "{spinner} [{elapsed_precise}] [{wide_bar}] {human_pos}/{human_len} rows ({per_sec}, ETA {eta})",
+                    "{spinner} [{elapsed_precise}] [{wide_bar}] {human_pos}/{human_len} rows ({msg}, ETA {eta})",
                 )),
                 true,
             ),
@@ -93,18 +93,22 @@ impl Progress {
     /// was produced.
     fn stored(&mut self, rows: u64, bytes: u64) {
         self.rows += rows;
+        let seconds = self.started.elapsed().as_secs_f64().max(1e-3);
+        let rate = thousands((self.rows as f64 / seconds) as u64);
         if self.by_rows {
             self.bar.inc(rows);
+            self.bar.set_message(format!("{rate} rows/s"));
         } else {
             self.bar.set_position(bytes);
-            let seconds = self.started.elapsed().as_secs_f64().max(1e-3);
-            self.bar.set_message(format!(
-                "{} rows, {} rows/s",
-                thousands(self.rows),
-                thousands((self.rows as f64 / seconds) as u64)
-            ));
+            self.bar
+                .set_message(format!("{} rows, {rate} rows/s", thousands(self.rows)));
         }
     }
+}
+
+/// `1 row`, `2,500 rows`.
+fn rows(n: u64) -> String {
+    format!("{} row{}", thousands(n), if n == 1 { "" } else { "s" })
 }
 
 fn style(template: &str) -> ProgressStyle {
@@ -165,7 +169,7 @@ async fn ingest(args: IngestArgs, files: Vec<(PathBuf, Format)>) -> CliResult {
                 bytes_before += file_bytes;
             }
             Err(e) => {
-                progress.bar.abandon();
+                progress.bar.finish_and_clear();
                 let stored = progress.rows - rows_before;
                 let mut message = if e.0.starts_with(&format!("{label}: ")) {
                     e.0
@@ -174,9 +178,9 @@ async fn ingest(args: IngestArgs, files: Vec<(PathBuf, Format)>) -> CliResult {
                 };
                 if stored > 0 || progress.rows > 0 {
                     message.push_str(&format!(
-                        " ({} rows of {label} were stored before the error; {} rows in all)",
-                        thousands(stored),
-                        thousands(progress.rows)
+                        " ({} of {label} stored before the error; {} in all)",
+                        rows(stored),
+                        rows(progress.rows)
                     ));
                 }
                 return Err(CliError::new(message));
@@ -187,8 +191,8 @@ async fn ingest(args: IngestArgs, files: Vec<(PathBuf, Format)>) -> CliResult {
     let elapsed = started.elapsed();
     let rate = progress.rows as f64 / elapsed.as_secs_f64().max(1e-3);
     println!(
-        "ingested {} rows into {} from {} file{} ({} batch{}) in {:.2}s, {} rows/s",
-        thousands(progress.rows),
+        "ingested {} into {} from {} file{} ({} batch{}) in {:.2}s, {} rows/s",
+        rows(progress.rows),
         args.set,
         files.len(),
         if files.len() == 1 { "" } else { "s" },

@@ -152,6 +152,7 @@ pub async fn write_results<R: Results>(
     if batches.is_empty() {
         batches.push(RecordBatch::new_empty(results_schema(&results)?));
     }
+    let batches: Vec<RecordBatch> = batches.iter().map(|b| textual(b, true)).collect();
     println!("{}", arrow::util::pretty::pretty_format_batches(&batches)?);
     if more {
         println!("(first {rows} rows shown; more follow: use --limit N, --json or --output FILE)");
@@ -228,7 +229,6 @@ fn open_sink(path: &Path, schema: SchemaRef) -> CliResult<Box<dyn Sink>> {
                 arrow::csv::WriterBuilder::new()
                     .with_header(true)
                     .with_delimiter(delimiter)
-                    .with_timestamp_tz_format("%Y-%m-%dT%H:%M:%S%.fZ".to_string())
                     .build(BufWriter::new(file)),
             ))
         }
@@ -286,7 +286,7 @@ struct CsvSink(arrow::csv::Writer<BufWriter<File>>);
 
 impl Sink for CsvSink {
     fn write(&mut self, batch: &RecordBatch) -> CliResult {
-        Ok(self.0.write(&textual(batch))?)
+        Ok(self.0.write(&textual(batch, false))?)
     }
 
     fn finish(self: Box<Self>) -> CliResult {
@@ -295,18 +295,19 @@ impl Sink for CsvSink {
     }
 }
 
-/// Columns CSV cannot hold, as text: lists as JSON arrays, binary as base64.
-fn textual(batch: &RecordBatch) -> RecordBatch {
-    let needs_text = |t: &DataType| {
-        matches!(
-            t,
-            DataType::FixedSizeList(..)
-                | DataType::List(_)
-                | DataType::LargeList(_)
-                | DataType::Binary
-                | DataType::LargeBinary
-                | DataType::BinaryView
-        )
+/// Columns as text where the output needs it: timestamps as RFC 3339 in UTC (`...Z`; arrow's
+/// formatters cannot name the zone "UTC" without a time zone database), and for CSV, which
+/// has no such types, lists as JSON arrays and binary as base64.
+fn textual(batch: &RecordBatch, for_table: bool) -> RecordBatch {
+    let needs_text = |t: &DataType| match t {
+        DataType::Timestamp(..) => true,
+        DataType::FixedSizeList(..)
+        | DataType::List(_)
+        | DataType::LargeList(_)
+        | DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView => !for_table,
+        _ => false,
     };
     if !batch
         .schema()
@@ -450,7 +451,7 @@ mod tests {
         embedding.append(true);
         let batch =
             RecordBatch::try_from_iter([("e", Arc::new(embedding.finish()) as ArrayRef)]).unwrap();
-        let text = textual(&batch);
+        let text = textual(&batch, false);
         assert_eq!(text.column(0).as_string::<i32>().value(0), "[1.0,2.5]");
     }
 }

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use featherstore_server::config::{Backend, Config, Overrides};
+use featherstore_server::config::{Backend, Config, LogFormat, Overrides};
 use featherstore_server::telemetry::logging;
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -49,12 +49,19 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         metrics_port: args.metrics_port,
     };
     let config = Config::load(args.config.as_deref(), &overrides).map_err(|e| e.to_string())?;
+    // Logs go to stderr from here on; trace export starts inside `start`, on the runtime.
     logging::init(&config.logging);
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     runtime.block_on(async {
-        let server = featherstore_server::start(&config)
-            .await
-            .map_err(|e| e.to_string())?;
+        let server = match featherstore_server::start(&config).await {
+            Ok(server) => server,
+            // In JSON mode every line on stderr is JSON: the failure is logged, not printed.
+            Err(e) if config.logging.format == LogFormat::Json => {
+                tracing::error!(error = %e, "startup failed");
+                std::process::exit(1);
+            }
+            Err(e) => return Err(e.to_string()),
+        };
         // One JSON line on stdout tells scripts and tests where to connect (ports may be 0).
         let ready = serde_json::json!({
             "event": "ready",

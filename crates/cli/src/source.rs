@@ -198,12 +198,31 @@ pub fn open(path: &Path, format: Format, typing: &Typing, batch_size: usize) -> 
         },
     };
     let label_for_errors = label.clone();
+    let batches = batches.map(|b| b.and_then(drop_pandas_index));
     let batches = Rebatch::new(batches, batch_size, MAX_BATCH_BYTES)
         .map(move |b| b.map_err(|e| e.context(&label_for_errors)));
     Ok(Source {
         batches: Box::new(batches),
         bytes_read,
     })
+}
+
+/// Without the index columns pandas writes into Parquet and Arrow files (`__index_level_0__`):
+/// they are no data of the set.
+fn drop_pandas_index(batch: RecordBatch) -> CliResult<RecordBatch> {
+    let is_index = |name: &str| {
+        name.strip_prefix("__index_level_")
+            .and_then(|rest| rest.strip_suffix("__"))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let schema = batch.schema();
+    if !schema.fields().iter().any(|f| is_index(f.name())) {
+        return Ok(batch);
+    }
+    let keep: Vec<usize> = (0..schema.fields().len())
+        .filter(|&i| !is_index(schema.field(i).name()))
+        .collect();
+    Ok(batch.project(&keep)?)
 }
 
 fn stream_batches(
@@ -278,6 +297,13 @@ fn csv_batches(
                 .cloned()
                 .unwrap_or_else(|| field.data_type().clone()),
         };
+        // The CSV parser knows offsets, not zone names (no tz database): "+00:00" is UTC.
+        let data_type = match data_type {
+            DataType::Timestamp(unit, Some(tz)) if tz.as_ref() == "UTC" => {
+                DataType::Timestamp(unit, Some("+00:00".into()))
+            }
+            other => other,
+        };
         fields.push(Field::new(name, data_type, true));
     }
     let schema: SchemaRef = Arc::new(Schema::new(fields));
@@ -287,7 +313,27 @@ fn csv_batches(
         .with_delimiter(delimiter)
         .with_batch_size(batch_size)
         .build(body)?;
-    Ok(Box::new(reader.map(|b| b.map_err(CliError::from))))
+    Ok(Box::new(reader.map(|b| b.map_err(csv_error))))
+}
+
+/// The CSV parser counts data rows from 0 ("at line 0" is the row under the header): name the
+/// file's line instead.
+fn csv_error(e: arrow::error::ArrowError) -> CliError {
+    let message = e.to_string();
+    let marker = " at line ";
+    if let Some(at) = message.find(marker) {
+        let rest = &message[at + marker.len()..];
+        let digits = rest.chars().take_while(char::is_ascii_digit).count();
+        if let Ok(row) = rest[..digits].parse::<u64>() {
+            return CliError::new(format!(
+                "{}{marker}{}{}",
+                &message[..at],
+                row + 2,
+                &rest[digits..]
+            ));
+        }
+    }
+    CliError::new(message)
 }
 
 /// JSON lines decoded against a spec, `batch_size` lines at a time.
@@ -522,6 +568,30 @@ mod tests {
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].as_ref().unwrap().num_rows(), 3);
         assert_eq!(out[1].as_ref().unwrap_err().0, "broken");
+    }
+
+    #[test]
+    fn drops_pandas_index_columns() {
+        let batch = RecordBatch::try_from_iter([
+            ("x", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+            (
+                "__index_level_0__",
+                Arc::new(Int64Array::from(vec![0])) as ArrayRef,
+            ),
+            (
+                "__index_level_x__",
+                Arc::new(Int64Array::from(vec![0])) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        let kept = drop_pandas_index(batch).unwrap();
+        let names: Vec<_> = kept
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(names, ["x", "__index_level_x__"]);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! [`Client`]: the FeatherStore API over Arrow Flight.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
@@ -268,7 +269,7 @@ impl Client {
     pub async fn get_schema(&self, name: &str) -> Result<SchemaRef> {
         let descriptor = FlightDescriptor::new_path(vec![name.to_string()]);
         let schema = self.flight_client().get_schema(descriptor).await?;
-        Ok(std::sync::Arc::new(schema))
+        Ok(Arc::new(schema))
     }
 
     async fn action<T: DeserializeOwned>(
@@ -356,7 +357,8 @@ impl Client {
     }
 
     /// Streams batches into a set over one Flight `DoPut`, answering one [`IngestAck`] per
-    /// batch as it becomes durable. Batches are sent as the answer stream is polled, with
+    /// batch as it becomes durable. All batches of one call have the same columns and types.
+    /// Batches are sent as the answer stream is polled, with
     /// back-pressure: a producer faster than the server waits. Empty batches are skipped (and
     /// get no acknowledgement). An error of the input stream stops the call and is returned
     /// as is, after the acknowledgements of the batches sent before it.
@@ -383,30 +385,48 @@ impl Client {
         let Some(first) = batches.next().await else {
             return Ok(futures::stream::empty().boxed());
         };
-        let batches = futures::stream::once(async { first }).chain(batches);
+        // An input that fails at once sends nothing (the server would only see an empty call).
+        let first = first?;
+        let batches = same_schema(futures::stream::once(async { Ok(first) }).chain(batches));
         let descriptor = FlightDescriptor::new_path(vec![feature_set.to_string()]);
-        let data = encode(batches, descriptor);
-        let results = self.flight_client().do_put(data).await?;
-        let mut expected = 0u64;
-        Ok(results
-            .map(move |result| {
-                let result = result?;
-                let ack: IngestAck = serde_json::from_slice(&result.app_metadata).map_err(|e| {
-                    Error::protocol(format!(
-                        "invalid DoPut acknowledgement {:?}: {e}",
-                        String::from_utf8_lossy(&result.app_metadata)
-                    ))
-                })?;
-                if ack.batch != expected {
-                    return Err(Error::protocol(format!(
-                        "acknowledgement of batch {} where batch {expected} was due",
-                        ack.batch
-                    )));
+        // An input error ends the request cleanly and is kept aside: the server acknowledges
+        // every batch sent before it, then the error ends the answer. (FlightClient would
+        // report it at once, before acknowledgements already on their way.)
+        let input_error: Arc<Mutex<Option<Error>>> = Arc::default();
+        let slot = input_error.clone();
+        let request = encode(batches, descriptor).scan((), move |_, message| {
+            std::future::ready(match message {
+                Ok(message) => Some(message),
+                Err(e) => {
+                    *slot.lock().expect("not poisoned") = Some(Error::from(e));
+                    None
                 }
-                expected += 1;
-                Ok(ack)
             })
-            .boxed())
+        });
+        let answers = self.inner.clone().do_put(request).await?.into_inner();
+        let mut expected = 0u64;
+        let acks = answers.map(move |answer| {
+            let answer = answer?;
+            let ack: IngestAck = serde_json::from_slice(&answer.app_metadata).map_err(|e| {
+                Error::protocol(format!(
+                    "invalid DoPut acknowledgement {:?}: {e}",
+                    String::from_utf8_lossy(&answer.app_metadata)
+                ))
+            })?;
+            if ack.batch != expected {
+                return Err(Error::protocol(format!(
+                    "acknowledgement of batch {} where batch {expected} was due",
+                    ack.batch
+                )));
+            }
+            expected += 1;
+            Ok(ack)
+        });
+        let last = futures::stream::once(async move {
+            input_error.lock().expect("not poisoned").take().map(Err)
+        })
+        .filter_map(std::future::ready);
+        Ok(acks.chain(last).boxed())
     }
 
     // ---- online ----------------------------------------------------------------------------
@@ -570,13 +590,69 @@ impl Client {
                     .into(),
             )
         })??;
-        let batches = futures::stream::once(async { Ok(first) }).chain(batches);
+        let batches = same_schema(futures::stream::once(async { Ok(first) }).chain(batches));
         let command = options.command(&features).to_string();
         let descriptor = FlightDescriptor::new_cmd(command);
         let data = encode(batches, descriptor);
         let stream = self.flight_client().do_exchange(data).await?;
         Ok(BatchStream::new(stream))
     }
+}
+
+/// Checks that every batch has the columns (names and types) of the first: one Flight stream
+/// carries one schema, and a later batch would otherwise be sent under the first one's names.
+fn same_schema<S>(batches: S) -> impl Stream<Item = Result<RecordBatch>> + Send + 'static
+where
+    S: Stream<Item = Result<RecordBatch>> + Send + 'static,
+{
+    let mut first: Option<SchemaRef> = None;
+    let mut index = 0usize;
+    let mut relaxed: Option<(SchemaRef, SchemaRef)> = None;
+    batches.map(move |batch| {
+        let batch = batch?;
+        // Every column is sent as nullable: the encoder holds later batches to the first
+        // batch's schema, where a non-nullable field would refuse a later batch's nulls.
+        let schema = match &relaxed {
+            Some((from, to)) if from == batch.schema_ref() => to.clone(),
+            _ => {
+                let from = batch.schema();
+                let fields: Vec<_> = from
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone().with_nullable(true))
+                    .collect();
+                let to = Arc::new(arrow::datatypes::Schema::new_with_metadata(
+                    fields,
+                    from.metadata().clone(),
+                ));
+                relaxed = Some((from, to.clone()));
+                to
+            }
+        };
+        let batch = batch.with_schema(schema.clone())?;
+        match &first {
+            None => first = Some(schema),
+            Some(expected) => {
+                let columns = |s: &SchemaRef| {
+                    s.fields()
+                        .iter()
+                        .map(|f| format!("{}: {}", f.name(), f.data_type()))
+                        .collect::<Vec<_>>()
+                };
+                let (want, got) = (columns(expected), columns(&schema));
+                if want != got {
+                    return Err(Error::InvalidArgument(format!(
+                        "batch {index} has columns [{}] but the first batch of this call has \
+                         [{}]; the batches of one call share their columns and types",
+                        got.join(", "),
+                        want.join(", ")
+                    )));
+                }
+            }
+        }
+        index += 1;
+        Ok(batch)
+    })
 }
 
 /// Flight messages for `batches`, the descriptor on the first. One batch is one message (never

@@ -34,6 +34,17 @@
 //! # }
 //! ```
 //!
+//! # Entity keys and times
+//!
+//! Entity keys are strings or integers, as the set declares: `["u1", "u2"]`, `&ids` for a
+//! `Vec<i64>`, or one key (see [`Entities`]). Points in time are [`Timestamp`]s, made from
+//! `SystemTime`, `chrono` times, numbers or RFC 3339 text. Result batches carry times as
+//! `Timestamp(Microsecond, "UTC")`; arrow's pretty printer shows a zone given by name only with
+//! arrow's `chrono-tz` feature (or relabel the column `+00:00`, as `examples/quickstart.rs`
+//! does).
+//!
+//! # Errors
+//!
 //! Errors the server reports keep its gRPC status and message: see [`Error`]. Runnable
 //! examples live in the crate's `examples/` directory (`cargo run -p featherstore-client
 //! --example quickstart` against a running server).

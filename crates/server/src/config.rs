@@ -15,6 +15,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub limits: LimitsConfig,
     pub logging: LoggingConfig,
+    pub tracing: TracingConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -54,6 +55,8 @@ pub struct ParquetConfig {
     pub flush_rows: usize,
     /// ...or once its oldest row is this old.
     pub flush_interval_seconds: u64,
+    /// Compact a date partition once it has this many small files.
+    pub compact_min_files: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -94,6 +97,37 @@ pub struct LoggingConfig {
     pub level: String,
 }
 
+/// The OTLP transport of trace export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum OtlpProtocol {
+    #[serde(rename = "grpc")]
+    Grpc,
+    /// The OpenTelemetry default.
+    #[default]
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+/// OpenTelemetry trace export (OTLP). The standard `OTEL_*` environment variables win over
+/// these (as `RUST_LOG` wins over `logging.level`); export is off unless an endpoint is set
+/// here or in `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    /// The collector, e.g. `http://localhost:4317` (gRPC) or `http://localhost:4318`
+    /// (HTTP; `/v1/traces` is appended as with `OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub endpoint: Option<String>,
+    /// `grpc` or `http/protobuf` (`OTEL_EXPORTER_OTLP_PROTOCOL`).
+    pub protocol: OtlpProtocol,
+    /// An `OTEL_TRACES_SAMPLER` name: `parentbased_always_on` (default), `always_on`,
+    /// `always_off`, `traceidratio`, `parentbased_always_off`, `parentbased_traceidratio`.
+    pub sampler: String,
+    /// The ratio of the `*traceidratio` samplers, 0..=1 (`OTEL_TRACES_SAMPLER_ARG`).
+    pub sampler_arg: Option<f64>,
+    /// `service.name` of the exported spans (`OTEL_SERVICE_NAME`).
+    pub service_name: String,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -102,6 +136,19 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             limits: LimitsConfig::default(),
             logging: LoggingConfig::default(),
+            tracing: TracingConfig::default(),
+        }
+    }
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig {
+            endpoint: None,
+            protocol: OtlpProtocol::HttpProtobuf,
+            sampler: "parentbased_always_on".into(),
+            sampler_arg: None,
+            service_name: "featherstore".into(),
         }
     }
 }
@@ -134,6 +181,7 @@ impl Default for ParquetConfig {
             compression: "snappy".into(),
             flush_rows: 1_000_000,
             flush_interval_seconds: 60,
+            compact_min_files: 8,
         }
     }
 }
@@ -306,6 +354,34 @@ mod tests {
             jail.set_env("FEATHERSTORE_SERVER__HTTP_PROT", "1");
             let err = Config::load(None, &Overrides::default()).unwrap_err();
             assert!(err.to_string().contains("http_prot"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn tracing_section_from_file_and_env() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.yaml",
+                "tracing:\n  endpoint: http://collector:4317\n  protocol: grpc\n  sampler: traceidratio\n  sampler_arg: 0.25\n",
+            )?;
+            jail.set_env("FEATHERSTORE_TRACING__SERVICE_NAME", "features-eu");
+            let config = Config::load(Some(Path::new("c.yaml")), &Overrides::default())?;
+            assert_eq!(config.tracing.endpoint.as_deref(), Some("http://collector:4317"));
+            assert_eq!(config.tracing.protocol, OtlpProtocol::Grpc);
+            assert_eq!(config.tracing.sampler, "traceidratio");
+            assert_eq!(config.tracing.sampler_arg, Some(0.25));
+            assert_eq!(config.tracing.service_name, "features-eu");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("FEATHERSTORE_TRACING__PROTOCOL", "http/protobuf");
+            let config = Config::load(None, &Overrides::default())?;
+            assert_eq!(config.tracing.protocol, OtlpProtocol::HttpProtobuf);
+            assert_eq!(config.tracing.endpoint, None);
+            jail.set_env("FEATHERSTORE_TRACING__ENDPOINTT", "x");
+            let err = Config::load(None, &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("endpointt"), "{err}");
             Ok(())
         });
     }

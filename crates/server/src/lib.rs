@@ -46,6 +46,8 @@ pub struct RunningServer {
     pub metrics_addr: SocketAddr,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    /// Trace export, when configured: flushed once the listeners are done.
+    tracing: Option<telemetry::traces::Tracing>,
 }
 
 impl RunningServer {
@@ -53,11 +55,17 @@ impl RunningServer {
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         while self.tasks.join_next().await.is_some() {}
+        if let Some(tracing) = self.tracing.take() {
+            tracing.shutdown().await;
+        }
     }
 
     /// Waits until the server stops (it does not on its own; this is for `serve`).
     pub async fn wait(mut self) {
         while self.tasks.join_next().await.is_some() {}
+        if let Some(tracing) = self.tracing.take() {
+            tracing.shutdown().await;
+        }
     }
 
     /// A future that resolves on Ctrl-C or SIGTERM, then shuts the server down.
@@ -93,7 +101,7 @@ fn open_offline(config: &Config) -> Result<Box<dyn OfflineStore>, StartError> {
                 )?,
                 flush_rows: p.flush_rows,
                 flush_interval: std::time::Duration::from_secs(p.flush_interval_seconds),
-                ..Default::default()
+                compact_min_files: p.compact_min_files,
             };
             Box::new(featherstore_store::parquet::ParquetStore::open(
                 &p.directory,
@@ -132,8 +140,22 @@ fn serve_http(
     });
 }
 
-/// Opens storage (rebuilding the online index), binds the three ports and starts serving.
+/// Starts trace export if configured, opens storage (rebuilding the online index), binds the
+/// three ports and starts serving.
 pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
+    let tracing = telemetry::traces::start(&config.tracing).map_err(StartError::Config)?;
+    match start_serving(config).await {
+        Ok(server) => Ok(RunningServer { tracing, ..server }),
+        Err(e) => {
+            if let Some(tracing) = tracing {
+                tracing.shutdown().await;
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn start_serving(config: &Config) -> Result<RunningServer, StartError> {
     let host = config.server.host.clone();
     let http = bind("HTTP", &host, config.server.http_port).await?;
     let flight = bind("Flight", &host, config.server.flight_port).await?;
@@ -153,7 +175,10 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
 
     let state = AppState {
         store: Arc::new(store),
-        metrics: Arc::new(Metrics::new()),
+        metrics: Arc::new(Metrics::for_backend(match config.storage.backend {
+            Backend::Duckdb => "duckdb",
+            Backend::Parquet => "parquet",
+        })),
         max_message_bytes: config.limits.max_message_bytes,
     };
     let addr = |l: &TcpListener| l.local_addr().expect("bound listener has an address");
@@ -199,5 +224,6 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
         metrics_addr,
         stop,
         tasks,
+        tracing: None,
     })
 }

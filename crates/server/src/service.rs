@@ -33,7 +33,10 @@ where
     F: FnOnce(BatchSink) -> featherstore_store::Result<()> + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+    // The storage work runs in the request's span: its spans are children of it.
+    let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || {
+        let _entered = span.enter();
         let result = work(&mut |batch| {
             tx.blocking_send(Ok(batch))
                 .map_err(|_| StoreError::Cancelled)
@@ -52,7 +55,8 @@ where
 pub async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> ApiResult<T> + Send + 'static,
 ) -> ApiResult<T> {
-    tokio::task::spawn_blocking(work)
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(work))
         .await
         .map_err(|e| ApiError::Internal(format!("storage task failed: {e}")))?
 }
@@ -117,12 +121,20 @@ impl AppState {
         blocking(move || Ok(store.delete(&name)?)).await
     }
 
-    /// Stores one batch durably; returns its row count.
+    /// Stores one batch durably, as the whole of a request (HTTP); returns its row count.
     pub async fn ingest(&self, name: String, batch: RecordBatch) -> ApiResult<usize> {
+        let rows = self.store_batch(name, batch).await?;
+        tracing::Span::current().record("rows", rows as i64);
+        Ok(rows)
+    }
+
+    /// Stores one batch durably (one of a stream of them); returns its row count.
+    pub async fn store_batch(&self, name: String, batch: RecordBatch) -> ApiResult<usize> {
         let store = self.store.clone();
         let set = name.clone();
+        let bytes = crate::telemetry::metrics::batch_bytes(&batch);
         let rows = blocking(move || Ok(store.ingest(&set, &batch)?)).await?;
-        self.metrics.ingested(&name, rows);
+        self.metrics.ingested(&name, rows, bytes);
         Ok(rows)
     }
 

@@ -62,12 +62,17 @@ fn not_found(name: &str) -> DomainError {
     DomainError::not_found(format!("feature set {name:?} does not exist"))
 }
 
-/// Tracing: the API layer's request span declares `feature_set`, `entities` and `rows`; the
-/// calls below record them on the caller's current span (a no-op on a span without them), and
-/// wrap their own storage and index work in child spans at debug level, which cost nothing
-/// unless traces are exported or debug logs are on.
+/// Tracing: the API layer's request span declares `feature_set`, `entities` and `rows`. The
+/// calls made once per request (create, online, history, training data) record them on the
+/// caller's current span (a no-op on a span without them); every call wraps its storage and
+/// index work in child spans at debug level, which cost nothing unless traces are exported or
+/// debug logs are on. Counts are recorded as i64, which OpenTelemetry exports as integers.
 fn annotate(span: &Span, feature_set: &str) {
     span.record("feature_set", feature_set);
+}
+
+fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 impl FeatureStore {
@@ -189,7 +194,6 @@ impl FeatureStore {
     }
 
     pub fn delete(&self, name: &str) -> Result<()> {
-        annotate(&Span::current(), name);
         let _registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         let set = self.get(name)?;
         let mut deleted = set.ingest.lock().unwrap_or_else(|e| e.into_inner());
@@ -209,8 +213,6 @@ impl FeatureStore {
     /// Validates and coerces one batch, stores it durably, then publishes it to the online
     /// index. Returns the rows stored. Blocks on storage.
     pub fn ingest(&self, name: &str, batch: &RecordBatch) -> Result<usize> {
-        let request = Span::current();
-        annotate(&request, name);
         let set = self.get(name)?;
         let batch = coerce_batch(&set.spec, batch)?;
         let rows = batch.num_rows();
@@ -219,16 +221,15 @@ impl FeatureStore {
             return Err(not_found(name).into());
         }
         {
-            let _span = debug_span!("storage.append", rows).entered();
+            let _span = debug_span!("storage.append", rows = count(rows)).entered();
             let _timer = self.operations.start(Operation::Append);
             self.offline.append(&set.spec, &batch)?;
         }
         {
-            let _span = debug_span!("index.apply", rows).entered();
+            let _span = debug_span!("index.apply", rows = count(rows)).entered();
             let _timer = self.operations.start(Operation::IndexApply);
             set.index.apply(&batch);
         }
-        request.record("rows", rows);
         Ok(rows)
     }
 
@@ -236,7 +237,7 @@ impl FeatureStore {
     pub fn online(&self, ticket: &OnlineTicket) -> Result<RecordBatch> {
         let request = Span::current();
         annotate(&request, &ticket.feature_set);
-        request.record("entities", ticket.entities.len());
+        request.record("entities", count(ticket.entities.len()));
         if ticket.entities.len() > self.limits.max_online_entities {
             return Err(DomainError::TooLarge(format!(
                 "{} entities requested; at most {} are allowed in one online request",
@@ -249,11 +250,11 @@ impl FeatureStore {
         let features = set.spec.resolve_features(ticket.features.as_deref())?;
         let keys = EntityKeys::from_json(set.spec.entity.entity_type, &ticket.entities)?;
         let batch = {
-            let _span = debug_span!("index.lookup", entities = ticket.entities.len()).entered();
+            let _span = debug_span!("index.lookup", entities = count(ticket.entities.len())).entered();
             let _timer = self.operations.start(Operation::IndexLookup);
             set.index.lookup(&keys, &features, now_micros())?
         };
-        request.record("rows", batch.num_rows());
+        request.record("rows", count(batch.num_rows()));
         Ok(batch)
     }
 
@@ -263,7 +264,7 @@ impl FeatureStore {
         let request = Span::current();
         annotate(&request, &ticket.feature_set);
         if let Some(entities) = &ticket.entities {
-            request.record("entities", entities.len());
+            request.record("entities", count(entities.len()));
         }
         let set = self.get(&ticket.feature_set)?;
         let (start, end) = ticket.time_range()?;
@@ -301,8 +302,8 @@ impl FeatureStore {
             timer.exclude(handing.elapsed());
             sent
         });
-        span.record("rows", rows);
-        request.record("rows", rows);
+        span.record("rows", count(rows));
+        request.record("rows", count(rows));
         result
     }
 
@@ -370,14 +371,13 @@ impl FeatureStore {
             });
         drop(counted_rows);
         for span in [&span, &request] {
-            span.record("entities", entities);
-            span.record("rows", rows);
+            span.record("entities", count(entities));
+            span.record("rows", count(rows));
         }
         result
     }
 
     pub fn stats(&self, name: &str) -> Result<SetStats> {
-        annotate(&Span::current(), name);
         let set = self.get(name)?;
         let _span = debug_span!("storage.stats").entered();
         let _timer = self.operations.start(Operation::Stats);

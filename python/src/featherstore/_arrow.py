@@ -26,9 +26,10 @@ def _normalize_type(t: pa.DataType) -> pa.DataType:
     """
     if pa.types.is_dictionary(t):
         return _normalize_type(t.value_type)
-    if pa.types.is_large_list(t) or (hasattr(pa.types, "is_list_view") and (
-        pa.types.is_list_view(t) or pa.types.is_large_list_view(t)
-    )):
+    if pa.types.is_large_list(t) or (
+        hasattr(pa.types, "is_list_view")
+        and (pa.types.is_list_view(t) or pa.types.is_large_list_view(t))
+    ):
         return pa.list_(_normalize_field(t.value_field))
     if pa.types.is_list(t):
         return pa.list_(_normalize_field(t.value_field))

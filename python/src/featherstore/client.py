@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
+import os
 import threading
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Dict, Generator, Iterator, List, Optional, Sequence, Union
 
 import pyarrow as pa
 import pyarrow.flight as flight
@@ -58,8 +59,9 @@ class Client:
         batch_rows: rows per record batch sent by :meth:`ingest` and the training-data calls.
         **flight_kwargs: passed to ``pyarrow.flight.FlightClient`` (TLS roots, ...).
 
-    The client is safe to use from several threads; it is not fork-safe (make one per
-    process, as the framework adapters do).
+    The client is safe to use from several threads. It is not fork-safe: gRPC, under
+    pyarrow.flight, hangs in a child process forked after the parent used it. Start worker
+    processes with ``spawn`` or ``forkserver`` (a pickled client reconnects in the child).
     """
 
     def __init__(
@@ -79,6 +81,8 @@ class Client:
         self.batch_rows = batch_rows
         self._flight_kwargs = dict(flight_kwargs)
         self._flight = flight.FlightClient(location, **flight_kwargs)
+        # gRPC connections do not survive fork(); adapters check this to fail clearly.
+        self._pid = os.getpid()
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -218,7 +222,8 @@ class Client:
 
         Raises:
             InvalidArgumentError: a batch was rejected (the message names the column); the
-                batches acknowledged before it stay stored.
+                batches acknowledged before it stay stored, and the error's
+                ``rows_acknowledged`` tells how many rows they hold.
             NotFoundError: no feature set has that name.
         """
         schema, batches = _arrow.record_batches(data, batch_rows or self.batch_rows)
@@ -241,21 +246,25 @@ class Client:
             acked_rows += int(ack.get("rows", 0))
             acked_batches += 1
 
-        with _translated():
-            writer, reader = self._flight.do_put(descriptor, schema, self._options())
-            try:
-                for batch in batches:
-                    writer.write_batch(batch)
-                    sent += 1
-                    while sent - acked_batches > max(1, max_in_flight):
+        try:
+            with _translated():
+                writer, reader = self._flight.do_put(descriptor, schema, self._options())
+                try:
+                    for batch in batches:
+                        writer.write_batch(batch)
+                        sent += 1
+                        while sent - acked_batches > max(1, max_in_flight):
+                            read_ack()
+                    writer.done_writing()
+                    while acked_batches < sent:
                         read_ack()
-                writer.done_writing()
-                while acked_batches < sent:
-                    read_ack()
-                writer.close()
-            except BaseException:
-                _quiet_close(writer)
-                raise
+                    writer.close()
+                except BaseException:
+                    _quiet_close(writer)
+                    raise
+        except FeatherStoreError as e:
+            e.rows_acknowledged = acked_rows
+            raise
         return acked_rows
 
     # -- retrieval ----------------------------------------------------------------------------
@@ -316,7 +325,7 @@ class Client:
         timestamp: str,
         full_names: bool,
         batch_rows: Optional[int],
-    ) -> Iterator[Union[pa.Schema, pa.RecordBatch]]:
+    ) -> Generator[Union[pa.Schema, pa.RecordBatch], None, None]:
         """Runs the training-data DoExchange: yields the result schema, then its batches."""
         if isinstance(features, str):
             raise TypeError("features must be a list of 'set:feature' strings, not one string")

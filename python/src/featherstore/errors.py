@@ -32,9 +32,12 @@ class FeatherStoreError(Exception):
         message: the server's message, without pyarrow's transport decorations.
         code: the gRPC status name (``"NOT_FOUND"``, ``"INVALID_ARGUMENT"``, ...), or ``None``
             when the status could not be told.
+        rows_acknowledged: for a failed :meth:`Client.ingest`, the rows stored before the
+            failure (``None`` elsewhere).
     """
 
     default_code: Optional[str] = None
+    rows_acknowledged: Optional[int] = None
 
     def __init__(self, message: str, code: Optional[str] = None) -> None:
         super().__init__(message)

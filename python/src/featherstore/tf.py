@@ -19,7 +19,8 @@ try:
     import tensorflow as tf
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "featherstore.tf needs TensorFlow: pip install tensorflow-cpu (or 'featherstore[tensorflow]')"
+        "featherstore.tf needs TensorFlow: pip install tensorflow-cpu "
+        "(or 'featherstore[tensorflow]')"
     ) from e
 
 from . import _tensors
@@ -77,4 +78,3 @@ def training_dataset(
     if batch_size is not None:
         dataset = dataset.batch(batch_size)
     return dataset
-

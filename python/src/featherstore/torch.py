@@ -14,15 +14,14 @@ Importing this module imports torch; ``import featherstore`` alone does not.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Iterator, Optional, Sequence, Tuple, Union
 
 try:
     import torch
-    from torch.utils.data import IterableDataset, get_worker_info
+    from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 except ImportError as e:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "featherstore.torch needs PyTorch: pip install 'featherstore[torch]'"
-    ) from e
+    raise ImportError("featherstore.torch needs PyTorch: pip install 'featherstore[torch]'") from e
 
 from . import _tensors
 from .client import Client
@@ -44,9 +43,11 @@ class TrainingDataset(IterableDataset):  # type: ignore[type-arg]
 
     Null feature values (no value as of the row's time, or a null value) become `fill_null`.
 
-    With ``DataLoader(num_workers=k)`` every worker streams its own contiguous slice of the
-    entity rows over its own connection, so each row is seen once per epoch. Each epoch
-    streams the data again from the server.
+    With ``num_workers=k`` every worker streams its own contiguous slice of the entity rows
+    over its own connection, so each row is seen once per epoch. Workers must be started
+    with ``spawn`` or ``forkserver`` (gRPC hangs after ``fork``): use :meth:`loader`, or
+    ``DataLoader(ds, num_workers=k, multiprocessing_context="spawn")``. Each epoch streams
+    the data again from the server.
 
     Args:
         client: a :class:`featherstore.Client` or its Flight address.
@@ -92,6 +93,17 @@ class TrainingDataset(IterableDataset):  # type: ignore[type-arg]
             _tensors.label_kind(self.entities.schema, label)
         self.num_inputs = sum(c.width for c in self.columns)
 
+    def loader(self, num_workers: int = 0, **kwargs: Any) -> "DataLoader":
+        """A ``DataLoader`` over this dataset, with worker processes started by ``spawn``
+        (gRPC does not survive ``fork``). Without `batch_size` here, the loader batches the
+        rows (``batch_size=1`` by default, as ``DataLoader``); when the dataset batches
+        (``TrainingDataset(..., batch_size=n)``) the loader passes its batches through."""
+        if num_workers > 0:
+            kwargs.setdefault("multiprocessing_context", "spawn")
+        if self.batch_size is not None:
+            kwargs.setdefault("batch_size", None)
+        return DataLoader(self, num_workers=num_workers, **kwargs)
+
     @property
     def num_rows(self) -> int:
         """The number of entity rows, hence of items per epoch (before batching)."""
@@ -102,8 +114,15 @@ class TrainingDataset(IterableDataset):  # type: ignore[type-arg]
         if info is None:
             client, rows = self.client, self.entities
         else:
-            # A worker gets its own connection (gRPC does not survive fork) and its own rows.
-            client = self.client.clone()
+            if getattr(self.client, "_pid", None) != os.getpid():
+                raise RuntimeError(
+                    "featherstore.torch: this DataLoader worker was forked from a process that "
+                    "already uses gRPC, and gRPC connections hang after fork. Start workers with "
+                    "DataLoader(..., multiprocessing_context='spawn') (or 'forkserver'), or use "
+                    "TrainingDataset.loader(num_workers=...), which does."
+                )
+            # A worker streams its own slice of the rows over its own connection.
+            client = self.client
             rows = _tensors.shard(self.entities, info.id, info.num_workers)
         if rows.num_rows == 0:
             return

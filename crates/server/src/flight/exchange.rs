@@ -13,6 +13,7 @@ use super::get::encode;
 use super::{decode_error, flight_error, stream_error, FlightStream};
 use crate::error::{ApiError, ApiResult};
 use crate::service::{stream_blocking, AppState};
+use crate::telemetry::traces;
 
 /// Entity-row batches buffered between the network and the storage thread.
 const INPUT_BUFFER: usize = 2;
@@ -81,5 +82,9 @@ pub async fn do_exchange(
         let mut rows = std::iter::from_fn(|| rows_rx.blocking_recv());
         store.training_data(&plan, &mut rows, sink)
     });
-    Ok(encode(output_schema, batches.map_err(flight_error).boxed()))
+    // Streamed after the handler returns: in the call's span, which lasts until the end.
+    Ok(traces::in_span(
+        tracing::Span::current(),
+        encode(output_schema, batches.map_err(flight_error).boxed()),
+    ))
 }

@@ -10,6 +10,7 @@ use futures::{StreamExt, TryStreamExt};
 use super::{flight_error, FlightStream};
 use crate::error::ApiResult;
 use crate::service::{stream_blocking, AppState};
+use crate::telemetry::traces;
 
 pub async fn do_get(
     state: &AppState,
@@ -28,7 +29,11 @@ pub async fn do_get(
             let schema = set.spec.projected_schema(&query.features, false);
             let store = state.store.clone();
             let batches = stream_blocking(move |sink| store.scan_history(&set, &query, sink));
-            encode(schema, batches.map_err(flight_error).boxed())
+            // Streamed after the handler returns: in the call's span, which lasts until the end.
+            traces::in_span(
+                tracing::Span::current(),
+                encode(schema, batches.map_err(flight_error).boxed()),
+            )
         }
     };
     Ok(batches)

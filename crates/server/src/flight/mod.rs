@@ -22,7 +22,9 @@ use tracing::Instrument;
 use arrow_flight::error::FlightError;
 
 use crate::error::{ApiError, ApiResult};
-use crate::service::AppState;
+use crate::service::{parse_name, AppState};
+use crate::telemetry::metrics::Api;
+use crate::telemetry::traces;
 
 pub struct FlightApi {
     state: AppState,
@@ -56,6 +58,14 @@ fn stream_error(status: Status) -> ApiError {
     }
 }
 
+/// The feature set a path descriptor names, for the call's span.
+fn descriptor_set(descriptor: &FlightDescriptor) -> Option<String> {
+    match descriptor.path.as_slice() {
+        [name] => Some(name.clone()),
+        _ => None,
+    }
+}
+
 /// A failure to decode the client's Flight data.
 fn decode_error(e: FlightError) -> ApiError {
     match e {
@@ -65,18 +75,28 @@ fn decode_error(e: FlightError) -> ApiError {
 }
 
 impl FlightApi {
-    /// Runs a handler inside a span and records its metrics; its error becomes the status.
+    /// Runs a handler inside the call's span (joined to the caller's trace by the
+    /// `traceparent` metadata) and records its metrics; its error becomes the status, logged
+    /// inside the span.
     async fn observed<T>(
         &self,
+        metadata: &tonic::metadata::MetadataMap,
         method: &'static str,
+        feature_set: Option<&str>,
         work: impl Future<Output = ApiResult<T>>,
     ) -> Result<Response<T>, Status> {
         let started = Instant::now();
-        let result = work.instrument(tracing::info_span!("flight", method)).await;
+        let _in_flight = self.state.metrics.in_flight(Api::Flight);
+        let span = traces::flight_span(method, metadata);
+        if let Some(name) = feature_set {
+            span.record("feature_set", name);
+        }
+        let result = work.instrument(span.clone()).await;
         let code = result.as_ref().err().map_or("ok", |e| e.code().as_str());
-        self.state
-            .metrics
-            .observe("flight", method, code, started.elapsed());
+        let elapsed = started.elapsed();
+        self.state.metrics.observe("flight", method, code, elapsed);
+        traces::finish(&span, code, None, elapsed);
+        let _entered = span.enter();
         result.map(Response::new).map_err(Status::from)
     }
 }
@@ -103,19 +123,27 @@ impl FlightService for FlightApi {
 
     async fn list_flights(
         &self,
-        _request: Request<Criteria>,
+        request: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
-        self.observed("list_flights", catalog::list_flights(&self.state))
-            .await
+        self.observed(
+            request.metadata(),
+            "list_flights",
+            None,
+            catalog::list_flights(&self.state),
+        )
+        .await
     }
 
     async fn get_flight_info(
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let descriptor = request.into_inner();
+        let (metadata, _, descriptor) = request.into_parts();
+        let name = descriptor_set(&descriptor);
         self.observed(
+            &metadata,
             "get_flight_info",
+            name.as_deref(),
             catalog::flight_info(&self.state, descriptor),
         )
         .await
@@ -134,17 +162,23 @@ impl FlightService for FlightApi {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
-        let descriptor = request.into_inner();
-        self.observed("get_schema", catalog::schema(&self.state, descriptor))
-            .await
+        let (metadata, _, descriptor) = request.into_parts();
+        let name = descriptor_set(&descriptor);
+        self.observed(
+            &metadata,
+            "get_schema",
+            name.as_deref(),
+            catalog::schema(&self.state, descriptor),
+        )
+        .await
     }
 
     async fn do_get(
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        let ticket = request.into_inner();
-        self.observed("do_get", get::do_get(&self.state, ticket))
+        let (metadata, _, ticket) = request.into_parts();
+        self.observed(&metadata, "do_get", None, get::do_get(&self.state, ticket))
             .await
     }
 
@@ -152,8 +186,8 @@ impl FlightService for FlightApi {
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
-        let input = request.into_inner();
-        self.observed("do_put", put::do_put(self.state.clone(), input))
+        let (metadata, _, input) = request.into_parts();
+        self.observed(&metadata, "do_put", None, put::do_put(self.state.clone(), input))
             .await
     }
 
@@ -161,19 +195,34 @@ impl FlightService for FlightApi {
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
-        let input = request.into_inner();
-        self.observed("do_exchange", exchange::do_exchange(&self.state, input))
-            .await
+        let (metadata, _, input) = request.into_parts();
+        self.observed(
+            &metadata,
+            "do_exchange",
+            None,
+            exchange::do_exchange(&self.state, input),
+        )
+        .await
     }
 
     async fn do_action(
         &self,
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
-        let action = request.into_inner();
+        let (metadata, _, action) = request.into_parts();
         let method = actions::method_name(&action.r#type);
-        self.observed(method, actions::do_action(&self.state, action))
-            .await
+        // create_feature_set: the store records the name (from the spec).
+        let name = match method {
+            "get_feature_set" | "delete_feature_set" => parse_name(&action.body).ok(),
+            _ => None,
+        };
+        self.observed(
+            &metadata,
+            method,
+            name.as_deref(),
+            actions::do_action(&self.state, action),
+        )
+        .await
     }
 
     async fn list_actions(

@@ -42,15 +42,21 @@ pub async fn do_put(
         .map_err(|status| FlightError::Tonic(Box::new(status)));
     let mut batches = FlightRecordBatchStream::new_from_flight_data(messages);
     let (tx, rx) = mpsc::channel(ACK_BUFFER);
-    let span = tracing::info_span!("flight_put", feature_set = %name);
+    // The batches are stored after the handler returns, in the call's span: it lasts until
+    // the last one, and its `rows` is the total stored.
+    let span = tracing::Span::current();
+    span.record("feature_set", name.as_str());
+    let task_span = span.clone();
     tokio::spawn(
         async move {
             let started = Instant::now();
             let mut index = 0usize;
+            let mut total = 0usize;
             let outcome: ApiResult<()> = async {
                 while let Some(batch) = batches.next().await {
                     let batch = batch.map_err(decode_error)?;
-                    let rows = state.ingest(name.clone(), batch).await?;
+                    let rows = state.store_batch(name.clone(), batch).await?;
+                    total += rows;
                     let ack = serde_json::json!({"batch": index, "rows": rows});
                     let ack = PutResult {
                         app_metadata: Bytes::from(ack.to_string()),
@@ -63,6 +69,7 @@ pub async fn do_put(
                 Ok(())
             }
             .await;
+            span.record("rows", total as i64);
             let code = outcome.as_ref().err().map_or("ok", |e| e.code().as_str());
             state
                 .metrics
@@ -71,7 +78,7 @@ pub async fn do_put(
                 let _ = tx.send(Err(Status::from(e))).await;
             }
         }
-        .instrument(span),
+        .instrument(task_span),
     );
     Ok(ReceiverStream::new(rx).boxed())
 }

@@ -18,6 +18,8 @@ use tracing::Instrument;
 
 use crate::error::{ApiError, ApiResult};
 use crate::service::AppState;
+use crate::telemetry::metrics::Api;
+use crate::telemetry::traces;
 
 pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 
@@ -56,11 +58,12 @@ async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(&state.store),
-    )
+async fn metrics(State(state): State<AppState>) -> Response {
+    // Reads index and file sizes: off the async workers.
+    match tokio::task::spawn_blocking(move || state.metrics.render(&state.store)).await {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        Err(e) => ApiError::Internal(format!("rendering the metrics failed: {e}")).into_response(),
+    }
 }
 
 async fn not_found(request: Request) -> ApiError {
@@ -72,21 +75,28 @@ async fn not_found(request: Request) -> ApiError {
     .into()
 }
 
-/// Wraps every request in a span and records its count and duration.
+/// Wraps every request in a span (joined to the caller's trace by its `traceparent` header)
+/// and records its count, duration and outcome.
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
+    let _in_flight = state.metrics.in_flight(Api::Http);
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", |p| p.as_str())
         .to_owned();
     let method = format!("{} {route}", request.method());
-    let span = tracing::info_span!("http", method = %method);
-    let response = next.run(request).instrument(span).await;
+    let span = traces::http_span(&method, request.method(), &route, request.headers());
+    if route.starts_with("/v1/feature-sets/{name}") {
+        if let Some(name) = request.uri().path().split('/').nth(3) {
+            span.record("feature_set", name);
+        }
+    }
+    let response = next.run(request).instrument(span.clone()).await;
     let code = code_label(response.status());
-    state
-        .metrics
-        .observe("http", &method, code, started.elapsed());
+    let elapsed = started.elapsed();
+    state.metrics.observe("http", &method, code, elapsed);
+    traces::finish(&span, code, Some(response.status()), elapsed);
     response
 }
 

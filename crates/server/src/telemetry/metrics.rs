@@ -1,27 +1,62 @@
-//! The Prometheus metric families of PROTOCOL.md, rendered on `/metrics`.
+//! The Prometheus metric families (PROTOCOL.md's and the operational ones of
+//! docs/observability.md), rendered on `/metrics`.
+//!
+//! Request metrics are recorded as requests finish. Everything the store knows (per-set
+//! gauges, storage sizes, storage operation durations, Parquet activity) is read from it at
+//! scrape time, so the store needs no metrics library and pays nothing between scrapes.
 
 use std::time::Duration;
 
+use arrow::array::{Array, RecordBatch};
 use featherstore_core::time::{now_micros, MICROS_PER_SECOND};
+use featherstore_store::metrics::{HistogramSnapshot, Operation, DURATION_BUCKETS, PARQUET};
 use featherstore_store::FeatureStore;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
-/// Buckets from 50 µs: online reads are sub-millisecond.
+/// Request latency buckets from 25 µs: online reads are sub-millisecond.
 const LATENCY_BUCKETS: &[f64] = &[
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5, 5.0, 10.0,
+    0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// Which API a request came in on (the `api` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    Flight,
+    Http,
+}
+
+impl Api {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::Flight => "flight",
+            Api::Http => "http",
+        }
+    }
+}
+
 pub struct Metrics {
+    /// The `backend` label of the storage totals.
+    backend: &'static str,
     registry: Registry,
     requests: IntCounterVec,
     duration: HistogramVec,
+    in_flight_flight: IntGauge,
+    in_flight_http: IntGauge,
     ingested_rows: IntCounterVec,
+    ingested_bytes: IntCounterVec,
     online_entities: IntGaugeVec,
     freshness: GaugeVec,
+    index_memory: IntGaugeVec,
+    stored_bytes: IntGaugeVec,
+    stored_files: IntGaugeVec,
+    storage_bytes: IntGaugeVec,
+    storage_files: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -30,8 +65,17 @@ impl Default for Metrics {
     }
 }
 
+fn per_set_gauge(name: &str, help: &str) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), &["feature_set"]).expect("valid metric")
+}
+
 impl Metrics {
     pub fn new() -> Self {
+        Self::for_backend("unknown")
+    }
+
+    /// Metrics of a server on `backend` (`duckdb`, `parquet`).
+    pub fn for_backend(backend: &'static str) -> Self {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
             Opts::new(
@@ -50,6 +94,14 @@ impl Metrics {
             &["api", "method"],
         )
         .expect("valid metric");
+        let in_flight = IntGaugeVec::new(
+            Opts::new(
+                "featherstore_requests_in_flight",
+                "Requests being handled (until their response starts streaming), by API",
+            ),
+            &["api"],
+        )
+        .expect("valid metric");
         let ingested_rows = IntCounterVec::new(
             Opts::new(
                 "featherstore_ingested_rows_total",
@@ -58,14 +110,18 @@ impl Metrics {
             &["feature_set"],
         )
         .expect("valid metric");
-        let online_entities = IntGaugeVec::new(
+        let ingested_bytes = IntCounterVec::new(
             Opts::new(
-                "featherstore_online_entities",
-                "Entities held in the online index",
+                "featherstore_ingested_bytes_total",
+                "Arrow bytes of the batches stored, as received, by feature set",
             ),
             &["feature_set"],
         )
         .expect("valid metric");
+        let online_entities = per_set_gauge(
+            "featherstore_online_entities",
+            "Entities held in the online index",
+        );
         let freshness = GaugeVec::new(
             Opts::new(
                 "featherstore_feature_freshness_seconds",
@@ -74,23 +130,78 @@ impl Metrics {
             &["feature_set"],
         )
         .expect("valid metric");
+        let index_memory = per_set_gauge(
+            "featherstore_online_index_memory_bytes",
+            "Approximate memory held by a set's online index (keys, slots, values)",
+        );
+        let stored_bytes = per_set_gauge(
+            "featherstore_stored_bytes",
+            "Bytes a set's offline data takes on disk (backends that store sets apart)",
+        );
+        let stored_files = per_set_gauge(
+            "featherstore_stored_files",
+            "Files holding a set's offline data (backends that store sets apart)",
+        );
+        let storage_bytes = IntGaugeVec::new(
+            Opts::new(
+                "featherstore_storage_bytes",
+                "Bytes the whole offline store takes on disk",
+            ),
+            &["backend"],
+        )
+        .expect("valid metric");
+        let storage_files = IntGaugeVec::new(
+            Opts::new(
+                "featherstore_storage_files",
+                "Files of the whole offline store",
+            ),
+            &["backend"],
+        )
+        .expect("valid metric");
         for collector in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(requests.clone()) as Box<dyn Collector>,
             Box::new(duration.clone()),
+            Box::new(in_flight.clone()),
             Box::new(ingested_rows.clone()),
+            Box::new(ingested_bytes.clone()),
             Box::new(online_entities.clone()),
             Box::new(freshness.clone()),
+            Box::new(index_memory.clone()),
+            Box::new(stored_bytes.clone()),
+            Box::new(stored_files.clone()),
+            Box::new(storage_bytes.clone()),
+            Box::new(storage_files.clone()),
+            Box::new(ParquetCollector::new()),
         ] {
             registry.register(collector).expect("unique metric names");
         }
         Metrics {
+            backend,
             registry,
             requests,
             duration,
+            in_flight_flight: in_flight.with_label_values(&[Api::Flight.as_str()]),
+            in_flight_http: in_flight.with_label_values(&[Api::Http.as_str()]),
             ingested_rows,
+            ingested_bytes,
             online_entities,
             freshness,
+            index_memory,
+            stored_bytes,
+            stored_files,
+            storage_bytes,
+            storage_files,
         }
+    }
+
+    /// Counts a request as in flight until the guard is dropped.
+    pub fn in_flight(&self, api: Api) -> InFlight {
+        let gauge = match api {
+            Api::Flight => self.in_flight_flight.clone(),
+            Api::Http => self.in_flight_http.clone(),
+        };
+        gauge.inc();
+        InFlight(gauge)
     }
 
     /// Records one finished request. `code` is `ok` or an error code of PROTOCOL.md.
@@ -101,15 +212,30 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    pub fn ingested(&self, feature_set: &str, rows: usize) {
+    /// Records a stored batch: its rows, and its Arrow bytes as received.
+    pub fn ingested(&self, feature_set: &str, rows: usize, bytes: usize) {
         self.ingested_rows
             .with_label_values(&[feature_set])
             .inc_by(rows as u64);
+        self.ingested_bytes
+            .with_label_values(&[feature_set])
+            .inc_by(bytes as u64);
     }
 
-    /// Prometheus text format; per-set gauges are read from the store at scrape time.
+    /// Prometheus text format. Reads the store (index sizes, file sizes): may block briefly,
+    /// so async callers run it on the blocking pool.
     pub fn render(&self, store: &FeatureStore) -> String {
-        self.online_entities.reset();
+        let backend = self.backend;
+        for gauge in [
+            &self.online_entities,
+            &self.index_memory,
+            &self.stored_bytes,
+            &self.stored_files,
+            &self.storage_bytes,
+            &self.storage_files,
+        ] {
+            gauge.reset();
+        }
         self.freshness.reset();
         let now = now_micros();
         for set in store.list() {
@@ -117,16 +243,177 @@ impl Metrics {
             self.online_entities
                 .with_label_values(&[name])
                 .set(set.index.entities() as i64);
+            self.index_memory
+                .with_label_values(&[name])
+                .set(set.index.memory_bytes() as i64);
             if let Some(latest) = set.index.latest_event_timestamp() {
                 self.freshness
                     .with_label_values(&[name])
                     .set((now - latest) as f64 / MICROS_PER_SECOND as f64);
             }
+            match store.storage_stats(&set) {
+                Ok(Some(stats)) => {
+                    self.stored_bytes
+                        .with_label_values(&[name])
+                        .set(stats.bytes as i64);
+                    self.stored_files
+                        .with_label_values(&[name])
+                        .set(stats.files as i64);
+                }
+                Ok(None) => {}
+                // A set deleted during the scrape, or a file gone under a compaction.
+                Err(e) => tracing::debug!(feature_set = name, error = %e, "no storage stats"),
+            }
         }
+        match store.storage_total() {
+            Ok(Some(total)) => {
+                self.storage_bytes
+                    .with_label_values(&[backend])
+                    .set(total.bytes as i64);
+                self.storage_files
+                    .with_label_values(&[backend])
+                    .set(total.files as i64);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "reading the storage size failed"),
+        }
+        let mut families = self.registry.gather();
+        families.push(operation_family(store));
+        families.sort_by(|a, b| a.name().cmp(b.name()));
         let mut out = Vec::new();
         TextEncoder::new()
-            .encode(&self.registry.gather(), &mut out)
+            .encode(&families, &mut out)
             .expect("text encoding into memory");
         String::from_utf8(out).expect("prometheus text is UTF-8")
+    }
+}
+
+/// Keeps a request counted in `featherstore_requests_in_flight` while alive.
+pub struct InFlight(IntGauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// The Arrow bytes a batch holds (the sliced data of its columns, not spare capacity).
+pub fn batch_bytes(batch: &RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|column| {
+            column
+                .to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| column.get_array_memory_size())
+        })
+        .sum()
+}
+
+fn label(name: &str, value: &str) -> proto::LabelPair {
+    let mut pair = proto::LabelPair::default();
+    pair.set_name(name.to_string());
+    pair.set_value(value.to_string());
+    pair
+}
+
+fn histogram_metric(labels: Vec<proto::LabelPair>, snapshot: &HistogramSnapshot) -> proto::Metric {
+    let buckets = DURATION_BUCKETS
+        .iter()
+        .zip(&snapshot.cumulative)
+        .map(|(&bound, &count)| {
+            let mut bucket = proto::Bucket::default();
+            bucket.set_upper_bound(bound);
+            bucket.set_cumulative_count(count);
+            bucket
+        })
+        .collect();
+    let mut histogram = proto::Histogram::default();
+    histogram.set_sample_count(snapshot.count);
+    histogram.set_sample_sum(snapshot.sum_seconds);
+    histogram.set_bucket(buckets);
+    let mut metric = proto::Metric::default();
+    metric.set_label(labels);
+    metric.set_histogram(histogram);
+    metric
+}
+
+/// `featherstore_storage_operation_duration_seconds{operation}` from the store's timings.
+fn operation_family(store: &FeatureStore) -> MetricFamily {
+    let mut family = MetricFamily::default();
+    family.set_name("featherstore_storage_operation_duration_seconds".into());
+    family.set_help(
+        "Duration of storage and index work, by operation (scans and training data joins \
+         exclude time spent waiting for the client)"
+            .into(),
+    );
+    family.set_field_type(MetricType::HISTOGRAM);
+    let metrics = Operation::ALL
+        .iter()
+        .map(|&op| {
+            histogram_metric(
+                vec![label("operation", op.as_str())],
+                &store.operations().snapshot(op),
+            )
+        })
+        .collect();
+    family.set_metric(metrics);
+    family
+}
+
+/// The Parquet backend's activity counters as `featherstore_parquet_*_total`; microsecond
+/// counters become `_seconds_total`.
+struct ParquetCollector {
+    descs: Vec<Desc>,
+}
+
+fn parquet_metric_name(key: &str) -> String {
+    match key.strip_suffix("_micros") {
+        Some(stem) => format!("featherstore_parquet_{stem}_seconds_total"),
+        None => format!("featherstore_parquet_{key}_total"),
+    }
+}
+
+impl ParquetCollector {
+    fn new() -> Self {
+        let descs = PARQUET
+            .counters()
+            .iter()
+            .map(|(key, help, _)| {
+                Desc::new(parquet_metric_name(key), help.to_string(), vec![], Default::default())
+                    .expect("valid metric")
+            })
+            .collect();
+        ParquetCollector { descs }
+    }
+}
+
+impl Collector for ParquetCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        PARQUET
+            .counters()
+            .iter()
+            .map(|&(key, help, value)| {
+                let mut counter = proto::Counter::default();
+                counter.set_value(if key.ends_with("_micros") {
+                    value as f64 / 1e6
+                } else {
+                    value as f64
+                });
+                let mut metric = proto::Metric::default();
+                metric.set_counter(counter);
+                let mut family = MetricFamily::default();
+                family.set_name(parquet_metric_name(key));
+                family.set_help(help.into());
+                family.set_field_type(MetricType::COUNTER);
+                family.set_metric(vec![metric]);
+                family
+            })
+            .collect()
     }
 }

@@ -91,6 +91,7 @@ impl ParquetStore {
         engine: &EngineSettings,
     ) -> Result<Self> {
         options.validate()?;
+        let created = !directory.exists();
         fs::create_dir_all(directory)
             .map_err(Error::io(format!("creating {}", directory.display())))?;
         // Absolute, since DuckDB resolves file names against the process's working directory;
@@ -98,6 +99,10 @@ impl ParquetStore {
         let dir = directory
             .canonicalize()
             .map_err(Error::io(format!("resolving {}", directory.display())))?;
+        if created {
+            // Or a crash could take the new directory, and every set created in it, away.
+            sync_dir(durable::parent(&dir))?;
+        }
         if dir.to_str().is_none() {
             return Err(Error::Domain(featherstore_core::Error::invalid(format!(
                 "the parquet data directory {} is not valid UTF-8",

@@ -1,0 +1,670 @@
+//! The client commands of the `featherstore` binary against a real `featherstore serve` child
+//! process: apply, ingest (every input format), get, history, training-data, list, describe,
+//! delete, and their errors.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, AsArray, FixedSizeListBuilder, Float32Builder, Int64Array, RecordBatch, StringArray,
+    TimestampNanosecondArray,
+};
+use arrow::datatypes::Int64Type;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_featherstore");
+
+/// A `featherstore serve` child process on free ports; killed when dropped (also on panic).
+struct Server {
+    child: Child,
+    flight: String,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--host", "127.0.0.1"])
+            .args([
+                "--http-port",
+                "0",
+                "--flight-port",
+                "0",
+                "--metrics-port",
+                "0",
+            ])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the featherstore binary starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let ready: Value = match serde_json::from_str(&line) {
+            Ok(ready) => ready,
+            Err(e) => {
+                let _ = child.kill();
+                panic!("no ready line from serve ({e}): {line:?}");
+            }
+        };
+        assert_eq!(ready["event"], "ready");
+        Server {
+            flight: format!("http://{}", ready["flight"].as_str().unwrap()),
+            child,
+            dir,
+        }
+    }
+
+    /// Runs `featherstore ARGS` against this server (address from the environment).
+    fn run(&self, args: &[&str]) -> Run {
+        self.run_with(args, None)
+    }
+
+    fn run_with(&self, args: &[&str], stdin: Option<&[u8]>) -> Run {
+        run(args, Some(&self.flight), stdin)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn file(&self, name: &str, text: &str) -> String {
+        let path = self.path(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Run {
+    output: Output,
+    args: String,
+}
+
+impl Run {
+    fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+
+    /// Asserts success; answers stdout.
+    fn ok(&self) -> String {
+        assert!(
+            self.output.status.success(),
+            "`featherstore {}` failed: {}{}",
+            self.args,
+            self.stderr(),
+            self.stdout()
+        );
+        self.stdout()
+    }
+
+    /// Asserts failure with one `featherstore: ...` line on stderr; answers that line.
+    fn fails(&self) -> String {
+        assert!(
+            !self.output.status.success(),
+            "`featherstore {}` succeeded: {}",
+            self.args,
+            self.stdout()
+        );
+        let stderr = self.stderr();
+        assert!(
+            stderr.starts_with("featherstore: ") && stderr.trim_end().lines().count() == 1,
+            "{stderr}"
+        );
+        stderr.trim_end().to_string()
+    }
+}
+
+fn run(args: &[&str], flight: Option<&str>, stdin: Option<&[u8]>) -> Run {
+    let mut command = Command::new(BIN);
+    command.args(args).env_remove("FEATHERSTORE_FLIGHT");
+    if let Some(flight) = flight {
+        command.env("FEATHERSTORE_FLIGHT", flight);
+    }
+    command
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input).unwrap();
+    }
+    Run {
+        output: child.wait_with_output().unwrap(),
+        args: args.join(" "),
+    }
+}
+
+const SETS: &str = "\
+feature_sets:
+  - name: user_features
+    entity: {name: user_id, type: string}
+    features:
+      - {name: age, type: int64}
+      - {name: ctr_7d, type: float32, description: click-through rate}
+      - {name: embedding, type: 'float32[2]'}
+    tags: {team: growth}
+  - name: merchant_features
+    entity: {name: merchant_id, type: int64}
+    features:
+      - {name: risk, type: float32}
+    ttl_seconds: 86400
+";
+
+const T0: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
+
+/// user_features rows: (user, age, event time in seconds after T0).
+fn users(rows: &[(&str, i64, i64)]) -> RecordBatch {
+    let mut embedding = FixedSizeListBuilder::new(Float32Builder::new(), 2);
+    for (_, age, _) in rows {
+        embedding.values().append_slice(&[*age as f32, 0.5]);
+        embedding.append(true);
+    }
+    RecordBatch::try_from_iter(vec![
+        (
+            "user_id",
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))) as ArrayRef,
+        ),
+        (
+            "age",
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))) as ArrayRef,
+        ),
+        ("embedding", Arc::new(embedding.finish()) as ArrayRef),
+        (
+            "event_timestamp",
+            // Nanoseconds without a zone: UTC, truncated to microseconds by the server.
+            Arc::new(TimestampNanosecondArray::from_iter_values(
+                rows.iter().map(|r| (T0 + r.2) * 1_000_000_000),
+            )) as ArrayRef,
+        ),
+    ])
+    .unwrap()
+}
+
+fn write_parquet(path: &Path, batches: &[RecordBatch]) {
+    let mut writer =
+        ArrowWriter::try_new(File::create(path).unwrap(), batches[0].schema(), None).unwrap();
+    for batch in batches {
+        writer.write(batch).unwrap();
+    }
+    writer.close().unwrap();
+}
+
+fn read_parquet(path: &Path) -> Vec<RecordBatch> {
+    ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap())
+        .unwrap()
+        .build()
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn stats_rows(server: &Server, set: &str) -> u64 {
+    let describe: Value =
+        serde_json::from_str(&server.run(&["describe", set, "--json"]).ok()).unwrap();
+    describe["stats"]["rows"].as_u64().unwrap()
+}
+
+#[test]
+fn apply_creates_checks_and_reports_conflicts() {
+    let server = Server::start();
+    let sets = server.file("sets.yaml", SETS);
+
+    let out = server.run(&["apply", "-f", &sets]).ok();
+    assert!(out.contains("created       user_features"), "{out}");
+    assert!(out.contains("created       merchant_features"), "{out}");
+    let out = server.run(&["apply", "-f", &sets]).ok();
+    assert_eq!(out.matches("unchanged").count(), 2, "{out}");
+
+    // A changed spec conflicts; the rest is still applied; the exit status says so.
+    let changed = server.file(
+        "changed.yaml",
+        &format!(
+            "{}  - name: item_features\n    entity: {{name: item_id, type: string}}\n    features: []\n",
+            SETS.replace("ttl_seconds: 86400", "ttl_seconds: 3600")
+        ),
+    );
+    let dry = server.run(&["apply", "-f", &changed, "--dry-run"]);
+    assert!(
+        dry.stdout().contains("would create  item_features"),
+        "{}",
+        dry.stdout()
+    );
+    let run = server.run(&["apply", "-f", &changed]);
+    let error = run.fails();
+    assert!(error.contains("1 of 3 feature sets conflict"), "{error}");
+    let out = run.stdout();
+    assert!(
+        out.contains("conflict      merchant_features: differs from the stored spec (version 1) in ttl_seconds"),
+        "{out}"
+    );
+    assert!(out.contains("created       item_features"), "{out}");
+
+    // JSON: a list of specs, with a report as JSON.
+    let json = server.file(
+        "sets.json",
+        r#"[{"name": "item_features", "entity": {"name": "item_id", "type": "string"}, "features": []}]"#,
+    );
+    let report: Value =
+        serde_json::from_str(&server.run(&["apply", "-f", &json, "--json"]).ok()).unwrap();
+    assert_eq!(report[0]["status"], "unchanged");
+
+    // Standard input, and a bad spec named before anything is applied.
+    let bad = "- name: broken\n  entity: {name: id, type: float}\n  features: []\n";
+    let error = server
+        .run_with(&["apply", "-f", "-"], Some(bad.as_bytes()))
+        .fails();
+    assert!(error.contains("\"broken\""), "{error}");
+    let error = server.run(&["apply", "-f", "/no/such/file.yaml"]).fails();
+    assert!(error.contains("/no/such/file.yaml"), "{error}");
+
+    // list, describe, delete.
+    let list = server.run(&["list"]).ok();
+    for name in ["user_features", "merchant_features", "item_features"] {
+        assert!(list.contains(name), "{list}");
+    }
+    let specs: Value = serde_json::from_str(&server.run(&["list", "--json"]).ok()).unwrap();
+    assert_eq!(specs.as_array().unwrap().len(), 3);
+    let describe = server.run(&["describe", "user_features"]).ok();
+    for text in [
+        "user_id (string)",
+        "float32[2]",
+        "click-through rate",
+        "team=growth",
+    ] {
+        assert!(describe.contains(text), "{describe}");
+    }
+    let out = server.run(&["delete", "item_features"]).ok();
+    assert!(out.contains("deleted"), "{out}");
+    let error = server.run(&["delete", "item_features"]).fails();
+    assert!(error.contains("item_features"), "{error}");
+    let error = server.run(&["describe", "item_features"]).fails();
+    assert!(error.contains("item_features"), "{error}");
+}
+
+#[test]
+fn ingest_every_format() {
+    let server = Server::start();
+    server
+        .run(&["apply", "-f", &server.file("sets.yaml", SETS)])
+        .ok();
+
+    // Parquet, 2,500 rows in batches of 1,000: 3 batches.
+    let rows: Vec<(String, i64, i64)> = (0..2_500)
+        .map(|i| (format!("p{}", i % 100), i, i))
+        .collect();
+    let rows: Vec<(&str, i64, i64)> = rows.iter().map(|r| (r.0.as_str(), r.1, r.2)).collect();
+    let parquet = server.path("users.parquet");
+    write_parquet(&parquet, &[users(&rows[..1_200]), users(&rows[1_200..])]);
+    let out = server
+        .run(&[
+            "ingest",
+            "user_features",
+            parquet.to_str().unwrap(),
+            "--batch-size",
+            "1000",
+        ])
+        .ok();
+    assert!(
+        out.starts_with("ingested 2,500 rows into user_features from 1 file (3 batches)"),
+        "{out}"
+    );
+    assert_eq!(stats_rows(&server, "user_features"), 2_500);
+
+    // Arrow IPC file and stream, by content.
+    let batch = users(&[("a1", 1, 0), ("a2", 2, 0)]);
+    let ipc_file = server.path("users.arrow");
+    let mut writer =
+        arrow::ipc::writer::FileWriter::try_new(File::create(&ipc_file).unwrap(), &batch.schema())
+            .unwrap();
+    writer.write(&batch).unwrap();
+    writer.finish().unwrap();
+    let ipc_stream = server.path("users.arrows");
+    let mut writer = arrow::ipc::writer::StreamWriter::try_new(
+        File::create(&ipc_stream).unwrap(),
+        &batch.schema(),
+    )
+    .unwrap();
+    writer.write(&batch).unwrap();
+    writer.write(&batch).unwrap();
+    writer.finish().unwrap();
+    let out = server
+        .run(&[
+            "ingest",
+            "user_features",
+            ipc_file.to_str().unwrap(),
+            ipc_stream.to_str().unwrap(),
+        ])
+        .ok();
+    assert!(
+        out.starts_with("ingested 6 rows into user_features from 2 files"),
+        "{out}"
+    );
+
+    // CSV (a feature subset, empty cells are null) and JSON lines (with an embedding).
+    let csv = server.file(
+        "users.csv",
+        "user_id,event_timestamp,age,ctr_7d\nc1,2026-01-02T00:00:00Z,7,0.5\nc2,2026-01-02 00:00:00,,\n",
+    );
+    server.run(&["ingest", "user_features", &csv]).ok();
+    let jsonl = server.file(
+        "users.jsonl",
+        "{\"user_id\": \"j1\", \"event_timestamp\": \"2026-01-03T00:00:00Z\", \"embedding\": [1, 2]}\n\n\
+         {\"user_id\": \"j2\", \"event_timestamp\": \"2026-01-03T00:00:00Z\", \"age\": 9}\n",
+    );
+    server.run(&["ingest", "user_features", &jsonl]).ok();
+    // TSV from standard input, with --format.
+    let tsv = "merchant_id\trisk\tevent_timestamp\n7\t0.25\t2026-01-01T00:00:00Z\n";
+    let out = server
+        .run_with(
+            &["ingest", "merchant_features", "-", "--format", "tsv"],
+            Some(tsv.as_bytes()),
+        )
+        .ok();
+    assert!(
+        out.starts_with("ingested 1 row into merchant_features"),
+        "{out}"
+    );
+    assert_eq!(stats_rows(&server, "user_features"), 2_510);
+
+    let got = json_lines(
+        &server
+            .run(&["get", "user_features", "c1", "c2", "j1", "j2", "--json"])
+            .ok(),
+    );
+    assert_eq!(got[0]["age"], 7);
+    assert_eq!(got[0]["ctr_7d"], 0.5);
+    assert_eq!(got[1]["age"], Value::Null);
+    assert_eq!(got[1]["event_timestamp"], "2026-01-02T00:00:00Z");
+    assert_eq!(got[2]["embedding"], serde_json::json!([1.0, 2.0]));
+    assert_eq!(got[3]["age"], 9);
+
+    // Errors name the file and the problem; nothing of a rejected batch is stored.
+    let bad_csv = server.file(
+        "bad.csv",
+        "user_id,event_timestamp,age\nx1,2026-01-01T00:00:00Z,seven\n",
+    );
+    let error = server.run(&["ingest", "user_features", &bad_csv]).fails();
+    assert!(
+        error.contains("bad.csv") && error.contains("seven") && error.contains("at line 2"),
+        "{error}"
+    );
+    // A failure after some batches says what was stored.
+    let late = server.file(
+        "late.csv",
+        "user_id,event_timestamp,age
+l1,2026-01-01T00:00:00Z,1
+l2,2026-01-01T00:00:00Z,x
+",
+    );
+    let error = server
+        .run(&["ingest", "user_features", &late, "--batch-size", "1"])
+        .fails();
+    assert!(
+        error.contains("at line 3")
+            && error.contains("1 row of")
+            && error.contains("stored before the error"),
+        "{error}"
+    );
+    let undeclared = server.file(
+        "undeclared.csv",
+        "user_id,event_timestamp,height\nx1,2026-01-01T00:00:00Z,180\n",
+    );
+    let error = server
+        .run(&["ingest", "user_features", &undeclared])
+        .fails();
+    assert!(error.contains("height"), "{error}");
+    let bad_json = server.file(
+        "bad.jsonl",
+        "{\"user_id\": \"x\", \"event_timestamp\": \"2026-01-01T00:00:00Z\"}\n{\"user_id\": \"y\", \"event_timestamp\": \"2026-01-01T00:00:00Z\", \"age\": \"old\"}\n",
+    );
+    let error = server.run(&["ingest", "user_features", &bad_json]).fails();
+    assert!(error.contains("line 2") && error.contains("age"), "{error}");
+    let embedded = server.file(
+        "embedding.csv",
+        "user_id,event_timestamp,embedding\nx,2026-01-01T00:00:00Z,\"[1,2]\"\n",
+    );
+    let error = server.run(&["ingest", "user_features", &embedded]).fails();
+    assert!(error.contains("embedding"), "{error}");
+    let error = server
+        .run(&["ingest", "user_features", &server.file("x.txt", "")])
+        .fails();
+    assert!(error.contains("--format"), "{error}");
+    let error = server.run(&["ingest", "no_such_set", &csv]).fails();
+    assert!(error.contains("no_such_set"), "{error}");
+    let error = server
+        .run(&["ingest", "user_features", "/no/such/file.csv"])
+        .fails();
+    assert!(error.contains("/no/such/file.csv"), "{error}");
+    assert_eq!(stats_rows(&server, "user_features"), 2_511);
+}
+
+#[test]
+fn get_history_and_training_data() {
+    let server = Server::start();
+    server
+        .run(&["apply", "-f", &server.file("sets.yaml", SETS)])
+        .ok();
+    let parquet = server.path("users.parquet");
+    write_parquet(
+        &parquet,
+        &[users(&[("u1", 30, 0), ("u2", 40, 0), ("u1", 31, 3_600)])],
+    );
+    server
+        .run(&["ingest", "user_features", parquet.to_str().unwrap()])
+        .ok();
+    let merchants = server.file(
+        "merchants.csv",
+        "merchant_id,risk,event_timestamp\n7,0.25,2026-01-01T00:00:00Z\n8,0.75,2026-01-01T00:00:00Z\n",
+    );
+    server
+        .run(&["ingest", "merchant_features", &merchants])
+        .ok();
+
+    // A table by default; unknown entities get nulls.
+    let table = server.run(&["get", "user_features", "u1", "nobody"]).ok();
+    assert!(table.contains("| user_id"), "{table}");
+    assert!(table.contains("31") && table.contains("nobody"), "{table}");
+    assert!(table.contains("(2 rows)"), "{table}");
+    // Feature subset and integer entities; --server beats the environment.
+    let rows = json_lines(
+        &run(
+            &[
+                "get",
+                "merchant_features",
+                "8",
+                "7",
+                "--json",
+                "--server",
+                &server.flight,
+            ],
+            Some("http://127.0.0.1:1"),
+            None,
+        )
+        .ok(),
+    );
+    assert_eq!(rows[0]["merchant_id"], 8);
+    assert_eq!(rows[1]["merchant_id"], 7);
+    // merchant_features has a one-day ttl and rows of 2026-01-01: expired online.
+    assert_eq!(rows[1]["risk"], Value::Null);
+    let rows = json_lines(
+        &server
+            .run(&["get", "user_features", "u2", "--features", "age", "--json"])
+            .ok(),
+    );
+    assert_eq!(
+        rows[0].as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["user_id", "age", "event_timestamp"]
+    );
+    let error = server.run(&["get", "merchant_features", "seven"]).fails();
+    assert!(error.contains("not an integer"), "{error}");
+    let error = server
+        .run(&["get", "user_features", "u1", "--features", "height"])
+        .fails();
+    assert!(error.contains("height"), "{error}");
+
+    // --output by extension.
+    let out = server.path("online.parquet");
+    server
+        .run(&[
+            "get",
+            "user_features",
+            "u1",
+            "u2",
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .ok();
+    let batches = read_parquet(&out);
+    assert_eq!(
+        batches[0].column(1).as_primitive::<Int64Type>().values(),
+        &[31, 40]
+    );
+
+    // History: bounds, entity filter, features, JSON and CSV output.
+    let rows = json_lines(
+        &server
+            .run(&[
+                "history",
+                "user_features",
+                "--entity",
+                "u1",
+                "--start",
+                "2026-01-01",
+                "--end",
+                "2026-01-01T01:00:00Z",
+                "--features",
+                "age",
+                "--json",
+            ])
+            .ok(),
+    );
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["age"], 30);
+    let csv = server.path("history.csv");
+    server
+        .run(&[
+            "history",
+            "user_features",
+            "--output",
+            csv.to_str().unwrap(),
+        ])
+        .ok();
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(text.lines().count(), 4, "{text}");
+    assert!(
+        text.starts_with("user_id,age,ctr_7d,embedding,event_timestamp\n"),
+        "{text}"
+    );
+    assert!(text.contains("\"[30.0,0.5]\""), "{text}");
+    let table = server
+        .run(&["history", "user_features", "--limit", "2"])
+        .ok();
+    assert!(table.contains("first 2 rows shown"), "{table}");
+    let error = server
+        .run(&["history", "user_features", "--start", "yesterday"])
+        .fails();
+    assert!(error.contains("--start"), "{error}");
+
+    // Training data from a CSV of entity rows with a label.
+    let entities = server.file(
+        "entities.csv",
+        "user_id,merchant_id,event_timestamp,label\n\
+         u1,7,2026-01-01T00:30:00Z,1\n\
+         u1,8,2026-01-01T02:00:00Z,0\n\
+         u2,7,2025-12-31T00:00:00Z,1\n",
+    );
+    let rows = json_lines(
+        &server
+            .run(&[
+                "training-data",
+                &entities,
+                "--features",
+                "user_features:age,merchant_features:risk",
+                "--json",
+            ])
+            .ok(),
+    );
+    assert_eq!(rows.len(), 3);
+    assert_eq!(
+        (rows[0]["age"].clone(), rows[0]["risk"].clone()),
+        (30.into(), 0.25.into())
+    );
+    assert_eq!(
+        (rows[1]["age"].clone(), rows[1]["label"].clone()),
+        (31.into(), 0.into())
+    );
+    assert_eq!(
+        rows[2]["age"],
+        Value::Null,
+        "no value before the row's time"
+    );
+    let out = server.path("training.parquet");
+    server
+        .run(&[
+            "training-data",
+            &entities,
+            "--features",
+            "user_features:*",
+            "--full-names",
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .ok();
+    let batches = read_parquet(&out);
+    let schema = batches[0].schema();
+    assert!(
+        schema.field_with_name("user_features__embedding").is_ok(),
+        "{schema:?}"
+    );
+    let error = server
+        .run(&["training-data", &entities, "--features", "nope:x"])
+        .fails();
+    assert!(error.contains("nope"), "{error}");
+}
+
+#[test]
+fn unreachable_server_is_one_clear_line() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("http://127.0.0.1:{port}");
+    let error = run(&["list"], Some(&address), None).fails();
+    assert!(
+        error.contains("cannot reach a FeatherStore server") && error.contains(&port.to_string()),
+        "{error}"
+    );
+    let error = run(&["list", "--server", "https://example:1"], None, None).fails();
+    assert!(error.contains("TLS"), "{error}");
+}

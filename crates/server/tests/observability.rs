@@ -1,0 +1,577 @@
+//! Traces and metrics end to end: real OTLP receivers (gRPC: opentelemetry-proto's tonic
+//! TraceService; HTTP/protobuf: an axum route) started here, servers exporting to them,
+//! requests carrying a W3C `traceparent`, then the received spans checked (names, attributes,
+//! parents, the propagated trace id); and `/metrics` parsed as Prometheus text.
+//!
+//! A test binary of its own with one test function: the tracing subscriber and the running
+//! trace export are process-wide, so nothing else may run beside it.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::{FlightClient, FlightDescriptor, Ticket};
+use axum::body::Bytes;
+use common::{action, user_batch, TestServer, USER_SPEC};
+use featherstore_server::config::{Backend, OtlpProtocol};
+use futures::TryStreamExt;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::Span as ProtoSpan;
+use prost::Message;
+use serde_json::json;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// A span as received, with the `service.name` of its resource.
+#[derive(Debug, Clone)]
+struct Received {
+    service: Option<String>,
+    span: ProtoSpan,
+}
+
+#[derive(Clone, Default)]
+struct Collected(Arc<Mutex<Vec<Received>>>);
+
+impl Collected {
+    fn add(&self, request: ExportTraceServiceRequest) {
+        let mut spans = self.0.lock().unwrap();
+        for resource_spans in request.resource_spans {
+            let service = resource_spans.resource.as_ref().and_then(|r| {
+                r.attributes
+                    .iter()
+                    .find(|kv| kv.key == "service.name")
+                    .and_then(|kv| value_text(kv.value.as_ref()?.value.as_ref()?))
+            });
+            for scope in resource_spans.scope_spans {
+                for span in scope.spans {
+                    spans.push(Received {
+                        service: service.clone(),
+                        span,
+                    });
+                }
+            }
+        }
+    }
+
+    fn spans(&self) -> Vec<Received> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for Collected {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.add(request.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+async fn grpc_receiver() -> (SocketAddr, Collected) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let collected = Collected::default();
+    let service = TraceServiceServer::new(collected.clone());
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+    (addr, collected)
+}
+
+async fn http_receiver() -> (SocketAddr, Collected) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let collected = Collected::default();
+    let state = collected.clone();
+    let router = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(
+            move |headers: http::HeaderMap, body: Bytes| async move {
+                assert_eq!(
+                    headers.get(http::header::CONTENT_TYPE).unwrap(),
+                    "application/x-protobuf"
+                );
+                state.add(ExportTraceServiceRequest::decode(body).unwrap());
+                (
+                    [(http::header::CONTENT_TYPE, "application/x-protobuf")],
+                    ExportTraceServiceResponse::default().encode_to_vec(),
+                )
+            },
+        ),
+    );
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (addr, collected)
+}
+
+fn value_text(value: &AnyValue) -> Option<String> {
+    Some(match value {
+        AnyValue::StringValue(s) => s.clone(),
+        AnyValue::IntValue(i) => i.to_string(),
+        AnyValue::BoolValue(b) => b.to_string(),
+        AnyValue::DoubleValue(d) => d.to_string(),
+        _ => return None,
+    })
+}
+
+fn attr(span: &ProtoSpan, key: &str) -> Option<String> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| value_text(kv.value.as_ref()?.value.as_ref()?))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A caller's trace: `traceparent` with trace id `trace` and span id `span`.
+struct Caller {
+    trace: String,
+    span: String,
+}
+
+impl Caller {
+    fn new(n: u8) -> Caller {
+        Caller {
+            trace: format!("{:032x}", 0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4700u128 + n as u128),
+            span: format!("{:016x}", 0x00f0_67aa_0ba9_0200u64 + n as u64),
+        }
+    }
+
+    fn traceparent(&self) -> String {
+        format!("00-{}-{}-01", self.trace, self.span)
+    }
+}
+
+fn set_caller(client: &mut FlightClient, caller: &Caller) {
+    client
+        .metadata_mut()
+        .insert("traceparent", caller.traceparent().parse().unwrap());
+}
+
+/// The spans of one trace, by name; panics unless exactly one span has each name asked for.
+struct Trace(Vec<ProtoSpan>);
+
+impl Trace {
+    fn of(spans: &[Received], caller: &Caller) -> Trace {
+        Trace(
+            spans
+                .iter()
+                .filter(|r| hex(&r.span.trace_id) == caller.trace)
+                .map(|r| r.span.clone())
+                .collect(),
+        )
+    }
+
+    fn one(&self, name: &str) -> &ProtoSpan {
+        let found: Vec<_> = self.0.iter().filter(|s| s.name == name).collect();
+        assert_eq!(found.len(), 1, "one span {name:?} in {:#?}", self.names());
+        found[0]
+    }
+
+    fn names(&self) -> Vec<&str> {
+        self.0.iter().map(|s| s.name.as_str()).collect()
+    }
+
+    /// The server span: a child of the caller's span, of kind SERVER.
+    fn server(&self, name: &str, caller: &Caller) -> &ProtoSpan {
+        let span = self.one(name);
+        assert_eq!(hex(&span.parent_span_id), caller.span, "{name} joins the caller's span");
+        assert_eq!(span.kind, SpanKind::Server as i32, "{name} is a server span");
+        let mut keys: Vec<_> = span.attributes.iter().map(|kv| kv.key.as_str()).collect();
+        keys.sort_unstable();
+        let before = keys.len();
+        keys.dedup();
+        assert_eq!(keys.len(), before, "each attribute once: {:?}", span.attributes);
+        for key in ["rows", "entities", "http.response.status_code"] {
+            if let Some(kv) = span.attributes.iter().find(|kv| kv.key == key) {
+                let value = kv.value.as_ref().and_then(|v| v.value.as_ref());
+                assert!(matches!(value, Some(AnyValue::IntValue(_))), "{key} is an integer");
+            }
+        }
+        span
+    }
+
+    /// A child span of `parent`.
+    fn child(&self, name: &str, parent: &ProtoSpan) -> &ProtoSpan {
+        let span = self.one(name);
+        assert_eq!(span.parent_span_id, parent.span_id, "{name} is a child of {}", parent.name);
+        span
+    }
+}
+
+fn assert_attrs(span: &ProtoSpan, expected: &[(&str, &str)]) {
+    for (key, value) in expected {
+        assert_eq!(
+            attr(span, key).as_deref(),
+            Some(*value),
+            "attribute {key} of {}: {:?}",
+            span.name,
+            span.attributes
+        );
+    }
+}
+
+async fn read_all(client: &mut FlightClient, ticket: serde_json::Value) -> usize {
+    let batches: Vec<_> = client
+        .do_get(Ticket::new(ticket.to_string()))
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    batches.iter().map(|b| b.num_rows()).sum()
+}
+
+/// Parsed Prometheus text: sample values by name and labels, and the declared family types.
+struct Scrape {
+    types: HashMap<String, String>,
+    samples: Vec<(String, BTreeMap<String, String>, f64)>,
+}
+
+impl Scrape {
+    fn parse(text: &str) -> Scrape {
+        let mut types = HashMap::new();
+        let mut samples = Vec::new();
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').expect("# TYPE name type");
+                types.insert(name.to_string(), kind.to_string());
+                continue;
+            }
+            if line.starts_with('#') {
+                continue;
+            }
+            let name_end = line.find(['{', ' ']).expect("a sample line");
+            let name = line[..name_end].to_string();
+            let mut labels = BTreeMap::new();
+            let mut rest = &line[name_end..];
+            if let Some(inner) = rest.strip_prefix('{') {
+                let mut chars = inner.char_indices();
+                loop {
+                    let (start, c) = chars.next().expect("unterminated labels");
+                    if c == '}' {
+                        rest = &inner[start + 1..];
+                        break;
+                    }
+                    if c == ',' {
+                        continue;
+                    }
+                    let eq = inner[start..].find('=').expect("label=") + start;
+                    let label = inner[start..eq].to_string();
+                    let (_, quote) = chars.nth(eq - start).unwrap();
+                    assert_eq!(quote, '"', "{line}");
+                    let mut value = String::new();
+                    loop {
+                        match chars.next().expect("unterminated label value") {
+                            (_, '\\') => match chars.next().unwrap().1 {
+                                'n' => value.push('\n'),
+                                other => value.push(other),
+                            },
+                            (_, '"') => break,
+                            (_, other) => value.push(other),
+                        }
+                    }
+                    labels.insert(label, value);
+                }
+            }
+            let value = rest.trim();
+            let value = match value {
+                "+Inf" => f64::INFINITY,
+                "-Inf" => f64::NEG_INFINITY,
+                v => v.parse().unwrap_or_else(|_| panic!("sample value in {line:?}")),
+            };
+            samples.push((name, labels, value));
+        }
+        Scrape { types, samples }
+    }
+
+    /// The family a sample belongs to (histogram series end in `_bucket`, `_sum`, `_count`).
+    fn family_of<'a>(&self, sample: &'a str) -> Option<&'a str> {
+        if self.types.contains_key(sample) {
+            return Some(sample);
+        }
+        ["_bucket", "_sum", "_count"].iter().find_map(|suffix| {
+            let family = sample.strip_suffix(suffix)?;
+            (self.types.get(family).map(String::as_str) == Some("histogram")).then_some(family)
+        })
+    }
+
+    fn values(&self, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
+        self.samples
+            .iter()
+            .filter(|(n, l, _)| {
+                n == name && labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|(_, _, v)| *v)
+            .collect()
+    }
+
+    fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let values = self.values(name, labels);
+        assert_eq!(values.len(), 1, "one sample {name}{labels:?}");
+        values[0]
+    }
+
+    /// Checks a histogram series: cumulative buckets ending in +Inf = count.
+    fn histogram(&self, name: &str, labels: &[(&str, &str)]) -> (f64, Vec<(f64, f64)>) {
+        assert_eq!(self.types.get(name).map(String::as_str), Some("histogram"));
+        let mut buckets: Vec<(f64, f64)> = self
+            .samples
+            .iter()
+            .filter(|(n, l, _)| {
+                n == &format!("{name}_bucket")
+                    && labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|(_, l, v)| {
+                let le = l["le"].as_str();
+                (if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap() }, *v)
+            })
+            .collect();
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "cumulative: {buckets:?}");
+        let count = self.value(&format!("{name}_count"), labels);
+        assert_eq!(buckets.last().unwrap(), &(f64::INFINITY, count));
+        (count, buckets)
+    }
+}
+
+async fn scrape(server: &TestServer) -> Scrape {
+    let text = common::http()
+        .get(server.metrics_url())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let scrape = Scrape::parse(&text);
+    for (name, _, _) in &scrape.samples {
+        assert!(scrape.family_of(name).is_some(), "{name} has a # TYPE line");
+    }
+    scrape
+}
+
+async fn traced_server(endpoint: SocketAddr, protocol: OtlpProtocol) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    TestServer::start_in(dir, Backend::Duckdb, |config| {
+        config.tracing.endpoint = Some(format!("http://{endpoint}"));
+        config.tracing.protocol = protocol;
+        config.tracing.service_name = "featherstore-test".into();
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_and_metrics() {
+    // --- OTLP over gRPC: Flight and HTTP requests, each from its own caller trace.
+    let (addr, grpc) = grpc_receiver().await;
+    let server = traced_server(addr, OtlpProtocol::Grpc).await;
+    let mut client = server.flight().await;
+    let http = common::http();
+
+    let create = Caller::new(1);
+    set_caller(&mut client, &create);
+    action(&mut client, "create_feature_set", USER_SPEC).await.unwrap();
+
+    let put = Caller::new(2);
+    set_caller(&mut client, &put);
+    let batches = vec![
+        user_batch(&[("u1", Some(31), Some(0.5), 100), ("u2", Some(42), None, 100)]),
+        user_batch(&[("u3", Some(23), Some(0.1), 100)]),
+    ];
+    let data = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(FlightDescriptor::new_path(vec!["user_features".into()])))
+        .build(futures::stream::iter(batches.into_iter().map(Ok)));
+    let acks: Vec<_> = client.do_put(data).await.unwrap().try_collect().await.unwrap();
+    assert_eq!(acks.len(), 2);
+
+    let online = Caller::new(3);
+    set_caller(&mut client, &online);
+    let ticket = json!({"type": "online", "feature_set": "user_features", "entities": ["u1", "u3", "nobody"]});
+    assert_eq!(read_all(&mut client, ticket).await, 3);
+
+    let history = Caller::new(4);
+    set_caller(&mut client, &history);
+    let ticket = json!({"type": "history", "feature_set": "user_features"});
+    assert_eq!(read_all(&mut client, ticket).await, 3);
+
+    let http_online = Caller::new(5);
+    let response = http
+        .post(format!("{}/v1/online", server.http))
+        .header("traceparent", http_online.traceparent())
+        .json(&json!({"feature_set": "user_features", "entities": ["u2"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    let http_ingest = Caller::new(6);
+    let response = http
+        .post(format!("{}/v1/feature-sets/user_features/rows", server.http))
+        .header("traceparent", http_ingest.traceparent())
+        .json(&json!({"rows": [{"user_id": "u4", "event_timestamp": "2026-01-01T00:00:00Z", "age": 7}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    let missing = Caller::new(7);
+    let response = http
+        .post(format!("{}/v1/online", server.http))
+        .header("traceparent", missing.traceparent())
+        .json(&json!({"feature_set": "nope", "entities": ["u1"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+
+    // A call without a traceparent starts a trace of its own.
+    client.metadata_mut().remove("traceparent");
+    client.list_flights(Vec::<u8>::new()).await.unwrap().try_collect::<Vec<_>>().await.unwrap();
+
+    // --- Metrics, while the server runs.
+    let metrics = scrape(&server).await;
+    assert_eq!(
+        metrics.value("featherstore_requests_total", &[("api", "flight"), ("method", "do_get"), ("code", "ok")]),
+        2.0
+    );
+    assert_eq!(
+        metrics.value("featherstore_requests_total", &[("api", "http"), ("method", "POST /v1/online"), ("code", "not_found")]),
+        1.0
+    );
+    let (count, buckets) = metrics.histogram(
+        "featherstore_request_duration_seconds",
+        &[("api", "flight"), ("method", "do_get")],
+    );
+    assert_eq!(count, 2.0);
+    assert_eq!(buckets[0].0, 0.000025, "sub-millisecond buckets");
+    assert_eq!(
+        metrics.value("featherstore_ingested_rows_total", &[("feature_set", "user_features")]),
+        4.0
+    );
+    assert!(metrics.value("featherstore_ingested_bytes_total", &[("feature_set", "user_features")]) > 0.0);
+    assert_eq!(metrics.value("featherstore_online_entities", &[("feature_set", "user_features")]), 4.0);
+    assert!(
+        metrics.value("featherstore_online_index_memory_bytes", &[("feature_set", "user_features")]) > 0.0
+    );
+    assert!(metrics.value("featherstore_storage_bytes", &[("backend", "duckdb")]) > 0.0);
+    assert!(metrics.value("featherstore_storage_files", &[("backend", "duckdb")]) >= 1.0);
+    // DuckDB keeps all sets in one file: no per-set storage series.
+    assert!(metrics.values("featherstore_stored_bytes", &[]).is_empty());
+    for api in ["flight", "http"] {
+        assert_eq!(metrics.value("featherstore_requests_in_flight", &[("api", api)]), 0.0);
+    }
+    let (lookups, buckets) = metrics.histogram(
+        "featherstore_storage_operation_duration_seconds",
+        &[("operation", "index_lookup")],
+    );
+    assert_eq!(lookups, 2.0, "one index lookup per online read");
+    assert_eq!(buckets[0].0, 0.000005);
+    let (appends, _) = metrics.histogram(
+        "featherstore_storage_operation_duration_seconds",
+        &[("operation", "append")],
+    );
+    assert_eq!(appends, 3.0);
+    metrics.histogram("featherstore_storage_operation_duration_seconds", &[("operation", "scan")]);
+    assert_eq!(metrics.types["featherstore_parquet_flushes_total"], "counter");
+    assert_eq!(metrics.types["featherstore_parquet_flush_seconds_total"], "counter");
+    assert!(metrics.value("featherstore_feature_freshness_seconds", &[("feature_set", "user_features")]) > 0.0);
+
+    // Shutting down flushes the batch exporter.
+    server.server.unwrap().shutdown().await;
+    let spans = grpc.spans();
+    assert!(spans.iter().all(|r| r.service.as_deref() == Some("featherstore-test")));
+
+    let trace = Trace::of(&spans, &create);
+    let span = trace.server("flight create_feature_set", &create);
+    assert_attrs(span, &[("feature_set", "user_features"), ("code", "ok"), ("rpc.system", "grpc")]);
+    assert_eq!(attr(span, "trace_id").unwrap(), create.trace, "logs carry the trace id");
+    trace.child("storage.create_set", span);
+
+    let trace = Trace::of(&spans, &put);
+    let span = trace.server("flight do_put", &put);
+    assert_attrs(span, &[("feature_set", "user_features"), ("rows", "3"), ("code", "ok")]);
+    let appends: Vec<_> = trace.0.iter().filter(|s| s.name == "storage.append").collect();
+    assert_eq!(appends.len(), 2, "{:?}", trace.names());
+    assert!(appends.iter().all(|s| s.parent_span_id == span.span_id));
+    assert_eq!(trace.0.iter().filter(|s| s.name == "index.apply").count(), 2);
+
+    let trace = Trace::of(&spans, &online);
+    let span = trace.server("flight do_get", &online);
+    assert_attrs(span, &[("feature_set", "user_features"), ("entities", "3"), ("rows", "3")]);
+    assert_attrs(trace.child("index.lookup", span), &[("entities", "3")]);
+
+    let trace = Trace::of(&spans, &history);
+    let span = trace.server("flight do_get", &history);
+    assert_attrs(span, &[("feature_set", "user_features"), ("rows", "3")]);
+    assert_attrs(trace.child("storage.scan", span), &[("rows", "3")]);
+
+    let trace = Trace::of(&spans, &http_online);
+    let span = trace.server("POST /v1/online", &http_online);
+    assert_attrs(
+        span,
+        &[
+            ("http.request.method", "POST"),
+            ("http.route", "/v1/online"),
+            ("http.response.status_code", "200"),
+            ("feature_set", "user_features"),
+            ("entities", "1"),
+            ("rows", "1"),
+        ],
+    );
+    trace.child("index.lookup", span);
+
+    let trace = Trace::of(&spans, &http_ingest);
+    let span = trace.server("POST /v1/feature-sets/{name}/rows", &http_ingest);
+    assert_attrs(span, &[("feature_set", "user_features"), ("rows", "1")]);
+    trace.child("storage.append", span);
+
+    let trace = Trace::of(&spans, &missing);
+    let span = trace.server("POST /v1/online", &missing);
+    assert_attrs(span, &[("http.response.status_code", "404"), ("code", "not_found"), ("feature_set", "nope")]);
+
+    let roots: Vec<_> = spans
+        .iter()
+        .filter(|r| r.span.name == "flight list_flights")
+        .collect();
+    assert_eq!(roots.len(), 1);
+    assert!(roots[0].span.parent_span_id.is_empty(), "a new trace");
+
+    // --- OTLP over HTTP/protobuf.
+    let (addr, over_http) = http_receiver().await;
+    let server = traced_server(addr, OtlpProtocol::HttpProtobuf).await;
+    let mut client = server.flight().await;
+    let caller = Caller::new(8);
+    set_caller(&mut client, &caller);
+    action(&mut client, "create_feature_set", USER_SPEC).await.unwrap();
+    server.server.unwrap().shutdown().await;
+    let spans = over_http.spans();
+    let trace = Trace::of(&spans, &caller);
+    let span = trace.server("flight create_feature_set", &caller);
+    assert_attrs(span, &[("feature_set", "user_features")]);
+
+    // --- Without an endpoint nothing is exported (the previous exports are shut down).
+    let before = (grpc.spans().len(), over_http.spans().len());
+    let server = TestServer::start(Backend::Duckdb).await;
+    let mut client = server.flight().await;
+    set_caller(&mut client, &Caller::new(9));
+    action(&mut client, "create_feature_set", USER_SPEC).await.unwrap();
+    server.server.unwrap().shutdown().await;
+    assert_eq!((grpc.spans().len(), over_http.spans().len()), before);
+}
