@@ -3,7 +3,6 @@
 //!
 //! `cargo bench -p featherstore-server --bench ingest`
 
-#[path = "support.rs"]
 mod support;
 
 use std::time::Instant;

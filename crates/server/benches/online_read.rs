@@ -3,7 +3,6 @@
 //!
 //! `cargo bench -p featherstore-server --bench online_read`
 
-#[path = "support.rs"]
 mod support;
 
 use std::time::{Duration, Instant};

@@ -7,7 +7,7 @@
 //!
 //! `cargo bench -p featherstore-server --bench tracing_overhead`
 
-#[path = "support.rs"]
+#[allow(dead_code)] // shared with the other benches
 mod support;
 
 use std::net::SocketAddr;

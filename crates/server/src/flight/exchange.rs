@@ -2,7 +2,6 @@
 //! with the point-in-time value of each requested feature appended.
 
 use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
-use arrow_flight::error::FlightError;
 use arrow_flight::FlightData;
 use featherstore_core::TrainingDataCommand;
 use futures::{StreamExt, TryStreamExt};
@@ -10,7 +9,7 @@ use tokio::sync::mpsc;
 use tonic::Streaming;
 
 use super::get::encode;
-use super::{decode_error, flight_error, stream_error, FlightStream};
+use super::{decode_error, flight_error, stream_error, with_first, FlightStream};
 use crate::error::{ApiError, ApiResult};
 use crate::service::{stream_blocking, AppState};
 use crate::telemetry::traces;
@@ -36,9 +35,7 @@ pub async fn do_exchange(
         })
         .and_then(|d| Ok(TrainingDataCommand::from_json(&d.cmd)?))?;
 
-    let messages = futures::stream::once(async { Ok(first) })
-        .chain(input)
-        .map_err(|status| FlightError::Tonic(Box::new(status)));
+    let messages = with_first(first, input);
     let mut decoder = FlightDataDecoder::new(messages);
     let schema = loop {
         match decoder.next().await {

@@ -16,6 +16,7 @@ use arrow_flight::{
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
 use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
@@ -64,6 +65,19 @@ fn descriptor_set(descriptor: &FlightDescriptor) -> Option<String> {
         [name] => Some(name.clone()),
         _ => None,
     }
+}
+
+/// The client's messages, starting with the `first` one already read, as the decoders take
+/// them. Messages without an IPC header are dropped: pyarrow opens DoExchange with one that
+/// carries only the descriptor, which the decoders would refuse.
+fn with_first(
+    first: FlightData,
+    rest: Streaming<FlightData>,
+) -> impl futures::Stream<Item = Result<FlightData, FlightError>> + Send + 'static {
+    futures::stream::once(async { Ok(first) })
+        .chain(rest)
+        .try_filter(|message| futures::future::ready(!message.data_header.is_empty()))
+        .map_err(|status| FlightError::Tonic(Box::new(status)))
 }
 
 /// A failure to decode the client's Flight data.

@@ -4,16 +4,15 @@
 use std::time::Instant;
 
 use arrow_flight::decode::FlightRecordBatchStream;
-use arrow_flight::error::FlightError;
 use arrow_flight::{FlightData, PutResult};
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 use tracing::Instrument;
 
-use super::{decode_error, stream_error, FlightStream};
+use super::{decode_error, stream_error, with_first, FlightStream};
 use crate::error::{ApiError, ApiResult};
 use crate::service::{set_from_path, AppState};
 
@@ -37,9 +36,7 @@ pub async fn do_put(
     let name = set_from_path(&descriptor.path)?;
     state.require_set(&name)?;
 
-    let messages = futures::stream::once(async { Ok(first) })
-        .chain(input)
-        .map_err(|status| FlightError::Tonic(Box::new(status)));
+    let messages = with_first(first, input);
     let mut batches = FlightRecordBatchStream::new_from_flight_data(messages);
     let (tx, rx) = mpsc::channel(ACK_BUFFER);
     // The batches are stored after the handler returns, in the call's span: it lasts until

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use arrow::array::{
     make_array, Array, ArrayData, ArrayRef, AsArray, BinaryBuilder, BooleanArray, StringArray,
 };
-use arrow::buffer::{Buffer, NullBuffer};
+use arrow::buffer::{MutableBuffer, NullBuffer};
 use arrow::datatypes::{DataType, Float32Type, Float64Type};
 use featherstore_core::FeatureType;
 
@@ -219,7 +219,8 @@ fn bytes_of<'a>(source: &Source<'a>, row: usize) -> Option<&'a [u8]> {
 pub(super) enum Gather {
     Fixed {
         width: usize,
-        bytes: Vec<u8>,
+        /// Arrow-aligned, so the bytes become a Float32/Int64/... buffer without a copy.
+        bytes: MutableBuffer,
         valid: Vec<bool>,
     },
     Bool(Vec<Option<bool>>),
@@ -231,7 +232,7 @@ impl Gather {
         match (t, fixed_width(t)) {
             (_, Some(width)) => Gather::Fixed {
                 width,
-                bytes: Vec::with_capacity(rows * width),
+                bytes: MutableBuffer::with_capacity(rows * width),
                 valid: Vec::with_capacity(rows),
             },
             (FeatureType::Bool, None) => Gather::Bool(Vec::with_capacity(rows)),
@@ -293,7 +294,7 @@ impl Gather {
                     DataType::FixedSizeList(item, n) => {
                         let child = ArrayData::builder(item.data_type().clone())
                             .len(rows * *n as usize)
-                            .add_buffer(Buffer::from_vec(bytes))
+                            .add_buffer(bytes.into())
                             .build()?;
                         ArrayData::builder(data_type)
                             .len(rows)
@@ -303,7 +304,7 @@ impl Gather {
                     }
                     _ => ArrayData::builder(data_type)
                         .len(rows)
-                        .add_buffer(Buffer::from_vec(bytes))
+                        .add_buffer(bytes.into())
                         .nulls(Some(nulls))
                         .build()?,
                 };

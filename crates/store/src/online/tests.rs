@@ -142,3 +142,15 @@ fn many_entities_across_shards() {
     let n = out.column(1).as_primitive::<Int64Type>();
     assert!(n.iter().zip((0..5000).rev()).all(|(v, i)| v == Some(i)));
 }
+
+#[test]
+fn empty_and_unknown_lookups_give_aligned_typed_nulls() {
+    let spec = spec(None);
+    let index = OnlineIndex::new(spec.clone());
+    let empty = index.lookup(&keys(&[]), &[0, 1, 2], 0).unwrap();
+    assert_eq!(empty.num_rows(), 0);
+    empty.columns().iter().for_each(|c| c.to_data().validate_full().unwrap());
+    let unknown = index.lookup(&keys(&["x"]), &[0, 2], 0).unwrap();
+    unknown.columns().iter().for_each(|c| c.to_data().validate_full().unwrap());
+    assert!(unknown.column(1).is_null(0) && unknown.column(2).is_null(0));
+}
