@@ -18,4 +18,5 @@ venv="$(./scripts/setup-python.sh | tail -n 1)"
 cargo build -p featherstore-cli
 export FEATHERSTORE_BIN="$(pwd)/${CARGO_TARGET_DIR:-target}/debug/featherstore"
 case "${CARGO_TARGET_DIR:-}" in /*) export FEATHERSTORE_BIN="${CARGO_TARGET_DIR}/debug/featherstore" ;; esac
-"${venv}/bin/python" -m pytest python/tests -q
+# Framework adapters are part of the product: a missing framework fails instead of skipping.
+FEATHERSTORE_REQUIRE_FRAMEWORKS=1 "${venv}/bin/python" -m pytest python/tests -q
