@@ -1,9 +1,10 @@
 //! The cost of trace export on online reads: 1-entity online DoGets (16 float32 features,
 //! 100,000 entities stored) with export off and on, at the default sampling
-//! (`parentbased_always_on`: every request is a sampled root span, plus its index lookup
-//! child), exporting over OTLP/gRPC to a receiver in this process that drops what it gets.
-//! Logging is on at the default level (info), as in production. Off and on alternate, a fresh
-//! server each round on the same data, to spread drift over both.
+//! (`parentbased_always_on`: every request is a sampled root span), exporting with the default
+//! protocol (OTLP HTTP/protobuf; `BENCH_OTLP=grpc` for gRPC) to a receiver in this process that
+//! drops what it gets without decoding it. Logging is on at the default level (info), as in
+//! production. Off and on alternate, a fresh server each round on the same data, to spread
+//! drift over both. The standard `OTEL_*` variables apply (e.g. `OTEL_TRACES_SAMPLER`).
 //!
 //! `cargo bench -p featherstore-server --bench tracing_overhead`
 
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use arrow_flight::{FlightClient, Ticket};
 use featherstore_server::config::{Backend, Config, OtlpProtocol};
-use featherstore_server::telemetry::logging;
+use featherstore_server::telemetry::{logging, traces};
 use futures::TryStreamExt;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
@@ -28,7 +29,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use tokio_stream::wrappers::TcpListenerStream;
 
 const ENTITIES: i64 = 100_000;
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 const LATENCY_REQUESTS: usize = 4_000;
 const THROUGHPUT_CLIENTS: usize = 4;
 const THROUGHPUT_TIME: Duration = Duration::from_secs(3);
@@ -55,7 +56,26 @@ impl TraceService for DropReceiver {
     }
 }
 
-async fn receiver() -> (SocketAddr, Arc<AtomicU64>) {
+/// OTLP/HTTP: takes the body and drops it; counts the bytes.
+async fn http_receiver() -> (SocketAddr, Arc<AtomicU64>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = Arc::new(AtomicU64::new(0));
+    let bytes = received.clone();
+    let router = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| async move {
+            bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+            // An empty body is an empty ExportTraceServiceResponse.
+            [(http::header::CONTENT_TYPE, "application/x-protobuf")]
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (addr, received)
+}
+
+/// OTLP/gRPC: tonic's TraceService (which decodes); counts the spans.
+async fn grpc_receiver() -> (SocketAddr, Arc<AtomicU64>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let receiver = DropReceiver::default();
@@ -85,6 +105,20 @@ struct Round {
     p50_ms: f64,
     p99_ms: f64,
     rps: f64,
+    /// CPU time of this process (client, server and receiver) per request in the throughput
+    /// phase: unlike requests/s, hardly moved by other processes on the machine.
+    cpu_us: f64,
+}
+
+/// User + system CPU time of this process so far, in microseconds (clock ticks of 10 ms).
+fn process_cpu_us() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name (which is in parentheses): utime is the 12th, stime
+    // the 13th of them.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) * 10_000.0
 }
 
 async fn measure(config: &Config) -> Round {
@@ -101,6 +135,7 @@ async fn measure(config: &Config) -> Round {
     }
     times.sort_by(f64::total_cmp);
     let mut tasks = Vec::new();
+    let cpu_before = process_cpu_us();
     for c in 0..THROUGHPUT_CLIENTS {
         let mut client = support::client(&server).await;
         tasks.push(tokio::spawn(async move {
@@ -117,11 +152,13 @@ async fn measure(config: &Config) -> Round {
     for task in tasks {
         total += task.await.unwrap();
     }
+    let cpu_us = (process_cpu_us() - cpu_before) / total as f64;
     server.shutdown().await;
     Round {
         p50_ms: support::percentile(&times, 0.5),
         p99_ms: support::percentile(&times, 0.99),
         rps: total as f64 / THROUGHPUT_TIME.as_secs_f64(),
+        cpu_us,
     }
 }
 
@@ -147,20 +184,31 @@ async fn main() {
         support::put(&mut client, "bench", batches).await;
         server.shutdown().await;
     }
-    let (addr, received) = receiver().await;
+    let grpc = std::env::var("BENCH_OTLP").is_ok_and(|p| p == "grpc");
+    let (addr, received) = if grpc {
+        grpc_receiver().await
+    } else {
+        http_receiver().await
+    };
     let mut on = off.clone();
     on.tracing.endpoint = Some(format!("http://{addr}"));
-    on.tracing.protocol = OtlpProtocol::Grpc;
+    on.tracing.protocol = if grpc {
+        OtlpProtocol::Grpc
+    } else {
+        OtlpProtocol::HttpProtobuf
+    };
 
     println!(
         "online DoGet, 1 entity, {} float32 features, {ENTITIES} entities; trace export off vs on \
-         (OTLP/gRPC, sampler parentbased_always_on); load average {}",
+         (OTLP {}, sampler {}); load average {}",
         support::FEATURES,
+        if grpc { "gRPC" } else { "HTTP/protobuf" },
+        std::env::var("OTEL_TRACES_SAMPLER").unwrap_or_else(|_| on.tracing.sampler.clone()),
         support::load_average()
     );
     println!(
-        "{:<10} {:>9} {:>9} {:>12}",
-        "round", "p50 ms", "p99 ms", "requests/s"
+        "{:<10} {:>9} {:>9} {:>12} {:>12}",
+        "round", "p50 ms", "p99 ms", "requests/s", "CPU µs/req"
     );
     let (mut off_rounds, mut on_rounds) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
@@ -168,11 +216,12 @@ async fn main() {
         {
             let r = measure(config).await;
             println!(
-                "{:<10} {:>9.3} {:>9.3} {:>12.0}",
+                "{:<10} {:>9.3} {:>9.3} {:>12.0} {:>12.1}",
                 format!("{name} #{}", round + 1),
                 r.p50_ms,
                 r.p99_ms,
-                r.rps
+                r.rps,
+                r.cpu_us
             );
             rounds.push(r);
         }
@@ -182,21 +231,47 @@ async fn main() {
             median(rounds.iter().map(|r| r.p50_ms).collect()),
             median(rounds.iter().map(|r| r.p99_ms).collect()),
             median(rounds.iter().map(|r| r.rps).collect()),
+            median(rounds.iter().map(|r| r.cpu_us).collect()),
         )
     };
-    let (off_p50, off_p99, off_rps) = summary(&off_rounds);
-    let (on_p50, on_p99, on_rps) = summary(&on_rounds);
+    let (off_p50, off_p99, off_rps, off_cpu) = summary(&off_rounds);
+    let (on_p50, on_p99, on_rps, on_cpu) = summary(&on_rounds);
     println!("medians of {ROUNDS} rounds:");
-    println!("{:<10} {off_p50:>9.3} {off_p99:>9.3} {off_rps:>12.0}", "off");
-    println!("{:<10} {on_p50:>9.3} {on_p99:>9.3} {on_rps:>12.0}", "on");
+    println!("{:<10} {off_p50:>9.3} {off_p99:>9.3} {off_rps:>12.0} {off_cpu:>12.1}", "off");
+    println!("{:<10} {on_p50:>9.3} {on_p99:>9.3} {on_rps:>12.0} {on_cpu:>12.1}", "on");
     println!(
         "on/off: p50 latency x{:.3}, p99 latency x{:.3}, throughput x{:.3} \
-         ({:.1}% fewer requests/s); spans received: {}",
+         ({:.1}% fewer requests/s), CPU per request x{:.3}; {} received: {}",
         on_p50 / off_p50,
         on_p99 / off_p99,
         on_rps / off_rps,
         (1.0 - on_rps / off_rps) * 100.0,
+        on_cpu / off_cpu,
+        if grpc { "spans" } else { "bytes" },
         received.load(Ordering::Relaxed)
+    );
+    // The request path's own cost of a span, without the network: create a Flight request
+    // span, record its attributes, close it (export happens on the exporter's thread).
+    let metadata = tonic::metadata::MetadataMap::new();
+    let span_cost = |n: usize| {
+        let started = Instant::now();
+        for i in 0..n {
+            let span = traces::flight_span("do_get", &metadata);
+            span.record("feature_set", "bench");
+            span.record("entities", 1i64);
+            span.record("rows", i as i64 & 1);
+            traces::finish(&span, "ok", None, Duration::from_micros(100));
+        }
+        started.elapsed().as_secs_f64() * 1e9 / n as f64
+    };
+    let off_ns = median((0..5).map(|_| span_cost(20_000)).collect());
+    let server = featherstore_server::start(&on).await.expect("server starts");
+    let on_ns = median((0..5).map(|_| span_cost(20_000)).collect());
+    server.shutdown().await;
+    println!(
+        "request span on the request path: {off_ns:.0} ns with export off, {on_ns:.0} ns on \
+         (+{:.1} µs per request)",
+        (on_ns - off_ns) / 1e3
     );
     println!("load average after: {}", support::load_average());
 }

@@ -17,7 +17,6 @@ use featherstore_store::{FeatureStore, Limits, OfflineStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::config::{Backend, Config};
 use crate::service::AppState;
@@ -130,6 +129,13 @@ fn serve_http(
     router: axum::Router,
     stopped: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
+    use axum::serve::ListenerExt;
+    // Small JSON answers must not wait for the client's delayed ACK (Nagle).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set on an HTTP connection");
+        }
+    });
     tasks.spawn(async move {
         if let Err(e) = axum::serve(listener, router)
             .with_graceful_shutdown(stopped)
@@ -211,7 +217,12 @@ async fn start_serving(config: &Config) -> Result<RunningServer, StartError> {
     tasks.spawn(async move {
         let result = tonic::transport::Server::builder()
             .add_service(flight_service)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(flight), stop_flight)
+            .serve_with_incoming_shutdown(
+                // Without TCP_NODELAY a response's trailers, written after its data, wait for
+                // the client's delayed ACK (~40 ms per call).
+                tonic::transport::server::TcpIncoming::from(flight).with_nodelay(Some(true)),
+                stop_flight,
+            )
             .await;
         if let Err(e) = result {
             tracing::error!(error = %e, "Flight server failed");

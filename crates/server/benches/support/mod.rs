@@ -1,4 +1,5 @@
 //! Shared by the benchmarks: a server on loopback and a 16 × float32 feature set.
+#![allow(dead_code)] // each benchmark binary uses its own part of this
 
 use std::sync::Arc;
 

@@ -397,7 +397,6 @@ fn join_caller_trace<'a>(span: &Span, header: impl Fn(&str) -> Option<&'a str>) 
 pub fn flight_span(method: &'static str, metadata: &tonic::metadata::MetadataMap) -> Span {
     let span = tracing::info_span!(
         "flight",
-        method,
         otel.name = format!("flight {method}").as_str(),
         otel.kind = "server",
         otel.status_code = Empty,
