@@ -44,15 +44,15 @@ pub struct IngestArgs {
 const READ_AHEAD: usize = 2;
 
 /// Progress as acknowledgements arrive: rows stored, and where reading stood.
-struct Progress {
-    bar: ProgressBar,
+pub(crate) struct Progress {
+    pub(crate) bar: ProgressBar,
     by_rows: bool,
     rows: u64,
     started: Instant,
 }
 
 impl Progress {
-    fn new(total_rows: Option<u64>, total_bytes: Option<u64>, quiet: bool) -> Self {
+    pub(crate) fn new(total_rows: Option<u64>, total_bytes: Option<u64>, quiet: bool) -> Self {
         let visible = !quiet && std::io::stderr().is_terminal();
         let (bar, by_rows) = match (total_rows, total_bytes) {
             (Some(rows), _) => (
@@ -91,7 +91,7 @@ impl Progress {
 
     /// A batch of `rows` is stored; reading had reached `bytes` (summed over files) when it
     /// was produced.
-    fn stored(&mut self, rows: u64, bytes: u64) {
+    pub(crate) fn stored(&mut self, rows: u64, bytes: u64) {
         self.rows += rows;
         let seconds = self.started.elapsed().as_secs_f64().max(1e-3);
         let rate = thousands((self.rows as f64 / seconds) as u64);

@@ -31,7 +31,7 @@ pub struct OutputArgs {
     pub json: bool,
     /// Write the result to a file: .parquet, .csv, .tsv, .arrow (IPC file), .arrows (IPC
     /// stream) or .jsonl.
-    #[arg(short = 'o', long, value_name = "FILE")]
+    #[arg(short = 'o', long, visible_alias = "out", value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Stop after this many rows (a table shows 1000 unless set).
     #[arg(long, value_name = "N")]

@@ -13,8 +13,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::common::{fetch_spec, parse_entities, CliError, CliResult, ServerArgs};
+use crate::ingest::Progress;
 use crate::output::{write_results, OneBatch, OutputArgs};
-use crate::source::{self, Format, Typing};
+use crate::source::{self, is_stdin, Format, Typing};
 
 #[derive(Args)]
 pub struct GetArgs {
@@ -59,8 +60,11 @@ pub struct TrainingDataArgs {
     /// Entity rows: each referenced set's entity column, the timestamp column, and any other
     /// columns (labels), which pass through. Parquet, CSV/TSV or Arrow IPC; `-` reads standard
     /// input (with --format).
-    #[arg(value_name = "ENTITY_FILE")]
-    entities: PathBuf,
+    #[arg(value_name = "ENTITY_FILE", required_unless_present = "entities")]
+    entity_file: Option<PathBuf>,
+    /// The entity rows file, as a flag (same as ENTITY_FILE).
+    #[arg(long, value_name = "FILE", conflicts_with = "entity_file")]
+    entities: Option<PathBuf>,
     /// Features to join, as set:feature or set:* (comma-separated, in output order).
     #[arg(
         long,
@@ -145,9 +149,27 @@ pub fn history(args: HistoryArgs) -> CliResult {
 }
 
 pub fn training_data(args: TrainingDataArgs) -> CliResult {
-    let (path, format) = source::resolve(std::slice::from_ref(&args.entities), args.format)?
+    let file = args
+        .entity_file
+        .clone()
+        .or_else(|| args.entities.clone())
+        .expect("clap requires one of them");
+    let (path, format) = source::resolve(std::slice::from_ref(&file), args.format)?
         .pop()
         .expect("one file");
+    // Progress of entity rows sent: by rows for Parquet (known up front), else by bytes read.
+    let total_rows = match format {
+        Format::Parquet if !is_stdin(&path) => Some(source::parquet_rows(&path)?),
+        _ => None,
+    };
+    let total_bytes = (!is_stdin(&path))
+        .then(|| std::fs::metadata(&path).map(|m| m.len()))
+        .transpose()?;
+    let progress = Arc::new(std::sync::Mutex::new(Progress::new(
+        total_rows,
+        total_bytes,
+        args.output.output.is_none(),
+    )));
     let runtime = crate::common::runtime()?;
     runtime.block_on(async {
         let client = args.server.connect().await?;
@@ -170,6 +192,7 @@ pub fn training_data(args: TrainingDataArgs) -> CliResult {
         let typing = Typing::Columns(Arc::new(columns));
         let batch_size = args.batch_size as usize;
         let (tx, rx) = mpsc::channel::<CliResult<RecordBatch>>(2);
+        let sent = progress.clone();
         let reader = tokio::task::spawn_blocking(move || {
             let source = match source::open(&path, format, &typing, batch_size) {
                 Ok(source) => source,
@@ -180,6 +203,12 @@ pub fn training_data(args: TrainingDataArgs) -> CliResult {
             };
             for batch in source.batches {
                 let failed = batch.is_err();
+                if let Ok(batch) = &batch {
+                    let bytes = source.bytes_read.load(std::sync::atomic::Ordering::Relaxed);
+                    sent.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .stored(batch.num_rows() as u64, bytes);
+                }
                 if tx.blocking_send(batch).is_err() || failed {
                     break;
                 }
@@ -194,7 +223,13 @@ pub fn training_data(args: TrainingDataArgs) -> CliResult {
             .training_data_stream(input, args.features.iter().cloned(), options)
             .await
             .map_err(|e| args.server.describe(e))?;
-        write_results(results, &args.output, |e| args.server.describe(e)).await?;
+        let written = write_results(results, &args.output, |e| args.server.describe(e)).await;
+        progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .bar
+            .finish_and_clear();
+        written?;
         drop(reader); // it stops at the end of its file, or when the call is gone
         Ok(())
     })

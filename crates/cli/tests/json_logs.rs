@@ -13,7 +13,9 @@ const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
 /// A minimal HTTP/1.1 exchange (the test needs no HTTP client dependency): the status code.
 fn post(addr: &str, path: &str, body: &str) -> u16 {
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     write!(
         stream,
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
@@ -35,7 +37,15 @@ fn post(addr: &str, path: &str, body: &str) -> u16 {
 fn json_logs_are_json_lines_on_stderr_only() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_featherstore"))
-        .args(["serve", "--http-port", "0", "--flight-port", "0", "--metrics-port", "0"])
+        .args([
+            "serve",
+            "--http-port",
+            "0",
+            "--flight-port",
+            "0",
+            "--metrics-port",
+            "0",
+        ])
         .arg("--data-dir")
         .arg(dir.path())
         .env("FEATHERSTORE_LOGGING__FORMAT", "json")
@@ -58,7 +68,14 @@ fn json_logs_are_json_lines_on_stderr_only() {
 
     let spec = r#"{"name": "users", "entity": {"name": "user_id", "type": "string"}, "features": [{"name": "age", "type": "int64"}]}"#;
     assert_eq!(post(&http, "/v1/feature-sets", spec), 201);
-    assert_eq!(post(&http, "/v1/online", r#"{"feature_set": "nope", "entities": ["u1"]}"#), 404);
+    assert_eq!(
+        post(
+            &http,
+            "/v1/online",
+            r#"{"feature_set": "nope", "entities": ["u1"]}"#
+        ),
+        404
+    );
     std::thread::sleep(Duration::from_millis(300)); // an export attempt or two fail
 
     let stopped = Command::new("kill")
@@ -74,7 +91,12 @@ fn json_logs_are_json_lines_on_stderr_only() {
     assert_eq!(rest, "", "stdout has the ready line only");
 
     let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     let lines: Vec<serde_json::Value> = stderr
         .lines()
         .map(|line| {
@@ -83,7 +105,10 @@ fn json_logs_are_json_lines_on_stderr_only() {
         .collect();
     let message = |line: &serde_json::Value| line["message"].as_str().unwrap_or("").to_string();
     assert!(lines.iter().any(|l| message(l) == "serving"), "{stderr}");
-    assert!(lines.iter().any(|l| message(l) == "exporting traces"), "{stderr}");
+    assert!(
+        lines.iter().any(|l| message(l) == "exporting traces"),
+        "{stderr}"
+    );
 
     // One line per request, at debug level, with the request's span and the caller's trace id.
     let requests: Vec<_> = lines.iter().filter(|l| message(l) == "request").collect();

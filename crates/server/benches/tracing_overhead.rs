@@ -1,6 +1,7 @@
 //! The cost of trace export on online reads: 1-entity online DoGets (16 float32 features,
 //! 100,000 entities stored) with export off and on, at the default sampling
-//! (`parentbased_always_on`: every request is a sampled root span), exporting with the default
+//! (`parentbased_traceidratio`, 0.1: a tenth of these requests, which carry no caller trace,
+//! are sampled; `OTEL_TRACES_SAMPLER=parentbased_always_on` for all), exporting with the default
 //! protocol (OTLP HTTP/protobuf; `BENCH_OTLP=grpc` for gRPC) to a receiver in this process that
 //! drops what it gets without decoding it. Logging is on at the default level (info), as in
 //! production. Off and on alternate, a fresh server each round on the same data, to spread
@@ -8,7 +9,6 @@
 //!
 //! `cargo bench -p featherstore-server --bench tracing_overhead`
 
-#[allow(dead_code)] // shared with the other benches
 mod support;
 
 use std::net::SocketAddr;
@@ -29,7 +29,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use tokio_stream::wrappers::TcpListenerStream;
 
 const ENTITIES: i64 = 100_000;
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 7;
 const LATENCY_REQUESTS: usize = 4_000;
 const THROUGHPUT_CLIENTS: usize = 4;
 const THROUGHPUT_TIME: Duration = Duration::from_secs(3);
@@ -97,7 +97,13 @@ fn ticket(seed: usize) -> Ticket {
 }
 
 async fn read(client: &mut FlightClient, ticket: Ticket) -> usize {
-    let batches: Vec<_> = client.do_get(ticket).await.unwrap().try_collect().await.unwrap();
+    let batches: Vec<_> = client
+        .do_get(ticket)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
     batches.iter().map(|b| b.num_rows()).sum()
 }
 
@@ -105,24 +111,60 @@ struct Round {
     p50_ms: f64,
     p99_ms: f64,
     rps: f64,
-    /// CPU time of this process (client, server and receiver) per request in the throughput
-    /// phase: unlike requests/s, hardly moved by other processes on the machine.
+    /// CPU time of the server's threads (its runtime, and the span exporter's thread) per
+    /// request in the throughput phase: unlike requests/s, hardly moved by other processes.
     cpu_us: f64,
+    /// The part of it on the span exporter's thread.
+    export_cpu_us: f64,
 }
 
-/// User + system CPU time of this process so far, in microseconds (clock ticks of 10 ms).
-fn process_cpu_us() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // The fields after the command name (which is in parentheses): utime is the 12th, stime
-    // the 13th of them.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) * 10_000.0
+/// The server runs on a runtime of its own, whose threads are named so, to measure its CPU
+/// apart from the clients' and the receiver's.
+const SERVER_THREADS: &str = "fs-server";
+/// The OpenTelemetry batch span processor's thread (names are cut to 15 bytes).
+const EXPORTER_THREAD: &str = "OpenTelemetry";
+
+/// User + system CPU time so far of the server's threads and of the exporter's thread among
+/// them, in microseconds (10 ms ticks).
+fn server_cpu_us() -> (f64, f64) {
+    let (mut total, mut exporter) = (0.0, 0.0);
+    for task in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let name = head.split_once('(').map_or("", |(_, name)| name);
+        if !(name.starts_with(SERVER_THREADS) || name.starts_with(EXPORTER_THREAD)) {
+            continue;
+        }
+        // After the name: state is the 1st field, utime the 12th, stime the 13th.
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let us = (ticks(11) + ticks(12)) * 10_000.0;
+        total += us;
+        if name.starts_with(EXPORTER_THREAD) {
+            exporter += us;
+        }
+    }
+    (total, exporter)
 }
 
-async fn measure(config: &Config) -> Round {
-    let server = featherstore_server::start(config).await.expect("server starts");
+async fn measure(runtime: &tokio::runtime::Runtime, config: &Config) -> Round {
+    let config = config.clone();
+    let server = runtime
+        .spawn(async move { featherstore_server::start(&config).await })
+        .await
+        .unwrap()
+        .expect("server starts");
     let mut client = support::client(&server).await;
     for i in 0..500 {
         read(&mut client, ticket(i)).await; // warm up
@@ -135,7 +177,7 @@ async fn measure(config: &Config) -> Round {
     }
     times.sort_by(f64::total_cmp);
     let mut tasks = Vec::new();
-    let cpu_before = process_cpu_us();
+    let cpu_before = server_cpu_us();
     for c in 0..THROUGHPUT_CLIENTS {
         let mut client = support::client(&server).await;
         tasks.push(tokio::spawn(async move {
@@ -152,13 +194,16 @@ async fn measure(config: &Config) -> Round {
     for task in tasks {
         total += task.await.unwrap();
     }
-    let cpu_us = (process_cpu_us() - cpu_before) / total as f64;
-    server.shutdown().await;
+    let cpu_after = server_cpu_us();
+    let cpu_us = (cpu_after.0 - cpu_before.0) / total as f64;
+    let export_cpu_us = (cpu_after.1 - cpu_before.1) / total as f64;
+    runtime.spawn(server.shutdown()).await.unwrap();
     Round {
         p50_ms: support::percentile(&times, 0.5),
         p99_ms: support::percentile(&times, 0.99),
         rps: total as f64 / THROUGHPUT_TIME.as_secs_f64(),
         cpu_us,
+        export_cpu_us,
     }
 }
 
@@ -174,7 +219,9 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let off = Config::ephemeral(dir.path(), Backend::Duckdb);
     {
-        let server = featherstore_server::start(&off).await.expect("server starts");
+        let server = featherstore_server::start(&off)
+            .await
+            .expect("server starts");
         let mut client = support::client(&server).await;
         support::create_set(&mut client, "bench").await;
         let batches = (0..ENTITIES)
@@ -184,6 +231,11 @@ async fn main() {
         support::put(&mut client, "bench", batches).await;
         server.shutdown().await;
     }
+    let server_runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name(SERVER_THREADS)
+        .enable_all()
+        .build()
+        .unwrap();
     let grpc = std::env::var("BENCH_OTLP").is_ok_and(|p| p == "grpc");
     let (addr, received) = if grpc {
         grpc_receiver().await
@@ -203,27 +255,46 @@ async fn main() {
          (OTLP {}, sampler {}); load average {}",
         support::FEATURES,
         if grpc { "gRPC" } else { "HTTP/protobuf" },
-        std::env::var("OTEL_TRACES_SAMPLER").unwrap_or_else(|_| on.tracing.sampler.clone()),
+        std::env::var("OTEL_TRACES_SAMPLER").map_or_else(
+            |_| format!(
+                "{} {:?}",
+                on.tracing.sampler,
+                on.tracing.sampler_arg.unwrap_or(1.0)
+            ),
+            |s| format!(
+                "{s} {}",
+                std::env::var("OTEL_TRACES_SAMPLER_ARG").unwrap_or_default()
+            ),
+        ),
         support::load_average()
     );
     println!(
-        "{:<10} {:>9} {:>9} {:>12} {:>12}",
-        "round", "p50 ms", "p99 ms", "requests/s", "CPU µs/req"
+        "{:<10} {:>9} {:>9} {:>12} {:>18} {:>12}",
+        "round", "p50 ms", "p99 ms", "requests/s", "server CPU µs/req", "of it export"
     );
     let (mut off_rounds, mut on_rounds) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
-        for (name, config, rounds) in [("off", &off, &mut off_rounds), ("on", &on, &mut on_rounds)]
-        {
-            let r = measure(config).await;
+        // Off first in even rounds, on first in odd ones: neither gains from going second.
+        let mut order = [("off", &off), ("on", &on)];
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for (name, config) in order {
+            let r = measure(&server_runtime, config).await;
             println!(
-                "{:<10} {:>9.3} {:>9.3} {:>12.0} {:>12.1}",
+                "{:<10} {:>9.3} {:>9.3} {:>12.0} {:>18.1} {:>12.1}",
                 format!("{name} #{}", round + 1),
                 r.p50_ms,
                 r.p99_ms,
                 r.rps,
-                r.cpu_us
+                r.cpu_us,
+                r.export_cpu_us
             );
-            rounds.push(r);
+            if name == "off" {
+                off_rounds.push(r);
+            } else {
+                on_rounds.push(r);
+            }
         }
     }
     let summary = |rounds: &[Round]| {
@@ -237,16 +308,33 @@ async fn main() {
     let (off_p50, off_p99, off_rps, off_cpu) = summary(&off_rounds);
     let (on_p50, on_p99, on_rps, on_cpu) = summary(&on_rounds);
     println!("medians of {ROUNDS} rounds:");
-    println!("{:<10} {off_p50:>9.3} {off_p99:>9.3} {off_rps:>12.0} {off_cpu:>12.1}", "off");
-    println!("{:<10} {on_p50:>9.3} {on_p99:>9.3} {on_rps:>12.0} {on_cpu:>12.1}", "on");
     println!(
-        "on/off: p50 latency x{:.3}, p99 latency x{:.3}, throughput x{:.3} \
-         ({:.1}% fewer requests/s), CPU per request x{:.3}; {} received: {}",
-        on_p50 / off_p50,
-        on_p99 / off_p99,
-        on_rps / off_rps,
-        (1.0 - on_rps / off_rps) * 100.0,
-        on_cpu / off_cpu,
+        "{:<10} {off_p50:>9.3} {off_p99:>9.3} {off_rps:>12.0} {off_cpu:>18.1}",
+        "off"
+    );
+    println!(
+        "{:<10} {on_p50:>9.3} {on_p99:>9.3} {on_rps:>12.0} {on_cpu:>18.1}",
+        "on"
+    );
+    // Each round's on/off pair ran back to back: the median of the pairs' ratios is less moved
+    // by the machine's other work than the ratio of the medians.
+    let paired = |value: fn(&Round) -> f64| {
+        median(
+            on_rounds
+                .iter()
+                .zip(&off_rounds)
+                .map(|(on, off)| value(on) / value(off))
+                .collect(),
+        )
+    };
+    println!(
+        "on/off, median of paired rounds: p50 latency x{:.3}, p99 latency x{:.3}, throughput \
+         x{:.3} ({:.1}% fewer requests/s), server CPU per request x{:.3}; {} received: {}",
+        paired(|r| r.p50_ms),
+        paired(|r| r.p99_ms),
+        paired(|r| r.rps),
+        (1.0 - paired(|r| r.rps)) * 100.0,
+        paired(|r| r.cpu_us),
         if grpc { "spans" } else { "bytes" },
         received.load(Ordering::Relaxed)
     );
@@ -265,13 +353,19 @@ async fn main() {
         started.elapsed().as_secs_f64() * 1e9 / n as f64
     };
     let off_ns = median((0..5).map(|_| span_cost(20_000)).collect());
-    let server = featherstore_server::start(&on).await.expect("server starts");
+    let config = on.clone();
+    let server = server_runtime
+        .spawn(async move { featherstore_server::start(&config).await })
+        .await
+        .unwrap()
+        .expect("server starts");
     let on_ns = median((0..5).map(|_| span_cost(20_000)).collect());
-    server.shutdown().await;
+    server_runtime.spawn(server.shutdown()).await.unwrap();
     println!(
         "request span on the request path: {off_ns:.0} ns with export off, {on_ns:.0} ns on \
          (+{:.1} µs per request)",
         (on_ns - off_ns) / 1e3
     );
     println!("load average after: {}", support::load_average());
+    server_runtime.shutdown_background();
 }

@@ -100,19 +100,17 @@ async fn http_receiver() -> (SocketAddr, Collected) {
     let state = collected.clone();
     let router = axum::Router::new().route(
         "/v1/traces",
-        axum::routing::post(
-            move |headers: http::HeaderMap, body: Bytes| async move {
-                assert_eq!(
-                    headers.get(http::header::CONTENT_TYPE).unwrap(),
-                    "application/x-protobuf"
-                );
-                state.add(ExportTraceServiceRequest::decode(body).unwrap());
-                (
-                    [(http::header::CONTENT_TYPE, "application/x-protobuf")],
-                    ExportTraceServiceResponse::default().encode_to_vec(),
-                )
-            },
-        ),
+        axum::routing::post(move |headers: http::HeaderMap, body: Bytes| async move {
+            assert_eq!(
+                headers.get(http::header::CONTENT_TYPE).unwrap(),
+                "application/x-protobuf"
+            );
+            state.add(ExportTraceServiceRequest::decode(body).unwrap());
+            (
+                [(http::header::CONTENT_TYPE, "application/x-protobuf")],
+                ExportTraceServiceResponse::default().encode_to_vec(),
+            )
+        }),
     );
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     (addr, collected)
@@ -148,7 +146,10 @@ struct Caller {
 impl Caller {
     fn new(n: u8) -> Caller {
         Caller {
-            trace: format!("{:032x}", 0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4700u128 + n as u128),
+            trace: format!(
+                "{:032x}",
+                0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4700u128 + n as u128
+            ),
             span: format!("{:016x}", 0x00f0_67aa_0ba9_0200u64 + n as u64),
         }
     }
@@ -191,17 +192,33 @@ impl Trace {
     /// The server span: a child of the caller's span, of kind SERVER.
     fn server(&self, name: &str, caller: &Caller) -> &ProtoSpan {
         let span = self.one(name);
-        assert_eq!(hex(&span.parent_span_id), caller.span, "{name} joins the caller's span");
-        assert_eq!(span.kind, SpanKind::Server as i32, "{name} is a server span");
+        assert_eq!(
+            hex(&span.parent_span_id),
+            caller.span,
+            "{name} joins the caller's span"
+        );
+        assert_eq!(
+            span.kind,
+            SpanKind::Server as i32,
+            "{name} is a server span"
+        );
         let mut keys: Vec<_> = span.attributes.iter().map(|kv| kv.key.as_str()).collect();
         keys.sort_unstable();
         let before = keys.len();
         keys.dedup();
-        assert_eq!(keys.len(), before, "each attribute once: {:?}", span.attributes);
+        assert_eq!(
+            keys.len(),
+            before,
+            "each attribute once: {:?}",
+            span.attributes
+        );
         for key in ["rows", "entities", "http.response.status_code"] {
             if let Some(kv) = span.attributes.iter().find(|kv| kv.key == key) {
                 let value = kv.value.as_ref().and_then(|v| v.value.as_ref());
-                assert!(matches!(value, Some(AnyValue::IntValue(_))), "{key} is an integer");
+                assert!(
+                    matches!(value, Some(AnyValue::IntValue(_))),
+                    "{key} is an integer"
+                );
             }
         }
         span
@@ -210,7 +227,11 @@ impl Trace {
     /// A child span of `parent`.
     fn child(&self, name: &str, parent: &ProtoSpan) -> &ProtoSpan {
         let span = self.one(name);
-        assert_eq!(span.parent_span_id, parent.span_id, "{name} is a child of {}", parent.name);
+        assert_eq!(
+            span.parent_span_id, parent.span_id,
+            "{name} is a child of {}",
+            parent.name
+        );
         span
     }
 }
@@ -294,7 +315,9 @@ impl Scrape {
             let value = match value {
                 "+Inf" => f64::INFINITY,
                 "-Inf" => f64::NEG_INFINITY,
-                v => v.parse().unwrap_or_else(|_| panic!("sample value in {line:?}")),
+                v => v
+                    .parse()
+                    .unwrap_or_else(|_| panic!("sample value in {line:?}")),
             };
             samples.push((name, labels, value));
         }
@@ -316,7 +339,10 @@ impl Scrape {
         self.samples
             .iter()
             .filter(|(n, l, _)| {
-                n == name && labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
             })
             .map(|(_, _, v)| *v)
             .collect()
@@ -336,15 +362,27 @@ impl Scrape {
             .iter()
             .filter(|(n, l, _)| {
                 n == &format!("{name}_bucket")
-                    && labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
             })
             .map(|(_, l, v)| {
                 let le = l["le"].as_str();
-                (if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap() }, *v)
+                (
+                    if le == "+Inf" {
+                        f64::INFINITY
+                    } else {
+                        le.parse().unwrap()
+                    },
+                    *v,
+                )
             })
             .collect();
         buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-        assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "cumulative: {buckets:?}");
+        assert!(
+            buckets.windows(2).all(|w| w[0].1 <= w[1].1),
+            "cumulative: {buckets:?}"
+        );
         let count = self.value(&format!("{name}_count"), labels);
         assert_eq!(buckets.last().unwrap(), &(f64::INFINITY, count));
         (count, buckets)
@@ -373,6 +411,8 @@ async fn traced_server(endpoint: SocketAddr, protocol: OtlpProtocol) -> TestServ
         config.tracing.endpoint = Some(format!("http://{endpoint}"));
         config.tracing.protocol = protocol;
         config.tracing.service_name = "featherstore-test".into();
+        // Every request (the default samples a tenth of those without a sampled caller).
+        config.tracing.sampler = "parentbased_always_on".into();
     })
     .await
 }
@@ -387,18 +427,31 @@ async fn traces_and_metrics() {
 
     let create = Caller::new(1);
     set_caller(&mut client, &create);
-    action(&mut client, "create_feature_set", USER_SPEC).await.unwrap();
+    action(&mut client, "create_feature_set", USER_SPEC)
+        .await
+        .unwrap();
 
     let put = Caller::new(2);
     set_caller(&mut client, &put);
     let batches = vec![
-        user_batch(&[("u1", Some(31), Some(0.5), 100), ("u2", Some(42), None, 100)]),
+        user_batch(&[
+            ("u1", Some(31), Some(0.5), 100),
+            ("u2", Some(42), None, 100),
+        ]),
         user_batch(&[("u3", Some(23), Some(0.1), 100)]),
     ];
     let data = FlightDataEncoderBuilder::new()
-        .with_flight_descriptor(Some(FlightDescriptor::new_path(vec!["user_features".into()])))
+        .with_flight_descriptor(Some(FlightDescriptor::new_path(vec![
+            "user_features".into()
+        ])))
         .build(futures::stream::iter(batches.into_iter().map(Ok)));
-    let acks: Vec<_> = client.do_put(data).await.unwrap().try_collect().await.unwrap();
+    let acks: Vec<_> = client
+        .do_put(data)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
     assert_eq!(acks.len(), 2);
 
     let online = Caller::new(3);
@@ -441,18 +494,74 @@ async fn traces_and_metrics() {
         .unwrap();
     assert_eq!(response.status(), 404);
 
+    let training = Caller::new(10);
+    set_caller(&mut client, &training);
+    let entity_rows = arrow::array::RecordBatch::try_from_iter(vec![
+        (
+            "user_id",
+            Arc::new(arrow::array::StringArray::from(vec!["u1", "u2"])) as arrow::array::ArrayRef,
+        ),
+        (
+            "event_timestamp",
+            Arc::new(arrow::array::TimestampMillisecondArray::from(vec![
+                200_000, 200_000,
+            ])) as arrow::array::ArrayRef,
+        ),
+    ])
+    .unwrap();
+    let command = json!({"type": "training_data", "features": ["user_features:age"]});
+    let data = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(FlightDescriptor::new_cmd(command.to_string())))
+        .build(futures::stream::iter([Ok(entity_rows)]));
+    let out: Vec<_> = client
+        .do_exchange(data)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(out.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+
+    // A caller whose trace is not sampled: neither is the server's part of it.
+    let unsampled = Caller::new(11);
+    client.metadata_mut().insert(
+        "traceparent",
+        format!("00-{}-{}-00", unsampled.trace, unsampled.span)
+            .parse()
+            .unwrap(),
+    );
+    action(&mut client, "list_feature_sets", "{}")
+        .await
+        .unwrap();
+
     // A call without a traceparent starts a trace of its own.
     client.metadata_mut().remove("traceparent");
-    client.list_flights(Vec::<u8>::new()).await.unwrap().try_collect::<Vec<_>>().await.unwrap();
+    client
+        .list_flights(Vec::<u8>::new())
+        .await
+        .unwrap()
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
 
     // --- Metrics, while the server runs.
     let metrics = scrape(&server).await;
     assert_eq!(
-        metrics.value("featherstore_requests_total", &[("api", "flight"), ("method", "do_get"), ("code", "ok")]),
+        metrics.value(
+            "featherstore_requests_total",
+            &[("api", "flight"), ("method", "do_get"), ("code", "ok")]
+        ),
         2.0
     );
     assert_eq!(
-        metrics.value("featherstore_requests_total", &[("api", "http"), ("method", "POST /v1/online"), ("code", "not_found")]),
+        metrics.value(
+            "featherstore_requests_total",
+            &[
+                ("api", "http"),
+                ("method", "POST /v1/online"),
+                ("code", "not_found")
+            ]
+        ),
         1.0
     );
     let (count, buckets) = metrics.histogram(
@@ -462,20 +571,40 @@ async fn traces_and_metrics() {
     assert_eq!(count, 2.0);
     assert_eq!(buckets[0].0, 0.000025, "sub-millisecond buckets");
     assert_eq!(
-        metrics.value("featherstore_ingested_rows_total", &[("feature_set", "user_features")]),
+        metrics.value(
+            "featherstore_ingested_rows_total",
+            &[("feature_set", "user_features")]
+        ),
         4.0
     );
-    assert!(metrics.value("featherstore_ingested_bytes_total", &[("feature_set", "user_features")]) > 0.0);
-    assert_eq!(metrics.value("featherstore_online_entities", &[("feature_set", "user_features")]), 4.0);
     assert!(
-        metrics.value("featherstore_online_index_memory_bytes", &[("feature_set", "user_features")]) > 0.0
+        metrics.value(
+            "featherstore_ingested_bytes_total",
+            &[("feature_set", "user_features")]
+        ) > 0.0
+    );
+    assert_eq!(
+        metrics.value(
+            "featherstore_online_entities",
+            &[("feature_set", "user_features")]
+        ),
+        4.0
+    );
+    assert!(
+        metrics.value(
+            "featherstore_online_index_memory_bytes",
+            &[("feature_set", "user_features")]
+        ) > 0.0
     );
     assert!(metrics.value("featherstore_storage_bytes", &[("backend", "duckdb")]) > 0.0);
     assert!(metrics.value("featherstore_storage_files", &[("backend", "duckdb")]) >= 1.0);
     // DuckDB keeps all sets in one file: no per-set storage series.
     assert!(metrics.values("featherstore_stored_bytes", &[]).is_empty());
     for api in ["flight", "http"] {
-        assert_eq!(metrics.value("featherstore_requests_in_flight", &[("api", api)]), 0.0);
+        assert_eq!(
+            metrics.value("featherstore_requests_in_flight", &[("api", api)]),
+            0.0
+        );
     }
     let (lookups, buckets) = metrics.histogram(
         "featherstore_storage_operation_duration_seconds",
@@ -488,39 +617,106 @@ async fn traces_and_metrics() {
         &[("operation", "append")],
     );
     assert_eq!(appends, 3.0);
-    metrics.histogram("featherstore_storage_operation_duration_seconds", &[("operation", "scan")]);
-    assert_eq!(metrics.types["featherstore_parquet_flushes_total"], "counter");
-    assert_eq!(metrics.types["featherstore_parquet_flush_seconds_total"], "counter");
-    assert!(metrics.value("featherstore_feature_freshness_seconds", &[("feature_set", "user_features")]) > 0.0);
+    metrics.histogram(
+        "featherstore_storage_operation_duration_seconds",
+        &[("operation", "scan")],
+    );
+    assert_eq!(
+        metrics.types["featherstore_parquet_flushes_total"],
+        "counter"
+    );
+    assert_eq!(
+        metrics.types["featherstore_parquet_flush_seconds_total"],
+        "counter"
+    );
+    assert!(
+        metrics.value(
+            "featherstore_feature_freshness_seconds",
+            &[("feature_set", "user_features")]
+        ) > 0.0
+    );
 
     // Shutting down flushes the batch exporter.
     server.server.unwrap().shutdown().await;
     let spans = grpc.spans();
-    assert!(spans.iter().all(|r| r.service.as_deref() == Some("featherstore-test")));
+    assert!(spans
+        .iter()
+        .all(|r| r.service.as_deref() == Some("featherstore-test")));
 
     let trace = Trace::of(&spans, &create);
     let span = trace.server("flight create_feature_set", &create);
-    assert_attrs(span, &[("feature_set", "user_features"), ("code", "ok"), ("rpc.system", "grpc")]);
-    assert_eq!(attr(span, "trace_id").unwrap(), create.trace, "logs carry the trace id");
+    assert_attrs(
+        span,
+        &[
+            ("feature_set", "user_features"),
+            ("code", "ok"),
+            ("rpc.system", "grpc"),
+        ],
+    );
+    assert_eq!(
+        attr(span, "trace_id").unwrap(),
+        create.trace,
+        "logs carry the trace id"
+    );
     trace.child("storage.create_set", span);
 
     let trace = Trace::of(&spans, &put);
     let span = trace.server("flight do_put", &put);
-    assert_attrs(span, &[("feature_set", "user_features"), ("rows", "3"), ("code", "ok")]);
-    let appends: Vec<_> = trace.0.iter().filter(|s| s.name == "storage.append").collect();
+    assert_attrs(
+        span,
+        &[
+            ("feature_set", "user_features"),
+            ("rows", "3"),
+            ("code", "ok"),
+        ],
+    );
+    let appends: Vec<_> = trace
+        .0
+        .iter()
+        .filter(|s| s.name == "storage.append")
+        .collect();
     assert_eq!(appends.len(), 2, "{:?}", trace.names());
     assert!(appends.iter().all(|s| s.parent_span_id == span.span_id));
-    assert_eq!(trace.0.iter().filter(|s| s.name == "index.apply").count(), 2);
+    assert_eq!(
+        trace.0.iter().filter(|s| s.name == "index.apply").count(),
+        2
+    );
 
     let trace = Trace::of(&spans, &online);
     let span = trace.server("flight do_get", &online);
-    assert_attrs(span, &[("feature_set", "user_features"), ("entities", "3"), ("rows", "3")]);
-    assert_eq!(trace.names(), ["flight do_get"], "online reads are one span");
+    assert_attrs(
+        span,
+        &[
+            ("feature_set", "user_features"),
+            ("entities", "3"),
+            ("rows", "3"),
+        ],
+    );
+    assert_eq!(
+        trace.names(),
+        ["flight do_get"],
+        "online reads are one span"
+    );
 
     let trace = Trace::of(&spans, &history);
     let span = trace.server("flight do_get", &history);
     assert_attrs(span, &[("feature_set", "user_features"), ("rows", "3")]);
     assert_attrs(trace.child("storage.scan", span), &[("rows", "3")]);
+
+    let trace = Trace::of(&spans, &training);
+    let span = trace.server("flight do_exchange", &training);
+    assert_attrs(
+        span,
+        &[
+            ("feature_set", "user_features"),
+            ("entities", "2"),
+            ("rows", "2"),
+        ],
+    );
+    assert_attrs(
+        trace.child("storage.training", span),
+        &[("entities", "2"), ("rows", "2")],
+    );
 
     let trace = Trace::of(&spans, &http_online);
     let span = trace.server("POST /v1/online", &http_online);
@@ -543,7 +739,16 @@ async fn traces_and_metrics() {
 
     let trace = Trace::of(&spans, &missing);
     let span = trace.server("POST /v1/online", &missing);
-    assert_attrs(span, &[("http.response.status_code", "404"), ("code", "not_found"), ("feature_set", "nope")]);
+    assert_attrs(
+        span,
+        &[
+            ("http.response.status_code", "404"),
+            ("code", "not_found"),
+            ("feature_set", "nope"),
+        ],
+    );
+
+    assert!(Trace::of(&spans, &unsampled).0.is_empty(), "not sampled");
 
     let roots: Vec<_> = spans
         .iter()
@@ -558,7 +763,9 @@ async fn traces_and_metrics() {
     let mut client = server.flight().await;
     let caller = Caller::new(8);
     set_caller(&mut client, &caller);
-    action(&mut client, "create_feature_set", USER_SPEC).await.unwrap();
+    action(&mut client, "create_feature_set", USER_SPEC)
+        .await
+        .unwrap();
     server.server.unwrap().shutdown().await;
     let spans = over_http.spans();
     let trace = Trace::of(&spans, &caller);
@@ -570,7 +777,9 @@ async fn traces_and_metrics() {
     let server = TestServer::start(Backend::Duckdb).await;
     let mut client = server.flight().await;
     set_caller(&mut client, &Caller::new(9));
-    action(&mut client, "create_feature_set", USER_SPEC).await.unwrap();
+    action(&mut client, "create_feature_set", USER_SPEC)
+        .await
+        .unwrap();
     server.server.unwrap().shutdown().await;
     assert_eq!((grpc.spans().len(), over_http.spans().len()), before);
 }

@@ -371,7 +371,6 @@ impl FeatureStore {
                     &mut counted_sink,
                 )
             });
-        drop(counted_rows);
         for span in [&span, &request] {
             span.record("entities", count(entities));
             span.record("rows", count(rows));

@@ -201,8 +201,13 @@ impl FlightService for FlightApi {
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
         let (metadata, _, input) = request.into_parts();
-        self.observed(&metadata, "do_put", None, put::do_put(self.state.clone(), input))
-            .await
+        self.observed(
+            &metadata,
+            "do_put",
+            None,
+            put::do_put(self.state.clone(), input),
+        )
+        .await
     }
 
     async fn do_exchange(

@@ -13,6 +13,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
+use tracing::Instrument;
 
 use super::arrow_ipc::{self, IpcChunks};
 use super::{parse_json, read_body, streamed, wants_arrow, ARROW_STREAM};
@@ -186,21 +187,24 @@ fn encoded_body(
     mut batches: ReceiverStream<ApiResult<RecordBatch>>,
 ) -> Body {
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(2);
-    tokio::spawn(async move {
-        let chunks = async {
-            tx.send(Ok(encoding.start()?)).await.ok();
-            while let Some(batch) = batches.next().await {
-                if tx.send(Ok(encoding.batch(&batch?)?)).await.is_err() {
-                    return Ok(()); // the client went away
+    tokio::spawn(
+        async move {
+            let chunks = async {
+                tx.send(Ok(encoding.start()?)).await.ok();
+                while let Some(batch) = batches.next().await {
+                    if tx.send(Ok(encoding.batch(&batch?)?)).await.is_err() {
+                        return Ok(()); // the client went away
+                    }
                 }
+                tx.send(Ok(encoding.finish()?)).await.ok();
+                Ok::<(), ApiError>(())
+            };
+            if let Err(e) = chunks.await {
+                tracing::error!(error = %e, "response stream failed after it started");
+                let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
             }
-            tx.send(Ok(encoding.finish()?)).await.ok();
-            Ok::<(), ApiError>(())
-        };
-        if let Err(e) = chunks.await {
-            tracing::error!(error = %e, "response stream failed after it started");
-            let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
         }
-    });
+        .instrument(tracing::Span::current()),
+    );
     Body::from_stream(ReceiverStream::new(rx))
 }

@@ -381,8 +381,13 @@ impl ParquetCollector {
             .counters()
             .iter()
             .map(|(key, help, _)| {
-                Desc::new(parquet_metric_name(key), help.to_string(), vec![], Default::default())
-                    .expect("valid metric")
+                Desc::new(
+                    parquet_metric_name(key),
+                    help.to_string(),
+                    vec![],
+                    Default::default(),
+                )
+                .expect("valid metric")
             })
             .collect();
         ParquetCollector { descs }

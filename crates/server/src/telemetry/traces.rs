@@ -8,7 +8,13 @@
 //! cost what they cost without it. [`start`] (called by [`crate::start`] when an endpoint is
 //! configured) points it at a new tracer provider and switches it on; [`Tracing::shutdown`]
 //! flushes what is queued and switches it off again.
+//!
+//! Sampling is decided per request before its span exists ([`HeadSampler`]): a request that
+//! is not sampled never reaches the OpenTelemetry layer, nor do the spans under it, so it
+//! costs (almost) what it costs with export off. Its log lines still carry the caller's trace
+//! id when the caller sent one.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{LazyLock, RwLock};
 use std::time::Duration;
@@ -18,7 +24,9 @@ use futures::stream::{BoxStream, StreamExt};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
-use opentelemetry::trace::{SpanBuilder, TraceContextExt, TracerProvider as _};
+use opentelemetry::trace::{
+    SpanBuilder, SpanContext, TraceContextExt, TraceId, TracerProvider as _,
+};
 use opentelemetry::{Context as OtelContext, InstrumentationScope, KeyValue};
 use opentelemetry_http::{HttpClient, HttpError};
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
@@ -38,6 +46,8 @@ use crate::config::{OtlpProtocol, TracingConfig};
 
 /// The tracer of the running export, with the generation that installed it.
 static TRACER: RwLock<Option<(u64, SdkTracer)>> = RwLock::new(None);
+/// The sampler of the running export.
+static SAMPLER: RwLock<HeadSampler> = RwLock::new(HeadSampler::OFF);
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 /// Whether spans are exported: read on every span's creation (once per callsite, cached).
 static EXPORTING: AtomicBool = AtomicBool::new(false);
@@ -74,30 +84,146 @@ impl opentelemetry::trace::Tracer for SwitchTracer {
     }
 }
 
-/// What goes to OpenTelemetry: FeatherStore's spans down to debug level (the storage and
-/// index children), and its events at info and above (errors become span events and mark
-/// the span failed), and nothing at all while export is off.
+/// How a request decides whether it is traced: an `OTEL_TRACES_SAMPLER` policy, applied to the
+/// caller's trace context before the request's span is created.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HeadSampler {
+    /// Follow the caller's sampled flag when there is a caller trace.
+    parent_based: bool,
+    /// The share of the other requests (of trace ids) that are sampled, 0..=1.
+    ratio: f64,
+}
+
+impl HeadSampler {
+    const OFF: HeadSampler = HeadSampler {
+        parent_based: false,
+        ratio: 0.0,
+    };
+
+    /// From a sampler name of [`SAMPLERS`] and its ratio (1.0 when unset).
+    pub fn new(name: &str, arg: Option<f64>) -> HeadSampler {
+        let ratio = arg.unwrap_or(1.0);
+        let (parent_based, ratio) = match name {
+            "always_on" => (false, 1.0),
+            "always_off" => (false, 0.0),
+            "traceidratio" => (false, ratio),
+            "parentbased_always_off" => (true, 0.0),
+            "parentbased_traceidratio" => (true, ratio),
+            _ => (true, 1.0), // parentbased_always_on
+        };
+        HeadSampler {
+            parent_based,
+            ratio,
+        }
+    }
+
+    /// Whether a request whose caller's trace context is `parent` is sampled. Ratios apply to
+    /// the caller's trace id when there is one (as OpenTelemetry's `TraceIdRatioBased` does, so
+    /// that every service sampling at that ratio keeps the same traces), else to a random draw.
+    pub fn sample(&self, parent: Option<&SpanContext>) -> bool {
+        let parent = parent.filter(|p| p.is_valid());
+        if let (true, Some(parent)) = (self.parent_based, parent) {
+            return parent.is_sampled();
+        }
+        if self.ratio >= 1.0 {
+            return true;
+        }
+        if self.ratio <= 0.0 {
+            return false;
+        }
+        let draw = match parent {
+            Some(parent) => {
+                let bytes = parent.trace_id().to_bytes();
+                u64::from_be_bytes(bytes[8..16].try_into().expect("8 bytes")) >> 1
+            }
+            None => random_u64() >> 1,
+        };
+        draw < (self.ratio * (1u64 << 63) as f64) as u64
+    }
+}
+
+/// A cheap per-thread pseudo-random draw (xorshift), for ratio sampling of new traces.
+fn random_u64() -> u64 {
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let seed = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            let here = &seed as *const u64 as u64;
+            (seed ^ here.rotate_left(32)) | 1
+        });
+    }
+    STATE.with(|state| {
+        let mut x = state.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        state.set(x);
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    })
+}
+
+thread_local! {
+    /// Set around the creation of a sampled request's span: the filter's answer for it.
+    static SAMPLE_THIS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// What goes to OpenTelemetry while export is on: the spans of sampled requests; below them,
+/// FeatherStore's spans down to debug level (the storage and index children) and its events at
+/// info and above (errors become span events and mark the span failed); and the startup spans
+/// that rebuild the online index. Nothing at all while export is off.
 #[derive(Debug, Clone, Copy)]
 pub struct ExportFilter;
 
-fn exported(meta: &Metadata<'_>) -> bool {
-    meta.target().starts_with("featherstore")
-        && if meta.is_span() {
-            *meta.level() <= Level::DEBUG
-        } else {
-            *meta.level() <= Level::INFO
-        }
+/// The target of the request spans (created in this module).
+const REQUEST_TARGET: &str = module_path!();
+
+#[derive(PartialEq)]
+enum Kind {
+    Request,
+    Root,
+    Child,
+    Event,
 }
 
-impl<S> Filter<S> for ExportFilter {
-    fn enabled(&self, meta: &Metadata<'_>, _cx: &Context<'_, S>) -> bool {
-        exporting() && exported(meta)
+fn kind(meta: &Metadata<'_>) -> Option<Kind> {
+    if !meta.target().starts_with("featherstore") {
+        return None;
+    }
+    if meta.is_span() {
+        if meta.target() == REQUEST_TARGET && matches!(meta.name(), "flight" | "http") {
+            Some(Kind::Request)
+        } else if meta.name() == "index.rebuild" {
+            Some(Kind::Root)
+        } else {
+            (*meta.level() <= Level::DEBUG).then_some(Kind::Child)
+        }
+    } else {
+        (*meta.level() <= Level::INFO).then_some(Kind::Event)
+    }
+}
+
+impl<S> Filter<S> for ExportFilter
+where
+    S: Subscriber + for<'span> LookupSpan<'span>,
+{
+    fn enabled(&self, meta: &Metadata<'_>, cx: &Context<'_, S>) -> bool {
+        if !exporting() {
+            return false;
+        }
+        match kind(meta) {
+            Some(Kind::Request) => SAMPLE_THIS.get(),
+            // Only inside a span this layer has: of a sampled request.
+            Some(Kind::Child) | Some(Kind::Event) => cx.lookup_current().is_some(),
+            Some(Kind::Root) => true,
+            None => false,
+        }
     }
 
     fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> Interest {
         // Re-evaluated when export starts or stops (`rebuild_interest_cache`).
-        if exporting() && exported(meta) {
-            Interest::always()
+        if exporting() && kind(meta).is_some() {
+            Interest::sometimes()
         } else {
             Interest::never()
         }
@@ -246,20 +372,6 @@ pub fn resolve(
     }))
 }
 
-fn sampler(name: &str, arg: Option<f64>) -> Sampler {
-    let ratio = arg.unwrap_or(1.0);
-    match name {
-        "always_on" => Sampler::AlwaysOn,
-        "always_off" => Sampler::AlwaysOff,
-        "traceidratio" => Sampler::TraceIdRatioBased(ratio),
-        "parentbased_always_off" => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
-        "parentbased_traceidratio" => {
-            Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio)))
-        }
-        _ => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
-    }
-}
-
 /// A running export; [`Tracing::shutdown`] flushes it.
 pub struct Tracing {
     provider: SdkTracerProvider,
@@ -306,7 +418,9 @@ pub fn start(config: &TracingConfig) -> Result<Option<Tracing>, String> {
     }
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
-        .with_sampler(sampler(&settings.sampler, settings.sampler_arg))
+        // Requests are sampled before their spans exist (`HeadSampler`): what reaches the
+        // provider is to be recorded.
+        .with_sampler(Sampler::AlwaysOn)
         .with_resource(resource.build())
         .build();
     let tracer = provider.tracer_with_scope(
@@ -315,12 +429,17 @@ pub fn start(config: &TracingConfig) -> Result<Option<Tracing>, String> {
             .build(),
     );
     let generation = GENERATION.fetch_add(1, Ordering::Relaxed) + 1;
+    *SAMPLER.write().unwrap_or_else(|e| e.into_inner()) =
+        HeadSampler::new(&settings.sampler, settings.sampler_arg);
     *TRACER.write().unwrap_or_else(|e| e.into_inner()) = Some((generation, tracer));
     EXPORTING.store(true, Ordering::Relaxed);
     tracing::callsite::rebuild_interest_cache();
     tracing::info!(
         endpoint = %settings.endpoint,
-        protocol = ?settings.protocol,
+        protocol = match settings.protocol {
+            OtlpProtocol::Grpc => "grpc",
+            OtlpProtocol::HttpProtobuf => "http/protobuf",
+        },
         sampler = %settings.sampler,
         "exporting traces"
     );
@@ -368,68 +487,80 @@ impl<'a, F: Fn(&str) -> Option<&'a str>> Extractor for Carrier<'a, F> {
     }
 }
 
-/// Joins `span` to the caller's trace, and records the trace id on it for the logs: every
-/// line logged inside the request carries it. Without export, the caller's trace id (if any)
-/// is still recorded, so that logs can be matched with the caller's trace.
-fn join_caller_trace<'a>(span: &Span, header: impl Fn(&str) -> Option<&'a str>) {
-    let has_parent = header("traceparent").is_some();
-    if span.is_disabled() || !(has_parent || exporting()) {
-        return;
+/// Creates a request's span with `make`, sampled or not (see [`HeadSampler`]), joined to the
+/// caller's trace, with its trace id recorded for the logs: every line logged inside the
+/// request carries it. An unsampled request (or any, with export off) records the caller's
+/// trace id if there is one, so that its logs can still be matched with the caller's trace.
+fn request_span<'a>(header: impl Fn(&str) -> Option<&'a str>, make: impl FnOnce() -> Span) -> Span {
+    let parent = header("traceparent")
+        .is_some()
+        .then(|| TraceContextPropagator::new().extract(&Carrier(header)));
+    let caller = parent.as_ref().map(|cx| cx.span().span_context().clone());
+    let sampled = exporting()
+        && SAMPLER
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .sample(caller.as_ref());
+    SAMPLE_THIS.set(sampled);
+    let span = make();
+    SAMPLE_THIS.set(false);
+    if span.is_disabled() {
+        return span;
     }
-    let parent = has_parent.then(|| TraceContextPropagator::new().extract(&Carrier(header)));
-    let trace_id = if exporting() {
+    let trace_id = if sampled {
         if let Some(parent) = parent {
             let _ = span.set_parent(parent);
         }
         span.context().span().span_context().trace_id()
     } else {
-        parent.map_or(opentelemetry::trace::TraceId::INVALID, |cx| {
-            cx.span().span_context().trace_id()
-        })
+        caller.map_or(TraceId::INVALID, |c| c.trace_id())
     };
-    if trace_id != opentelemetry::trace::TraceId::INVALID {
+    if trace_id != TraceId::INVALID {
         span.record("trace_id", tracing::field::display(trace_id));
     }
+    span
 }
 
 /// The span of a Flight call. `feature_set`, `entities` and `rows` are recorded by the
 /// handler and the store as they learn them.
 pub fn flight_span(method: &'static str, metadata: &tonic::metadata::MetadataMap) -> Span {
-    let span = tracing::info_span!(
-        "flight",
-        otel.name = format!("flight {method}").as_str(),
-        otel.kind = "server",
-        otel.status_code = Empty,
-        rpc.system = "grpc",
-        feature_set = Empty,
-        entities = Empty,
-        rows = Empty,
-        code = Empty,
-        trace_id = Empty,
-    );
-    join_caller_trace(&span, |key| metadata.get(key).and_then(|v| v.to_str().ok()));
-    span
+    let header = |key: &str| metadata.get(key).and_then(|v| v.to_str().ok());
+    request_span(header, || {
+        tracing::info_span!(
+            "flight",
+            otel.name = format!("flight {method}").as_str(),
+            otel.kind = "server",
+            otel.status_code = Empty,
+            rpc.system = "grpc",
+            feature_set = Empty,
+            entities = Empty,
+            rows = Empty,
+            code = Empty,
+            trace_id = Empty,
+        )
+    })
 }
 
 /// The span of an HTTP request; `name` is `METHOD /route` (the `method` label).
 pub fn http_span(name: &str, method: &http::Method, route: &str, headers: &HeaderMap) -> Span {
-    let span = tracing::info_span!(
-        "http",
-        method = name,
-        otel.name = name,
-        otel.kind = "server",
-        otel.status_code = Empty,
-        http.request.method = method.as_str(),
-        http.route = route,
-        http.response.status_code = Empty,
-        feature_set = Empty,
-        entities = Empty,
-        rows = Empty,
-        code = Empty,
-        trace_id = Empty,
-    );
-    join_caller_trace(&span, |key| headers.get(key).and_then(|v| v.to_str().ok()));
-    span
+    let header = |key: &str| headers.get(key).and_then(|v| v.to_str().ok());
+    request_span(header, || {
+        tracing::info_span!(
+            "http",
+            method = name,
+            otel.name = name,
+            otel.kind = "server",
+            otel.status_code = Empty,
+            http.request.method = method.as_str(),
+            http.route = route,
+            http.response.status_code = Empty,
+            feature_set = Empty,
+            entities = Empty,
+            rows = Empty,
+            code = Empty,
+            trace_id = Empty,
+        )
+    })
 }
 
 /// Records a request's outcome on its span, and logs the request's line (debug level).
@@ -529,7 +660,10 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn resolve_with(config: &TracingConfig, vars: &[(&str, &str)]) -> Result<Option<Settings>, String> {
+    fn resolve_with(
+        config: &TracingConfig,
+        vars: &[(&str, &str)],
+    ) -> Result<Option<Settings>, String> {
         let vars: HashMap<String, String> = vars
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -545,7 +679,10 @@ mod tests {
             endpoint: Some("http://c:4318".into()),
             ..TracingConfig::default()
         };
-        assert_eq!(resolve_with(&config, &[("OTEL_SDK_DISABLED", "true")]).unwrap(), None);
+        assert_eq!(
+            resolve_with(&config, &[("OTEL_SDK_DISABLED", "true")]).unwrap(),
+            None
+        );
     }
 
     #[test]
@@ -557,7 +694,10 @@ mod tests {
         let s = resolve_with(&config, &[]).unwrap().unwrap();
         assert_eq!(s.endpoint, "http://configured:4318/v1/traces");
         assert_eq!(s.protocol, OtlpProtocol::HttpProtobuf);
-        assert_eq!(s.sampler, "parentbased_always_on");
+        assert_eq!(
+            (s.sampler.as_str(), s.sampler_arg),
+            ("parentbased_traceidratio", Some(0.1))
+        );
         assert_eq!(s.service_name.as_deref(), Some("featherstore"));
         assert_eq!(s.timeout, Duration::from_secs(10));
 
@@ -576,9 +716,22 @@ mod tests {
         .unwrap();
         assert_eq!(s.endpoint, "http://collector:4317");
         assert_eq!(s.protocol, OtlpProtocol::Grpc);
-        assert_eq!((s.sampler.as_str(), s.sampler_arg), ("parentbased_traceidratio", Some(0.1)));
-        assert_eq!(s.service_name, None, "the SDK reads OTEL_SERVICE_NAME itself");
+        assert_eq!(
+            (s.sampler.as_str(), s.sampler_arg),
+            ("parentbased_traceidratio", Some(0.1))
+        );
+        assert_eq!(
+            s.service_name, None,
+            "the SDK reads OTEL_SERVICE_NAME itself"
+        );
         assert_eq!(s.timeout, Duration::from_millis(2500));
+
+        // A sampler from the environment takes its ratio from there too (the spec's 1.0 if
+        // unset), not from the configuration.
+        let s = resolve_with(&config, &[("OTEL_TRACES_SAMPLER", "traceidratio")])
+            .unwrap()
+            .unwrap();
+        assert_eq!((s.sampler.as_str(), s.sampler_arg), ("traceidratio", None));
 
         // The per-signal endpoint is taken as it is.
         let s = resolve_with(
@@ -591,12 +744,46 @@ mod tests {
     }
 
     #[test]
+    fn head_sampling_follows_the_caller_then_the_ratio() {
+        use opentelemetry::trace::{SpanId, TraceFlags, TraceState};
+        let caller = |trace: u128, sampled: bool| {
+            SpanContext::new(
+                TraceId::from(trace),
+                SpanId::from(1u64),
+                if sampled {
+                    TraceFlags::SAMPLED
+                } else {
+                    TraceFlags::default()
+                },
+                true,
+                TraceState::default(),
+            )
+        };
+        let default = HeadSampler::new("parentbased_traceidratio", Some(0.1));
+        assert!(default.sample(Some(&caller(u128::MAX, true))));
+        assert!(!default.sample(Some(&caller(1, false))));
+        let roots = (0..20_000).filter(|_| default.sample(None)).count();
+        assert!((1_500..2_500).contains(&roots), "about a tenth: {roots}");
+
+        let always = HeadSampler::new("parentbased_always_on", None);
+        assert!(always.sample(None));
+        assert!(!always.sample(Some(&caller(7, false))));
+        assert!(!HeadSampler::new("always_off", None).sample(Some(&caller(7, true))));
+        assert!(HeadSampler::new("always_on", None).sample(Some(&caller(7, false))));
+        // A ratio applies to the caller's trace id: the same decision every time.
+        let ratio = HeadSampler::new("traceidratio", Some(0.5));
+        assert!(ratio.sample(Some(&caller(0, false))));
+        assert!(!ratio.sample(Some(&caller(u128::MAX, true))));
+    }
+
+    #[test]
     fn bad_settings_are_errors() {
         let config = TracingConfig {
             endpoint: Some("http://c:4317".into()),
             ..TracingConfig::default()
         };
-        let err = resolve_with(&config, &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]).unwrap_err();
+        let err =
+            resolve_with(&config, &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]).unwrap_err();
         assert!(err.contains("http/json"), "{err}");
         let err = resolve_with(&config, &[("OTEL_TRACES_SAMPLER", "sometimes")]).unwrap_err();
         assert!(err.contains("sometimes"), "{err}");

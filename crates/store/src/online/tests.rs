@@ -149,8 +149,14 @@ fn empty_and_unknown_lookups_give_aligned_typed_nulls() {
     let index = OnlineIndex::new(spec.clone());
     let empty = index.lookup(&keys(&[]), &[0, 1, 2], 0).unwrap();
     assert_eq!(empty.num_rows(), 0);
-    empty.columns().iter().for_each(|c| c.to_data().validate_full().unwrap());
+    empty
+        .columns()
+        .iter()
+        .for_each(|c| c.to_data().validate_full().unwrap());
     let unknown = index.lookup(&keys(&["x"]), &[0, 2], 0).unwrap();
-    unknown.columns().iter().for_each(|c| c.to_data().validate_full().unwrap());
+    unknown
+        .columns()
+        .iter()
+        .for_each(|c| c.to_data().validate_full().unwrap());
     assert!(unknown.column(1).is_null(0) && unknown.column(2).is_null(0));
 }
