@@ -772,7 +772,10 @@ mod tests {
         assert!(HeadSampler::new("always_on", None).sample(Some(&caller(7, false))));
         // A ratio applies to the caller's trace id: the same decision every time.
         let ratio = HeadSampler::new("traceidratio", Some(0.5));
-        assert!(ratio.sample(Some(&caller(1, false))), "a low trace id is kept");
+        assert!(
+            ratio.sample(Some(&caller(1, false))),
+            "a low trace id is kept"
+        );
         assert!(!ratio.sample(Some(&caller(u128::MAX, true))));
     }
 
