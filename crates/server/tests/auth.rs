@@ -377,7 +377,7 @@ async fn handshake_issues_the_bearer_token() {
         .connect()
         .await
         .unwrap();
-    let mut raw = FlightServiceClient::new(channel.clone());
+    let raw = FlightServiceClient::new(channel.clone());
     let handshake = |credentials: Option<String>, payload: &'static str| {
         let mut raw = raw.clone();
         async move {

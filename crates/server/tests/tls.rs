@@ -145,9 +145,11 @@ async fn client_certificates_are_required_when_configured() {
         assert!(https(&certs, identity).get(&url).send().await.is_err());
         match flight_tls(&certs, flight_addr, identity).await {
             Err(_) => {}
+            // TLS 1.3: the client finishes its side of the handshake before the server checks
+            // its certificate; the server's alert then fails the first call.
             Ok(mut client) => {
                 let refused = action(&mut client, "list_feature_sets", "{}").await.unwrap_err();
-                assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+                assert!(format!("{refused:?}").contains("alert"), "{refused:?}");
             }
         }
     }
