@@ -125,7 +125,7 @@ fn client_commands_with_tokens_over_tls() {
     let ca = server.ca();
 
     // Admin through --token, creating; the reader lists through FEATHERSTORE_TOKEN.
-    ok(&server.run(&["apply", sets, "--server", flight, "--ca-file", ca, "--token", ADMIN], &[]));
+    ok(&server.run(&["apply", "--file", sets, "--server", flight, "--ca-file", ca, "--token", ADMIN], &[]));
     let listed = ok(&server.run(
         &["list", "--server", flight, "--ca-file", ca],
         &[("FEATHERSTORE_TOKEN", READER)],
