@@ -49,7 +49,14 @@ impl SecureServer {
             .arg("serve")
             .arg("--config")
             .arg(&config)
-            .args(["--http-port", "0", "--flight-port", "0", "--metrics-port", "0"])
+            .args([
+                "--http-port",
+                "0",
+                "--flight-port",
+                "0",
+                "--metrics-port",
+                "0",
+            ])
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .env(ADMIN_VAR, ADMIN)
@@ -64,9 +71,18 @@ impl SecureServer {
             .unwrap();
         let ready: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
             let _ = child.kill();
-            panic!("no ready line ({e}): {line:?}: {}", std::fs::read_to_string(&log).unwrap_or_default())
+            panic!(
+                "no ready line ({e}): {line:?}: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
         });
-        let port = ready["flight"].as_str().unwrap().rsplit(':').next().unwrap().to_string();
+        let port = ready["flight"]
+            .as_str()
+            .unwrap()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .to_string();
         SecureServer {
             child,
             flight: format!("grpc+tls://localhost:{port}"),
@@ -80,7 +96,11 @@ impl SecureServer {
     fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut command = Command::new(BIN);
         command.args(args);
-        for var in ["FEATHERSTORE_FLIGHT", "FEATHERSTORE_TOKEN", "FEATHERSTORE_CA_FILE"] {
+        for var in [
+            "FEATHERSTORE_FLIGHT",
+            "FEATHERSTORE_TOKEN",
+            "FEATHERSTORE_CA_FILE",
+        ] {
             command.env_remove(var);
         }
         command.envs(env.iter().copied());
@@ -109,7 +129,11 @@ fn ok(output: &Output) -> String {
 }
 
 fn fails(output: &Output) -> String {
-    assert!(!output.status.success(), "succeeded: {}", String::from_utf8_lossy(&output.stdout));
+    assert!(
+        !output.status.success(),
+        "succeeded: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
@@ -125,7 +149,20 @@ fn client_commands_with_tokens_over_tls() {
     let ca = server.ca();
 
     // Admin through --token, creating; the reader lists through FEATHERSTORE_TOKEN.
-    ok(&server.run(&["apply", "--file", sets, "--server", flight, "--ca-file", ca, "--token", ADMIN], &[]));
+    ok(&server.run(
+        &[
+            "apply",
+            "--file",
+            sets,
+            "--server",
+            flight,
+            "--ca-file",
+            ca,
+            "--token",
+            ADMIN,
+        ],
+        &[],
+    ));
     let listed = ok(&server.run(
         &["list", "--server", flight, "--ca-file", ca],
         &[("FEATHERSTORE_TOKEN", READER)],
@@ -133,18 +170,43 @@ fn client_commands_with_tokens_over_tls() {
     assert!(listed.contains("accounts"), "{listed}");
     // The CA from FEATHERSTORE_CA_FILE; the token before the command name.
     let described = ok(&server.run(
-        &["--token", READER, "describe", "accounts", "--server", flight],
+        &[
+            "--token", READER, "describe", "accounts", "--server", flight,
+        ],
         &[("FEATHERSTORE_CA_FILE", ca)],
     ));
     assert!(described.contains("balance"), "{described}");
 
     // No token, a wrong one, a missing scope: one clear line each.
     let missing = fails(&server.run(&["list", "--server", flight, "--ca-file", ca], &[]));
-    assert!(missing.contains("--token") && missing.contains("FEATHERSTORE_TOKEN"), "{missing}");
-    let wrong = fails(&server.run(&["list", "--server", flight, "--ca-file", ca, "--token", UNKNOWN], &[]));
+    assert!(
+        missing.contains("--token") && missing.contains("FEATHERSTORE_TOKEN"),
+        "{missing}"
+    );
+    let wrong = fails(&server.run(
+        &[
+            "list",
+            "--server",
+            flight,
+            "--ca-file",
+            ca,
+            "--token",
+            UNKNOWN,
+        ],
+        &[],
+    ));
     assert!(wrong.contains("not valid"), "{wrong}");
     let denied = fails(&server.run(
-        &["delete", "accounts", "--server", flight, "--ca-file", ca, "--token", READER],
+        &[
+            "delete",
+            "accounts",
+            "--server",
+            flight,
+            "--ca-file",
+            ca,
+            "--token",
+            READER,
+        ],
         &[],
     ));
     assert!(denied.contains("admin scope"), "{denied}");
@@ -165,7 +227,17 @@ fn serve_refuses_a_public_address_without_auth() {
     let dir = tempfile::tempdir().unwrap();
     let serve = |extra_env: &[(&str, &str)]| {
         Command::new(BIN)
-            .args(["serve", "--host", "0.0.0.0", "--http-port", "0", "--flight-port", "0", "--metrics-port", "0"])
+            .args([
+                "serve",
+                "--host",
+                "0.0.0.0",
+                "--http-port",
+                "0",
+                "--flight-port",
+                "0",
+                "--metrics-port",
+                "0",
+            ])
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .envs(extra_env.iter().copied())

@@ -99,7 +99,11 @@ impl ClientBuilder {
 
     /// A client certificate and its key (PEM files), for servers that require one
     /// (`server.tls.client_ca_file`).
-    pub fn client_identity(mut self, cert_file: impl Into<PathBuf>, key_file: impl Into<PathBuf>) -> Self {
+    pub fn client_identity(
+        mut self,
+        cert_file: impl Into<PathBuf>,
+        key_file: impl Into<PathBuf>,
+    ) -> Self {
         self.identity_files = Some((cert_file.into(), key_file.into()));
         self
     }
@@ -143,8 +147,9 @@ impl ClientBuilder {
         } else if self.ca_file.is_some() || self.identity_files.is_some() {
             return Err(Error::InvalidAddress {
                 address: self.address.clone(),
-                reason: "a CA file or client certificate needs a TLS address (https:// or grpc+tls://)"
-                    .into(),
+                reason:
+                    "a CA file or client certificate needs a TLS address (https:// or grpc+tls://)"
+                        .into(),
             });
         }
         Ok((endpoint, uri))
@@ -787,7 +792,10 @@ mod tests {
             normalize_address("127.0.0.1:8081").unwrap(),
             plain("http://127.0.0.1:8081")
         );
-        assert_eq!(normalize_address("http://h:1/").unwrap(), plain("http://h:1"));
+        assert_eq!(
+            normalize_address("http://h:1/").unwrap(),
+            plain("http://h:1")
+        );
         assert_eq!(
             normalize_address("grpc+tls://h:1").unwrap(),
             ("https://h:1".to_string(), true)

@@ -101,7 +101,10 @@ async fn tokens_are_sent_with_every_call() {
     // Every kind of call carries the token: actions, DoGet, DoExchange, GetSchema, and the
     // plain Flight client.
     assert_eq!(reader.list_feature_sets().await.unwrap().len(), 1);
-    assert_eq!(reader.get_feature_set("accounts").await.unwrap().stats.rows, 1);
+    assert_eq!(
+        reader.get_feature_set("accounts").await.unwrap().stats.rows,
+        1
+    );
     let online = reader.get_features("accounts", ["a1"]).await.unwrap();
     assert_eq!(online.num_rows(), 1);
     let history: Vec<RecordBatch> = reader
@@ -114,7 +117,11 @@ async fn tokens_are_sent_with_every_call() {
     assert_eq!(history.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
     let entities = rows().project(&[0, 1]).unwrap();
     let training = reader
-        .training_data([entities], ["accounts:balance"], TrainingDataOptions::default())
+        .training_data(
+            [entities],
+            ["accounts:balance"],
+            TrainingDataOptions::default(),
+        )
         .await
         .unwrap()
         .concat()
@@ -132,15 +139,30 @@ async fn tokens_are_sent_with_every_call() {
         .unwrap();
     assert_eq!(flights.len(), 1);
     // The read scope is not enough to write or delete.
-    let denied = reader.ingest_batches("accounts", [rows()]).await.unwrap_err();
+    let denied = reader
+        .ingest_batches("accounts", [rows()])
+        .await
+        .unwrap_err();
     assert!(denied.is_permission_denied(), "{denied}");
     let denied = reader.delete_feature_set("accounts").await.unwrap_err();
     assert!(denied.is_permission_denied(), "{denied}");
 
     // A wrong token: refused; one that is no header value: refused here, not sent.
-    let wrong = Client::builder(address.as_str()).token("not-a-token-at-all").connect().await.unwrap();
-    assert!(wrong.list_feature_sets().await.unwrap_err().is_unauthenticated());
-    let invalid = Client::builder(address.as_str()).token("two words").connect().await.unwrap_err();
+    let wrong = Client::builder(address.as_str())
+        .token("not-a-token-at-all")
+        .connect()
+        .await
+        .unwrap();
+    assert!(wrong
+        .list_feature_sets()
+        .await
+        .unwrap_err()
+        .is_unauthenticated());
+    let invalid = Client::builder(address.as_str())
+        .token("two words")
+        .connect()
+        .await
+        .unwrap_err();
     assert!(!invalid.to_string().contains("two words"), "{invalid}");
 
     // FEATHERSTORE_TOKEN when the builder has none.
@@ -159,7 +181,10 @@ async fn tls_with_a_ca_file_and_client_certificates() {
     let server = serve(&dir, |c| c.server.tls = Some(tls)).await;
     let port = server.flight_addr.port();
 
-    for address in [format!("grpc+tls://localhost:{port}"), format!("https://127.0.0.1:{port}")] {
+    for address in [
+        format!("grpc+tls://localhost:{port}"),
+        format!("https://127.0.0.1:{port}"),
+    ] {
         let client = Client::builder(address.as_str())
             .ca_file(&certs.ca)
             .connect()

@@ -71,9 +71,7 @@ impl Operation {
         Some(match method {
             "Handshake" => return None,
             "DoGet" | "DoExchange" => Operation::ReadData,
-            "ListFlights" | "GetFlightInfo" | "PollFlightInfo" | "GetSchema" => {
-                Operation::Describe
-            }
+            "ListFlights" | "GetFlightInfo" | "PollFlightInfo" | "GetSchema" => Operation::Describe,
             "DoPut" => Operation::Ingest,
             _ => Operation::Discover,
         })
@@ -83,9 +81,7 @@ impl Operation {
     pub fn of_action(action: &str) -> Operation {
         match action {
             "get_feature_set" | "list_feature_sets" => Operation::Describe,
-            "create_feature_set" | "update_feature_set" | "delete_feature_set" => {
-                Operation::Manage
-            }
+            "create_feature_set" | "update_feature_set" | "delete_feature_set" => Operation::Manage,
             _ => Operation::Discover,
         }
     }
@@ -99,9 +95,8 @@ impl Operation {
             (_, "/health") => return None,
             ("GET", "/metrics") => Operation::Metrics,
             ("GET", "/v1/feature-sets" | "/v1/feature-sets/{name}") => Operation::Describe,
-            ("POST", "/v1/feature-sets") | ("DELETE" | "PUT" | "PATCH", "/v1/feature-sets/{name}") => {
-                Operation::Manage
-            }
+            ("POST", "/v1/feature-sets")
+            | ("DELETE" | "PUT" | "PATCH", "/v1/feature-sets/{name}") => Operation::Manage,
             ("POST", "/v1/feature-sets/{name}/rows") => Operation::Ingest,
             ("POST", "/v1/online" | "/v1/history" | "/v1/training-data") => Operation::ReadData,
             _ => Operation::Discover,
@@ -330,7 +325,8 @@ impl Access {
     }
 
     fn refuse(&self, reason: Refusal, message: String) -> ApiError {
-        self.metrics.auth_failure(self.api.as_str(), reason.as_str());
+        self.metrics
+            .auth_failure(self.api.as_str(), reason.as_str());
         ApiError::Forbidden(message)
     }
 
@@ -414,8 +410,15 @@ pub struct HttpAuth {
 
 /// The HTTP middleware: authenticates, checks the route's scope and the feature set of a
 /// `/v1/feature-sets/{name}` route, and gives the handlers the request's [`Access`].
-pub async fn http_layer(State(auth): State<HttpAuth>, mut request: Request, next: Next) -> Response {
-    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str());
+pub async fn http_layer(
+    State(auth): State<HttpAuth>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str());
     let Some(operation) = Operation::of_http_route(request.method(), route) else {
         return next.run(request).await;
     };
@@ -430,13 +433,14 @@ pub async fn http_layer(State(auth): State<HttpAuth>, mut request: Request, next
         Err(e) => return e.into_response(),
     };
     let (mut parts, body) = request.into_parts();
-    let name = axum::extract::Path::<std::collections::HashMap<String, String>>::from_request_parts(
-        &mut parts,
-        &(),
-    )
-    .await
-    .ok()
-    .and_then(|p| p.0.get("name").cloned());
+    let name =
+        axum::extract::Path::<std::collections::HashMap<String, String>>::from_request_parts(
+            &mut parts,
+            &(),
+        )
+        .await
+        .ok()
+        .and_then(|p| p.0.get("name").cloned());
     if let Some(name) = name {
         if let Err(e) = access.require_set(&name) {
             return e.into_response();
@@ -563,7 +567,10 @@ mod tests {
         assert_eq!(Operation::of_flight_method("DoExchange"), Some(ReadData));
         assert_eq!(Operation::of_action("delete_feature_set"), Manage);
         assert_eq!(Operation::of_action("list_feature_sets"), Describe);
-        assert_eq!(Operation::of_http_route(&Method::GET, Some("/health")), None);
+        assert_eq!(
+            Operation::of_http_route(&Method::GET, Some("/health")),
+            None
+        );
         assert_eq!(
             Operation::of_http_route(&Method::DELETE, Some("/v1/feature-sets/{name}")),
             Some(Manage)

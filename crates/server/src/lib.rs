@@ -141,7 +141,9 @@ fn serve_http(
 ) {
     use axum::serve::ListenerExt;
     if let Some(tls) = tls {
-        let address = listener.local_addr().expect("bound listener has an address");
+        let address = listener
+            .local_addr()
+            .expect("bound listener has an address");
         let listener = tls::TlsListener::new(listener, address, tls);
         return spawn_server(tasks, what, listener, router, stopped);
     }
@@ -190,7 +192,8 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
 }
 
 async fn start_serving(config: &Config) -> Result<RunningServer, StartError> {
-    let authenticator = auth::Authenticator::from_config(&config.auth).map_err(StartError::Config)?;
+    let authenticator =
+        auth::Authenticator::from_config(&config.auth).map_err(StartError::Config)?;
     let (http_tls, flight_tls) = match &config.server.tls {
         Some(tls) => (
             Some(tls::http_config(tls).map_err(StartError::Config)?),

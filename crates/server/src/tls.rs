@@ -76,9 +76,7 @@ pub fn http_config(config: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, Stri
 }
 
 /// The tonic TLS configuration of the Flight port (HTTP/2).
-pub fn flight_config(
-    config: &TlsConfig,
-) -> Result<tonic::transport::ServerTlsConfig, String> {
+pub fn flight_config(config: &TlsConfig) -> Result<tonic::transport::ServerTlsConfig, String> {
     use tonic::transport::{Certificate, Identity, ServerTlsConfig};
     // Checked here, with the same messages as the HTTP port; tonic parses them again.
     http_config(config)?;

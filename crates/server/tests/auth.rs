@@ -110,9 +110,14 @@ async fn start() -> TestServer {
     let server = TestServer::start_in(dir, Backend::Duckdb, |c| c.auth = auth).await;
     let mut admin = flight_as(&server, Some(ADMIN)).await;
     for spec in [USER_SPEC, ITEM_SPEC] {
-        action(&mut admin, "create_feature_set", spec).await.unwrap();
+        action(&mut admin, "create_feature_set", spec)
+            .await
+            .unwrap();
     }
-    FlightOp::Put.run(&mut admin, "user_features").await.unwrap();
+    FlightOp::Put
+        .run(&mut admin, "user_features")
+        .await
+        .unwrap();
     server
 }
 
@@ -197,16 +202,22 @@ impl FlightOp {
         let descriptor = FlightDescriptor::new_path(vec![set.to_string()]);
         let name = json!({"name": set}).to_string();
         match self {
-            FlightOp::Create => action(client, "create_feature_set", &spec_named(&format!("{set}_spare")))
-                .await
-                .map(drop)
-                .map_err(|s| s.code()),
-            FlightOp::Delete => {
-                action(client, "delete_feature_set", &json!({"name": format!("{set}_spare")}).to_string())
-                    .await
-                    .map(drop)
-                    .map_err(|s| s.code())
-            }
+            FlightOp::Create => action(
+                client,
+                "create_feature_set",
+                &spec_named(&format!("{set}_spare")),
+            )
+            .await
+            .map(drop)
+            .map_err(|s| s.code()),
+            FlightOp::Delete => action(
+                client,
+                "delete_feature_set",
+                &json!({"name": format!("{set}_spare")}).to_string(),
+            )
+            .await
+            .map(drop)
+            .map_err(|s| s.code()),
             FlightOp::Get => action(client, "get_feature_set", &name)
                 .await
                 .map(drop)
@@ -217,10 +228,22 @@ impl FlightOp {
                 .map_err(|s| s.code()),
             FlightOp::ListFlights => {
                 let flights = client.list_flights("").await.map_err(status)?;
-                flights.try_collect::<Vec<_>>().await.map(drop).map_err(status)
+                flights
+                    .try_collect::<Vec<_>>()
+                    .await
+                    .map(drop)
+                    .map_err(status)
             }
-            FlightOp::FlightInfo => client.get_flight_info(descriptor).await.map(drop).map_err(status),
-            FlightOp::Schema => client.get_schema(descriptor).await.map(drop).map_err(status),
+            FlightOp::FlightInfo => client
+                .get_flight_info(descriptor)
+                .await
+                .map(drop)
+                .map_err(status),
+            FlightOp::Schema => client
+                .get_schema(descriptor)
+                .await
+                .map(drop)
+                .map_err(status),
             FlightOp::Put => {
                 let data = FlightDataEncoderBuilder::new()
                     .with_flight_descriptor(Some(descriptor))
@@ -229,13 +252,21 @@ impl FlightOp {
                 acks.try_collect::<Vec<_>>().await.map(drop).map_err(status)
             }
             FlightOp::Online | FlightOp::History => {
-                let kind = if self == FlightOp::Online { "online" } else { "history" };
+                let kind = if self == FlightOp::Online {
+                    "online"
+                } else {
+                    "history"
+                };
                 let ticket = json!({"type": kind, "feature_set": set, "entities": ["u1"]});
                 let stream = client
                     .do_get(Ticket::new(ticket.to_string()))
                     .await
                     .map_err(status)?;
-                stream.try_collect::<Vec<_>>().await.map(drop).map_err(status)
+                stream
+                    .try_collect::<Vec<_>>()
+                    .await
+                    .map(drop)
+                    .map_err(status)
             }
             FlightOp::Exchange => {
                 let command = json!({"type": "training_data", "features": [format!("{set}:*")]});
@@ -243,11 +274,19 @@ impl FlightOp {
                     .with_flight_descriptor(Some(FlightDescriptor::new_cmd(command.to_string())))
                     .build(futures::stream::iter([Ok(entity_rows())]));
                 let stream = client.do_exchange(data).await.map_err(status)?;
-                stream.try_collect::<Vec<_>>().await.map(drop).map_err(status)
+                stream
+                    .try_collect::<Vec<_>>()
+                    .await
+                    .map(drop)
+                    .map_err(status)
             }
             FlightOp::ListActions => {
                 let actions = client.list_actions().await.map_err(status)?;
-                actions.try_collect::<Vec<_>>().await.map(drop).map_err(status)
+                actions
+                    .try_collect::<Vec<_>>()
+                    .await
+                    .map(drop)
+                    .map_err(status)
             }
         }
     }
@@ -255,9 +294,13 @@ impl FlightOp {
 
 async fn recreate_spare(server: &TestServer, set: &str) {
     let mut admin = flight_as(server, Some(ADMIN)).await;
-    action(&mut admin, "create_feature_set", &spec_named(&format!("{set}_spare")))
-        .await
-        .unwrap();
+    action(
+        &mut admin,
+        "create_feature_set",
+        &spec_named(&format!("{set}_spare")),
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -275,7 +318,9 @@ async fn flight_refuses_missing_and_unknown_tokens() {
     }
     // Not a bearer token: refused the same way.
     let mut client = server.flight().await;
-    client.add_header("authorization", &format!("Basic {READER}")).unwrap();
+    client
+        .add_header("authorization", &format!("Basic {READER}"))
+        .unwrap();
     assert_eq!(
         FlightOp::Get.run(&mut client, "user_features").await,
         Err(Code::Unauthenticated)
@@ -304,7 +349,11 @@ async fn flight_scopes_allow_and_refuse_each_call() {
                 recreate_spare(&server, "user_features").await;
             }
             let allowed = op.scope().is_none_or(|s| scopes.contains(&s));
-            let expected = if allowed { Ok(()) } else { Err(Code::PermissionDenied) };
+            let expected = if allowed {
+                Ok(())
+            } else {
+                Err(Code::PermissionDenied)
+            };
             assert_eq!(
                 op.run(&mut client, "user_features").await,
                 expected,
@@ -314,9 +363,13 @@ async fn flight_scopes_allow_and_refuse_each_call() {
     }
     // A refused delete deleted nothing; a refused put stored nothing.
     let mut reader = flight_as(&server, Some(READER)).await;
-    let info = action(&mut reader, "get_feature_set", r#"{"name": "user_features"}"#)
-        .await
-        .unwrap();
+    let info = action(
+        &mut reader,
+        "get_feature_set",
+        r#"{"name": "user_features"}"#,
+    )
+    .await
+    .unwrap();
     // The rows of start(), and one per token with the write scope (writer, admin, ingester).
     assert_eq!(info["stats"]["rows"], 4, "{info}");
 }
@@ -336,9 +389,15 @@ async fn flight_feature_set_globs_limit_every_call_and_listing() {
             FlightOp::List | FlightOp::ListFlights | FlightOp::ListActions => Ok(()),
             _ => Err(Code::PermissionDenied),
         };
-        assert_eq!(op.run(&mut client, "item_features").await, expected, "{op:?}");
+        assert_eq!(
+            op.run(&mut client, "item_features").await,
+            expected,
+            "{op:?}"
+        );
     }
-    let listed = action(&mut client, "list_feature_sets", "{}").await.unwrap();
+    let listed = action(&mut client, "list_feature_sets", "{}")
+        .await
+        .unwrap();
     let names: Vec<&str> = listed
         .as_array()
         .unwrap()
@@ -358,7 +417,8 @@ async fn flight_feature_set_globs_limit_every_call_and_listing() {
         .iter()
         .all(|f| f.flight_descriptor.as_ref().unwrap().path[0].starts_with("user_")));
     // Training data over a permitted and a refused set together is refused.
-    let command = json!({"type": "training_data", "features": ["user_features:age", "item_features:price"]});
+    let command =
+        json!({"type": "training_data", "features": ["user_features:age", "item_features:price"]});
     let data = FlightDataEncoderBuilder::new()
         .with_flight_descriptor(Some(FlightDescriptor::new_cmd(command.to_string())))
         .build(futures::stream::iter([Ok(entity_rows())]));
@@ -366,7 +426,10 @@ async fn flight_feature_set_globs_limit_every_call_and_listing() {
         Ok(stream) => stream.try_collect::<Vec<_>>().await.map(drop),
         Err(e) => Err(e),
     };
-    assert_eq!(refused.map_err(|e| to_status(e).code()), Err(Code::PermissionDenied));
+    assert_eq!(
+        refused.map_err(|e| to_status(e).code()),
+        Err(Code::PermissionDenied)
+    );
 }
 
 #[tokio::test]
@@ -413,7 +476,9 @@ async fn handshake_issues_the_bearer_token() {
     assert_eq!(header.as_deref(), Some(format!("Bearer {READER}").as_str()));
     assert_eq!(payload, READER.as_bytes());
     // A bearer header is checked and echoed.
-    let (header, _) = handshake(Some(format!("Bearer {ADMIN}")), "").await.unwrap();
+    let (header, _) = handshake(Some(format!("Bearer {ADMIN}")), "")
+        .await
+        .unwrap();
     assert_eq!(header.as_deref(), Some(format!("Bearer {ADMIN}").as_str()));
     for (credentials, payload) in [
         (basic("writer", READER), ""),
@@ -423,14 +488,21 @@ async fn handshake_issues_the_bearer_token() {
         (None, ""),
     ] {
         let refused = handshake(credentials.clone(), payload).await.unwrap_err();
-        assert_eq!(refused.code(), Code::Unauthenticated, "{credentials:?} {payload}");
+        assert_eq!(
+            refused.code(),
+            Code::Unauthenticated,
+            "{credentials:?} {payload}"
+        );
     }
     // The issued header works on the other calls.
     let mut client = FlightClient::new(channel);
     client
         .add_header("authorization", &header.unwrap())
         .unwrap();
-    assert_eq!(FlightOp::Delete.run(&mut client, "item_features").await, Err(Code::NotFound));
+    assert_eq!(
+        FlightOp::Delete.run(&mut client, "item_features").await,
+        Err(Code::NotFound)
+    );
     // Arrow's own client: handshake() sends the payload, returns the answer's.
     let mut client = server.flight().await;
     let answer = client.handshake(READER.as_bytes().to_vec()).await.unwrap();
@@ -508,7 +580,8 @@ impl HttpOp {
         }
         let response = request.send().await.unwrap();
         let status = response.status();
-        let body: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap_or_default();
+        let body: Value =
+            serde_json::from_slice(&response.bytes().await.unwrap()).unwrap_or_default();
         (status, body["error"]["code"].clone())
     }
 }
@@ -527,7 +600,11 @@ async fn http_scopes_allow_and_refuse_each_route() {
             );
         }
     }
-    let refused = http().get(format!("{base}/v1/feature-sets")).send().await.unwrap();
+    let refused = http()
+        .get(format!("{base}/v1/feature-sets"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(refused.headers()["www-authenticate"], "Bearer");
     for (token, scopes) in [
         (READER, vec![Scope::Read]),
@@ -563,7 +640,11 @@ async fn http_scopes_allow_and_refuse_each_route() {
         if op == HttpOp::List {
             assert!(status.is_success());
         } else {
-            assert_eq!((status, code), (StatusCode::FORBIDDEN, json!("forbidden")), "{op:?}");
+            assert_eq!(
+                (status, code),
+                (StatusCode::FORBIDDEN, json!("forbidden")),
+                "{op:?}"
+            );
         }
     }
     let listed: Value = http()
@@ -575,14 +656,26 @@ async fn http_scopes_allow_and_refuse_each_route() {
         .json()
         .await
         .unwrap();
-    let names: Vec<&str> = listed.as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
-    assert!(!names.is_empty() && names.iter().all(|n| n.starts_with("user_")), "{names:?}");
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        !names.is_empty() && names.iter().all(|n| n.starts_with("user_")),
+        "{names:?}"
+    );
 }
 
 #[tokio::test]
 async fn health_and_metrics_port_stay_open_and_failures_are_counted() {
     let server = start().await;
-    let health = http().get(format!("{}/health", server.http)).send().await.unwrap();
+    let health = http()
+        .get(format!("{}/health", server.http))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), StatusCode::OK);
     // `/metrics` on the API port names every set: admin only there.
     let metrics_on_api = |token: Option<&'static str>| {
@@ -597,14 +690,30 @@ async fn health_and_metrics_port_stay_open_and_failures_are_counted() {
     assert_eq!(metrics_on_api(Some(ADMIN)).await, StatusCode::OK);
 
     let mut client = flight_as(&server, Some(UNKNOWN)).await;
-    FlightOp::List.run(&mut client, "user_features").await.unwrap_err();
+    FlightOp::List
+        .run(&mut client, "user_features")
+        .await
+        .unwrap_err();
     let mut client = flight_as(&server, Some(READER)).await;
-    FlightOp::Put.run(&mut client, "user_features").await.unwrap_err();
+    FlightOp::Put
+        .run(&mut client, "user_features")
+        .await
+        .unwrap_err();
     let mut client = flight_as(&server, Some(USERS_ONLY)).await;
-    FlightOp::Get.run(&mut client, "item_features").await.unwrap_err();
+    FlightOp::Get
+        .run(&mut client, "item_features")
+        .await
+        .unwrap_err();
     HttpOp::List.run(&server.http, "", None).await;
 
-    let text = http().get(server.metrics_url()).send().await.unwrap().text().await.unwrap();
+    let text = http()
+        .get(server.metrics_url())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for series in [
         r#"featherstore_auth_failures_total{api="flight",reason="unknown_token"} 1"#,
         r#"featherstore_auth_failures_total{api="flight",reason="missing_scope"} 1"#,
@@ -626,13 +735,20 @@ async fn tokens_never_appear_in_the_logs() {
         for op in FLIGHT_OPS {
             let _ = op.run(&mut client, "user_features").await;
         }
-        let _ = server.flight().await.handshake(token.as_bytes().to_vec()).await;
+        let _ = server
+            .flight()
+            .await
+            .handshake(token.as_bytes().to_vec())
+            .await;
         for op in HTTP_OPS {
             op.run(&server.http, "user_features", Some(token)).await;
         }
     }
     let logs = String::from_utf8_lossy(&captured_logs().lock().unwrap()).into_owned();
-    assert!(logs.contains("request rejected"), "the refusals were not logged");
+    assert!(
+        logs.contains("request rejected"),
+        "the refusals were not logged"
+    );
     for token in ALL_TOKENS {
         assert!(!logs.contains(token), "{token} appears in the logs");
     }
@@ -651,7 +767,11 @@ async fn a_non_loopback_address_needs_auth_or_an_explicit_override() {
         assert!(refused.contains(hint), "{refused}");
     }
     config.auth.allow_unauthenticated = true;
-    featherstore_server::start(&config).await.unwrap().shutdown().await;
+    featherstore_server::start(&config)
+        .await
+        .unwrap()
+        .shutdown()
+        .await;
     config.auth = auth_config(dir.path());
     config.auth.allow_unauthenticated = false;
     let server = featherstore_server::start(&config).await.unwrap();
@@ -660,7 +780,11 @@ async fn a_non_loopback_address_needs_auth_or_an_explicit_override() {
     // Loopback needs nothing (the default).
     config.server.host = "127.0.0.1".into();
     config.auth = AuthConfig::default();
-    featherstore_server::start(&config).await.unwrap().shutdown().await;
+    featherstore_server::start(&config)
+        .await
+        .unwrap()
+        .shutdown()
+        .await;
 }
 
 #[tokio::test]
@@ -670,13 +794,17 @@ async fn bad_token_configuration_stops_startup_without_printing_tokens() {
     let mut missing_file = token("file", "", &[Scope::Read]);
     (missing_file.token, missing_file.token_file) = (None, Some(dir.path().join("nope")));
     let mut missing_env = token("env", "", &[Scope::Read]);
-    (missing_env.token, missing_env.token_env) = (None, Some("FEATHERSTORE_TEST_NO_SUCH_VAR".into()));
+    (missing_env.token, missing_env.token_env) =
+        (None, Some("FEATHERSTORE_TEST_NO_SUCH_VAR".into()));
     for (tokens, needle) in [
         (vec![missing_file], "token_file"),
         (vec![missing_env], "FEATHERSTORE_TEST_NO_SUCH_VAR"),
         (vec![token("a", "too-short", &[Scope::Read])], "shorter"),
         (
-            vec![token("a", READER, &[Scope::Read]), token("b", READER, &[Scope::Read])],
+            vec![
+                token("a", READER, &[Scope::Read]),
+                token("b", READER, &[Scope::Read]),
+            ],
             "same value",
         ),
     ] {
@@ -686,7 +814,10 @@ async fn bad_token_configuration_stops_startup_without_printing_tokens() {
             Err(e) => e.to_string(),
         };
         assert!(error.contains(needle), "{error}");
-        assert!(!error.contains(READER) && !error.contains("too-short"), "{error}");
+        assert!(
+            !error.contains(READER) && !error.contains("too-short"),
+            "{error}"
+        );
     }
 }
 

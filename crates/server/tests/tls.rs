@@ -27,7 +27,10 @@ fn addresses(server: &TestServer) -> (std::net::SocketAddr, std::net::SocketAddr
 }
 
 /// An HTTPS client trusting the test CA, with a client certificate if given.
-fn https(certs: &TestCerts, identity: Option<(&std::path::PathBuf, &std::path::PathBuf)>) -> reqwest::Client {
+fn https(
+    certs: &TestCerts,
+    identity: Option<(&std::path::PathBuf, &std::path::PathBuf)>,
+) -> reqwest::Client {
     let mut builder = reqwest::Client::builder()
         .use_rustls_tls()
         .add_root_certificate(reqwest::Certificate::from_pem(&TestCerts::read(&certs.ca)).unwrap());
@@ -45,9 +48,13 @@ async fn flight_tls(
     address: std::net::SocketAddr,
     identity: Option<(&std::path::PathBuf, &std::path::PathBuf)>,
 ) -> Result<FlightClient, tonic::transport::Error> {
-    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(TestCerts::read(&certs.ca)));
+    let mut tls =
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(TestCerts::read(&certs.ca)));
     if let Some((cert, key)) = identity {
-        tls = tls.identity(Identity::from_pem(TestCerts::read(cert), TestCerts::read(key)));
+        tls = tls.identity(Identity::from_pem(
+            TestCerts::read(cert),
+            TestCerts::read(key),
+        ));
     }
     let channel = Channel::from_shared(format!("https://localhost:{}", address.port()))
         .unwrap()
@@ -92,12 +99,18 @@ async fn tls_serves_both_apis_and_refuses_plaintext() {
     }
     // Flight over TLS.
     let mut flight = flight_tls(&certs, flight_addr, None).await.unwrap();
-    let listed = action(&mut flight, "list_feature_sets", "{}").await.unwrap();
+    let listed = action(&mut flight, "list_feature_sets", "{}")
+        .await
+        .unwrap();
     assert_eq!(listed[0]["name"], "user_features");
 
     // Plaintext on the TLS ports: no answer. HTTP gets a TLS alert or nothing, never HTTP.
     let answer = plaintext_answer(http_addr).await;
-    assert!(!answer.starts_with(b"HTTP/"), "{:?}", String::from_utf8_lossy(&answer));
+    assert!(
+        !answer.starts_with(b"HTTP/"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
     assert!(http()
         .get(format!("http://{http_addr}/health"))
         .send()
@@ -135,10 +148,16 @@ async fn client_certificates_are_required_when_configured() {
     let trusted = https(&certs, Some((&certs.client_cert, &certs.client_key)));
     let listed = trusted.get(&url).send().await.unwrap();
     assert_eq!(listed.status(), StatusCode::OK);
-    let mut flight = flight_tls(&certs, flight_addr, Some((&certs.client_cert, &certs.client_key)))
+    let mut flight = flight_tls(
+        &certs,
+        flight_addr,
+        Some((&certs.client_cert, &certs.client_key)),
+    )
+    .await
+    .unwrap();
+    action(&mut flight, "create_feature_set", USER_SPEC)
         .await
         .unwrap();
-    action(&mut flight, "create_feature_set", USER_SPEC).await.unwrap();
 
     // No certificate, or one from another CA: the handshake fails, nothing is answered.
     for identity in [None, Some((&certs.rogue_cert, &certs.rogue_key))] {
@@ -148,7 +167,9 @@ async fn client_certificates_are_required_when_configured() {
             // TLS 1.3: the client finishes its side of the handshake before the server checks
             // its certificate; the server's alert then fails the first call.
             Ok(mut client) => {
-                let refused = action(&mut client, "list_feature_sets", "{}").await.unwrap_err();
+                let refused = action(&mut client, "list_feature_sets", "{}")
+                    .await
+                    .unwrap_err();
                 assert!(format!("{refused:?}").contains("alert"), "{refused:?}");
             }
         }
@@ -178,16 +199,23 @@ async fn tokens_are_still_needed_over_tls() {
     let (http_addr, flight_addr) = addresses(&server);
     let url = format!("https://localhost:{}/v1/feature-sets", http_addr.port());
     let client = https(&certs, None);
-    assert_eq!(client.get(&url).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        client.get(&url).send().await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
     let ok = client.get(&url).bearer_auth(token).send().await.unwrap();
     assert_eq!(ok.status(), StatusCode::OK);
     let mut flight = flight_tls(&certs, flight_addr, None).await.unwrap();
-    let refused = action(&mut flight, "list_feature_sets", "{}").await.unwrap_err();
+    let refused = action(&mut flight, "list_feature_sets", "{}")
+        .await
+        .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
     flight
         .add_header("authorization", &format!("Bearer {token}"))
         .unwrap();
-    action(&mut flight, "list_feature_sets", "{}").await.unwrap();
+    action(&mut flight, "list_feature_sets", "{}")
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -196,10 +224,22 @@ async fn unusable_tls_files_stop_startup() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = featherstore_server::config::Config::ephemeral(dir.path(), Backend::Duckdb);
     let cases = [
-        (certs.dir.path().join("missing.pem"), certs.server_key.clone(), "cert_file"),
-        (certs.server_cert.clone(), certs.server_cert.clone(), "key_file"),
+        (
+            certs.dir.path().join("missing.pem"),
+            certs.server_key.clone(),
+            "cert_file",
+        ),
+        (
+            certs.server_cert.clone(),
+            certs.server_cert.clone(),
+            "key_file",
+        ),
         // The client's key does not fit the server's certificate.
-        (certs.server_cert.clone(), certs.client_key.clone(), "do not fit"),
+        (
+            certs.server_cert.clone(),
+            certs.client_key.clone(),
+            "do not fit",
+        ),
     ];
     for (cert_file, key_file, needle) in cases {
         config.server.tls = Some(featherstore_server::config::TlsConfig {

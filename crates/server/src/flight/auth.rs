@@ -124,12 +124,15 @@ pub async fn handshake(
     Ok(Some(token))
 }
 
+/// Why a Handshake failed, and the message for the client.
+type HandshakeRefusal = (Refusal, &'static str);
+
 /// Checks Handshake credentials: `Basic base64(name:token)`, `Bearer token`, or a bare token
 /// (a payload). Returns the grant and the token to answer with.
 fn handshake_credentials(
     authenticator: &Authenticator,
     credentials: &[u8],
-) -> Result<(Arc<Grant>, Vec<u8>), (Refusal, &'static str)> {
+) -> Result<(Arc<Grant>, Vec<u8>), HandshakeRefusal> {
     let unknown = (Refusal::UnknownToken, "the credentials are not valid");
     if let Some(encoded) = strip_scheme(credentials, b"basic ") {
         let malformed = (

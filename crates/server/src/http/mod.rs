@@ -50,7 +50,10 @@ pub fn router(state: AppState, authenticator: Option<Arc<Authenticator>>) -> Rou
         // Bodies are read with the configured limit by `read_body`, which answers 413 with
         // the JSON error body instead of axum's plain-text one.
         .layer(DefaultBodyLimit::disable())
-        .layer(middleware::from_fn_with_state(auth, crate::auth::http_layer))
+        .layer(middleware::from_fn_with_state(
+            auth,
+            crate::auth::http_layer,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
