@@ -73,29 +73,31 @@ def _tls_section(certs: Dict[str, Any], client_certs: bool) -> str:
     return text
 
 
-@pytest.fixture(scope="module")
-def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = _serve(tmp_path_factory.mktemp("auth"), TOKENS)
+def _running(tmp_path_factory: pytest.TempPathFactory, name: str, config: str) -> Iterator[ServerProcess]:
+    server = _serve(tmp_path_factory.mktemp(name), config)
     yield server
     server.cleanup()
+
+
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    yield from _running(tmp_path_factory, "auth", TOKENS)
 
 
 @pytest.fixture(scope="module")
 def tls_server(
     tmp_path_factory: pytest.TempPathFactory, certs: Dict[str, Any]
 ) -> Iterator[ServerProcess]:
-    server = _serve(tmp_path_factory.mktemp("tls"), TOKENS + _tls_section(certs, False))
-    yield server
-    server.cleanup()
+    """Tokens and TLS."""
+    yield from _running(tmp_path_factory, "tls", TOKENS + _tls_section(certs, False))
 
 
 @pytest.fixture(scope="module")
 def mtls_server(
     tmp_path_factory: pytest.TempPathFactory, certs: Dict[str, Any]
 ) -> Iterator[ServerProcess]:
-    server = _serve(tmp_path_factory.mktemp("mtls"), _tls_section(certs, True))
-    yield server
-    server.cleanup()
+    """TLS that requires client certificates (no tokens)."""
+    yield from _running(tmp_path_factory, "mtls", _tls_section(certs, True))
 
 
 def _client(server: ServerProcess, token: Any = None) -> featherstore.Client:

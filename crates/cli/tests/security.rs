@@ -19,6 +19,17 @@ const ADMIN: &str = "cli-admin-fedcba9876543210";
 const UNKNOWN: &str = "cli-unknown-000000000000";
 const ADMIN_VAR: &str = "FEATHERSTORE_TEST_CLI_ADMIN_TOKEN";
 
+/// `featherstore serve` on free ports with its data in `dir`.
+fn serve(dir: &std::path::Path) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args(["serve", "--http-port", "0", "--flight-port", "0"])
+        .args(["--metrics-port", "0", "--data-dir"])
+        .arg(dir.join("data"))
+        .stdin(Stdio::null());
+    command
+}
+
 /// `featherstore serve` with tokens and TLS, logging at trace level into a file.
 struct SecureServer {
     child: Child,
@@ -45,20 +56,9 @@ impl SecureServer {
         )
         .unwrap();
         let log = dir.path().join("server.log");
-        let mut child = Command::new(BIN)
-            .arg("serve")
+        let mut child = serve(dir.path())
             .arg("--config")
             .arg(&config)
-            .args([
-                "--http-port",
-                "0",
-                "--flight-port",
-                "0",
-                "--metrics-port",
-                "0",
-            ])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
             .env(ADMIN_VAR, ADMIN)
             .env("RUST_LOG", "trace")
             .stdout(Stdio::piped())
@@ -226,22 +226,9 @@ fn client_commands_with_tokens_over_tls() {
 fn serve_refuses_a_public_address_without_auth() {
     let dir = tempfile::tempdir().unwrap();
     let serve = |extra_env: &[(&str, &str)]| {
-        Command::new(BIN)
-            .args([
-                "serve",
-                "--host",
-                "0.0.0.0",
-                "--http-port",
-                "0",
-                "--flight-port",
-                "0",
-                "--metrics-port",
-                "0",
-            ])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
+        serve(dir.path())
+            .args(["--host", "0.0.0.0"])
             .envs(extra_env.iter().copied())
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -47,17 +47,6 @@ async fn serve(dir: &tempfile::TempDir, adjust: impl FnOnce(&mut Config)) -> Run
     featherstore_server::start(&config).await.unwrap()
 }
 
-fn grant(name: &str, token: &str, scopes: &[Scope]) -> TokenConfig {
-    TokenConfig {
-        name: name.into(),
-        token: Some(token.into()),
-        token_file: None,
-        token_env: None,
-        scopes: scopes.to_vec(),
-        feature_sets: None,
-    }
-}
-
 /// A failure of the connection itself, not an answer of the server.
 fn no_answer(e: &featherstore_client::Error) -> bool {
     use featherstore_client::Code;
@@ -70,8 +59,8 @@ async fn tokens_are_sent_with_every_call() {
     let server = serve(&dir, |c| {
         c.auth = AuthConfig {
             tokens: vec![
-                grant("reader", READER, &[Scope::Read]),
-                grant("admin", ADMIN, &[Scope::Read, Scope::Write, Scope::Admin]),
+                TokenConfig::inline("reader", READER, &[Scope::Read]),
+                TokenConfig::inline("admin", ADMIN, &[Scope::Read, Scope::Write, Scope::Admin]),
             ],
             allow_unauthenticated: false,
         }

@@ -474,23 +474,12 @@ mod tests {
         }
     }
 
-    fn token(name: &str, value: &str, scopes: &[Scope]) -> TokenConfig {
-        TokenConfig {
-            name: name.into(),
-            token: Some(value.into()),
-            token_file: None,
-            token_env: None,
-            scopes: scopes.to_vec(),
-            feature_sets: None,
-        }
-    }
-
     #[test]
     fn verifies_tokens_and_schemes() {
         let config = AuthConfig {
             tokens: vec![
-                token("reader", "reader-token-0123456789", &[Scope::Read]),
-                token("writer", "writer-token-0123456789", &[Scope::Write]),
+                TokenConfig::inline("reader", "reader-token-0123456789", &[Scope::Read]),
+                TokenConfig::inline("writer", "writer-token-0123456789", &[Scope::Write]),
             ],
             allow_unauthenticated: false,
         };
@@ -531,30 +520,40 @@ mod tests {
             assert!(err.contains(expected), "{err}");
             assert!(!err.contains("secret-value"), "{err}");
         };
-        check(vec![token("a", "short", &[Scope::Read])], "shorter than 16");
         check(
-            vec![token("a", "secret-value with space", &[Scope::Read])],
+            vec![TokenConfig::inline("a", "short", &[Scope::Read])],
+            "shorter than 16",
+        );
+        check(
+            vec![TokenConfig::inline(
+                "a",
+                "secret-value with space",
+                &[Scope::Read],
+            )],
             "printable ASCII",
         );
-        check(vec![token("a", "secret-value-0123456789", &[])], "scopes");
+        check(
+            vec![TokenConfig::inline("a", "secret-value-0123456789", &[])],
+            "scopes",
+        );
         check(
             vec![
-                token("a", "secret-value-0123456789", &[Scope::Read]),
-                token("b", "secret-value-0123456789", &[Scope::Read]),
+                TokenConfig::inline("a", "secret-value-0123456789", &[Scope::Read]),
+                TokenConfig::inline("b", "secret-value-0123456789", &[Scope::Read]),
             ],
             "same value",
         );
         check(
             vec![
-                token("a", "secret-value-0123456789", &[Scope::Read]),
-                token("a", "secret-value-9876543210", &[Scope::Read]),
+                TokenConfig::inline("a", "secret-value-0123456789", &[Scope::Read]),
+                TokenConfig::inline("a", "secret-value-9876543210", &[Scope::Read]),
             ],
             "same name",
         );
-        let mut both = token("a", "secret-value-0123456789", &[Scope::Read]);
+        let mut both = TokenConfig::inline("a", "secret-value-0123456789", &[Scope::Read]);
         both.token_env = Some("X".into());
         check(vec![both], "exactly one");
-        let mut glob = token("a", "secret-value-0123456789", &[Scope::Read]);
+        let mut glob = TokenConfig::inline("a", "secret-value-0123456789", &[Scope::Read]);
         glob.feature_sets = Some(vec!["users/*".into()]);
         check(vec![glob], "pattern");
     }

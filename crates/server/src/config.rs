@@ -121,6 +121,20 @@ pub struct TokenConfig {
     pub feature_sets: Option<Vec<String>>,
 }
 
+impl TokenConfig {
+    /// A token given inline, for every feature set (embedding the server, tests).
+    pub fn inline(name: &str, token: &str, scopes: &[Scope]) -> Self {
+        TokenConfig {
+            name: name.into(),
+            token: Some(token.into()),
+            token_file: None,
+            token_env: None,
+            scopes: scopes.to_vec(),
+            feature_sets: None,
+        }
+    }
+}
+
 /// Never prints the token itself: configurations end up in logs and error messages.
 impl std::fmt::Debug for TokenConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

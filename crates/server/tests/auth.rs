@@ -66,34 +66,23 @@ fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
     .clone()
 }
 
-fn token(name: &str, value: &str, scopes: &[Scope]) -> TokenConfig {
-    TokenConfig {
-        name: name.into(),
-        token: Some(value.into()),
-        token_file: None,
-        token_env: None,
-        scopes: scopes.to_vec(),
-        feature_sets: None,
-    }
-}
-
 fn auth_config(dir: &std::path::Path) -> AuthConfig {
     use Scope::*;
     let token_file = dir.join("token.txt");
     std::fs::write(&token_file, format!("{FROM_FILE}\n")).unwrap();
     std::env::set_var(ENV_VAR, FROM_ENV);
-    let mut users_only = token("users-only", USERS_ONLY, &[Read, Write, Admin]);
+    let mut users_only = TokenConfig::inline("users-only", USERS_ONLY, &[Read, Write, Admin]);
     users_only.feature_sets = Some(vec!["user_*".into()]);
-    let mut from_file = token("from-file", "", &[Read]);
+    let mut from_file = TokenConfig::inline("from-file", "", &[Read]);
     (from_file.token, from_file.token_file) = (None, Some(token_file));
-    let mut from_env = token("from-env", "", &[Read]);
+    let mut from_env = TokenConfig::inline("from-env", "", &[Read]);
     (from_env.token, from_env.token_env) = (None, Some(ENV_VAR.into()));
     AuthConfig {
         tokens: vec![
-            token("reader", READER, &[Read]),
-            token("writer", WRITER, &[Read, Write]),
-            token("admin", ADMIN, &[Read, Write, Admin]),
-            token("ingester", INGESTER, &[Write]),
+            TokenConfig::inline("reader", READER, &[Read]),
+            TokenConfig::inline("writer", WRITER, &[Read, Write]),
+            TokenConfig::inline("admin", ADMIN, &[Read, Write, Admin]),
+            TokenConfig::inline("ingester", INGESTER, &[Write]),
             users_only,
             from_file,
             from_env,
@@ -292,6 +281,16 @@ impl FlightOp {
     }
 }
 
+/// The names in a listing of specs.
+fn set_names(listed: &Value) -> Vec<&str> {
+    listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect()
+}
+
 async fn recreate_spare(server: &TestServer, set: &str) {
     let mut admin = flight_as(server, Some(ADMIN)).await;
     action(
@@ -398,12 +397,7 @@ async fn flight_feature_set_globs_limit_every_call_and_listing() {
     let listed = action(&mut client, "list_feature_sets", "{}")
         .await
         .unwrap();
-    let names: Vec<&str> = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let names = set_names(&listed);
     assert!(names.iter().all(|n| n.starts_with("user_")), "{names:?}");
     assert!(names.contains(&"user_features"), "{names:?}");
     let flights: Vec<_> = client
@@ -656,12 +650,7 @@ async fn http_scopes_allow_and_refuse_each_route() {
         .json()
         .await
         .unwrap();
-    let names: Vec<&str> = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let names = set_names(&listed);
     assert!(
         !names.is_empty() && names.iter().all(|n| n.starts_with("user_")),
         "{names:?}"
@@ -791,19 +780,22 @@ async fn a_non_loopback_address_needs_auth_or_an_explicit_override() {
 async fn bad_token_configuration_stops_startup_without_printing_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::ephemeral(dir.path(), Backend::Duckdb);
-    let mut missing_file = token("file", "", &[Scope::Read]);
+    let mut missing_file = TokenConfig::inline("file", "", &[Scope::Read]);
     (missing_file.token, missing_file.token_file) = (None, Some(dir.path().join("nope")));
-    let mut missing_env = token("env", "", &[Scope::Read]);
+    let mut missing_env = TokenConfig::inline("env", "", &[Scope::Read]);
     (missing_env.token, missing_env.token_env) =
         (None, Some("FEATHERSTORE_TEST_NO_SUCH_VAR".into()));
     for (tokens, needle) in [
         (vec![missing_file], "token_file"),
         (vec![missing_env], "FEATHERSTORE_TEST_NO_SUCH_VAR"),
-        (vec![token("a", "too-short", &[Scope::Read])], "shorter"),
+        (
+            vec![TokenConfig::inline("a", "too-short", &[Scope::Read])],
+            "shorter",
+        ),
         (
             vec![
-                token("a", READER, &[Scope::Read]),
-                token("b", READER, &[Scope::Read]),
+                TokenConfig::inline("a", READER, &[Scope::Read]),
+                TokenConfig::inline("b", READER, &[Scope::Read]),
             ],
             "same value",
         ),
@@ -823,7 +815,10 @@ async fn bad_token_configuration_stops_startup_without_printing_tokens() {
 
 #[test]
 fn token_values_stay_out_of_debug_output() {
-    let printed = format!("{:?}", token("reader", READER, &[Scope::Read]));
+    let printed = format!(
+        "{:?}",
+        TokenConfig::inline("reader", READER, &[Scope::Read])
+    );
     assert!(!printed.contains(READER), "{printed}");
     assert!(printed.contains("reader"), "{printed}");
 }

@@ -184,14 +184,7 @@ async fn tokens_are_still_needed_over_tls() {
     let server = TestServer::start_in(tempfile::tempdir().unwrap(), Backend::Parquet, |c| {
         c.server.tls = Some(tls);
         c.auth = AuthConfig {
-            tokens: vec![TokenConfig {
-                name: "reader".into(),
-                token: Some(token.into()),
-                token_file: None,
-                token_env: None,
-                scopes: vec![Scope::Read],
-                feature_sets: None,
-            }],
+            tokens: vec![TokenConfig::inline("reader", token, &[Scope::Read])],
             allow_unauthenticated: false,
         };
     })
