@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import pyarrow as pa
 import pytest
@@ -43,7 +43,13 @@ def server_binary() -> Path:
 class ServerProcess:
     """A running ``featherstore serve`` with its addresses from the ready line."""
 
-    def __init__(self, binary: Path, backend: str) -> None:
+    def __init__(
+        self,
+        binary: Path,
+        backend: str,
+        extra_args: Sequence[str] = (),
+        env: Optional[Dict[str, str]] = None,
+    ) -> None:
         self.backend = backend
         self.data_dir = Path(tempfile.mkdtemp(prefix=f"featherstore-{backend}-"))
         self.log_path = self.data_dir.parent / (self.data_dir.name + ".log")
@@ -56,9 +62,11 @@ class ServerProcess:
             "--flight-port", "0",
             "--metrics-port", "0",
             "--backend", backend,
+            *extra_args,
         ]  # fmt: skip
         self.process = subprocess.Popen(
             self.args,
+            env=None if env is None else {**os.environ, **env},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self._log,

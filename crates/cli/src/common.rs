@@ -2,6 +2,7 @@
 //! key parsing, and small tables.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray};
@@ -19,13 +20,51 @@ pub struct ServerArgs {
         value_name = "ADDRESS"
     )]
     pub server: String,
+    /// Bearer token of a server with auth (docs/security.md).
+    #[arg(
+        long,
+        global = true,
+        env = featherstore_client::TOKEN_ENV,
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+    /// PEM file of the CA that signed a TLS server's certificate (https:// or grpc+tls://).
+    #[arg(long, global = true, env = featherstore_client::CA_FILE_ENV, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for a server that requires one; with --key-file.
+    #[arg(
+        long,
+        global = true,
+        env = "FEATHERSTORE_CERT_FILE",
+        value_name = "FILE",
+        requires = "key_file"
+    )]
+    pub cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --cert-file.
+    #[arg(
+        long,
+        global = true,
+        env = "FEATHERSTORE_KEY_FILE",
+        value_name = "FILE",
+        requires = "cert_file"
+    )]
+    pub key_file: Option<PathBuf>,
 }
 
 impl ServerArgs {
     pub async fn connect(&self) -> Result<Client, CliError> {
-        Client::connect(self.server.as_str())
-            .await
-            .map_err(|e| self.describe(e))
+        let mut builder = Client::builder(self.server.as_str());
+        if let Some(token) = &self.token {
+            builder = builder.token(token);
+        }
+        if let Some(ca_file) = &self.ca_file {
+            builder = builder.ca_file(ca_file);
+        }
+        if let (Some(cert), Some(key)) = (&self.cert_file, &self.key_file) {
+            builder = builder.client_identity(cert, key);
+        }
+        builder.connect().await.map_err(|e| self.describe(e))
     }
 
     /// A client error as a user reads it: the server's message alone, or how to point the
@@ -67,6 +106,11 @@ impl CliError {
                 };
                 CliError(format!("the server{at} is unavailable: {}", e.message()))
             }
+            e if e.is_unauthenticated() => CliError(format!(
+                "{}; pass --token or set {}",
+                e.message(),
+                featherstore_client::TOKEN_ENV
+            )),
             Error::Server { message, .. } => CliError(message),
             other => CliError(other.to_string()),
         }

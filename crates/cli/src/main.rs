@@ -15,6 +15,17 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Bearer token of a server with auth (docs/security.md); also accepted after the command.
+    // Read through the commands' `ServerArgs`, which clap fills from this global argument.
+    #[allow(dead_code)]
+    #[arg(
+        long,
+        global = true,
+        env = featherstore_client::TOKEN_ENV,
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    token: Option<String>,
 }
 
 #[derive(Subcommand)]

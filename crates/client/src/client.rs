@@ -1,5 +1,6 @@
 //! [`Client`]: the FeatherStore API over Arrow Flight.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +14,8 @@ use featherstore_core::FeatureSetSpec;
 use futures::{Stream, StreamExt, TryStreamExt};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::AsciiMetadataValue;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::error::to_flight;
 use crate::request::{names, Entities, HistoryRequest, OnlineRequest, Timestamp};
@@ -22,6 +24,12 @@ use crate::{Error, Result, TrainingDataOptions};
 
 /// The default Flight address of a local server.
 pub const DEFAULT_ADDRESS: &str = "http://127.0.0.1:8081";
+
+/// The bearer token of a client that is given none (docs/security.md).
+pub const TOKEN_ENV: &str = "FEATHERSTORE_TOKEN";
+
+/// A PEM file of the CA that signed the server's certificate, for a client given none.
+pub const CA_FILE_ENV: &str = "FEATHERSTORE_CA_FILE";
 
 /// Largest message accepted from the server unless configured (the server's own default limit).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
@@ -45,6 +53,8 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 pub struct Client {
     inner: FlightServiceClient<Channel>,
     address: String,
+    /// `Bearer <token>`, sent with every call.
+    authorization: Option<AsciiMetadataValue>,
 }
 
 /// Connection settings for a [`Client`]; [`Client::connect`] uses the defaults.
@@ -68,9 +78,36 @@ pub struct ClientBuilder {
     connect_timeout: Option<Duration>,
     timeout: Option<Duration>,
     max_message_bytes: usize,
+    token: Option<String>,
+    ca_file: Option<PathBuf>,
+    identity_files: Option<(PathBuf, PathBuf)>,
 }
 
 impl ClientBuilder {
+    /// The bearer token sent with every call (default: `FEATHERSTORE_TOKEN`, else none).
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// A PEM file of the CA that signed the server's certificate, for `https://` /
+    /// `grpc+tls://` addresses (default: `FEATHERSTORE_CA_FILE`, else the public web roots).
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// A client certificate and its key (PEM files), for servers that require one
+    /// (`server.tls.client_ca_file`).
+    pub fn client_identity(
+        mut self,
+        cert_file: impl Into<PathBuf>,
+        key_file: impl Into<PathBuf>,
+    ) -> Self {
+        self.identity_files = Some((cert_file.into(), key_file.into()));
+        self
+    }
+
     /// Bounds the time to establish the connection (default 10 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = Some(timeout);
@@ -91,7 +128,7 @@ impl ClientBuilder {
     }
 
     fn endpoint(&self) -> Result<(Endpoint, String)> {
-        let uri = normalize_address(&self.address)?;
+        let (uri, tls) = normalize_address(&self.address)?;
         let mut endpoint =
             Endpoint::from_shared(uri.clone()).map_err(|e| Error::InvalidAddress {
                 address: self.address.clone(),
@@ -103,17 +140,73 @@ impl ClientBuilder {
         if let Some(timeout) = self.timeout {
             endpoint = endpoint.timeout(timeout);
         }
+        if tls {
+            endpoint = endpoint
+                .tls_config(self.tls_config()?)
+                .map_err(|e| Error::Setting(format!("TLS: {}", error_chain(&e))))?;
+        } else if self.ca_file.is_some() || self.identity_files.is_some() {
+            return Err(Error::InvalidAddress {
+                address: self.address.clone(),
+                reason:
+                    "a CA file or client certificate needs a TLS address (https:// or grpc+tls://)"
+                        .into(),
+            });
+        }
         Ok((endpoint, uri))
     }
 
-    fn client(&self, channel: Channel, uri: String) -> Client {
+    fn tls_config(&self) -> Result<ClientTlsConfig> {
+        let read = |what: &str, path: &PathBuf| {
+            std::fs::read(path)
+                .map_err(|e| Error::Setting(format!("reading {what} {}: {e}", path.display())))
+        };
+        let ca_file = self
+            .ca_file
+            .clone()
+            .or_else(|| std::env::var_os(CA_FILE_ENV).map(PathBuf::from));
+        let mut config = ClientTlsConfig::new();
+        config = match ca_file {
+            Some(path) => config.ca_certificate(Certificate::from_pem(read("the CA file", &path)?)),
+            None => config.with_webpki_roots(),
+        };
+        if let Some((cert, key)) = &self.identity_files {
+            config = config.identity(Identity::from_pem(
+                read("the client certificate", cert)?,
+                read("the client key", key)?,
+            ));
+        }
+        Ok(config)
+    }
+
+    fn authorization(&self) -> Result<Option<AsciiMetadataValue>> {
+        let token = self
+            .token
+            .clone()
+            .or_else(|| std::env::var(TOKEN_ENV).ok())
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty());
+        token
+            .map(|token| {
+                // The token itself stays out of the message: errors get printed.
+                let invalid =
+                    || Error::Setting("the token must be printable ASCII without spaces".into());
+                if !token.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(invalid());
+                }
+                format!("Bearer {token}").parse().map_err(|_| invalid())
+            })
+            .transpose()
+    }
+
+    fn client(&self, channel: Channel, uri: String) -> Result<Client> {
         let inner = FlightServiceClient::new(channel)
             .max_decoding_message_size(self.max_message_bytes)
             .max_encoding_message_size(usize::MAX);
-        Client {
+        Ok(Client {
             inner,
             address: uri,
-        }
+            authorization: self.authorization()?,
+        })
     }
 
     /// Connects now: fails if the server cannot be reached.
@@ -123,19 +216,20 @@ impl ClientBuilder {
             address: uri.clone(),
             reason: error_chain(&e),
         })?;
-        Ok(self.client(channel, uri))
+        self.client(channel, uri)
     }
 
     /// Connects on first use (and reconnects as needed); only the address is checked now.
     pub fn connect_lazy(self) -> Result<Client> {
         let (endpoint, uri) = self.endpoint()?;
-        Ok(self.client(endpoint.connect_lazy(), uri))
+        self.client(endpoint.connect_lazy(), uri)
     }
 }
 
 /// Accepts `http://host:port`, `grpc://host:port` (as pyarrow writes it), `grpc+tcp://...` and
-/// a bare `host:port`.
-fn normalize_address(address: &str) -> Result<String> {
+/// a bare `host:port`; `https://` and `grpc+tls://` for TLS. The URI tonic takes, and whether
+/// it is TLS.
+fn normalize_address(address: &str) -> Result<(String, bool)> {
     let invalid = |reason: &str| Error::InvalidAddress {
         address: address.to_string(),
         reason: reason.to_string(),
@@ -144,21 +238,18 @@ fn normalize_address(address: &str) -> Result<String> {
     if address.is_empty() {
         return Err(invalid("it is empty"));
     }
-    let rest = match address.split_once("://") {
-        None => address,
-        Some(("http" | "grpc" | "grpc+tcp", rest)) => rest,
-        Some(("https" | "grpc+tls", _)) => {
-            return Err(invalid(
-                "TLS is not supported by this client; use http:// or grpc://",
-            ))
-        }
+    let (rest, tls) = match address.split_once("://") {
+        None => (address, false),
+        Some(("http" | "grpc" | "grpc+tcp", rest)) => (rest, false),
+        Some(("https" | "grpc+tls", rest)) => (rest, true),
         Some((scheme, _)) => {
             return Err(invalid(&format!(
-                "unknown scheme {scheme:?}; expected http:// or grpc://"
+                "unknown scheme {scheme:?}; expected http://, grpc://, https:// or grpc+tls://"
             )))
         }
     };
-    Ok(format!("http://{}", rest.trim_end_matches('/')))
+    let scheme = if tls { "https" } else { "http" };
+    Ok((format!("{scheme}://{}", rest.trim_end_matches('/')), tls))
 }
 
 /// An error with its causes, `outer: inner: ...` (tonic's transport errors say little alone).
@@ -189,28 +280,38 @@ impl Client {
             connect_timeout: None,
             timeout: None,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            token: None,
+            ca_file: None,
+            identity_files: None,
         }
     }
 
-    /// A client on a channel made elsewhere (with TLS, interceptors, ...).
+    /// A client on a channel made elsewhere (with TLS, interceptors, ...), without a token.
     pub fn from_channel(channel: Channel) -> Client {
         Client {
             inner: FlightServiceClient::new(channel)
                 .max_decoding_message_size(DEFAULT_MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(usize::MAX),
             address: String::new(),
+            authorization: None,
         }
     }
 
-    /// The server address, as normalized (`http://host:port`).
+    /// The server address, as normalized (`http://host:port`, `https://host:port`).
     pub fn address(&self) -> &str {
         &self.address
     }
 
     /// A plain Arrow Flight client on the same connection, for calls this API does not wrap
-    /// (`ListFlights`, `GetFlightInfo`, ...).
+    /// (`ListFlights`, `GetFlightInfo`, ...); it sends the token too.
     pub fn flight_client(&self) -> FlightClient {
-        FlightClient::new_from_inner(self.inner.clone())
+        let mut client = FlightClient::new_from_inner(self.inner.clone());
+        if let Some(authorization) = &self.authorization {
+            client
+                .metadata_mut()
+                .insert("authorization", authorization.clone());
+        }
+        client
     }
 
     // ---- feature sets --------------------------------------------------------------------
@@ -403,6 +504,12 @@ impl Client {
                 }
             })
         });
+        let mut request = tonic::Request::new(request);
+        if let Some(authorization) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", authorization.clone());
+        }
         let answers = self.inner.clone().do_put(request).await?.into_inner();
         let mut expected = 0u64;
         let acks = answers.map(move |answer| {
@@ -676,16 +783,27 @@ mod tests {
 
     #[test]
     fn addresses_normalize() {
+        let plain = |uri: &str| (uri.to_string(), false);
         assert_eq!(
             normalize_address("grpc://localhost:8081").unwrap(),
-            "http://localhost:8081"
+            plain("http://localhost:8081")
         );
         assert_eq!(
             normalize_address("127.0.0.1:8081").unwrap(),
-            "http://127.0.0.1:8081"
+            plain("http://127.0.0.1:8081")
         );
-        assert_eq!(normalize_address("http://h:1/").unwrap(), "http://h:1");
-        assert!(normalize_address("https://h:1").is_err());
+        assert_eq!(
+            normalize_address("http://h:1/").unwrap(),
+            plain("http://h:1")
+        );
+        assert_eq!(
+            normalize_address("grpc+tls://h:1").unwrap(),
+            ("https://h:1".to_string(), true)
+        );
+        assert_eq!(
+            normalize_address("https://h:1").unwrap(),
+            ("https://h:1".to_string(), true)
+        );
         assert!(normalize_address("ftp://h:1").is_err());
         assert!(normalize_address(" ").is_err());
     }

@@ -34,6 +34,10 @@ pub enum Error {
     /// A request was rejected on this side before it was sent.
     #[error("{0}")]
     InvalidArgument(String),
+    /// A setting of the client is not usable: a token that is no header value, a CA or
+    /// client certificate file that cannot be read.
+    #[error("invalid client setting: {0}")]
+    Setting(String),
     /// The server's answer was not what PROTOCOL.md describes.
     #[error("unexpected answer from the server: {0}")]
     Protocol(String),
@@ -81,6 +85,16 @@ impl Error {
     /// A request over a configured limit of the server (`RESOURCE_EXHAUSTED`).
     pub fn is_resource_exhausted(&self) -> bool {
         self.code() == Some(Code::ResourceExhausted)
+    }
+
+    /// No token, or one the server does not know (`UNAUTHENTICATED`).
+    pub fn is_unauthenticated(&self) -> bool {
+        self.code() == Some(Code::Unauthenticated)
+    }
+
+    /// The token lacks the scope or the feature set the call needs (`PERMISSION_DENIED`).
+    pub fn is_permission_denied(&self) -> bool {
+        self.code() == Some(Code::PermissionDenied)
     }
 
     /// The server could not be reached: no connection, or it went away (`UNAVAILABLE`).

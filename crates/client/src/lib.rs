@@ -54,7 +54,9 @@ mod error;
 mod request;
 mod response;
 
-pub use client::{Client, ClientBuilder, DEFAULT_ADDRESS, DEFAULT_MAX_MESSAGE_BYTES};
+pub use client::{
+    Client, ClientBuilder, CA_FILE_ENV, DEFAULT_ADDRESS, DEFAULT_MAX_MESSAGE_BYTES, TOKEN_ENV,
+};
 pub use error::{code_name, Code, Error, Result};
 pub use request::{
     Entities, EntityKey, HistoryRequest, OnlineRequest, Timestamp, TrainingDataOptions,

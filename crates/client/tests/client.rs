@@ -730,7 +730,7 @@ async fn connection_errors() {
     assert!(err.is_unavailable());
     assert!(err.to_string().contains(&port.to_string()), "{err}");
 
-    let err = Client::connect("https://127.0.0.1:1").await.unwrap_err();
+    let err = Client::connect("ftp://127.0.0.1:1").await.unwrap_err();
     assert!(matches!(err, Error::InvalidAddress { .. }), "{err:?}");
 
     // A lazy client connects on first use; then the failure is UNAVAILABLE.

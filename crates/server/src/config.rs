@@ -16,6 +16,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub logging: LoggingConfig,
     pub tracing: TracingConfig,
+    pub auth: AuthConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -65,6 +66,87 @@ pub struct ServerConfig {
     pub host: String,
     pub http_port: u16,
     pub flight_port: u16,
+    /// TLS on the Flight and HTTP ports (not on the metrics port); plaintext when unset.
+    pub tls: Option<TlsConfig>,
+}
+
+/// Server certificate and key (PEM files), and optionally the CA that client certificates
+/// must chain to: with it, a client without a valid certificate is refused at the handshake.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// Bearer-token authentication (docs/security.md). Off when `tokens` is empty.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub tokens: Vec<TokenConfig>,
+    /// Lets a server without tokens listen on a non-loopback address.
+    pub allow_unauthenticated: bool,
+}
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Online, history and training data reads; describing and listing feature sets.
+    Read,
+    /// Ingest.
+    Write,
+    /// Creating, updating and deleting feature sets; `/metrics` on the HTTP port.
+    Admin,
+}
+
+/// One token: exactly one of `token`, `token_file`, `token_env` gives its value.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub name: String,
+    #[serde(default)]
+    pub token: Option<String>,
+    /// A file holding the token (surrounding whitespace is ignored).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// An environment variable holding the token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    pub scopes: Vec<Scope>,
+    /// Glob patterns (`*`, `?`) of the feature sets the token may touch; all when unset.
+    #[serde(default)]
+    pub feature_sets: Option<Vec<String>>,
+}
+
+impl TokenConfig {
+    /// A token given inline, for every feature set (embedding the server, tests).
+    pub fn inline(name: &str, token: &str, scopes: &[Scope]) -> Self {
+        TokenConfig {
+            name: name.into(),
+            token: Some(token.into()),
+            token_file: None,
+            token_env: None,
+            scopes: scopes.to_vec(),
+            feature_sets: None,
+        }
+    }
+}
+
+/// Never prints the token itself: configurations end up in logs and error messages.
+impl std::fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenConfig")
+            .field("name", &self.name)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_file", &self.token_file)
+            .field("token_env", &self.token_env)
+            .field("scopes", &self.scopes)
+            .field("feature_sets", &self.feature_sets)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -181,6 +263,7 @@ impl Default for ServerConfig {
             host: "127.0.0.1".into(),
             http_port: 8080,
             flight_port: 8081,
+            tls: None,
         }
     }
 }

@@ -13,6 +13,12 @@ pub enum ApiError {
     Domain(#[from] featherstore_core::Error),
     #[error("{0}")]
     Internal(String),
+    /// No or an unknown token (auth is on).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A valid token without the scope or feature set the request needs.
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 impl From<arrow::error::ArrowError> for ApiError {
@@ -27,6 +33,8 @@ impl ApiError {
             ApiError::Store(e) => e.code(),
             ApiError::Domain(e) => e.code(),
             ApiError::Internal(_) => ErrorCode::Internal,
+            ApiError::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            ApiError::Forbidden(_) => ErrorCode::Forbidden,
         }
     }
 
@@ -85,6 +93,14 @@ impl IntoResponse for ApiError {
         let code = self.code();
         let body =
             serde_json::json!({"error": {"code": code.as_str(), "message": self.to_string()}});
-        (http_status(code), axum::Json(body)).into_response()
+        let mut response = (http_status(code), axum::Json(body)).into_response();
+        if code == ErrorCode::Unauthenticated {
+            // RFC 6750: a 401 names the scheme the client must use.
+            response.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }

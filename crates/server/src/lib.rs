@@ -1,12 +1,14 @@
 //! The FeatherStore server: Arrow Flight and HTTP APIs over the feature store, with
 //! configuration and telemetry. [`start`] runs it; integration tests start it on port 0.
 
+mod auth;
 pub mod config;
 mod error;
 mod flight;
 mod http;
 mod service;
 pub mod telemetry;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,6 +38,13 @@ pub enum StartError {
     },
     #[error("invalid configuration: {0}")]
     Config(String),
+    #[error(
+        "refusing to serve {address} without authentication: anyone who can reach it could \
+         read, write and delete every feature set. Configure tokens under `auth.tokens` \
+         (docs/security.md), listen on 127.0.0.1, or set `auth.allow_unauthenticated: true` \
+         (FEATHERSTORE_AUTH__ALLOW_UNAUTHENTICATED=true) to allow it"
+    )]
+    UnauthenticatedPublic { address: SocketAddr },
 }
 
 /// A started server; dropping it does not stop it, [`RunningServer::shutdown`] does.
@@ -126,16 +135,37 @@ fn serve_http(
     tasks: &mut JoinSet<()>,
     what: &'static str,
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     router: axum::Router,
     stopped: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     use axum::serve::ListenerExt;
+    if let Some(tls) = tls {
+        let address = listener
+            .local_addr()
+            .expect("bound listener has an address");
+        let listener = tls::TlsListener::new(listener, address, tls);
+        return spawn_server(tasks, what, listener, router, stopped);
+    }
     // Small JSON answers must not wait for the client's delayed ACK (Nagle).
     let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY not set on an HTTP connection");
         }
     });
+    spawn_server(tasks, what, listener, router, stopped);
+}
+
+fn spawn_server<L>(
+    tasks: &mut JoinSet<()>,
+    what: &'static str,
+    listener: L,
+    router: axum::Router,
+    stopped: impl std::future::Future<Output = ()> + Send + 'static,
+) where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     tasks.spawn(async move {
         if let Err(e) = axum::serve(listener, router)
             .with_graceful_shutdown(stopped)
@@ -162,10 +192,32 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
 }
 
 async fn start_serving(config: &Config) -> Result<RunningServer, StartError> {
+    let authenticator =
+        auth::Authenticator::from_config(&config.auth).map_err(StartError::Config)?;
+    let (http_tls, flight_tls) = match &config.server.tls {
+        Some(tls) => (
+            Some(tls::http_config(tls).map_err(StartError::Config)?),
+            Some(tls::flight_config(tls).map_err(StartError::Config)?),
+        ),
+        None => (None, None),
+    };
     let host = config.server.host.clone();
     let http = bind("HTTP", &host, config.server.http_port).await?;
     let flight = bind("Flight", &host, config.server.flight_port).await?;
     let metrics = bind("metrics", &host, config.metrics.prometheus_port).await?;
+    // Checked on the bound addresses: a host name may resolve to anything.
+    if authenticator.is_none() && !config.auth.allow_unauthenticated {
+        for listener in [&http, &flight] {
+            let address = listener.local_addr().map_err(|source| StartError::Bind {
+                what: "API",
+                address: host.clone(),
+                source,
+            })?;
+            if !address.ip().is_loopback() {
+                return Err(StartError::UnauthenticatedPublic { address });
+            }
+        }
+    }
 
     let limits = Limits {
         max_online_entities: config.limits.max_online_entities,
@@ -202,20 +254,28 @@ async fn start_serving(config: &Config) -> Result<RunningServer, StartError> {
         &mut tasks,
         "HTTP",
         http,
-        http::router(state.clone()),
+        http_tls,
+        http::router(state.clone(), authenticator.clone()),
         until_stopped(),
     );
     serve_http(
         &mut tasks,
         "metrics",
         metrics,
+        None,
         http::metrics_router(state.clone()),
         until_stopped(),
     );
-    let flight_service = flight::service(state);
+    let flight_service = flight::service(state, authenticator);
+    let mut flight_server = tonic::transport::Server::builder();
+    if let Some(tls) = flight_tls {
+        flight_server = flight_server
+            .tls_config(tls)
+            .map_err(|e| StartError::Config(format!("server.tls (Flight): {e}")))?;
+    }
     let stop_flight = until_stopped();
     tasks.spawn(async move {
-        let result = tonic::transport::Server::builder()
+        let result = flight_server
             .add_service(flight_service)
             .serve_with_incoming_shutdown(
                 // Without TCP_NODELAY a response's trailers, written after its data, wait for

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::auth::Access;
 use crate::error::{ApiError, ApiResult};
 use crate::telemetry::Metrics;
 
@@ -82,8 +83,9 @@ fn spec_json(spec: &FeatureSetSpec) -> Value {
 
 impl AppState {
     /// Creates a set; returns the stored spec and whether it is new.
-    pub async fn create_set(&self, body: &[u8]) -> ApiResult<(Value, bool)> {
+    pub async fn create_set(&self, access: &Access, body: &[u8]) -> ApiResult<(Value, bool)> {
         let spec = FeatureSetSpec::from_json(body)?;
+        access.require_set(&spec.name)?;
         let store = self.store.clone();
         let (stored, created) = blocking(move || Ok(store.create(spec)?)).await?;
         Ok((spec_json(&stored), created))
@@ -106,11 +108,13 @@ impl AppState {
         Ok(value)
     }
 
-    pub fn list_sets(&self) -> Value {
+    /// The specs of the sets the caller may see.
+    pub fn list_sets(&self, access: &Access) -> Value {
         Value::Array(
             self.store
                 .list()
                 .iter()
+                .filter(|s| access.sees(&s.spec.name))
                 .map(|s| spec_json(&s.spec))
                 .collect(),
         )

@@ -54,8 +54,15 @@ class Client:
         location: the Flight address, ``grpc://host:port`` (``grpc+tls://`` for TLS). A bare
             ``host:port`` means ``grpc://host:port``.
         timeout: seconds allowed for each call (``None``: no limit).
-        headers: extra gRPC headers sent with every call, e.g.
-            ``{"authorization": "Bearer ..."}``.
+        headers: extra gRPC headers sent with every call.
+        token: the bearer token of a server with auth (docs/security.md), sent as
+            ``authorization: Bearer <token>`` with every call; default: the
+            ``FEATHERSTORE_TOKEN`` environment variable, else none.
+        tls_root_certs: for a ``grpc+tls://`` location, the CA that signed the server's
+            certificate: PEM bytes, or the path of a PEM file; default: the file named by
+            ``FEATHERSTORE_CA_FILE``, else the system's roots. A server that requires client
+            certificates also needs ``cert_chain`` and ``private_key`` (PEM bytes), passed on
+            to pyarrow.
         batch_rows: rows per record batch sent by :meth:`ingest` and the training-data calls.
         **flight_kwargs: passed to ``pyarrow.flight.FlightClient`` (TLS roots, ...).
 
@@ -70,6 +77,8 @@ class Client:
         *,
         timeout: Optional[float] = None,
         headers: Optional[Dict[str, str]] = None,
+        token: Optional[str] = None,
+        tls_root_certs: Union[bytes, str, "os.PathLike[str]", None] = None,
         batch_rows: int = _arrow.DEFAULT_BATCH_ROWS,
         **flight_kwargs: Any,
     ) -> None:
@@ -78,7 +87,17 @@ class Client:
         self.location = location
         self.timeout = timeout
         self.headers = dict(headers or {})
+        if token is None:
+            token = os.environ.get("FEATHERSTORE_TOKEN") or None
+        self.token = token.strip() if token else None
         self.batch_rows = batch_rows
+        if tls_root_certs is None and location.startswith("grpc+tls://"):
+            tls_root_certs = os.environ.get("FEATHERSTORE_CA_FILE") or None
+        if isinstance(tls_root_certs, (str, os.PathLike)):
+            with open(tls_root_certs, "rb") as f:
+                tls_root_certs = f.read()
+        if tls_root_certs is not None:
+            flight_kwargs["tls_root_certs"] = tls_root_certs
         self._flight_kwargs = dict(flight_kwargs)
         self._flight = flight.FlightClient(location, **flight_kwargs)
         # gRPC connections do not survive fork(); adapters check this to fail clearly.
@@ -88,6 +107,8 @@ class Client:
 
     def _options(self) -> flight.FlightCallOptions:
         headers = [(k.lower().encode(), v.encode()) for k, v in self.headers.items()]
+        if self.token:
+            headers.append((b"authorization", b"Bearer " + self.token.encode()))
         return flight.FlightCallOptions(timeout=self.timeout, headers=headers)
 
     def _action(self, name: str, body: Any) -> Any:
@@ -113,6 +134,7 @@ class Client:
             self.location,
             timeout=self.timeout,
             headers=self.headers,
+            token=self.token,
             batch_rows=self.batch_rows,
             **self._flight_kwargs,
         )
@@ -137,6 +159,7 @@ class Client:
             "location": self.location,
             "timeout": self.timeout,
             "headers": self.headers,
+            "token": self.token,
             "batch_rows": self.batch_rows,
             "flight_kwargs": self._flight_kwargs,
         }
@@ -146,6 +169,7 @@ class Client:
             state["location"],
             timeout=state["timeout"],
             headers=state["headers"],
+            token=state.get("token"),
             batch_rows=state["batch_rows"],
             **state["flight_kwargs"],
         )

@@ -5,6 +5,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::FlightStream;
+use crate::auth::Access;
 use crate::error::{ApiError, ApiResult};
 use crate::service::{parse_name, AppState};
 
@@ -41,13 +42,14 @@ pub fn method_name(action: &str) -> &'static str {
 
 pub async fn do_action(
     state: &AppState,
+    access: &Access,
     action: Action,
 ) -> ApiResult<FlightStream<arrow_flight::Result>> {
     let body = action.body.as_ref();
     let result: Value = match action.r#type.as_str() {
-        "create_feature_set" => state.create_set(body).await?.0,
+        "create_feature_set" => state.create_set(access, body).await?.0,
         "get_feature_set" => state.describe_set(parse_name(body)?).await?,
-        "list_feature_sets" => state.list_sets(),
+        "list_feature_sets" => state.list_sets(access),
         "delete_feature_set" => {
             state.delete_set(parse_name(body)?).await?;
             json!({"deleted": true})

@@ -7,6 +7,7 @@ use arrow_flight::{
 use featherstore_core::ticket::HistoryTicket;
 
 use super::FlightStream;
+use crate::auth::Access;
 use crate::error::{ApiError, ApiResult};
 use crate::service::{blocking, set_from_path, AppState};
 
@@ -35,9 +36,15 @@ async fn describe(state: &AppState, name: String) -> ApiResult<FlightInfo> {
         .with_ordered(true))
 }
 
-pub async fn list_flights(state: &AppState) -> ApiResult<FlightStream<FlightInfo>> {
+pub async fn list_flights(
+    state: &AppState,
+    access: &Access,
+) -> ApiResult<FlightStream<FlightInfo>> {
     let mut infos = Vec::new();
     for set in state.store.list() {
+        if !access.sees(&set.spec.name) {
+            continue;
+        }
         infos.push(describe(state, set.spec.name.clone()).await);
     }
     Ok(Box::pin(futures::stream::iter(

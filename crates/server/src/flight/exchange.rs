@@ -10,6 +10,7 @@ use tonic::Streaming;
 
 use super::get::encode;
 use super::{decode_error, flight_error, stream_error, with_first, FlightStream};
+use crate::auth::Access;
 use crate::error::{ApiError, ApiResult};
 use crate::service::{stream_blocking, AppState};
 use crate::telemetry::traces;
@@ -19,6 +20,7 @@ const INPUT_BUFFER: usize = 2;
 
 pub async fn do_exchange(
     state: &AppState,
+    access: &Access,
     mut input: Streaming<FlightData>,
 ) -> ApiResult<FlightStream<FlightData>> {
     let first = input
@@ -34,6 +36,9 @@ pub async fn do_exchange(
             ApiError::invalid("the first DoExchange message must carry a descriptor whose cmd is a training_data command")
         })
         .and_then(|d| Ok(TrainingDataCommand::from_json(&d.cmd)?))?;
+    for set in command.set_names()? {
+        access.require_set(&set)?;
+    }
 
     let messages = with_first(first, input);
     let mut decoder = FlightDataDecoder::new(messages);

@@ -8,15 +8,22 @@ use featherstore_core::Ticket as Request;
 use futures::{StreamExt, TryStreamExt};
 
 use super::{flight_error, FlightStream};
+use crate::auth::Access;
 use crate::error::ApiResult;
 use crate::service::{stream_blocking, AppState};
 use crate::telemetry::traces;
 
 pub async fn do_get(
     state: &AppState,
+    access: &Access,
     ticket: Ticket,
 ) -> ApiResult<FlightStream<arrow_flight::FlightData>> {
-    let batches = match Request::from_json(&ticket.ticket)? {
+    let request = Request::from_json(&ticket.ticket)?;
+    access.require_set(match &request {
+        Request::Online(ticket) => &ticket.feature_set,
+        Request::History(ticket) => &ticket.feature_set,
+    })?;
+    let batches = match request {
         Request::Online(ticket) => {
             let batch = state.store.online(&ticket)?;
             encode(

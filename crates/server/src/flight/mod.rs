@@ -2,12 +2,14 @@
 //! history reads, catalog calls. Handlers translate between Flight and domain calls.
 
 mod actions;
+mod auth;
 mod catalog;
 mod exchange;
 mod get;
 mod put;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Instant;
 
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
@@ -22,6 +24,8 @@ use tracing::Instrument;
 
 use arrow_flight::error::FlightError;
 
+use self::auth::{access_of, Authenticated};
+use crate::auth::{Authenticator, Operation};
 use crate::error::{ApiError, ApiResult};
 use crate::service::{parse_name, AppState};
 use crate::telemetry::metrics::Api;
@@ -29,14 +33,24 @@ use crate::telemetry::traces;
 
 pub struct FlightApi {
     state: AppState,
+    /// Checks the Handshake's credentials; `None`: auth is off.
+    authenticator: Option<Arc<Authenticator>>,
 }
 
-/// The tonic service, with the configured message size limit.
-pub fn service(state: AppState) -> FlightServiceServer<FlightApi> {
+/// The tonic service, with the configured message size limit, behind authentication.
+pub fn service(
+    state: AppState,
+    authenticator: Option<Arc<Authenticator>>,
+) -> Authenticated<FlightServiceServer<FlightApi>> {
     let limit = state.max_message_bytes;
-    FlightServiceServer::new(FlightApi { state })
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(usize::MAX)
+    let metrics = state.metrics.clone();
+    let server = FlightServiceServer::new(FlightApi {
+        state,
+        authenticator: authenticator.clone(),
+    })
+    .max_decoding_message_size(limit)
+    .max_encoding_message_size(usize::MAX);
+    Authenticated::new(server, authenticator, metrics)
 }
 
 type FlightStream<T> = BoxStream<'static, Result<T, Status>>;
@@ -57,6 +71,13 @@ fn stream_error(status: Status) -> ApiError {
             status.message()
         ))
     }
+}
+
+/// Refuses a descriptor's feature set outside the token's (a malformed descriptor is left to
+/// the handler's error).
+fn require_descriptor_set(extensions: &tonic::Extensions, name: Option<&str>) -> ApiResult<()> {
+    let access = access_of(extensions)?;
+    name.map_or(Ok(()), |name| access.require_set(name))
 }
 
 /// The feature set a path descriptor names, for the call's span.
@@ -127,24 +148,39 @@ impl FlightService for FlightApi {
 
     async fn handshake(
         &self,
-        _request: Request<Streaming<HandshakeRequest>>,
+        request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
-        // No authentication yet: the handshake succeeds with an empty answer.
-        Ok(Response::new(Box::pin(futures::stream::once(async {
-            Ok(HandshakeResponse::default())
-        }))))
+        let (metadata, _, input) = request.into_parts();
+        let token = auth::handshake(
+            self.authenticator.as_deref(),
+            &self.state.metrics,
+            &metadata,
+            input,
+        )
+        .await?;
+        // The token comes back as the payload and in the `authorization` header.
+        let header = token.as_deref().map(auth::bearer_header).transpose()?;
+        let answer = HandshakeResponse {
+            payload: token.map(bytes::Bytes::from).unwrap_or_default(),
+            ..HandshakeResponse::default()
+        };
+        let mut response = Response::new(
+            Box::pin(futures::stream::once(async { Ok(answer) })) as Self::HandshakeStream
+        );
+        if let Some(header) = header {
+            response.metadata_mut().insert("authorization", header);
+        }
+        Ok(response)
     }
 
     async fn list_flights(
         &self,
         request: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
-        self.observed(
-            request.metadata(),
-            "list_flights",
-            None,
-            catalog::list_flights(&self.state),
-        )
+        let (metadata, extensions, _) = request.into_parts();
+        self.observed(&metadata, "list_flights", None, async {
+            catalog::list_flights(&self.state, &access_of(&extensions)?).await
+        })
         .await
     }
 
@@ -152,14 +188,12 @@ impl FlightService for FlightApi {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let (metadata, _, descriptor) = request.into_parts();
+        let (metadata, extensions, descriptor) = request.into_parts();
         let name = descriptor_set(&descriptor);
-        self.observed(
-            &metadata,
-            "get_flight_info",
-            name.as_deref(),
-            catalog::flight_info(&self.state, descriptor),
-        )
+        self.observed(&metadata, "get_flight_info", name.as_deref(), async {
+            require_descriptor_set(&extensions, name.as_deref())?;
+            catalog::flight_info(&self.state, descriptor).await
+        })
         .await
     }
 
@@ -176,14 +210,12 @@ impl FlightService for FlightApi {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
-        let (metadata, _, descriptor) = request.into_parts();
+        let (metadata, extensions, descriptor) = request.into_parts();
         let name = descriptor_set(&descriptor);
-        self.observed(
-            &metadata,
-            "get_schema",
-            name.as_deref(),
-            catalog::schema(&self.state, descriptor),
-        )
+        self.observed(&metadata, "get_schema", name.as_deref(), async {
+            require_descriptor_set(&extensions, name.as_deref())?;
+            catalog::schema(&self.state, descriptor).await
+        })
         .await
     }
 
@@ -191,22 +223,21 @@ impl FlightService for FlightApi {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        let (metadata, _, ticket) = request.into_parts();
-        self.observed(&metadata, "do_get", None, get::do_get(&self.state, ticket))
-            .await
+        let (metadata, extensions, ticket) = request.into_parts();
+        self.observed(&metadata, "do_get", None, async {
+            get::do_get(&self.state, &access_of(&extensions)?, ticket).await
+        })
+        .await
     }
 
     async fn do_put(
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
-        let (metadata, _, input) = request.into_parts();
-        self.observed(
-            &metadata,
-            "do_put",
-            None,
-            put::do_put(self.state.clone(), input),
-        )
+        let (metadata, extensions, input) = request.into_parts();
+        self.observed(&metadata, "do_put", None, async {
+            put::do_put(self.state.clone(), &access_of(&extensions)?, input).await
+        })
         .await
     }
 
@@ -214,13 +245,10 @@ impl FlightService for FlightApi {
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
-        let (metadata, _, input) = request.into_parts();
-        self.observed(
-            &metadata,
-            "do_exchange",
-            None,
-            exchange::do_exchange(&self.state, input),
-        )
+        let (metadata, extensions, input) = request.into_parts();
+        self.observed(&metadata, "do_exchange", None, async {
+            exchange::do_exchange(&self.state, &access_of(&extensions)?, input).await
+        })
         .await
     }
 
@@ -228,19 +256,21 @@ impl FlightService for FlightApi {
         &self,
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
-        let (metadata, _, action) = request.into_parts();
+        let (metadata, extensions, action) = request.into_parts();
         let method = actions::method_name(&action.r#type);
         // create_feature_set: the store records the name (from the spec).
         let name = match method {
             "get_feature_set" | "delete_feature_set" => parse_name(&action.body).ok(),
             _ => None,
         };
-        self.observed(
-            &metadata,
-            method,
-            name.as_deref(),
-            actions::do_action(&self.state, action),
-        )
+        self.observed(&metadata, method, name.as_deref(), async {
+            let access = access_of(&extensions)?;
+            access.require(Operation::of_action(&action.r#type))?;
+            if let Some(name) = &name {
+                access.require_set(name)?;
+            }
+            actions::do_action(&self.state, &access, action).await
+        })
         .await
     }
 

@@ -13,6 +13,7 @@ use tonic::{Status, Streaming};
 use tracing::Instrument;
 
 use super::{decode_error, stream_error, with_first, FlightStream};
+use crate::auth::Access;
 use crate::error::{ApiError, ApiResult};
 use crate::service::{set_from_path, AppState};
 
@@ -21,6 +22,7 @@ const ACK_BUFFER: usize = 2;
 
 pub async fn do_put(
     state: AppState,
+    access: &Access,
     mut input: Streaming<FlightData>,
 ) -> ApiResult<FlightStream<PutResult>> {
     let first = input
@@ -34,6 +36,7 @@ pub async fn do_put(
         )
     })?;
     let name = set_from_path(&descriptor.path)?;
+    access.require_set(&name)?;
     state.require_set(&name)?;
 
     let messages = with_first(first, input);

@@ -1,7 +1,7 @@
 //! `/v1/feature-sets`: the registry, and ingest of rows.
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http::{HeaderMap, StatusCode};
@@ -9,17 +9,25 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{arrow_ipc, parse_json, read_body, sends_arrow};
+use crate::auth::Access;
 use crate::error::ApiResult;
 use crate::service::AppState;
 
-pub async fn list(State(state): State<AppState>) -> Json<Value> {
-    Json(state.list_sets())
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(access): Extension<Access>,
+) -> Json<Value> {
+    Json(state.list_sets(&access))
 }
 
 /// 201 with the stored spec; 200 when the same spec already exists.
-pub async fn create(State(state): State<AppState>, body: Body) -> ApiResult<Response> {
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(access): Extension<Access>,
+    body: Body,
+) -> ApiResult<Response> {
     let body = read_body(&state, body).await?;
-    let (spec, created) = state.create_set(&body).await?;
+    let (spec, created) = state.create_set(&access, &body).await?;
     let status = if created {
         StatusCode::CREATED
     } else {

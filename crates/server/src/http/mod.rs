@@ -4,6 +4,7 @@ mod arrow_ipc;
 mod feature_sets;
 mod retrieval;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -16,6 +17,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, StatusCode};
 use tracing::Instrument;
 
+use crate::auth::{Authenticator, HttpAuth};
 use crate::error::{ApiError, ApiResult};
 use crate::service::AppState;
 use crate::telemetry::metrics::Api;
@@ -23,7 +25,12 @@ use crate::telemetry::traces;
 
 pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 
-pub fn router(state: AppState) -> Router {
+/// The API router; with an authenticator, every route but `/health` needs a token.
+pub fn router(state: AppState, authenticator: Option<Arc<Authenticator>>) -> Router {
+    let auth = HttpAuth {
+        authenticator,
+        metrics: state.metrics.clone(),
+    };
     Router::new()
         .route("/health", get(health))
         .route(
@@ -43,6 +50,10 @@ pub fn router(state: AppState) -> Router {
         // Bodies are read with the configured limit by `read_body`, which answers 413 with
         // the JSON error body instead of axum's plain-text one.
         .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn_with_state(
+            auth,
+            crate::auth::http_layer,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }

@@ -3,7 +3,7 @@
 
 use arrow::array::RecordBatch;
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::response::Response;
 use bytes::Bytes;
 use featherstore_core::json::write_rows;
@@ -17,6 +17,7 @@ use tracing::Instrument;
 
 use super::arrow_ipc::{self, IpcChunks};
 use super::{parse_json, read_body, streamed, wants_arrow, ARROW_STREAM};
+use crate::auth::Access;
 use crate::error::{ApiError, ApiResult};
 use crate::service::{stream_blocking, AppState};
 
@@ -42,11 +43,13 @@ fn ticket_body<T: serde::de::DeserializeOwned>(body: &[u8], kind: &str) -> ApiRe
 
 pub async fn online(
     State(state): State<AppState>,
+    Extension(access): Extension<Access>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
     let body = read_body(&state, body).await?;
     let ticket: OnlineTicket = ticket_body(&body, "online")?;
+    access.require_set(&ticket.feature_set)?;
     let batch = state.store.online(&ticket)?;
     Ok(if wants_arrow(&headers) {
         let mut ipc = IpcChunks::new(&batch.schema())?;
@@ -103,11 +106,13 @@ impl Encoding {
 
 pub async fn history(
     State(state): State<AppState>,
+    Extension(access): Extension<Access>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
     let body = read_body(&state, body).await?;
     let ticket: HistoryTicket = ticket_body(&body, "history")?;
+    access.require_set(&ticket.feature_set)?;
     let (set, query) = state.store.plan_history(&ticket)?;
     let schema = set.spec.projected_schema(&query.features, false);
     let store = state.store.clone();
@@ -126,11 +131,15 @@ pub async fn history(
 /// `X-FeatherStore-Command` header.
 pub async fn training_data(
     State(state): State<AppState>,
+    Extension(access): Extension<Access>,
     Query(params): Query<TrainingParams>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
     let command = training_command(params, &headers)?;
+    for set in command.set_names()? {
+        access.require_set(&set)?;
+    }
     let body = read_body(&state, body).await?;
     let reader = arrow_ipc::reader(body)?;
     let plan = state.store.plan_training(&command, reader.schema())?;

@@ -57,6 +57,7 @@ pub struct Metrics {
     stored_files: IntGaugeVec,
     storage_bytes: IntGaugeVec,
     storage_files: IntGaugeVec,
+    auth_failures: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -158,8 +159,17 @@ impl Metrics {
             &["backend"],
         )
         .expect("valid metric");
+        let auth_failures = IntCounterVec::new(
+            Opts::new(
+                "featherstore_auth_failures_total",
+                "Requests refused by authentication or authorization, by API and reason",
+            ),
+            &["api", "reason"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn Collector>,
+            Box::new(auth_failures.clone()),
             Box::new(duration.clone()),
             Box::new(in_flight.clone()),
             Box::new(ingested_rows.clone()),
@@ -191,7 +201,13 @@ impl Metrics {
             stored_files,
             storage_bytes,
             storage_files,
+            auth_failures,
         }
+    }
+
+    /// Counts a request refused by auth; `reason` is an `auth::Refusal` label.
+    pub fn auth_failure(&self, api: &str, reason: &str) {
+        self.auth_failures.with_label_values(&[api, reason]).inc();
     }
 
     /// Counts a request as in flight until the guard is dropped.

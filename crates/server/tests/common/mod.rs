@@ -1,6 +1,8 @@
 //! A real server on loopback port 0 with a temporary data directory, and clients for it.
 #![allow(dead_code)] // each test binary uses its own part of this
 
+pub mod certs;
+
 use std::sync::Arc;
 
 use arrow::array::{

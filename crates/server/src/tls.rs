@@ -1,0 +1,166 @@
+//! TLS for the HTTP and Flight ports (`server.tls`): rustls with the ring provider, the
+//! certificate chain and key from PEM files, and optionally a CA that every client's
+//! certificate must chain to. A plaintext client meets a failed handshake, never an answer.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::RootCertStore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::TlsConfig;
+
+/// A client has this long to complete its handshake: one that stalls holds only its socket,
+/// and not for long.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Handshaken connections waiting for the HTTP server to take them.
+const ACCEPTED_BACKLOG: usize = 64;
+
+fn read(what: &str, path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("reading server.tls.{what} {}: {e}", path.display()))
+}
+
+fn certificates(what: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = read(what, path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("server.tls.{what} {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "server.tls.{what} {} holds no PEM certificate",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}
+
+/// The rustls configuration of the HTTP port (HTTP/1.1).
+pub fn http_config(config: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain = certificates("cert_file", &config.cert_file)?;
+    let key = PrivateKeyDer::from_pem_slice(&read("key_file", &config.key_file)?)
+        .map_err(|e| format!("server.tls.key_file {}: {e}", config.key_file.display()))?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?;
+    let builder = match &config.client_ca_file {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let mut roots = RootCertStore::empty();
+            for cert in certificates("client_ca_file", path)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("server.tls.client_ca_file {}: {e}", path.display()))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| format!("server.tls.client_ca_file {}: {e}", path.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut server = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("server.tls: the certificate and key do not fit: {e}"))?;
+    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(server))
+}
+
+/// The tonic TLS configuration of the Flight port (HTTP/2).
+pub fn flight_config(config: &TlsConfig) -> Result<tonic::transport::ServerTlsConfig, String> {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    // Checked here, with the same messages as the HTTP port; tonic parses them again.
+    http_config(config)?;
+    let identity = Identity::from_pem(
+        read("cert_file", &config.cert_file)?,
+        read("key_file", &config.key_file)?,
+    );
+    let mut tls = ServerTlsConfig::new()
+        .identity(identity)
+        .timeout(HANDSHAKE_TIMEOUT);
+    if let Some(path) = &config.client_ca_file {
+        tls = tls
+            .client_ca_root(Certificate::from_pem(read("client_ca_file", path)?))
+            .client_auth_optional(false);
+    }
+    Ok(tls)
+}
+
+/// A listener whose connections are TLS streams: handshakes run on tasks of their own, so a
+/// slow or silent client delays no one else; a failed one is dropped (logged at debug).
+pub struct TlsListener {
+    accepted: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local_addr: SocketAddr,
+}
+
+impl TlsListener {
+    /// Takes over `listener` (bound to `local_addr`); TCP_NODELAY as on the plaintext port.
+    pub fn new(
+        listener: TcpListener,
+        local_addr: SocketAddr,
+        config: Arc<rustls::ServerConfig>,
+    ) -> Self {
+        let acceptor = TlsAcceptor::from(config);
+        let (tx, accepted) = mpsc::channel(ACCEPTED_BACKLOG);
+        tokio::spawn(async move {
+            loop {
+                let (tcp, peer) = tokio::select! {
+                    // The server stopped: so does accepting.
+                    _ = tx.closed() => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok(connection) => connection,
+                        Err(e) => {
+                            // Out of file descriptors and the like: wait, do not spin.
+                            tracing::warn!(error = %e, "accepting an HTTPS connection failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                };
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "TCP_NODELAY not set on an HTTPS connection");
+                }
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send((tls, peer)).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        TlsListener {
+            accepted,
+            local_addr,
+        }
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.accepted.recv().await {
+            Some(connection) => connection,
+            // The accept task ends only when this listener is dropped.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(self.local_addr)
+    }
+}
