@@ -237,7 +237,7 @@ impl<'s> RowsBuilder<'s> {
             EntityType::Int64 => FeatureType::Int64,
         };
         let mut columns = Vec::with_capacity(spec.features.len() + 2);
-        let mut column = |name: &'s str, feature_type: FeatureType, nullable: bool| JsonColumn {
+        let column = |name: &'s str, feature_type: FeatureType, nullable: bool| JsonColumn {
             name,
             nullable,
             builder: ColumnBuilder::new(feature_type),

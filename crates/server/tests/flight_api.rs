@@ -2,14 +2,13 @@
 
 mod common;
 
-use arrow::array::{Array, AsArray};
+use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Float32Type, Int64Type, TimestampMicrosecondType};
-use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::FlightDescriptor;
 use common::*;
-use futures::{StreamExt, TryStreamExt};
-use serde_json::{json, Value};
+use futures::TryStreamExt;
+use serde_json::json;
 use tonic::Code;
 
 #[tokio::test]

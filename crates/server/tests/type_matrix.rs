@@ -109,7 +109,8 @@ fn rows() -> Vec<Row> {
             binary: Some((&[0, 255, 1], "AP8B")),
             date: Some((2_932_896, "9999-12-31")),
             timestamp: Some(MAX),
-            vec32: Some([1.5, -0.0, f32::MIN_POSITIVE]),
+            // Not -0.0 in a vector: DuckDB's ASOF join gives it back as 0.0 (docs/api.md).
+            vec32: Some([1.5, -1e-45, f32::MIN_POSITIVE]),
             vec64: Some([1e-300, -2.5]),
         },
         Row {
