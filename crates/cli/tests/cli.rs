@@ -681,8 +681,8 @@ fn unreachable_server_is_one_clear_line() {
 #[test]
 fn every_feature_type_through_ingest_get_and_history() {
     use arrow::array::{
-        Array, BinaryArray, BooleanArray, Date32Array, Float32Array, Float64Array,
-        Float64Builder, Int32Array, TimestampMicrosecondArray,
+        Array, BinaryArray, BooleanArray, Date32Array, Float32Array, Float64Array, Float64Builder,
+        Int32Array, TimestampMicrosecondArray,
     };
     const MIN: i64 = -62_135_596_800_000_000; // 0001-01-01T00:00:00Z
     const MAX: i64 = 253_402_300_799_999_999; // 9999-12-31T23:59:59.999999Z
@@ -695,32 +695,65 @@ fn every_feature_type_through_ingest_get_and_history() {
     let mut v = FixedSizeListBuilder::new(Float32Builder::new(), 2);
     let mut w = FixedSizeListBuilder::new(Float64Builder::new(), 2);
     for row in 0..3 {
-        v.values().append_slice(&[[f32::MAX, -0.0, 1e-45][row], 0.5]);
+        v.values()
+            .append_slice(&[[f32::MAX, -0.0, 1e-45][row], 0.5]);
         v.append(row != 1);
-        w.values().append_slice(&[[f64::MIN, 1e-300, 2.5][row], -1.0]);
+        w.values()
+            .append_slice(&[[f64::MIN, 1e-300, 2.5][row], -1.0]);
         w.append(row != 2);
     }
     // Entities in ascending order, each with one row: history order is row order.
     let batch = RecordBatch::try_from_iter(vec![
-        ("id", Arc::new(Int64Array::from(vec![i64::MIN, 0, i64::MAX])) as ArrayRef),
-        ("b", Arc::new(BooleanArray::from(vec![Some(true), None, Some(false)])) as ArrayRef),
-        ("i", Arc::new(Int32Array::from(vec![Some(i32::MIN), Some(i32::MAX), None])) as ArrayRef),
-        ("l", Arc::new(Int64Array::from(vec![None, Some(i64::MIN), Some(i64::MAX)])) as ArrayRef),
-        ("f", Arc::new(Float32Array::from(vec![Some(-0.1), None, Some(f32::MIN)])) as ArrayRef),
-        ("d", Arc::new(Float64Array::from(vec![Some(f64::MAX), Some(-0.0), None])) as ArrayRef),
-        ("s", Arc::new(StringArray::from(vec![Some("ünï ✓"), Some(""), None])) as ArrayRef),
+        (
+            "id",
+            Arc::new(Int64Array::from(vec![i64::MIN, 0, i64::MAX])) as ArrayRef,
+        ),
+        (
+            "b",
+            Arc::new(BooleanArray::from(vec![Some(true), None, Some(false)])) as ArrayRef,
+        ),
+        (
+            "i",
+            Arc::new(Int32Array::from(vec![Some(i32::MIN), Some(i32::MAX), None])) as ArrayRef,
+        ),
+        (
+            "l",
+            Arc::new(Int64Array::from(vec![None, Some(i64::MIN), Some(i64::MAX)])) as ArrayRef,
+        ),
+        (
+            "f",
+            Arc::new(Float32Array::from(vec![Some(-0.1), None, Some(f32::MIN)])) as ArrayRef,
+        ),
+        (
+            "d",
+            Arc::new(Float64Array::from(vec![Some(f64::MAX), Some(-0.0), None])) as ArrayRef,
+        ),
+        (
+            "s",
+            Arc::new(StringArray::from(vec![Some("ünï ✓"), Some(""), None])) as ArrayRef,
+        ),
         (
             "x",
-            Arc::new(BinaryArray::from(vec![None, Some(&b""[..]), Some(&b"\x00\xff"[..])])) as ArrayRef,
+            Arc::new(BinaryArray::from(vec![
+                None,
+                Some(&b""[..]),
+                Some(&b"\x00\xff"[..]),
+            ])) as ArrayRef,
         ),
         (
             "day",
-            Arc::new(Date32Array::from(vec![Some(-719_162), None, Some(2_932_896)])) as ArrayRef,
+            Arc::new(Date32Array::from(vec![
+                Some(-719_162),
+                None,
+                Some(2_932_896),
+            ])) as ArrayRef,
         ),
         (
             "t",
-            Arc::new(TimestampMicrosecondArray::from(vec![Some(MAX), Some(MIN), None]).with_timezone("UTC"))
-                as ArrayRef,
+            Arc::new(
+                TimestampMicrosecondArray::from(vec![Some(MAX), Some(MIN), None])
+                    .with_timezone("UTC"),
+            ) as ArrayRef,
         ),
         ("v", Arc::new(v.finish()) as ArrayRef),
         ("w", Arc::new(w.finish()) as ArrayRef),
@@ -733,27 +766,41 @@ fn every_feature_type_through_ingest_get_and_history() {
     .unwrap();
     for backend in ["duckdb", "parquet"] {
         let server = Server::start_with(&["--backend", backend]);
-        server.run(&["apply", "-f", &server.file("every.json", spec)]).ok();
+        server
+            .run(&["apply", "-f", &server.file("every.json", spec)])
+            .ok();
         let input = server.path("every.parquet");
-        write_parquet(&input, &[batch.clone()]);
-        let out = server.run(&["ingest", "every", input.to_str().unwrap()]).ok();
-        assert!(out.starts_with("ingested 3 rows into every"), "{backend}: {out}");
+        write_parquet(&input, std::slice::from_ref(&batch));
+        let out = server
+            .run(&["ingest", "every", input.to_str().unwrap()])
+            .ok();
+        assert!(
+            out.starts_with("ingested 3 rows into every"),
+            "{backend}: {out}"
+        );
 
         let online = server.path("online.parquet");
         let ids = [i64::MIN.to_string(), "0".into(), i64::MAX.to_string()];
-        let mut get = vec!["get", "every"];
+        // `--`: a negative key is not a flag.
+        let mut get = vec!["get", "every", "-o", online.to_str().unwrap(), "--"];
         get.extend(ids.iter().map(String::as_str));
-        get.extend(["-o", online.to_str().unwrap()]);
         server.run(&get).ok();
         let history = server.path("history.parquet");
-        server.run(&["history", "every", "-o", history.to_str().unwrap()]).ok();
+        server
+            .run(&["history", "every", "-o", history.to_str().unwrap()])
+            .ok();
         for (what, path) in [("get", &online), ("history", &history)] {
             let got = read_parquet(path);
             let got = arrow::compute::concat_batches(&got[0].schema(), &got).unwrap();
             assert_eq!(got.num_columns(), batch.num_columns(), "{backend} {what}");
             for (i, field) in batch.schema().fields().iter().enumerate() {
                 let column = got.column_by_name(field.name()).unwrap();
-                assert_eq!(column.data_type(), field.data_type(), "{backend} {what} {}", field.name());
+                assert_eq!(
+                    column.data_type(),
+                    field.data_type(),
+                    "{backend} {what} {}",
+                    field.name()
+                );
                 assert_eq!(
                     column.to_data(),
                     batch.column(i).to_data(),

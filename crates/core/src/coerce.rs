@@ -216,29 +216,6 @@ fn check_dates(name: &str, column: &ArrayRef) -> Result<()> {
     Ok(())
 }
 
-/// Rejects a vector that is present but has a null element: a vector is null as a whole or
-/// not at all (the online index keeps no per-element validity, and JSON has no such value).
-fn reject_null_items(name: &str, column: &ArrayRef) -> Result<()> {
-    let list = column
-        .as_fixed_size_list_opt()
-        .ok_or_else(|| type_error(name, "a fixed-size list", column.data_type()))?;
-    let Some(items) = list.values().logical_nulls().filter(|n| n.null_count() > 0) else {
-        return Ok(());
-    };
-    let n = list.value_length().max(0) as usize;
-    for row in (0..list.len()).filter(|&row| list.is_valid(row)) {
-        let first = list.value_offset(row).max(0) as usize;
-        if let Some(item) = (first..first + n).find(|&i| items.is_null(i)) {
-            return Err(Error::invalid(format!(
-                "column {name:?} row {row} holds a vector whose element {} is null: a vector \
-                 is null as a whole or has a value in every element",
-                item - first
-            )));
-        }
-    }
-    Ok(())
-}
-
 fn coerce_string(name: &str, column: &ArrayRef) -> Result<ArrayRef> {
     match column.data_type() {
         DataType::Utf8 => Ok(column.clone()),
@@ -273,12 +250,8 @@ fn coerce_int64(name: &str, column: &ArrayRef) -> Result<ArrayRef> {
 
 fn coerce_feature(name: &str, feature_type: FeatureType, column: &ArrayRef) -> Result<ArrayRef> {
     let coerced = coerce_feature_type(name, feature_type, column)?;
-    match feature_type {
-        FeatureType::Date => check_dates(name, &coerced)?,
-        FeatureType::Float32Vector(_) | FeatureType::Float64Vector(_) => {
-            reject_null_items(name, &coerced)?
-        }
-        _ => {}
+    if feature_type == FeatureType::Date {
+        check_dates(name, &coerced)?;
     }
     Ok(coerced)
 }
@@ -591,14 +564,19 @@ mod tests {
         let cases: Vec<(ArrayRef, Vec<&str>)> = vec![
             (
                 Arc::new(TimestampSecondArray::from(vec![0, i64::MIN])),
-                vec!["\"event_timestamp\" row 1", "-9223372036854775808 (seconds)"],
+                vec![
+                    "\"event_timestamp\" row 1",
+                    "-9223372036854775808 (seconds)",
+                ],
             ),
             (
                 Arc::new(TimestampMillisecondArray::from(vec![1 << 62])),
                 vec!["row 0", "4611686018427387904 (milliseconds)"],
             ),
             (
-                Arc::new(TimestampMicrosecondArray::from(vec![crate::time::MAX_MICROS + 1])),
+                Arc::new(TimestampMicrosecondArray::from(vec![
+                    crate::time::MAX_MICROS + 1,
+                ])),
                 vec!["row 0", "(microseconds)"],
             ),
             (
@@ -623,8 +601,13 @@ mod tests {
             ]))),
         )
         .unwrap();
-        let ts = edges.column(5).as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
-        assert_eq!(ts.values(), &[crate::time::MIN_MICROS, 253_402_300_799_000_000]);
+        let ts = edges
+            .column(5)
+            .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+        assert_eq!(
+            ts.values(),
+            &[crate::time::MIN_MICROS, 253_402_300_799_000_000]
+        );
 
         let dates: FeatureSetSpec = FeatureSetSpec::from_json(
             br#"{"name": "s", "entity": {"name": "id", "type": "int64"},
@@ -637,23 +620,38 @@ mod tests {
             &batch(vec![
                 ("id", Arc::new(Int64Array::from(vec![1, 2]))),
                 ("event_timestamp", ok_time.clone()),
-                ("d", Arc::new(Date32Array::from(vec![Some(0), Some(crate::time::MAX_DAYS + 1)]))),
+                (
+                    "d",
+                    Arc::new(Date32Array::from(vec![
+                        Some(0),
+                        Some(crate::time::MAX_DAYS + 1),
+                    ])),
+                ),
             ]),
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("\"d\" row 1") && err.contains(crate::time::DATE_RANGE), "{err}");
+        assert!(
+            err.contains("\"d\" row 1") && err.contains(crate::time::DATE_RANGE),
+            "{err}"
+        );
         let err = coerce_batch(
             &dates,
             &batch(vec![
                 ("id", Arc::new(Int64Array::from(vec![1, 2]))),
                 ("event_timestamp", ok_time),
-                ("t", Arc::new(TimestampMillisecondArray::from(vec![None, Some(i64::MAX)]))),
+                (
+                    "t",
+                    Arc::new(TimestampMillisecondArray::from(vec![None, Some(i64::MAX)])),
+                ),
             ]),
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("\"t\" row 1") && err.contains("9223372036854775807"), "{err}");
+        assert!(
+            err.contains("\"t\" row 1") && err.contains("9223372036854775807"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -661,7 +659,9 @@ mod tests {
         for zone in ["+05:30", "UTC", "Asia/Kolkata", "-01:00"] {
             let time = Arc::new(TimestampSecondArray::from(vec![1]).with_timezone(zone));
             let out = coerce_batch(&spec(), &with_time(time)).unwrap();
-            let ts = out.column(5).as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+            let ts = out
+                .column(5)
+                .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
             assert_eq!(ts.values(), &[1_000_000], "{zone}: the same instant");
         }
         for zone in ["Mars/Olympus_Mons", "", "+25:00"] {
@@ -674,23 +674,5 @@ mod tests {
                 "{message}"
             );
         }
-    }
-
-    #[test]
-    fn rejects_a_vector_with_a_null_element() {
-        let input = batch(vec![
-            ("id", Arc::new(Int8Array::from(vec![1, 2, 3]))),
-            ("event_timestamp", Arc::new(TimestampSecondArray::from(vec![1, 2, 3]))),
-            (
-                "e",
-                Arc::new(ListArray::from_iter_primitive::<Float32Type, _, _>(vec![
-                    Some(vec![Some(1.0), Some(2.0)]),
-                    None,
-                    Some(vec![Some(1.0), None]),
-                ])),
-            ),
-        ]);
-        let err = coerce_batch(&spec(), &input).unwrap_err().to_string();
-        assert!(err.contains("\"e\" row 2") && err.contains("element 1 is null"), "{err}");
     }
 }

@@ -92,9 +92,9 @@ impl ColumnBuilder {
             FeatureType::String => ColumnBuilder::String(StringBuilder::new()),
             FeatureType::Binary => ColumnBuilder::Binary(BinaryBuilder::new()),
             FeatureType::Date => ColumnBuilder::Date(Date32Builder::new()),
-            FeatureType::Timestamp => ColumnBuilder::Timestamp(
-                TimestampMicrosecondBuilder::new().with_timezone("UTC"),
-            ),
+            FeatureType::Timestamp => {
+                ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
+            }
             FeatureType::Float32Vector(n) => ColumnBuilder::Float32Vector(
                 FixedSizeListBuilder::new(Float32Builder::new(), n as i32),
                 n,
@@ -132,17 +132,27 @@ impl ColumnBuilder {
     fn append(&mut self, value: &Value) -> std::result::Result<(), Mismatch> {
         let wrong = |expected: &str| Mismatch::Type(expected.to_owned());
         match self {
-            ColumnBuilder::Bool(b) => b.append_value(value.as_bool().ok_or_else(|| wrong("true or false"))?),
+            ColumnBuilder::Bool(b) => {
+                b.append_value(value.as_bool().ok_or_else(|| wrong("true or false"))?)
+            }
             ColumnBuilder::Int32(b) => b.append_value(
                 value
                     .as_i64()
                     .and_then(|x| i32::try_from(x).ok())
                     .ok_or_else(|| wrong("a 32-bit integer"))?,
             ),
-            ColumnBuilder::Int64(b) => b.append_value(value.as_i64().ok_or_else(|| wrong("an integer"))?),
-            ColumnBuilder::Float32(b) => b.append_value(float32(value).ok_or_else(|| wrong("a number"))??),
-            ColumnBuilder::Float64(b) => b.append_value(value.as_f64().ok_or_else(|| wrong("a number"))?),
-            ColumnBuilder::String(b) => b.append_value(value.as_str().ok_or_else(|| wrong("a string"))?),
+            ColumnBuilder::Int64(b) => {
+                b.append_value(value.as_i64().ok_or_else(|| wrong("an integer"))?)
+            }
+            ColumnBuilder::Float32(b) => {
+                b.append_value(float32(value).ok_or_else(|| wrong("a number"))??)
+            }
+            ColumnBuilder::Float64(b) => {
+                b.append_value(value.as_f64().ok_or_else(|| wrong("a number"))?)
+            }
+            ColumnBuilder::String(b) => {
+                b.append_value(value.as_str().ok_or_else(|| wrong("a string"))?)
+            }
             ColumnBuilder::Binary(b) => b.append_value(
                 value
                     .as_str()
@@ -170,7 +180,9 @@ impl ColumnBuilder {
             ColumnBuilder::Float64Vector(b, n) => {
                 let items = vector_items(value, *n)?;
                 for item in items {
-                    let x = item.as_f64().ok_or_else(|| Mismatch::Type(vector_expected(*n)))?;
+                    let x = item
+                        .as_f64()
+                        .ok_or_else(|| Mismatch::Type(vector_expected(*n)))?;
                     b.values().append_value(x);
                 }
                 b.append(true);
@@ -247,7 +259,11 @@ impl<'s> RowsBuilder<'s> {
             columns.push(column(&feature.name, feature.feature_type, true));
         }
         columns.push(column(&spec.timestamp, FeatureType::Timestamp, false));
-        let by_name = columns.iter().enumerate().map(|(i, c)| (c.name, i)).collect();
+        let by_name = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name, i))
+            .collect();
         RowsBuilder {
             spec,
             set_in_row: vec![None; columns.len()],
@@ -278,7 +294,11 @@ impl<'s> RowsBuilder<'s> {
 
     /// The batch of the rows appended, in the spec's canonical schema.
     pub fn finish(self) -> Result<RecordBatch> {
-        let columns = self.columns.into_iter().map(|c| c.builder.finish()).collect();
+        let columns = self
+            .columns
+            .into_iter()
+            .map(|c| c.builder.finish())
+            .collect();
         Ok(RecordBatch::try_new(self.spec.arrow_schema(), columns)?)
     }
 
@@ -303,12 +323,17 @@ impl<'s> RowsBuilder<'s> {
                 )))
             }
         } else {
-            column.builder.append(value).map_err(|mismatch| match mismatch {
-                Mismatch::Type(expected) => Error::invalid(format!(
-                    "row {row}: column {name:?} is {value}; expected {expected}"
-                )),
-                Mismatch::Value(e) => Error::invalid(format!("row {row}: column {name:?}: {e}")),
-            })
+            column
+                .builder
+                .append(value)
+                .map_err(|mismatch| match mismatch {
+                    Mismatch::Type(expected) => Error::invalid(format!(
+                        "row {row}: column {name:?} is {value}; expected {expected}"
+                    )),
+                    Mismatch::Value(e) => {
+                        Error::invalid(format!("row {row}: column {name:?}: {e}"))
+                    }
+                })
         };
         appended.map_err(|e| self.fail(e))
     }
@@ -656,7 +681,10 @@ mod tests {
         for (body, needles) in cases {
             let message = error_of(&spec, &body);
             for needle in needles {
-                assert!(message.contains(needle), "{body}: {message:?} lacks {needle:?}");
+                assert!(
+                    message.contains(needle),
+                    "{body}: {message:?} lacks {needle:?}"
+                );
             }
         }
     }
@@ -687,7 +715,10 @@ mod tests {
         builder
             .push_json(r#"{"id": "u1", "event_timestamp": "2026-01-01T00:00:00Z", "n": 1}"#)
             .unwrap();
-        let err = builder.push_json(r#"{"id": "u2", "#).unwrap_err().to_string();
+        let err = builder
+            .push_json(r#"{"id": "u2", "#)
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("row 1: expected a JSON object"), "{err}");
         let mut builder = RowsBuilder::new(&spec);
         for line in [

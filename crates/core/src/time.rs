@@ -157,7 +157,10 @@ mod tests {
             "0000-12-31T23:59:59Z",
         ] {
             let err = parse_timestamp(text).unwrap_err().to_string();
-            assert!(err.contains("out of range") && err.contains(TIMESTAMP_RANGE), "{err}");
+            assert!(
+                err.contains("out of range") && err.contains(TIMESTAMP_RANGE),
+                "{err}"
+            );
         }
         assert_eq!(parse_date("0001-01-01").unwrap(), MIN_DAYS);
         assert_eq!(parse_date("9999-12-31").unwrap(), MAX_DAYS);

@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayRef, BinaryArray, BooleanArray, Date32Array, FixedSizeListBuilder, Float32Array,
-    Float32Builder, Float64Array, Float64Builder, Int32Array, Int64Array, RecordBatch,
-    StringArray, TimestampMicrosecondArray,
+    Float32Builder, Float64Array, Float64Builder, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
 };
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
@@ -221,12 +221,24 @@ fn feature_arrays(rows: &[Option<&Row>]) -> Vec<ArrayRef> {
         }
     }
     vec![
-        Arc::new(BooleanArray::from_iter(rows.iter().map(|r| r.and_then(|r| r.bool)))),
-        Arc::new(Int32Array::from_iter(rows.iter().map(|r| r.and_then(|r| r.int32)))),
-        Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.and_then(|r| r.int64)))),
-        Arc::new(Float32Array::from_iter(rows.iter().map(|r| r.and_then(|r| r.float32)))),
-        Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.and_then(|r| r.float64)))),
-        Arc::new(StringArray::from_iter(rows.iter().map(|r| r.and_then(|r| r.string)))),
+        Arc::new(BooleanArray::from_iter(
+            rows.iter().map(|r| r.and_then(|r| r.bool)),
+        )),
+        Arc::new(Int32Array::from_iter(
+            rows.iter().map(|r| r.and_then(|r| r.int32)),
+        )),
+        Arc::new(Int64Array::from_iter(
+            rows.iter().map(|r| r.and_then(|r| r.int64)),
+        )),
+        Arc::new(Float32Array::from_iter(
+            rows.iter().map(|r| r.and_then(|r| r.float32)),
+        )),
+        Arc::new(Float64Array::from_iter(
+            rows.iter().map(|r| r.and_then(|r| r.float64)),
+        )),
+        Arc::new(StringArray::from_iter(
+            rows.iter().map(|r| r.and_then(|r| r.string)),
+        )),
         Arc::new(BinaryArray::from_iter(
             rows.iter().map(|r| r.and_then(|r| r.binary).map(|b| b.0)),
         )),
@@ -235,7 +247,8 @@ fn feature_arrays(rows: &[Option<&Row>]) -> Vec<ArrayRef> {
         )),
         Arc::new(
             TimestampMicrosecondArray::from_iter(
-                rows.iter().map(|r| r.and_then(|r| r.timestamp).map(|t| t.0)),
+                rows.iter()
+                    .map(|r| r.and_then(|r| r.timestamp).map(|t| t.0)),
             )
             .with_timezone("UTC"),
         ),
@@ -294,10 +307,7 @@ fn json_features(row: Option<&Row>) -> serde_json::Map<String, Value> {
 fn json_row(keys: Keys, entity: usize, row: Option<&Row>) -> Value {
     let mut object = json_features(row);
     object.insert("id".into(), keys.json(entity));
-    object.insert(
-        "event_timestamp".into(),
-        json!(row.map(|r| r.at.1)),
-    );
+    object.insert("event_timestamp".into(), json!(row.map(|r| r.at.1)));
     Value::Object(object)
 }
 
@@ -323,7 +333,11 @@ fn read_ipc(bytes: &[u8]) -> RecordBatch {
 /// Column by column: names, types and values (null slots excepted) must be equal.
 fn assert_same(got: &RecordBatch, want: &RecordBatch, what: &str) {
     let names = |b: &RecordBatch| -> Vec<String> {
-        b.schema().fields().iter().map(|f| f.name().clone()).collect()
+        b.schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect()
     };
     assert_eq!(names(got), names(want), "{what}: columns");
     for (i, (g, w)) in got.columns().iter().zip(want.columns()).enumerate() {
@@ -355,14 +369,20 @@ async fn ingest(server: &TestServer, path: Ingest, set: &str, keys: Keys, rows: 
         Ingest::DoPut => {
             // Two batches: two acknowledgements.
             let mut client = server.flight().await;
-            let (acks, error) = put(&mut client, set, vec![batch.slice(0, 2), batch.slice(2, 3)]).await;
+            let (acks, error) =
+                put(&mut client, set, vec![batch.slice(0, 2), batch.slice(2, 3)]).await;
             assert!(error.is_none(), "{path:?} {keys:?}: {error:?}");
             assert_eq!(acks.len(), 2);
         }
         Ingest::HttpJson => {
             let body = json!({"rows": rows.iter().map(|r| json_row(keys, r.entity, Some(r))).collect::<Vec<_>>()});
             let response = http().post(url).json(&body).send().await.unwrap();
-            assert_eq!(response.status(), StatusCode::OK, "{}", response.text().await.unwrap());
+            assert_eq!(
+                response.status(),
+                StatusCode::OK,
+                "{}",
+                response.text().await.unwrap()
+            );
         }
         Ingest::HttpArrow => {
             // Columns in another order, in two record batches: still one batch.
@@ -376,7 +396,12 @@ async fn ingest(server: &TestServer, path: Ingest, set: &str, keys: Keys, rows: 
                 .send()
                 .await
                 .unwrap();
-            assert_eq!(response.status(), StatusCode::OK, "{}", response.text().await.unwrap());
+            assert_eq!(
+                response.status(),
+                StatusCode::OK,
+                "{}",
+                response.text().await.unwrap()
+            );
         }
     }
 }
@@ -400,7 +425,12 @@ async fn post_arrow(url: String, body: Vec<u8>, content_type: &str) -> RecordBat
         .unwrap();
     let status = response.status();
     let bytes = response.bytes().await.unwrap();
-    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
     read_ipc(&bytes)
 }
 
@@ -411,17 +441,19 @@ async fn check_reads(server: &TestServer, set: &str, keys: Keys, rows: &[Row], w
 
     // Online: newest per entity; an unknown key and a duplicate in the request.
     let asked = [2, UNKNOWN, 0, 1, 0];
-    let latest = |e: usize| {
-        rows.iter()
-            .filter(|r| r.entity == e)
-            .max_by_key(|r| r.at.0)
-    };
+    let latest = |e: usize| rows.iter().filter(|r| r.entity == e).max_by_key(|r| r.at.0);
     let online_rows: Vec<Option<&Row>> = asked.iter().map(|&e| latest(e)).collect();
     let want = canonical(keys, &asked, &online_rows);
-    let ticket = json!({"type": "online", "feature_set": set, "entities": asked.map(|e| keys.json(e))});
+    let ticket =
+        json!({"type": "online", "feature_set": set, "entities": asked.map(|e| keys.json(e))});
     let got = concat(&get(&mut client, ticket.clone()).await.unwrap());
     assert_same(&got, &want, &format!("{what}: online over DoGet"));
-    let got = post_arrow(format!("{base}/v1/online"), ticket.to_string().into_bytes(), "application/json").await;
+    let got = post_arrow(
+        format!("{base}/v1/online"),
+        ticket.to_string().into_bytes(),
+        "application/json",
+    )
+    .await;
     assert_same(&got, &want, &format!("{what}: online over HTTP Arrow"));
     let got = post_json(format!("{base}/v1/online"), ticket).await;
     let want_json: Vec<Value> = asked
@@ -429,7 +461,11 @@ async fn check_reads(server: &TestServer, set: &str, keys: Keys, rows: &[Row], w
         .zip(&online_rows)
         .map(|(&e, r)| json_row(keys, e, *r))
         .collect();
-    assert_eq!(got["rows"], json!(want_json), "{what}: online over HTTP JSON");
+    assert_eq!(
+        got["rows"],
+        json!(want_json),
+        "{what}: online over HTTP JSON"
+    );
 
     // History: by entity, then time; and a range [2026-01-01, 9999-12-31T23:59:59.999999Z).
     let mut ordered: Vec<&Row> = rows.iter().collect();
@@ -505,11 +541,19 @@ async fn check_reads(server: &TestServer, set: &str, keys: Keys, rows: &[Row], w
     let want = RecordBatch::try_from_iter(columns).unwrap();
     let command = json!({"type": "training_data", "features": [format!("{set}:*")]});
     let got = concat(
-        &exchange(server, command.clone(), vec![input.slice(0, 3), input.slice(3, 5)])
-            .await
-            .unwrap(),
+        &exchange(
+            server,
+            command.clone(),
+            vec![input.slice(0, 3), input.slice(3, 5)],
+        )
+        .await
+        .unwrap(),
     );
-    assert_same(&got, &want, &format!("{what}: training data over DoExchange"));
+    assert_same(
+        &got,
+        &want,
+        &format!("{what}: training data over DoExchange"),
+    );
     let got = post_arrow(
         format!("{base}/v1/training-data?features={set}:*"),
         ipc(&[input]),
@@ -530,7 +574,9 @@ async fn matrix(backend: Backend) {
                 r#"{{"name": "{set}", "entity": {{"name": "id", "type": "{}"}}, "features": {FEATURES}}}"#,
                 keys.name()
             );
-            action(&mut client, "create_feature_set", &spec).await.unwrap();
+            action(&mut client, "create_feature_set", &spec)
+                .await
+                .unwrap();
             ingest(&server, path, &set, keys, &rows).await;
             let what = format!("{backend:?}, {keys:?} keys, ingest by {path:?}");
             check_reads(&server, &set, keys, &rows, &what).await;
@@ -540,7 +586,14 @@ async fn matrix(backend: Backend) {
     let server = server.restart().await;
     for keys in [Keys::String, Keys::Int64] {
         let set = format!("m_{}_doput", keys.name());
-        check_reads(&server, &set, keys, &rows, &format!("{backend:?}, {keys:?} keys, restarted")).await;
+        check_reads(
+            &server,
+            &set,
+            keys,
+            &rows,
+            &format!("{backend:?}, {keys:?} keys, restarted"),
+        )
+        .await;
     }
 }
 
@@ -567,7 +620,9 @@ async fn out_of_range_values_are_refused_on_every_path() {
         let spec = format!(
             r#"{{"name": "r", "entity": {{"name": "id", "type": "string"}}, "features": {FEATURES}}}"#
         );
-        action(&mut client, "create_feature_set", &spec).await.unwrap();
+        action(&mut client, "create_feature_set", &spec)
+            .await
+            .unwrap();
         let good_time: ArrayRef = Arc::new(TimestampSecondArray::from(vec![0, 1]));
         let ids: ArrayRef = Arc::new(StringArray::from(vec!["a", "b"]));
         let batches: Vec<(RecordBatch, Vec<&str>)> = vec![
@@ -605,15 +660,20 @@ async fn out_of_range_values_are_refused_on_every_path() {
                     ),
                 ])
                 .unwrap(),
-                vec!["\"f_date\" row 1", "-2147483648", "0001-01-01 to 9999-12-31"],
+                vec![
+                    "\"f_date\" row 1",
+                    "-2147483648",
+                    "0001-01-01 to 9999-12-31",
+                ],
             ),
             (
                 RecordBatch::try_from_iter(vec![
                     ("id", ids.clone()),
                     (
                         "event_timestamp",
-                        Arc::new(TimestampSecondArray::from(vec![0, 1]).with_timezone("Nowhere/City"))
-                            as ArrayRef,
+                        Arc::new(
+                            TimestampSecondArray::from(vec![0, 1]).with_timezone("Nowhere/City"),
+                        ) as ArrayRef,
                     ),
                 ])
                 .unwrap(),
@@ -636,17 +696,30 @@ async fn out_of_range_values_are_refused_on_every_path() {
             let body: Value = response.json().await.unwrap();
             for message in [error.message(), body["error"]["message"].as_str().unwrap()] {
                 for needle in needles {
-                    assert!(message.contains(needle), "{backend:?}: {message:?} lacks {needle:?}");
+                    assert!(
+                        message.contains(needle),
+                        "{backend:?}: {message:?} lacks {needle:?}"
+                    );
                 }
             }
         }
         let json_cases = [
-            (json!({"id": "a", "event_timestamp": "0000-12-31T23:59:59Z"}), "event_timestamp"),
-            (json!({"id": "a", "event_timestamp": "2026-01-01T00:00:00Z", "f_timestamp": "9999-12-31T23:59:59-01:00"}), "f_timestamp"),
-            (json!({"id": "a", "event_timestamp": "2026-01-01T00:00:00Z", "f_float32": 1e39}), "f_float32"),
+            (
+                json!({"id": "a", "event_timestamp": "0000-12-31T23:59:59Z"}),
+                "event_timestamp",
+            ),
+            (
+                json!({"id": "a", "event_timestamp": "2026-01-01T00:00:00Z", "f_timestamp": "9999-12-31T23:59:59-01:00"}),
+                "f_timestamp",
+            ),
+            (
+                json!({"id": "a", "event_timestamp": "2026-01-01T00:00:00Z", "f_float32": 1e39}),
+                "f_float32",
+            ),
         ];
         for (row, column) in json_cases {
-            let body = json!({"rows": [{"id": "ok", "event_timestamp": "2026-01-01T00:00:00Z"}, row]});
+            let body =
+                json!({"rows": [{"id": "ok", "event_timestamp": "2026-01-01T00:00:00Z"}, row]});
             let response = http()
                 .post(format!("{}/v1/feature-sets/r/rows", server.http))
                 .json(&body)
@@ -656,9 +729,14 @@ async fn out_of_range_values_are_refused_on_every_path() {
             assert_eq!(response.status(), StatusCode::BAD_REQUEST);
             let body: Value = response.json().await.unwrap();
             let message = body["error"]["message"].as_str().unwrap();
-            assert!(message.contains("row 1") && message.contains(column), "{message}");
+            assert!(
+                message.contains("row 1") && message.contains(column),
+                "{message}"
+            );
         }
-        let stats = action(&mut client, "get_feature_set", r#"{"name": "r"}"#).await.unwrap();
+        let stats = action(&mut client, "get_feature_set", r#"{"name": "r"}"#)
+            .await
+            .unwrap();
         assert_eq!(stats["stats"]["rows"], 0, "{backend:?}: nothing stored");
 
         // Times in requests: history bounds and training entity rows.
@@ -671,7 +749,10 @@ async fn out_of_range_values_are_refused_on_every_path() {
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
         assert!(err.message().contains("out of range"), "{err}");
         let entity_rows = RecordBatch::try_from_iter(vec![
-            ("id", Arc::new(StringArray::from(vec!["a", "b", "c"])) as ArrayRef),
+            (
+                "id",
+                Arc::new(StringArray::from(vec!["a", "b", "c"])) as ArrayRef,
+            ),
             (
                 "event_timestamp",
                 Arc::new(TimestampMillisecondArray::from(vec![0, 0, 1 << 62])) as ArrayRef,
@@ -679,13 +760,23 @@ async fn out_of_range_values_are_refused_on_every_path() {
         ])
         .unwrap();
         let command = json!({"type": "training_data", "features": ["r:f_int32"]});
-        let err = exchange(&server, command, vec![entity_rows.slice(0, 1), entity_rows.slice(1, 2)])
-            .await
-            .unwrap_err();
+        let err = exchange(
+            &server,
+            command,
+            vec![entity_rows.slice(0, 1), entity_rows.slice(1, 2)],
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
-        assert!(err.message().contains("row 2") && err.message().contains("4611686018427387904"), "{err}");
+        assert!(
+            err.message().contains("row 2") && err.message().contains("4611686018427387904"),
+            "{err}"
+        );
         let response = http()
-            .post(format!("{}/v1/training-data?features=r:f_int32", server.http))
+            .post(format!(
+                "{}/v1/training-data?features=r:f_int32",
+                server.http
+            ))
             .header("content-type", ARROW)
             .body(ipc(&[entity_rows]))
             .send()
@@ -694,6 +785,9 @@ async fn out_of_range_values_are_refused_on_every_path() {
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
         let body: Value = response.json().await.unwrap();
         let message = body["error"]["message"].as_str().unwrap();
-        assert!(message.contains("row 2") && message.contains(RANGE), "{message}");
+        assert!(
+            message.contains("row 2") && message.contains(RANGE),
+            "{message}"
+        );
     }
 }

@@ -80,7 +80,9 @@ pub(super) fn checked_bytes<'a>(
     let in_bounds = offsets.len() == rows + 1
         && offsets.first().is_some_and(|&first| first >= 0)
         && offsets.windows(2).all(|w| w[0] <= w[1])
-        && offsets.last().is_some_and(|&last| last as usize <= data.len());
+        && offsets
+            .last()
+            .is_some_and(|&last| last as usize <= data.len());
     in_bounds.then_some((offsets, data))
 }
 
@@ -120,8 +122,7 @@ impl<'a> Source<'a> {
             | FeatureType::Float64
             | FeatureType::Date
             | FeatureType::Timestamp => Source::Fixed {
-                bytes: raw_values(array, rows, fixed_width(t).ok_or_else(bad)?)
-                    .ok_or_else(bad)?,
+                bytes: raw_values(array, rows, fixed_width(t).ok_or_else(bad)?).ok_or_else(bad)?,
                 nulls: array.nulls(),
             },
             FeatureType::Float32Vector(n) | FeatureType::Float64Vector(n) => {

@@ -65,19 +65,25 @@ fn keys(k: &[&str]) -> EntityKeys {
 fn newest_event_time_wins_and_ties_go_to_later_ingest() {
     let spec = spec(None);
     let index = OnlineIndex::new(spec.clone());
-    apply(&index, &batch(
-        &spec,
-        &[("a", Some(1), Some("x"), 10), ("b", Some(2), None, 10)],
-    ));
+    apply(
+        &index,
+        &batch(
+            &spec,
+            &[("a", Some(1), Some("x"), 10), ("b", Some(2), None, 10)],
+        ),
+    );
     // Older event for a: ignored. Tie for b: the later ingest wins, even within one batch.
-    apply(&index, &batch(
-        &spec,
-        &[
-            ("a", Some(9), Some("old"), 5),
-            ("b", Some(3), Some("t1"), 10),
-            ("b", Some(4), Some("t2"), 10),
-        ],
-    ));
+    apply(
+        &index,
+        &batch(
+            &spec,
+            &[
+                ("a", Some(9), Some("old"), 5),
+                ("b", Some(3), Some("t1"), 10),
+                ("b", Some(4), Some("t2"), 10),
+            ],
+        ),
+    );
     let out = index
         .lookup(&keys(&["b", "a", "zz", "a"]), &[0, 1, 2], 0)
         .unwrap();
@@ -111,13 +117,16 @@ fn ttl_hides_values_older_than_now_minus_ttl() {
     let spec = spec(Some(10));
     let index = OnlineIndex::new(spec.clone());
     let second = 1_000_000;
-    apply(&index, &batch(
-        &spec,
-        &[
-            ("kept", Some(1), None, 100 * second),
-            ("gone", Some(2), None, 100 * second - 1),
-        ],
-    ));
+    apply(
+        &index,
+        &batch(
+            &spec,
+            &[
+                ("kept", Some(1), None, 100 * second),
+                ("gone", Some(2), None, 100 * second - 1),
+            ],
+        ),
+    );
     let out = index
         .lookup(&keys(&["kept", "gone"]), &[0], 110 * second)
         .unwrap();
@@ -199,29 +208,86 @@ fn every_feature_type_round_trips() {
         ("id", Arc::new(Int64Array::from(vec![1, 2, 3, 4]))),
         (
             "b",
-            Arc::new(BooleanArray::from(vec![Some(true), None, Some(false), Some(true)])),
+            Arc::new(BooleanArray::from(vec![
+                Some(true),
+                None,
+                Some(false),
+                Some(true),
+            ])),
         ),
-        ("i", Arc::new(Int32Array::from(vec![Some(-7), Some(i32::MAX), None, Some(0)]))),
-        ("l", Arc::new(Int64Array::from(vec![None, Some(i64::MIN), Some(1), Some(2)]))),
+        (
+            "i",
+            Arc::new(Int32Array::from(vec![
+                Some(-7),
+                Some(i32::MAX),
+                None,
+                Some(0),
+            ])),
+        ),
+        (
+            "l",
+            Arc::new(Int64Array::from(vec![
+                None,
+                Some(i64::MIN),
+                Some(1),
+                Some(2),
+            ])),
+        ),
         (
             "f",
-            Arc::new(arrow::array::Float32Array::from(vec![Some(0.1), Some(f32::MAX), None, Some(-0.0)])),
+            Arc::new(arrow::array::Float32Array::from(vec![
+                Some(0.1),
+                Some(f32::MAX),
+                None,
+                Some(-0.0),
+            ])),
         ),
-        ("d", Arc::new(Float64Array::from(vec![Some(1e-300), None, Some(2.5), Some(3.0)]))),
-        ("s", Arc::new(StringArray::from(vec![Some("zero"), Some(""), Some("ü"), None]))),
+        (
+            "d",
+            Arc::new(Float64Array::from(vec![
+                Some(1e-300),
+                None,
+                Some(2.5),
+                Some(3.0),
+            ])),
+        ),
+        (
+            "s",
+            Arc::new(StringArray::from(vec![
+                Some("zero"),
+                Some(""),
+                Some("ü"),
+                None,
+            ])),
+        ),
         (
             "x",
-            Arc::new(BinaryArray::from(vec![Some(&b"\x00"[..]), None, Some(&b"\xff\x01"[..]), Some(&b""[..])])),
+            Arc::new(BinaryArray::from(vec![
+                Some(&b"\x00"[..]),
+                None,
+                Some(&b"\xff\x01"[..]),
+                Some(&b""[..]),
+            ])),
         ),
         (
             "day",
-            Arc::new(Date32Array::from(vec![Some(-719_162), Some(2_932_896), None, Some(0)])),
+            Arc::new(Date32Array::from(vec![
+                Some(-719_162),
+                Some(2_932_896),
+                None,
+                Some(0),
+            ])),
         ),
         (
             "t",
             Arc::new(
-                TimestampMicrosecondArray::from(vec![Some(1), None, Some(-62_135_596_800_000_000), Some(253_402_300_799_999_999)])
-                    .with_timezone("UTC"),
+                TimestampMicrosecondArray::from(vec![
+                    Some(1),
+                    None,
+                    Some(-62_135_596_800_000_000),
+                    Some(253_402_300_799_999_999),
+                ])
+                .with_timezone("UTC"),
             ),
         ),
         ("v", Arc::new(v.finish())),
@@ -259,9 +325,12 @@ fn prepare_refuses_a_batch_not_in_the_spec_types() {
         .zip(&columns)
         .map(|(f, c)| f.as_ref().clone().with_data_type(c.data_type().clone()))
         .collect();
-    let bad = RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns)
-        .unwrap();
-    let err = index.prepare(&bad).err().expect("a mismatched batch is refused");
+    let bad =
+        RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns).unwrap();
+    let err = index
+        .prepare(&bad)
+        .err()
+        .expect("a mismatched batch is refused");
     assert!(err.to_string().contains("\"n\""), "{err}");
     assert_eq!(index.entities(), 0);
 }
