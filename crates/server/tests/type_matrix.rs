@@ -194,6 +194,11 @@ impl Keys {
 
 const UNKNOWN: usize = 3;
 
+/// One feature of each row; a missing row gives null.
+fn cells<T>(rows: &[Option<&Row>], feature: impl Fn(&Row) -> Option<T>) -> Vec<Option<T>> {
+    rows.iter().map(|r| r.and_then(&feature)).collect()
+}
+
 /// The feature columns of `rows` (a missing row is all nulls), in spec order.
 fn feature_arrays(rows: &[Option<&Row>]) -> Vec<ArrayRef> {
     let mut vec32 = FixedSizeListBuilder::new(Float32Builder::new(), 3);
@@ -221,36 +226,17 @@ fn feature_arrays(rows: &[Option<&Row>]) -> Vec<ArrayRef> {
         }
     }
     vec![
-        Arc::new(BooleanArray::from_iter(
-            rows.iter().map(|r| r.and_then(|r| r.bool)),
-        )),
-        Arc::new(Int32Array::from_iter(
-            rows.iter().map(|r| r.and_then(|r| r.int32)),
-        )),
-        Arc::new(Int64Array::from_iter(
-            rows.iter().map(|r| r.and_then(|r| r.int64)),
-        )),
-        Arc::new(Float32Array::from_iter(
-            rows.iter().map(|r| r.and_then(|r| r.float32)),
-        )),
-        Arc::new(Float64Array::from_iter(
-            rows.iter().map(|r| r.and_then(|r| r.float64)),
-        )),
-        Arc::new(StringArray::from_iter(
-            rows.iter().map(|r| r.and_then(|r| r.string)),
-        )),
-        Arc::new(BinaryArray::from_iter(
-            rows.iter().map(|r| r.and_then(|r| r.binary).map(|b| b.0)),
-        )),
-        Arc::new(Date32Array::from_iter(
-            rows.iter().map(|r| r.and_then(|r| r.date).map(|d| d.0)),
-        )),
+        Arc::new(BooleanArray::from(cells(rows, |r| r.bool))),
+        Arc::new(Int32Array::from(cells(rows, |r| r.int32))),
+        Arc::new(Int64Array::from(cells(rows, |r| r.int64))),
+        Arc::new(Float32Array::from(cells(rows, |r| r.float32))),
+        Arc::new(Float64Array::from(cells(rows, |r| r.float64))),
+        Arc::new(StringArray::from(cells(rows, |r| r.string))),
+        Arc::new(BinaryArray::from(cells(rows, |r| r.binary.map(|b| b.0)))),
+        Arc::new(Date32Array::from(cells(rows, |r| r.date.map(|d| d.0)))),
         Arc::new(
-            TimestampMicrosecondArray::from_iter(
-                rows.iter()
-                    .map(|r| r.and_then(|r| r.timestamp).map(|t| t.0)),
-            )
-            .with_timezone("UTC"),
+            TimestampMicrosecondArray::from(cells(rows, |r| r.timestamp.map(|t| t.0)))
+                .with_timezone("UTC"),
         ),
         Arc::new(vec32.finish()),
         Arc::new(vec64.finish()),
