@@ -610,42 +610,41 @@ async fn out_of_range_values_are_refused_on_every_path() {
             .await
             .unwrap();
         let good_time: ArrayRef = Arc::new(TimestampSecondArray::from(vec![0, 1]));
-        let ids: ArrayRef = Arc::new(StringArray::from(vec!["a", "b"]));
+        // Two rows of "id", "event_timestamp" (`time`), and `feature` if given.
+        let two_rows = |time: ArrayRef, feature: Option<(&str, ArrayRef)>| {
+            let mut columns: Vec<(&str, ArrayRef)> = vec![
+                ("id", Arc::new(StringArray::from(vec!["a", "b"]))),
+                ("event_timestamp", time),
+            ];
+            columns.extend(feature);
+            RecordBatch::try_from_iter(columns).unwrap()
+        };
         let batches: Vec<(RecordBatch, Vec<&str>)> = vec![
             (
-                RecordBatch::try_from_iter(vec![
-                    ("id", ids.clone()),
-                    (
-                        "event_timestamp",
-                        Arc::new(TimestampSecondArray::from(vec![0, i64::MIN])) as ArrayRef,
-                    ),
-                ])
-                .unwrap(),
+                two_rows(
+                    Arc::new(TimestampSecondArray::from(vec![0, i64::MIN])),
+                    None,
+                ),
                 vec!["\"event_timestamp\" row 1", "-9223372036854775808", RANGE],
             ),
             (
-                RecordBatch::try_from_iter(vec![
-                    ("id", ids.clone()),
-                    ("event_timestamp", good_time.clone()),
-                    (
+                two_rows(
+                    good_time.clone(),
+                    Some((
                         "f_timestamp",
-                        Arc::new(TimestampMillisecondArray::from(vec![Some(1 << 62), None]))
-                            as ArrayRef,
-                    ),
-                ])
-                .unwrap(),
+                        Arc::new(TimestampMillisecondArray::from(vec![Some(1 << 62), None])),
+                    )),
+                ),
                 vec!["\"f_timestamp\" row 0", "4611686018427387904", RANGE],
             ),
             (
-                RecordBatch::try_from_iter(vec![
-                    ("id", ids.clone()),
-                    ("event_timestamp", good_time.clone()),
-                    (
+                two_rows(
+                    good_time,
+                    Some((
                         "f_date",
-                        Arc::new(Date32Array::from(vec![None, Some(i32::MIN)])) as ArrayRef,
-                    ),
-                ])
-                .unwrap(),
+                        Arc::new(Date32Array::from(vec![None, Some(i32::MIN)])),
+                    )),
+                ),
                 vec![
                     "\"f_date\" row 1",
                     "-2147483648",
@@ -653,16 +652,10 @@ async fn out_of_range_values_are_refused_on_every_path() {
                 ],
             ),
             (
-                RecordBatch::try_from_iter(vec![
-                    ("id", ids.clone()),
-                    (
-                        "event_timestamp",
-                        Arc::new(
-                            TimestampSecondArray::from(vec![0, 1]).with_timezone("Nowhere/City"),
-                        ) as ArrayRef,
-                    ),
-                ])
-                .unwrap(),
+                two_rows(
+                    Arc::new(TimestampSecondArray::from(vec![0, 1]).with_timezone("Nowhere/City")),
+                    None,
+                ),
                 vec!["\"event_timestamp\"", "Nowhere/City"],
             ),
         ];
