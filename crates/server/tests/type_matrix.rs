@@ -593,6 +593,15 @@ async fn every_type_every_path_parquet() {
     matrix(Backend::Parquet).await;
 }
 
+/// Sends a request that must be refused with 400 / invalid_argument; answers the message.
+async fn bad_request(request: reqwest::RequestBuilder) -> String {
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_argument", "{body}");
+    body["error"]["message"].as_str().unwrap().to_owned()
+}
+
 const RANGE: &str = "0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z";
 
 /// Values the store cannot represent, format and join are refused on every path, with
@@ -664,16 +673,14 @@ async fn out_of_range_values_are_refused_on_every_path() {
             let error = error.expect("refused");
             assert!(acks.is_empty());
             assert_eq!(error.code(), tonic::Code::InvalidArgument, "{error}");
-            let response = http()
-                .post(format!("{}/v1/feature-sets/r/rows", server.http))
-                .header("content-type", ARROW)
-                .body(ipc(std::slice::from_ref(batch)))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-            let body: Value = response.json().await.unwrap();
-            for message in [error.message(), body["error"]["message"].as_str().unwrap()] {
+            let message = bad_request(
+                http()
+                    .post(format!("{}/v1/feature-sets/r/rows", server.http))
+                    .header("content-type", ARROW)
+                    .body(ipc(std::slice::from_ref(batch))),
+            )
+            .await;
+            for message in [error.message(), message.as_str()] {
                 for needle in needles {
                     assert!(
                         message.contains(needle),
@@ -699,15 +706,12 @@ async fn out_of_range_values_are_refused_on_every_path() {
         for (row, column) in json_cases {
             let body =
                 json!({"rows": [{"id": "ok", "event_timestamp": "2026-01-01T00:00:00Z"}, row]});
-            let response = http()
-                .post(format!("{}/v1/feature-sets/r/rows", server.http))
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-            let body: Value = response.json().await.unwrap();
-            let message = body["error"]["message"].as_str().unwrap();
+            let message = bad_request(
+                http()
+                    .post(format!("{}/v1/feature-sets/r/rows", server.http))
+                    .json(&body),
+            )
+            .await;
             assert!(
                 message.contains("row 1") && message.contains(column),
                 "{message}"
@@ -751,19 +755,16 @@ async fn out_of_range_values_are_refused_on_every_path() {
             err.message().contains("row 2") && err.message().contains("4611686018427387904"),
             "{err}"
         );
-        let response = http()
-            .post(format!(
-                "{}/v1/training-data?features=r:f_int32",
-                server.http
-            ))
-            .header("content-type", ARROW)
-            .body(ipc(&[entity_rows]))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-        let body: Value = response.json().await.unwrap();
-        let message = body["error"]["message"].as_str().unwrap();
+        let message = bad_request(
+            http()
+                .post(format!(
+                    "{}/v1/training-data?features=r:f_int32",
+                    server.http
+                ))
+                .header("content-type", ARROW)
+                .body(ipc(&[entity_rows])),
+        )
+        .await;
         assert!(
             message.contains("row 2") && message.contains(RANGE),
             "{message}"
