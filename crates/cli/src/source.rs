@@ -16,7 +16,6 @@ use clap::ValueEnum;
 use featherstore_core::types::timestamp_type;
 use featherstore_core::FeatureSetSpec;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use serde_json::{Map, Value};
 
 use crate::common::{CliError, CliResult};
 
@@ -347,10 +346,9 @@ struct JsonLines<R> {
 
 impl<R: BufRead> JsonLines<R> {
     fn next_batch(&mut self) -> CliResult<Option<RecordBatch>> {
-        let mut rows = Vec::with_capacity(self.batch_size.min(65_536));
-        let mut line_numbers = Vec::with_capacity(rows.capacity());
+        let mut rows = featherstore_core::json::RowsBuilder::new(&self.spec);
         let mut text = String::new();
-        while rows.len() < self.batch_size {
+        while rows.rows() < self.batch_size {
             text.clear();
             if self.lines.read_line(&mut text)? == 0 {
                 self.done = true;
@@ -361,31 +359,20 @@ impl<R: BufRead> JsonLines<R> {
             if trimmed.is_empty() {
                 continue;
             }
-            let row: Map<String, Value> = serde_json::from_str(trimmed).map_err(|e| {
-                CliError::new(format!("line {}: expected a JSON object: {e}", self.line))
-            })?;
-            rows.push(row);
-            line_numbers.push(self.line);
-        }
-        if rows.is_empty() {
-            return Ok(None);
-        }
-        featherstore_core::json::rows_to_batch(&self.spec, &rows)
-            .map(Some)
-            .map_err(|e| {
-                // The core names rows within the batch ("row 3: ..."); name the file line.
+            rows.push_json(trimmed).map_err(|e| {
+                // The core names the row within the batch ("row 3: ..."); name the file line.
                 let message = e.to_string();
-                let line = message
+                let detail = message
                     .strip_prefix("row ")
                     .and_then(|rest| rest.split_once(':'))
-                    .and_then(|(n, rest)| {
-                        Some((line_numbers.get(n.parse::<usize>().ok()?)?, rest))
-                    });
-                match line {
-                    Some((line, rest)) => CliError::new(format!("line {line}:{rest}")),
-                    None => CliError::new(message),
-                }
-            })
+                    .map_or(message.as_str(), |(_, rest)| rest.trim_start());
+                CliError::new(format!("line {}: {detail}", self.line))
+            })?;
+        }
+        if rows.rows() == 0 {
+            return Ok(None);
+        }
+        Ok(Some(rows.finish()?))
     }
 }
 

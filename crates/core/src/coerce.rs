@@ -3,15 +3,17 @@
 
 use std::sync::Arc;
 
+use arrow::array::timezone::Tz;
 use arrow::array::{
     new_null_array, Array, ArrayRef, AsArray, FixedSizeListArray, FixedSizeListBuilder,
-    Float32Builder, Float64Builder, GenericListArray, OffsetSizeTrait, RecordBatch,
+    Float32Builder, Float64Builder, GenericListArray, Int64Array, OffsetSizeTrait, RecordBatch,
     TimestampMicrosecondArray,
 };
-use arrow::compute::{cast, unary};
-use arrow::datatypes::{DataType, Field, Float32Type, Float64Type, TimeUnit};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Date32Type, Field, Float32Type, Float64Type, TimeUnit};
 
 use crate::spec::FeatureSetSpec;
+use crate::time::{days_in_range, micros_in_range, DATE_RANGE, MICROS_PER_SECOND, TIMESTAMP_RANGE};
 use crate::types::{EntityType, FeatureType};
 use crate::{Error, Result};
 
@@ -110,32 +112,23 @@ fn coerce_event_time(name: &str, column: &ArrayRef) -> Result<ArrayRef> {
     Ok(coerced)
 }
 
-/// Any timestamp unit and zone into UTC microseconds (floored), nulls kept.
+/// Any timestamp unit and zone into UTC microseconds (floored), nulls kept. A value outside
+/// [`TIMESTAMP_RANGE`](crate::time::TIMESTAMP_RANGE), or a zone that is neither an offset
+/// (`+05:30`) nor a known IANA name, rejects the column.
 pub fn coerce_timestamp(name: &str, column: &ArrayRef) -> Result<ArrayRef> {
-    use arrow::datatypes::{
-        TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
-        TimestampSecondType,
-    };
-    let micros: TimestampMicrosecondArray = match column.data_type() {
-        DataType::Timestamp(TimeUnit::Second, _) => {
-            unary(column.as_primitive::<TimestampSecondType>(), |s| {
-                s.saturating_mul(1_000_000)
-            })
+    coerce_timestamp_rows(name, column, 0)
+}
+
+/// [`coerce_timestamp`] for a column whose first row is row `first_row` of its request, so
+/// that errors name the row as the client counts it.
+pub fn coerce_timestamp_rows(name: &str, column: &ArrayRef, first_row: usize) -> Result<ArrayRef> {
+    let (unit, zone) = match column.data_type() {
+        DataType::Timestamp(unit, zone) => (*unit, zone.as_deref()),
+        DataType::Null => {
+            return Ok(Arc::new(
+                TimestampMicrosecondArray::new_null(column.len()).with_timezone("UTC"),
+            ))
         }
-        DataType::Timestamp(TimeUnit::Millisecond, _) => {
-            unary(column.as_primitive::<TimestampMillisecondType>(), |ms| {
-                ms.saturating_mul(1_000)
-            })
-        }
-        DataType::Timestamp(TimeUnit::Microsecond, _) => {
-            unary(column.as_primitive::<TimestampMicrosecondType>(), |us| us)
-        }
-        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
-            unary(column.as_primitive::<TimestampNanosecondType>(), |ns| {
-                ns.div_euclid(1_000)
-            })
-        }
-        DataType::Null => TimestampMicrosecondArray::new_null(column.len()),
         other => {
             return Err(type_error(
                 name,
@@ -144,7 +137,83 @@ pub fn coerce_timestamp(name: &str, column: &ArrayRef) -> Result<ArrayRef> {
             ))
         }
     };
+    if let Some(zone) = zone {
+        // The values are UTC instants whatever the zone; an unknown zone is still a client
+        // error, not something to read as UTC without a word.
+        zone.parse::<Tz>().map_err(|_| {
+            Error::invalid(format!(
+                "column {name:?} has the unknown time zone {zone:?}: expected an offset like \
+                 \"+05:30\" or an IANA time zone name like \"Europe/Berlin\""
+            ))
+        })?;
+    }
+    let values = column.to_data();
+    let raw = Int64Array::from(values.into_builder().data_type(DataType::Int64).build()?);
+    let to_micros = |v: i64| -> Option<i64> {
+        match unit {
+            TimeUnit::Second => v.checked_mul(MICROS_PER_SECOND),
+            TimeUnit::Millisecond => v.checked_mul(1_000),
+            TimeUnit::Microsecond => Some(v),
+            TimeUnit::Nanosecond => Some(v.div_euclid(1_000)),
+        }
+        .filter(|&micros| micros_in_range(micros))
+    };
+    let out_of_range = |row: usize, value: i64| {
+        Error::invalid(format!(
+            "column {name:?} row {} holds the timestamp {value} ({}) outside the accepted \
+             range {TIMESTAMP_RANGE}",
+            first_row + row,
+            unit_name(unit)
+        ))
+    };
+    let micros: TimestampMicrosecondArray = if unit == TimeUnit::Microsecond {
+        // Already microseconds: check in place, keep the buffer.
+        if let Some((row, value)) = raw
+            .iter()
+            .enumerate()
+            .find_map(|(row, v)| v.filter(|&v| to_micros(v).is_none()).map(|v| (row, v)))
+        {
+            return Err(out_of_range(row, value));
+        }
+        TimestampMicrosecondArray::new(raw.values().clone(), raw.nulls().cloned())
+    } else {
+        let mut converted = Vec::with_capacity(raw.len());
+        for (row, value) in raw.iter().enumerate() {
+            converted.push(match value {
+                Some(v) => to_micros(v).ok_or_else(|| out_of_range(row, v))?,
+                None => 0,
+            });
+        }
+        TimestampMicrosecondArray::new(converted.into(), raw.nulls().cloned())
+    };
     Ok(Arc::new(micros.with_timezone("UTC")))
+}
+
+fn unit_name(unit: TimeUnit) -> &'static str {
+    match unit {
+        TimeUnit::Second => "seconds",
+        TimeUnit::Millisecond => "milliseconds",
+        TimeUnit::Microsecond => "microseconds",
+        TimeUnit::Nanosecond => "nanoseconds",
+    }
+}
+
+/// Rejects a date outside [`DATE_RANGE`](crate::time::DATE_RANGE).
+fn check_dates(name: &str, column: &ArrayRef) -> Result<()> {
+    let dates = column
+        .as_primitive_opt::<Date32Type>()
+        .ok_or_else(|| type_error(name, "date (Date32)", column.data_type()))?;
+    if let Some((row, days)) = dates
+        .iter()
+        .enumerate()
+        .find_map(|(row, d)| d.filter(|&d| !days_in_range(d)).map(|d| (row, d)))
+    {
+        return Err(Error::invalid(format!(
+            "column {name:?} row {row} holds the date {days} (days since 1970-01-01) outside the \
+             accepted range {DATE_RANGE}"
+        )));
+    }
+    Ok(())
 }
 
 fn coerce_string(name: &str, column: &ArrayRef) -> Result<ArrayRef> {
@@ -180,6 +249,18 @@ fn coerce_int64(name: &str, column: &ArrayRef) -> Result<ArrayRef> {
 }
 
 fn coerce_feature(name: &str, feature_type: FeatureType, column: &ArrayRef) -> Result<ArrayRef> {
+    let coerced = coerce_feature_type(name, feature_type, column)?;
+    if feature_type == FeatureType::Date {
+        check_dates(name, &coerced)?;
+    }
+    Ok(coerced)
+}
+
+fn coerce_feature_type(
+    name: &str,
+    feature_type: FeatureType,
+    column: &ArrayRef,
+) -> Result<ArrayRef> {
     let actual = column.data_type();
     let target = feature_type.arrow_type();
     if actual == &target {
@@ -467,6 +548,131 @@ mod tests {
             let err = coerce_batch(&spec(), &batch(columns)).unwrap_err();
             assert_eq!(err.code(), crate::ErrorCode::InvalidArgument);
             assert!(err.to_string().contains(expected), "{err} vs {expected}");
+        }
+    }
+
+    fn with_time(time: ArrayRef) -> RecordBatch {
+        batch(vec![
+            ("id", Arc::new(Int64Array::from(vec![1; time.len()]))),
+            ("event_timestamp", time),
+        ])
+    }
+
+    #[test]
+    fn rejects_times_outside_the_range_naming_column_row_and_value() {
+        use arrow::array::{Date32Array, TimestampMillisecondArray};
+        let cases: Vec<(ArrayRef, Vec<&str>)> = vec![
+            (
+                Arc::new(TimestampSecondArray::from(vec![0, i64::MIN])),
+                vec![
+                    "\"event_timestamp\" row 1",
+                    "-9223372036854775808 (seconds)",
+                ],
+            ),
+            (
+                Arc::new(TimestampMillisecondArray::from(vec![1 << 62])),
+                vec!["row 0", "4611686018427387904 (milliseconds)"],
+            ),
+            (
+                Arc::new(TimestampMicrosecondArray::from(vec![
+                    crate::time::MAX_MICROS + 1,
+                ])),
+                vec!["row 0", "(microseconds)"],
+            ),
+            (
+                Arc::new(TimestampSecondArray::from(vec![-62_135_596_801])),
+                vec!["row 0", "-62135596801 (seconds)"],
+            ),
+        ];
+        for (time, needles) in cases {
+            let err = coerce_batch(&spec(), &with_time(time)).unwrap_err();
+            assert_eq!(err.code(), crate::ErrorCode::InvalidArgument);
+            let message = err.to_string();
+            for needle in needles.iter().chain(&[crate::time::TIMESTAMP_RANGE]) {
+                assert!(message.contains(needle), "{message:?} lacks {needle:?}");
+            }
+        }
+        // The limits themselves are fine, in any unit; a null is not checked.
+        let edges = coerce_batch(
+            &spec(),
+            &with_time(Arc::new(TimestampSecondArray::from(vec![
+                -62_135_596_800,
+                253_402_300_799,
+            ]))),
+        )
+        .unwrap();
+        let ts = edges
+            .column(5)
+            .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+        assert_eq!(
+            ts.values(),
+            &[crate::time::MIN_MICROS, 253_402_300_799_000_000]
+        );
+
+        let dates: FeatureSetSpec = FeatureSetSpec::from_json(
+            br#"{"name": "s", "entity": {"name": "id", "type": "int64"},
+                 "features": [{"name": "d", "type": "date"}, {"name": "t", "type": "timestamp"}]}"#,
+        )
+        .unwrap();
+        let ok_time: ArrayRef = Arc::new(TimestampSecondArray::from(vec![0, 0]));
+        let err = coerce_batch(
+            &dates,
+            &batch(vec![
+                ("id", Arc::new(Int64Array::from(vec![1, 2]))),
+                ("event_timestamp", ok_time.clone()),
+                (
+                    "d",
+                    Arc::new(Date32Array::from(vec![
+                        Some(0),
+                        Some(crate::time::MAX_DAYS + 1),
+                    ])),
+                ),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("\"d\" row 1") && err.contains(crate::time::DATE_RANGE),
+            "{err}"
+        );
+        let err = coerce_batch(
+            &dates,
+            &batch(vec![
+                ("id", Arc::new(Int64Array::from(vec![1, 2]))),
+                ("event_timestamp", ok_time),
+                (
+                    "t",
+                    Arc::new(TimestampMillisecondArray::from(vec![None, Some(i64::MAX)])),
+                ),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("\"t\" row 1") && err.contains("9223372036854775807"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn time_zones_must_be_known() {
+        for zone in ["+05:30", "UTC", "Asia/Kolkata", "-01:00"] {
+            let time = Arc::new(TimestampSecondArray::from(vec![1]).with_timezone(zone));
+            let out = coerce_batch(&spec(), &with_time(time)).unwrap();
+            let ts = out
+                .column(5)
+                .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+            assert_eq!(ts.values(), &[1_000_000], "{zone}: the same instant");
+        }
+        for zone in ["Mars/Olympus_Mons", "", "+25:00"] {
+            let time = Arc::new(TimestampSecondArray::from(vec![1]).with_timezone(zone));
+            let err = coerce_batch(&spec(), &with_time(time)).unwrap_err();
+            assert_eq!(err.code(), crate::ErrorCode::InvalidArgument);
+            let message = err.to_string();
+            assert!(
+                message.contains("\"event_timestamp\"") && message.contains(&format!("{zone:?}")),
+                "{message}"
+            );
         }
     }
 }

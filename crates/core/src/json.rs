@@ -1,11 +1,14 @@
-//! JSON rows on the HTTP API: decoding ingest rows into a batch, encoding result rows.
+//! JSON rows on the HTTP API and in JSON lines files: decoding ingest rows straight into Arrow
+//! builders, encoding result rows.
 
+use std::collections::HashMap;
+use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::{
-    new_null_array, Array, ArrayRef, AsArray, BinaryBuilder, BooleanBuilder, Date32Builder,
-    FixedSizeListBuilder, Float32Builder, Float64Builder, Int32Builder, Int64Builder, RecordBatch,
-    StringBuilder, TimestampMicrosecondBuilder,
+    Array, ArrayRef, AsArray, BinaryBuilder, BooleanBuilder, Date32Builder, FixedSizeListBuilder,
+    Float32Builder, Float64Builder, Int32Builder, Int64Builder, RecordBatch, StringBuilder,
+    TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{
     DataType, Date32Type, Float32Type, Float64Type, Int32Type, Int64Type, TimeUnit,
@@ -13,6 +16,7 @@ use arrow::datatypes::{
 };
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
 use crate::spec::FeatureSetSpec;
@@ -20,151 +24,477 @@ use crate::time::{format_date, format_timestamp, parse_date, parse_timestamp};
 use crate::types::{EntityType, FeatureType};
 use crate::{Error, Result};
 
-/// Builds a canonical batch of `spec` from JSON objects (one per row). Unknown keys, values of
-/// the wrong JSON type and null entity/timestamp values are rejected naming row and column.
-pub fn rows_to_batch(spec: &FeatureSetSpec, rows: &[Map<String, Value>]) -> Result<RecordBatch> {
-    for (i, row) in rows.iter().enumerate() {
-        if let Some(key) = row
-            .keys()
-            .find(|k| *k != &spec.entity.name && *k != &spec.timestamp && spec.feature(k).is_none())
-        {
-            return Err(Error::invalid(format!(
-                "row {i}: column {key:?} is not declared by feature set {:?}",
-                spec.name
-            )));
-        }
+/// Decodes a `{"rows": [{...}, ...]}` body straight into a canonical batch of `spec`: each
+/// row goes into Arrow builders as it is read, so the peak memory is the body plus the batch,
+/// never a tree of the whole body. Errors name the row and the column (see [`RowsBuilder`]).
+pub fn rows_body_to_batch(spec: &FeatureSetSpec, body: &[u8]) -> Result<RecordBatch> {
+    let mut builder = RowsBuilder::new(spec);
+    let mut json = serde_json::Deserializer::from_slice(body);
+    let parsed = json
+        .deserialize_map(BodyVisitor {
+            builder: &mut builder,
+        })
+        .and_then(|()| json.end());
+    if let Err(e) = parsed {
+        return Err(builder.failure.take().unwrap_or_else(|| {
+            Error::invalid(format!(
+                "invalid rows body (expected {{\"rows\": [{{...}}, ...]}}): {e}"
+            ))
+        }));
     }
-    let mut columns = Vec::with_capacity(spec.features.len() + 2);
-    let entity = &spec.entity.name;
-    let key_type = match spec.entity.entity_type {
-        EntityType::String => FeatureType::String,
-        EntityType::Int64 => FeatureType::Int64,
-    };
-    columns.push(column_from_json(rows, entity, key_type, false)?);
-    for feature in &spec.features {
-        columns.push(column_from_json(
-            rows,
-            &feature.name,
-            feature.feature_type,
-            true,
-        )?);
-    }
-    columns.push(column_from_json(
-        rows,
-        &spec.timestamp,
-        FeatureType::Timestamp,
-        false,
-    )?);
-    Ok(RecordBatch::try_new(spec.arrow_schema(), columns)?)
+    builder.finish()
 }
 
-fn column_from_json(
-    rows: &[Map<String, Value>],
-    name: &str,
-    feature_type: FeatureType,
+/// Builds a canonical batch of a spec from JSON objects, one row at a time. A key the spec
+/// does not declare, a key given twice in a row, a value of the wrong JSON type or out of its
+/// type's range, and a missing or null entity or timestamp are rejected naming row and column.
+pub struct RowsBuilder<'s> {
+    spec: &'s FeatureSetSpec,
+    /// Canonical order: entity, features in spec order, timestamp.
+    columns: Vec<JsonColumn<'s>>,
+    by_name: HashMap<&'s str, usize>,
+    /// Per column, the last row that gave it a value: finds keys given twice and left out.
+    set_in_row: Vec<Option<usize>>,
+    rows: usize,
+    /// The first error met inside a row: it names the row and column, which serde's own
+    /// error (which only knows the position in the text) cannot.
+    failure: Option<Error>,
+}
+
+struct JsonColumn<'s> {
+    name: &'s str,
     nullable: bool,
-) -> Result<ArrayRef> {
-    if nullable && rows.iter().all(|r| r.get(name).is_none_or(Value::is_null)) {
-        return Ok(new_null_array(&feature_type.arrow_type(), rows.len()));
+    builder: ColumnBuilder,
+}
+
+enum ColumnBuilder {
+    Bool(BooleanBuilder),
+    Int32(Int32Builder),
+    Int64(Int64Builder),
+    Float32(Float32Builder),
+    Float64(Float64Builder),
+    String(StringBuilder),
+    Binary(BinaryBuilder),
+    Date(Date32Builder),
+    Timestamp(TimestampMicrosecondBuilder),
+    Float32Vector(FixedSizeListBuilder<Float32Builder>, usize),
+    Float64Vector(FixedSizeListBuilder<Float64Builder>, usize),
+}
+
+impl ColumnBuilder {
+    fn new(feature_type: FeatureType) -> Self {
+        match feature_type {
+            FeatureType::Bool => ColumnBuilder::Bool(BooleanBuilder::new()),
+            FeatureType::Int32 => ColumnBuilder::Int32(Int32Builder::new()),
+            FeatureType::Int64 => ColumnBuilder::Int64(Int64Builder::new()),
+            FeatureType::Float32 => ColumnBuilder::Float32(Float32Builder::new()),
+            FeatureType::Float64 => ColumnBuilder::Float64(Float64Builder::new()),
+            FeatureType::String => ColumnBuilder::String(StringBuilder::new()),
+            FeatureType::Binary => ColumnBuilder::Binary(BinaryBuilder::new()),
+            FeatureType::Date => ColumnBuilder::Date(Date32Builder::new()),
+            FeatureType::Timestamp => {
+                ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
+            }
+            FeatureType::Float32Vector(n) => ColumnBuilder::Float32Vector(
+                FixedSizeListBuilder::new(Float32Builder::new(), n as i32),
+                n,
+            ),
+            FeatureType::Float64Vector(n) => ColumnBuilder::Float64Vector(
+                FixedSizeListBuilder::new(Float64Builder::new(), n as i32),
+                n,
+            ),
+        }
     }
-    let wrong = |i: usize, v: &Value, expected: &str| {
-        Error::invalid(format!(
-            "row {i}: column {name:?} is {v}; expected {expected}"
-        ))
-    };
-    let cells = rows.iter().enumerate().map(|(i, r)| match r.get(name) {
-        None | Some(Value::Null) if !nullable => Err(Error::invalid(format!(
-            "row {i}: column {name:?} is missing or null; it may not be null"
-        ))),
-        None | Some(Value::Null) => Ok((i, None)),
-        Some(v) => Ok((i, Some(v))),
-    });
-    macro_rules! build {
-        ($builder:expr, $expected:expr, |$v:ident| $convert:expr) => {{
-            let mut builder = $builder;
-            for cell in cells {
-                let (i, value) = cell?;
-                match value {
-                    None => builder.append_null(),
-                    Some($v) => {
-                        let converted: Option<_> = $convert;
-                        builder.append_value(converted.ok_or_else(|| wrong(i, $v, $expected))?)
-                    }
+
+    fn append_null(&mut self) {
+        match self {
+            ColumnBuilder::Bool(b) => b.append_null(),
+            ColumnBuilder::Int32(b) => b.append_null(),
+            ColumnBuilder::Int64(b) => b.append_null(),
+            ColumnBuilder::Float32(b) => b.append_null(),
+            ColumnBuilder::Float64(b) => b.append_null(),
+            ColumnBuilder::String(b) => b.append_null(),
+            ColumnBuilder::Binary(b) => b.append_null(),
+            ColumnBuilder::Date(b) => b.append_null(),
+            ColumnBuilder::Timestamp(b) => b.append_null(),
+            ColumnBuilder::Float32Vector(b, n) => {
+                b.values().append_nulls(*n);
+                b.append(false);
+            }
+            ColumnBuilder::Float64Vector(b, n) => {
+                b.values().append_nulls(*n);
+                b.append(false);
+            }
+        }
+    }
+
+    /// Appends a non-null JSON value; on a mismatch, says what was expected.
+    fn append(&mut self, value: &Value) -> std::result::Result<(), Mismatch> {
+        let wrong = |expected: &str| Mismatch::Type(expected.to_owned());
+        match self {
+            ColumnBuilder::Bool(b) => {
+                b.append_value(value.as_bool().ok_or_else(|| wrong("true or false"))?)
+            }
+            ColumnBuilder::Int32(b) => b.append_value(
+                value
+                    .as_i64()
+                    .and_then(|x| i32::try_from(x).ok())
+                    .ok_or_else(|| wrong("a 32-bit integer"))?,
+            ),
+            ColumnBuilder::Int64(b) => {
+                b.append_value(value.as_i64().ok_or_else(|| wrong("an integer"))?)
+            }
+            ColumnBuilder::Float32(b) => {
+                b.append_value(float32(value).ok_or_else(|| wrong("a number"))??)
+            }
+            ColumnBuilder::Float64(b) => {
+                b.append_value(value.as_f64().ok_or_else(|| wrong("a number"))?)
+            }
+            ColumnBuilder::String(b) => {
+                b.append_value(value.as_str().ok_or_else(|| wrong("a string"))?)
+            }
+            ColumnBuilder::Binary(b) => b.append_value(
+                value
+                    .as_str()
+                    .and_then(|s| BASE64.decode(s).ok())
+                    .ok_or_else(|| wrong("a base64 string"))?,
+            ),
+            ColumnBuilder::Date(b) => {
+                let text = value.as_str().ok_or_else(|| wrong("a date YYYY-MM-DD"))?;
+                b.append_value(parse_date(text).map_err(Mismatch::Value)?)
+            }
+            ColumnBuilder::Timestamp(b) => {
+                let text = value
+                    .as_str()
+                    .ok_or_else(|| wrong("an RFC 3339 timestamp string"))?;
+                b.append_value(parse_timestamp(text).map_err(Mismatch::Value)?)
+            }
+            ColumnBuilder::Float32Vector(b, n) => {
+                let items = vector_items(value, *n)?;
+                for item in items {
+                    let x = float32(item).ok_or_else(|| Mismatch::Type(vector_expected(*n)))??;
+                    b.values().append_value(x);
                 }
+                b.append(true);
             }
-            Arc::new(builder.finish()) as ArrayRef
-        }};
+            ColumnBuilder::Float64Vector(b, n) => {
+                let items = vector_items(value, *n)?;
+                for item in items {
+                    let x = item
+                        .as_f64()
+                        .ok_or_else(|| Mismatch::Type(vector_expected(*n)))?;
+                    b.values().append_value(x);
+                }
+                b.append(true);
+            }
+        }
+        Ok(())
     }
-    let n = rows.len();
-    Ok(match feature_type {
-        FeatureType::Bool => build!(BooleanBuilder::with_capacity(n), "true or false", |v| v
-            .as_bool()),
-        FeatureType::Int32 => build!(Int32Builder::with_capacity(n), "a 32-bit integer", |v| v
-            .as_i64()
-            .and_then(|x| i32::try_from(x).ok())),
-        FeatureType::Int64 => build!(Int64Builder::with_capacity(n), "an integer", |v| v.as_i64()),
-        FeatureType::Float32 => build!(Float32Builder::with_capacity(n), "a number", |v| v
-            .as_f64()
-            .map(|x| x as f32)),
-        FeatureType::Float64 => {
-            build!(Float64Builder::with_capacity(n), "a number", |v| v.as_f64())
+
+    fn finish(self) -> ArrayRef {
+        match self {
+            ColumnBuilder::Bool(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Int32(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Int64(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Float32(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Float64(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::String(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Binary(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Date(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Timestamp(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Float32Vector(mut b, _) => Arc::new(b.finish()),
+            ColumnBuilder::Float64Vector(mut b, _) => Arc::new(b.finish()),
         }
-        FeatureType::String => build!(StringBuilder::with_capacity(n, n * 8), "a string", |v| v
-            .as_str()),
-        FeatureType::Binary => build!(
-            BinaryBuilder::with_capacity(n, n * 8),
-            "a base64 string",
-            |v| v.as_str().and_then(|s| BASE64.decode(s).ok())
-        ),
-        FeatureType::Date => build!(Date32Builder::with_capacity(n), "a date YYYY-MM-DD", |v| v
-            .as_str()
-            .and_then(|s| parse_date(s).ok())),
-        FeatureType::Timestamp => {
-            let builder = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
-            build!(builder, "an RFC 3339 timestamp string", |v| v
-                .as_str()
-                .and_then(|s| parse_timestamp(s).ok()))
-        }
-        FeatureType::Float32Vector(dim) => {
-            let mut builder = FixedSizeListBuilder::new(Float32Builder::new(), dim as i32);
-            for cell in cells {
-                let (i, value) = cell?;
-                append_vector(&mut builder, value, dim, |x| x as f32)
-                    .map_err(|v| wrong(i, v, &format!("an array of {dim} numbers")))?;
-            }
-            Arc::new(builder.finish())
-        }
-        FeatureType::Float64Vector(dim) => {
-            let mut builder = FixedSizeListBuilder::new(Float64Builder::new(), dim as i32);
-            for cell in cells {
-                let (i, value) = cell?;
-                append_vector(&mut builder, value, dim, |x| x)
-                    .map_err(|v| wrong(i, v, &format!("an array of {dim} numbers")))?;
-            }
-            Arc::new(builder.finish())
-        }
+    }
+}
+
+/// Why a JSON value does not fit its column.
+enum Mismatch {
+    /// The wrong JSON type (or shape): what was expected instead.
+    Type(String),
+    /// The right JSON type, but not a value of the column's type (bad or out-of-range date,
+    /// timestamp, float32).
+    Value(Error),
+}
+
+/// A JSON number as float32: `None` if it is not a number; an error if it is finite but
+/// beyond float32's range (rounding to the nearest float32 is fine).
+fn float32(value: &Value) -> Option<std::result::Result<f32, Mismatch>> {
+    let x = value.as_f64()?;
+    let narrowed = x as f32;
+    Some(if x.is_finite() && narrowed.is_infinite() {
+        Err(Mismatch::Value(Error::invalid(format!(
+            "{x} is out of the range of float32 (-3.4028235e38 to 3.4028235e38)"
+        ))))
+    } else {
+        Ok(narrowed)
     })
 }
 
-fn append_vector<'v, T: arrow::datatypes::ArrowPrimitiveType>(
-    builder: &mut FixedSizeListBuilder<arrow::array::PrimitiveBuilder<T>>,
-    value: Option<&'v Value>,
-    dim: usize,
-    convert: impl Fn(f64) -> T::Native,
-) -> std::result::Result<(), &'v Value> {
-    let Some(value) = value else {
-        builder.values().append_nulls(dim);
-        builder.append(false);
-        return Ok(());
-    };
-    let items = value.as_array().filter(|a| a.len() == dim).ok_or(value)?;
-    for item in items {
-        builder
-            .values()
-            .append_value(convert(item.as_f64().ok_or(value)?));
+fn vector_expected(n: usize) -> String {
+    format!("an array of {n} numbers")
+}
+
+fn vector_items(value: &Value, n: usize) -> std::result::Result<&Vec<Value>, Mismatch> {
+    value
+        .as_array()
+        .filter(|items| items.len() == n)
+        .ok_or_else(|| Mismatch::Type(vector_expected(n)))
+}
+
+impl<'s> RowsBuilder<'s> {
+    pub fn new(spec: &'s FeatureSetSpec) -> Self {
+        let key_type = match spec.entity.entity_type {
+            EntityType::String => FeatureType::String,
+            EntityType::Int64 => FeatureType::Int64,
+        };
+        let mut columns = Vec::with_capacity(spec.features.len() + 2);
+        let column = |name: &'s str, feature_type: FeatureType, nullable: bool| JsonColumn {
+            name,
+            nullable,
+            builder: ColumnBuilder::new(feature_type),
+        };
+        columns.push(column(&spec.entity.name, key_type, false));
+        for feature in &spec.features {
+            columns.push(column(&feature.name, feature.feature_type, true));
+        }
+        columns.push(column(&spec.timestamp, FeatureType::Timestamp, false));
+        let by_name = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name, i))
+            .collect();
+        RowsBuilder {
+            spec,
+            set_in_row: vec![None; columns.len()],
+            columns,
+            by_name,
+            rows: 0,
+            failure: None,
+        }
     }
-    builder.append(true);
-    Ok(())
+
+    /// Rows appended so far.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Appends one row from the text of one JSON object (a line of a JSON lines file).
+    pub fn push_json(&mut self, text: &str) -> Result<()> {
+        let mut json = serde_json::Deserializer::from_str(text);
+        let parsed = RowSeed { builder: self }
+            .deserialize(&mut json)
+            .and_then(|()| json.end());
+        parsed.map_err(|e| {
+            self.failure.take().unwrap_or_else(|| {
+                Error::invalid(format!("row {}: expected a JSON object: {e}", self.rows))
+            })
+        })
+    }
+
+    /// The batch of the rows appended, in the spec's canonical schema.
+    pub fn finish(self) -> Result<RecordBatch> {
+        let columns = self
+            .columns
+            .into_iter()
+            .map(|c| c.builder.finish())
+            .collect();
+        Ok(RecordBatch::try_new(self.spec.arrow_schema(), columns)?)
+    }
+
+    /// Records the first error of a row and returns serde's stand-in for it.
+    fn fail<E: de::Error>(&mut self, error: Error) -> E {
+        let message = error.to_string();
+        self.failure.get_or_insert(error);
+        E::custom(message)
+    }
+
+    fn cell<E: de::Error>(&mut self, index: usize, value: &Value) -> std::result::Result<(), E> {
+        let row = self.rows;
+        let column = &mut self.columns[index];
+        let name = column.name;
+        let appended = if value.is_null() {
+            if column.nullable {
+                column.builder.append_null();
+                Ok(())
+            } else {
+                Err(Error::invalid(format!(
+                    "row {row}: column {name:?} is missing or null; it may not be null"
+                )))
+            }
+        } else {
+            column
+                .builder
+                .append(value)
+                .map_err(|mismatch| match mismatch {
+                    Mismatch::Type(expected) => Error::invalid(format!(
+                        "row {row}: column {name:?} is {value}; expected {expected}"
+                    )),
+                    Mismatch::Value(e) => {
+                        Error::invalid(format!("row {row}: column {name:?}: {e}"))
+                    }
+                })
+        };
+        appended.map_err(|e| self.fail(e))
+    }
+
+    /// Ends a row: columns it left out are null, or an error if they may not be.
+    fn end_row<E: de::Error>(&mut self) -> std::result::Result<(), E> {
+        let row = self.rows;
+        for index in 0..self.columns.len() {
+            if self.set_in_row[index] != Some(row) {
+                self.cell::<E>(index, &Value::Null)?;
+            }
+        }
+        self.rows += 1;
+        Ok(())
+    }
+}
+
+/// The top level of a rows body: `{"rows": [...]}` and nothing else.
+struct BodyVisitor<'b, 's> {
+    builder: &'b mut RowsBuilder<'s>,
+}
+
+impl<'de> Visitor<'de> for BodyVisitor<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object {\"rows\": [...]}")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+        let mut seen_rows = false;
+        while let Some(key) = map.next_key::<String>()? {
+            if key != "rows" {
+                return Err(self.builder.fail(Error::invalid(format!(
+                    "invalid rows body: unknown key {key:?}; expected {{\"rows\": [{{...}}, ...]}}"
+                ))));
+            }
+            if seen_rows {
+                return Err(self.builder.fail(Error::invalid(
+                    "invalid rows body: the key \"rows\" appears more than once",
+                )));
+            }
+            seen_rows = true;
+            map.next_value_seed(RowsSeed {
+                builder: &mut *self.builder,
+            })?;
+        }
+        if !seen_rows {
+            return Err(self.builder.fail(Error::invalid(
+                "invalid rows body: missing \"rows\"; expected {\"rows\": [{...}, ...]}",
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The array of rows.
+struct RowsSeed<'b, 's> {
+    builder: &'b mut RowsBuilder<'s>,
+}
+
+impl<'de> DeserializeSeed<'de> for RowsSeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RowsSeed<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of row objects")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
+        while seq
+            .next_element_seed(RowSeed {
+                builder: &mut *self.builder,
+            })?
+            .is_some()
+        {}
+        Ok(())
+    }
+}
+
+/// A key of a row: the index of its column, or the unknown name. Keys are looked up as they
+/// are read, without an allocation per key.
+struct ColumnKey<'b, 's> {
+    by_name: &'b HashMap<&'s str, usize>,
+}
+
+impl<'de> DeserializeSeed<'de> for ColumnKey<'_, '_> {
+    type Value = std::result::Result<usize, String>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ColumnKey<'_, '_> {
+    type Value = std::result::Result<usize, String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a column name")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> std::result::Result<Self::Value, E> {
+        Ok(self.by_name.get(key).copied().ok_or_else(|| key.to_owned()))
+    }
+}
+
+/// One row object, appended to the builder as it is read.
+struct RowSeed<'b, 's> {
+    builder: &'b mut RowsBuilder<'s>,
+}
+
+impl<'de> DeserializeSeed<'de> for RowSeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RowSeed<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "row {} as a JSON object", self.builder.rows)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+        let builder = self.builder;
+        let row = builder.rows;
+        while let Some(key) = map.next_key_seed(ColumnKey {
+            by_name: &builder.by_name,
+        })? {
+            let index = match key {
+                Ok(index) => index,
+                Err(unknown) => {
+                    return Err(builder.fail(Error::invalid(format!(
+                        "row {row}: column {unknown:?} is not declared by feature set {:?}",
+                        builder.spec.name
+                    ))))
+                }
+            };
+            if builder.set_in_row[index] == Some(row) {
+                let name = builder.columns[index].name;
+                return Err(builder.fail(Error::invalid(format!(
+                    "row {row}: key {name:?} appears more than once"
+                ))));
+            }
+            builder.set_in_row[index] = Some(row);
+            // One cell at a time: only this value is ever a tree.
+            let value: Value = map.next_value()?;
+            builder.cell::<A::Error>(index, &value)?;
+        }
+        builder.end_row()
+    }
 }
 
 /// Appends the rows of `batch` as JSON objects to `out`, comma-separated; `first` tracks
@@ -233,8 +563,12 @@ mod tests {
         .unwrap()
     }
 
-    fn rows(value: Value) -> Vec<Map<String, Value>> {
-        serde_json::from_value(value).unwrap()
+    fn rows(value: Value) -> Vec<u8> {
+        serde_json::to_vec(&json!({ "rows": value })).unwrap()
+    }
+
+    fn rows_to_batch(spec: &FeatureSetSpec, body: &[u8]) -> Result<RecordBatch> {
+        rows_body_to_batch(spec, body)
     }
 
     #[test]
@@ -285,5 +619,117 @@ mod tests {
             let err = rows_to_batch(&spec(), &rows(input)).unwrap_err();
             assert!(err.to_string().contains(expected), "{err} vs {expected}");
         }
+    }
+
+    fn spec_with_floats() -> FeatureSetSpec {
+        FeatureSetSpec::from_json(
+            br#"{"name": "s", "entity": {"name": "id", "type": "string"},
+                 "features": [{"name": "f", "type": "float32"}, {"name": "v", "type": "float32[2]"},
+                              {"name": "t", "type": "timestamp"}, {"name": "d", "type": "date"}]}"#,
+        )
+        .unwrap()
+    }
+
+    fn error_of(spec: &FeatureSetSpec, body: &str) -> String {
+        let err = rows_body_to_batch(spec, body.as_bytes()).unwrap_err();
+        assert_eq!(err.code(), crate::ErrorCode::InvalidArgument, "{err}");
+        err.to_string()
+    }
+
+    #[test]
+    fn rejects_duplicate_keys_and_out_of_range_values() {
+        let spec = spec_with_floats();
+        let ts = r#""event_timestamp": "2026-01-01T00:00:00Z""#;
+        let cases = [
+            (
+                format!(r#"{{"rows": [{{"id": "a", {ts}}}, {{"id": "a", {ts}, "f": 1, "f": 2}}]}}"#),
+                vec!["row 1", "\"f\"", "more than once"],
+            ),
+            (
+                format!(r#"{{"rows": [{{"id": "a", "id": "b", {ts}}}]}}"#),
+                vec!["row 0", "\"id\"", "more than once"],
+            ),
+            (
+                format!(r#"{{"rows": [{{"id": "a", {ts}, "f": 1e39}}]}}"#),
+                vec!["row 0", "column \"f\"", "1000000000000000000000000000000000000000", "float32"],
+            ),
+            (
+                format!(r#"{{"rows": [{{"id": "a", {ts}, "v": [1, -1e39]}}]}}"#),
+                vec!["row 0", "column \"v\"", "float32"],
+            ),
+            (
+                format!(r#"{{"rows": [{{"id": "a", {ts}, "t": "0000-12-31T23:59:59Z"}}]}}"#),
+                vec!["row 0", "column \"t\"", "0000-12-31T23:59:59Z", "0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z"],
+            ),
+            (
+                r#"{"rows": [{"id": "a", "event_timestamp": "2026-01-01T00:00:00-00:00"}, {"id": "a", "event_timestamp": "9999-12-31T23:00:00-01:00"}]}"#.to_string(),
+                vec!["row 1", "column \"event_timestamp\"", "out of range"],
+            ),
+            (
+                format!(r#"{{"rows": [{{"id": "a", {ts}, "d": "0000-01-01"}}]}}"#),
+                vec!["row 0", "column \"d\"", "0001-01-01 to 9999-12-31"],
+            ),
+            (
+                format!(r#"{{"rows": [{{"id": "a", {ts}}}], "rows": []}}"#),
+                vec!["\"rows\" appears more than once"],
+            ),
+            (r#"{"rows": [], "more": 1}"#.to_string(), vec!["unknown key \"more\""]),
+            (r#"{}"#.to_string(), vec!["missing \"rows\""]),
+            (r#"{"rows": [1]}"#.to_string(), vec!["invalid rows body", "row 0 as a JSON object"]),
+            (r#"{"rows": []} x"#.to_string(), vec!["invalid rows body", "trailing"]),
+        ];
+        for (body, needles) in cases {
+            let message = error_of(&spec, &body);
+            for needle in needles {
+                assert!(
+                    message.contains(needle),
+                    "{body}: {message:?} lacks {needle:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn float32_rounds_to_nearest_and_keeps_its_limits() {
+        let spec = spec_with_floats();
+        let body = r#"{"rows": [
+            {"id": "a", "event_timestamp": "0001-01-01T00:00:00Z", "f": 3.4028235e38, "v": [0.1, -3.4028235e38]},
+            {"id": "b", "event_timestamp": "9999-12-31T23:59:59.999999Z", "f": 1e-50, "t": "9999-12-31T23:59:59.999999Z", "d": "9999-12-31"}
+        ]}"#;
+        let batch = rows_body_to_batch(&spec, body.as_bytes()).unwrap();
+        let f = batch.column(1).as_primitive::<Float32Type>();
+        assert_eq!(f.value(0), f32::MAX);
+        assert_eq!(f.value(1), 0.0, "underflow rounds to zero");
+        let mut out = Vec::new();
+        write_rows(&batch, &mut out, &mut true).unwrap();
+        let back: Value = serde_json::from_slice(&[b"[", &out[..], b"]"].concat()).unwrap();
+        assert_eq!(back[0]["event_timestamp"], "0001-01-01T00:00:00Z");
+        assert_eq!(back[1]["t"], "9999-12-31T23:59:59.999999Z");
+        assert_eq!(back[1]["d"], "9999-12-31");
+    }
+
+    #[test]
+    fn json_lines_rows_append_one_at_a_time() {
+        let spec = spec();
+        let mut builder = RowsBuilder::new(&spec);
+        builder
+            .push_json(r#"{"id": "u1", "event_timestamp": "2026-01-01T00:00:00Z", "n": 1}"#)
+            .unwrap();
+        let err = builder
+            .push_json(r#"{"id": "u2", "#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("row 1: expected a JSON object"), "{err}");
+        let mut builder = RowsBuilder::new(&spec);
+        for line in [
+            r#"{"id": "u1", "event_timestamp": "2026-01-01T00:00:00Z", "n": 1}"#,
+            r#"{"id": "u2", "event_timestamp": "2026-01-02T00:00:00Z"}"#,
+        ] {
+            builder.push_json(line).unwrap();
+        }
+        assert_eq!(builder.rows(), 2);
+        let batch = builder.finish().unwrap();
+        assert_eq!(batch.num_rows(), 2);
+        assert!(batch.column(1).is_null(1));
     }
 }

@@ -6,32 +6,67 @@ use crate::{Error, Result};
 
 pub const MICROS_PER_SECOND: i64 = 1_000_000;
 
+/// The earliest instant the store accepts: 0001-01-01T00:00:00Z, in UTC microseconds.
+///
+/// Every time the store keeps or is asked about lies in [`MIN_MICROS`, `MAX_MICROS`]: the
+/// years 1 to 9999, which RFC 3339 can write, DuckDB's `TIMESTAMP` holds (it reaches to year
+/// 294247), and the training join can pack as `time * 2^64 + seq` in a 128-bit integer
+/// (|time| < 2^58, so |key| < 2^122) and compare against a TTL without overflow.
+pub const MIN_MICROS: i64 = -62_135_596_800_000_000;
+/// The latest instant the store accepts: 9999-12-31T23:59:59.999999Z.
+pub const MAX_MICROS: i64 = 253_402_300_799_999_999;
+/// The earliest date (Arrow Date32, days since the epoch) the store accepts: 0001-01-01.
+pub const MIN_DAYS: i32 = -719_162;
+/// The latest date the store accepts: 9999-12-31.
+pub const MAX_DAYS: i32 = 2_932_896;
+
+/// The accepted range of timestamps, as error messages state it.
+pub const TIMESTAMP_RANGE: &str = "0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z";
+/// The accepted range of dates, as error messages state it.
+pub const DATE_RANGE: &str = "0001-01-01 to 9999-12-31";
+
+/// Whether UTC microseconds lie in the accepted range.
+pub fn micros_in_range(micros: i64) -> bool {
+    (MIN_MICROS..=MAX_MICROS).contains(&micros)
+}
+
+/// Whether a date (days since the epoch) lies in the accepted range.
+pub fn days_in_range(days: i32) -> bool {
+    (MIN_DAYS..=MAX_DAYS).contains(&days)
+}
+
 pub fn now_micros() -> i64 {
     Utc::now().timestamp_micros()
 }
 
 /// Parses an RFC 3339 timestamp (`2026-01-01T00:00:00Z`, any offset) or a bare date
 /// (`2026-01-01`, midnight UTC) into UTC microseconds. Sub-microsecond digits are truncated
-/// toward the past.
+/// toward the past. An instant outside [`TIMESTAMP_RANGE`] is refused.
 pub fn parse_timestamp(text: &str) -> Result<i64> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return to_micros(t.with_timezone(&Utc));
-    }
-    if let Ok(d) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        return to_micros(d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
-    }
-    Err(Error::invalid(format!(
-        "invalid timestamp {text:?}: expected RFC 3339 like \"2026-01-01T00:00:00Z\" or a date \"2026-01-01\""
-    )))
+    let instant = if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        t.with_timezone(&Utc)
+    } else if let Ok(d) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        d.and_time(chrono::NaiveTime::MIN).and_utc()
+    } else {
+        return Err(Error::invalid(format!(
+            "invalid timestamp {text:?}: expected RFC 3339 like \"2026-01-01T00:00:00Z\" or a date \"2026-01-01\""
+        )));
+    };
+    to_micros(instant)
+        .filter(|&micros| micros_in_range(micros))
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "timestamp {text:?} is out of range: expected {TIMESTAMP_RANGE}"
+            ))
+        })
 }
 
-fn to_micros(t: DateTime<Utc>) -> Result<i64> {
+fn to_micros(t: DateTime<Utc>) -> Option<i64> {
     let seconds = t.timestamp();
     let micros = i64::from(t.timestamp_subsec_nanos() / 1_000);
     seconds
         .checked_mul(MICROS_PER_SECOND)
         .and_then(|s| s.checked_add(micros))
-        .ok_or_else(|| Error::invalid(format!("timestamp {t} is out of range")))
 }
 
 /// Formats UTC microseconds as RFC 3339 with a `Z` suffix and only as many fractional digits as
@@ -52,12 +87,19 @@ pub fn format_date(days: i32) -> String {
         .unwrap_or_else(|| days.to_string())
 }
 
+/// Parses `YYYY-MM-DD` into days since the epoch; a date outside [`DATE_RANGE`] is refused.
 pub fn parse_date(text: &str) -> Result<i32> {
     let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
     let date = NaiveDate::parse_from_str(text, "%Y-%m-%d")
         .map_err(|_| Error::invalid(format!("invalid date {text:?}: expected YYYY-MM-DD")))?;
     i32::try_from((date - epoch).num_days())
-        .map_err(|_| Error::invalid(format!("date {text:?} is out of range")))
+        .ok()
+        .filter(|&days| days_in_range(days))
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "date {text:?} is out of range: expected {DATE_RANGE}"
+            ))
+        })
 }
 
 /// The UTC calendar day (days since the epoch) of a microsecond timestamp, floored for
@@ -95,5 +137,36 @@ mod tests {
         assert_eq!(format_date(1), "1970-01-02");
         assert_eq!(parse_date("1970-01-02").unwrap(), 1);
         assert_eq!(day_of(-1), -1);
+    }
+
+    #[test]
+    fn range_is_years_1_to_9999() {
+        assert_eq!(format_timestamp(MIN_MICROS), "0001-01-01T00:00:00Z");
+        assert_eq!(format_timestamp(MAX_MICROS), "9999-12-31T23:59:59.999999Z");
+        assert_eq!(format_date(MIN_DAYS), "0001-01-01");
+        assert_eq!(format_date(MAX_DAYS), "9999-12-31");
+        for (text, micros) in [
+            ("0001-01-01T00:00:00Z", MIN_MICROS),
+            ("9999-12-31T23:59:59.999999Z", MAX_MICROS),
+        ] {
+            assert_eq!(parse_timestamp(text).unwrap(), micros);
+        }
+        for text in [
+            "0001-01-01T00:00:00+00:01",
+            "9999-12-31T23:59:59-00:01",
+            "0000-12-31T23:59:59Z",
+        ] {
+            let err = parse_timestamp(text).unwrap_err().to_string();
+            assert!(
+                err.contains("out of range") && err.contains(TIMESTAMP_RANGE),
+                "{err}"
+            );
+        }
+        assert_eq!(parse_date("0001-01-01").unwrap(), MIN_DAYS);
+        assert_eq!(parse_date("9999-12-31").unwrap(), MAX_DAYS);
+        for text in ["0000-12-31", "+10000-01-01"] {
+            let err = parse_date(text).unwrap_err().to_string();
+            assert!(err.contains("out of range"), "{text}: {err}");
+        }
     }
 }

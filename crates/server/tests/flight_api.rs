@@ -4,48 +4,12 @@ mod common;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Float32Type, Int64Type, TimestampMicrosecondType};
-use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
-use arrow_flight::{FlightClient, FlightDescriptor, Ticket};
+use arrow_flight::FlightDescriptor;
 use common::*;
-use futures::{StreamExt, TryStreamExt};
-use serde_json::{json, Value};
+use futures::TryStreamExt;
+use serde_json::json;
 use tonic::Code;
-
-async fn put(
-    client: &mut FlightClient,
-    set: &str,
-    batches: Vec<RecordBatch>,
-) -> (Vec<Value>, Option<tonic::Status>) {
-    let input = futures::stream::iter(batches.into_iter().map(Ok));
-    let data = FlightDataEncoderBuilder::new()
-        .with_flight_descriptor(Some(FlightDescriptor::new_path(vec![set.to_string()])))
-        .build(input);
-    let mut acks = Vec::new();
-    let mut responses = match client.do_put(data).await {
-        Ok(responses) => responses,
-        Err(e) => return (acks, Some(to_status(e))),
-    };
-    while let Some(next) = responses.next().await {
-        match next {
-            Ok(result) => acks.push(serde_json::from_slice(&result.app_metadata).unwrap()),
-            Err(e) => return (acks, Some(to_status(e))),
-        }
-    }
-    (acks, None)
-}
-
-async fn get(client: &mut FlightClient, ticket: Value) -> Result<Vec<RecordBatch>, tonic::Status> {
-    let stream = client
-        .do_get(Ticket::new(ticket.to_string()))
-        .await
-        .map_err(to_status)?;
-    stream.try_collect().await.map_err(to_status)
-}
-
-fn concat(batches: &[RecordBatch]) -> RecordBatch {
-    arrow::compute::concat_batches(&batches[0].schema(), batches).unwrap()
-}
 
 #[tokio::test]
 async fn registry_actions() {

@@ -39,19 +39,6 @@ fn entity_rows(rows: &[(&str, i64, i64)]) -> RecordBatch {
     .unwrap()
 }
 
-async fn exchange(
-    server: &TestServer,
-    command: Value,
-    batches: Vec<RecordBatch>,
-) -> Result<Vec<RecordBatch>, tonic::Status> {
-    let mut client = server.flight().await;
-    let data = FlightDataEncoderBuilder::new()
-        .with_flight_descriptor(Some(FlightDescriptor::new_cmd(command.to_string())))
-        .build(futures::stream::iter(batches.into_iter().map(Ok)));
-    let stream = client.do_exchange(data).await.map_err(to_status)?;
-    stream.try_collect().await.map_err(to_status)
-}
-
 #[tokio::test]
 async fn training_data_over_flight_and_http() {
     for backend in BACKENDS {

@@ -91,7 +91,7 @@ impl FeatureStore {
             let spec = Arc::new(spec);
             let index = OnlineIndex::new(spec.clone());
             offline.latest(&spec, &mut |batch| {
-                index.apply(&batch);
+                index.apply(&index.prepare(&batch)?);
                 Ok(())
             })?;
             info!(
@@ -212,9 +212,14 @@ impl FeatureStore {
 
     /// Validates and coerces one batch, stores it durably, then publishes it to the online
     /// index. Returns the rows stored. Blocks on storage.
+    ///
+    /// All or nothing: every check (the batch's, and the index's own in
+    /// [`OnlineIndex::prepare`]) runs before the durable append, and what follows it cannot
+    /// fail, so a batch reported as failed was not stored and one stored is in the index.
     pub fn ingest(&self, name: &str, batch: &RecordBatch) -> Result<usize> {
         let set = self.get(name)?;
         let batch = coerce_batch(&set.spec, batch)?;
+        let indexed = set.index.prepare(&batch)?;
         let rows = batch.num_rows();
         let deleted = set.ingest.lock().unwrap_or_else(|e| e.into_inner());
         if *deleted {
@@ -228,7 +233,7 @@ impl FeatureStore {
         {
             let _span = debug_span!("index.apply", rows = count(rows)).entered();
             let _timer = self.operations.start(Operation::IndexApply);
-            set.index.apply(&batch);
+            set.index.apply(&indexed);
         }
         Ok(rows)
     }

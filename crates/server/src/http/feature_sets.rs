@@ -5,13 +5,12 @@ use axum::extract::{Extension, Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http::{HeaderMap, StatusCode};
-use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use super::{arrow_ipc, parse_json, read_body, sends_arrow};
+use super::{arrow_ipc, read_body, sends_arrow};
 use crate::auth::Access;
 use crate::error::ApiResult;
-use crate::service::AppState;
+use crate::service::{blocking, AppState};
 
 pub async fn list(
     State(state): State<AppState>,
@@ -51,12 +50,6 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RowsBody {
-    rows: Vec<Map<String, Value>>,
-}
-
 /// JSON `{"rows": [...]}` or an Arrow IPC stream; either way one batch. 200 `{"rows": n}`.
 pub async fn ingest(
     State(state): State<AppState>,
@@ -69,9 +62,15 @@ pub async fn ingest(
     let batch = if sends_arrow(&headers) {
         arrow_ipc::decode(body)?
     } else {
-        let rows: RowsBody = parse_json(&body, "rows body (expected {\"rows\": [{...}, ...]})")?;
+        // Straight into Arrow builders, on the blocking pool (a large body takes a while);
+        // the body is freed once it is decoded, before the batch is stored.
         let set = state.store.get(&name)?;
-        featherstore_core::json::rows_to_batch(&set.spec, &rows.rows)?
+        blocking(move || {
+            Ok(featherstore_core::json::rows_body_to_batch(
+                &set.spec, &body,
+            )?)
+        })
+        .await?
     };
     let rows = state.ingest(name, batch).await?;
     Ok(Json(serde_json::json!({"rows": rows})))

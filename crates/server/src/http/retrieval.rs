@@ -12,7 +12,7 @@ use http::HeaderMap;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::StreamExt;
+use tokio_stream::{Stream, StreamExt};
 use tracing::Instrument;
 
 use super::arrow_ipc::{self, IpcChunks};
@@ -155,6 +155,15 @@ pub async fn training_data(
         });
         store.training_data(&plan, &mut rows, sink)
     });
+    // The entity rows are all read and checked before the join's first result: waiting for
+    // it lets a bad entity row (a time out of range, say) be a 400 rather than a 200 whose
+    // stream breaks off.
+    let mut batches = batches;
+    let first = match batches.next().await {
+        Some(Err(e)) => return Err(e),
+        first => first,
+    };
+    let batches = tokio_stream::iter(first).chain(batches);
     Ok(streamed(ARROW_STREAM, encoded_body(encoding, batches)))
 }
 
@@ -193,7 +202,7 @@ fn training_command(params: TrainingParams, headers: &HeaderMap) -> ApiResult<Tr
 /// truncated body (invalid JSON, or an IPC stream without its end marker).
 fn encoded_body(
     mut encoding: Encoding,
-    mut batches: ReceiverStream<ApiResult<RecordBatch>>,
+    mut batches: impl Stream<Item = ApiResult<RecordBatch>> + Send + Unpin + 'static,
 ) -> Body {
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(2);
     tokio::spawn(

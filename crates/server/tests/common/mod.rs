@@ -9,10 +9,11 @@ use arrow::array::{
     ArrayRef, FixedSizeListBuilder, Float32Array, Float32Builder, Int64Array, RecordBatch,
     StringArray, TimestampMicrosecondArray,
 };
-use arrow_flight::{Action, FlightClient};
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::{Action, FlightClient, FlightDescriptor, Ticket};
 use featherstore_server::config::{Backend, Config};
 use featherstore_server::RunningServer;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde_json::Value;
 
 pub const BACKENDS: [Backend; 2] = [Backend::Duckdb, Backend::Parquet];
@@ -146,4 +147,57 @@ pub fn user_batch(rows: &[(&str, Option<i64>, Option<f32>, i64)]) -> RecordBatch
 
 pub fn http() -> reqwest::Client {
     reqwest::Client::new()
+}
+
+/// DoPut of `batches` into `set`: the acknowledgements, and the error that ended the call.
+pub async fn put(
+    client: &mut FlightClient,
+    set: &str,
+    batches: Vec<RecordBatch>,
+) -> (Vec<Value>, Option<tonic::Status>) {
+    let input = futures::stream::iter(batches.into_iter().map(Ok));
+    let data = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(FlightDescriptor::new_path(vec![set.to_string()])))
+        .build(input);
+    let mut acks = Vec::new();
+    let mut responses = match client.do_put(data).await {
+        Ok(responses) => responses,
+        Err(e) => return (acks, Some(to_status(e))),
+    };
+    while let Some(next) = responses.next().await {
+        match next {
+            Ok(result) => acks.push(serde_json::from_slice(&result.app_metadata).unwrap()),
+            Err(e) => return (acks, Some(to_status(e))),
+        }
+    }
+    (acks, None)
+}
+
+pub async fn get(
+    client: &mut FlightClient,
+    ticket: Value,
+) -> Result<Vec<RecordBatch>, tonic::Status> {
+    let stream = client
+        .do_get(Ticket::new(ticket.to_string()))
+        .await
+        .map_err(to_status)?;
+    stream.try_collect().await.map_err(to_status)
+}
+
+pub fn concat(batches: &[RecordBatch]) -> RecordBatch {
+    arrow::compute::concat_batches(&batches[0].schema(), batches).unwrap()
+}
+
+/// DoExchange of a training data `command` with `batches` of entity rows.
+pub async fn exchange(
+    server: &TestServer,
+    command: Value,
+    batches: Vec<RecordBatch>,
+) -> Result<Vec<RecordBatch>, tonic::Status> {
+    let mut client = server.flight().await;
+    let data = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(FlightDescriptor::new_cmd(command.to_string())))
+        .build(futures::stream::iter(batches.into_iter().map(Ok)));
+    let stream = client.do_exchange(data).await.map_err(to_status)?;
+    stream.try_collect().await.map_err(to_status)
 }

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use arrow::array::{
     make_array, Array, ArrayData, ArrayRef, AsArray, BinaryBuilder, BooleanArray, StringArray,
 };
-use arrow::buffer::{MutableBuffer, NullBuffer};
-use arrow::datatypes::{DataType, Float32Type, Float64Type};
-use featherstore_core::FeatureType;
+use arrow::buffer::{Buffer, MutableBuffer, NullBuffer};
+use arrow::datatypes::DataType;
+use featherstore_core::{FeatureSpec, FeatureType};
 
-use crate::Result;
+use crate::{Error, Result};
 
 /// Byte width of a fixed-width feature value; `None` for bool and variable-length types.
 fn fixed_width(t: FeatureType) -> Option<usize> {
@@ -36,13 +36,16 @@ pub(super) enum ValueColumn {
     Bytes(Vec<Option<Box<[u8]>>>),
 }
 
-/// Read access to one column of an ingested (canonical) batch.
+/// Read access to one column of an ingested (canonical) batch, checked by [`Source::new`] so
+/// that reading any of its rows cannot fail.
 pub(super) enum Source<'a> {
+    /// Exactly `rows * width` bytes of values.
     Fixed {
-        bytes: &'a [u8],
+        bytes: Buffer,
         nulls: Option<&'a NullBuffer>,
     },
     Bool(&'a BooleanArray),
+    /// `offsets` has `rows + 1` non-decreasing entries within `data`.
     Bytes {
         offsets: &'a [i32],
         data: &'a [u8],
@@ -50,73 +53,92 @@ pub(super) enum Source<'a> {
     },
 }
 
+fn mismatch(feature: &FeatureSpec, actual: &DataType) -> Error {
+    Error::Corrupt(format!(
+        "the online index was handed feature {:?} as {actual}; expected {}",
+        feature.name,
+        feature.feature_type.arrow_type()
+    ))
+}
+
+/// The first `values * width` bytes of the values of a fixed-width array, whatever its type.
+fn raw_values(array: &dyn Array, values: usize, width: usize) -> Option<Buffer> {
+    let data = array.to_data();
+    let buffer = data.buffers().first()?;
+    let start = data.offset().checked_mul(width)?;
+    let len = values.checked_mul(width)?;
+    (data.len() >= values && start.checked_add(len)? <= buffer.len())
+        .then(|| buffer.slice_with_length(start, len))
+}
+
+/// Offsets and data of a Utf8 or Binary column, checked to be in bounds.
+pub(super) fn checked_bytes<'a>(
+    offsets: &'a [i32],
+    data: &'a [u8],
+    rows: usize,
+) -> Option<(&'a [i32], &'a [u8])> {
+    let in_bounds = offsets.len() == rows + 1
+        && offsets.first().is_some_and(|&first| first >= 0)
+        && offsets.windows(2).all(|w| w[0] <= w[1])
+        && offsets
+            .last()
+            .is_some_and(|&last| last as usize <= data.len());
+    in_bounds.then_some((offsets, data))
+}
+
 impl<'a> Source<'a> {
-    /// `array` has its feature's canonical Arrow type (the batch was coerced).
-    pub(super) fn new(array: &'a dyn Array) -> Self {
-        let primitive = |data: &'a dyn Array| -> &'a [u8] {
-            match data.data_type() {
-                DataType::Float32 => data
-                    .as_primitive::<Float32Type>()
-                    .values()
-                    .inner()
-                    .as_slice(),
-                DataType::Float64 => data
-                    .as_primitive::<Float64Type>()
-                    .values()
-                    .inner()
-                    .as_slice(),
-                DataType::Int32 | DataType::Date32 => data
-                    .as_primitive::<arrow::datatypes::Int32Type>()
-                    .values()
-                    .inner()
-                    .as_slice(),
-                _ => data
-                    .as_primitive::<arrow::datatypes::Int64Type>()
-                    .values()
-                    .inner()
-                    .as_slice(),
-            }
-        };
-        match array.data_type() {
-            DataType::Boolean => Source::Bool(array.as_boolean()),
-            DataType::Utf8 => {
-                let a = array.as_string::<i32>();
+    /// Checks that `array` has `feature`'s canonical Arrow type and `rows` readable rows.
+    pub(super) fn new(feature: &FeatureSpec, array: &'a dyn Array, rows: usize) -> Result<Self> {
+        let t = feature.feature_type;
+        if array.data_type() != &t.arrow_type() || array.len() != rows {
+            return Err(mismatch(feature, array.data_type()));
+        }
+        let bad = || mismatch(feature, array.data_type());
+        Ok(match t {
+            FeatureType::Bool => Source::Bool(array.as_boolean_opt().ok_or_else(bad)?),
+            FeatureType::String => {
+                let a = array.as_string_opt::<i32>().ok_or_else(bad)?;
+                let (offsets, data) =
+                    checked_bytes(a.value_offsets(), a.value_data(), rows).ok_or_else(bad)?;
                 Source::Bytes {
-                    offsets: a.value_offsets(),
-                    data: a.value_data(),
+                    offsets,
+                    data,
                     nulls: a.nulls(),
                 }
             }
-            DataType::Binary => {
-                let a = array.as_binary::<i32>();
+            FeatureType::Binary => {
+                let a = array.as_binary_opt::<i32>().ok_or_else(bad)?;
+                let (offsets, data) =
+                    checked_bytes(a.value_offsets(), a.value_data(), rows).ok_or_else(bad)?;
                 Source::Bytes {
-                    offsets: a.value_offsets(),
-                    data: a.value_data(),
+                    offsets,
+                    data,
                     nulls: a.nulls(),
                 }
             }
-            DataType::FixedSizeList(item, _) => {
-                let list = array.as_fixed_size_list();
-                let item_width = item.data_type().primitive_width().unwrap_or(4);
-                let start = list.value_offset(0).max(0) as usize * item_width;
+            FeatureType::Int32
+            | FeatureType::Int64
+            | FeatureType::Float32
+            | FeatureType::Float64
+            | FeatureType::Date
+            | FeatureType::Timestamp => Source::Fixed {
+                bytes: raw_values(array, rows, fixed_width(t).ok_or_else(bad)?).ok_or_else(bad)?,
+                nulls: array.nulls(),
+            },
+            FeatureType::Float32Vector(n) | FeatureType::Float64Vector(n) => {
+                let list = array.as_fixed_size_list_opt().ok_or_else(bad)?;
+                let item_width = fixed_width(t).ok_or_else(bad)? / n;
+                let values = list.values().as_ref();
+                let first = list.value_offset(0).max(0) as usize;
+                let bytes = raw_values(values, first + rows * n, item_width)
+                    .ok_or_else(bad)?
+                    .slice(first * item_width);
                 Source::Fixed {
-                    bytes: &primitive(list.values().as_ref())[start..],
+                    bytes,
                     nulls: list.nulls(),
                 }
             }
-            DataType::Timestamp(_, _) => Source::Fixed {
-                bytes: array
-                    .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
-                    .values()
-                    .inner()
-                    .as_slice(),
-                nulls: array.nulls(),
-            },
-            _ => Source::Fixed {
-                bytes: primitive(array),
-                nulls: array.nulls(),
-            },
-        }
+        })
     }
 }
 
@@ -170,7 +192,8 @@ impl ValueColumn {
                 },
             ) => {
                 let w = *width;
-                bytes[slot * w..(slot + 1) * w].copy_from_slice(&from[row * w..(row + 1) * w]);
+                bytes[slot * w..(slot + 1) * w]
+                    .copy_from_slice(&from.as_slice()[row * w..(row + 1) * w]);
                 valid[slot] = nulls.is_none_or(|n| n.is_valid(row));
             }
             (ValueColumn::Bool(values), Source::Bool(from)) => {

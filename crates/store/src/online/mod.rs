@@ -18,7 +18,7 @@ use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 use featherstore_core::{EntityKeys, EntityType, FeatureSetSpec};
 use hashbrown::HashMap;
 
-use crate::Result;
+use crate::{Error, Result};
 use column::{Gather, Source, ValueColumn};
 
 const SHARDS: usize = 32;
@@ -90,6 +90,22 @@ impl Shard {
     }
 }
 
+/// The entity keys of a prepared batch.
+#[derive(Clone, Copy)]
+enum IndexKeys<'a> {
+    String(&'a StringArray),
+    Int64(&'a [i64]),
+}
+
+/// A canonical batch checked by [`OnlineIndex::prepare`]: its columns have the spec's types
+/// and in-bounds buffers, so [`OnlineIndex::apply`] reads it without a failure.
+pub struct IndexBatch<'a> {
+    rows: usize,
+    keys: IndexKeys<'a>,
+    timestamps: &'a [i64],
+    sources: Vec<Source<'a>>,
+}
+
 /// The online values of one feature set.
 pub struct OnlineIndex {
     spec: Arc<FeatureSetSpec>,
@@ -119,34 +135,82 @@ impl OnlineIndex {
         (self.hasher.hash_one(key) >> 32) as usize % SHARDS
     }
 
-    /// Applies a canonical batch (entity, features in spec order, timestamp).
-    pub fn apply(&self, batch: &RecordBatch) {
-        let n = batch.num_rows();
+    /// Checks a canonical batch (entity, features in spec order, timestamp) for
+    /// [`apply`](Self::apply): every check that applying it needs happens here, so that a
+    /// batch can be prepared before it is stored and applied after, without a failure between.
+    pub fn prepare<'a>(&self, batch: &'a RecordBatch) -> Result<IndexBatch<'a>> {
+        let rows = batch.num_rows();
+        let columns = batch.columns();
+        let spec = &self.spec;
+        let corrupt = |what: String| {
+            Error::Corrupt(format!(
+                "the online index of feature set {:?} was handed {what}",
+                spec.name
+            ))
+        };
+        if columns.len() != spec.features.len() + 2 {
+            return Err(corrupt(format!(
+                "{} columns; expected {}",
+                columns.len(),
+                spec.features.len() + 2
+            )));
+        }
+        let entity = &columns[0];
+        let keys = match spec.entity.entity_type {
+            EntityType::String => entity
+                .as_string_opt::<i32>()
+                .filter(|keys| {
+                    column::checked_bytes(keys.value_offsets(), keys.value_data(), rows).is_some()
+                })
+                .map(IndexKeys::String),
+            EntityType::Int64 => entity
+                .as_primitive_opt::<Int64Type>()
+                .map(|keys| IndexKeys::Int64(keys.values())),
+        }
+        .ok_or_else(|| corrupt(format!("an entity column of type {}", entity.data_type())))?;
+        let timestamps = &columns[columns.len() - 1];
+        let timestamps = timestamps
+            .as_primitive_opt::<TimestampMicrosecondType>()
+            .map(|t| t.values())
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "a timestamp column of type {}",
+                    timestamps.data_type()
+                ))
+            })?;
+        let sources = spec
+            .features
+            .iter()
+            .zip(&columns[1..columns.len() - 1])
+            .map(|(feature, column)| Source::new(feature, column.as_ref(), rows))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(IndexBatch {
+            rows,
+            keys,
+            timestamps,
+            sources,
+        })
+    }
+
+    /// Applies a prepared batch. Cannot fail: [`prepare`](Self::prepare) checked it.
+    pub fn apply(&self, batch: &IndexBatch) {
+        let n = batch.rows;
         if n == 0 {
             return;
         }
-        let columns = batch.columns();
-        let entity = &columns[0];
-        let timestamps = columns[columns.len() - 1]
-            .as_primitive::<TimestampMicrosecondType>()
-            .values();
-        let sources: Vec<Source> = columns[1..columns.len() - 1]
-            .iter()
-            .map(|c| Source::new(c.as_ref()))
-            .collect();
+        let timestamps = batch.timestamps;
+        let sources = &batch.sources;
 
         let mut rows_by_shard: Vec<Vec<u32>> = vec![Vec::new(); SHARDS];
-        match self.spec.entity.entity_type {
-            EntityType::String => {
-                let keys = entity.as_string::<i32>();
+        match batch.keys {
+            IndexKeys::String(keys) => {
                 for row in 0..n {
                     rows_by_shard[self.shard_of(keys.value(row))].push(row as u32);
                 }
             }
-            EntityType::Int64 => {
-                let keys = entity.as_primitive::<Int64Type>();
-                for row in 0..n {
-                    rows_by_shard[self.shard_of(&keys.value(row))].push(row as u32);
+            IndexKeys::Int64(keys) => {
+                for (row, key) in keys.iter().enumerate() {
+                    rows_by_shard[self.shard_of(key)].push(row as u32);
                 }
             }
         }
@@ -157,26 +221,26 @@ impl OnlineIndex {
                 for &row in chunk {
                     let row = row as usize;
                     let ts = timestamps[row];
-                    match self.spec.entity.entity_type {
-                        EntityType::String => {
-                            let key = entity.as_string::<i32>().value(row);
+                    match batch.keys {
+                        IndexKeys::String(keys) => {
+                            let key = keys.value(row);
                             let slot = match &shard.keys {
                                 Keys::String(map) => map.get(key).copied(),
                                 Keys::Int64(_) => unreachable!("shard keys follow the spec"),
                             };
-                            if let Some(new) = shard.upsert(slot, row, ts, &sources) {
+                            if let Some(new) = shard.upsert(slot, row, ts, sources) {
                                 if let Keys::String(map) = &mut shard.keys {
                                     map.insert(key.into(), new);
                                 }
                             }
                         }
-                        EntityType::Int64 => {
-                            let key = entity.as_primitive::<Int64Type>().value(row);
+                        IndexKeys::Int64(keys) => {
+                            let key = keys[row];
                             let slot = match &shard.keys {
                                 Keys::Int64(map) => map.get(&key).copied(),
                                 Keys::String(_) => unreachable!("shard keys follow the spec"),
                             };
-                            if let Some(new) = shard.upsert(slot, row, ts, &sources) {
+                            if let Some(new) = shard.upsert(slot, row, ts, sources) {
                                 if let Keys::Int64(map) = &mut shard.keys {
                                     map.insert(key, new);
                                 }

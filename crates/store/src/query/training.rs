@@ -19,7 +19,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use duckdb::Connection;
-use featherstore_core::coerce::{coerce_key, coerce_timestamp};
+use featherstore_core::coerce::{coerce_key, coerce_timestamp, coerce_timestamp_rows};
 use featherstore_core::{EntityType, FeatureSetSpec, OutputFeature, TrainingDataCommand};
 
 use super::sql::{ident, stream_query, SEQ_COLUMN};
@@ -165,9 +165,11 @@ impl TrainingPlan {
             .map(|o| {
                 let value = format!("s{}.f{}", o.set, o.feature);
                 match self.sets[o.set].ttl_micros() {
-                    // A value exactly ttl old is kept.
+                    // A value exactly ttl old is kept. Written as a difference of two times
+                    // in the accepted range (never more than 2^59), which cannot overflow
+                    // whatever the TTL; `e._t - ttl` could.
                     Some(ttl) => {
-                        format!("CASE WHEN s{}._t >= e._t - {ttl} THEN {value} END", o.set)
+                        format!("CASE WHEN e._t - s{}._t <= {ttl} THEN {value} END", o.set)
                     }
                     None => value,
                 }
@@ -202,7 +204,9 @@ impl TrainingPlan {
         let ts = batch
             .column_by_name(&self.timestamp)
             .expect("schema checked by the plan");
-        let ts = coerce_timestamp(&self.timestamp, ts)?;
+        // A time outside the accepted range is refused (it could not be joined), naming its
+        // row as the client counts rows.
+        let ts = coerce_timestamp_rows(&self.timestamp, ts, first_row as usize)?;
         columns.push(arrow::compute::cast(
             &ts,
             &DataType::Timestamp(TimeUnit::Microsecond, None),
