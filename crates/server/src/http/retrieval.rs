@@ -18,7 +18,8 @@ use tracing::Instrument;
 use super::arrow_ipc::{self, IpcChunks};
 use super::{parse_json, read_body, streamed, wants_arrow, ARROW_STREAM};
 use crate::error::{ApiError, ApiResult};
-use crate::service::{stream_blocking, AppState};
+use crate::service::{AppState, BlockingStream};
+use crate::telemetry::metrics::Api;
 
 const JSON: &str = "application/json";
 
@@ -111,7 +112,7 @@ pub async fn history(
     let (set, query) = state.store.plan_history(&ticket)?;
     let schema = set.spec.projected_schema(&query.features, false);
     let store = state.store.clone();
-    let batches = stream_blocking(move |sink| store.scan_history(&set, &query, sink));
+    let batches = state.stream_blocking(Api::Http, move |sink| store.scan_history(&set, &query, sink));
     let (encoding, content_type) = if wants_arrow(&headers) {
         (Encoding::Arrow(IpcChunks::new(&schema)?), ARROW_STREAM)
     } else {
@@ -136,7 +137,7 @@ pub async fn training_data(
     let plan = state.store.plan_training(&command, reader.schema())?;
     let encoding = Encoding::Arrow(IpcChunks::new(&plan.output_schema)?);
     let store = state.store.clone();
-    let batches = stream_blocking(move |sink| {
+    let batches = state.stream_blocking(Api::Http, move |sink| {
         let mut rows = reader.map(|batch| {
             batch.map_err(|e| {
                 featherstore_store::Error::Domain(featherstore_core::Error::invalid(format!(
@@ -184,14 +185,21 @@ fn training_command(params: TrainingParams, headers: &HeaderMap) -> ApiResult<Tr
 /// truncated body (invalid JSON, or an IPC stream without its end marker).
 fn encoded_body(
     mut encoding: Encoding,
-    mut batches: ReceiverStream<ApiResult<RecordBatch>>,
+    mut batches: BlockingStream,
 ) -> Body {
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(2);
     tokio::spawn(
         async move {
             let chunks = async {
                 tx.send(Ok(encoding.start()?)).await.ok();
-                while let Some(batch) = batches.next().await {
+                loop {
+                    // The client may go away while the query has no batch yet (a sort runs
+                    // whole before its first): then stop waiting, which cancels the query.
+                    let batch = tokio::select! {
+                        batch = batches.next() => batch,
+                        () = tx.closed() => return Ok(()),
+                    };
+                    let Some(batch) = batch else { break };
                     if tx.send(Ok(encoding.batch(&batch?)?)).await.is_err() {
                         return Ok(()); // the client went away
                     }
