@@ -191,10 +191,18 @@ async fn a_training_exchange_that_stops_sending_ends_with_deadline_exceeded() {
     assert_eq!(counted, 1.0);
 }
 
-/// Opens a Flight history read of every row on a connection of its own, takes its first
-/// batch, then stops reading.
+/// Opens a Flight history read of every row on a connection of its own (with small HTTP/2
+/// windows, so that little of the answer fits in flight), takes its first batch, then stops
+/// reading.
 async fn stalled_flight_reader(server: &TestServer) -> FlightRecordBatchStream {
-    let mut client = server.flight().await;
+    let channel = tonic::transport::Channel::from_shared(server.flight_addr.clone())
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
+    let mut client = FlightClient::new(channel);
     let mut stream = client.do_get(history_ticket(None)).await.unwrap();
     stream.next().await.expect("a first batch").unwrap();
     stream
@@ -227,20 +235,25 @@ async fn stalled_flight_history_readers_release_their_connections() {
             "{backend:?}: ingest and history behind 6 stalled readers took {:?}",
             started.elapsed()
         );
-        // The stalled readers find their streams ended with DEADLINE_EXCEEDED after the
-        // batches that were buffered for them.
+        // Once the idle timeout has passed for every one of them, the stalled readers find
+        // their streams ended with DEADLINE_EXCEEDED after the batches buffered for them.
+        tokio::time::sleep(Duration::from_secs(2)).await;
         let mut reader = held.pop().unwrap();
+        let mut rows = 0;
         let outcome = tokio::time::timeout(PROMPT, async {
             while let Some(item) = reader.next().await {
-                if let Err(e) = item {
-                    return Some(to_status(e));
+                match item {
+                    Ok(batch) => rows += batch.num_rows(),
+                    Err(e) => return Some(to_status(e)),
                 }
             }
             None
         })
         .await
         .expect("the stream ends");
-        let status = outcome.expect("the stream ends with an error, not as if complete");
+        let status = outcome.unwrap_or_else(|| {
+            panic!("{backend:?}: the stream ended as if complete, after {rows} more rows")
+        });
         assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status}");
         let after = metric(
             &server,
