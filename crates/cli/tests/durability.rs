@@ -91,6 +91,36 @@ impl Drop for Server {
     }
 }
 
+/// Creates the `events` set; a client for the server.
+async fn create_events(server: &Server) -> FlightClient {
+    let mut client = server.client().await;
+    let spec = r#"{"name": "events", "entity": {"name": "id", "type": "string"}, "features": [{"name": "batch", "type": "int64"}]}"#;
+    client
+        .do_action(Action::new("create_feature_set", spec))
+        .await
+        .unwrap()
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+    client
+}
+
+/// Starts a DoPut of `input` into `events`; its acknowledgements.
+async fn put_events(
+    client: &mut FlightClient,
+    input: impl futures::Stream<Item = Result<RecordBatch, arrow_flight::error::FlightError>>
+        + Send
+        + 'static,
+) -> futures::stream::BoxStream<
+    'static,
+    Result<arrow_flight::PutResult, arrow_flight::error::FlightError>,
+> {
+    let data = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(FlightDescriptor::new_path(vec!["events".into()])))
+        .build(input);
+    client.do_put(data).await.unwrap()
+}
+
 /// Batch `b`: entities `b{b}-r{i}`, feature `batch` = b.
 fn batch(b: i64) -> RecordBatch {
     RecordBatch::try_from_iter(vec![
@@ -117,21 +147,10 @@ fn batch(b: i64) -> RecordBatch {
 async fn kill_during_ingest(backend: &str) {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(dir.path(), backend);
-    let mut client = server.client().await;
-    let spec = r#"{"name": "events", "entity": {"name": "id", "type": "string"}, "features": [{"name": "batch", "type": "int64"}]}"#;
-    client
-        .do_action(Action::new("create_feature_set", spec))
-        .await
-        .unwrap()
-        .try_collect::<Vec<_>>()
-        .await
-        .unwrap();
+    let mut client = create_events(&server).await;
 
     let input = futures::stream::iter((0..BATCHES).map(|b| Ok(batch(b))));
-    let data = FlightDataEncoderBuilder::new()
-        .with_flight_descriptor(Some(FlightDescriptor::new_path(vec!["events".into()])))
-        .build(input);
-    let mut acks = client.do_put(data).await.unwrap();
+    let mut acks = put_events(&mut client, input).await;
     let mut acknowledged = 0usize;
     while let Some(Ok(_)) = acks.next().await {
         acknowledged += 1;
@@ -208,8 +227,6 @@ async fn acknowledged_batches_survive_sigkill_parquet() {
     kill_during_ingest("parquet").await;
 }
 
-const EVENTS_SPEC: &str = r#"{"name": "events", "entity": {"name": "id", "type": "string"}, "features": [{"name": "batch", "type": "int64"}]}"#;
-
 /// SIGTERM while a DoPut stream is sending: the server stops taking new work, lets the
 /// stream run for the grace period, refuses what comes after, flushes and exits 0; every
 /// acknowledged batch is there after a restart, and the Parquet log is empty.
@@ -220,24 +237,14 @@ async fn terminate_during_ingest(backend: &str) {
         backend,
         &[("FEATHERSTORE_SERVER__SHUTDOWN_GRACE_SECONDS", "1")],
     );
-    let mut client = server.client().await;
-    client
-        .do_action(Action::new("create_feature_set", EVENTS_SPEC))
-        .await
-        .unwrap()
-        .try_collect::<Vec<_>>()
-        .await
-        .unwrap();
+    let mut client = create_events(&server).await;
 
     // A client that keeps sending, a batch every 50 ms, for longer than the grace period.
     let input = futures::stream::iter((0..BATCHES).map(|b| Ok(batch(b)))).then(|b| async {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         b
     });
-    let data = FlightDataEncoderBuilder::new()
-        .with_flight_descriptor(Some(FlightDescriptor::new_path(vec!["events".into()])))
-        .build(input);
-    let mut acks = client.do_put(data).await.unwrap();
+    let mut acks = put_events(&mut client, input).await;
     let mut acknowledged = 0usize;
     while let Some(Ok(_)) = acks.next().await {
         acknowledged += 1;
@@ -254,7 +261,10 @@ async fn terminate_during_ingest(backend: &str) {
     if backend == "parquet" {
         let log = dir.path().join("parquet/events/_log");
         let left: Vec<_> = std::fs::read_dir(&log).unwrap().collect();
-        assert!(left.is_empty(), "{backend}: the log was not flushed: {left:?}");
+        assert!(
+            left.is_empty(),
+            "{backend}: the log was not flushed: {left:?}"
+        );
     }
     let server = Server::start(dir.path(), backend);
     assert_acknowledged_are_whole(&server, backend, acknowledged).await;

@@ -336,10 +336,19 @@ impl Config {
         }
         let l = &self.limits;
         for (key, value) in [
-            ("limits.max_concurrent_flight_requests", l.max_concurrent_flight_requests),
-            ("limits.max_concurrent_http_requests", l.max_concurrent_http_requests),
+            (
+                "limits.max_concurrent_flight_requests",
+                l.max_concurrent_flight_requests,
+            ),
+            (
+                "limits.max_concurrent_http_requests",
+                l.max_concurrent_http_requests,
+            ),
             ("limits.max_streams_per_client", l.max_streams_per_client),
-            ("limits.max_ingest_bytes_in_flight", l.max_ingest_bytes_in_flight),
+            (
+                "limits.max_ingest_bytes_in_flight",
+                l.max_ingest_bytes_in_flight,
+            ),
             ("limits.max_message_bytes", l.max_message_bytes),
         ] {
             if value == 0 {
@@ -348,15 +357,26 @@ impl Config {
         }
         for (key, value) in [
             ("limits.request_timeout_seconds", l.request_timeout_seconds),
-            ("limits.stream_idle_timeout_seconds", l.stream_idle_timeout_seconds),
+            (
+                "limits.stream_idle_timeout_seconds",
+                l.stream_idle_timeout_seconds,
+            ),
             ("limits.ingest_wait_seconds", l.ingest_wait_seconds),
             ("limits.storage_wait_seconds", l.storage_wait_seconds),
             ("limits.storage_stall_seconds", l.storage_stall_seconds),
-            ("server.shutdown_grace_seconds", self.server.shutdown_grace_seconds),
-            ("server.header_read_timeout_seconds", self.server.header_read_timeout_seconds),
+            (
+                "server.shutdown_grace_seconds",
+                self.server.shutdown_grace_seconds,
+            ),
+            (
+                "server.header_read_timeout_seconds",
+                self.server.header_read_timeout_seconds,
+            ),
         ] {
             if !(value > 0.0 && value.is_finite()) {
-                return Err(format!("{key} must be a positive number of seconds, not {value}"));
+                return Err(format!(
+                    "{key} must be a positive number of seconds, not {value}"
+                ));
             }
         }
         Ok(())

@@ -76,7 +76,9 @@ impl RunningServer {
         let store = self.store.clone();
         match tokio::task::spawn_blocking(move || store.close()).await {
             Ok(Ok(())) => tracing::info!("storage flushed"),
-            Ok(Err(e)) => tracing::error!(error = %e, "flushing storage at shutdown failed; the next start replays the log"),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "flushing storage at shutdown failed; the next start replays the log")
+            }
             Err(e) => tracing::error!(error = %e, "flushing storage at shutdown failed"),
         }
         if let Some(tracing) = self.tracing.take() {

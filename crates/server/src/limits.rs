@@ -121,7 +121,8 @@ impl Drop for ClientStream {
 
 impl Guards {
     pub fn new(config: &LimitsConfig) -> Self {
-        let ingest_budget = u32::try_from(config.max_ingest_bytes_in_flight.max(1)).unwrap_or(u32::MAX);
+        let ingest_budget =
+            u32::try_from(config.max_ingest_bytes_in_flight.max(1)).unwrap_or(u32::MAX);
         Guards {
             request_timeout: seconds(config.request_timeout_seconds),
             stream_idle: seconds(config.stream_idle_timeout_seconds),
@@ -162,7 +163,10 @@ impl Guards {
         let stream = match peer.filter(|_| stream) {
             None => None,
             Some(ip) => {
-                let mut streams = self.client_streams.lock().unwrap_or_else(|e| e.into_inner());
+                let mut streams = self
+                    .client_streams
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
                 let count = streams.entry(ip).or_default();
                 if *count >= self.streams_per_client {
                     return Err(ApiError::rejected(
@@ -190,7 +194,9 @@ impl Guards {
     /// `ingest_wait_seconds` for other batches to finish, then refuses. A batch larger than
     /// the whole budget waits for all of it.
     pub async fn ingest_bytes(&self, bytes: usize) -> Result<OwnedSemaphorePermit, ApiError> {
-        let wanted = u32::try_from(bytes).unwrap_or(u32::MAX).clamp(1, self.ingest_budget);
+        let wanted = u32::try_from(bytes)
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.ingest_budget);
         let acquire = self.ingest.clone().acquire_many_owned(wanted);
         match tokio::time::timeout(self.ingest_wait, acquire).await {
             Ok(Ok(permit)) => Ok(permit),

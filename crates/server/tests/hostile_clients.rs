@@ -32,13 +32,7 @@ async fn put_promptly(server: &TestServer, batch: RecordBatch) -> Result<(), Str
             "user_features".into()
         ])))
         .build(futures::stream::iter([Ok(batch)]));
-    let put = async {
-        client
-            .do_put(data)
-            .await?
-            .try_collect::<Vec<_>>()
-            .await
-    };
+    let put = async { client.do_put(data).await?.try_collect::<Vec<_>>().await };
     match tokio::time::timeout(PROMPT, put).await {
         Ok(Ok(acks)) if acks.len() == 1 => Ok(()),
         Ok(Ok(acks)) => Err(format!("{} acknowledgements for one batch", acks.len())),
@@ -98,21 +92,10 @@ async fn fill(server: &TestServer, rows: usize) {
                     (name.as_str(), Some(at), Some(0.25), at)
                 })
                 .collect();
-            Ok(user_batch(&rows))
+            user_batch(&rows)
         })
         .collect();
-    let data = FlightDataEncoderBuilder::new()
-        .with_flight_descriptor(Some(FlightDescriptor::new_path(vec![
-            "user_features".into()
-        ])))
-        .build(futures::stream::iter(batches));
-    client
-        .do_put(data)
-        .await
-        .unwrap()
-        .try_collect::<Vec<_>>()
-        .await
-        .unwrap();
+    put(&mut client, "user_features", batches).await.unwrap();
 }
 
 /// Opens a DoExchange training data call that sends its command and the entity rows'
@@ -132,16 +115,21 @@ async fn stalled_exchange(server: &TestServer) -> FlightRecordBatchStream {
     client.do_exchange(input).await.expect("the call starts")
 }
 
-async fn metric(server: &TestServer, sample: &str) -> f64 {
-    let text = http()
-        .get(server.metrics_url())
+/// `GET /health`: its status and JSON body.
+async fn health(server: &TestServer) -> (u16, Value) {
+    let response = http()
+        .get(format!("{}/health", server.http))
         .send()
         .await
-        .unwrap()
-        .text()
-        .await
         .unwrap();
-    text.lines()
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+async fn metric(server: &TestServer, sample: &str) -> f64 {
+    server
+        .metrics_text()
+        .await
+        .lines()
         .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
         .unwrap_or(0.0)
 }
@@ -163,19 +151,17 @@ async fn stalled_training_exchanges_hold_no_storage_connection() {
         history_promptly(&server)
             .await
             .unwrap_or_else(|e| panic!("{backend:?}: {e}"));
-        let health = http()
-            .get(format!("{}/health", server.http))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(health.status(), 200, "{backend:?}");
+        assert_eq!(health(&server).await.0, 200, "{backend:?}");
         drop(held);
     }
 }
 
 #[tokio::test]
 async fn a_training_exchange_that_stops_sending_ends_with_deadline_exceeded() {
-    let server = start(Backend::Duckdb, |c| c.limits.stream_idle_timeout_seconds = 0.5).await;
+    let server = start(Backend::Duckdb, |c| {
+        c.limits.stream_idle_timeout_seconds = 0.5
+    })
+    .await;
     fill(&server, 10).await;
     let mut stalled = stalled_exchange(&server).await;
     let ended = tokio::time::timeout(PROMPT, stalled.next())
@@ -303,13 +289,8 @@ async fn stalled_http_history_readers_neither_block_storage_nor_outlive_their_cl
             .await
             .unwrap_or_else(|e| panic!("{backend:?}, 16 stalled HTTP readers: {e}"));
         // Every read connection is held: storage is stalled for reads, and says so.
-        let health = http()
-            .get(format!("{}/health", server.http))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(health.status(), 503, "{backend:?}");
-        let body: Value = health.json().await.unwrap();
+        let (status, body) = health(&server).await;
+        assert_eq!(status, 503, "{backend:?}");
         assert_eq!(body["status"], "degraded", "{body}");
         assert_eq!(body["stalled"][0]["purpose"], "reads", "{body}");
 
@@ -329,12 +310,7 @@ async fn stalled_http_history_readers_neither_block_storage_nor_outlive_their_cl
         );
         let deadline = Instant::now() + PROMPT;
         loop {
-            let health = http()
-                .get(format!("{}/health", server.http))
-                .send()
-                .await
-                .unwrap();
-            if health.status() == 200 {
+            if health(&server).await.0 == 200 {
                 break;
             }
             assert!(Instant::now() < deadline, "{backend:?}: still degraded");
@@ -359,12 +335,7 @@ async fn slow_loris_is_cut_and_others_are_served() {
                 return;
             }
             // Meanwhile another client is served as usual.
-            let health = http()
-                .get(format!("{}/health", server.http))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(health.status(), 200);
+            assert_eq!(health(&server).await.0, 200);
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     };
@@ -402,12 +373,7 @@ async fn thousands_of_idle_connections_do_not_stop_service() {
     for _ in 0..5 {
         put_promptly(&server, two_rows()).await.unwrap();
         let started = Instant::now();
-        let health = http()
-            .get(format!("{}/health", server.http))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(health.status(), 200);
+        assert_eq!(health(&server).await.0, 200);
         assert!(started.elapsed() < PROMPT);
     }
     let rows = history_promptly(&server).await.unwrap();

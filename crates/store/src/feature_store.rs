@@ -382,12 +382,13 @@ impl FeatureStore {
         };
         // Every entity row is received before a connection is taken: a client that sends
         // slowly, or stops, holds none.
-        let result = training::spool(plan, &mut counted_rows, &self.spool_dir).and_then(|spooled| {
-            self.offline
-                .query_relations(&specs, &mut |conn, relations| {
-                    training::run(conn, relations, plan, &spooled, &mut counted_sink)
-                })
-        });
+        let result =
+            training::spool(plan, &mut counted_rows, &self.spool_dir).and_then(|spooled| {
+                self.offline
+                    .query_relations(&specs, &mut |conn, relations| {
+                        training::run(conn, relations, plan, &spooled, &mut counted_sink)
+                    })
+            });
         for span in [&span, &request] {
             span.record("entities", count(entities));
             span.record("rows", count(rows));

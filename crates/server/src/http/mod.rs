@@ -46,7 +46,10 @@ pub fn router(state: AppState) -> Router {
         // Bodies are read with the configured limit by `read_body`, which answers 413 with
         // the JSON error body instead of axum's plain-text one.
         .layer(DefaultBodyLimit::disable())
-        .layer(middleware::from_fn_with_state(state.clone(), guard::timeout))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard::timeout,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), guard::admit))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)

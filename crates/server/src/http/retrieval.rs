@@ -112,7 +112,9 @@ pub async fn history(
     let (set, query) = state.store.plan_history(&ticket)?;
     let schema = set.spec.projected_schema(&query.features, false);
     let store = state.store.clone();
-    let batches = state.stream_blocking(Api::Http, move |sink| store.scan_history(&set, &query, sink));
+    let batches = state.stream_blocking(Api::Http, move |sink| {
+        store.scan_history(&set, &query, sink)
+    });
     let (encoding, content_type) = if wants_arrow(&headers) {
         (Encoding::Arrow(IpcChunks::new(&schema)?), ARROW_STREAM)
     } else {
@@ -183,10 +185,7 @@ fn training_command(params: TrainingParams, headers: &HeaderMap) -> ApiResult<Tr
 /// Encodes a stream of result batches as body chunks on a task of its own. A failure after
 /// the 200 was sent can only end the body early: it is logged, and the client sees a
 /// truncated body (invalid JSON, or an IPC stream without its end marker).
-fn encoded_body(
-    mut encoding: Encoding,
-    mut batches: BlockingStream,
-) -> Body {
+fn encoded_body(mut encoding: Encoding, mut batches: BlockingStream) -> Body {
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(2);
     tokio::spawn(
         async move {

@@ -68,6 +68,18 @@ impl TestServer {
             self.server.as_ref().unwrap().metrics_addr
         )
     }
+
+    /// The Prometheus text of the metrics port.
+    pub async fn metrics_text(&self) -> String {
+        http()
+            .get(self.metrics_url())
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
 }
 
 pub const USER_SPEC: &str = r#"{
@@ -95,6 +107,20 @@ pub async fn action(
         .map_err(to_status)?;
     assert_eq!(results.len(), 1);
     Ok(serde_json::from_slice(&results[0]).unwrap())
+}
+
+/// DoPut of `batches` into feature set `name`: the acknowledgements, or the call's error.
+pub async fn put(
+    client: &mut FlightClient,
+    name: &str,
+    batches: Vec<RecordBatch>,
+) -> Result<Vec<arrow_flight::PutResult>, arrow_flight::error::FlightError> {
+    let data = arrow_flight::encode::FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(arrow_flight::FlightDescriptor::new_path(vec![
+            name.to_string()
+        ])))
+        .build(futures::stream::iter(batches.into_iter().map(Ok)));
+    client.do_put(data).await?.try_collect().await
 }
 
 pub fn to_status(e: arrow_flight::error::FlightError) -> tonic::Status {

@@ -147,7 +147,10 @@ impl ConnectionPool {
         let mut state = self.lock();
         let mut ticket = None;
         let outcome = loop {
-            if cancellation.as_ref().is_some_and(Cancellation::is_cancelled) {
+            if cancellation
+                .as_ref()
+                .is_some_and(Cancellation::is_cancelled)
+            {
                 break Err(Error::Cancelled);
             }
             let allowed = purpose == Purpose::Write || state.reads_out < self.max_reads;
@@ -201,10 +204,7 @@ impl ConnectionPool {
     /// The call that has waited longest for a connection, if one is waiting now.
     pub fn longest_wait(&self) -> Option<Waiting> {
         let state = self.lock();
-        let (&_, &(purpose, since)) = state
-            .waiters
-            .iter()
-            .min_by_key(|(_, (_, since))| *since)?;
+        let (&_, &(purpose, since)) = state.waiters.iter().min_by_key(|(_, (_, since))| *since)?;
         Some(Waiting {
             purpose,
             waited: since.elapsed(),
@@ -275,7 +275,9 @@ mod tests {
         let write = pool.get(Purpose::Write).expect("the reserved connection");
         drop(write);
         drop(a);
-        let c = pool.get(Purpose::Read).expect("a read connection came back");
+        let c = pool
+            .get(Purpose::Read)
+            .expect("a read connection came back");
         drop((b, c));
     }
 

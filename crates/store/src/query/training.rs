@@ -192,7 +192,10 @@ impl TrainingPlan {
 
     fn column<'b>(&self, batch: &'b RecordBatch, name: &str) -> Result<&'b ArrayRef> {
         batch.column_by_name(name).ok_or_else(|| {
-            missing_column(name, "every entity rows batch must have the first batch's columns")
+            missing_column(
+                name,
+                "every entity rows batch must have the first batch's columns",
+            )
         })
     }
 
@@ -265,7 +268,11 @@ impl SpooledRows {
 
 /// Receives every entity row of a request into a spool file in `spool_dir`, checking each
 /// batch against the plan. Memory stays bounded by one batch.
-pub fn spool(plan: &TrainingPlan, entity_rows: EntityRows, spool_dir: &Path) -> Result<SpooledRows> {
+pub fn spool(
+    plan: &TrainingPlan,
+    entity_rows: EntityRows,
+    spool_dir: &Path,
+) -> Result<SpooledRows> {
     std::fs::create_dir_all(spool_dir)
         .map_err(Error::io(format!("creating {}", spool_dir.display())))?;
     let spool =
