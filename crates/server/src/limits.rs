@@ -282,7 +282,7 @@ mod tests {
             c.ingest_wait_seconds = 0.2;
         });
         let first = guards.ingest_bytes(600).await.unwrap();
-        let refused = guards.ingest_bytes(600).await.err().expect("no room");
+        let refused = guards.ingest_bytes(600).await.expect_err("no room");
         assert_eq!(refused.rejection(), Some(Rejection::IngestBackpressure));
         assert_eq!(refused.code(), ErrorCode::Unavailable);
         // Room comes back while a batch waits: it goes ahead.

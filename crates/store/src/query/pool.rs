@@ -197,7 +197,7 @@ impl ConnectionPool {
             pool: self,
             purpose,
             conn: Some(conn),
-            registration: registration,
+            registration,
         })
     }
 
