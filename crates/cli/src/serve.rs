@@ -52,7 +52,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     // Logs go to stderr from here on; trace export starts inside `start`, on the runtime.
     logging::init(&config.logging);
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-    runtime.block_on(async {
+    let served = runtime.block_on(async {
         let server = match featherstore_server::start(&config).await {
             Ok(server) => server,
             // In JSON mode every line on stderr is JSON: the failure is logged, not printed.
@@ -75,5 +75,13 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         drop(stdout);
         server.run_until_signal().await;
         Ok(())
-    })
+    });
+    // Shutdown already let requests finish (or cut them) and flushed storage: what still
+    // runs on the blocking pool is cancelled work winding down, which must not hold the
+    // exit.
+    runtime.shutdown_timeout(SHUTDOWN_LEFTOVERS);
+    served
 }
+
+/// How long the runtime waits for blocking work still running after shutdown.
+const SHUTDOWN_LEFTOVERS: std::time::Duration = std::time::Duration::from_secs(2);

@@ -1,5 +1,6 @@
 //! Durability: every batch whose acknowledgement the client received survives a SIGKILL of
-//! the server process, on both backends, and no batch is ever partly visible.
+//! the server process, on both backends, and no batch is ever partly visible. A SIGTERM shuts
+//! down gracefully: exit code 0, acknowledged batches kept, the Parquet log flushed.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -25,7 +26,13 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path, backend: &str) -> Server {
+        Self::start_with(dir, backend, &[])
+    }
+
+    /// With `FEATHERSTORE_SECTION__KEY` configuration variables.
+    fn start_with(dir: &Path, backend: &str, env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_featherstore"))
+            .envs(env.iter().copied())
             .args(["serve", "--backend", backend, "--host", "127.0.0.1"])
             .args([
                 "--http-port",
@@ -61,6 +68,15 @@ impl Server {
         FlightClient::new(channel)
     }
 
+    /// Sends SIGTERM (a planned shutdown); does not wait for the exit.
+    fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -TERM failed");
+    }
+
     /// SIGKILL: no shutdown hook, no flush.
     fn kill(&mut self) {
         self.child.kill().unwrap();
@@ -73,6 +89,36 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Creates the `events` set; a client for the server.
+async fn create_events(server: &Server) -> FlightClient {
+    let mut client = server.client().await;
+    let spec = r#"{"name": "events", "entity": {"name": "id", "type": "string"}, "features": [{"name": "batch", "type": "int64"}]}"#;
+    client
+        .do_action(Action::new("create_feature_set", spec))
+        .await
+        .unwrap()
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+    client
+}
+
+/// Starts a DoPut of `input` into `events`; its acknowledgements.
+async fn put_events(
+    client: &mut FlightClient,
+    input: impl futures::Stream<Item = Result<RecordBatch, arrow_flight::error::FlightError>>
+        + Send
+        + 'static,
+) -> futures::stream::BoxStream<
+    'static,
+    Result<arrow_flight::PutResult, arrow_flight::error::FlightError>,
+> {
+    let data = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(FlightDescriptor::new_path(vec!["events".into()])))
+        .build(input);
+    client.do_put(data).await.unwrap()
 }
 
 /// Batch `b`: entities `b{b}-r{i}`, feature `batch` = b.
@@ -101,21 +147,10 @@ fn batch(b: i64) -> RecordBatch {
 async fn kill_during_ingest(backend: &str) {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(dir.path(), backend);
-    let mut client = server.client().await;
-    let spec = r#"{"name": "events", "entity": {"name": "id", "type": "string"}, "features": [{"name": "batch", "type": "int64"}]}"#;
-    client
-        .do_action(Action::new("create_feature_set", spec))
-        .await
-        .unwrap()
-        .try_collect::<Vec<_>>()
-        .await
-        .unwrap();
+    let mut client = create_events(&server).await;
 
     let input = futures::stream::iter((0..BATCHES).map(|b| Ok(batch(b))));
-    let data = FlightDataEncoderBuilder::new()
-        .with_flight_descriptor(Some(FlightDescriptor::new_path(vec!["events".into()])))
-        .build(input);
-    let mut acks = client.do_put(data).await.unwrap();
+    let mut acks = put_events(&mut client, input).await;
     let mut acknowledged = 0usize;
     while let Some(Ok(_)) = acks.next().await {
         acknowledged += 1;
@@ -133,6 +168,12 @@ async fn kill_during_ingest(backend: &str) {
     );
 
     let server = Server::start(dir.path(), backend);
+    assert_acknowledged_are_whole(&server, backend, acknowledged).await;
+}
+
+/// Every acknowledged batch (0..acknowledged) is there whole, no batch is partly visible, and
+/// the online index holds the last acknowledged one.
+async fn assert_acknowledged_are_whole(server: &Server, backend: &str, acknowledged: usize) {
     let mut client = server.client().await;
     let ticket = serde_json::json!({"type": "history", "feature_set": "events"}).to_string();
     let batches: Vec<RecordBatch> = client
@@ -184,4 +225,57 @@ async fn acknowledged_batches_survive_sigkill_duckdb() {
 #[tokio::test]
 async fn acknowledged_batches_survive_sigkill_parquet() {
     kill_during_ingest("parquet").await;
+}
+
+/// SIGTERM while a DoPut stream is sending: the server stops taking new work, lets the
+/// stream run for the grace period, refuses what comes after, flushes and exits 0; every
+/// acknowledged batch is there after a restart, and the Parquet log is empty.
+async fn terminate_during_ingest(backend: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_with(
+        dir.path(),
+        backend,
+        &[("FEATHERSTORE_SERVER__SHUTDOWN_GRACE_SECONDS", "1")],
+    );
+    let mut client = create_events(&server).await;
+
+    // A client that keeps sending, a batch every 50 ms, for longer than the grace period.
+    let input = futures::stream::iter((0..BATCHES).map(|b| Ok(batch(b)))).then(|b| async {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        b
+    });
+    let mut acks = put_events(&mut client, input).await;
+    let mut acknowledged = 0usize;
+    while let Some(Ok(_)) = acks.next().await {
+        acknowledged += 1;
+        if acknowledged == 5 {
+            server.terminate();
+        }
+    }
+    let exit = server.child.wait().unwrap();
+    assert_eq!(exit.code(), Some(0), "{backend}: graceful shutdown exits 0");
+    assert!(
+        (acknowledged as i64) < BATCHES,
+        "{backend}: the stream was not cut after the grace period"
+    );
+    if backend == "parquet" {
+        let log = dir.path().join("parquet/events/_log");
+        let left: Vec<_> = std::fs::read_dir(&log).unwrap().collect();
+        assert!(
+            left.is_empty(),
+            "{backend}: the log was not flushed: {left:?}"
+        );
+    }
+    let server = Server::start(dir.path(), backend);
+    assert_acknowledged_are_whole(&server, backend, acknowledged).await;
+}
+
+#[tokio::test]
+async fn sigterm_shuts_down_gracefully_duckdb() {
+    terminate_during_ingest("duckdb").await;
+}
+
+#[tokio::test]
+async fn sigterm_shuts_down_gracefully_parquet() {
+    terminate_during_ingest("parquet").await;
 }

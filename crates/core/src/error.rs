@@ -9,6 +9,12 @@ pub enum ErrorCode {
     TooLarge,
     Unauthenticated,
     Forbidden,
+    /// Too many requests of one client at once: retry once some finished.
+    TooManyRequests,
+    /// The server is overloaded or a resource it needs is busy: retry later.
+    Unavailable,
+    /// A request (or a stream that stopped moving) ran out of its time.
+    DeadlineExceeded,
     Internal,
 }
 
@@ -22,6 +28,9 @@ impl ErrorCode {
             ErrorCode::TooLarge => "too_large",
             ErrorCode::Unauthenticated => "unauthenticated",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::TooManyRequests => "too_many_requests",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::DeadlineExceeded => "deadline_exceeded",
             ErrorCode::Internal => "internal",
         }
     }
@@ -38,6 +47,12 @@ pub enum Error {
     #[error("{0}")]
     TooLarge(String),
     #[error("{0}")]
+    TooManyRequests(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    #[error("{0}")]
     Internal(String),
     #[error("arrow: {0}")]
     Arrow(#[from] ArrowError),
@@ -50,6 +65,9 @@ impl Error {
             Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
             Error::AlreadyExists(_) => ErrorCode::AlreadyExists,
             Error::TooLarge(_) => ErrorCode::TooLarge,
+            Error::TooManyRequests(_) => ErrorCode::TooManyRequests,
+            Error::Unavailable(_) => ErrorCode::Unavailable,
+            Error::DeadlineExceeded(_) => ErrorCode::DeadlineExceeded,
             Error::Internal(_) | Error::Arrow(_) => ErrorCode::Internal,
         }
     }

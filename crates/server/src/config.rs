@@ -35,6 +35,9 @@ pub struct StorageConfig {
     pub parquet: ParquetConfig,
     /// DuckDB connections (concurrent storage calls).
     pub connections: usize,
+    /// Of `connections`, how many reads may never take: writes (ingest, create, delete,
+    /// Parquet flushes) never wait behind reads. Less than `connections`.
+    pub write_connections: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,6 +69,11 @@ pub struct ServerConfig {
     pub host: String,
     pub http_port: u16,
     pub flight_port: u16,
+    /// On SIGTERM/SIGINT: how long requests in progress may take to finish before they are
+    /// cut; then the Parquet logs are flushed and the process exits.
+    pub shutdown_grace_seconds: f64,
+    /// An HTTP client must send a request's headers within this time (slow loris).
+    pub header_read_timeout_seconds: f64,
     /// TLS on the Flight and HTTP ports (not on the metrics port); plaintext when unset.
     pub tls: Option<TlsConfig>,
 }
@@ -161,6 +169,27 @@ pub struct LimitsConfig {
     pub max_online_entities: usize,
     /// Largest Flight message or HTTP body accepted.
     pub max_message_bytes: usize,
+    /// Time a request may take until its response starts (reads and registry lookups;
+    /// writes are never cut mid-way, their waits are bounded instead). DEADLINE_EXCEEDED / 504.
+    pub request_timeout_seconds: f64,
+    /// A stream (history, training data, DoPut, a request body) that moves no data in either
+    /// direction for this long is ended: DEADLINE_EXCEEDED / 504, its storage released.
+    pub stream_idle_timeout_seconds: f64,
+    /// Concurrent Flight calls (streams included) before new ones get UNAVAILABLE.
+    pub max_concurrent_flight_requests: usize,
+    /// Concurrent HTTP requests (streamed bodies included) before new ones get 503.
+    pub max_concurrent_http_requests: usize,
+    /// Concurrent streams (history, training data, DoGet/DoPut/DoExchange) of one client IP
+    /// before new ones get RESOURCE_EXHAUSTED / 429.
+    pub max_streams_per_client: usize,
+    /// Bytes of ingested batches being stored at once (backpressure)...
+    pub max_ingest_bytes_in_flight: usize,
+    /// ...a batch waits up to this long for room, then gets UNAVAILABLE / 503.
+    pub ingest_wait_seconds: f64,
+    /// A storage call waits this long for a DuckDB connection, then gets UNAVAILABLE / 503.
+    pub storage_wait_seconds: f64,
+    /// `/health` answers 503 "degraded" once a storage call has waited this long.
+    pub storage_stall_seconds: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -231,6 +260,7 @@ impl Default for StorageConfig {
             duckdb: DuckDbConfig::default(),
             parquet: ParquetConfig::default(),
             connections: 4,
+            write_connections: 1,
         }
     }
 }
@@ -264,6 +294,8 @@ impl Default for ServerConfig {
             http_port: 8080,
             flight_port: 8081,
             tls: None,
+            shutdown_grace_seconds: 30.0,
+            header_read_timeout_seconds: 10.0,
         }
     }
 }
@@ -281,6 +313,15 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_online_entities: 100_000,
             max_message_bytes: 64 * 1024 * 1024,
+            request_timeout_seconds: 30.0,
+            stream_idle_timeout_seconds: 60.0,
+            max_concurrent_flight_requests: 200,
+            max_concurrent_http_requests: 200,
+            max_streams_per_client: 16,
+            max_ingest_bytes_in_flight: 512 * 1024 * 1024,
+            ingest_wait_seconds: 10.0,
+            storage_wait_seconds: 30.0,
+            storage_stall_seconds: 5.0,
         }
     }
 }
@@ -365,6 +406,63 @@ impl Config {
             ..Overrides::default()
         });
         config
+    }
+
+    /// Refuses settings that cannot work (a zero limit, a negative time).
+    pub fn validate(&self) -> Result<(), String> {
+        let s = &self.storage;
+        if s.connections == 0 || s.write_connections >= s.connections {
+            return Err(format!(
+                "storage.write_connections ({}) must be less than storage.connections ({}), which must be at least 1",
+                s.write_connections, s.connections
+            ));
+        }
+        let l = &self.limits;
+        for (key, value) in [
+            (
+                "limits.max_concurrent_flight_requests",
+                l.max_concurrent_flight_requests,
+            ),
+            (
+                "limits.max_concurrent_http_requests",
+                l.max_concurrent_http_requests,
+            ),
+            ("limits.max_streams_per_client", l.max_streams_per_client),
+            (
+                "limits.max_ingest_bytes_in_flight",
+                l.max_ingest_bytes_in_flight,
+            ),
+            ("limits.max_message_bytes", l.max_message_bytes),
+        ] {
+            if value == 0 {
+                return Err(format!("{key} must be at least 1"));
+            }
+        }
+        for (key, value) in [
+            ("limits.request_timeout_seconds", l.request_timeout_seconds),
+            (
+                "limits.stream_idle_timeout_seconds",
+                l.stream_idle_timeout_seconds,
+            ),
+            ("limits.ingest_wait_seconds", l.ingest_wait_seconds),
+            ("limits.storage_wait_seconds", l.storage_wait_seconds),
+            ("limits.storage_stall_seconds", l.storage_stall_seconds),
+            (
+                "server.shutdown_grace_seconds",
+                self.server.shutdown_grace_seconds,
+            ),
+            (
+                "server.header_read_timeout_seconds",
+                self.server.header_read_timeout_seconds,
+            ),
+        ] {
+            if !(value > 0.0 && value.is_finite()) {
+                return Err(format!(
+                    "{key} must be a positive number of seconds, not {value}"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The directory that holds the configured backend's state.

@@ -5,12 +5,17 @@ use axum::response::{IntoResponse, Response};
 use featherstore_core::ErrorCode;
 use http::StatusCode;
 
+use crate::limits::Rejection;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error(transparent)]
     Store(#[from] featherstore_store::Error),
     #[error(transparent)]
     Domain(#[from] featherstore_core::Error),
+    /// Refused, or ended early, by a configured limit.
+    #[error("{message}")]
+    Rejected { reason: Rejection, message: String },
     #[error("{0}")]
     Internal(String),
     /// No or an unknown token (auth is on).
@@ -32,9 +37,25 @@ impl ApiError {
         match self {
             ApiError::Store(e) => e.code(),
             ApiError::Domain(e) => e.code(),
+            ApiError::Rejected { reason, .. } => reason.code(),
             ApiError::Internal(_) => ErrorCode::Internal,
             ApiError::Unauthenticated(_) => ErrorCode::Unauthenticated,
             ApiError::Forbidden(_) => ErrorCode::Forbidden,
+        }
+    }
+
+    pub fn rejected(reason: Rejection, message: impl Into<String>) -> Self {
+        ApiError::Rejected {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// The limit this error reports, if it is a refusal by one.
+    pub fn rejection(&self) -> Option<Rejection> {
+        match self {
+            ApiError::Rejected { reason, .. } => Some(*reason),
+            other => Rejection::of_code(other.code()),
         }
     }
 
@@ -69,6 +90,9 @@ impl From<ApiError> for tonic::Status {
             ErrorCode::TooLarge => tonic::Status::resource_exhausted(message),
             ErrorCode::Unauthenticated => tonic::Status::unauthenticated(message),
             ErrorCode::Forbidden => tonic::Status::permission_denied(message),
+            ErrorCode::TooManyRequests => tonic::Status::resource_exhausted(message),
+            ErrorCode::Unavailable => tonic::Status::unavailable(message),
+            ErrorCode::DeadlineExceeded => tonic::Status::deadline_exceeded(message),
             ErrorCode::Internal => tonic::Status::internal(message),
         }
     }
@@ -82,6 +106,9 @@ pub fn http_status(code: ErrorCode) -> StatusCode {
         ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -91,6 +118,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         self.log("http");
         let code = self.code();
+        let rejection = self.rejection();
         let body =
             serde_json::json!({"error": {"code": code.as_str(), "message": self.to_string()}});
         let mut response = (http_status(code), axum::Json(body)).into_response();
@@ -100,6 +128,10 @@ impl IntoResponse for ApiError {
                 http::header::WWW_AUTHENTICATE,
                 http::HeaderValue::from_static("Bearer"),
             );
+        }
+        // For the request metrics, which see only the response.
+        if let Some(reason) = rejection {
+            response.extensions_mut().insert(reason);
         }
         response
     }

@@ -6,12 +6,14 @@ pub mod config;
 mod error;
 mod flight;
 mod http;
+mod limits;
 mod service;
 pub mod telemetry;
 mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use featherstore_store::duckdb::DuckDbStore;
 use featherstore_store::query::EngineSettings;
@@ -21,6 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::{Backend, Config};
+use crate::limits::seconds;
 use crate::service::AppState;
 use crate::telemetry::Metrics;
 
@@ -54,15 +57,39 @@ pub struct RunningServer {
     pub metrics_addr: SocketAddr,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    store: Arc<FeatureStore>,
+    /// How long requests in progress may run on once shutdown starts.
+    grace: Duration,
     /// Trace export, when configured: flushed once the listeners are done.
     tracing: Option<telemetry::traces::Tracing>,
 }
 
 impl RunningServer {
-    /// Stops accepting, lets requests in progress finish, and waits for the listeners.
+    /// Stops accepting, lets requests in progress finish within the grace period (then cuts
+    /// them), refuses further writes, and flushes the store (Parquet: the logs are written
+    /// into Parquet files, so the next start replays nothing).
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
-        while self.tasks.join_next().await.is_some() {}
+        let drained = tokio::time::timeout(self.grace, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                grace_seconds = self.grace.as_secs_f64(),
+                "requests still running after the grace period are cut"
+            );
+            self.tasks.abort_all();
+            while self.tasks.join_next().await.is_some() {}
+        }
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.close()).await {
+            Ok(Ok(())) => tracing::info!("storage flushed"),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "flushing storage at shutdown failed; the next start replays the log")
+            }
+            Err(e) => tracing::error!(error = %e, "flushing storage at shutdown failed"),
+        }
         if let Some(tracing) = self.tracing.take() {
             tracing.shutdown().await;
         }
@@ -95,6 +122,8 @@ fn open_offline(config: &Config) -> Result<Box<dyn OfflineStore>, StartError> {
         memory_limit: config.storage.duckdb.memory_limit.clone(),
         temp_directory: Some(config.data_dir().join("tmp")),
         connections: config.storage.connections,
+        write_connections: config.storage.write_connections,
+        wait_timeout: Some(seconds(config.limits.storage_wait_seconds)),
     };
     Ok(match config.storage.backend {
         Backend::Duckdb => Box::new(DuckDbStore::open(&config.storage.duckdb.path, &engine)?),
@@ -131,49 +160,112 @@ async fn bind(what: &'static str, host: &str, port: u16) -> Result<TcpListener, 
         })
 }
 
+/// Serves `router` on `listener` (HTTP/1.1, over TLS when `tls` is set): each connection on
+/// its own task, with the client's address in the request extensions (`ConnectInfo`), a
+/// deadline for the TLS handshake and for request headers (slow loris), and graceful shutdown:
+/// once `stopped` resolves no connection is accepted, requests in progress finish, idle
+/// connections close.
 fn serve_http(
     tasks: &mut JoinSet<()>,
     what: &'static str,
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     router: axum::Router,
-    stopped: impl std::future::Future<Output = ()> + Send + 'static,
+    mut stopped: watch::Receiver<bool>,
+    header_timeout: Duration,
 ) {
-    use axum::serve::ListenerExt;
-    if let Some(tls) = tls {
-        let address = listener
-            .local_addr()
-            .expect("bound listener has an address");
-        let listener = tls::TlsListener::new(listener, address, tls);
-        return spawn_server(tasks, what, listener, router, stopped);
-    }
-    // Small JSON answers must not wait for the client's delayed ACK (Nagle).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY not set on an HTTP connection");
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    tasks.spawn(async move {
+        let mut connections = JoinSet::new();
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = stopped.wait_for(|s| *s) => break,
+                // Reap finished connections as they end, so the set stays small.
+                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, most likely: pause rather than spin, and keep
+                    // serving the connections already open.
+                    tracing::warn!(error = %e, server = what, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            // Small JSON answers must not wait for the client's delayed ACK (Nagle).
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY not set on an HTTP connection");
+            }
+            let (router, stopped, acceptor) = (router.clone(), stopped.clone(), acceptor.clone());
+            connections.spawn(async move {
+                match acceptor {
+                    None => serve_connection(tcp, peer, router, stopped, header_timeout).await,
+                    // The handshake runs on the connection's own task: a slow or silent client
+                    // delays no one else, and a plaintext one meets a failed handshake.
+                    Some(acceptor) => {
+                        match tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+                            .await
+                        {
+                            Ok(Ok(tls)) => {
+                                serve_connection(tls, peer, router, stopped, header_timeout).await
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed")
+                            }
+                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        }
+                    }
+                }
+            });
         }
+        drop(listener);
+        while connections.join_next().await.is_some() {}
     });
-    spawn_server(tasks, what, listener, router, stopped);
 }
 
-fn spawn_server<L>(
-    tasks: &mut JoinSet<()>,
-    what: &'static str,
-    listener: L,
+/// Serves one HTTP/1.1 connection until it ends, or until `stopped` (then gracefully: the
+/// request in progress finishes).
+async fn serve_connection<I>(
+    io: I,
+    peer: SocketAddr,
     router: axum::Router,
-    stopped: impl std::future::Future<Output = ()> + Send + 'static,
+    mut stopped: watch::Receiver<bool>,
+    header_timeout: Duration,
 ) where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    tasks.spawn(async move {
-        if let Err(e) = axum::serve(listener, router)
-            .with_graceful_shutdown(stopped)
-            .await
-        {
-            tracing::error!(error = %e, server = what, "server failed");
-        }
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt;
+
+    let service = router.map_request(move |request: ::http::Request<hyper::body::Incoming>| {
+        let mut request = request.map(axum::body::Body::new);
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        request
     });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let connection = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, %peer, "HTTP connection ended with an error");
+            }
+            return;
+        }
+        _ = stopped.wait_for(|s| *s) => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    if let Err(e) = connection.await {
+        tracing::debug!(error = %e, %peer, "HTTP connection ended with an error");
+    }
 }
 
 /// Starts trace export if configured, opens storage (rebuilding the online index), binds the
@@ -192,6 +284,7 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
 }
 
 async fn start_serving(config: &Config) -> Result<RunningServer, StartError> {
+    config.validate().map_err(StartError::Config)?;
     let authenticator =
         auth::Authenticator::from_config(&config.auth).map_err(StartError::Config)?;
     let (http_tls, flight_tls) = match &config.server.tls {
@@ -231,24 +324,22 @@ async fn start_serving(config: &Config) -> Result<RunningServer, StartError> {
     .await
     .map_err(|e| StartError::Config(format!("storage startup task failed: {e}")))??;
 
+    let store = Arc::new(store);
+    let guards = Arc::new(limits::Guards::new(&config.limits));
     let state = AppState {
-        store: Arc::new(store),
+        store: store.clone(),
         metrics: Arc::new(Metrics::for_backend(match config.storage.backend {
             Backend::Duckdb => "duckdb",
             Backend::Parquet => "parquet",
         })),
         max_message_bytes: config.limits.max_message_bytes,
+        guards: guards.clone(),
     };
     let addr = |l: &TcpListener| l.local_addr().expect("bound listener has an address");
     let (http_addr, flight_addr, metrics_addr) = (addr(&http), addr(&flight), addr(&metrics));
 
     let (stop, stopped) = watch::channel(false);
-    let until_stopped = move || {
-        let mut stopped = stopped.clone();
-        async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        }
-    };
+    let header_timeout = seconds(config.server.header_read_timeout_seconds);
     let mut tasks = JoinSet::new();
     serve_http(
         &mut tasks,
@@ -256,7 +347,8 @@ async fn start_serving(config: &Config) -> Result<RunningServer, StartError> {
         http,
         http_tls,
         http::router(state.clone(), authenticator.clone()),
-        until_stopped(),
+        stopped.clone(),
+        header_timeout,
     );
     serve_http(
         &mut tasks,
@@ -264,8 +356,13 @@ async fn start_serving(config: &Config) -> Result<RunningServer, StartError> {
         metrics,
         None,
         http::metrics_router(state.clone()),
-        until_stopped(),
+        stopped.clone(),
+        header_timeout,
     );
+    let admission = flight::AdmissionLayer {
+        guards,
+        metrics: state.metrics.clone(),
+    };
     let flight_service = flight::service(state, authenticator);
     let mut flight_server = tonic::transport::Server::builder();
     if let Some(tls) = flight_tls {
@@ -273,9 +370,13 @@ async fn start_serving(config: &Config) -> Result<RunningServer, StartError> {
             .tls_config(tls)
             .map_err(|e| StartError::Config(format!("server.tls (Flight): {e}")))?;
     }
-    let stop_flight = until_stopped();
+    let mut stop_flight = stopped.clone();
+    let stop_flight = async move {
+        let _ = stop_flight.wait_for(|s| *s).await;
+    };
     tasks.spawn(async move {
         let result = flight_server
+            .layer(admission)
             .add_service(flight_service)
             .serve_with_incoming_shutdown(
                 // Without TCP_NODELAY a response's trailers, written after its data, wait for
@@ -295,6 +396,8 @@ async fn start_serving(config: &Config) -> Result<RunningServer, StartError> {
         metrics_addr,
         stop,
         tasks,
+        store,
+        grace: seconds(config.server.shutdown_grace_seconds),
         tracing: None,
     })
 }

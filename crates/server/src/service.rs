@@ -9,11 +9,20 @@ use featherstore_core::{Error as DomainError, FeatureSetSpec};
 use featherstore_store::{BatchSink, Error as StoreError, FeatureStore};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{ready, Context, Poll};
+
+use featherstore_store::query::Cancellation;
+use futures::Stream;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::Access;
 use crate::error::{ApiError, ApiResult};
+use crate::limits::{Guards, Rejection};
+use crate::telemetry::metrics::Api;
 use crate::telemetry::Metrics;
 
 /// What every request handler shares.
@@ -22,44 +31,69 @@ pub struct AppState {
     pub store: Arc<FeatureStore>,
     pub metrics: Arc<Metrics>,
     pub max_message_bytes: usize,
+    pub guards: Arc<Guards>,
 }
 
 /// Result batches buffered between a storage thread and the client: bounds memory.
 const STREAM_BUFFER: usize = 4;
 
-/// Runs `work` on the blocking pool and streams the batches it produces, as it produces them,
-/// ending with its error if it fails. Dropping the stream stops the work at its next batch.
-pub fn stream_blocking<F>(work: F) -> ReceiverStream<ApiResult<RecordBatch>>
-where
-    F: FnOnce(BatchSink) -> featherstore_store::Result<()> + Send + 'static,
-{
-    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-    // The storage work runs in the request's span: its spans are children of it.
-    let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || {
-        let _entered = span.enter();
-        let result = work(&mut |batch| {
-            tx.blocking_send(Ok(batch))
-                .map_err(|_| StoreError::Cancelled)
-        });
-        match result {
-            Ok(()) | Err(StoreError::Cancelled) => {}
-            Err(e) => {
-                let _ = tx.blocking_send(Err(e.into()));
-            }
-        }
-    });
-    ReceiverStream::new(rx)
+/// Result batches of storage work running on the blocking pool, as it produces them; ends
+/// with the work's error, if any, as its last item. Dropping it cancels the work: a query
+/// still running is interrupted, and a wait for a connection ends, so the connection is free
+/// at once (see [`Cancellation`]).
+pub struct BlockingStream {
+    batches: mpsc::Receiver<RecordBatch>,
+    failure: Option<oneshot::Receiver<ApiError>>,
+    cancellation: Cancellation,
 }
 
-/// Runs blocking storage work off the async runtime.
+impl Stream for BlockingStream {
+    type Item = ApiResult<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(batch) = ready!(self.batches.poll_recv(cx)) {
+            return Poll::Ready(Some(Ok(batch)));
+        }
+        // The work is over (its sender is gone): its error, if it failed, comes last.
+        let Some(failure) = self.failure.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let failed = ready!(Pin::new(failure).poll(cx)).ok();
+        self.failure = None;
+        Poll::Ready(failed.map(Err))
+    }
+}
+
+impl Drop for BlockingStream {
+    fn drop(&mut self) {
+        self.cancellation.cancel();
+    }
+}
+
+/// Runs blocking storage work off the async runtime. The work is skipped if the caller gave
+/// up before it started (it was queued behind others and its client went away).
 pub async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> ApiResult<T> + Send + 'static,
 ) -> ApiResult<T> {
+    struct Abandoned(Arc<AtomicBool>);
+    impl Drop for Abandoned {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+    let abandoned = Abandoned(Arc::default());
+    let skipped = abandoned.0.clone();
     let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || span.in_scope(work))
-        .await
-        .map_err(|e| ApiError::Internal(format!("storage task failed: {e}")))?
+    let outcome = tokio::task::spawn_blocking(move || {
+        if skipped.load(Ordering::Acquire) {
+            return Err(ApiError::from(StoreError::Cancelled));
+        }
+        span.in_scope(work)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("storage task failed: {e}")))?;
+    drop(abandoned);
+    outcome
 }
 
 #[derive(Deserialize)]
@@ -82,6 +116,76 @@ fn spec_json(spec: &FeatureSetSpec) -> Value {
 }
 
 impl AppState {
+    /// Runs `work` on the blocking pool and streams the batches it produces, as it produces
+    /// them. A client that takes no batch for `stream_idle_timeout_seconds` has its stream
+    /// ended with DEADLINE_EXCEEDED and the work stopped, so that it cannot hold a storage
+    /// connection forever. Dropping the stream cancels the work.
+    pub fn stream_blocking<F>(&self, api: Api, work: F) -> BlockingStream
+    where
+        F: FnOnce(BatchSink) -> featherstore_store::Result<()> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let (failure_tx, failure_rx) = oneshot::channel();
+        let cancellation = Cancellation::default();
+        let scope = cancellation.clone();
+        let idle = self.guards.stream_idle;
+        let metrics = self.metrics.clone();
+        let runtime = tokio::runtime::Handle::current();
+        // The storage work runs in the request's span: its spans are children of it.
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            // Queued behind other work while its client went away: nothing to do.
+            if tx.is_closed() {
+                return;
+            }
+            let mut stalled = false;
+            let result = scope.scope(|| {
+                work(&mut |batch| match tx.try_send(batch) {
+                    Ok(()) => Ok(()),
+                    Err(TrySendError::Closed(_)) => Err(StoreError::Cancelled),
+                    Err(TrySendError::Full(batch)) => {
+                        match runtime.block_on(tokio::time::timeout(idle, tx.send(batch))) {
+                            Ok(Ok(())) => Ok(()),
+                            Ok(Err(_closed)) => Err(StoreError::Cancelled),
+                            Err(_elapsed) => {
+                                stalled = true;
+                                Err(StoreError::Cancelled)
+                            }
+                        }
+                    }
+                })
+            });
+            let failure = if stalled {
+                Some(ApiError::rejected(
+                    Rejection::StreamIdle,
+                    format!(
+                        "the client took no results for {:.1} s; the stream was ended",
+                        idle.as_secs_f64()
+                    ),
+                ))
+            } else {
+                match result {
+                    Ok(()) | Err(StoreError::Cancelled) => None,
+                    // Interrupted because the client went away: nobody to tell.
+                    Err(_) if scope.is_cancelled() => None,
+                    Err(e) => Some(e.into()),
+                }
+            };
+            if let Some(failure) = failure {
+                if let Some(reason) = failure.rejection() {
+                    metrics.rejected(api, reason);
+                }
+                let _ = failure_tx.send(failure);
+            }
+        });
+        BlockingStream {
+            batches: rx,
+            failure: Some(failure_rx),
+            cancellation,
+        }
+    }
+
     /// Creates a set; returns the stored spec and whether it is new.
     pub async fn create_set(&self, access: &Access, body: &[u8]) -> ApiResult<(Value, bool)> {
         let spec = FeatureSetSpec::from_json(body)?;
@@ -137,6 +241,8 @@ impl AppState {
         let store = self.store.clone();
         let set = name.clone();
         let bytes = crate::telemetry::metrics::batch_bytes(&batch);
+        // Backpressure: the batch waits for room among the bytes being stored.
+        let _room = self.guards.ingest_bytes(bytes).await?;
         let rows = blocking(move || Ok(store.ingest(&set, &batch)?)).await?;
         self.metrics.ingested(&name, rows, bytes);
         Ok(rows)

@@ -2,8 +2,6 @@
 //! certificate chain and key from PEM files, and optionally a CA that every client's
 //! certificate must chain to. A plaintext client meets a failed handshake, never an answer.
 
-use std::io;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,19 +10,12 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsConfig;
 
 /// A client has this long to complete its handshake: one that stalls holds only its socket,
 /// and not for long.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Handshaken connections waiting for the HTTP server to take them.
-const ACCEPTED_BACKLOG: usize = 64;
 
 fn read(what: &str, path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("reading server.tls.{what} {}: {e}", path.display()))
@@ -93,74 +84,4 @@ pub fn flight_config(config: &TlsConfig) -> Result<tonic::transport::ServerTlsCo
             .client_auth_optional(false);
     }
     Ok(tls)
-}
-
-/// A listener whose connections are TLS streams: handshakes run on tasks of their own, so a
-/// slow or silent client delays no one else; a failed one is dropped (logged at debug).
-pub struct TlsListener {
-    accepted: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local_addr: SocketAddr,
-}
-
-impl TlsListener {
-    /// Takes over `listener` (bound to `local_addr`); TCP_NODELAY as on the plaintext port.
-    pub fn new(
-        listener: TcpListener,
-        local_addr: SocketAddr,
-        config: Arc<rustls::ServerConfig>,
-    ) -> Self {
-        let acceptor = TlsAcceptor::from(config);
-        let (tx, accepted) = mpsc::channel(ACCEPTED_BACKLOG);
-        tokio::spawn(async move {
-            loop {
-                let (tcp, peer) = tokio::select! {
-                    // The server stopped: so does accepting.
-                    _ = tx.closed() => return,
-                    accepted = listener.accept() => match accepted {
-                        Ok(connection) => connection,
-                        Err(e) => {
-                            // Out of file descriptors and the like: wait, do not spin.
-                            tracing::warn!(error = %e, "accepting an HTTPS connection failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    },
-                };
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "TCP_NODELAY not set on an HTTPS connection");
-                }
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, peer)).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        TlsListener {
-            accepted,
-            local_addr,
-        }
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.accepted.recv().await {
-            Some(connection) => connection,
-            // The accept task ends only when this listener is dropped.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(self.local_addr)
-    }
 }

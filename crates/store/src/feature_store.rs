@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
 
@@ -20,6 +22,7 @@ use crate::metrics::{Operation, OperationMetrics};
 use crate::offline::{BatchSink, HistoryQuery, OfflineStore, SetStats, StorageStats};
 use crate::online::OnlineIndex;
 use crate::query::training::{self, EntityRows, TrainingPlan};
+use crate::query::{Purpose, Waiting};
 use crate::Result;
 
 use featherstore_core::Error as DomainError;
@@ -56,6 +59,8 @@ pub struct FeatureStore {
     registry: Mutex<()>,
     limits: Limits,
     operations: OperationMetrics,
+    /// Set by [`close`](FeatureStore::close): ingest is refused from then on.
+    closed: AtomicBool,
 }
 
 fn not_found(name: &str) -> DomainError {
@@ -116,6 +121,7 @@ impl FeatureStore {
             registry: Mutex::new(()),
             limits,
             operations,
+            closed: AtomicBool::new(false),
         })
     }
 
@@ -225,6 +231,14 @@ impl FeatureStore {
         if *deleted {
             return Err(not_found(name).into());
         }
+        // Checked under the set's ingest lock, which `close` takes after setting it: no batch
+        // is stored once `close` returns.
+        if self.closed.load(Ordering::Acquire) {
+            return Err(DomainError::Unavailable(
+                "the server is shutting down; the batch was not stored".into(),
+            )
+            .into());
+        }
         {
             let _span = debug_span!("storage.append", rows = count(rows)).entered();
             let _timer = self.operations.start(Operation::Append);
@@ -243,14 +257,7 @@ impl FeatureStore {
         let request = Span::current();
         annotate(&request, &ticket.feature_set);
         request.record("entities", count(ticket.entities.len()));
-        if ticket.entities.len() > self.limits.max_online_entities {
-            return Err(DomainError::TooLarge(format!(
-                "{} entities requested; at most {} are allowed in one online request",
-                ticket.entities.len(),
-                self.limits.max_online_entities
-            ))
-            .into());
-        }
+        self.check_entities(ticket.entities.len(), "online")?;
         let set = self.get(&ticket.feature_set)?;
         let features = set.spec.resolve_features(ticket.features.as_deref())?;
         let keys = EntityKeys::from_json(set.spec.entity.entity_type, &ticket.entities)?;
@@ -265,6 +272,19 @@ impl FeatureStore {
         Ok(batch)
     }
 
+    /// Refuses a request naming more entities than `max_online_entities` (a history ticket's
+    /// list becomes SQL text: it must be bounded too).
+    fn check_entities(&self, requested: usize, kind: &str) -> Result<()> {
+        if requested > self.limits.max_online_entities {
+            return Err(DomainError::TooLarge(format!(
+                "{requested} entities requested; at most {} are allowed in one {kind} request",
+                self.limits.max_online_entities
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
     /// Resolves a history ticket (set, entities, time range, features) without running it,
     /// so that bad requests fail before a stream starts.
     pub fn plan_history(&self, ticket: &HistoryTicket) -> Result<(Arc<FeatureSet>, HistoryQuery)> {
@@ -272,6 +292,7 @@ impl FeatureStore {
         annotate(&request, &ticket.feature_set);
         if let Some(entities) = &ticket.entities {
             request.record("entities", count(entities.len()));
+            self.check_entities(entities.len(), "history")?;
         }
         let set = self.get(&ticket.feature_set)?;
         let (start, end) = ticket.time_range()?;
@@ -364,23 +385,42 @@ impl FeatureStore {
             timer.borrow_mut().exclude(handing.elapsed());
             sent
         };
-        let result = self
-            .offline
-            .query_relations(&specs, &mut |conn, relations| {
-                training::run(
-                    conn,
-                    relations,
-                    plan,
-                    &mut counted_rows,
-                    &self.spool_dir,
-                    &mut counted_sink,
-                )
+        // Every entity row is received before a connection is taken: a client that sends
+        // slowly, or stops, holds none.
+        let result =
+            training::spool(plan, &mut counted_rows, &self.spool_dir).and_then(|spooled| {
+                self.offline
+                    .query_relations(&specs, &mut |conn, relations| {
+                        training::run(conn, relations, plan, &spooled, &mut counted_sink)
+                    })
             });
         for span in [&span, &request] {
             span.record("entities", count(entities));
             span.record("rows", count(rows));
         }
         result
+    }
+
+    /// The storage call that has waited longest for a connection, if any waits now.
+    pub fn storage_waiting(&self) -> Option<Waiting> {
+        self.offline.pool().longest_wait()
+    }
+
+    /// Whether a connection for `purpose` can be had within `timeout`. Blocks.
+    pub fn probe_storage(&self, purpose: Purpose, timeout: Duration) -> bool {
+        self.offline.pool().probe(purpose, timeout)
+    }
+
+    /// For a planned shutdown: refuses further ingest, waits for the batches being stored,
+    /// then makes every stored row durable in its final form (Parquet: the logs are written
+    /// into Parquet files, so the next start replays nothing). Blocks.
+    pub fn close(&self) -> Result<()> {
+        self.closed.store(true, Ordering::Release);
+        for set in self.list() {
+            drop(set.ingest.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+        let _span = tracing::info_span!("storage.flush").entered();
+        self.offline.flush()
     }
 
     pub fn stats(&self, name: &str) -> Result<SetStats> {

@@ -5,7 +5,7 @@ use arrow::array::RecordBatch;
 use duckdb::Connection;
 use featherstore_core::{EntityKeys, FeatureSetSpec};
 
-use crate::query::sql;
+use crate::query::{sql, ConnectionPool};
 use crate::Result;
 
 /// Receives result batches in order; an error (e.g. the client went away) stops the producer.
@@ -66,6 +66,15 @@ pub trait OfflineStore: Send + Sync {
     /// consistent state and stay valid until `work` returns. All reads go through here: DuckDB
     /// is the query engine of every backend.
     fn query_relations(&self, specs: &[&FeatureSetSpec], work: RelationWork) -> Result<()>;
+
+    /// The connections every storage call takes one of: the health check watches them.
+    fn pool(&self) -> &ConnectionPool;
+
+    /// Makes everything acknowledged durable in its final form, so that the next start
+    /// replays nothing (a planned shutdown). Appends are durable without it.
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
 
     /// History rows ordered by entity, event time, then ingest order.
     fn scan(&self, spec: &FeatureSetSpec, query: &HistoryQuery, sink: BatchSink) -> Result<()> {

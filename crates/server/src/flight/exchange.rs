@@ -12,7 +12,8 @@ use super::get::encode;
 use super::{decode_error, flight_error, stream_error, with_first, FlightStream};
 use crate::auth::Access;
 use crate::error::{ApiError, ApiResult};
-use crate::service::{stream_blocking, AppState};
+use crate::service::AppState;
+use crate::telemetry::metrics::Api;
 use crate::telemetry::traces;
 
 /// Entity-row batches buffered between the network and the storage thread.
@@ -23,9 +24,10 @@ pub async fn do_exchange(
     access: &Access,
     mut input: Streaming<FlightData>,
 ) -> ApiResult<FlightStream<FlightData>> {
-    let first = input
-        .message()
+    let idle = state.guards.stream_idle;
+    let first = tokio::time::timeout(idle, input.message())
         .await
+        .map_err(|_| state.guards.input_idle("DoExchange"))?
         .map_err(stream_error)?
         .ok_or_else(|| ApiError::invalid("DoExchange sent no messages"))?;
     let command = first
@@ -43,7 +45,10 @@ pub async fn do_exchange(
     let messages = with_first(first, input);
     let mut decoder = FlightDataDecoder::new(messages);
     let schema = loop {
-        match decoder.next().await {
+        let next = tokio::time::timeout(idle, decoder.next())
+            .await
+            .map_err(|_| state.guards.input_idle("DoExchange"))?;
+        match next {
             Some(Ok(payload)) => match payload.payload {
                 DecodedPayload::Schema(schema) => break schema,
                 DecodedPayload::None => continue,
@@ -62,10 +67,21 @@ pub async fn do_exchange(
     let plan = state.store.plan_training(&command, schema)?;
     let output_schema = plan.output_schema.clone();
 
-    // Entity rows flow from the network to the storage thread through a bounded channel.
+    // Entity rows flow from the network to the storage thread through a bounded channel; the
+    // storage thread spools them all before it takes a connection. A client that stops
+    // sending ends the call once the idle timeout passes.
     let (rows_tx, mut rows_rx) = mpsc::channel(INPUT_BUFFER);
+    let idle_error = state.guards.input_idle("DoExchange entity rows");
     tokio::spawn(async move {
-        while let Some(payload) = decoder.next().await {
+        loop {
+            let payload = match tokio::time::timeout(idle, decoder.next()).await {
+                Ok(Some(payload)) => payload,
+                Ok(None) => break,
+                Err(_elapsed) => {
+                    let _ = rows_tx.send(Err(idle_error.into())).await;
+                    break;
+                }
+            };
             let batch = match payload.map(|p| p.payload) {
                 Ok(DecodedPayload::RecordBatch(batch)) => Ok(batch),
                 Ok(_) => continue,
@@ -80,7 +96,7 @@ pub async fn do_exchange(
         }
     });
     let store = state.store.clone();
-    let batches = stream_blocking(move |sink| {
+    let batches = state.stream_blocking(Api::Flight, move |sink| {
         let mut rows = std::iter::from_fn(|| rows_rx.blocking_recv());
         store.training_data(&plan, &mut rows, sink)
     });

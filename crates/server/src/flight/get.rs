@@ -10,7 +10,8 @@ use futures::{StreamExt, TryStreamExt};
 use super::{flight_error, FlightStream};
 use crate::auth::Access;
 use crate::error::ApiResult;
-use crate::service::{stream_blocking, AppState};
+use crate::service::AppState;
+use crate::telemetry::metrics::Api;
 use crate::telemetry::traces;
 
 pub async fn do_get(
@@ -35,7 +36,9 @@ pub async fn do_get(
             let (set, query) = state.store.plan_history(&ticket)?;
             let schema = set.spec.projected_schema(&query.features, false);
             let store = state.store.clone();
-            let batches = stream_blocking(move |sink| store.scan_history(&set, &query, sink));
+            let batches = state.stream_blocking(Api::Flight, move |sink| {
+                store.scan_history(&set, &query, sink)
+            });
             // Streamed after the handler returns: in the call's span, which lasts until the end.
             traces::in_span(
                 tracing::Span::current(),

@@ -2,6 +2,7 @@
 //! history reads, catalog calls. Handlers translate between Flight and domain calls.
 
 mod actions;
+mod admission;
 mod auth;
 mod catalog;
 mod exchange;
@@ -30,6 +31,11 @@ use crate::error::{ApiError, ApiResult};
 use crate::service::{parse_name, AppState};
 use crate::telemetry::metrics::Api;
 use crate::telemetry::traces;
+
+/// Calls that store: exempt from the request timeout.
+const WRITES: [&str; 3] = ["do_put", "create_feature_set", "delete_feature_set"];
+
+pub use admission::AdmissionLayer;
 
 pub struct FlightApi {
     state: AppState,
@@ -126,7 +132,21 @@ impl FlightApi {
         if let Some(name) = feature_set {
             span.record("feature_set", name);
         }
-        let result = work.instrument(span.clone()).await;
+        let work = work.instrument(span.clone());
+        // Writes are never cut mid-way (a write reported as failed must not be stored): their
+        // waits are bounded instead (stream idle timeout, ingest and storage waits).
+        let result = if WRITES.contains(&method) {
+            work.await
+        } else {
+            let timeout = self.state.guards.request_timeout;
+            match tokio::time::timeout(timeout, work).await {
+                Ok(result) => result,
+                Err(_elapsed) => Err(self.state.guards.timed_out()),
+            }
+        };
+        if let Some(reason) = result.as_ref().err().and_then(ApiError::rejection) {
+            self.state.metrics.rejected(Api::Flight, reason);
+        }
         let code = result.as_ref().err().map_or("ok", |e| e.code().as_str());
         let elapsed = started.elapsed();
         self.state.metrics.observe("flight", method, code, elapsed);

@@ -16,6 +16,7 @@ use super::{decode_error, stream_error, with_first, FlightStream};
 use crate::auth::Access;
 use crate::error::{ApiError, ApiResult};
 use crate::service::{set_from_path, AppState};
+use crate::telemetry::metrics::Api;
 
 /// Acknowledgements buffered for a slow client before ingest pauses.
 const ACK_BUFFER: usize = 2;
@@ -25,9 +26,10 @@ pub async fn do_put(
     access: &Access,
     mut input: Streaming<FlightData>,
 ) -> ApiResult<FlightStream<PutResult>> {
-    let first = input
-        .message()
+    let idle = state.guards.stream_idle;
+    let first = tokio::time::timeout(idle, input.message())
         .await
+        .map_err(|_| state.guards.input_idle("DoPut"))?
         .map_err(stream_error)?
         .ok_or_else(|| ApiError::invalid("DoPut sent no messages"))?;
     let descriptor = first.flight_descriptor.clone().ok_or_else(|| {
@@ -53,7 +55,12 @@ pub async fn do_put(
             let mut index = 0usize;
             let mut total = 0usize;
             let outcome: ApiResult<()> = async {
-                while let Some(batch) = batches.next().await {
+                loop {
+                    // A client that stops sending must not keep the call open forever.
+                    let next = tokio::time::timeout(idle, batches.next())
+                        .await
+                        .map_err(|_| state.guards.input_idle("DoPut"))?;
+                    let Some(batch) = next else { break };
                     let batch = batch.map_err(decode_error)?;
                     let rows = state.store_batch(name.clone(), batch).await?;
                     total += rows;
@@ -61,8 +68,11 @@ pub async fn do_put(
                     let ack = PutResult {
                         app_metadata: Bytes::from(ack.to_string()),
                     };
-                    if tx.send(Ok(ack)).await.is_err() {
-                        break; // the client went away; what was acknowledged is stored
+                    // A client that takes no acknowledgement for the idle timeout is gone or
+                    // stalled: stop; what was acknowledged is stored.
+                    match tokio::time::timeout(idle, tx.send(Ok(ack))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) | Err(_) => break,
                     }
                     index += 1;
                 }
@@ -75,7 +85,10 @@ pub async fn do_put(
                 .metrics
                 .observe("flight", "do_put_stream", code, started.elapsed());
             if let Err(e) = outcome {
-                let _ = tx.send(Err(Status::from(e))).await;
+                if let Some(reason) = e.rejection() {
+                    state.metrics.rejected(Api::Flight, reason);
+                }
+                let _ = tokio::time::timeout(idle, tx.send(Err(Status::from(e)))).await;
             }
         }
         .instrument(task_span),

@@ -2,6 +2,8 @@
 
 mod arrow_ipc;
 mod feature_sets;
+mod guard;
+mod health;
 mod retrieval;
 
 use std::sync::Arc;
@@ -12,13 +14,14 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use bytes::Bytes;
 use http::{header, HeaderMap, StatusCode};
 use tracing::Instrument;
 
 use crate::auth::{Authenticator, HttpAuth};
 use crate::error::{ApiError, ApiResult};
+use crate::limits::Rejection;
 use crate::service::AppState;
 use crate::telemetry::metrics::Api;
 use crate::telemetry::traces;
@@ -32,7 +35,7 @@ pub fn router(state: AppState, authenticator: Option<Arc<Authenticator>>) -> Rou
         metrics: state.metrics.clone(),
     };
     Router::new()
-        .route("/health", get(health))
+        .route("/health", get(health::health))
         .route(
             "/v1/feature-sets",
             get(feature_sets::list).post(feature_sets::create),
@@ -51,6 +54,11 @@ pub fn router(state: AppState, authenticator: Option<Arc<Authenticator>>) -> Rou
         // the JSON error body instead of axum's plain-text one.
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard::timeout,
+        ))
+        .layer(middleware::from_fn_with_state(state.clone(), guard::admit))
+        .layer(middleware::from_fn_with_state(
             auth,
             crate::auth::http_layer,
         ))
@@ -63,10 +71,6 @@ pub fn metrics_router(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .with_state(state)
-}
-
-async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok"}))
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
@@ -104,6 +108,9 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         }
     }
     let response = next.run(request).instrument(span.clone()).await;
+    if let Some(reason) = response.extensions().get::<Rejection>() {
+        state.metrics.rejected(Api::Http, *reason);
+    }
     let code = code_label(response.status());
     let elapsed = started.elapsed();
     state.metrics.observe("http", &method, code, elapsed);
@@ -120,23 +127,43 @@ fn code_label(status: StatusCode) -> &'static str {
         404 => "not_found",
         409 => "already_exists",
         413 => "too_large",
+        429 => "too_many_requests",
+        503 => "unavailable",
+        504 => "deadline_exceeded",
         _ if status.is_server_error() => "internal",
         _ => "other",
     }
 }
 
-/// Reads a whole request body, refusing more than the configured limit with 413.
+/// Reads a whole request body, refusing more than the configured limit with 413, and a
+/// client that sends nothing for the stream idle timeout with 504.
 pub async fn read_body(state: &AppState, body: Body) -> ApiResult<Bytes> {
+    use http_body_util::BodyExt;
     let limit = state.max_message_bytes;
-    let limited = http_body_util::Limited::new(body, limit);
-    match http_body_util::BodyExt::collect(limited).await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large(format!(
-            "request body over the limit of {limit} bytes"
-        ))),
-        Err(e) => Err(ApiError::invalid(format!(
-            "reading the request body failed: {e}"
-        ))),
+    let mut limited = http_body_util::Limited::new(body, limit);
+    let mut collected = bytes::BytesMut::new();
+    loop {
+        let frame = tokio::time::timeout(state.guards.stream_idle, limited.frame())
+            .await
+            .map_err(|_| state.guards.input_idle("reading the request body"))?;
+        match frame {
+            None => return Ok(collected.freeze()),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    collected.extend_from_slice(&data);
+                }
+            }
+            Some(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(ApiError::too_large(format!(
+                    "request body over the limit of {limit} bytes"
+                )))
+            }
+            Some(Err(e)) => {
+                return Err(ApiError::invalid(format!(
+                    "reading the request body failed: {e}"
+                )))
+            }
+        }
     }
 }
 

@@ -19,7 +19,8 @@ use super::arrow_ipc::{self, IpcChunks};
 use super::{parse_json, read_body, streamed, wants_arrow, ARROW_STREAM};
 use crate::auth::Access;
 use crate::error::{ApiError, ApiResult};
-use crate::service::{stream_blocking, AppState};
+use crate::service::AppState;
+use crate::telemetry::metrics::Api;
 
 const JSON: &str = "application/json";
 
@@ -116,7 +117,9 @@ pub async fn history(
     let (set, query) = state.store.plan_history(&ticket)?;
     let schema = set.spec.projected_schema(&query.features, false);
     let store = state.store.clone();
-    let batches = stream_blocking(move |sink| store.scan_history(&set, &query, sink));
+    let batches = state.stream_blocking(Api::Http, move |sink| {
+        store.scan_history(&set, &query, sink)
+    });
     let (encoding, content_type) = if wants_arrow(&headers) {
         (Encoding::Arrow(IpcChunks::new(&schema)?), ARROW_STREAM)
     } else {
@@ -145,7 +148,7 @@ pub async fn training_data(
     let plan = state.store.plan_training(&command, reader.schema())?;
     let encoding = Encoding::Arrow(IpcChunks::new(&plan.output_schema)?);
     let store = state.store.clone();
-    let batches = stream_blocking(move |sink| {
+    let batches = state.stream_blocking(Api::Http, move |sink| {
         let mut rows = reader.map(|batch| {
             batch.map_err(|e| {
                 featherstore_store::Error::Domain(featherstore_core::Error::invalid(format!(
@@ -209,7 +212,14 @@ fn encoded_body(
         async move {
             let chunks = async {
                 tx.send(Ok(encoding.start()?)).await.ok();
-                while let Some(batch) = batches.next().await {
+                loop {
+                    // The client may go away while the query has no batch yet (a sort runs
+                    // whole before its first): then stop waiting, which cancels the query.
+                    let batch = tokio::select! {
+                        batch = batches.next() => batch,
+                        () = tx.closed() => return Ok(()),
+                    };
+                    let Some(batch) = batch else { break };
                     if tx.send(Ok(encoding.batch(&batch?)?)).await.is_err() {
                         return Ok(()); // the client went away
                     }

@@ -12,6 +12,8 @@ use featherstore_core::time::{now_micros, MICROS_PER_SECOND};
 use featherstore_store::metrics::{HistogramSnapshot, Operation, DURATION_BUCKETS, PARQUET};
 use featherstore_store::FeatureStore;
 use prometheus::core::{Collector, Desc};
+
+use crate::limits::Rejection;
 use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -48,6 +50,7 @@ pub struct Metrics {
     duration: HistogramVec,
     in_flight_flight: IntGauge,
     in_flight_http: IntGauge,
+    rejected: IntCounterVec,
     ingested_rows: IntCounterVec,
     ingested_bytes: IntCounterVec,
     online_entities: IntGaugeVec,
@@ -101,6 +104,16 @@ impl Metrics {
                 "Requests being handled (until their response starts streaming), by API",
             ),
             &["api"],
+        )
+        .expect("valid metric");
+        let rejected = IntCounterVec::new(
+            Opts::new(
+                "featherstore_rejected_requests_total",
+                "Requests refused or ended early by a limit, by API and reason (too_large, \
+                 timeout, stream_idle, concurrency, client_streams, ingest_backpressure, \
+                 storage_busy)",
+            ),
+            &["api", "reason"],
         )
         .expect("valid metric");
         let ingested_rows = IntCounterVec::new(
@@ -172,6 +185,7 @@ impl Metrics {
             Box::new(auth_failures.clone()),
             Box::new(duration.clone()),
             Box::new(in_flight.clone()),
+            Box::new(rejected.clone()),
             Box::new(ingested_rows.clone()),
             Box::new(ingested_bytes.clone()),
             Box::new(online_entities.clone()),
@@ -192,6 +206,7 @@ impl Metrics {
             duration,
             in_flight_flight: in_flight.with_label_values(&[Api::Flight.as_str()]),
             in_flight_http: in_flight.with_label_values(&[Api::Http.as_str()]),
+            rejected,
             ingested_rows,
             ingested_bytes,
             online_entities,
@@ -226,6 +241,13 @@ impl Metrics {
         self.duration
             .with_label_values(&[api, method])
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a request refused, or a stream ended, by a limit.
+    pub fn rejected(&self, api: Api, reason: Rejection) {
+        self.rejected
+            .with_label_values(&[api.as_str(), reason.as_str()])
+            .inc();
     }
 
     /// Records a stored batch: its rows, and its Arrow bytes as received.

@@ -71,6 +71,18 @@ impl TestServer {
             self.server.as_ref().unwrap().metrics_addr
         )
     }
+
+    /// The Prometheus text of the metrics port.
+    pub async fn metrics_text(&self) -> String {
+        http()
+            .get(self.metrics_url())
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
 }
 
 pub const USER_SPEC: &str = r#"{

@@ -9,7 +9,7 @@ use featherstore_core::FeatureSetSpec;
 
 use crate::offline::{OfflineStore, RelationWork, StorageStats};
 use crate::query::sql::{self, ident, SEQ_COLUMN};
-use crate::query::{ConnectionPool, EngineSettings, PooledConnection};
+use crate::query::{ConnectionPool, EngineSettings, PooledConnection, Purpose};
 use crate::{Error, Result};
 
 const SPECS_TABLE: &str = "featherstore_specs";
@@ -33,7 +33,7 @@ impl DuckDbStore {
                 .map_err(Error::io(format!("creating {}", parent.display())))?;
         }
         let pool = ConnectionPool::open(Some(path), settings)?;
-        pool.get().execute_batch(&format!(
+        pool.get(Purpose::Write)?.execute_batch(&format!(
             "CREATE TABLE IF NOT EXISTS {SPECS_TABLE} (name VARCHAR PRIMARY KEY, spec VARCHAR NOT NULL)"
         ))?;
         Ok(DuckDbStore {
@@ -46,7 +46,7 @@ impl DuckDbStore {
     /// Runs `work` in one transaction: committed (and so durable) if it succeeds, rolled
     /// back whole otherwise.
     fn transaction<T>(&self, work: impl FnOnce(&PooledConnection) -> Result<T>) -> Result<T> {
-        let conn = self.pool.get();
+        let conn = self.pool.get(Purpose::Write)?;
         conn.execute_batch("BEGIN TRANSACTION")?;
         match work(&conn) {
             Ok(value) => {
@@ -83,7 +83,7 @@ impl DuckDbStore {
 
 impl OfflineStore for DuckDbStore {
     fn load_specs(&self) -> Result<Vec<FeatureSetSpec>> {
-        let conn = self.pool.get();
+        let conn = self.pool.get(Purpose::Read)?;
         let mut statement = conn.prepare(&format!(
             "SELECT name, spec FROM {SPECS_TABLE} ORDER BY name"
         ))?;
@@ -170,9 +170,14 @@ impl OfflineStore for DuckDbStore {
         Ok(Some(total))
     }
 
+    fn pool(&self) -> &ConnectionPool {
+        &self.pool
+    }
+
     fn query_relations(&self, specs: &[&FeatureSetSpec], work: RelationWork) -> Result<()> {
         // Each statement reads a consistent snapshot (DuckDB is MVCC); sets are tables.
         let relations: Vec<String> = specs.iter().map(|s| ident(&table(&s.name))).collect();
-        work(&self.pool.get(), &relations)
+        let conn = self.pool.get(Purpose::Read)?;
+        work(&conn, &relations)
     }
 }

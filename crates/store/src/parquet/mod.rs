@@ -44,7 +44,7 @@ use self::memtable::{Graveyard, MemTable};
 use self::set::{lock, read, read_spec, write, SetState, Snapshot};
 use crate::offline::{OfflineStore, RelationWork};
 use crate::query::sql;
-use crate::query::{ConnectionPool, EngineSettings};
+use crate::query::{ConnectionPool, EngineSettings, Purpose};
 use crate::{Error, Result};
 
 /// A deleted set's directory is renamed to this prefix + its name (the durable step), then
@@ -188,11 +188,16 @@ impl Inner {
     fn new_memtable(&self, spec: &FeatureSetSpec) -> Result<MemTable> {
         let number = self.next_table.fetch_add(1, Ordering::Relaxed);
         let name = format!("mem_{}_{number}", spec.name);
-        MemTable::create(&self.pool.get(), spec, name, &self.graveyard)
+        let conn = self.pool.get(Purpose::Write)?;
+        MemTable::create(&conn, spec, name, &self.graveyard)
     }
 
     fn drop_dead_tables(&self) {
-        memtable::drop_dead_tables(&self.pool.get(), &self.graveyard);
+        // Without a connection now, the tables wait in the graveyard for the next call.
+        match self.pool.get(Purpose::Write) {
+            Ok(conn) => memtable::drop_dead_tables(&conn, &self.graveyard),
+            Err(e) => tracing::debug!(error = %e, "dead memtable tables not dropped yet"),
+        }
     }
 
     fn set(&self, name: &str) -> Result<Arc<SetState>> {
@@ -267,7 +272,7 @@ impl Inner {
         // indices are leaf indices.
         let ts_index = set.spec.features.len() + 1;
         let properties = self.options.writer_properties(&[0, ts_index, ts_index + 1]);
-        let conn = self.pool.get();
+        let conn = self.pool.get(Purpose::Write)?;
         let mut statement = conn.prepare(sql)?;
         drop(statement.stream_arrow([])?);
         writer::write_by_date(
@@ -349,6 +354,8 @@ impl Inner {
                     spec.name
                 ))));
             }
+            // Taken before the log append: a batch in the log must reach the memtable.
+            let conn = self.pool.get(Purpose::Write)?;
             let first = ingest.next_seq;
             let rows = batch.num_rows() as i64;
             let stored = sql::to_storage_batch(spec, batch, first)?;
@@ -356,7 +363,7 @@ impl Inner {
             // must not share numbers with a later batch.
             ingest.next_seq = first + rows;
             let mark = ingest.log.append(&stored)?;
-            let inserted = memtable::insert(&self.pool.get(), &ingest.table.name, stored);
+            let inserted = memtable::insert(&conn, &ingest.table.name, stored);
             if let Err(e) = inserted {
                 ingest.log.undo(mark);
                 return Err(e);
@@ -409,12 +416,21 @@ impl OfflineStore for ParquetStore {
         self.inner.append(spec, batch)
     }
 
+    fn pool(&self) -> &ConnectionPool {
+        &self.inner.pool
+    }
+
+    /// Writes the logs into Parquet: after a planned shutdown the logs are empty.
+    fn flush(&self) -> Result<()> {
+        ParquetStore::flush(self)
+    }
+
     fn query_relations(&self, specs: &[&FeatureSetSpec], work: RelationWork) -> Result<()> {
         let sets = specs
             .iter()
             .map(|spec| self.inner.set(&spec.name))
             .collect::<Result<Vec<_>>>()?;
-        let conn = self.inner.pool.get();
+        let conn = self.inner.pool.get(Purpose::Read)?;
         // Held until `work` returns: they keep every file and memtable table they list.
         let snapshots: Vec<Arc<Snapshot>> = sets
             .iter()

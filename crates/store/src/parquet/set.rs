@@ -16,7 +16,7 @@ use super::log::{self, LogWriter, LOG_DIR};
 use super::manifest::{FileEntry, Manifest, DATE_DIR_PREFIX, PART_PREFIX};
 use super::memtable::{self, MemTable};
 use crate::query::sql;
-use crate::query::ConnectionPool;
+use crate::query::{ConnectionPool, Purpose};
 use crate::{Error, Result};
 
 pub(super) const SPEC_FILE: &str = "_spec.json";
@@ -213,7 +213,7 @@ impl SetState {
         collect_garbage(&dir, &manifest)?;
         create_dir_durably(&dir.join(LOG_DIR))?;
         let replayed = {
-            let conn = pool.get();
+            let conn = pool.get(Purpose::Write)?;
             // One appender for the whole replay: the open fails whole anyway if any of it does.
             let mut appender = conn.appender(&table.name)?;
             let replayed = log::replay(

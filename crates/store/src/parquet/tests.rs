@@ -67,7 +67,8 @@ fn a_batch_the_memtable_refuses_is_taken_back_out_of_the_log() {
         store
             .inner
             .pool
-            .get()
+            .get(Purpose::Write)
+            .unwrap()
             .execute_batch(&format!(
                 "ALTER TABLE {} ADD COLUMN extra INTEGER",
                 sql::ident(&table)
@@ -77,7 +78,8 @@ fn a_batch_the_memtable_refuses_is_taken_back_out_of_the_log() {
         store
             .inner
             .pool
-            .get()
+            .get(Purpose::Write)
+            .unwrap()
             .execute_batch(&format!(
                 "ALTER TABLE {} DROP COLUMN extra",
                 sql::ident(&table)
@@ -100,7 +102,7 @@ fn duckdb_reads_the_files_with_the_memtable_column_types() {
     store.append(&spec(), &batch(&["c"])).unwrap();
     let set = store.inner.set("s").unwrap();
     let snapshot = Arc::clone(&read(&set.snapshot));
-    let conn = store.inner.pool.get();
+    let conn = store.inner.pool.get(Purpose::Write).unwrap();
     let types = |sql: &str| -> Vec<(String, String)> {
         let mut statement = conn.prepare(&format!("DESCRIBE {sql}")).unwrap();
         statement

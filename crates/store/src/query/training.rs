@@ -183,6 +183,29 @@ impl TrainingPlan {
         )
     }
 
+    /// Checks that the key and timestamp columns of an entity-row batch convert; its rows
+    /// count from `first_row` in messages, as the client counts them.
+    fn check_keys(&self, batch: &RecordBatch, first_row: usize) -> Result<()> {
+        for (name, entity_type) in &self.keys {
+            coerce_key(name, *entity_type, self.column(batch, name)?)?;
+        }
+        coerce_timestamp_rows(
+            &self.timestamp,
+            self.column(batch, &self.timestamp)?,
+            first_row,
+        )?;
+        Ok(())
+    }
+
+    fn column<'b>(&self, batch: &'b RecordBatch, name: &str) -> Result<&'b ArrayRef> {
+        batch.column_by_name(name).ok_or_else(|| {
+            missing_column(
+                name,
+                "every entity rows batch must have the first batch's columns",
+            )
+        })
+    }
+
     /// The key columns of an entity-row batch as stored in the keys table.
     fn key_batch(
         &self,
@@ -196,17 +219,15 @@ impl TrainingPlan {
             first_row..first_row + rows,
         )));
         for (name, entity_type) in &self.keys {
-            let column = batch
-                .column_by_name(name)
-                .expect("schema checked by the plan");
-            columns.push(coerce_key(name, *entity_type, column)?);
+            columns.push(coerce_key(name, *entity_type, self.column(batch, name)?)?);
         }
-        let ts = batch
-            .column_by_name(&self.timestamp)
-            .expect("schema checked by the plan");
         // A time outside the accepted range is refused (it could not be joined), naming its
         // row as the client counts rows.
-        let ts = coerce_timestamp_rows(&self.timestamp, ts, first_row as usize)?;
+        let ts = coerce_timestamp_rows(
+            &self.timestamp,
+            self.column(batch, &self.timestamp)?,
+            first_row as usize,
+        )?;
         columns.push(arrow::compute::cast(
             &ts,
             &DataType::Timestamp(TimeUnit::Microsecond, None),
@@ -234,14 +255,76 @@ impl Drop for TempTable<'_> {
     }
 }
 
-/// Runs `plan` over `entity_rows` on `conn`, where set `i` is readable as `relations[i]`,
-/// handing result batches (input columns then features) to `sink` in input order.
+/// The entity rows of a request, received whole and spooled to a temporary file (Arrow IPC)
+/// before the join takes a connection: a client that sends its rows slowly, or stops, holds
+/// no connection while it does.
+pub struct SpooledRows {
+    file: File,
+    rows: i64,
+}
+
+impl SpooledRows {
+    pub fn rows(&self) -> i64 {
+        self.rows
+    }
+
+    fn reader(&self) -> Result<StreamReader<BufReader<File>>> {
+        let mut file = self
+            .file
+            .try_clone()
+            .map_err(Error::io("reopening the training spool file"))?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(Error::io("rewinding the training spool file"))?;
+        Ok(StreamReader::try_new(BufReader::new(file), None)?)
+    }
+}
+
+/// Receives every entity row of a request into a spool file in `spool_dir`, checking each
+/// batch against the plan. Memory stays bounded by one batch.
+pub fn spool(
+    plan: &TrainingPlan,
+    entity_rows: EntityRows,
+    spool_dir: &Path,
+) -> Result<SpooledRows> {
+    std::fs::create_dir_all(spool_dir)
+        .map_err(Error::io(format!("creating {}", spool_dir.display())))?;
+    let spool =
+        tempfile::tempfile_in(spool_dir).map_err(Error::io("creating the training spool file"))?;
+    let mut spool = StreamWriter::try_new(BufWriter::new(spool), &plan.input_schema)?;
+    let mut rows = 0i64;
+    for (index, batch) in entity_rows.enumerate() {
+        let batch = batch?;
+        if batch.schema().fields() != plan.input_schema.fields() {
+            return Err(featherstore_core::Error::invalid(format!(
+                "entity rows batch {index} has schema {:?}; every batch must have the first batch's schema",
+                batch.schema()
+            ))
+            .into());
+        }
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        // Key conversion errors are the client's: found now, before a connection is taken.
+        plan.check_keys(&batch, rows as usize)?;
+        spool.write(&batch)?;
+        rows += batch.num_rows() as i64;
+    }
+    spool.finish()?;
+    let file: File = spool
+        .into_inner()?
+        .into_inner()
+        .map_err(|e| Error::io("flushing the training spool file")(e.into_error()))?;
+    Ok(SpooledRows { file, rows })
+}
+
+/// Runs `plan` over the spooled entity rows on `conn`, where set `i` is readable as
+/// `relations[i]`, handing result batches (input columns then features) to `sink` in input
+/// order.
 pub fn run(
     conn: &Connection,
     relations: &[String],
     plan: &TrainingPlan,
-    entity_rows: EntityRows,
-    spool_dir: &Path,
+    entity_rows: &SpooledRows,
     sink: BatchSink,
 ) -> Result<()> {
     let table = TempTable {
@@ -275,42 +358,18 @@ pub fn run(
         table.name,
         ddl.join(", ")
     ))?;
-
-    std::fs::create_dir_all(spool_dir)
-        .map_err(Error::io(format!("creating {}", spool_dir.display())))?;
-    let spool =
-        tempfile::tempfile_in(spool_dir).map_err(Error::io("creating the training spool file"))?;
-    let mut spool = StreamWriter::try_new(BufWriter::new(spool), &plan.input_schema)?;
-    let mut rows = 0i64;
     {
         let mut appender = conn.appender_to_catalog_and_db(&table.name, "temp", "main")?;
-        for (index, batch) in entity_rows.enumerate() {
+        let mut rows = 0i64;
+        for batch in entity_rows.reader()? {
             let batch = batch?;
-            if batch.schema().fields() != plan.input_schema.fields() {
-                return Err(featherstore_core::Error::invalid(format!(
-                    "entity rows batch {index} has schema {:?}; every batch must have the first batch's schema",
-                    batch.schema()
-                ))
-                .into());
-            }
-            if batch.num_rows() == 0 {
-                continue;
-            }
             appender.append_record_batch(plan.key_batch(&batch, rows, &key_schema)?)?;
-            spool.write(&batch)?;
             rows += batch.num_rows() as i64;
         }
         appender.flush()?;
     }
-    spool.finish()?;
-    let mut file: File = spool
-        .into_inner()?
-        .into_inner()
-        .map_err(|e| Error::io("flushing the training spool file")(e.into_error()))?;
-    file.seek(SeekFrom::Start(0))
-        .map_err(Error::io("rewinding the training spool file"))?;
     let mut passthrough = Passthrough {
-        reader: StreamReader::try_new(BufReader::new(file), None)?,
+        reader: entity_rows.reader()?,
         current: None,
         offset: 0,
         schema: plan.input_schema.clone(),

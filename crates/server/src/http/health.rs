@@ -1,0 +1,78 @@
+//! `GET /health`: 200 `{"status": "ok"}` while the server can serve; 503
+//! `{"status": "degraded", "stalled": [...]}` when its storage layer is stalled.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use featherstore_store::query::Purpose;
+use http::StatusCode;
+use serde_json::{json, Value};
+
+use crate::service::AppState;
+
+/// The longest the probe waits for a connection: a probe must answer fast.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Storage is stalled when a storage call has waited for a connection longer than
+/// `limits.storage_stall_seconds`, or when the probe gets no connection (for reads, or for
+/// writes) within a second.
+pub async fn health(State(state): State<AppState>) -> Response {
+    let threshold = state.guards.storage_stall;
+    let mut stalled: Vec<Value> = Vec::new();
+    if let Some(waiting) = state.store.storage_waiting() {
+        if waiting.waited >= threshold {
+            stalled.push(json!({
+                "component": "storage",
+                "purpose": waiting.purpose.as_str(),
+                "reason": format!(
+                    "{} storage calls wait for a connection, the longest for {:.1} s",
+                    waiting.waiters,
+                    waiting.waited.as_secs_f64()
+                ),
+            }));
+        }
+    }
+    if stalled.is_empty() {
+        let probe = PROBE_TIMEOUT.min(threshold);
+        let store = state.store.clone();
+        let probed = tokio::task::spawn_blocking(move || {
+            [Purpose::Read, Purpose::Write]
+                .into_iter()
+                .filter(|&purpose| !store.probe_storage(purpose, probe))
+                .collect::<Vec<_>>()
+        });
+        // The blocking pool itself may be saturated: that is a stall as well.
+        match tokio::time::timeout(probe * 3, probed).await {
+            Ok(Ok(failed)) => stalled.extend(failed.into_iter().map(|purpose| {
+                json!({
+                    "component": "storage",
+                    "purpose": purpose.as_str(),
+                    "reason": format!(
+                        "no connection for {} became free within {:.1} s",
+                        purpose.as_str(),
+                        probe.as_secs_f64()
+                    ),
+                })
+            })),
+            Ok(Err(e)) => stalled.push(json!({
+                "component": "storage",
+                "reason": format!("the storage probe failed: {e}"),
+            })),
+            Err(_elapsed) => stalled.push(json!({
+                "component": "blocking_pool",
+                "reason": "no thread for storage work became free",
+            })),
+        }
+    }
+    if stalled.is_empty() {
+        Json(json!({"status": "ok"})).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "degraded", "stalled": stalled})),
+        )
+            .into_response()
+    }
+}
