@@ -7,7 +7,6 @@ use arrow::array::RecordBatch;
 use featherstore_core::time::format_timestamp;
 use featherstore_core::{Error as DomainError, FeatureSetSpec};
 use featherstore_store::{BatchSink, Error as StoreError, FeatureStore};
-use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -33,9 +32,10 @@ where
     F: FnOnce(BatchSink) -> featherstore_store::Result<()> + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+    let failure_tx = tx.clone();
     // The storage work runs in the request's span: its spans are children of it.
     let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || {
+    let work = tokio::task::spawn_blocking(move || {
         let _entered = span.enter();
         let result = work(&mut |batch| {
             tx.blocking_send(Ok(batch))
@@ -48,7 +48,26 @@ where
             }
         }
     });
+    report_failure(work, failure_tx, |message| Err(ApiError::Internal(message)));
     ReceiverStream::new(rx)
+}
+
+/// Watches a task that streams its answers into the channel of `tx`: should it panic,
+/// `failure` is sent as the stream's last item. Without it the task's sender would just be
+/// dropped and the stream end as if complete: a client would take a truncated answer (or
+/// a DoPut that stored nothing) for a successful one.
+pub fn report_failure<T: Send + 'static>(
+    task: tokio::task::JoinHandle<()>,
+    tx: mpsc::Sender<T>,
+    failure: impl FnOnce(String) -> T + Send + 'static,
+) {
+    tokio::spawn(async move {
+        if let Err(e) = task.await {
+            let _ = tx
+                .send(failure(format!("the task answering the call failed: {e}")))
+                .await;
+        }
+    });
 }
 
 /// Runs blocking storage work off the async runtime.
@@ -61,19 +80,9 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::Internal(format!("storage task failed: {e}")))?
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NameBody {
-    name: String,
-}
-
 /// Parses `{"name": ...}`, the body of the get and delete actions.
 pub fn parse_name(body: &[u8]) -> ApiResult<String> {
-    serde_json::from_slice::<NameBody>(body)
-        .map(|b| b.name)
-        .map_err(|e| {
-            ApiError::invalid(format!("invalid body: {e}; expected {{\"name\": \"...\"}}"))
-        })
+    Ok(featherstore_core::action::parse_name(body)?)
 }
 
 fn spec_json(spec: &FeatureSetSpec) -> Value {

@@ -1,17 +1,17 @@
 //! DoExchange `training_data`: the client streams entity rows, the server streams them back
 //! with the point-in-time value of each requested feature appended.
 
-use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
 use arrow_flight::FlightData;
+use featherstore_core::ipc::Decoded;
 use featherstore_core::TrainingDataCommand;
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 use tonic::Streaming;
 
 use super::get::encode;
-use super::{decode_error, flight_error, stream_error, with_first, FlightStream};
+use super::{decoded_messages, flight_error, stream_error, FlightStream};
 use crate::error::{ApiError, ApiResult};
-use crate::service::{stream_blocking, AppState};
+use crate::service::{report_failure, stream_blocking, AppState};
 use crate::telemetry::traces;
 
 /// Entity-row batches buffered between the network and the storage thread.
@@ -35,23 +35,20 @@ pub async fn do_exchange(
         })
         .and_then(|d| Ok(TrainingDataCommand::from_json(&d.cmd)?))?;
 
-    let messages = with_first(first, input);
-    let mut decoder = FlightDataDecoder::new(messages);
-    let schema = loop {
-        match decoder.next().await {
-            Some(Ok(payload)) => match payload.payload {
-                DecodedPayload::Schema(schema) => break schema,
-                DecodedPayload::None => continue,
-                DecodedPayload::RecordBatch(_) => {
-                    unreachable!("the decoder yields the schema first")
-                }
-            },
-            Some(Err(e)) => return Err(decode_error(e)),
-            None => {
-                return Err(ApiError::invalid(
-                    "DoExchange ended before sending the entity rows' schema",
-                ))
-            }
+    let mut messages = decoded_messages(first, input);
+    // The decoder refuses a record batch before the schema: the first message is the schema.
+    let schema = match messages.next().await {
+        Some(Ok(Decoded::Schema(schema))) => schema,
+        Some(Ok(Decoded::Batch(_))) => {
+            return Err(ApiError::Internal(
+                "the IPC decoder yielded a record batch before the schema".into(),
+            ))
+        }
+        Some(Err(e)) => return Err(e),
+        None => {
+            return Err(ApiError::invalid(
+                "DoExchange ended before sending the entity rows' schema",
+            ))
         }
     };
     let plan = state.store.plan_training(&command, schema)?;
@@ -59,13 +56,16 @@ pub async fn do_exchange(
 
     // Entity rows flow from the network to the storage thread through a bounded channel.
     let (rows_tx, mut rows_rx) = mpsc::channel(INPUT_BUFFER);
-    tokio::spawn(async move {
-        while let Some(payload) = decoder.next().await {
-            let batch = match payload.map(|p| p.payload) {
-                Ok(DecodedPayload::RecordBatch(batch)) => Ok(batch),
-                Ok(_) => continue,
-                Err(e) => Err(featherstore_store::Error::Domain(
-                    featherstore_core::Error::invalid(decode_error(e).to_string()),
+    let failure_tx = rows_tx.clone();
+    let receive = tokio::spawn(async move {
+        while let Some(message) = messages.next().await {
+            let batch = match message {
+                Ok(Decoded::Batch(batch)) => Ok(batch),
+                Ok(Decoded::Schema(_)) => continue,
+                Err(ApiError::Domain(e)) => Err(featherstore_store::Error::Domain(e)),
+                Err(ApiError::Store(e)) => Err(e),
+                Err(ApiError::Internal(message)) => Err(featherstore_store::Error::Domain(
+                    featherstore_core::Error::Internal(message),
                 )),
             };
             let failed = batch.is_err();
@@ -73,6 +73,11 @@ pub async fn do_exchange(
                 break;
             }
         }
+    });
+    report_failure(receive, failure_tx, |message| {
+        Err(featherstore_store::Error::Domain(
+            featherstore_core::Error::Internal(message),
+        ))
     });
     let store = state.store.clone();
     let batches = stream_blocking(move |sink| {

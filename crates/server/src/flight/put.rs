@@ -3,8 +3,8 @@
 
 use std::time::Instant;
 
-use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::{FlightData, PutResult};
+use featherstore_core::ipc::Decoded;
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -12,9 +12,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 use tracing::Instrument;
 
-use super::{decode_error, stream_error, with_first, FlightStream};
+use super::{decoded_messages, stream_error, FlightStream};
 use crate::error::{ApiError, ApiResult};
-use crate::service::{set_from_path, AppState};
+use crate::service::{report_failure, set_from_path, AppState};
 
 /// Acknowledgements buffered for a slow client before ingest pauses.
 const ACK_BUFFER: usize = 2;
@@ -36,22 +36,24 @@ pub async fn do_put(
     let name = set_from_path(&descriptor.path)?;
     state.require_set(&name)?;
 
-    let messages = with_first(first, input);
-    let mut batches = FlightRecordBatchStream::new_from_flight_data(messages);
+    let mut messages = decoded_messages(first, input);
     let (tx, rx) = mpsc::channel(ACK_BUFFER);
+    let failure_tx = tx.clone();
     // The batches are stored after the handler returns, in the call's span: it lasts until
     // the last one, and its `rows` is the total stored.
     let span = tracing::Span::current();
     span.record("feature_set", name.as_str());
     let task_span = span.clone();
-    tokio::spawn(
+    let ingest = tokio::spawn(
         async move {
             let started = Instant::now();
             let mut index = 0usize;
             let mut total = 0usize;
             let outcome: ApiResult<()> = async {
-                while let Some(batch) = batches.next().await {
-                    let batch = batch.map_err(decode_error)?;
+                while let Some(message) = messages.next().await {
+                    let Decoded::Batch(batch) = message? else {
+                        continue; // the schema
+                    };
                     let rows = state.store_batch(name.clone(), batch).await?;
                     total += rows;
                     let ack = serde_json::json!({"batch": index, "rows": rows});
@@ -77,5 +79,8 @@ pub async fn do_put(
         }
         .instrument(task_span),
     );
+    report_failure(ingest, failure_tx, |message| {
+        Err(Status::from(ApiError::Internal(message)))
+    });
     Ok(ReceiverStream::new(rx).boxed())
 }
