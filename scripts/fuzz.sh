@@ -6,7 +6,8 @@
 #                            (FUZZ_SMOKE_SECONDS, default 12); fails on any crash
 #   scripts/fuzz.sh long     fuzz each target FUZZ_LONG_SECONDS (default 300) and print
 #                            executions, exec/s and coverage (cov, ft) per target
-#   scripts/fuzz.sh seeds    rewrite the seed files of fuzz/corpus/ from fuzz/src/gen_corpus.rs
+#   scripts/fuzz.sh seeds    rewrite the generated seed files of fuzz/corpus/
+#                            (crates/core/examples/fuzz_seeds.rs)
 #
 # FUZZ_TARGETS narrows the targets (space-separated). The instrumented build lives outside the
 # clone, in ~/.cache/featherstore/fuzz-target, so later runs rebuild only what changed.
@@ -16,6 +17,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 
 mode="${1:-smoke}"
+if [ "$mode" = seeds ]; then
+  cd .. && exec cargo run -p featherstore-core --features test-support --example fuzz_seeds -- fuzz/corpus
+fi
 export RUSTC_BOOTSTRAP=1
 target_dir="${HOME}/.cache/featherstore/fuzz-target"
 artifacts="${FUZZ_ARTIFACTS:-${HOME}/.cache/featherstore/fuzz-artifacts}"
@@ -41,7 +45,7 @@ cargo fuzz build "${flags[@]}"
 run() {
   local target="$1"
   shift
-  mkdir -p "$artifacts/$target" "$scratch/$target"
+  mkdir -p "$artifacts/$target" "$scratch/$target" "corpus/$target"
   cargo fuzz run "${flags[@]}" "$target" "$scratch/$target" "corpus/$target" -- \
     -artifact_prefix="$artifacts/$target/" -max_len=16384 -timeout=10 -rss_limit_mb=2048 "$@"
 }
@@ -50,8 +54,15 @@ case "$mode" in
   smoke)
     for target in "${targets[@]}"; do
       echo "== $target: corpus replay, then ${FUZZ_SMOKE_SECONDS:-12} s"
-      run "$target" -runs=0 2>&1 | tail -n 2
-      run "$target" -max_total_time="${FUZZ_SMOKE_SECONDS:-12}" 2>&1 | tail -n 1
+      for options in -runs=0 -max_total_time="${FUZZ_SMOKE_SECONDS:-12}"; do
+        log="$scratch/$target.log"
+        if ! run "$target" "$options" >"$log" 2>&1; then
+          tail -n 60 "$log"
+          echo "FAILED: $target ($options); crash input in $artifacts/$target/" >&2
+          exit 1
+        fi
+        grep -E '^#[0-9]+.*(DONE|cov:)' "$log" | tail -n 1
+      done
     done
     ;;
   long)
@@ -76,9 +87,6 @@ case "$mode" in
     printf '%-12s %12s %9s %7s %7s %12s\n' target execs exec/s cov ft corpus
     printf '%s\n' "${summary[@]}"
     uptime
-    ;;
-  seeds)
-    "$target_dir/x86_64-unknown-linux-gnu/release/gen_corpus"
     ;;
   *)
     echo "usage: $0 smoke|long|seeds" >&2

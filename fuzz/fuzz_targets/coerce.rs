@@ -136,7 +136,14 @@ fn array(u: &mut Unstructured, data_type: &DataType, rows: usize) -> Result<Arra
         }
         DataType::FixedSizeList(item, size) => {
             let values = array(u, item.data_type(), rows * *size as usize)?;
-            Arc::new(FixedSizeListArray::new(item.clone(), *size, values, nulls))
+            let list = FixedSizeListArray::try_new_with_length(
+                item.clone(),
+                *size,
+                values,
+                nulls,
+                rows,
+            );
+            Arc::new(list.expect("fixed-size list array"))
         }
         DataType::Boolean => {
             let values = Buffer::from(bytes(u, rows.div_ceil(8)));
@@ -144,6 +151,7 @@ fn array(u: &mut Unstructured, data_type: &DataType, rows: usize) -> Result<Arra
                 .len(rows)
                 .add_buffer(values)
                 .nulls(nulls)
+                .align_buffers(true)
                 .build()
                 .expect("boolean array");
             make_array(data)
@@ -155,6 +163,7 @@ fn array(u: &mut Unstructured, data_type: &DataType, rows: usize) -> Result<Arra
                 .len(rows)
                 .add_buffer(values)
                 .nulls(nulls)
+                .align_buffers(true)
                 .build()
                 .expect("primitive array");
             make_array(data)

@@ -5,35 +5,11 @@ use arrow::array::RecordBatch;
 use featherstore_core::{FeatureSetSpec, Result};
 use serde_json::{Map, Value};
 
-/// A set with every feature type of PROTOCOL.md, string entity.
-pub const ALL_TYPES_SPEC: &str = r#"{
-    "name": "all_types",
-    "entity": {"name": "user_id", "type": "string"},
-    "features": [
-        {"name": "b", "type": "bool"},
-        {"name": "i32", "type": "int32"},
-        {"name": "i64", "type": "int64"},
-        {"name": "f32", "type": "float32"},
-        {"name": "f64", "type": "float64"},
-        {"name": "s", "type": "string"},
-        {"name": "bin", "type": "binary"},
-        {"name": "d", "type": "date"},
-        {"name": "ts", "type": "timestamp"},
-        {"name": "v32", "type": "float32[3]"},
-        {"name": "v64", "type": "float64[2]"}
-    ]
-}"#;
+/// A set with every feature type of PROTOCOL.md, string entity (also a seed of `spec`).
+pub const ALL_TYPES_SPEC: &str = include_str!("../corpus/spec/all_types.json");
 
-/// A set keyed by int64, with a custom timestamp column.
-pub const INT_KEY_SPEC: &str = r#"{
-    "name": "by_id",
-    "entity": {"name": "id", "type": "int64"},
-    "timestamp": "at",
-    "features": [
-        {"name": "score", "type": "float64"},
-        {"name": "label", "type": "string"}
-    ]
-}"#;
+/// A set keyed by int64, with a custom timestamp column (also a seed of `spec`).
+pub const INT_KEY_SPEC: &str = include_str!("../corpus/spec/int_key.json");
 
 /// The specs the ingest targets use; `pick` (a fuzz byte) chooses one.
 pub fn spec(pick: u8) -> FeatureSetSpec {

@@ -25,8 +25,12 @@ use arrow::ipc::convert::fb_to_schema;
 use arrow::ipc::reader::read_record_batch;
 use arrow::ipc::{
     root_as_message, DateUnit, Endianness, Message, MessageHeader, MetadataVersion, Precision,
-    TimeUnit, Type, CONTINUATION_MARKER,
+    TimeUnit, Type,
 };
+
+/// The marker before each message's length in an encapsulated stream (arrow keeps its own
+/// private).
+pub const CONTINUATION_MARKER: [u8; 4] = [0xff; 4];
 
 /// A body that reached arrow's decoder after the checks and was still refused by it, or one
 /// the checks refused.
@@ -71,11 +75,6 @@ pub struct MessageDecoder {
 impl MessageDecoder {
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// The stream's schema, once its schema message was decoded.
-    pub fn schema(&self) -> Option<&SchemaRef> {
-        self.schema.as_ref()
     }
 
     /// Checks and decodes one message: `header` is the flatbuffer `Message` (Flight's
@@ -134,8 +133,11 @@ impl MessageDecoder {
 pub fn decode_stream(body: &Buffer) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let mut decoder = MessageDecoder::new();
     let mut batches = Vec::new();
-    let mut position = 0usize;
-    while let Some((header, message_body)) = next_frame(body, &mut position)? {
+    let mut frames = Frames {
+        data: body,
+        position: 0,
+    };
+    while let Some((header, message_body)) = frames.next_frame()? {
         match decoder.decode(header, &message_body)? {
             Some(Decoded::Batch(batch)) => batches.push(batch),
             Some(Decoded::Schema(_)) | None => {}
@@ -147,12 +149,17 @@ pub fn decode_stream(body: &Buffer) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     Ok((schema, batches))
 }
 
-/// The next message of an encapsulated stream at `position`: its flatbuffer header and its
-/// body. `None` at the end-of-stream marker or at the end of the data.
-fn next_frame<'a>(data: &'a Buffer, position: &mut usize) -> Result<Option<(&'a [u8], Buffer)>> {
-    let bytes = data.as_slice();
-    let mut take = |count: usize, what: &str| -> Result<&'a [u8]> {
-        let start = *position;
+/// The messages of an encapsulated stream, read from `position` on.
+struct Frames<'a> {
+    data: &'a Buffer,
+    position: usize,
+}
+
+impl<'a> Frames<'a> {
+    /// The next `count` bytes, or an error if the stream ends before.
+    fn take(&mut self, count: usize, what: &str) -> Result<&'a [u8]> {
+        let bytes: &'a [u8] = self.data.as_slice();
+        let start = self.position;
         let end = start
             .checked_add(count)
             .filter(|end| *end <= bytes.len())
@@ -163,40 +170,47 @@ fn next_frame<'a>(data: &'a Buffer, position: &mut usize) -> Result<Option<(&'a 
                     bytes.len()
                 ))
             })?;
-        *position = end;
+        self.position = end;
         Ok(&bytes[start..end])
-    };
-    if *position == bytes.len() {
-        return Ok(None); // a stream may end without the end-of-stream marker
     }
-    let mut prefix = take(4, "message length")?;
-    if prefix == CONTINUATION_MARKER {
-        prefix = take(4, "message length")?;
-    }
-    let length = i32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
-    if length == 0 {
-        if *position != bytes.len() {
-            return invalid(format!(
-                "{} bytes after the end-of-stream marker",
-                bytes.len() - *position
-            ));
+
+    /// The next message: its flatbuffer header and its body. `None` at the end-of-stream
+    /// marker or at the end of the data.
+    fn next_frame(&mut self) -> Result<Option<(&'a [u8], Buffer)>> {
+        let length = self.data.len();
+        if self.position == length {
+            return Ok(None); // a stream may end without the end-of-stream marker
         }
-        return Ok(None);
+        let mut prefix = self.take(4, "message length")?;
+        if prefix == CONTINUATION_MARKER {
+            prefix = self.take(4, "message length")?;
+        }
+        let metadata_length = i32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
+        if metadata_length == 0 {
+            if self.position != length {
+                return invalid(format!(
+                    "{} bytes after the end-of-stream marker",
+                    length - self.position
+                ));
+            }
+            return Ok(None);
+        }
+        let metadata_length = usize::try_from(metadata_length).map_err(|_| {
+            IpcError::Invalid(format!("negative message length {metadata_length}"))
+        })?;
+        let header = self.take(metadata_length, "message metadata")?;
+        let message = root_as_message(header)
+            .map_err(|e| IpcError::Invalid(format!("malformed message header: {e}")))?;
+        let body_length = usize::try_from(message.bodyLength()).map_err(|_| {
+            IpcError::Invalid(format!(
+                "negative message body length {}",
+                message.bodyLength()
+            ))
+        })?;
+        let start = self.position;
+        self.take(body_length, "message body")?;
+        Ok(Some((header, self.data.slice_with_length(start, body_length))))
     }
-    let length = usize::try_from(length)
-        .map_err(|_| IpcError::Invalid(format!("negative message length {length}")))?;
-    let header = take(length, "message metadata")?;
-    let message = root_as_message(header)
-        .map_err(|e| IpcError::Invalid(format!("malformed message header: {e}")))?;
-    let body_length = usize::try_from(message.bodyLength()).map_err(|_| {
-        IpcError::Invalid(format!(
-            "negative message body length {}",
-            message.bodyLength()
-        ))
-    })?;
-    let start = *position;
-    take(body_length, "message body")?;
-    Ok(Some((header, data.slice_with_length(start, body_length))))
 }
 
 fn check_body_length(message: &Message, actual: usize) -> Result<()> {

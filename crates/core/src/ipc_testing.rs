@@ -7,9 +7,11 @@ use arrow::array::RecordBatch;
 use arrow::ipc::writer::StreamWriter;
 use arrow::ipc::{
     root_as_message, BodyCompressionBuilder, CompressionType, DictionaryBatchBuilder, FieldNode,
-    MessageBuilder, MessageHeader, MetadataVersion, RecordBatchBuilder, CONTINUATION_MARKER,
+    MessageBuilder, MessageHeader, MetadataVersion, RecordBatchBuilder,
 };
 use flatbuffers::{FlatBufferBuilder, Table, VOffsetT};
+
+use crate::ipc::CONTINUATION_MARKER;
 
 /// One encapsulated message: its flatbuffer `Message` and its body (a Flight `FlightData`'s
 /// `data_header` and `data_body`).

@@ -163,3 +163,34 @@ pub fn set_from_path(path: &[String]) -> ApiResult<String> {
         .into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_streaming_task_ends_its_stream_with_an_error() {
+        let (tx, mut rx) = mpsc::channel::<Result<u32, String>>(1);
+        let failure_tx = tx.clone();
+        let task = tokio::spawn(async move {
+            tx.send(Ok(1)).await.unwrap();
+            panic!("a bug in the task");
+        });
+        report_failure(task, failure_tx, Err);
+        assert_eq!(rx.recv().await, Some(Ok(1)));
+        let failure = rx.recv().await.unwrap().unwrap_err();
+        assert!(failure.contains("a bug in the task"), "{failure}");
+        assert_eq!(rx.recv().await, None);
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_blocking_storage_work_is_an_internal_error_not_the_end() {
+        let mut batches = stream_blocking(|_| panic!("a storage bug"));
+        let error = batches.next().await.unwrap().unwrap_err();
+        assert_eq!(error.code(), featherstore_core::ErrorCode::Internal);
+        assert!(error.to_string().contains("a storage bug"), "{error}");
+        assert!(batches.next().await.is_none());
+    }
+}
