@@ -13,7 +13,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let json = serde_json::to_vec(&command).expect("a command serializes");
-    assert_eq!(TrainingDataCommand::from_json(&json).ok(), Some(command.clone()));
+    assert_eq!(
+        TrainingDataCommand::from_json(&json).ok(),
+        Some(command.clone())
+    );
     let Ok(names) = command.set_names() else {
         return;
     };

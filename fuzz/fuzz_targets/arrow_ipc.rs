@@ -38,16 +38,14 @@ fuzz_target!(|data: &[u8]| {
     let length = usize::from(u16::from_le_bytes(*length)).min(rest.len());
     let (header, body) = rest.split_at(length);
     // The canonical schema of the spec first, as a client would send it.
-    let schema_stream = featherstore_core::ipc_testing::stream(&[RecordBatch::new_empty(
-        spec.arrow_schema(),
-    )]);
+    let schema_stream =
+        featherstore_core::ipc_testing::stream(&[RecordBatch::new_empty(spec.arrow_schema())]);
     let schema = &split(&schema_stream)[0];
     let mut decoder = MessageDecoder::new();
     decoder
         .decode(&schema.header, &Buffer::from(schema.body.clone()))
         .expect("the canonical schema decodes");
-    if let Ok(Some(Decoded::Batch(batch))) = decoder.decode(header, &Buffer::from(body.to_vec()))
-    {
+    if let Ok(Some(Decoded::Batch(batch))) = decoder.decode(header, &Buffer::from(body.to_vec())) {
         coerce(&spec, &batch);
     }
 });

@@ -42,7 +42,13 @@ fn float_item(u: &mut Unstructured) -> Result<Arc<Field>> {
 
 /// Any Arrow type a client might send for a column.
 fn input_type(u: &mut Unstructured) -> Result<DataType> {
-    let zones = [None, Some("UTC"), Some("+05:30"), Some("America/New_York"), Some("Mars/Base")];
+    let zones = [
+        None,
+        Some("UTC"),
+        Some("+05:30"),
+        Some("America/New_York"),
+        Some("Mars/Base"),
+    ];
     Ok(match u.int_in_range(0..=25)? {
         0 => DataType::Null,
         1 => DataType::Boolean,
@@ -101,7 +107,10 @@ fn array(u: &mut Unstructured, data_type: &DataType, rows: usize) -> Result<Arra
         (0..rows)
             .map(|row| {
                 let value: String = u.arbitrary()?;
-                Ok(nulls.as_ref().is_none_or(|n| n.is_valid(row)).then_some(value))
+                Ok(nulls
+                    .as_ref()
+                    .is_none_or(|n| n.is_valid(row))
+                    .then_some(value))
             })
             .collect()
     };
@@ -109,7 +118,10 @@ fn array(u: &mut Unstructured, data_type: &DataType, rows: usize) -> Result<Arra
         (0..rows)
             .map(|row| {
                 let value: Vec<u8> = u.arbitrary()?;
-                Ok(nulls.as_ref().is_none_or(|n| n.is_valid(row)).then_some(value))
+                Ok(nulls
+                    .as_ref()
+                    .is_none_or(|n| n.is_valid(row))
+                    .then_some(value))
             })
             .collect()
     };
@@ -136,13 +148,8 @@ fn array(u: &mut Unstructured, data_type: &DataType, rows: usize) -> Result<Arra
         }
         DataType::FixedSizeList(item, size) => {
             let values = array(u, item.data_type(), rows * *size as usize)?;
-            let list = FixedSizeListArray::try_new_with_length(
-                item.clone(),
-                *size,
-                values,
-                nulls,
-                rows,
-            );
+            let list =
+                FixedSizeListArray::try_new_with_length(item.clone(), *size, values, nulls, rows);
             Arc::new(list.expect("fixed-size list array"))
         }
         DataType::Boolean => {

@@ -8,7 +8,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{Float32Array, LargeStringArray, RecordBatch, TimestampSecondArray, UInt32Array};
+use arrow::array::{
+    Float32Array, LargeStringArray, RecordBatch, TimestampSecondArray, UInt32Array,
+};
 use featherstore_core::coerce::coerce_batch;
 use featherstore_core::ipc_testing::{join, set_body_length, set_buffer, set_node, split, stream};
 use featherstore_core::json::rows_to_batch;
@@ -67,10 +69,22 @@ fn main() {
             .map_or_else(|| Path::new("fuzz/corpus").to_path_buf(), PathBuf::from),
     );
     for (name, ticket) in [
-        ("online", r#"{"type": "online", "feature_set": "all_types", "entities": ["u1", "u2"], "features": ["i32", "s"]}"#),
-        ("online_int", r#"{"type": "online", "feature_set": "by_id", "entities": [42, -1, 9007199254740993]}"#),
-        ("history", r#"{"type": "history", "feature_set": "all_types", "entities": ["u1"], "start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00+01:00", "features": ["ts"]}"#),
-        ("history_open", r#"{"type": "history", "feature_set": "by_id"}"#),
+        (
+            "online",
+            r#"{"type": "online", "feature_set": "all_types", "entities": ["u1", "u2"], "features": ["i32", "s"]}"#,
+        ),
+        (
+            "online_int",
+            r#"{"type": "online", "feature_set": "by_id", "entities": [42, -1, 9007199254740993]}"#,
+        ),
+        (
+            "history",
+            r#"{"type": "history", "feature_set": "all_types", "entities": ["u1"], "start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00+01:00", "features": ["ts"]}"#,
+        ),
+        (
+            "history_open",
+            r#"{"type": "history", "feature_set": "by_id"}"#,
+        ),
         ("unknown_type", r#"{"type": "sql", "query": "select 1"}"#),
     ] {
         corpus.write("ticket", name, ticket.as_bytes());
@@ -83,8 +97,16 @@ fn main() {
     );
     // The targets' mode byte picks the spec: even = all_types, odd = int_key (json_rows);
     // for arrow_ipc, bit 0 is the framing (stream or one Flight message), bit 1 the spec.
-    corpus.write("json_rows", "all_types", &with_mode(0, ALL_TYPES_ROWS.as_bytes()));
-    corpus.write("json_rows", "int_key", &with_mode(1, INT_KEY_ROWS.as_bytes()));
+    corpus.write(
+        "json_rows",
+        "all_types",
+        &with_mode(0, ALL_TYPES_ROWS.as_bytes()),
+    );
+    corpus.write(
+        "json_rows",
+        "int_key",
+        &with_mode(1, INT_KEY_ROWS.as_bytes()),
+    );
 
     for (spec_bit, spec_name, body, name) in [
         (0u8, "all_types.json", ALL_TYPES_ROWS, "all_types"),
@@ -93,27 +115,47 @@ fn main() {
         let batch = rows(&corpus.spec(spec_name), body);
         let mode = spec_bit << 1;
         let bytes = stream(&[batch.clone(), batch]);
-        corpus.write("arrow_ipc", &format!("{name}_stream"), &with_mode(mode, &bytes));
+        corpus.write(
+            "arrow_ipc",
+            &format!("{name}_stream"),
+            &with_mode(mode, &bytes),
+        );
         let frames = split(&bytes);
         let mut flight = Vec::new();
         flight.extend_from_slice(&(frames[1].header.len() as u16).to_le_bytes());
         flight.extend_from_slice(&frames[1].header);
         flight.extend_from_slice(&frames[1].body);
-        corpus.write("arrow_ipc", &format!("{name}_flight"), &with_mode(mode | 1, &flight));
+        corpus.write(
+            "arrow_ipc",
+            &format!("{name}_flight"),
+            &with_mode(mode | 1, &flight),
+        );
 
         let mut hostile = frames.clone();
         set_buffer(&mut hostile[1].header, 1, 0, 1 << 60);
         let bytes = join(&hostile);
-        corpus.write("arrow_ipc", &format!("{name}_huge_buffer"), &with_mode(mode, &bytes));
+        corpus.write(
+            "arrow_ipc",
+            &format!("{name}_huge_buffer"),
+            &with_mode(mode, &bytes),
+        );
         let mut hostile = frames.clone();
         set_node(&mut hostile[1].header, 0, 1 << 62, 0);
         let bytes = join(&hostile);
-        corpus.write("arrow_ipc", &format!("{name}_huge_rows"), &with_mode(mode, &bytes));
+        corpus.write(
+            "arrow_ipc",
+            &format!("{name}_huge_rows"),
+            &with_mode(mode, &bytes),
+        );
         let mut hostile = frames.clone();
         let declared = hostile[1].body.len() as i64 + 8;
         set_body_length(&mut hostile[1].header, declared);
         let bytes = join(&hostile);
-        corpus.write("arrow_ipc", &format!("{name}_short_body"), &with_mode(mode, &bytes));
+        corpus.write(
+            "arrow_ipc",
+            &format!("{name}_short_body"),
+            &with_mode(mode, &bytes),
+        );
     }
     // Columns of the narrower and alternative types coercion accepts.
     let narrow = RecordBatch::try_from_iter([
@@ -127,7 +169,11 @@ fn main() {
     ])
     .expect("narrow batch");
     assert!(coerce_batch(&corpus.spec("all_types.json"), &narrow).is_ok());
-    corpus.write("arrow_ipc", "narrow_types", &with_mode(0, &stream(&[narrow])));
+    corpus.write(
+        "arrow_ipc",
+        "narrow_types",
+        &with_mode(0, &stream(&[narrow])),
+    );
     corpus.write("coerce", "zeros", &[0u8; 64]);
     corpus.write("coerce", "ones", &[1u8; 256]);
     corpus.write("coerce", "ramp", &(0..=255u8).collect::<Vec<_>>());

@@ -56,7 +56,9 @@ fn invalid<T>(message: impl Into<String>) -> Result<T> {
 pub const NULL_ROW_ALLOWANCE: usize = 4096;
 
 fn max_rows(body_len: usize) -> usize {
-    body_len.saturating_mul(8).saturating_add(NULL_ROW_ALLOWANCE)
+    body_len
+        .saturating_mul(8)
+        .saturating_add(NULL_ROW_ALLOWANCE)
 }
 
 /// What one message decoded to.
@@ -118,9 +120,9 @@ impl MessageDecoder {
                 )?;
                 Ok(Some(Decoded::Batch(batch)))
             }
-            MessageHeader::DictionaryBatch => invalid(
-                "dictionary batches are not accepted: no column may be dictionary-encoded",
-            ),
+            MessageHeader::DictionaryBatch => {
+                invalid("dictionary batches are not accepted: no column may be dictionary-encoded")
+            }
             other => invalid(format!(
                 "unexpected {} message in a record batch stream",
                 other.variant_name().unwrap_or("unknown")
@@ -195,9 +197,8 @@ impl<'a> Frames<'a> {
             }
             return Ok(None);
         }
-        let metadata_length = usize::try_from(metadata_length).map_err(|_| {
-            IpcError::Invalid(format!("negative message length {metadata_length}"))
-        })?;
+        let metadata_length = usize::try_from(metadata_length)
+            .map_err(|_| IpcError::Invalid(format!("negative message length {metadata_length}")))?;
         let header = self.take(metadata_length, "message metadata")?;
         let message = root_as_message(header)
             .map_err(|e| IpcError::Invalid(format!("malformed message header: {e}")))?;
@@ -209,7 +210,10 @@ impl<'a> Frames<'a> {
         })?;
         let start = self.position;
         self.take(body_length, "message body")?;
-        Ok(Some((header, self.data.slice_with_length(start, body_length))))
+        Ok(Some((
+            header,
+            self.data.slice_with_length(start, body_length),
+        )))
     }
 }
 
@@ -269,7 +273,12 @@ fn check_field(field: &arrow::ipc::Field, depth: usize) -> Result<()> {
         }
         Ok(())
     };
-    let missing = || refuse(format!("{:?} field without its type table", field.type_type()));
+    let missing = || {
+        refuse(format!(
+            "{:?} field without its type table",
+            field.type_type()
+        ))
+    };
     match field.type_type() {
         Type::Null
         | Type::Bool
@@ -507,8 +516,8 @@ mod tests {
 
     use super::*;
     use crate::ipc_testing::{
-        join, set_body_length, set_buffer, set_int_bit_width, set_node, split, stream,
-        BatchHeader, Frame,
+        join, set_body_length, set_buffer, set_int_bit_width, set_node, split, stream, BatchHeader,
+        Frame,
     };
 
     fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
@@ -521,7 +530,10 @@ mod tests {
                 "user_id",
                 Arc::new(StringArray::from(vec!["u1", "u2", "u3"])) as ArrayRef,
             ),
-            ("age", Arc::new(Int64Array::from(vec![Some(31), None, Some(7)]))),
+            (
+                "age",
+                Arc::new(Int64Array::from(vec![Some(31), None, Some(7)])),
+            ),
         ])
     }
 
@@ -578,7 +590,10 @@ mod tests {
             let mut frames = sample_frames();
             set_buffer(&mut frames[1].header, 1, offset, length);
             let message = refused(join(&frames));
-            assert!(message.contains("outside the"), "{offset} {length}: {message}");
+            assert!(
+                message.contains("outside the"),
+                "{offset} {length}: {message}"
+            );
         }
     }
 
@@ -603,7 +618,10 @@ mod tests {
         assert!(message.contains("runs past the end"), "{message}");
         set_body_length(&mut frames[1].header, i64::MIN);
         let message = refused(join(&frames));
-        assert!(message.contains("negative message body length"), "{message}");
+        assert!(
+            message.contains("negative message body length"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -662,7 +680,10 @@ mod tests {
             Arc::new(Field::new("s", DataType::Utf8, true)),
             strings.clone(),
         )]);
-        let message = refused(stream(&[batch(vec![("st", Arc::new(structs) as ArrayRef)])]));
+        let message = refused(stream(&[batch(vec![(
+            "st",
+            Arc::new(structs) as ArrayRef,
+        )])]));
         assert!(message.contains("Struct_"), "{message}");
 
         let dictionary: DictionaryArray<Int32Type> = vec!["a", "b", "a"].into_iter().collect();
@@ -740,7 +761,10 @@ mod tests {
         let values = Arc::new(Float32Array::from(vec![1.0, 2.0, 3.0, 4.0]));
         let field = Arc::new(Field::new("item", DataType::Float32, true));
         let vectors = FixedSizeListArray::try_new(field, 2, values, None).unwrap();
-        let frames = split(&stream(&[batch(vec![("v", Arc::new(vectors) as ArrayRef)])]));
+        let frames = split(&stream(&[batch(vec![(
+            "v",
+            Arc::new(vectors) as ArrayRef,
+        )])]));
         assert!(decode(join(&frames)).is_ok());
         let mut frames = frames;
         set_node(&mut frames[1].header, 1, 1, 0);

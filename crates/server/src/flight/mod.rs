@@ -10,12 +10,12 @@ mod put;
 use std::future::Future;
 use std::time::Instant;
 
+use arrow::buffer::Buffer;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
-use arrow::buffer::Buffer;
 use featherstore_core::ipc::{Decoded, MessageDecoder};
 use futures::stream::BoxStream;
 use futures::StreamExt;
@@ -76,7 +76,7 @@ fn descriptor_set(descriptor: &FlightDescriptor) -> Option<String> {
 fn decoded_messages(
     first: FlightData,
     rest: Streaming<FlightData>,
-) -> impl futures::Stream<Item = ApiResult<Decoded>> + Send + 'static {
+) -> BoxStream<'static, ApiResult<Decoded>> {
     let mut decoder = MessageDecoder::new();
     futures::stream::once(async { Ok(first) })
         .chain(rest)
@@ -90,6 +90,7 @@ fn decoded_messages(
             };
             futures::future::ready(decoded.transpose())
         })
+        .boxed()
 }
 
 impl FlightApi {

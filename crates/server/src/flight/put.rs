@@ -4,8 +4,8 @@
 use std::time::Instant;
 
 use arrow_flight::{FlightData, PutResult};
-use featherstore_core::ipc::Decoded;
 use bytes::Bytes;
+use featherstore_core::ipc::Decoded;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
