@@ -466,7 +466,7 @@ impl BatchWalk<'_> {
                 let needed = usize::try_from(*size)
                     .ok()
                     .and_then(|size| size.checked_mul(length));
-                if !needed.is_some_and(|needed| needed <= values) {
+                if needed.is_none_or(|needed| needed > values) {
                     return invalid(format!(
                         "column {name:?}: {length} lists of {size} values need {} values, \
                          the batch has {values}",
@@ -491,7 +491,7 @@ impl BatchWalk<'_> {
                 .ok()
                 .zip(usize::try_from(length).ok())
                 .and_then(|(offset, length)| offset.checked_add(length));
-            if !end.is_some_and(|end| end <= self.body_len) {
+            if end.is_none_or(|end| end > self.body_len) {
                 return invalid(format!(
                     "column {name:?}: buffer at offset {offset} of length {length} lies \
                      outside the {}-byte body",

@@ -87,26 +87,34 @@ pub fn set_body_length(header: &mut [u8], value: i64) {
     put_i64(header, position, value);
 }
 
+/// Which vector of 16-byte structs of a record batch message to patch.
+#[derive(Clone, Copy)]
+enum BatchVector {
+    Nodes,
+    Buffers,
+}
+
+/// Where entry `index` of a record batch message's nodes or buffers lies in `header`.
+fn entry_position(header: &[u8], vector: BatchVector, index: usize) -> usize {
+    let message = root_as_message(header).expect("message");
+    let batch = message.header_as_record_batch().expect("a record batch");
+    let entries = match vector {
+        BatchVector::Nodes => batch.nodes().expect("nodes").bytes(),
+        BatchVector::Buffers => batch.buffers().expect("buffers").bytes(),
+    };
+    entries.as_ptr() as usize - header.as_ptr() as usize + index * 16
+}
+
 /// Sets buffer `index` of a record batch message to `offset` and `length`.
 pub fn set_buffer(header: &mut [u8], index: usize, offset: i64, length: i64) {
-    let position = {
-        let message = root_as_message(header).expect("message");
-        let batch = message.header_as_record_batch().expect("a record batch");
-        let buffers = batch.buffers().expect("buffers").bytes();
-        buffers.as_ptr() as usize - header.as_ptr() as usize + index * 16
-    };
+    let position = entry_position(header, BatchVector::Buffers, index);
     put_i64(header, position, offset);
     put_i64(header, position + 8, length);
 }
 
 /// Sets field node `index` of a record batch message to `length` rows, `null_count` nulls.
 pub fn set_node(header: &mut [u8], index: usize, length: i64, null_count: i64) {
-    let position = {
-        let message = root_as_message(header).expect("message");
-        let batch = message.header_as_record_batch().expect("a record batch");
-        let nodes = batch.nodes().expect("nodes").bytes();
-        nodes.as_ptr() as usize - header.as_ptr() as usize + index * 16
-    };
+    let position = entry_position(header, BatchVector::Nodes, index);
     put_i64(header, position, length);
     put_i64(header, position + 8, null_count);
 }

@@ -138,6 +138,18 @@ fn assert_invalid_ipc(case: &str, answer: &(StatusCode, Value)) {
     );
 }
 
+/// A server with the user_features set, and a Flight client of it.
+async fn server_with_user_set(
+    backend: featherstore_server::config::Backend,
+) -> (TestServer, FlightClient) {
+    let server = TestServer::start(backend).await;
+    let mut client = server.flight().await;
+    action(&mut client, "create_feature_set", USER_SPEC)
+        .await
+        .unwrap();
+    (server, client)
+}
+
 async fn stored_rows(client: &mut FlightClient) -> usize {
     let ticket = json!({"type": "history", "feature_set": "user_features"});
     let batches: Vec<RecordBatch> = client
@@ -153,11 +165,7 @@ async fn stored_rows(client: &mut FlightClient) -> usize {
 #[tokio::test]
 async fn http_arrow_bodies_with_malformed_metadata_answer_400_and_store_nothing() {
     for backend in BACKENDS {
-        let server = TestServer::start(backend).await;
-        let mut flight = server.flight().await;
-        action(&mut flight, "create_feature_set", USER_SPEC)
-            .await
-            .unwrap();
+        let (server, mut flight) = server_with_user_set(backend).await;
         let client = http();
         let rows_url = format!("{}/v1/feature-sets/user_features/rows", server.http);
         let training_url = format!(
@@ -226,11 +234,7 @@ async fn do_put(
 #[tokio::test]
 async fn do_put_of_malformed_messages_fails_invalid_argument_and_stores_nothing() {
     for backend in BACKENDS {
-        let server = TestServer::start(backend).await;
-        let mut client = server.flight().await;
-        action(&mut client, "create_feature_set", USER_SPEC)
-            .await
-            .unwrap();
+        let (_server, mut client) = server_with_user_set(backend).await;
         let descriptor = FlightDescriptor::new_path(vec!["user_features".into()]);
         let mut cases = hostile_messages();
         let mut frames = valid_frames();
@@ -258,11 +262,7 @@ async fn do_put_of_malformed_messages_fails_invalid_argument_and_stores_nothing(
 
 #[tokio::test]
 async fn do_exchange_of_malformed_entity_rows_fails_invalid_argument() {
-    let server = TestServer::start(BACKENDS[0]).await;
-    let mut client = server.flight().await;
-    action(&mut client, "create_feature_set", USER_SPEC)
-        .await
-        .unwrap();
+    let (_server, mut client) = server_with_user_set(BACKENDS[0]).await;
     let command =
         json!({"type": "training_data", "features": ["user_features:age"], "full_names": true});
     let descriptor = FlightDescriptor::new_cmd(command.to_string());
