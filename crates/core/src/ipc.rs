@@ -430,16 +430,19 @@ impl BatchWalk<'_> {
         })?;
         let length = check_length(node.length(), self.rows_allowed, "field node length")?;
         let nulls = check_length(node.null_count(), length, "field node null count")?;
-        match data_type {
+        // The validity bitmap is every non-null type's first buffer; arrow reads it into a
+        // bitmap of `length` bits (asserting its size) whenever the node declares nulls.
+        let validity_bytes = match data_type {
             DataType::Null => {
                 if nulls != length {
                     return invalid(format!(
                         "column {name:?}: a null column of {length} rows declares {nulls} nulls"
                     ));
                 }
+                None
             }
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Binary | DataType::LargeBinary => {
-                self.buffers(name, 3)?
+                Some(self.buffers(name, 3)?)
             }
             DataType::Utf8View | DataType::BinaryView => {
                 let count = self.variadic_counts.pop_front().ok_or_else(|| {
@@ -454,14 +457,15 @@ impl BatchWalk<'_> {
                             "column {name:?}: variadic buffer count {count} out of range"
                         ))
                     })?;
-                self.buffers(name, count)?;
+                Some(self.buffers(name, count)?)
             }
             DataType::List(item) | DataType::LargeList(item) => {
-                self.buffers(name, 2)?;
+                let validity = self.buffers(name, 2)?;
                 self.field(item.name(), item.data_type())?;
+                Some(validity)
             }
             DataType::FixedSizeList(item, size) => {
-                self.buffers(name, 1)?;
+                let validity = self.buffers(name, 1)?;
                 let values = self.field(item.name(), item.data_type())?;
                 let needed = usize::try_from(*size)
                     .ok()
@@ -473,33 +477,50 @@ impl BatchWalk<'_> {
                         needed.map_or_else(|| "too many".to_string(), |n| n.to_string())
                     ));
                 }
+                Some(validity)
             }
             // Booleans and fixed-width primitives: validity and values.
-            _ => self.buffers(name, 2)?,
+            _ => Some(self.buffers(name, 2)?),
+        };
+        if let Some(validity_bytes) = validity_bytes {
+            if nulls > 0 && validity_bytes < length.div_ceil(8) {
+                return invalid(format!(
+                    "column {name:?}: {nulls} nulls declared with a {validity_bytes}-byte \
+                     validity bitmap for {length} rows"
+                ));
+            }
         }
         Ok(length)
     }
 
-    fn buffers(&mut self, name: &str, count: usize) -> Result<()> {
+    /// Consumes `count` (at least one) buffers, checking each lies inside the body; the byte
+    /// length of the first.
+    fn buffers(&mut self, name: &str, count: usize) -> Result<usize> {
+        let mut first = None;
         for _ in 0..count {
             let (offset, length) = self.buffers.pop_front().ok_or_else(|| {
                 IpcError::Invalid(format!(
                     "column {name:?}: the batch has fewer buffers than its schema needs"
                 ))
             })?;
-            let end = usize::try_from(offset)
+            let extent = usize::try_from(offset)
                 .ok()
                 .zip(usize::try_from(length).ok())
-                .and_then(|(offset, length)| offset.checked_add(length));
-            if end.is_none_or(|end| end > self.body_len) {
+                .filter(|(offset, length)| {
+                    offset
+                        .checked_add(*length)
+                        .is_some_and(|end| end <= self.body_len)
+                });
+            let Some((_, length)) = extent else {
                 return invalid(format!(
                     "column {name:?}: buffer at offset {offset} of length {length} lies \
                      outside the {}-byte body",
                     self.body_len
                 ));
-            }
+            };
+            first.get_or_insert(length);
         }
-        Ok(())
+        Ok(first.unwrap_or(0))
     }
 }
 
@@ -652,6 +673,17 @@ mod tests {
         let mut frames = sample_frames();
         set_node(&mut frames[1].header, 1, 3, 4);
         assert!(refused(join(&frames)).contains("null count"));
+    }
+
+    /// Found by the arrow_ipc fuzz target: arrow builds the validity bitmap of a node that
+    /// declares nulls before validating the array, asserting the buffer is large enough.
+    #[test]
+    fn a_validity_bitmap_too_short_for_the_declared_nulls_is_refused() {
+        let mut frames = sample_frames();
+        // Column "age" (node 1, buffers 3 and 4) has one null: empty its validity bitmap.
+        set_buffer(&mut frames[1].header, 3, 0, 0);
+        let message = refused(join(&frames));
+        assert!(message.contains("validity bitmap"), "{message}");
     }
 
     #[test]
