@@ -441,9 +441,8 @@ impl BatchWalk<'_> {
                 }
                 None
             }
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Binary | DataType::LargeBinary => {
-                Some(self.buffers(name, 3)?)
-            }
+            DataType::Utf8 | DataType::Binary => Some(self.buffers(name, 3, 4)?),
+            DataType::LargeUtf8 | DataType::LargeBinary => Some(self.buffers(name, 3, 8)?),
             DataType::Utf8View | DataType::BinaryView => {
                 let count = self.variadic_counts.pop_front().ok_or_else(|| {
                     IpcError::Invalid(format!("column {name:?}: missing variadic buffer count"))
@@ -457,15 +456,20 @@ impl BatchWalk<'_> {
                             "column {name:?}: variadic buffer count {count} out of range"
                         ))
                     })?;
-                Some(self.buffers(name, count)?)
+                Some(self.buffers(name, count, 16)?)
             }
             DataType::List(item) | DataType::LargeList(item) => {
-                let validity = self.buffers(name, 2)?;
+                let offset_width = if matches!(data_type, DataType::List(_)) {
+                    4
+                } else {
+                    8
+                };
+                let validity = self.buffers(name, 2, offset_width)?;
                 self.field(item.name(), item.data_type())?;
                 Some(validity)
             }
             DataType::FixedSizeList(item, size) => {
-                let validity = self.buffers(name, 1)?;
+                let validity = self.buffers(name, 1, 1)?;
                 let values = self.field(item.name(), item.data_type())?;
                 let needed = usize::try_from(*size)
                     .ok()
@@ -480,7 +484,7 @@ impl BatchWalk<'_> {
                 Some(validity)
             }
             // Booleans and fixed-width primitives: validity and values.
-            _ => Some(self.buffers(name, 2)?),
+            _ => Some(self.buffers(name, 2, 1)?),
         };
         if let Some(validity_bytes) = validity_bytes {
             if nulls > 0 && validity_bytes < length.div_ceil(8) {
@@ -493,11 +497,12 @@ impl BatchWalk<'_> {
         Ok(length)
     }
 
-    /// Consumes `count` (at least one) buffers, checking each lies inside the body; the byte
-    /// length of the first.
-    fn buffers(&mut self, name: &str, count: usize) -> Result<usize> {
+    /// Consumes `count` (at least one) buffers, checking each lies inside the body, and that
+    /// the second (offsets or views, which arrow reads as a whole slice of its element type)
+    /// is a whole number of `second_width`-byte elements; the byte length of the first.
+    fn buffers(&mut self, name: &str, count: usize, second_width: usize) -> Result<usize> {
         let mut first = None;
-        for _ in 0..count {
+        for index in 0..count {
             let (offset, length) = self.buffers.pop_front().ok_or_else(|| {
                 IpcError::Invalid(format!(
                     "column {name:?}: the batch has fewer buffers than its schema needs"
@@ -518,6 +523,12 @@ impl BatchWalk<'_> {
                     self.body_len
                 ));
             };
+            if index == 1 && length % second_width != 0 {
+                return invalid(format!(
+                    "column {name:?}: a {length}-byte buffer of {second_width}-byte offsets \
+                     or views"
+                ));
+            }
             first.get_or_insert(length);
         }
         Ok(first.unwrap_or(0))
@@ -684,6 +695,17 @@ mod tests {
         set_buffer(&mut frames[1].header, 3, 0, 0);
         let message = refused(join(&frames));
         assert!(message.contains("validity bitmap"), "{message}");
+    }
+
+    /// Found by the arrow_ipc fuzz target: arrow's offset validation reads the whole offsets
+    /// buffer as a slice of its type, asserting its length is a multiple of the width.
+    #[test]
+    fn an_offsets_buffer_of_partial_offsets_is_refused() {
+        let mut frames = sample_frames();
+        // Column "user_id": buffer 1 holds its 4 i32 offsets (16 bytes).
+        set_buffer(&mut frames[1].header, 1, 0, 15);
+        let message = refused(join(&frames));
+        assert!(message.contains("offsets"), "{message}");
     }
 
     #[test]
