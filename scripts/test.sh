@@ -12,6 +12,8 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace
+echo "== fuzz smoke (corpus replay + a short run per target)"
+./scripts/fuzz.sh smoke
 
 echo "== python tests"
 venv="$(./scripts/setup-python.sh | tail -n 1)"

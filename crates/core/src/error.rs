@@ -56,13 +56,16 @@ pub enum Error {
     Internal(String),
     #[error("arrow: {0}")]
     Arrow(#[from] ArrowError),
+    /// A client's Arrow IPC message that failed the checks or arrow's decoding.
+    #[error(transparent)]
+    Ipc(#[from] crate::ipc::IpcError),
 }
 
 impl Error {
     pub fn code(&self) -> ErrorCode {
         match self {
             Error::NotFound(_) => ErrorCode::NotFound,
-            Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            Error::InvalidArgument(_) | Error::Ipc(_) => ErrorCode::InvalidArgument,
             Error::AlreadyExists(_) => ErrorCode::AlreadyExists,
             Error::TooLarge(_) => ErrorCode::TooLarge,
             Error::TooManyRequests(_) => ErrorCode::TooManyRequests,

@@ -2,9 +2,13 @@
 //! ingested batches to a set's canonical schema, retrieval tickets, time handling and the one
 //! error type every layer maps to the wire. No I/O lives here.
 
+pub mod action;
 pub mod coerce;
 pub mod entity;
 pub mod error;
+pub mod ipc;
+#[cfg(any(test, feature = "test-support"))]
+pub mod ipc_testing;
 pub mod json;
 pub mod spec;
 pub mod ticket;

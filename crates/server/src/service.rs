@@ -7,12 +7,12 @@ use arrow::array::RecordBatch;
 use featherstore_core::time::format_timestamp;
 use featherstore_core::{Error as DomainError, FeatureSetSpec};
 use featherstore_store::{BatchSink, Error as StoreError, FeatureStore};
-use serde::Deserialize;
 use serde_json::{json, Value};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use featherstore_store::query::Cancellation;
 use futures::Stream;
@@ -43,7 +43,8 @@ const STREAM_BUFFER: usize = 4;
 /// at once (see [`Cancellation`]).
 pub struct BlockingStream {
     batches: mpsc::Receiver<RecordBatch>,
-    failure: Option<oneshot::Receiver<ApiError>>,
+    /// The work's outcome once it is over: `None` when it succeeded (or its client went away).
+    outcome: Option<oneshot::Receiver<Option<ApiError>>>,
     cancellation: Cancellation,
 }
 
@@ -55,12 +56,19 @@ impl Stream for BlockingStream {
             return Poll::Ready(Some(Ok(batch)));
         }
         // The work is over (its sender is gone): its error, if it failed, comes last.
-        let Some(failure) = self.failure.as_mut() else {
+        let Some(outcome) = self.outcome.as_mut() else {
             return Poll::Ready(None);
         };
-        let failed = ready!(Pin::new(failure).poll(cx)).ok();
-        self.failure = None;
-        Poll::Ready(failed.map(Err))
+        let outcome = ready!(Pin::new(outcome).poll(cx));
+        self.outcome = None;
+        Poll::Ready(match outcome {
+            Ok(failure) => failure.map(Err),
+            // Dropped without a word: the task panicked. Ending the stream as if complete
+            // would pass a truncated answer off as a whole one.
+            Err(_) => Some(Err(ApiError::Internal(
+                "the storage task answering the call failed".into(),
+            ))),
+        })
     }
 }
 
@@ -68,6 +76,24 @@ impl Drop for BlockingStream {
     fn drop(&mut self) {
         self.cancellation.cancel();
     }
+}
+
+/// Watches a task that streams its answers into the channel of `tx`: should it panic,
+/// `failure` is sent as the stream's last item. Without it the task's sender would just be
+/// dropped and the stream end as if complete: a client would take a truncated answer (or
+/// a DoPut that stored nothing) for a successful one.
+pub fn report_failure<T: Send + 'static>(
+    task: tokio::task::JoinHandle<()>,
+    tx: mpsc::Sender<T>,
+    failure: impl FnOnce(String) -> T + Send + 'static,
+) {
+    tokio::spawn(async move {
+        if let Err(e) = task.await {
+            let _ = tx
+                .send(failure(format!("the task answering the call failed: {e}")))
+                .await;
+        }
+    });
 }
 
 /// Runs blocking storage work off the async runtime. The work is skipped if the caller gave
@@ -96,94 +122,89 @@ pub async fn blocking<T: Send + 'static>(
     outcome
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NameBody {
-    name: String,
-}
-
 /// Parses `{"name": ...}`, the body of the get and delete actions.
 pub fn parse_name(body: &[u8]) -> ApiResult<String> {
-    serde_json::from_slice::<NameBody>(body)
-        .map(|b| b.name)
-        .map_err(|e| {
-            ApiError::invalid(format!("invalid body: {e}; expected {{\"name\": \"...\"}}"))
-        })
+    Ok(featherstore_core::action::parse_name(body)?)
 }
 
 fn spec_json(spec: &FeatureSetSpec) -> Value {
     serde_json::to_value(spec).expect("specs serialize")
 }
 
+/// Runs `work` on the blocking pool and streams the batches it produces, as it produces them.
+/// A client that takes no batch for `idle` has its stream ended with DEADLINE_EXCEEDED and the
+/// work stopped, so that it cannot hold a storage connection forever. Dropping the stream
+/// cancels the work.
+fn stream_blocking<F>(idle: Duration, metrics: Arc<Metrics>, api: Api, work: F) -> BlockingStream
+where
+    F: FnOnce(BatchSink) -> featherstore_store::Result<()> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+    let (outcome_tx, outcome_rx) = oneshot::channel();
+    let cancellation = Cancellation::default();
+    let scope = cancellation.clone();
+    let runtime = tokio::runtime::Handle::current();
+    // The storage work runs in the request's span: its spans are children of it.
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || {
+        let _entered = span.enter();
+        // Queued behind other work while its client went away: nothing to do.
+        if tx.is_closed() {
+            let _ = outcome_tx.send(None);
+            return;
+        }
+        let mut stalled = false;
+        let result = scope.scope(|| {
+            work(&mut |batch| match tx.try_send(batch) {
+                Ok(()) => Ok(()),
+                Err(TrySendError::Closed(_)) => Err(StoreError::Cancelled),
+                Err(TrySendError::Full(batch)) => {
+                    match runtime.block_on(tokio::time::timeout(idle, tx.send(batch))) {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(_closed)) => Err(StoreError::Cancelled),
+                        Err(_elapsed) => {
+                            stalled = true;
+                            Err(StoreError::Cancelled)
+                        }
+                    }
+                }
+            })
+        });
+        let failure = if stalled {
+            Some(ApiError::rejected(
+                Rejection::StreamIdle,
+                format!(
+                    "the client took no results for {:.1} s; the stream was ended",
+                    idle.as_secs_f64()
+                ),
+            ))
+        } else {
+            match result {
+                Ok(()) | Err(StoreError::Cancelled) => None,
+                // Interrupted because the client went away: nobody to tell.
+                Err(_) if scope.is_cancelled() => None,
+                Err(e) => Some(e.into()),
+            }
+        };
+        if let Some(reason) = failure.as_ref().and_then(ApiError::rejection) {
+            metrics.rejected(api, reason);
+        }
+        let _ = outcome_tx.send(failure);
+    });
+    BlockingStream {
+        batches: rx,
+        outcome: Some(outcome_rx),
+        cancellation,
+    }
+}
+
 impl AppState {
-    /// Runs `work` on the blocking pool and streams the batches it produces, as it produces
-    /// them. A client that takes no batch for `stream_idle_timeout_seconds` has its stream
-    /// ended with DEADLINE_EXCEEDED and the work stopped, so that it cannot hold a storage
-    /// connection forever. Dropping the stream cancels the work.
+    /// [`stream_blocking`] with the configured idle timeout (`stream_idle_timeout_seconds`).
     pub fn stream_blocking<F>(&self, api: Api, work: F) -> BlockingStream
     where
         F: FnOnce(BatchSink) -> featherstore_store::Result<()> + Send + 'static,
     {
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let (failure_tx, failure_rx) = oneshot::channel();
-        let cancellation = Cancellation::default();
-        let scope = cancellation.clone();
-        let idle = self.guards.stream_idle;
-        let metrics = self.metrics.clone();
-        let runtime = tokio::runtime::Handle::current();
-        // The storage work runs in the request's span: its spans are children of it.
-        let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || {
-            let _entered = span.enter();
-            // Queued behind other work while its client went away: nothing to do.
-            if tx.is_closed() {
-                return;
-            }
-            let mut stalled = false;
-            let result = scope.scope(|| {
-                work(&mut |batch| match tx.try_send(batch) {
-                    Ok(()) => Ok(()),
-                    Err(TrySendError::Closed(_)) => Err(StoreError::Cancelled),
-                    Err(TrySendError::Full(batch)) => {
-                        match runtime.block_on(tokio::time::timeout(idle, tx.send(batch))) {
-                            Ok(Ok(())) => Ok(()),
-                            Ok(Err(_closed)) => Err(StoreError::Cancelled),
-                            Err(_elapsed) => {
-                                stalled = true;
-                                Err(StoreError::Cancelled)
-                            }
-                        }
-                    }
-                })
-            });
-            let failure = if stalled {
-                Some(ApiError::rejected(
-                    Rejection::StreamIdle,
-                    format!(
-                        "the client took no results for {:.1} s; the stream was ended",
-                        idle.as_secs_f64()
-                    ),
-                ))
-            } else {
-                match result {
-                    Ok(()) | Err(StoreError::Cancelled) => None,
-                    // Interrupted because the client went away: nobody to tell.
-                    Err(_) if scope.is_cancelled() => None,
-                    Err(e) => Some(e.into()),
-                }
-            };
-            if let Some(failure) = failure {
-                if let Some(reason) = failure.rejection() {
-                    metrics.rejected(api, reason);
-                }
-                let _ = failure_tx.send(failure);
-            }
-        });
-        BlockingStream {
-            batches: rx,
-            failure: Some(failure_rx),
-            cancellation,
-        }
+        stream_blocking(self.guards.stream_idle, self.metrics.clone(), api, work)
     }
 
     /// Creates a set; returns the stored spec and whether it is new.
@@ -262,5 +283,38 @@ pub fn set_from_path(path: &[String]) -> ApiResult<String> {
             "descriptor path {path:?} must be [feature_set_name]"
         ))
         .into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_streaming_task_ends_its_stream_with_an_error() {
+        let (tx, mut rx) = mpsc::channel::<Result<u32, String>>(1);
+        let failure_tx = tx.clone();
+        let task = tokio::spawn(async move {
+            tx.send(Ok(1)).await.unwrap();
+            panic!("a bug in the task");
+        });
+        report_failure(task, failure_tx, Err);
+        assert_eq!(rx.recv().await, Some(Ok(1)));
+        let failure = rx.recv().await.unwrap().unwrap_err();
+        assert!(failure.contains("a bug in the task"), "{failure}");
+        assert_eq!(rx.recv().await, None);
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_blocking_storage_work_is_an_internal_error_not_the_end() {
+        let metrics = Arc::new(Metrics::for_backend("duckdb"));
+        let idle = Duration::from_secs(5);
+        let mut batches = stream_blocking(idle, metrics, Api::Http, |_| panic!("a storage bug"));
+        let error = batches.next().await.unwrap().unwrap_err();
+        assert_eq!(error.code(), featherstore_core::ErrorCode::Internal);
+        assert!(error.to_string().contains("failed"), "{error}");
+        assert!(batches.next().await.is_none());
     }
 }

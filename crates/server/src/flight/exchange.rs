@@ -1,18 +1,18 @@
 //! DoExchange `training_data`: the client streams entity rows, the server streams them back
 //! with the point-in-time value of each requested feature appended.
 
-use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
 use arrow_flight::FlightData;
+use featherstore_core::ipc::Decoded;
 use featherstore_core::TrainingDataCommand;
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 use tonic::Streaming;
 
 use super::get::encode;
-use super::{decode_error, flight_error, stream_error, with_first, FlightStream};
+use super::{decoded_messages, flight_error, stream_error, FlightStream};
 use crate::auth::Access;
 use crate::error::{ApiError, ApiResult};
-use crate::service::AppState;
+use crate::service::{report_failure, AppState};
 use crate::telemetry::metrics::Api;
 use crate::telemetry::traces;
 
@@ -42,26 +42,23 @@ pub async fn do_exchange(
         access.require_set(&set)?;
     }
 
-    let messages = with_first(first, input);
-    let mut decoder = FlightDataDecoder::new(messages);
-    let schema = loop {
-        let next = tokio::time::timeout(idle, decoder.next())
-            .await
-            .map_err(|_| state.guards.input_idle("DoExchange"))?;
-        match next {
-            Some(Ok(payload)) => match payload.payload {
-                DecodedPayload::Schema(schema) => break schema,
-                DecodedPayload::None => continue,
-                DecodedPayload::RecordBatch(_) => {
-                    unreachable!("the decoder yields the schema first")
-                }
-            },
-            Some(Err(e)) => return Err(decode_error(e)),
-            None => {
-                return Err(ApiError::invalid(
-                    "DoExchange ended before sending the entity rows' schema",
-                ))
-            }
+    let mut messages = decoded_messages(first, input);
+    // The decoder refuses a record batch before the schema: the first message is the schema.
+    let first_message = tokio::time::timeout(idle, messages.next())
+        .await
+        .map_err(|_| state.guards.input_idle("DoExchange"))?;
+    let schema = match first_message {
+        Some(Ok(Decoded::Schema(schema))) => schema,
+        Some(Ok(Decoded::Batch(_))) => {
+            return Err(ApiError::Internal(
+                "the IPC decoder yielded a record batch before the schema".into(),
+            ))
+        }
+        Some(Err(e)) => return Err(e),
+        None => {
+            return Err(ApiError::invalid(
+                "DoExchange ended before sending the entity rows' schema",
+            ))
         }
     };
     let plan = state.store.plan_training(&command, schema)?;
@@ -72,21 +69,25 @@ pub async fn do_exchange(
     // sending ends the call once the idle timeout passes.
     let (rows_tx, mut rows_rx) = mpsc::channel(INPUT_BUFFER);
     let idle_error = state.guards.input_idle("DoExchange entity rows");
-    tokio::spawn(async move {
+    let failure_tx = rows_tx.clone();
+    let receive = tokio::spawn(async move {
         loop {
-            let payload = match tokio::time::timeout(idle, decoder.next()).await {
-                Ok(Some(payload)) => payload,
+            let message = match tokio::time::timeout(idle, messages.next()).await {
+                Ok(Some(message)) => message,
                 Ok(None) => break,
                 Err(_elapsed) => {
                     let _ = rows_tx.send(Err(idle_error.into())).await;
                     break;
                 }
             };
-            let batch = match payload.map(|p| p.payload) {
-                Ok(DecodedPayload::RecordBatch(batch)) => Ok(batch),
-                Ok(_) => continue,
-                Err(e) => Err(featherstore_store::Error::Domain(
-                    featherstore_core::Error::invalid(decode_error(e).to_string()),
+            let batch = match message {
+                Ok(Decoded::Batch(batch)) => Ok(batch),
+                Ok(Decoded::Schema(_)) => continue,
+                Err(ApiError::Domain(e)) => Err(featherstore_store::Error::Domain(e)),
+                Err(ApiError::Store(e)) => Err(e),
+                // Decoding and reading the stream fail with the two above only.
+                Err(other) => Err(featherstore_store::Error::Domain(
+                    featherstore_core::Error::Internal(other.to_string()),
                 )),
             };
             let failed = batch.is_err();
@@ -94,6 +95,11 @@ pub async fn do_exchange(
                 break;
             }
         }
+    });
+    report_failure(receive, failure_tx, |message| {
+        Err(featherstore_store::Error::Domain(
+            featherstore_core::Error::Internal(message),
+        ))
     });
     let store = state.store.clone();
     let batches = state.stream_blocking(Api::Flight, move |sink| {

@@ -13,13 +13,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+use arrow::buffer::Buffer;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
+use featherstore_core::ipc::{Decoded, MessageDecoder};
 use futures::stream::BoxStream;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
@@ -94,25 +96,28 @@ fn descriptor_set(descriptor: &FlightDescriptor) -> Option<String> {
     }
 }
 
-/// The client's messages, starting with the `first` one already read, as the decoders take
-/// them. Messages without an IPC header are dropped: pyarrow opens DoExchange with one that
-/// carries only the descriptor, which the decoders would refuse.
-fn with_first(
+/// The client's messages, starting with the `first` one already read, each checked and
+/// decoded by `featherstore_core::ipc` (which refuses malformed metadata before arrow reads
+/// it): the schema, then record batches. Messages without an IPC header are skipped: pyarrow
+/// opens DoExchange with one that carries only the descriptor.
+fn decoded_messages(
     first: FlightData,
     rest: Streaming<FlightData>,
-) -> impl futures::Stream<Item = Result<FlightData, FlightError>> + Send + 'static {
+) -> BoxStream<'static, ApiResult<Decoded>> {
+    let mut decoder = MessageDecoder::new();
     futures::stream::once(async { Ok(first) })
         .chain(rest)
-        .try_filter(|message| futures::future::ready(!message.data_header.is_empty()))
-        .map_err(|status| FlightError::Tonic(Box::new(status)))
-}
-
-/// A failure to decode the client's Flight data.
-fn decode_error(e: FlightError) -> ApiError {
-    match e {
-        FlightError::Tonic(status) => stream_error(*status),
-        other => ApiError::invalid(format!("undecodable Arrow Flight data: {other}")),
-    }
+        .filter_map(move |message| {
+            let decoded = match message {
+                Ok(message) if message.data_header.is_empty() => Ok(None),
+                Ok(message) => decoder
+                    .decode(&message.data_header, &Buffer::from(message.data_body))
+                    .map_err(|e| featherstore_core::Error::from(e).into()),
+                Err(status) => Err(stream_error(status)),
+            };
+            futures::future::ready(decoded.transpose())
+        })
+        .boxed()
 }
 
 impl FlightApi {

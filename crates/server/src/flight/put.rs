@@ -3,19 +3,19 @@
 
 use std::time::Instant;
 
-use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::{FlightData, PutResult};
 use bytes::Bytes;
+use featherstore_core::ipc::Decoded;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 use tracing::Instrument;
 
-use super::{decode_error, stream_error, with_first, FlightStream};
+use super::{decoded_messages, stream_error, FlightStream};
 use crate::auth::Access;
 use crate::error::{ApiError, ApiResult};
-use crate::service::{set_from_path, AppState};
+use crate::service::{report_failure, set_from_path, AppState};
 use crate::telemetry::metrics::Api;
 
 /// Acknowledgements buffered for a slow client before ingest pauses.
@@ -41,15 +41,15 @@ pub async fn do_put(
     access.require_set(&name)?;
     state.require_set(&name)?;
 
-    let messages = with_first(first, input);
-    let mut batches = FlightRecordBatchStream::new_from_flight_data(messages);
+    let mut messages = decoded_messages(first, input);
     let (tx, rx) = mpsc::channel(ACK_BUFFER);
+    let failure_tx = tx.clone();
     // The batches are stored after the handler returns, in the call's span: it lasts until
     // the last one, and its `rows` is the total stored.
     let span = tracing::Span::current();
     span.record("feature_set", name.as_str());
     let task_span = span.clone();
-    tokio::spawn(
+    let ingest = tokio::spawn(
         async move {
             let started = Instant::now();
             let mut index = 0usize;
@@ -57,11 +57,13 @@ pub async fn do_put(
             let outcome: ApiResult<()> = async {
                 loop {
                     // A client that stops sending must not keep the call open forever.
-                    let next = tokio::time::timeout(idle, batches.next())
+                    let next = tokio::time::timeout(idle, messages.next())
                         .await
                         .map_err(|_| state.guards.input_idle("DoPut"))?;
-                    let Some(batch) = next else { break };
-                    let batch = batch.map_err(decode_error)?;
+                    let Some(message) = next else { break };
+                    let Decoded::Batch(batch) = message? else {
+                        continue; // the schema
+                    };
                     let rows = state.store_batch(name.clone(), batch).await?;
                     total += rows;
                     let ack = serde_json::json!({"batch": index, "rows": rows});
@@ -93,5 +95,8 @@ pub async fn do_put(
         }
         .instrument(task_span),
     );
+    report_failure(ingest, failure_tx, |message| {
+        Err(Status::from(ApiError::Internal(message)))
+    });
     Ok(ReceiverStream::new(rx).boxed())
 }

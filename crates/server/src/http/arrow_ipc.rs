@@ -1,30 +1,24 @@
 //! Arrow IPC stream bodies: decoding ingest requests, encoding answers chunk by chunk.
 
-use std::io::Cursor;
-
 use arrow::array::RecordBatch;
+use arrow::buffer::Buffer;
 use arrow::compute::concat_batches;
 use arrow::datatypes::SchemaRef;
-use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use bytes::Bytes;
+use featherstore_core::ipc::decode_stream;
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 
-fn invalid(e: arrow::error::ArrowError) -> ApiError {
-    ApiError::invalid(format!("invalid Arrow IPC stream body: {e}"))
-}
-
-/// A reader of an IPC stream body; its schema is read (and checked) at once.
-pub fn reader(body: Bytes) -> ApiResult<StreamReader<Cursor<Bytes>>> {
-    StreamReader::try_new(Cursor::new(body), None).map_err(invalid)
+/// The schema and record batches of an IPC stream body, every message checked before it is
+/// decoded (`featherstore_core::ipc`).
+pub fn decode_batches(body: Bytes) -> ApiResult<(SchemaRef, Vec<RecordBatch>)> {
+    Ok(decode_stream(&Buffer::from(body)).map_err(featherstore_core::Error::from)?)
 }
 
 /// All record batches of an IPC stream as one batch: one HTTP request is one ingest batch.
 pub fn decode(body: Bytes) -> ApiResult<RecordBatch> {
-    let reader = reader(body)?;
-    let schema = reader.schema();
-    let batches = reader.collect::<Result<Vec<_>, _>>().map_err(invalid)?;
+    let (schema, batches) = decode_batches(body)?;
     Ok(concat_batches(&schema, &batches)?)
 }
 

@@ -144,18 +144,12 @@ pub async fn training_data(
         access.require_set(&set)?;
     }
     let body = read_body(&state, body).await?;
-    let reader = arrow_ipc::reader(body)?;
-    let plan = state.store.plan_training(&command, reader.schema())?;
+    let (schema, entity_batches) = arrow_ipc::decode_batches(body)?;
+    let plan = state.store.plan_training(&command, schema)?;
     let encoding = Encoding::Arrow(IpcChunks::new(&plan.output_schema)?);
     let store = state.store.clone();
     let batches = state.stream_blocking(Api::Http, move |sink| {
-        let mut rows = reader.map(|batch| {
-            batch.map_err(|e| {
-                featherstore_store::Error::Domain(featherstore_core::Error::invalid(format!(
-                    "invalid Arrow IPC stream body: {e}"
-                )))
-            })
-        });
+        let mut rows = entity_batches.into_iter().map(Ok);
         store.training_data(&plan, &mut rows, sink)
     });
     // The entity rows are all read and checked before the join's first result: waiting for
