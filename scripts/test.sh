@@ -22,3 +22,8 @@ export FEATHERSTORE_BIN="$(pwd)/${CARGO_TARGET_DIR:-target}/debug/featherstore"
 case "${CARGO_TARGET_DIR:-}" in /*) export FEATHERSTORE_BIN="${CARGO_TARGET_DIR}/debug/featherstore" ;; esac
 # Framework adapters are part of the product: a missing framework fails instead of skipping.
 FEATHERSTORE_REQUIRE_FRAMEWORKS=1 "${venv}/bin/python" -m pytest python/tests -q
+
+echo "== crash loop (SIGKILL/restart during concurrent ingest and reads; 50 cycles by hand)"
+for backend in duckdb parquet; do
+  "${venv}/bin/python" scripts/crash-loop.py --bin "${FEATHERSTORE_BIN}" --backend "${backend}" --cycles 5
+done
