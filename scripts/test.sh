@@ -17,7 +17,9 @@ echo "== fuzz smoke (corpus replay + a short run per target)"
 
 echo "== python tests"
 venv="$(./scripts/setup-python.sh | tail -n 1)"
-cargo build -p featherstore-cli
+# `cargo test --workspace` above built the binary (the CLI's integration tests run it), with the
+# workspace's feature set; `cargo build -p featherstore-cli` would rebuild arrow and the rest
+# with the CLI's own.
 export FEATHERSTORE_BIN="$(pwd)/${CARGO_TARGET_DIR:-target}/debug/featherstore"
 case "${CARGO_TARGET_DIR:-}" in /*) export FEATHERSTORE_BIN="${CARGO_TARGET_DIR}/debug/featherstore" ;; esac
 # Framework adapters are part of the product: a missing framework fails instead of skipping.
