@@ -272,7 +272,7 @@ def main() -> int:
         "result": failure or "ok",
     }))
     if failure:
-        print(f"FAILED: {failure}", file=sys.stderr)
+        print(f"FAILED: {failure}")
         return 1
     return 0
 

@@ -22,10 +22,14 @@ venv="$(./scripts/setup-python.sh | tail -n 1)"
 # with the CLI's own.
 export FEATHERSTORE_BIN="$(pwd)/${CARGO_TARGET_DIR:-target}/debug/featherstore"
 case "${CARGO_TARGET_DIR:-}" in /*) export FEATHERSTORE_BIN="${CARGO_TARGET_DIR}/debug/featherstore" ;; esac
-# Framework adapters are part of the product: a missing framework fails instead of skipping.
-FEATHERSTORE_REQUIRE_FRAMEWORKS=1 "${venv}/bin/python" -m pytest python/tests -q
 
 echo "== crash loop (SIGKILL/restart during concurrent ingest and reads; 50 cycles by hand)"
+# Its stderr is mostly pyarrow's notes on the connections each kill breaks: shown on failure.
+crash_log="$(mktemp)"
 for backend in duckdb parquet; do
-  "${venv}/bin/python" scripts/crash-loop.py --bin "${FEATHERSTORE_BIN}" --backend "${backend}" --cycles 5
+  "${venv}/bin/python" scripts/crash-loop.py --bin "${FEATHERSTORE_BIN}" --backend "${backend}" \
+    --cycles 5 2>"${crash_log}" || { tail -n 40 "${crash_log}"; exit 1; }
 done
+rm -f "${crash_log}"
+# Framework adapters are part of the product: a missing framework fails instead of skipping.
+FEATHERSTORE_REQUIRE_FRAMEWORKS=1 "${venv}/bin/python" -m pytest python/tests -q
