@@ -695,14 +695,7 @@ async fn health_and_metrics_port_stay_open_and_failures_are_counted() {
         .unwrap_err();
     HttpOp::List.run(&server.http, "", None).await;
 
-    let text = http()
-        .get(server.metrics_url())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.metrics_text().await;
     for series in [
         r#"featherstore_auth_failures_total{api="flight",reason="unknown_token"} 1"#,
         r#"featherstore_auth_failures_total{api="flight",reason="missing_scope"} 1"#,

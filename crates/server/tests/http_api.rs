@@ -175,14 +175,7 @@ async fn registry_ingest_and_reads_over_http() {
         let listed = send(client.get(format!("{base}/v1/feature-sets"))).await;
         assert_eq!(listed.1.as_array().unwrap().len(), 1);
 
-        let metrics = client
-            .get(server.metrics_url())
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = server.metrics_text().await;
         assert!(
             metrics.contains(r#"featherstore_ingested_rows_total{feature_set="user_features"} 5"#),
             "{metrics}"

@@ -390,14 +390,7 @@ impl Scrape {
 }
 
 async fn scrape(server: &TestServer) -> Scrape {
-    let text = common::http()
-        .get(server.metrics_url())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.metrics_text().await;
     let scrape = Scrape::parse(&text);
     for (name, _, _) in &scrape.samples {
         assert!(scrape.family_of(name).is_some(), "{name} has a # TYPE line");
