@@ -31,9 +31,5 @@ for backend in duckdb parquet; do
     --cycles 5 2>"${crash_log}" || { tail -n 40 "${crash_log}"; exit 1; }
 done
 rm -f "${crash_log}"
-"${venv}/bin/python" -m pytest python/tests -q --ignore=python/tests/test_frameworks.py
 # Framework adapters are part of the product: a missing framework fails instead of skipping.
-# Their tests run in a process of their own: Ray and TensorFlow leave threads, worker processes
-# and a second gRPC runtime behind, and a pytest process once aborted (SIGABRT) in the Flight
-# unit tests that ran after them.
-FEATHERSTORE_REQUIRE_FRAMEWORKS=1 "${venv}/bin/python" -m pytest python/tests/test_frameworks.py -q
+FEATHERSTORE_REQUIRE_FRAMEWORKS=1 "${venv}/bin/python" -m pytest python/tests -q

@@ -6,7 +6,6 @@ import contextlib
 import datetime as _dt
 import json
 import os
-import threading
 from typing import Any, Dict, Generator, Iterator, List, Optional, Sequence, Union
 
 import pyarrow as pa
@@ -363,46 +362,35 @@ class Client:
         descriptor = flight.FlightDescriptor.for_command(json.dumps(command).encode())
         with _translated():
             writer, reader = self._flight.do_exchange(descriptor, self._options())
-        write_error: List[BaseException] = []
-
-        def send() -> None:
-            # Writes on its own thread so that a server streaming results back while it still
-            # reads cannot deadlock against a client that only writes.
-            try:
-                writer.begin(schema)
-                for batch in batches:
-                    writer.write_batch(batch)
-                writer.done_writing()
-            except BaseException as e:  # noqa: BLE001 - re-raised on the reading side
-                write_error.append(e)
-
-        sender = threading.Thread(target=send, name="featherstore-exchange-writer", daemon=True)
-        sender.start()
         finished = False
         try:
             with _translated():
+                # The server receives (spools) every entity row before it answers, so writing
+                # them all first cannot deadlock. It must not be done from a second thread:
+                # a server that refuses the call ends the stream, and a write racing the
+                # reader's end of the call aborts the process inside gRPC.
                 try:
-                    yield reader.schema
-                    while True:
-                        try:
-                            chunk = reader.read_chunk()
-                        except StopIteration:
-                            break
-                        if chunk.data is not None:
-                            yield chunk.data
+                    writer.begin(schema)
+                    for batch in batches:
+                        writer.write_batch(batch)
+                    writer.done_writing()
                 except _FLIGHT_ERRORS:
-                    sender.join(timeout=5)
-                    raise
-                sender.join()
-                if write_error:
-                    raise write_error[0]
+                    # The server ended the call early: its status is on the reading side.
+                    pass
+                yield reader.schema
+                while True:
+                    try:
+                        chunk = reader.read_chunk()
+                    except StopIteration:
+                        break
+                    if chunk.data is not None:
+                        yield chunk.data
                 writer.close()
                 finished = True
         finally:
             if not finished:
                 with contextlib.suppress(Exception):
                     reader.cancel()
-                sender.join(timeout=5)
                 _quiet_close(writer)
 
     def iter_training_data(
