@@ -152,7 +152,8 @@ pub async fn fetch_spec(client: &Client, name: &str) -> CliResult<FeatureSetSpec
     let specs = client.list_feature_sets().await?;
     specs.into_iter().find(|s| s.name == name).ok_or_else(|| {
         CliError(format!(
-            "feature set {name:?} does not exist (`featherstore list` shows the sets)"
+            "{} (`featherstore list` shows the sets)",
+            featherstore_core::Error::no_such_set(name)
         ))
     })
 }

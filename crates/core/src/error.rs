@@ -82,6 +82,11 @@ impl Error {
     pub fn not_found(message: impl Into<String>) -> Self {
         Error::NotFound(message.into())
     }
+
+    /// No feature set of this name: the one wording of this error, in every layer.
+    pub fn no_such_set(name: &str) -> Self {
+        Error::NotFound(format!("feature set {name:?} does not exist"))
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -12,7 +12,7 @@ use crate::{Error, Result};
 pub const DEFAULT_TIMESTAMP: &str = "event_timestamp";
 const MAX_NAME_LEN: usize = 128;
 /// Bounds the width of a set so a spec cannot ask for unbounded per-row work.
-pub const MAX_FEATURES: usize = 4096;
+pub(crate) const MAX_FEATURES: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -168,7 +168,7 @@ impl FeatureSetSpec {
         self.ttl_seconds.map(|s| s as i64 * 1_000_000)
     }
 
-    pub fn entity_field(&self) -> Field {
+    pub(crate) fn entity_field(&self) -> Field {
         Field::new(
             &self.entity.name,
             self.entity.entity_type.arrow_type(),
@@ -176,11 +176,11 @@ impl FeatureSetSpec {
         )
     }
 
-    pub fn timestamp_field(&self, nullable: bool) -> Field {
+    pub(crate) fn timestamp_field(&self, nullable: bool) -> Field {
         Field::new(&self.timestamp, timestamp_type(), nullable)
     }
 
-    pub fn feature_field(&self, index: usize) -> Field {
+    pub(crate) fn feature_field(&self, index: usize) -> Field {
         let f = &self.features[index];
         Field::new(&f.name, f.feature_type.arrow_type(), true)
     }

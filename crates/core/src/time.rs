@@ -12,26 +12,26 @@ pub const MICROS_PER_SECOND: i64 = 1_000_000;
 /// years 1 to 9999, which RFC 3339 can write, DuckDB's `TIMESTAMP` holds (it reaches to year
 /// 294247), and the training join can pack as `time * 2^64 + seq` in a 128-bit integer
 /// (|time| < 2^58, so |key| < 2^122) and compare against a TTL without overflow.
-pub const MIN_MICROS: i64 = -62_135_596_800_000_000;
+pub(crate) const MIN_MICROS: i64 = -62_135_596_800_000_000;
 /// The latest instant the store accepts: 9999-12-31T23:59:59.999999Z.
-pub const MAX_MICROS: i64 = 253_402_300_799_999_999;
+pub(crate) const MAX_MICROS: i64 = 253_402_300_799_999_999;
 /// The earliest date (Arrow Date32, days since the epoch) the store accepts: 0001-01-01.
-pub const MIN_DAYS: i32 = -719_162;
+pub(crate) const MIN_DAYS: i32 = -719_162;
 /// The latest date the store accepts: 9999-12-31.
-pub const MAX_DAYS: i32 = 2_932_896;
+pub(crate) const MAX_DAYS: i32 = 2_932_896;
 
 /// The accepted range of timestamps, as error messages state it.
-pub const TIMESTAMP_RANGE: &str = "0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z";
+pub(crate) const TIMESTAMP_RANGE: &str = "0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z";
 /// The accepted range of dates, as error messages state it.
-pub const DATE_RANGE: &str = "0001-01-01 to 9999-12-31";
+pub(crate) const DATE_RANGE: &str = "0001-01-01 to 9999-12-31";
 
 /// Whether UTC microseconds lie in the accepted range.
-pub fn micros_in_range(micros: i64) -> bool {
+pub(crate) fn micros_in_range(micros: i64) -> bool {
     (MIN_MICROS..=MAX_MICROS).contains(&micros)
 }
 
 /// Whether a date (days since the epoch) lies in the accepted range.
-pub fn days_in_range(days: i32) -> bool {
+pub(crate) fn days_in_range(days: i32) -> bool {
     (MIN_DAYS..=MAX_DAYS).contains(&days)
 }
 
@@ -88,7 +88,7 @@ pub fn format_date(days: i32) -> String {
 }
 
 /// Parses `YYYY-MM-DD` into days since the epoch; a date outside [`DATE_RANGE`] is refused.
-pub fn parse_date(text: &str) -> Result<i32> {
+pub(crate) fn parse_date(text: &str) -> Result<i32> {
     let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
     let date = NaiveDate::parse_from_str(text, "%Y-%m-%d")
         .map_err(|_| Error::invalid(format!("invalid date {text:?}: expected YYYY-MM-DD")))?;

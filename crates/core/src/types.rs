@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::{Error, Result};
 
 /// Largest embedding dimension a spec may declare; bounds per-row allocation on ingest.
-pub const MAX_EMBEDDING_DIM: usize = 65_536;
+pub(crate) const MAX_EMBEDDING_DIM: usize = 65_536;
 
 /// The Arrow timestamp type of every stored time: microseconds, UTC.
 pub fn timestamp_type() -> DataType {

@@ -201,11 +201,10 @@ impl Inner {
     }
 
     fn set(&self, name: &str) -> Result<Arc<SetState>> {
-        read(&self.sets).get(name).cloned().ok_or_else(|| {
-            Error::Domain(featherstore_core::Error::not_found(format!(
-                "feature set {name:?} does not exist"
-            )))
-        })
+        read(&self.sets)
+            .get(name)
+            .cloned()
+            .ok_or_else(|| featherstore_core::Error::no_such_set(name).into())
     }
 
     fn all_sets(&self) -> Vec<Arc<SetState>> {
@@ -302,9 +301,7 @@ impl Inner {
 
     fn delete(&self, name: &str) -> Result<()> {
         if !is_valid_name(name) {
-            return Err(Error::Domain(featherstore_core::Error::not_found(format!(
-                "feature set {name:?} does not exist"
-            ))));
+            return Err(featherstore_core::Error::no_such_set(name).into());
         }
         let Some(set) = read(&self.sets).get(name).cloned() else {
             return self.remove_set_dir(name);
@@ -349,10 +346,7 @@ impl Inner {
         {
             let mut ingest = lock(&set.ingest);
             if !set.is_alive() {
-                return Err(Error::Domain(featherstore_core::Error::not_found(format!(
-                    "feature set {:?} does not exist",
-                    spec.name
-                ))));
+                return Err(featherstore_core::Error::no_such_set(&spec.name).into());
             }
             // Taken before the log append: a batch in the log must reach the memtable.
             let conn = self.pool.get(Purpose::Write)?;
