@@ -9,7 +9,9 @@
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use duckdb::{Connection, InterruptHandle};
 
@@ -49,7 +51,7 @@ impl Cancellation {
     /// Cancels: waits for a connection end, and the query running now is interrupted.
     pub fn cancel(&self) {
         self.0.cancelled.store(true, Ordering::Release);
-        if let Some(handle) = self.lock().as_ref() {
+        if let Some(handle) = self.0.running.lock().as_ref() {
             handle.interrupt();
         }
     }
@@ -58,15 +60,11 @@ impl Cancellation {
         self.0.cancelled.load(Ordering::Acquire)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<InterruptHandle>>> {
-        self.0.running.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Registers `conn` as the connection this request's work runs on, until the returned
     /// guard drops. Cancelled already: the connection is interrupted at once.
     pub(crate) fn running(&self, conn: &Connection) -> Running {
         let handle = conn.interrupt_handle();
-        let mut running = self.lock();
+        let mut running = self.0.running.lock();
         if self.is_cancelled() {
             handle.interrupt();
         }
@@ -82,6 +80,6 @@ pub(crate) struct Running(Cancellation);
 
 impl Drop for Running {
     fn drop(&mut self) {
-        *self.0.lock() = None;
+        *self.0.0.running.lock() = None;
     }
 }

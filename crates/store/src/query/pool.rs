@@ -1,10 +1,10 @@
 use std::collections::BTreeMap;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use duckdb::Connection;
+use parking_lot::{Condvar, Mutex};
 
 use super::cancel::{self, Cancellation};
 use crate::{Error, Result};
@@ -78,7 +78,7 @@ const CANCEL_POLL: Duration = Duration::from_millis(50);
 
 impl ConnectionPool {
     /// Opens the database at `path`, or an in-memory one when `None`.
-    pub fn open(path: Option<&Path>, settings: &EngineSettings) -> Result<Self> {
+    pub(crate) fn open(path: Option<&Path>, settings: &EngineSettings) -> Result<Self> {
         let first = match path {
             Some(path) => Connection::open(path)?,
             None => Connection::open_in_memory()?,
@@ -121,19 +121,15 @@ impl ConnectionPool {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Takes a connection for `purpose`, waiting while none it may have is free: up to the
     /// pool's wait timeout (then `Unavailable`), or until the calling request is cancelled.
-    pub fn get(&self, purpose: Purpose) -> Result<PooledConnection<'_>> {
+    pub(crate) fn get(&self, purpose: Purpose) -> Result<PooledConnection<'_>> {
         self.get_within(purpose, self.wait_timeout)
     }
 
     /// Whether a connection for `purpose` can be had within `timeout` (it is given back at
     /// once): the health check's probe.
-    pub fn probe(&self, purpose: Purpose, timeout: Duration) -> bool {
+    pub(crate) fn probe(&self, purpose: Purpose, timeout: Duration) -> bool {
         self.get_within(purpose, Some(timeout)).is_ok()
     }
 
@@ -144,7 +140,7 @@ impl ConnectionPool {
     ) -> Result<PooledConnection<'_>> {
         let cancellation = cancel::current();
         let started = Instant::now();
-        let mut state = self.lock();
+        let mut state = self.state.lock();
         let mut ticket = None;
         let outcome = loop {
             if cancellation
@@ -181,11 +177,7 @@ impl ConnectionPool {
             if let Some(limit) = timeout {
                 pause = pause.min(limit.saturating_sub(waited));
             }
-            state = self
-                .returned
-                .wait_timeout(state, pause)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            self.returned.wait_for(&mut state, pause);
         };
         if let Some(id) = ticket {
             state.waiters.remove(&id);
@@ -202,8 +194,8 @@ impl ConnectionPool {
     }
 
     /// The call that has waited longest for a connection, if one is waiting now.
-    pub fn longest_wait(&self) -> Option<Waiting> {
-        let state = self.lock();
+    pub(crate) fn longest_wait(&self) -> Option<Waiting> {
+        let state = self.state.lock();
         let (&_, &(purpose, since)) = state.waiters.iter().min_by_key(|(_, (_, since))| *since)?;
         Some(Waiting {
             purpose,
@@ -214,7 +206,7 @@ impl ConnectionPool {
 }
 
 /// A connection on loan from a [`ConnectionPool`]; goes back when dropped.
-pub struct PooledConnection<'a> {
+pub(crate) struct PooledConnection<'a> {
     pool: &'a ConnectionPool,
     purpose: Purpose,
     conn: Option<Connection>,
@@ -236,7 +228,7 @@ impl Drop for PooledConnection<'_> {
         // Unregister first: an interrupt must never reach the connection's next borrower.
         drop(self.registration.take());
         if let Some(conn) = self.conn.take() {
-            let mut state = self.pool.lock();
+            let mut state = self.pool.state.lock();
             state.idle.push(conn);
             if self.purpose == Purpose::Read {
                 state.reads_out -= 1;
