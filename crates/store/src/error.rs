@@ -31,7 +31,7 @@ impl Error {
         }
     }
 
-    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
         let context = context.into();
         move |source| Error::Io { context, source }
     }

@@ -1,15 +1,27 @@
-//! FeatherStore storage: the offline store interface and its backends (DuckDB, Parquet), the
-//! in-memory online index, and [`FeatureStore`], the domain service the APIs call.
+//! FeatherStore storage: [`FeatureStore`], the domain service the APIs call, over two storage
+//! interfaces:
+//!
+//! - [`OfflineStore`]: durable history, one backend per storage format ([`duckdb`],
+//!   [`parquet`]); every read is the shared SQL of [`query`] run by DuckDB over the relations
+//!   a backend exposes.
+//! - [`online::OnlineStore`] / [`online::OnlineSet`]: the latest value of every entity,
+//!   served without storage I/O; [`online::OnlineIndex`] in memory is the default.
+//!
+//! The public API is what is re-exported here plus the backend modules ([`duckdb`],
+//! [`parquet`], [`online`]), the engine's settings and cancellation ([`query`]) and the
+//! storage metrics ([`metrics`]).
 
 pub mod duckdb;
 mod error;
 mod feature_store;
 pub mod metrics;
-pub mod offline;
+mod offline;
 pub mod online;
 pub mod parquet;
 pub mod query;
+mod types;
 
 pub use error::{Error, Result};
 pub use feature_store::{FeatureSet, FeatureStore, Limits};
-pub use offline::{BatchSink, HistoryQuery, OfflineStore, SetStats, StorageStats};
+pub use offline::{OfflineStore, RelationWork};
+pub use types::{BatchSink, HistoryQuery, SetStats, StorageStats};

@@ -1,49 +1,27 @@
 //! The offline store: durable, append-only history of every feature set, behind one interface
 //! with a backend per storage format.
+//!
+//! A backend implements [`OfflineStore`]: the registry of specs, durable appends, and
+//! [`query_relations`](OfflineStore::query_relations), which exposes a consistent state of
+//! each set's stored rows as a relation DuckDB can read (a table, a union of Parquet files and
+//! a memtable, cached copies of remote files, ...). Every read — history, latest values,
+//! statistics, training data — is SQL from [`query`](crate::query) over those relations, so a
+//! new backend gets all of them, identical to the other backends', without writing a query.
 
 use arrow::array::RecordBatch;
 use duckdb::Connection;
-use featherstore_core::{EntityKeys, FeatureSetSpec};
+use featherstore_core::FeatureSetSpec;
 
-use crate::query::{sql, ConnectionPool};
+use crate::query::{reads, ConnectionPool};
+use crate::types::{BatchSink, HistoryQuery, SetStats, StorageStats};
 use crate::Result;
-
-/// Receives result batches in order; an error (e.g. the client went away) stops the producer.
-pub type BatchSink<'a> = &'a mut dyn FnMut(RecordBatch) -> Result<()>;
 
 /// Work on a DuckDB connection where each of the requested sets' stored rows is readable as
 /// the SQL relation at the same index (canonical columns plus `_seq`).
 pub type RelationWork<'a> = &'a mut dyn FnMut(&Connection, &[String]) -> Result<()>;
 
-/// Which rows and columns a history scan returns.
-#[derive(Debug, Clone, Default)]
-pub struct HistoryQuery {
-    /// Only these entities; all when `None`.
-    pub entities: Option<EntityKeys>,
-    /// Inclusive lower bound, UTC microseconds.
-    pub start: Option<i64>,
-    /// Exclusive upper bound, UTC microseconds.
-    pub end: Option<i64>,
-    /// Indices into the spec's features, in output order.
-    pub features: Vec<usize>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SetStats {
-    pub rows: u64,
-    pub entities: u64,
-    /// UTC microseconds.
-    pub latest_event_timestamp: Option<i64>,
-}
-
-/// Bytes and files on disk.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StorageStats {
-    pub bytes: u64,
-    pub files: u64,
-}
-
-/// A storage backend. Calls block (disk, DuckDB): async callers run them off the runtime.
+/// A storage backend. Calls block (disk, DuckDB, network): async callers run them off the
+/// runtime.
 ///
 /// Batches handed to [`append`](OfflineStore::append) are canonical
 /// ([`FeatureSetSpec::arrow_schema`]); results are in the canonical column order of
@@ -62,7 +40,9 @@ pub trait OfflineStore: Send + Sync {
     /// Stores a canonical batch whole or not at all; durable when it returns.
     fn append(&self, spec: &FeatureSetSpec, batch: &RecordBatch) -> Result<()>;
 
-    /// Runs `work` with every set of `specs` readable as a relation. The relations show one
+    /// Runs `work` with every set of `specs` readable as a relation (one per spec, in the same
+    /// order) holding the canonical columns, event times as UTC `TIMESTAMP`, plus
+    /// `_seq`, the ingest order (`query::sql::SEQ_COLUMN`). The relations show one
     /// consistent state and stay valid until `work` returns. All reads go through here: DuckDB
     /// is the query engine of every backend.
     fn query_relations(&self, specs: &[&FeatureSetSpec], work: RelationWork) -> Result<()>;
@@ -74,28 +54,6 @@ pub trait OfflineStore: Send + Sync {
     /// replays nothing (a planned shutdown). Appends are durable without it.
     fn flush(&self) -> Result<()> {
         Ok(())
-    }
-
-    /// History rows ordered by entity, event time, then ingest order.
-    fn scan(&self, spec: &FeatureSetSpec, query: &HistoryQuery, sink: BatchSink) -> Result<()> {
-        let schema = spec.projected_schema(&query.features, false);
-        self.query_relations(&[spec], &mut |conn, relations| {
-            sql::stream_query(
-                conn,
-                &sql::history(spec, &relations[0], query),
-                &schema,
-                sink,
-            )
-        })
-    }
-
-    /// Exactly one row per entity, all features: its online value ignoring TTL (greatest event
-    /// time, ties to the later ingest). Used to rebuild the online index at startup.
-    fn latest(&self, spec: &FeatureSetSpec, sink: BatchSink) -> Result<()> {
-        let schema = spec.arrow_schema();
-        self.query_relations(&[spec], &mut |conn, relations| {
-            sql::stream_query(conn, &sql::latest(spec, &relations[0]), &schema, sink)
-        })
     }
 
     /// What one set's data takes on disk (data files and logs), for the metrics; `None` when
@@ -110,10 +68,29 @@ pub trait OfflineStore: Send + Sync {
         Ok(None)
     }
 
+    // The reads below are the shared SQL of `query::reads` over `query_relations`: a backend
+    // does not override them, so that every backend gives the same answers.
+
+    /// History rows ordered by entity, event time, then ingest order.
+    fn scan(&self, spec: &FeatureSetSpec, query: &HistoryQuery, sink: BatchSink) -> Result<()> {
+        self.query_relations(&[spec], &mut |conn, relations| {
+            reads::history(conn, &relations[0], spec, query, sink)
+        })
+    }
+
+    /// Exactly one row per entity, all features: its online value ignoring TTL (greatest event
+    /// time, ties to the later ingest). Used to rebuild the online index at startup.
+    fn latest(&self, spec: &FeatureSetSpec, sink: BatchSink) -> Result<()> {
+        self.query_relations(&[spec], &mut |conn, relations| {
+            reads::latest(conn, &relations[0], spec, sink)
+        })
+    }
+
+    /// Rows, distinct entities and the greatest event time of a set.
     fn stats(&self, spec: &FeatureSetSpec) -> Result<SetStats> {
         let mut stats = SetStats::default();
         self.query_relations(&[spec], &mut |conn, relations| {
-            stats = sql::read_stats(conn, &sql::stats(spec, &relations[0]))?;
+            stats = reads::stats(conn, &relations[0], spec)?;
             Ok(())
         })?;
         Ok(stats)

@@ -2,12 +2,13 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use parking_lot::Mutex;
 
 use arrow::array::RecordBatch;
 use featherstore_core::FeatureSetSpec;
 
-use crate::offline::{OfflineStore, RelationWork, StorageStats};
+use crate::offline::{OfflineStore, RelationWork};
+use crate::types::StorageStats;
 use crate::query::sql::{self, ident, SEQ_COLUMN};
 use crate::query::{ConnectionPool, EngineSettings, PooledConnection, Purpose};
 use crate::{Error, Result};
@@ -63,7 +64,7 @@ impl DuckDbStore {
     }
 
     fn first_seq(&self, conn: &PooledConnection, set: &str, rows: i64) -> Result<i64> {
-        let mut next = self.next_seq.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = self.next_seq.lock();
         let first = match next.get(set) {
             Some(seq) => *seq,
             None => conn.query_row(
@@ -122,7 +123,6 @@ impl OfflineStore for DuckDbStore {
         })?;
         self.next_seq
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
             .remove(name);
         Ok(())
     }
@@ -144,7 +144,6 @@ impl OfflineStore for DuckDbStore {
             // The sequence numbers handed out were not used; reload them on the next append.
             self.next_seq
                 .lock()
-                .unwrap_or_else(|e| e.into_inner())
                 .remove(&spec.name);
         }
         result

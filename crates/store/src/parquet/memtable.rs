@@ -98,8 +98,9 @@ pub(super) fn select_files<'a>(
         .iter()
         .filter_map(|f| {
             let array = match f.feature_type {
-                FeatureType::Float32Vector(n) => format!("FLOAT[{n}]"),
-                FeatureType::Float64Vector(n) => format!("DOUBLE[{n}]"),
+                FeatureType::Float32Vector(_) | FeatureType::Float64Vector(_) => {
+                    sql::feature_sql_type(f.feature_type)
+                }
                 _ => return None,
             };
             let column = ident(&f.name);

@@ -1,10 +1,12 @@
-//! The query engine shared by both backends: DuckDB connections and the SQL they run
-//! (history scans, latest values, statistics) over a relation of stored rows.
+//! The query engine shared by every offline backend: DuckDB connections, and the SQL they run
+//! (history scans, latest values, statistics, training data) over relations of stored rows.
 
 pub mod cancel;
 mod pool;
-pub mod sql;
+pub(crate) mod reads;
+pub(crate) mod sql;
 pub mod training;
 
 pub use cancel::Cancellation;
-pub use pool::{ConnectionPool, EngineSettings, PooledConnection, Purpose, Waiting};
+pub use pool::{ConnectionPool, EngineSettings, Purpose, Waiting};
+pub(crate) use pool::PooledConnection;

@@ -10,7 +10,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMi
 use duckdb::Connection;
 use featherstore_core::{EntityKeys, EntityType, FeatureSetSpec, FeatureType};
 
-use crate::offline::{BatchSink, HistoryQuery, SetStats};
+use crate::types::{BatchSink, HistoryQuery};
 use crate::Result;
 
 /// Ingest order of a row: increasing across a set's appends, and within a batch by row.
@@ -26,7 +26,8 @@ pub fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
-fn feature_sql_type(t: FeatureType) -> String {
+/// The DuckDB type of a feature's values: the one mapping of feature types to SQL types.
+pub(crate) fn feature_sql_type(t: FeatureType) -> String {
     match t {
         FeatureType::Bool => "BOOLEAN".into(),
         FeatureType::Int32 => "INTEGER".into(),
@@ -42,7 +43,8 @@ fn feature_sql_type(t: FeatureType) -> String {
     }
 }
 
-fn entity_sql_type(t: EntityType) -> &'static str {
+/// The DuckDB type of an entity key.
+pub(crate) fn entity_sql_type(t: EntityType) -> &'static str {
     match t {
         EntityType::String => "VARCHAR",
         EntityType::Int64 => "BIGINT",
@@ -195,17 +197,6 @@ pub fn stats(spec: &FeatureSetSpec, source: &str) -> String {
         ident(&spec.entity.name),
         ident(&spec.timestamp)
     )
-}
-
-pub fn read_stats(conn: &Connection, sql: &str) -> Result<SetStats> {
-    let stats = conn.query_row(sql, [], |row| {
-        Ok(SetStats {
-            rows: row.get::<_, i64>(0)? as u64,
-            entities: row.get::<_, i64>(1)? as u64,
-            latest_event_timestamp: row.get::<_, Option<i64>>(2)?,
-        })
-    })?;
-    Ok(stats)
 }
 
 /// Runs `sql` and hands each result batch, conformed to `schema`, to `sink` as DuckDB

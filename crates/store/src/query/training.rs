@@ -22,8 +22,8 @@ use duckdb::Connection;
 use featherstore_core::coerce::{coerce_key, coerce_timestamp, coerce_timestamp_rows};
 use featherstore_core::{EntityType, FeatureSetSpec, OutputFeature, TrainingDataCommand};
 
-use super::sql::{ident, stream_query, SEQ_COLUMN};
-use crate::offline::BatchSink;
+use super::sql::{entity_sql_type, ident, stream_query, SEQ_COLUMN};
+use crate::types::BatchSink;
 use crate::{Error, Result};
 
 /// 2^64: event time and ingest sequence packed into one ASOF ordering key,
@@ -258,16 +258,11 @@ impl Drop for TempTable<'_> {
 /// The entity rows of a request, received whole and spooled to a temporary file (Arrow IPC)
 /// before the join takes a connection: a client that sends its rows slowly, or stops, holds
 /// no connection while it does.
-pub struct SpooledRows {
+pub(crate) struct SpooledRows {
     file: File,
-    rows: i64,
 }
 
 impl SpooledRows {
-    pub fn rows(&self) -> i64 {
-        self.rows
-    }
-
     fn reader(&self) -> Result<StreamReader<BufReader<File>>> {
         let mut file = self
             .file
@@ -281,7 +276,7 @@ impl SpooledRows {
 
 /// Receives every entity row of a request into a spool file in `spool_dir`, checking each
 /// batch against the plan. Memory stays bounded by one batch.
-pub fn spool(
+pub(crate) fn spool(
     plan: &TrainingPlan,
     entity_rows: EntityRows,
     spool_dir: &Path,
@@ -314,13 +309,13 @@ pub fn spool(
         .into_inner()?
         .into_inner()
         .map_err(|e| Error::io("flushing the training spool file")(e.into_error()))?;
-    Ok(SpooledRows { file, rows })
+    Ok(SpooledRows { file })
 }
 
 /// Runs `plan` over the spooled entity rows on `conn`, where set `i` is readable as
 /// `relations[i]`, handing result batches (input columns then features) to `sink` in input
 /// order.
-pub fn run(
+pub(crate) fn run(
     conn: &Connection,
     relations: &[String],
     plan: &TrainingPlan,
@@ -338,13 +333,7 @@ pub fn run(
     let mut ddl = vec!["_row BIGINT".to_string()];
     for (i, (_, entity_type)) in plan.keys.iter().enumerate() {
         key_fields.push(Field::new(format!("k{i}"), entity_type.arrow_type(), true));
-        ddl.push(format!(
-            "k{i} {}",
-            match entity_type {
-                EntityType::String => "VARCHAR",
-                EntityType::Int64 => "BIGINT",
-            }
-        ));
+        ddl.push(format!("k{i} {}", entity_sql_type(*entity_type)));
     }
     key_fields.push(Field::new(
         "_ts",
