@@ -311,7 +311,8 @@ impl Default for MetricsConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
-            max_online_entities: 100_000,
+            // The store's own default: one definition.
+            max_online_entities: featherstore_store::Limits::default().max_online_entities,
             max_message_bytes: 64 * 1024 * 1024,
             request_timeout_seconds: 30.0,
             stream_idle_timeout_seconds: 60.0,

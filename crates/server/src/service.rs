@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use featherstore_core::time::format_timestamp;
-use featherstore_core::{Error as DomainError, FeatureSetSpec};
+use featherstore_core::{Error as DomainError, FeatureSetSpec, HistoryTicket, OnlineTicket};
+use featherstore_store::query::training::TrainingPlan;
 use featherstore_store::{BatchSink, Error as StoreError, FeatureStore};
 use serde_json::{json, Value};
 use std::future::Future;
@@ -15,7 +16,9 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use featherstore_store::query::Cancellation;
+use arrow::datatypes::SchemaRef;
 use futures::Stream;
+use tracing::Span;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
@@ -198,7 +201,79 @@ where
     }
 }
 
+/// The request span's fields (`feature_set`, `entities`, `rows`; declared in
+/// `telemetry::traces`) are recorded here, by the layer that owns the span, as the request's
+/// work learns them; counts as i64, which OpenTelemetry exports as integers.
+fn record_count(span: &Span, field: &str, n: usize) {
+    span.record(field, i64::try_from(n).unwrap_or(i64::MAX));
+}
+
 impl AppState {
+    /// Online values for an online ticket, from memory only.
+    pub fn online(&self, ticket: &OnlineTicket) -> ApiResult<RecordBatch> {
+        let span = Span::current();
+        span.record("feature_set", ticket.feature_set.as_str());
+        record_count(&span, "entities", ticket.entities.len());
+        let batch = self.store.online(ticket)?;
+        record_count(&span, "rows", batch.num_rows());
+        Ok(batch)
+    }
+
+    /// Plans a history ticket, then streams its rows as storage reads them; returns their
+    /// schema and the stream. A bad ticket fails here, before a stream starts.
+    pub fn history(
+        &self,
+        api: Api,
+        ticket: &HistoryTicket,
+    ) -> ApiResult<(SchemaRef, BlockingStream)> {
+        let span = Span::current();
+        span.record("feature_set", ticket.feature_set.as_str());
+        if let Some(entities) = &ticket.entities {
+            record_count(&span, "entities", entities.len());
+        }
+        let (set, query) = self.store.plan_history(ticket)?;
+        let schema = set.spec.projected_schema(&query.features, false);
+        let store = self.store.clone();
+        let batches = self.stream_blocking(api, move |sink| {
+            // Runs in the request's span (see `stream_blocking`).
+            let mut rows = 0;
+            let result = store.scan_history(&set, &query, &mut |batch| {
+                rows += batch.num_rows();
+                sink(batch)
+            });
+            record_count(&Span::current(), "rows", rows);
+            result
+        });
+        Ok((schema, batches))
+    }
+
+    /// Streams the point-in-time join of a planned training data command over `entity_rows`.
+    pub fn training_data<I>(&self, api: Api, plan: TrainingPlan, entity_rows: I) -> BlockingStream
+    where
+        I: Iterator<Item = featherstore_store::Result<RecordBatch>> + Send + 'static,
+    {
+        let names: Vec<&str> = plan.sets.iter().map(|s| s.name.as_str()).collect();
+        Span::current().record("feature_set", names.join(",").as_str());
+        let store = self.store.clone();
+        self.stream_blocking(api, move |sink| {
+            let (mut entities, mut rows) = (0, 0);
+            let mut entity_rows = entity_rows.inspect(|batch| {
+                if let Ok(batch) = batch {
+                    entities += batch.num_rows();
+                }
+            });
+            let result = store.training_data(&plan, &mut entity_rows, &mut |batch| {
+                rows += batch.num_rows();
+                sink(batch)
+            });
+            drop(entity_rows);
+            let span = Span::current();
+            record_count(&span, "entities", entities);
+            record_count(&span, "rows", rows);
+            result
+        })
+    }
+
     /// [`stream_blocking`] with the configured idle timeout (`stream_idle_timeout_seconds`).
     pub fn stream_blocking<F>(&self, api: Api, work: F) -> BlockingStream
     where
@@ -211,6 +286,7 @@ impl AppState {
     pub async fn create_set(&self, access: &Access, body: &[u8]) -> ApiResult<(Value, bool)> {
         let spec = FeatureSetSpec::from_json(body)?;
         access.require_set(&spec.name)?;
+        Span::current().record("feature_set", spec.name.as_str());
         let store = self.store.clone();
         let (stored, created) = blocking(move || Ok(store.create(spec)?)).await?;
         Ok((spec_json(&stored), created))
@@ -253,7 +329,7 @@ impl AppState {
     /// Stores one batch durably, as the whole of a request (HTTP); returns its row count.
     pub async fn ingest(&self, name: String, batch: RecordBatch) -> ApiResult<usize> {
         let rows = self.store_batch(name, batch).await?;
-        tracing::Span::current().record("rows", rows as i64);
+        record_count(&Span::current(), "rows", rows);
         Ok(rows)
     }
 

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
 use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
@@ -16,11 +18,12 @@ use featherstore_core::time::{format_timestamp, now_micros};
 use featherstore_core::{
     EntityKeys, FeatureSetSpec, HistoryTicket, OnlineTicket, TrainingDataCommand,
 };
-use tracing::{debug_span, field, info, Span};
+use tracing::{debug_span, field, info};
 
 use crate::metrics::{Operation, OperationMetrics};
-use crate::offline::{BatchSink, HistoryQuery, OfflineStore, SetStats, StorageStats};
-use crate::online::OnlineIndex;
+use crate::offline::OfflineStore;
+use crate::types::{BatchSink, HistoryQuery, SetStats, StorageStats};
+use crate::online::{MemoryStore, OnlineSet, OnlineStore};
 use crate::query::training::{self, EntityRows, TrainingPlan};
 use crate::query::{Purpose, Waiting};
 use crate::Result;
@@ -41,10 +44,10 @@ impl Default for Limits {
     }
 }
 
-/// A stored feature set: its spec and online index.
+/// A stored feature set: its spec and online values.
 pub struct FeatureSet {
     pub spec: Arc<FeatureSetSpec>,
-    pub index: OnlineIndex,
+    pub index: Box<dyn OnlineSet>,
     /// Serialises appends so the offline store and the index see batches in one order;
     /// `true` once the set is deleted.
     ingest: Mutex<bool>,
@@ -52,6 +55,7 @@ pub struct FeatureSet {
 
 pub struct FeatureStore {
     offline: Box<dyn OfflineStore>,
+    online: Box<dyn OnlineStore>,
     /// Where large requests spool to disk (training data entity rows).
     spool_dir: PathBuf,
     sets: RwLock<BTreeMap<String, Arc<FeatureSet>>>,
@@ -63,27 +67,28 @@ pub struct FeatureStore {
     closed: AtomicBool,
 }
 
-fn not_found(name: &str) -> DomainError {
-    DomainError::not_found(format!("feature set {name:?} does not exist"))
-}
-
-/// Tracing: the API layer's request span declares `feature_set`, `entities` and `rows`. The
-/// calls made once per request (create, online, history, training data) record them on the
-/// caller's current span (a no-op on a span without them); every call wraps its storage and
-/// index work in child spans at debug level, which cost nothing unless traces are exported or
-/// debug logs are on. Counts are recorded as i64, which OpenTelemetry exports as integers.
-fn annotate(span: &Span, feature_set: &str) {
-    span.record("feature_set", feature_set);
-}
-
+/// Tracing: the request's span and its fields belong to the API layer, which records them from
+/// what these calls take and return. Every call wraps its own storage and index work in child
+/// spans at debug level, which cost nothing unless traces are exported or debug logs are on.
+/// Counts are recorded as i64, which OpenTelemetry exports as integers.
 fn count(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 impl FeatureStore {
-    /// Loads every stored spec and rebuilds each set's online index from storage.
+    /// [`open_with`](Self::open_with) the in-memory online store, the embedded default.
     pub fn open(
         offline: Box<dyn OfflineStore>,
+        limits: Limits,
+        spool_dir: PathBuf,
+    ) -> Result<Self> {
+        Self::open_with(offline, Box::new(MemoryStore), limits, spool_dir)
+    }
+
+    /// Loads every stored spec and rebuilds each set's online values from the offline store.
+    pub fn open_with(
+        offline: Box<dyn OfflineStore>,
+        online: Box<dyn OnlineStore>,
         limits: Limits,
         spool_dir: PathBuf,
     ) -> Result<Self> {
@@ -94,11 +99,8 @@ impl FeatureStore {
             let _span = tracing::info_span!("index.rebuild", feature_set = %spec.name).entered();
             let _timer = operations.start(Operation::IndexRebuild);
             let spec = Arc::new(spec);
-            let index = OnlineIndex::new(spec.clone());
-            offline.latest(&spec, &mut |batch| {
-                index.apply(&index.prepare(&batch)?);
-                Ok(())
-            })?;
+            let index = online.open_set(spec.clone())?;
+            offline.latest(&spec, &mut |batch| index.apply(&index.prepare(&batch)?))?;
             info!(
                 feature_set = %spec.name,
                 entities = index.entities(),
@@ -116,6 +118,7 @@ impl FeatureStore {
         }
         Ok(FeatureStore {
             offline,
+            online,
             spool_dir,
             sets: RwLock::new(sets),
             registry: Mutex::new(()),
@@ -123,10 +126,6 @@ impl FeatureStore {
             operations,
             closed: AtomicBool::new(false),
         })
-    }
-
-    pub fn limits(&self) -> Limits {
-        self.limits
     }
 
     /// Durations of the storage and index work done so far, per operation.
@@ -147,16 +146,14 @@ impl FeatureStore {
     pub fn get(&self, name: &str) -> Result<Arc<FeatureSet>> {
         self.sets
             .read()
-            .unwrap_or_else(|e| e.into_inner())
             .get(name)
             .cloned()
-            .ok_or_else(|| not_found(name).into())
+            .ok_or_else(|| DomainError::no_such_set(name).into())
     }
 
     pub fn list(&self) -> Vec<Arc<FeatureSet>> {
         self.sets
             .read()
-            .unwrap_or_else(|e| e.into_inner())
             .values()
             .cloned()
             .collect()
@@ -165,9 +162,8 @@ impl FeatureStore {
     /// Stores a new set. Returns the stored spec and whether it was created: the same
     /// definition again is a no-op, a different one under an existing name is refused.
     pub fn create(&self, mut spec: FeatureSetSpec) -> Result<(Arc<FeatureSetSpec>, bool)> {
-        annotate(&Span::current(), &spec.name);
         spec.validate()?;
-        let _registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let _registry = self.registry.lock();
         if let Ok(existing) = self.get(&spec.name) {
             if existing.spec.same_definition(&spec) {
                 return Ok((existing.spec.clone(), false));
@@ -181,55 +177,56 @@ impl FeatureStore {
         }
         spec.version = Some(1);
         spec.created_at = Some(format_timestamp(now_micros()));
+        let spec = Arc::new(spec);
+        let index = self.online.open_set(spec.clone())?;
         {
             let _span = debug_span!("storage.create_set").entered();
             let _timer = self.operations.start(Operation::CreateSet);
             self.offline.create(&spec)?;
         }
-        let spec = Arc::new(spec);
         let set = Arc::new(FeatureSet {
             spec: spec.clone(),
-            index: OnlineIndex::new(spec.clone()),
+            index,
             ingest: Mutex::new(false),
         });
         self.sets
             .write()
-            .unwrap_or_else(|e| e.into_inner())
             .insert(spec.name.clone(), set);
         Ok((spec, true))
     }
 
     pub fn delete(&self, name: &str) -> Result<()> {
-        let _registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let _registry = self.registry.lock();
         let set = self.get(name)?;
-        let mut deleted = set.ingest.lock().unwrap_or_else(|e| e.into_inner());
+        let mut deleted = set.ingest.lock();
         {
             let _span = debug_span!("storage.delete_set").entered();
             let _timer = self.operations.start(Operation::DeleteSet);
             self.offline.delete(name)?;
         }
         *deleted = true;
-        self.sets
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name);
-        Ok(())
+        self.sets.write().remove(name);
+        // After the offline store: a set whose history is gone must not be served online, and
+        // a set being deleted stays readable until its deletion is durable.
+        set.index.remove()
     }
 
     /// Validates and coerces one batch, stores it durably, then publishes it to the online
     /// index. Returns the rows stored. Blocks on storage.
     ///
-    /// All or nothing: every check (the batch's, and the index's own in
-    /// [`OnlineIndex::prepare`]) runs before the durable append, and what follows it cannot
-    /// fail, so a batch reported as failed was not stored and one stored is in the index.
+    /// All or nothing: every check (the batch's, and the online store's own in
+    /// [`OnlineSet::prepare`]) runs before the durable append, and what follows it cannot
+    /// fail with the in-memory online store, so a batch reported as failed was not stored and
+    /// one stored is in the index. (A remote online store can fail after the append: see
+    /// [`OnlineSet::apply`].)
     pub fn ingest(&self, name: &str, batch: &RecordBatch) -> Result<usize> {
         let set = self.get(name)?;
         let batch = coerce_batch(&set.spec, batch)?;
         let indexed = set.index.prepare(&batch)?;
         let rows = batch.num_rows();
-        let deleted = set.ingest.lock().unwrap_or_else(|e| e.into_inner());
+        let deleted = set.ingest.lock();
         if *deleted {
-            return Err(not_found(name).into());
+            return Err(DomainError::no_such_set(name).into());
         }
         // Checked under the set's ingest lock, which `close` takes after setting it: no batch
         // is stored once `close` returns.
@@ -247,16 +244,13 @@ impl FeatureStore {
         {
             let _span = debug_span!("index.apply", rows = count(rows)).entered();
             let _timer = self.operations.start(Operation::IndexApply);
-            set.index.apply(&indexed);
+            set.index.apply(&indexed)?;
         }
         Ok(rows)
     }
 
     /// Online values for an online ticket, from memory only.
     pub fn online(&self, ticket: &OnlineTicket) -> Result<RecordBatch> {
-        let request = Span::current();
-        annotate(&request, &ticket.feature_set);
-        request.record("entities", count(ticket.entities.len()));
         self.check_entities(ticket.entities.len(), "online")?;
         let set = self.get(&ticket.feature_set)?;
         let features = set.spec.resolve_features(ticket.features.as_deref())?;
@@ -264,12 +258,8 @@ impl FeatureStore {
         // No child span: the request's span is this lookup (plus decoding and encoding), and a
         // second exported span per read would double the cost of tracing the hottest path.
         // Its duration is in the `index_lookup` histogram.
-        let batch = {
-            let _timer = self.operations.start(Operation::IndexLookup);
-            set.index.lookup(&keys, &features, now_micros())?
-        };
-        request.record("rows", count(batch.num_rows()));
-        Ok(batch)
+        let _timer = self.operations.start(Operation::IndexLookup);
+        set.index.lookup(&keys, &features, now_micros())
     }
 
     /// Refuses a request naming more entities than `max_online_entities` (a history ticket's
@@ -288,10 +278,7 @@ impl FeatureStore {
     /// Resolves a history ticket (set, entities, time range, features) without running it,
     /// so that bad requests fail before a stream starts.
     pub fn plan_history(&self, ticket: &HistoryTicket) -> Result<(Arc<FeatureSet>, HistoryQuery)> {
-        let request = Span::current();
-        annotate(&request, &ticket.feature_set);
         if let Some(entities) = &ticket.entities {
-            request.record("entities", count(entities.len()));
             self.check_entities(entities.len(), "history")?;
         }
         let set = self.get(&ticket.feature_set)?;
@@ -318,7 +305,6 @@ impl FeatureStore {
         query: &HistoryQuery,
         sink: BatchSink,
     ) -> Result<()> {
-        let request = Span::current();
         let span = debug_span!("storage.scan", feature_set = %set.spec.name, rows = field::Empty);
         let _entered = span.enter();
         let mut timer = self.operations.start(Operation::Scan);
@@ -331,7 +317,6 @@ impl FeatureStore {
             sent
         });
         span.record("rows", count(rows));
-        request.record("rows", count(rows));
         result
     }
 
@@ -356,9 +341,6 @@ impl FeatureStore {
         entity_rows: EntityRows,
         sink: BatchSink,
     ) -> Result<()> {
-        let request = Span::current();
-        let names: Vec<&str> = plan.sets.iter().map(|s| s.name.as_str()).collect();
-        annotate(&request, &names.join(","));
         let span = debug_span!(
             "storage.training",
             entities = field::Empty,
@@ -394,10 +376,8 @@ impl FeatureStore {
                         training::run(conn, relations, plan, &spooled, &mut counted_sink)
                     })
             });
-        for span in [&span, &request] {
-            span.record("entities", count(entities));
-            span.record("rows", count(rows));
-        }
+        span.record("entities", count(entities));
+        span.record("rows", count(rows));
         result
     }
 
@@ -417,7 +397,7 @@ impl FeatureStore {
     pub fn close(&self) -> Result<()> {
         self.closed.store(true, Ordering::Release);
         for set in self.list() {
-            drop(set.ingest.lock().unwrap_or_else(|e| e.into_inner()));
+            drop(set.ingest.lock());
         }
         let _span = tracing::info_span!("storage.flush").entered();
         self.offline.flush()

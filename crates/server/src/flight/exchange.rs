@@ -101,11 +101,8 @@ pub async fn do_exchange(
             featherstore_core::Error::Internal(message),
         ))
     });
-    let store = state.store.clone();
-    let batches = state.stream_blocking(Api::Flight, move |sink| {
-        let mut rows = std::iter::from_fn(|| rows_rx.blocking_recv());
-        store.training_data(&plan, &mut rows, sink)
-    });
+    let rows = std::iter::from_fn(move || rows_rx.blocking_recv());
+    let batches = state.training_data(Api::Flight, plan, rows);
     // Streamed after the handler returns: in the call's span, which lasts until the end.
     Ok(traces::in_span(
         tracing::Span::current(),

@@ -26,19 +26,14 @@ pub async fn do_get(
     })?;
     let batches = match request {
         Request::Online(ticket) => {
-            let batch = state.store.online(&ticket)?;
+            let batch = state.online(&ticket)?;
             encode(
                 batch.schema(),
                 futures::stream::once(async { Ok(batch) }).boxed(),
             )
         }
         Request::History(ticket) => {
-            let (set, query) = state.store.plan_history(&ticket)?;
-            let schema = set.spec.projected_schema(&query.features, false);
-            let store = state.store.clone();
-            let batches = state.stream_blocking(Api::Flight, move |sink| {
-                store.scan_history(&set, &query, sink)
-            });
+            let (schema, batches) = state.history(Api::Flight, &ticket)?;
             // Streamed after the handler returns: in the call's span, which lasts until the end.
             traces::in_span(
                 tracing::Span::current(),

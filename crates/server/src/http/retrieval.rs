@@ -51,7 +51,7 @@ pub async fn online(
     let body = read_body(&state, body).await?;
     let ticket: OnlineTicket = ticket_body(&body, "online")?;
     access.require_set(&ticket.feature_set)?;
-    let batch = state.store.online(&ticket)?;
+    let batch = state.online(&ticket)?;
     Ok(if wants_arrow(&headers) {
         let mut ipc = IpcChunks::new(&batch.schema())?;
         let mut bytes = ipc.batch(&batch)?.to_vec();
@@ -114,12 +114,7 @@ pub async fn history(
     let body = read_body(&state, body).await?;
     let ticket: HistoryTicket = ticket_body(&body, "history")?;
     access.require_set(&ticket.feature_set)?;
-    let (set, query) = state.store.plan_history(&ticket)?;
-    let schema = set.spec.projected_schema(&query.features, false);
-    let store = state.store.clone();
-    let batches = state.stream_blocking(Api::Http, move |sink| {
-        store.scan_history(&set, &query, sink)
-    });
+    let (schema, batches) = state.history(Api::Http, &ticket)?;
     let (encoding, content_type) = if wants_arrow(&headers) {
         (Encoding::Arrow(IpcChunks::new(&schema)?), ARROW_STREAM)
     } else {
@@ -147,11 +142,7 @@ pub async fn training_data(
     let (schema, entity_batches) = arrow_ipc::decode_batches(body)?;
     let plan = state.store.plan_training(&command, schema)?;
     let encoding = Encoding::Arrow(IpcChunks::new(&plan.output_schema)?);
-    let store = state.store.clone();
-    let batches = state.stream_blocking(Api::Http, move |sink| {
-        let mut rows = entity_batches.into_iter().map(Ok);
-        store.training_data(&plan, &mut rows, sink)
-    });
+    let batches = state.training_data(Api::Http, plan, entity_batches.into_iter().map(Ok));
     // The entity rows are all read and checked before the join's first result: waiting for
     // it lets a bad entity row (a time out of range, say) be a 400 rather than a 200 whose
     // stream breaks off.

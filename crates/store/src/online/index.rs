@@ -1,25 +1,23 @@
-//! The online index: the latest value of every entity of a feature set, in memory.
+//! The in-memory online store, the embedded default: the latest value of every entity of a
+//! feature set, in memory.
 //!
 //! Entities are spread over shards by key hash; each shard maps a key to a slot and keeps one
 //! columnar value buffer per feature, indexed by slot. A lookup of N entities is N hash probes
 //! and a copy per feature into Arrow buffers: no storage I/O and no SQL. Ingest locks one shard
 //! at a time for a bounded number of rows, so reads never wait behind a whole large batch.
 
-mod column;
-
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
-};
-use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
+use arrow::array::{ArrayRef, RecordBatch, TimestampMicrosecondArray};
 use featherstore_core::{EntityKeys, EntityType, FeatureSetSpec};
 use hashbrown::HashMap;
+use parking_lot::RwLock;
 
-use crate::{Error, Result};
-use column::{Gather, Source, ValueColumn};
+use super::column::{Gather, Source, ValueColumn};
+use super::{BatchKeys, OnlineSet, OnlineStore, PreparedBatch};
+use crate::Result;
 
 const SHARDS: usize = 32;
 /// Rows applied per shard lock hold: bounds how long a read can wait behind an ingest.
@@ -90,23 +88,17 @@ impl Shard {
     }
 }
 
-/// The entity keys of a prepared batch.
-#[derive(Clone, Copy)]
-enum IndexKeys<'a> {
-    String(&'a StringArray),
-    Int64(&'a [i64]),
+/// The in-memory backend: each set's values in an [`OnlineIndex`] of its own.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MemoryStore;
+
+impl OnlineStore for MemoryStore {
+    fn open_set(&self, spec: Arc<FeatureSetSpec>) -> Result<Box<dyn OnlineSet>> {
+        Ok(Box::new(OnlineIndex::new(spec)))
+    }
 }
 
-/// A canonical batch checked by [`OnlineIndex::prepare`]: its columns have the spec's types
-/// and in-bounds buffers, so [`OnlineIndex::apply`] reads it without a failure.
-pub struct IndexBatch<'a> {
-    rows: usize,
-    keys: IndexKeys<'a>,
-    timestamps: &'a [i64],
-    sources: Vec<Source<'a>>,
-}
-
-/// The online values of one feature set.
+/// The online values of one feature set, in memory.
 pub struct OnlineIndex {
     spec: Arc<FeatureSetSpec>,
     shards: Vec<RwLock<Shard>>,
@@ -127,88 +119,38 @@ impl OnlineIndex {
         }
     }
 
-    pub fn spec(&self) -> &Arc<FeatureSetSpec> {
-        &self.spec
-    }
-
     fn shard_of<K: Hash + ?Sized>(&self, key: &K) -> usize {
         (self.hasher.hash_one(key) >> 32) as usize % SHARDS
     }
 
-    /// Checks a canonical batch (entity, features in spec order, timestamp) for
-    /// [`apply`](Self::apply): every check that applying it needs happens here, so that a
-    /// batch can be prepared before it is stored and applied after, without a failure between.
-    pub fn prepare<'a>(&self, batch: &'a RecordBatch) -> Result<IndexBatch<'a>> {
-        let rows = batch.num_rows();
-        let columns = batch.columns();
-        let spec = &self.spec;
-        let corrupt = |what: String| {
-            Error::Corrupt(format!(
-                "the online index of feature set {:?} was handed {what}",
-                spec.name
-            ))
-        };
-        if columns.len() != spec.features.len() + 2 {
-            return Err(corrupt(format!(
-                "{} columns; expected {}",
-                columns.len(),
-                spec.features.len() + 2
-            )));
-        }
-        let entity = &columns[0];
-        let keys = match spec.entity.entity_type {
-            EntityType::String => entity
-                .as_string_opt::<i32>()
-                .filter(|keys| {
-                    column::checked_bytes(keys.value_offsets(), keys.value_data(), rows).is_some()
-                })
-                .map(IndexKeys::String),
-            EntityType::Int64 => entity
-                .as_primitive_opt::<Int64Type>()
-                .map(|keys| IndexKeys::Int64(keys.values())),
-        }
-        .ok_or_else(|| corrupt(format!("an entity column of type {}", entity.data_type())))?;
-        let timestamps = &columns[columns.len() - 1];
-        let timestamps = timestamps
-            .as_primitive_opt::<TimestampMicrosecondType>()
-            .map(|t| t.values())
-            .ok_or_else(|| {
-                corrupt(format!(
-                    "a timestamp column of type {}",
-                    timestamps.data_type()
-                ))
-            })?;
-        let sources = spec
-            .features
-            .iter()
-            .zip(&columns[1..columns.len() - 1])
-            .map(|(feature, column)| Source::new(feature, column.as_ref(), rows))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(IndexBatch {
-            rows,
-            keys,
-            timestamps,
-            sources,
-        })
+    fn read_shard<K: Hash + ?Sized>(&self, key: &K) -> parking_lot::RwLockReadGuard<'_, Shard> {
+        self.shards[self.shard_of(key)]
+            .read()
+    }
+}
+
+impl OnlineSet for OnlineIndex {
+    fn spec(&self) -> &Arc<FeatureSetSpec> {
+        &self.spec
     }
 
-    /// Applies a prepared batch. Cannot fail: [`prepare`](Self::prepare) checked it.
-    pub fn apply(&self, batch: &IndexBatch) {
+    /// Cannot fail: [`PreparedBatch::check`] checked the batch.
+    fn apply(&self, batch: &PreparedBatch) -> Result<()> {
         let n = batch.rows;
         if n == 0 {
-            return;
+            return Ok(());
         }
         let timestamps = batch.timestamps;
         let sources = &batch.sources;
 
         let mut rows_by_shard: Vec<Vec<u32>> = vec![Vec::new(); SHARDS];
         match batch.keys {
-            IndexKeys::String(keys) => {
+            BatchKeys::String(keys) => {
                 for row in 0..n {
                     rows_by_shard[self.shard_of(keys.value(row))].push(row as u32);
                 }
             }
-            IndexKeys::Int64(keys) => {
+            BatchKeys::Int64(keys) => {
                 for (row, key) in keys.iter().enumerate() {
                     rows_by_shard[self.shard_of(key)].push(row as u32);
                 }
@@ -217,12 +159,12 @@ impl OnlineIndex {
 
         for (shard, rows) in self.shards.iter().zip(&rows_by_shard) {
             for chunk in rows.chunks(ROWS_PER_LOCK) {
-                let mut shard = shard.write().unwrap_or_else(|e| e.into_inner());
+                let mut shard = shard.write();
                 for &row in chunk {
                     let row = row as usize;
                     let ts = timestamps[row];
                     match batch.keys {
-                        IndexKeys::String(keys) => {
+                        BatchKeys::String(keys) => {
                             let key = keys.value(row);
                             let slot = match &shard.keys {
                                 Keys::String(map) => map.get(key).copied(),
@@ -234,7 +176,7 @@ impl OnlineIndex {
                                 }
                             }
                         }
-                        IndexKeys::Int64(keys) => {
+                        BatchKeys::Int64(keys) => {
                             let key = keys[row];
                             let slot = match &shard.keys {
                                 Keys::Int64(map) => map.get(&key).copied(),
@@ -254,12 +196,10 @@ impl OnlineIndex {
             self.latest_event_timestamp
                 .fetch_max(*max, Ordering::Relaxed);
         }
+        Ok(())
     }
 
-    /// Online values of `keys` in request order (duplicates included): entity, the chosen
-    /// features, timestamp. Unknown entities, and values older than the TTL at `now`
-    /// (microseconds), come back as nulls.
-    pub fn lookup(&self, keys: &EntityKeys, features: &[usize], now: i64) -> Result<RecordBatch> {
+    fn lookup(&self, keys: &EntityKeys, features: &[usize], now: i64) -> Result<RecordBatch> {
         let cutoff = self.spec.ttl_micros().map(|ttl| now.saturating_sub(ttl));
         let mut gathers: Vec<Gather> = features
             .iter()
@@ -300,10 +240,7 @@ impl OnlineIndex {
         }
 
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(features.len() + 2);
-        columns.push(match keys {
-            EntityKeys::String(keys) => Arc::new(StringArray::from_iter_values(keys)),
-            EntityKeys::Int64(keys) => Arc::new(Int64Array::from(keys.clone())),
-        });
+        columns.push(keys.to_array());
         for (gather, &f) in gathers.into_iter().zip(features) {
             columns.push(gather.finish(self.spec.features[f].feature_type)?);
         }
@@ -316,31 +253,34 @@ impl OnlineIndex {
         )?)
     }
 
-    fn read_shard<K: Hash + ?Sized>(&self, key: &K) -> std::sync::RwLockReadGuard<'_, Shard> {
-        self.shards[self.shard_of(key)]
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+    /// Frees every value now, even while a reader still holds the set.
+    fn remove(&self) -> Result<()> {
+        for shard in &self.shards {
+            *shard.write() = Shard::new(&self.spec);
+        }
+        self.latest_event_timestamp
+            .store(i64::MIN, Ordering::Relaxed);
+        Ok(())
     }
 
-    /// Number of entities held.
-    pub fn entities(&self) -> usize {
+    fn entities(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.read().unwrap_or_else(|e| e.into_inner()).len())
+            .map(|s| s.read().len())
             .sum()
     }
 
     /// Greatest event time applied so far (UTC microseconds).
-    pub fn latest_event_timestamp(&self) -> Option<i64> {
+    fn latest_event_timestamp(&self) -> Option<i64> {
         Some(self.latest_event_timestamp.load(Ordering::Relaxed)).filter(|&t| t != i64::MIN)
     }
 
     /// Approximate bytes held: keys, slots, timestamps and value buffers.
-    pub fn memory_bytes(&self) -> usize {
+    fn memory_bytes(&self) -> usize {
         self.shards
             .iter()
             .map(|s| {
-                let shard = s.read().unwrap_or_else(|e| e.into_inner());
+                let shard = s.read();
                 let keys = match &shard.keys {
                     Keys::String(map) => {
                         map.capacity() * (size_of::<Box<str>>() + 5)
@@ -358,6 +298,3 @@ impl OnlineIndex {
             .sum()
     }
 }
-
-#[cfg(test)]
-mod tests;

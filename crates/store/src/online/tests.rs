@@ -8,7 +8,22 @@ use arrow::datatypes::{Float32Type, Int64Type, TimestampMicrosecondType};
 use featherstore_core::coerce::coerce_batch;
 use featherstore_core::{EntityKeys, FeatureSetSpec};
 
-use super::OnlineIndex;
+use super::{MemoryStore, OnlineSet, OnlineStore};
+
+/// The online conformance tests: every test runs against each backend here, which must give
+/// the same answers. A new backend is one line.
+fn backends() -> Vec<(&'static str, Box<dyn OnlineStore>)> {
+    vec![("memory", Box::new(MemoryStore))]
+}
+
+/// Runs `test` on a fresh, empty set of `spec` in every backend.
+fn each_backend(spec: &Arc<FeatureSetSpec>, test: impl Fn(&dyn OnlineSet)) {
+    for (name, backend) in backends() {
+        let set = backend.open_set(spec.clone()).unwrap();
+        eprintln!("online backend {name}");
+        test(set.as_ref());
+    }
+}
 
 fn spec(ttl: Option<u64>) -> Arc<FeatureSetSpec> {
     let mut spec = FeatureSetSpec::from_json(
@@ -53,8 +68,8 @@ fn batch(spec: &FeatureSetSpec, rows: &[(&str, Option<i64>, Option<&str>, i64)])
     coerce_batch(spec, &input).unwrap()
 }
 
-fn apply(index: &OnlineIndex, batch: &RecordBatch) {
-    index.apply(&index.prepare(batch).unwrap());
+fn apply(index: &dyn OnlineSet, batch: &RecordBatch) {
+    index.apply(&index.prepare(batch).unwrap()).unwrap();
 }
 
 fn keys(k: &[&str]) -> EntityKeys {
@@ -64,114 +79,118 @@ fn keys(k: &[&str]) -> EntityKeys {
 #[test]
 fn newest_event_time_wins_and_ties_go_to_later_ingest() {
     let spec = spec(None);
-    let index = OnlineIndex::new(spec.clone());
-    apply(
-        &index,
-        &batch(
-            &spec,
-            &[("a", Some(1), Some("x"), 10), ("b", Some(2), None, 10)],
-        ),
-    );
-    // Older event for a: ignored. Tie for b: the later ingest wins, even within one batch.
-    apply(
-        &index,
-        &batch(
-            &spec,
-            &[
-                ("a", Some(9), Some("old"), 5),
-                ("b", Some(3), Some("t1"), 10),
-                ("b", Some(4), Some("t2"), 10),
-            ],
-        ),
-    );
-    let out = index
-        .lookup(&keys(&["b", "a", "zz", "a"]), &[0, 1, 2], 0)
-        .unwrap();
-    let n = out.column(1).as_primitive::<Int64Type>();
-    assert_eq!(
-        n.iter().collect::<Vec<_>>(),
-        [Some(4), Some(1), None, Some(1)]
-    );
-    let label = out.column(2).as_string::<i32>();
-    assert_eq!(
-        label.iter().collect::<Vec<_>>(),
-        [Some("t2"), Some("x"), None, Some("x")]
-    );
-    let e = out.column(3).as_fixed_size_list();
-    assert_eq!(
-        e.value(0).as_primitive::<Float32Type>().values(),
-        &[4.0, -4.0]
-    );
-    assert!(e.is_null(2));
-    let ts = out.column(4).as_primitive::<TimestampMicrosecondType>();
-    assert_eq!(
-        ts.iter().collect::<Vec<_>>(),
-        [Some(10), Some(10), None, Some(10)]
-    );
-    assert_eq!(index.entities(), 2);
-    assert_eq!(index.latest_event_timestamp(), Some(10));
+    each_backend(&spec, |index| {
+        apply(
+            index,
+            &batch(
+                &spec,
+                &[("a", Some(1), Some("x"), 10), ("b", Some(2), None, 10)],
+            ),
+        );
+        // Older event for a: ignored. Tie for b: the later ingest wins, even within one batch.
+        apply(
+            index,
+            &batch(
+                &spec,
+                &[
+                    ("a", Some(9), Some("old"), 5),
+                    ("b", Some(3), Some("t1"), 10),
+                    ("b", Some(4), Some("t2"), 10),
+                ],
+            ),
+        );
+        let out = index
+            .lookup(&keys(&["b", "a", "zz", "a"]), &[0, 1, 2], 0)
+            .unwrap();
+        let n = out.column(1).as_primitive::<Int64Type>();
+        assert_eq!(
+            n.iter().collect::<Vec<_>>(),
+            [Some(4), Some(1), None, Some(1)]
+        );
+        let label = out.column(2).as_string::<i32>();
+        assert_eq!(
+            label.iter().collect::<Vec<_>>(),
+            [Some("t2"), Some("x"), None, Some("x")]
+        );
+        let e = out.column(3).as_fixed_size_list();
+        assert_eq!(
+            e.value(0).as_primitive::<Float32Type>().values(),
+            &[4.0, -4.0]
+        );
+        assert!(e.is_null(2));
+        let ts = out.column(4).as_primitive::<TimestampMicrosecondType>();
+        assert_eq!(
+            ts.iter().collect::<Vec<_>>(),
+            [Some(10), Some(10), None, Some(10)]
+        );
+        assert_eq!(index.entities(), 2);
+        assert_eq!(index.latest_event_timestamp(), Some(10));
+    });
 }
 
 #[test]
 fn ttl_hides_values_older_than_now_minus_ttl() {
     let spec = spec(Some(10));
-    let index = OnlineIndex::new(spec.clone());
-    let second = 1_000_000;
-    apply(
-        &index,
-        &batch(
-            &spec,
-            &[
-                ("kept", Some(1), None, 100 * second),
-                ("gone", Some(2), None, 100 * second - 1),
-            ],
-        ),
-    );
-    let out = index
-        .lookup(&keys(&["kept", "gone"]), &[0], 110 * second)
-        .unwrap();
-    let n = out.column(1).as_primitive::<Int64Type>();
-    assert_eq!(
-        n.iter().collect::<Vec<_>>(),
-        [Some(1), None],
-        "exactly ttl old is kept"
-    );
-    assert!(out.column(2).is_null(1), "expired timestamp is null too");
+    each_backend(&spec, |index| {
+        let second = 1_000_000;
+        apply(
+            index,
+            &batch(
+                &spec,
+                &[
+                    ("kept", Some(1), None, 100 * second),
+                    ("gone", Some(2), None, 100 * second - 1),
+                ],
+            ),
+        );
+        let out = index
+            .lookup(&keys(&["kept", "gone"]), &[0], 110 * second)
+            .unwrap();
+        let n = out.column(1).as_primitive::<Int64Type>();
+        assert_eq!(
+            n.iter().collect::<Vec<_>>(),
+            [Some(1), None],
+            "exactly ttl old is kept"
+        );
+        assert!(out.column(2).is_null(1), "expired timestamp is null too");
+    });
 }
 
 #[test]
 fn many_entities_across_shards() {
     let spec = spec(None);
-    let index = OnlineIndex::new(spec.clone());
-    let names: Vec<String> = (0..5000).map(|i| format!("e{i}")).collect();
-    let rows: Vec<_> = names
-        .iter()
-        .enumerate()
-        .map(|(i, k)| (k.as_str(), Some(i as i64), None, 1))
-        .collect();
-    apply(&index, &batch(&spec, &rows));
-    let asked: Vec<&str> = names.iter().rev().map(String::as_str).collect();
-    let out = index.lookup(&keys(&asked), &[0], 0).unwrap();
-    let n = out.column(1).as_primitive::<Int64Type>();
-    assert!(n.iter().zip((0..5000).rev()).all(|(v, i)| v == Some(i)));
+    each_backend(&spec, |index| {
+        let names: Vec<String> = (0..5000).map(|i| format!("e{i}")).collect();
+        let rows: Vec<_> = names
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.as_str(), Some(i as i64), None, 1))
+            .collect();
+        apply(index, &batch(&spec, &rows));
+        let asked: Vec<&str> = names.iter().rev().map(String::as_str).collect();
+        let out = index.lookup(&keys(&asked), &[0], 0).unwrap();
+        let n = out.column(1).as_primitive::<Int64Type>();
+        assert!(n.iter().zip((0..5000).rev()).all(|(v, i)| v == Some(i)));
+    });
 }
 
 #[test]
 fn empty_and_unknown_lookups_give_aligned_typed_nulls() {
     let spec = spec(None);
-    let index = OnlineIndex::new(spec.clone());
-    let empty = index.lookup(&keys(&[]), &[0, 1, 2], 0).unwrap();
-    assert_eq!(empty.num_rows(), 0);
-    empty
-        .columns()
-        .iter()
-        .for_each(|c| c.to_data().validate_full().unwrap());
-    let unknown = index.lookup(&keys(&["x"]), &[0, 2], 0).unwrap();
-    unknown
-        .columns()
-        .iter()
-        .for_each(|c| c.to_data().validate_full().unwrap());
-    assert!(unknown.column(1).is_null(0) && unknown.column(2).is_null(0));
+    each_backend(&spec, |index| {
+        let empty = index.lookup(&keys(&[]), &[0, 1, 2], 0).unwrap();
+        assert_eq!(empty.num_rows(), 0);
+        empty
+            .columns()
+            .iter()
+            .for_each(|c| c.to_data().validate_full().unwrap());
+        let unknown = index.lookup(&keys(&["x"]), &[0, 2], 0).unwrap();
+        unknown
+            .columns()
+            .iter()
+            .for_each(|c| c.to_data().validate_full().unwrap());
+        assert!(unknown.column(1).is_null(0) && unknown.column(2).is_null(0));
+    });
 }
 
 /// Every feature type, with nulls, from a sliced batch (non-zero offsets in every buffer):
@@ -299,38 +318,53 @@ fn every_feature_type_round_trips() {
     ];
     let input = RecordBatch::try_from_iter(columns).unwrap();
     let batch = coerce_batch(&spec, &input).unwrap().slice(1, 3);
-    let index = OnlineIndex::new(spec.clone());
-    apply(&index, &batch);
-    let all: Vec<usize> = (0..spec.features.len()).collect();
-    let out = index
-        .lookup(&EntityKeys::Int64(vec![2, 3, 4]), &all, 0)
-        .unwrap();
-    assert_eq!(out.num_columns(), batch.num_columns());
-    for (i, (got, want)) in out.columns().iter().zip(batch.columns()).enumerate() {
-        assert_eq!(got.to_data(), want.to_data(), "column {i}");
-    }
+    each_backend(&spec, |index| {
+        apply(index, &batch);
+        let all: Vec<usize> = (0..spec.features.len()).collect();
+        let out = index
+            .lookup(&EntityKeys::Int64(vec![2, 3, 4]), &all, 0)
+            .unwrap();
+        assert_eq!(out.num_columns(), batch.num_columns());
+        for (i, (got, want)) in out.columns().iter().zip(batch.columns()).enumerate() {
+            assert_eq!(got.to_data(), want.to_data(), "column {i}");
+        }
+    });
 }
 
 #[test]
 fn prepare_refuses_a_batch_not_in_the_spec_types() {
     let spec = spec(None);
-    let index = OnlineIndex::new(spec.clone());
-    let good = batch(&spec, &[("a", Some(1), None, 1)]);
-    let mut columns = good.columns().to_vec();
-    columns[1] = Arc::new(StringArray::from(vec!["not an int64"]));
-    let fields: Vec<_> = good
-        .schema()
-        .fields()
-        .iter()
-        .zip(&columns)
-        .map(|(f, c)| f.as_ref().clone().with_data_type(c.data_type().clone()))
-        .collect();
-    let bad =
-        RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns).unwrap();
-    let err = index
-        .prepare(&bad)
-        .err()
-        .expect("a mismatched batch is refused");
-    assert!(err.to_string().contains("\"n\""), "{err}");
-    assert_eq!(index.entities(), 0);
+    each_backend(&spec, |index| {
+        let good = batch(&spec, &[("a", Some(1), None, 1)]);
+        let mut columns = good.columns().to_vec();
+        columns[1] = Arc::new(StringArray::from(vec!["not an int64"]));
+        let fields: Vec<_> = good
+            .schema()
+            .fields()
+            .iter()
+            .zip(&columns)
+            .map(|(f, c)| f.as_ref().clone().with_data_type(c.data_type().clone()))
+            .collect();
+        let bad =
+            RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns).unwrap();
+        let err = index
+            .prepare(&bad)
+            .err()
+            .expect("a mismatched batch is refused");
+        assert!(err.to_string().contains("\"n\""), "{err}");
+        assert_eq!(index.entities(), 0);
+    });
+}
+
+#[test]
+fn removing_a_set_drops_its_values() {
+    let spec = spec(None);
+    each_backend(&spec, |index| {
+        apply(index, &batch(&spec, &[("a", Some(1), None, 10)]));
+        index.remove().unwrap();
+        let out = index.lookup(&keys(&["a"]), &[0], 0).unwrap();
+        assert!(out.column(1).is_null(0) && out.column(2).is_null(0));
+        assert_eq!(index.entities(), 0);
+        assert_eq!(index.latest_event_timestamp(), None);
+    });
 }
