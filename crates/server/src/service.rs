@@ -15,12 +15,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use featherstore_store::query::Cancellation;
 use arrow::datatypes::SchemaRef;
+use featherstore_store::query::Cancellation;
 use futures::Stream;
-use tracing::Span;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Span;
 
 use crate::auth::Access;
 use crate::error::{ApiError, ApiResult};

@@ -22,10 +22,10 @@ use tracing::{debug_span, field, info};
 
 use crate::metrics::{Operation, OperationMetrics};
 use crate::offline::OfflineStore;
-use crate::types::{BatchSink, HistoryQuery, SetStats, StorageStats};
 use crate::online::{MemoryStore, OnlineSet, OnlineStore};
 use crate::query::training::{self, EntityRows, TrainingPlan};
 use crate::query::{Purpose, Waiting};
+use crate::types::{BatchSink, HistoryQuery, SetStats, StorageStats};
 use crate::Result;
 
 use featherstore_core::Error as DomainError;
@@ -152,11 +152,7 @@ impl FeatureStore {
     }
 
     pub fn list(&self) -> Vec<Arc<FeatureSet>> {
-        self.sets
-            .read()
-            .values()
-            .cloned()
-            .collect()
+        self.sets.read().values().cloned().collect()
     }
 
     /// Stores a new set. Returns the stored spec and whether it was created: the same
@@ -189,9 +185,7 @@ impl FeatureStore {
             index,
             ingest: Mutex::new(false),
         });
-        self.sets
-            .write()
-            .insert(spec.name.clone(), set);
+        self.sets.write().insert(spec.name.clone(), set);
         Ok((spec, true))
     }
 

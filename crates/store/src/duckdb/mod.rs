@@ -1,16 +1,16 @@
 //! The DuckDB backend: one database file; a table per feature set, a table of specs.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use parking_lot::Mutex;
 
 use arrow::array::RecordBatch;
 use featherstore_core::FeatureSetSpec;
 
 use crate::offline::{OfflineStore, RelationWork};
-use crate::types::StorageStats;
 use crate::query::sql::{self, ident, SEQ_COLUMN};
 use crate::query::{ConnectionPool, EngineSettings, PooledConnection, Purpose};
+use crate::types::StorageStats;
 use crate::{Error, Result};
 
 const SPECS_TABLE: &str = "featherstore_specs";
@@ -121,9 +121,7 @@ impl OfflineStore for DuckDbStore {
             conn.execute(&format!("DELETE FROM {SPECS_TABLE} WHERE name = ?"), [name])?;
             Ok(())
         })?;
-        self.next_seq
-            .lock()
-            .remove(name);
+        self.next_seq.lock().remove(name);
         Ok(())
     }
 
@@ -142,9 +140,7 @@ impl OfflineStore for DuckDbStore {
         });
         if result.is_err() {
             // The sequence numbers handed out were not used; reload them on the next append.
-            self.next_seq
-                .lock()
-                .remove(&spec.name);
+            self.next_seq.lock().remove(&spec.name);
         }
         result
     }

@@ -16,7 +16,7 @@ use hashbrown::HashMap;
 use parking_lot::RwLock;
 
 use super::column::{Gather, Source, ValueColumn};
-use super::{BatchKeys, OnlineSet, OnlineStore, PreparedBatch};
+use super::interface::{BatchKeys, OnlineSet, OnlineStore, PreparedBatch};
 use crate::Result;
 
 const SHARDS: usize = 32;
@@ -124,8 +124,7 @@ impl OnlineIndex {
     }
 
     fn read_shard<K: Hash + ?Sized>(&self, key: &K) -> parking_lot::RwLockReadGuard<'_, Shard> {
-        self.shards[self.shard_of(key)]
-            .read()
+        self.shards[self.shard_of(key)].read()
     }
 }
 
@@ -264,10 +263,7 @@ impl OnlineSet for OnlineIndex {
     }
 
     fn entities(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.read().len())
-            .sum()
+        self.shards.iter().map(|s| s.read().len()).sum()
     }
 
     /// Greatest event time applied so far (UTC microseconds).

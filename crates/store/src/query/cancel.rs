@@ -80,6 +80,6 @@ pub(crate) struct Running(Cancellation);
 
 impl Drop for Running {
     fn drop(&mut self) {
-        *self.0.0.running.lock() = None;
+        *self.0 .0.running.lock() = None;
     }
 }

@@ -8,5 +8,5 @@ pub(crate) mod sql;
 pub mod training;
 
 pub use cancel::Cancellation;
-pub use pool::{ConnectionPool, EngineSettings, Purpose, Waiting};
 pub(crate) use pool::PooledConnection;
+pub use pool::{ConnectionPool, EngineSettings, Purpose, Waiting};

@@ -1,0 +1,134 @@
+//! The online store's interface: what every backend implements, and the checked batch
+//! they apply.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
+use featherstore_core::{EntityKeys, EntityType, FeatureSetSpec};
+
+use super::column::{self, Source};
+use crate::{Error, Result};
+
+/// An online backend: creates the online values of each feature set.
+pub trait OnlineStore: Send + Sync {
+    /// The online values of `spec`'s set: empty for a set just created, or what the backend
+    /// already holds for it.
+    fn open_set(&self, spec: Arc<FeatureSetSpec>) -> Result<Box<dyn OnlineSet>>;
+}
+
+/// The online values of one feature set. Every backend keeps these rules:
+///
+/// - A row replaces an entity's value only if its event time is not older: the newest event
+///   time wins, and a tie goes to the later ingest (a later batch, or a later row of the same
+///   batch). The compare-and-set is atomic per entity, so concurrent writers can never roll a
+///   value back.
+/// - The TTL is applied when reading, at the reader's `now`: storage expiry may reclaim
+///   memory but never decides what a read sees.
+/// - A lookup answers in request order, duplicates included; unknown entities, and expired
+///   values, come back as nulls.
+pub trait OnlineSet: Send + Sync {
+    fn spec(&self) -> &Arc<FeatureSetSpec>;
+
+    /// Checks a canonical batch for [`apply`](OnlineSet::apply): every check that applying it
+    /// needs happens here, so that a batch can be prepared before it is stored offline and
+    /// applied after. A backend with limits of its own checks them here too.
+    fn prepare<'a>(&self, batch: &'a RecordBatch) -> Result<PreparedBatch<'a>> {
+        PreparedBatch::check(self.spec(), batch)
+    }
+
+    /// Applies a prepared batch. The caller serialises the applies of one set, in ingest
+    /// order. The in-memory backend cannot fail here; a remote one can (its store is
+    /// unreachable): the batch is then reported as failed, and applying it again later is
+    /// harmless, since the same rows win the same ties.
+    fn apply(&self, batch: &PreparedBatch) -> Result<()>;
+
+    /// Online values of `keys` in request order (duplicates included): entity, the chosen
+    /// features (indices into the spec's), timestamp. Unknown entities, and values older
+    /// than the TTL at `now` (UTC microseconds), come back as nulls.
+    fn lookup(&self, keys: &EntityKeys, features: &[usize], now: i64) -> Result<RecordBatch>;
+
+    /// Removes every value of the set (it is being deleted).
+    fn remove(&self) -> Result<()>;
+
+    /// Number of entities held. Read at every metrics scrape: cheap.
+    fn entities(&self) -> usize;
+
+    /// Greatest event time applied so far (UTC microseconds).
+    fn latest_event_timestamp(&self) -> Option<i64>;
+
+    /// Approximate bytes held in this process.
+    fn memory_bytes(&self) -> usize;
+}
+
+/// The entity keys of a prepared batch.
+#[derive(Clone, Copy)]
+pub(super) enum BatchKeys<'a> {
+    String(&'a StringArray),
+    Int64(&'a [i64]),
+}
+
+/// A canonical batch checked by [`PreparedBatch::check`]: its columns have the spec's types
+/// and in-bounds buffers, so that a backend reads any of its rows without a failure.
+pub struct PreparedBatch<'a> {
+    pub(super) rows: usize,
+    pub(super) keys: BatchKeys<'a>,
+    pub(super) timestamps: &'a [i64],
+    pub(super) sources: Vec<Source<'a>>,
+}
+
+impl<'a> PreparedBatch<'a> {
+    /// Checks a canonical batch (entity, features in spec order, timestamp) of `spec`.
+    pub fn check(spec: &FeatureSetSpec, batch: &'a RecordBatch) -> Result<Self> {
+        let rows = batch.num_rows();
+        let columns = batch.columns();
+        let corrupt = |what: String| {
+            Error::Corrupt(format!(
+                "the online index of feature set {:?} was handed {what}",
+                spec.name
+            ))
+        };
+        if columns.len() != spec.features.len() + 2 {
+            return Err(corrupt(format!(
+                "{} columns; expected {}",
+                columns.len(),
+                spec.features.len() + 2
+            )));
+        }
+        let entity = &columns[0];
+        let keys = match spec.entity.entity_type {
+            EntityType::String => entity
+                .as_string_opt::<i32>()
+                .filter(|keys| {
+                    column::checked_bytes(keys.value_offsets(), keys.value_data(), rows).is_some()
+                })
+                .map(BatchKeys::String),
+            EntityType::Int64 => entity
+                .as_primitive_opt::<Int64Type>()
+                .map(|keys| BatchKeys::Int64(keys.values())),
+        }
+        .ok_or_else(|| corrupt(format!("an entity column of type {}", entity.data_type())))?;
+        let timestamps = &columns[columns.len() - 1];
+        let timestamps = timestamps
+            .as_primitive_opt::<TimestampMicrosecondType>()
+            .map(|t| t.values())
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "a timestamp column of type {}",
+                    timestamps.data_type()
+                ))
+            })?;
+        let sources = spec
+            .features
+            .iter()
+            .zip(&columns[1..columns.len() - 1])
+            .map(|(feature, column)| Source::new(feature, column.as_ref(), rows))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(PreparedBatch {
+            rows,
+            keys,
+            timestamps,
+            sources,
+        })
+    }
+}
