@@ -368,3 +368,35 @@ fn removing_a_set_drops_its_values() {
         assert_eq!(index.latest_event_timestamp(), None);
     });
 }
+
+/// Writers racing on the same entities (as several servers would on one shared store): each
+/// entity ends with its newest event time, never rolled back by a slower, older write.
+#[test]
+fn concurrent_writers_never_roll_a_value_back() {
+    let spec = spec(None);
+    each_backend(&spec, |index| {
+        let entities: Vec<String> = (0..200).map(|i| format!("e{i}")).collect();
+        std::thread::scope(|scope| {
+            for writer in 0..4i64 {
+                let (spec, entities) = (&spec, &entities);
+                scope.spawn(move || {
+                    // Writer w writes event times w, w + 4, w + 8, ...: every writer's times
+                    // interleave with the others'.
+                    for round in 0..25i64 {
+                        let t = writer + 4 * round;
+                        let rows: Vec<_> = entities
+                            .iter()
+                            .map(|e| (e.as_str(), Some(t), None, t))
+                            .collect();
+                        apply(index, &batch(spec, &rows));
+                    }
+                });
+            }
+        });
+        let asked: Vec<&str> = entities.iter().map(String::as_str).collect();
+        let out = index.lookup(&keys(&asked), &[0], 0).unwrap();
+        let n = out.column(1).as_primitive::<Int64Type>();
+        assert!(n.iter().all(|v| v == Some(99)), "{n:?}");
+        assert_eq!(index.latest_event_timestamp(), Some(99));
+    });
+}
