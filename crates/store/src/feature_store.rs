@@ -6,8 +6,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-
-use parking_lot::{Mutex, RwLock};
 use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
@@ -18,6 +16,7 @@ use featherstore_core::time::{format_timestamp, now_micros};
 use featherstore_core::{
     EntityKeys, FeatureSetSpec, HistoryTicket, OnlineTicket, TrainingDataCommand,
 };
+use parking_lot::{Mutex, RwLock};
 use tracing::{debug_span, field, info};
 
 use crate::metrics::{Operation, OperationMetrics};

@@ -1,11 +1,11 @@
 //! The DuckDB backend: one database file; a table per feature set, a table of specs.
 
-use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use arrow::array::RecordBatch;
 use featherstore_core::FeatureSetSpec;
+use parking_lot::Mutex;
 
 use crate::offline::{OfflineStore, RelationWork};
 use crate::query::sql::{self, ident, SEQ_COLUMN};

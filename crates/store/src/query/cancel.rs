@@ -11,9 +11,8 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
-
 use duckdb::{Connection, InterruptHandle};
+use parking_lot::Mutex;
 
 #[derive(Default)]
 struct State {
