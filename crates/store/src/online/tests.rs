@@ -1,3 +1,4 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -16,12 +17,18 @@ fn backends() -> Vec<(&'static str, Box<dyn OnlineStore>)> {
     vec![("memory", Box::new(MemoryStore))]
 }
 
-/// Runs `test` on a fresh, empty set of `spec` in every backend.
+/// Runs `test` on a fresh, empty set of `spec` in every backend. Each run gets a set name of
+/// its own, so that tests running at once never share values in a backend shared by them
+/// (a server, for a remote backend), and removes its set afterwards.
 fn each_backend(spec: &Arc<FeatureSetSpec>, test: impl Fn(&dyn OnlineSet)) {
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
     for (name, backend) in backends() {
-        let set = backend.open_set(spec.clone()).unwrap();
+        let mut own = spec.as_ref().clone();
+        own.name = format!("{}_{}", spec.name, RUNS.fetch_add(1, Ordering::Relaxed));
+        let set = backend.open_set(Arc::new(own)).unwrap();
         eprintln!("online backend {name}");
         test(set.as_ref());
+        set.remove().unwrap();
     }
 }
 
