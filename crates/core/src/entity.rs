@@ -54,7 +54,6 @@ impl EntityKeys {
         self.len() == 0
     }
 
-    /// The keys as an Arrow array of their entity type, in order.
     pub fn to_array(&self) -> ArrayRef {
         match self {
             EntityKeys::String(keys) => Arc::new(StringArray::from_iter_values(keys)),

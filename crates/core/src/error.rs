@@ -87,6 +87,13 @@ impl Error {
     pub fn no_such_set(name: &str) -> Self {
         Error::NotFound(format!("feature set {name:?} does not exist"))
     }
+
+    /// A feature that `set` does not declare: the one wording of this error.
+    pub fn undeclared_feature(set: &str, feature: &str) -> Self {
+        Error::NotFound(format!(
+            "feature {feature:?} is not declared by feature set {set:?}"
+        ))
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -152,12 +152,9 @@ impl FeatureSetSpec {
             Some(names) => names
                 .iter()
                 .map(|name| {
-                    self.feature(name).map(|(i, _)| i).ok_or_else(|| {
-                        Error::not_found(format!(
-                            "feature {name:?} is not declared by feature set {:?}",
-                            self.name
-                        ))
-                    })
+                    self.feature(name)
+                        .map(|(i, _)| i)
+                        .ok_or_else(|| Error::undeclared_feature(&self.name, name))
                 })
                 .collect(),
         }

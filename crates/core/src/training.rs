@@ -82,11 +82,10 @@ impl TrainingDataCommand {
             let features: Vec<usize> = if feature_name == "*" {
                 (0..spec.features.len()).collect()
             } else {
-                vec![spec.feature(feature_name).map(|(i, _)| i).ok_or_else(|| {
-                    Error::not_found(format!(
-                        "feature {feature_name:?} is not declared by feature set {set_name:?}"
-                    ))
-                })?]
+                vec![spec
+                    .feature(feature_name)
+                    .map(|(i, _)| i)
+                    .ok_or_else(|| Error::undeclared_feature(set_name, feature_name))?]
             };
             for feature in features {
                 let feature_name = &spec.features[feature].name;

@@ -10,7 +10,7 @@ use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, TimestampMicrosecondArray};
+use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use featherstore_core::{EntityKeys, EntityType, FeatureSetSpec};
 use hashbrown::HashMap;
 use parking_lot::RwLock;
@@ -239,7 +239,10 @@ impl OnlineSet for OnlineIndex {
         }
 
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(features.len() + 2);
-        columns.push(keys.to_array());
+        columns.push(match keys {
+            EntityKeys::String(keys) => Arc::new(StringArray::from_iter_values(keys)),
+            EntityKeys::Int64(keys) => Arc::new(Int64Array::from(keys.clone())),
+        });
         for (gather, &f) in gathers.into_iter().zip(features) {
             columns.push(gather.finish(self.spec.features[f].feature_type)?);
         }
