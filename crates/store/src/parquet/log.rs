@@ -23,7 +23,8 @@ use arrow::ipc::writer::{
 use arrow::ipc::{root_as_message, MessageHeader};
 
 use super::durable::{list_dir, remove_quietly, sync_dir};
-use crate::{Error, Result};
+use crate::metrics::PARQUET;
+use crate::{Error, Result, StorageStats};
 
 pub(super) const LOG_DIR: &str = "_log";
 const SEGMENT_SUFFIX: &str = ".arrows";
@@ -55,6 +56,23 @@ pub(super) fn remove_segments_below(dir: &Path, number: u64) -> Result<()> {
         remove_quietly(&path);
     }
     Ok(())
+}
+
+/// The segments in `dir` and the bytes they take. A segment removed while this runs (a flush
+/// finishing) is left out.
+pub(super) fn disk_usage(dir: &Path) -> Result<StorageStats> {
+    let mut usage = StorageStats::default();
+    for (_, path) in segments(dir)? {
+        match path.metadata() {
+            Ok(metadata) => {
+                usage.files += 1;
+                usage.bytes += metadata.len();
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("reading {}", path.display()))(e)),
+        }
+    }
+    Ok(usage)
 }
 
 struct Segment {
@@ -101,6 +119,7 @@ impl LogWriter {
         let mark = LogMark { len: segment.len };
         match write_batch(segment, batch, &self.options) {
             Ok(len) => {
+                PARQUET.record_log_append(len - segment.len);
                 segment.len = len;
                 Ok(mark)
             }
@@ -124,7 +143,10 @@ impl LogWriter {
             .and_then(|()| segment.file.seek(SeekFrom::Start(mark.len)).map(drop))
             .and_then(|()| segment.file.sync_data());
         match cut {
-            Ok(()) => segment.len = mark.len,
+            Ok(()) => {
+                PARQUET.record_log_undo();
+                segment.len = mark.len;
+            }
             Err(e) => {
                 tracing::error!(
                     segment = %segment.path.display(), error = %e,
@@ -165,7 +187,10 @@ impl LogWriter {
                 Ok(len as u64)
             });
         match written {
-            Ok(len) => Ok(Segment { file, path, len }),
+            Ok(len) => {
+                PARQUET.record_log_segment(len);
+                Ok(Segment { file, path, len })
+            }
             Err(e) => {
                 remove_quietly(&path);
                 Err(e)

@@ -6,34 +6,21 @@ use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::Arc;
 use std::time::Instant;
 
 use featherstore_core::FeatureSetSpec;
+use parking_lot::{Mutex, RwLock};
 
 use super::durable::{create_dir_durably, list_dir, remove_quietly, write_atomic, TMP_SUFFIX};
 use super::log::{self, LogWriter, LOG_DIR};
-use super::manifest::{FileEntry, Manifest, DATE_DIR_PREFIX, PART_PREFIX};
+use super::manifest::{FileEntry, Manifest, DATE_DIR_PREFIX, MANIFEST_FILE, PART_PREFIX};
 use super::memtable::{self, MemTable};
 use crate::query::sql;
 use crate::query::{ConnectionPool, Purpose};
-use crate::{Error, Result};
+use crate::{Error, Result, StorageStats};
 
 pub(super) const SPEC_FILE: &str = "_spec.json";
-
-/// Locks ignoring poisoning: every critical section leaves its data consistent on error paths,
-/// and a panic elsewhere must not wedge the store.
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-pub(super) fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(|e| e.into_inner())
-}
-
-pub(super) fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(|e| e.into_inner())
-}
 
 /// A live Parquet file. Compaction retires files; one is deleted when the last snapshot that
 /// lists it is dropped, so a reader never loses a file in the middle of a scan.
@@ -43,6 +30,8 @@ pub(super) struct DataFile {
     /// Absolute and UTF-8 (checked at open), as DuckDB is given it.
     pub path: String,
     pub rows: u64,
+    /// Its size on disk (files are never changed once written).
+    pub bytes: u64,
     retired: AtomicBool,
     /// False once the set is deleted: its directory is gone, and a set created later under
     /// the same name may have a file of the same name.
@@ -50,12 +39,19 @@ pub(super) struct DataFile {
 }
 
 impl DataFile {
-    pub fn new(set_dir: &Path, relative: String, rows: u64, set_alive: &Arc<AtomicBool>) -> Self {
+    pub fn new(
+        set_dir: &Path,
+        relative: String,
+        rows: u64,
+        bytes: u64,
+        set_alive: &Arc<AtomicBool>,
+    ) -> Self {
         let path = set_dir.join(&relative).to_string_lossy().into_owned();
         DataFile {
             relative,
             path,
             rows,
+            bytes,
             retired: AtomicBool::new(false),
             set_alive: set_alive.clone(),
         }
@@ -172,9 +168,19 @@ impl SetState {
         self.committed.load(Ordering::Acquire) > snapshot.flushed_seq
     }
 
+    /// What the set's data files and log segments take on disk.
+    pub fn disk_usage(&self) -> Result<StorageStats> {
+        let snapshot = Arc::clone(&self.snapshot.read());
+        let log = log::disk_usage(&self.log_dir())?;
+        Ok(StorageStats {
+            files: snapshot.files.len() as u64 + log.files,
+            bytes: snapshot.files.iter().map(|f| f.bytes).sum::<u64>() + log.bytes,
+        })
+    }
+
     /// Rows acknowledged but not yet in Parquet (approximately, when appends failed).
     pub fn unflushed_rows(&self) -> u64 {
-        let flushed = read(&self.snapshot).flushed_seq;
+        let flushed = self.snapshot.read().flushed_seq;
         (self.committed.load(Ordering::Acquire) - flushed).max(0) as u64
     }
 
@@ -196,6 +202,7 @@ impl SetState {
             spec.clone(),
             dir,
             Manifest::default(),
+            Vec::new(),
             table,
             -1,
             0,
@@ -211,6 +218,7 @@ impl SetState {
     ) -> Result<SetState> {
         let manifest = Manifest::load(&dir)?;
         collect_garbage(&dir, &manifest)?;
+        let sizes = live_file_sizes(&dir, &manifest)?;
         create_dir_durably(&dir.join(LOG_DIR))?;
         let replayed = {
             let conn = pool.get(Purpose::Write)?;
@@ -230,6 +238,7 @@ impl SetState {
             spec,
             dir,
             manifest,
+            sizes,
             table,
             last_seq,
             replayed.next_segment,
@@ -240,6 +249,7 @@ impl SetState {
         spec: FeatureSetSpec,
         dir: PathBuf,
         manifest: Manifest,
+        sizes: Vec<u64>,
         table: Arc<MemTable>,
         last_seq: i64,
         next_segment: u64,
@@ -248,7 +258,8 @@ impl SetState {
         let files = manifest
             .files
             .into_iter()
-            .map(|entry| Arc::new(DataFile::new(&dir, entry.path, entry.rows, &alive)))
+            .zip(sizes)
+            .map(|(entry, bytes)| Arc::new(DataFile::new(&dir, entry.path, entry.rows, bytes, &alive)))
             .collect();
         let pending = last_seq > manifest.flushed_seq;
         SetState {
@@ -312,8 +323,7 @@ fn clear_interrupted_create(dir: &Path) -> Result<()> {
 }
 
 /// Deletes what a crash left behind: temporary files, and data files that the manifest does
-/// not list (written by a flush or compaction that never committed). Fails if a listed file
-/// is missing: serving without it would silently lose rows.
+/// not list (written by a flush or compaction that never committed).
 fn collect_garbage(dir: &Path, manifest: &Manifest) -> Result<()> {
     let live: HashSet<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
     for entry in list_dir(dir)? {
@@ -337,15 +347,25 @@ fn collect_garbage(dir: &Path, manifest: &Manifest) -> Result<()> {
             let _ = fs::remove_dir(&path);
         }
     }
-    for file in &manifest.files {
-        let path = dir.join(&file.path);
-        if !path.is_file() {
-            return Err(Error::Corrupt(format!(
-                "{}: listed in {} but missing",
-                path.display(),
-                dir.join(super::manifest::MANIFEST_FILE).display()
-            )));
-        }
-    }
     Ok(())
+}
+
+/// The size of every file the manifest lists, in its order. Fails if one is missing: serving
+/// without it would silently lose rows.
+fn live_file_sizes(dir: &Path, manifest: &Manifest) -> Result<Vec<u64>> {
+    manifest
+        .files
+        .iter()
+        .map(|file| {
+            let path = dir.join(&file.path);
+            match path.metadata() {
+                Ok(metadata) if metadata.is_file() => Ok(metadata.len()),
+                _ => Err(Error::Corrupt(format!(
+                    "{}: listed in {} but missing",
+                    path.display(),
+                    dir.join(MANIFEST_FILE).display()
+                ))),
+            }
+        })
+        .collect()
 }
