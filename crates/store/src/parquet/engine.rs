@@ -60,9 +60,7 @@ impl Engine {
         // Entity, event time, `_seq`: each column is one Parquet leaf column, so field
         // indices are leaf indices.
         let ts_index = set.spec.features.len() + 1;
-        let properties = self
-            .options
-            .writer_properties(&[0, ts_index, ts_index + 1]);
+        let properties = self.options.writer_properties(&[0, ts_index, ts_index + 1]);
         let conn = self.pool.get(Purpose::Write)?;
         let mut statement = conn.prepare(sql)?;
         drop(statement.stream_arrow([])?);

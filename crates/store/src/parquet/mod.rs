@@ -236,7 +236,9 @@ impl Inner {
         let rows = set.unflushed_rows();
         rows >= self.engine.options.flush_rows as u64
             || (rows > 0
-                && set.ingest.lock()
+                && set
+                    .ingest
+                    .lock()
                     .pending_since
                     .is_some_and(|since| since.elapsed() >= self.engine.options.flush_interval))
     }

@@ -259,7 +259,9 @@ impl SetState {
             .files
             .into_iter()
             .zip(sizes)
-            .map(|(entry, bytes)| Arc::new(DataFile::new(&dir, entry.path, entry.rows, bytes, &alive)))
+            .map(|(entry, bytes)| {
+                Arc::new(DataFile::new(&dir, entry.path, entry.rows, bytes, &alive))
+            })
             .collect();
         let pending = last_seq > manifest.flushed_seq;
         SetState {
