@@ -5,7 +5,8 @@
 //! - [`OperationMetrics`]: a duration histogram per [`Operation`], one per
 //!   [`FeatureStore`](crate::FeatureStore) (see `FeatureStore::operations`).
 //! - [`PARQUET`]: activity of the Parquet backend (log appends, flushes, compactions),
-//!   process-wide; the backend bumps them with [`Counter::add`].
+//!   process-wide; the backend records its work with the `record_*` methods of
+//!   [`ParquetActivity`] where it happens.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -178,18 +179,18 @@ impl Drop for OperationTimer<'_> {
 
 /// A monotonic counter.
 #[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
+struct Counter(AtomicU64);
 
 impl Counter {
-    pub const fn new() -> Self {
+    const fn new() -> Self {
         Counter(AtomicU64::new(0))
     }
 
-    pub fn add(&self, n: u64) {
+    fn add(&self, n: u64) {
         self.0.fetch_add(n, Ordering::Relaxed);
     }
 
-    pub fn get(&self) -> u64 {
+    fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
 }

@@ -22,21 +22,21 @@ use crate::Result;
 /// A change of a set's data files.
 pub(super) struct Change<'a> {
     /// Written for this change, durable, not yet live.
-    pub written: &'a [WrittenFile],
+    pub(super) written: &'a [WrittenFile],
     /// Live files whose rows are all in `written` (compaction).
-    pub replaced: &'a [Arc<DataFile>],
+    pub(super) replaced: &'a [Arc<DataFile>],
     /// Memtable rows now in `written` (flush).
-    pub flushed: Option<FlushedRows<'a>>,
+    pub(super) flushed: Option<FlushedRows<'a>>,
 }
 
 /// What a flush moved out of the memtable and the log.
 pub(super) struct FlushedRows<'a> {
     /// Every row up to this `_seq` is in the written files.
-    pub upto: i64,
+    pub(super) upto: i64,
     /// The frozen memtable tables that held them.
-    pub tables: &'a [Arc<MemTable>],
+    pub(super) tables: &'a [Arc<MemTable>],
     /// Log segments numbered below this hold only rows up to `upto`.
-    pub log_segments_below: u64,
+    pub(super) log_segments_below: u64,
 }
 
 /// Makes `change` live. The caller holds the set's maintenance lock (`maintenance`): only

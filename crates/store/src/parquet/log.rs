@@ -99,7 +99,7 @@ pub(super) struct LogWriter {
 }
 
 impl LogWriter {
-    pub fn new(dir: PathBuf, schema: SchemaRef, next_segment: u64) -> Self {
+    pub(super) fn new(dir: PathBuf, schema: SchemaRef, next_segment: u64) -> Self {
         LogWriter {
             dir,
             schema,
@@ -111,7 +111,7 @@ impl LogWriter {
 
     /// Appends `batch` as one message and fsyncs it: durable when this returns. On failure the
     /// segment is cut back to where it was, so no part of the batch survives.
-    pub fn append(&mut self, batch: &RecordBatch) -> Result<LogMark> {
+    pub(super) fn append(&mut self, batch: &RecordBatch) -> Result<LogMark> {
         if self.active.is_none() {
             self.active = Some(self.create_segment()?);
         }
@@ -133,7 +133,7 @@ impl LogWriter {
     /// Takes back everything appended since `mark`. If the segment cannot be cut back it is
     /// abandoned: later appends go to a new segment, so they never follow a partial message
     /// (replay drops a torn tail, and would drop them with it).
-    pub fn undo(&mut self, mark: LogMark) {
+    pub(super) fn undo(&mut self, mark: LogMark) {
         let Some(segment) = self.active.as_mut() else {
             return;
         };
@@ -159,7 +159,7 @@ impl LogWriter {
 
     /// Closes the active segment: later appends start a new one. Every segment numbered below
     /// the returned number holds only rows appended before this call.
-    pub fn roll(&mut self) -> u64 {
+    pub(super) fn roll(&mut self) -> u64 {
         self.active = None;
         self.next_segment
     }
@@ -230,9 +230,9 @@ fn write_batch(
 #[derive(Debug)]
 pub(super) struct Replayed {
     /// Greatest `_seq` of any logged row, flushed or not.
-    pub max_seq: Option<i64>,
+    pub(super) max_seq: Option<i64>,
     /// The number for the next segment: past every existing one.
-    pub next_segment: u64,
+    pub(super) next_segment: u64,
 }
 
 /// Hands every logged row with `_seq > flushed_seq` to `visit`, in log order, one batch (or

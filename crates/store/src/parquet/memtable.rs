@@ -17,12 +17,12 @@ pub(super) type Graveyard = Arc<Mutex<Vec<String>>>;
 /// A memtable table. It is dropped from the database only once no snapshot lists it, so a
 /// reader never loses a table in the middle of its work, however long that takes.
 pub(super) struct MemTable {
-    pub name: String,
+    pub(super) name: String,
     graveyard: Graveyard,
 }
 
 impl MemTable {
-    pub fn create(
+    pub(super) fn create(
         conn: &Connection,
         spec: &FeatureSetSpec,
         name: String,

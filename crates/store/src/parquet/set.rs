@@ -20,18 +20,18 @@ use crate::query::sql;
 use crate::query::{ConnectionPool, Purpose};
 use crate::{Error, Result, StorageStats};
 
-pub(super) const SPEC_FILE: &str = "_spec.json";
+const SPEC_FILE: &str = "_spec.json";
 
 /// A live Parquet file. Compaction retires files; one is deleted when the last snapshot that
 /// lists it is dropped, so a reader never loses a file in the middle of a scan.
 pub(super) struct DataFile {
     /// Relative to the set's directory, as in the manifest.
-    pub relative: String,
+    pub(super) relative: String,
     /// Absolute and UTF-8 (checked at open), as DuckDB is given it.
-    pub path: String,
-    pub rows: u64,
+    pub(super) path: String,
+    pub(super) rows: u64,
     /// Its size on disk (files are never changed once written).
-    pub bytes: u64,
+    pub(super) bytes: u64,
     retired: AtomicBool,
     /// False once the set is deleted: its directory is gone, and a set created later under
     /// the same name may have a file of the same name.
@@ -39,7 +39,7 @@ pub(super) struct DataFile {
 }
 
 impl DataFile {
-    pub fn new(
+    pub(super) fn new(
         set_dir: &Path,
         relative: String,
         rows: u64,
@@ -58,7 +58,7 @@ impl DataFile {
     }
 
     /// The UTC date partition, from the validated path.
-    pub fn date(&self) -> &str {
+    pub(super) fn date(&self) -> &str {
         self.relative
             .strip_prefix(DATE_DIR_PREFIX)
             .and_then(|rest| rest.split('/').next())
@@ -67,7 +67,7 @@ impl DataFile {
 
     /// Marks the file for deletion once no snapshot lists it; call after the manifest that
     /// drops it is durable.
-    pub fn retire(&self) {
+    pub(super) fn retire(&self) {
         self.retired.store(true, Ordering::Release);
     }
 }
@@ -84,16 +84,16 @@ impl Drop for DataFile {
 /// files and tables it lists outlive it, so a reader holding it can take all the time it
 /// needs, without blocking flushes.
 pub(super) struct Snapshot {
-    pub files: Vec<Arc<DataFile>>,
+    pub(super) files: Vec<Arc<DataFile>>,
     /// Rows up to this `_seq` are in `files`; later ones in `tables`.
-    pub flushed_seq: i64,
+    pub(super) flushed_seq: i64,
     /// Memtable tables, oldest first; the last one takes appends. A flush freezes them all and
     /// adds a new one, so rows stay readable while they are written to Parquet.
-    pub tables: Vec<Arc<MemTable>>,
+    pub(super) tables: Vec<Arc<MemTable>>,
 }
 
 impl Snapshot {
-    pub fn manifest(&self, next_file: u64) -> Manifest {
+    pub(super) fn manifest(&self, next_file: u64) -> Manifest {
         Manifest {
             flushed_seq: self.flushed_seq,
             next_file,
@@ -111,7 +111,7 @@ impl Snapshot {
 
     /// The stored rows as a SQL relation (a parenthesised query, to use after `FROM`):
     /// Parquet files and unflushed rows, each side only when it has rows (`has_unflushed`).
-    pub fn relation(&self, spec: &FeatureSetSpec, has_unflushed: bool) -> String {
+    pub(super) fn relation(&self, spec: &FeatureSetSpec, has_unflushed: bool) -> String {
         let mut parts = Vec::new();
         if !self.files.is_empty() {
             parts.push(memtable::select_files(
@@ -128,48 +128,48 @@ impl Snapshot {
 
 /// The append side of a set; its mutex serialises appends with the start of a flush.
 pub(super) struct Ingest {
-    pub log: LogWriter,
+    pub(super) log: LogWriter,
     /// Next `_seq` to hand out. Numbers of failed appends are not reused (see `LogWriter::undo`).
-    pub next_seq: i64,
+    pub(super) next_seq: i64,
     /// The memtable table that takes appends (the last of the snapshot's).
-    pub table: Arc<MemTable>,
+    pub(super) table: Arc<MemTable>,
     /// When the oldest unflushed row was appended (or found in the log at open).
-    pub pending_since: Option<Instant>,
+    pub(super) pending_since: Option<Instant>,
 }
 
 /// Held by flush, compaction and delete: they rewrite the manifest.
 pub(super) struct Maintenance {
-    pub next_file: u64,
+    pub(super) next_file: u64,
 }
 
 pub(super) struct SetState {
-    pub spec: FeatureSetSpec,
-    pub dir: PathBuf,
-    pub alive: Arc<AtomicBool>,
-    pub ingest: Mutex<Ingest>,
+    pub(super) spec: FeatureSetSpec,
+    pub(super) dir: PathBuf,
+    pub(super) alive: Arc<AtomicBool>,
+    pub(super) ingest: Mutex<Ingest>,
     /// Greatest `_seq` whose row is in the memtable (acknowledged); -1 when none.
-    pub committed: AtomicI64,
+    pub(super) committed: AtomicI64,
     /// Only held to clone or swap the `Arc`.
-    pub snapshot: RwLock<Arc<Snapshot>>,
-    pub maintenance: Mutex<Maintenance>,
+    pub(super) snapshot: RwLock<Arc<Snapshot>>,
+    pub(super) maintenance: Mutex<Maintenance>,
 }
 
 impl SetState {
-    pub fn is_alive(&self) -> bool {
+    pub(super) fn is_alive(&self) -> bool {
         self.alive.load(Ordering::Acquire)
     }
 
-    pub fn log_dir(&self) -> PathBuf {
+    pub(super) fn log_dir(&self) -> PathBuf {
         self.dir.join(LOG_DIR)
     }
 
     /// Whether rows past `snapshot`'s files are in the memtable.
-    pub fn has_unflushed(&self, snapshot: &Snapshot) -> bool {
+    pub(super) fn has_unflushed(&self, snapshot: &Snapshot) -> bool {
         self.committed.load(Ordering::Acquire) > snapshot.flushed_seq
     }
 
     /// What the set's data files and log segments take on disk.
-    pub fn disk_usage(&self) -> Result<StorageStats> {
+    pub(super) fn disk_usage(&self) -> Result<StorageStats> {
         let snapshot = Arc::clone(&self.snapshot.read());
         let log = log::disk_usage(&self.log_dir())?;
         Ok(StorageStats {
@@ -179,13 +179,17 @@ impl SetState {
     }
 
     /// Rows acknowledged but not yet in Parquet (approximately, when appends failed).
-    pub fn unflushed_rows(&self) -> u64 {
+    pub(super) fn unflushed_rows(&self) -> u64 {
         let flushed = self.snapshot.read().flushed_seq;
         (self.committed.load(Ordering::Acquire) - flushed).max(0) as u64
     }
 
     /// Creates a new, empty set: directory and durable spec; `table` is its memtable.
-    pub fn create(dir: PathBuf, spec: &FeatureSetSpec, table: Arc<MemTable>) -> Result<SetState> {
+    pub(super) fn create(
+        dir: PathBuf,
+        spec: &FeatureSetSpec,
+        table: Arc<MemTable>,
+    ) -> Result<SetState> {
         clear_interrupted_create(&dir)?;
         let json = serde_json::to_vec_pretty(spec).expect("specs serialize");
         // Writing the spec is the commit point: a directory without one is not a set.
@@ -210,7 +214,7 @@ impl SetState {
     }
 
     /// Opens a stored set: its manifest, garbage removed, its log replayed into `table`.
-    pub fn open(
+    pub(super) fn open(
         dir: PathBuf,
         spec: FeatureSetSpec,
         pool: &ConnectionPool,

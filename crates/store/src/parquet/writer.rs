@@ -16,15 +16,15 @@ use crate::{Error, Result};
 
 /// A data file written and durable under its final name, with what it holds.
 pub(super) struct WrittenFile {
-    pub entry: FileEntry,
-    pub bytes: u64,
+    pub(super) entry: FileEntry,
+    pub(super) bytes: u64,
 }
 
 /// Rows, files and bytes of some written files.
 pub(super) struct Totals {
-    pub rows: u64,
-    pub files: u64,
-    pub bytes: u64,
+    pub(super) rows: u64,
+    pub(super) files: u64,
+    pub(super) bytes: u64,
 }
 
 pub(super) fn totals(written: &[WrittenFile]) -> Totals {
