@@ -1,6 +1,6 @@
-//! The one way flushes and compactions change a set's data files. Their new files are
-//! written and durable under names no manifest lists yet; then, under the set's maintenance
-//! lock:
+//! The one way flushes and compactions change a set's data files. Under the set's
+//! maintenance lock, the rows they rewrite are sorted and written into new files, durable
+//! under names no manifest lists yet; then:
 //!
 //! 1. the new manifest is written atomically: the commit point. If that fails, the new files
 //!    are removed and nothing changed;
@@ -13,16 +13,16 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::durable::remove_quietly;
+use super::engine::Engine;
 use super::log;
 use super::memtable::MemTable;
 use super::set::{DataFile, Maintenance, SetState, Snapshot};
 use super::writer::WrittenFile;
+use crate::query::sql::{ident, SEQ_COLUMN};
 use crate::Result;
 
-/// A change of a set's data files.
+/// What the rewritten rows replace.
 pub(super) struct Change<'a> {
-    /// Written for this change, durable, not yet live.
-    pub(super) written: &'a [WrittenFile],
     /// Live files whose rows are all in `written` (compaction).
     pub(super) replaced: &'a [Arc<DataFile>],
     /// Memtable rows now in `written` (flush).
@@ -39,13 +39,39 @@ pub(super) struct FlushedRows<'a> {
     pub(super) log_segments_below: u64,
 }
 
-/// Makes `change` live. The caller holds the set's maintenance lock (`maintenance`): only
-/// commits replace the snapshot's files, so the current snapshot is what this replaces.
-pub(super) fn commit(set: &SetState, maintenance: &Maintenance, change: Change) -> Result<()> {
+/// Writes `rows` (a `SELECT` of storage rows), sorted by date, entity, event time and ingest
+/// order, into new data files of `set`, and makes them live in place of what `change` says
+/// they replace. `maintenance` is the set's, locked: only this replaces the snapshot's files,
+/// so the current snapshot is what it replaces.
+pub(super) fn rewrite(
+    engine: &Engine,
+    set: &SetState,
+    maintenance: &mut Maintenance,
+    rows: &str,
+    change: Change,
+) -> Result<Vec<WrittenFile>> {
+    let spec = &set.spec;
+    let ts = ident(&spec.timestamp);
+    let sorted = format!(
+        "SELECT * FROM ({rows}) ORDER BY CAST({ts} AS DATE), {}, {ts}, {}",
+        ident(&spec.entity.name),
+        ident(SEQ_COLUMN)
+    );
+    let written = engine.write_query(set, &mut maintenance.next_file, &sorted)?;
+    commit(set, maintenance, &written, &change)?;
+    Ok(written)
+}
+
+fn commit(
+    set: &SetState,
+    maintenance: &Maintenance,
+    written: &[WrittenFile],
+    change: &Change,
+) -> Result<()> {
     let current = Arc::clone(&set.snapshot.read());
-    let next = next_snapshot(set, &current, &change);
+    let next = next_snapshot(set, &current, written, change);
     if let Err(e) = next.manifest(maintenance.next_file).store(&set.dir) {
-        for file in change.written {
+        for file in written {
             remove_quietly(&set.dir.join(&file.entry.path));
         }
         return Err(e);
@@ -63,7 +89,12 @@ pub(super) fn commit(set: &SetState, maintenance: &Maintenance, change: Change) 
     Ok(())
 }
 
-fn next_snapshot(set: &SetState, current: &Snapshot, change: &Change) -> Snapshot {
+fn next_snapshot(
+    set: &SetState,
+    current: &Snapshot,
+    written: &[WrittenFile],
+    change: &Change,
+) -> Snapshot {
     let replaced: HashSet<&str> = change
         .replaced
         .iter()
@@ -75,7 +106,7 @@ fn next_snapshot(set: &SetState, current: &Snapshot, change: &Change) -> Snapsho
         .filter(|f| !replaced.contains(f.relative.as_str()))
         .cloned()
         .collect();
-    files.extend(change.written.iter().map(|file| {
+    files.extend(written.iter().map(|file| {
         Arc::new(DataFile::new(
             &set.dir,
             file.entry.path.clone(),

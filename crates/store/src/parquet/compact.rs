@@ -7,13 +7,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::commit::{commit, Change};
+use super::commit::{rewrite, Change};
 use super::engine::Engine;
 use super::memtable;
 use super::set::{DataFile, Maintenance, SetState, Snapshot};
 use super::writer::{self, WrittenFile};
 use crate::metrics::PARQUET;
-use crate::query::sql::{ident, SEQ_COLUMN};
 use crate::Result;
 
 /// Merges the small files of every date partition of `set` that has enough of them.
@@ -72,24 +71,12 @@ fn merge(
     date: &str,
     files: &[Arc<DataFile>],
 ) -> Result<Vec<WrittenFile>> {
-    let spec = &set.spec;
-    let sql = format!(
-        "SELECT * FROM ({}) ORDER BY {}, {}, {}",
-        memtable::select_files(spec, files.iter().map(|f| f.path.as_str())),
-        ident(&spec.entity.name),
-        ident(&spec.timestamp),
-        ident(SEQ_COLUMN)
-    );
-    let written = engine.write_query(set, &mut maintenance.next_file, &sql)?;
-    commit(
-        set,
-        maintenance,
-        Change {
-            written: &written,
-            replaced: files,
-            flushed: None,
-        },
-    )?;
-    tracing::debug!(feature_set = %spec.name, %date, files = files.len(), "compacted");
+    let rows = memtable::select_files(&set.spec, files.iter().map(|f| f.path.as_str()));
+    let change = Change {
+        replaced: files,
+        flushed: None,
+    };
+    let written = rewrite(engine, set, maintenance, &rows, change)?;
+    tracing::debug!(feature_set = %set.spec.name, %date, files = files.len(), "compacted");
     Ok(written)
 }

@@ -11,13 +11,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::commit::{commit, Change, FlushedRows};
+use super::commit::{rewrite, Change, FlushedRows};
 use super::engine::Engine;
 use super::memtable::{self, MemTable};
 use super::set::{Maintenance, SetState, Snapshot};
 use super::writer::{self, WrittenFile};
 use crate::metrics::PARQUET;
-use crate::query::sql::{ident, SEQ_COLUMN};
 use crate::Result;
 
 /// What a flush took out of the ingest path.
@@ -106,20 +105,12 @@ fn write_frozen(
     maintenance: &mut Maintenance,
     frozen: &Frozen,
 ) -> Result<Vec<WrittenFile>> {
-    let spec = &set.spec;
-    let ts = ident(&spec.timestamp);
-    let sql = format!(
-        "SELECT * FROM ({}) ORDER BY CAST({ts} AS DATE), {}, {ts}, {}",
-        memtable::select_tables(&frozen.tables),
-        ident(&spec.entity.name),
-        ident(SEQ_COLUMN)
-    );
-    let written = engine.write_query(set, &mut maintenance.next_file, &sql)?;
-    commit(
+    let written = rewrite(
+        engine,
         set,
         maintenance,
+        &memtable::select_tables(&frozen.tables),
         Change {
-            written: &written,
             replaced: &[],
             flushed: Some(FlushedRows {
                 upto: frozen.upto,
@@ -129,7 +120,7 @@ fn write_frozen(
         },
     )?;
     tracing::debug!(
-        feature_set = %spec.name,
+        feature_set = %set.spec.name,
         rows = writer::totals(&written).rows,
         files = written.len(),
         "flushed"
