@@ -50,6 +50,7 @@
 //! --example quickstart` against a running server).
 
 mod client;
+mod conform;
 mod error;
 mod request;
 mod response;
@@ -57,6 +58,7 @@ mod response;
 pub use client::{
     Client, ClientBuilder, CA_FILE_ENV, DEFAULT_ADDRESS, DEFAULT_MAX_MESSAGE_BYTES, TOKEN_ENV,
 };
+pub use conform::{conform_batch, conform_rows, ConformError};
 pub use error::{code_name, Code, Error, Result};
 pub use request::{
     Entities, EntityKey, HistoryRequest, OnlineRequest, Timestamp, TrainingDataOptions,
