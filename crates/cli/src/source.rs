@@ -202,7 +202,15 @@ pub fn open(path: &Path, format: Format, typing: &Typing, batch_size: usize) -> 
     let label_for_errors = label.clone();
     let batches = batches.map(|b| b.and_then(drop_pandas_index));
     let batches: Box<dyn Iterator<Item = CliResult<RecordBatch>> + Send> = match typing {
-        Typing::Spec(spec, columns) => Box::new(conformed(batches, spec.clone(), columns.clone())),
+        Typing::Spec(spec, columns) => {
+            // JSON lines are mapped line by line, into the set's names already.
+            let columns = if format == Format::Jsonl {
+                Arc::new(ColumnMap::default())
+            } else {
+                columns.clone()
+            };
+            Box::new(conformed(batches, spec.clone(), columns))
+        }
         Typing::Columns(_) => Box::new(batches),
     };
     let batches = Rebatch::new(batches, batch_size, MAX_BATCH_BYTES)

@@ -32,8 +32,6 @@ use arrow::datatypes::{DataType, Field, Float64Type, Schema, TimeUnit};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use featherstore_core::{EntityType, FeatureSetSpec, FeatureType};
 
-const MICROS_PER_DAY: i64 = 86_400_000_000;
-
 /// A value that does not fit its column's declared type.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("column {column:?} row {row} holds {value}, which does not fit {declared}: {reason}")]
@@ -144,7 +142,7 @@ struct Column<'a> {
 }
 
 /// The target of a scalar conversion.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Scalar {
     Int(DataType),
     Float(DataType),
@@ -292,24 +290,29 @@ impl Column<'_> {
         column: &ArrayRef,
         row_of: &impl Fn(usize) -> usize,
     ) -> Result<ArrayRef, crate::Error> {
-        let micros = match column.data_type() {
-            DataType::Date64 => cast(column, &DataType::Timestamp(TimeUnit::Microsecond, None))?,
-            DataType::Timestamp(_, _) => cast(
-                column,
-                &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            )?,
+        // Checked in the column's own unit: a nanosecond past midnight is not midnight.
+        let per_day: i64 = match column.data_type() {
+            DataType::Date64 => 86_400_000,
+            DataType::Timestamp(unit, _) => {
+                86_400
+                    * match unit {
+                        TimeUnit::Second => 1,
+                        TimeUnit::Millisecond => 1_000,
+                        TimeUnit::Microsecond => 1_000_000,
+                        TimeUnit::Nanosecond => 1_000_000_000,
+                    }
+            }
             _ => return Ok(column.clone()),
         };
-        let micros = cast(&micros, &DataType::Int64)?;
-        let values = micros.as_primitive::<arrow::datatypes::Int64Type>();
+        let raw = cast(column, &DataType::Int64)?;
+        let values = raw.as_primitive::<arrow::datatypes::Int64Type>();
         if let Some(index) = (0..values.len())
-            .find(|&i| values.is_valid(i) && values.value(i).rem_euclid(MICROS_PER_DAY) != 0)
+            .find(|&i| values.is_valid(i) && values.value(i).rem_euclid(per_day) != 0)
         {
             return Err(self.error(column, index, row_of, "not midnight UTC"));
         }
-        let days: arrow::array::Date32Array = values.unary_opt(|v| {
-            i32::try_from(v.div_euclid(MICROS_PER_DAY)).ok()
-        });
+        let days: arrow::array::Date32Array =
+            values.unary_opt(|v| i32::try_from(v.div_euclid(per_day)).ok());
         self.checked_days(column, days, row_of)
     }
 

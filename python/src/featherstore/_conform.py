@@ -41,7 +41,6 @@ import pyarrow.compute as pc
 from .errors import InvalidArgumentError
 
 _FLOAT32_MAX_TEXT = "±3.4028235e38"
-_MICROS_PER_DAY = 86_400_000_000
 
 
 def declared_name(t: pa.DataType) -> str:
@@ -148,23 +147,22 @@ class _Column:
         ):
             return self._date(column, row_of)
         if pa.types.is_timestamp(target):
-            if pa.types.is_timestamp(actual):
-                # The values are UTC instants whatever the zone; no zone means UTC. Naming the
-                # zone UTC spares the server zone names it may not know (pytz, dateutil).
-                return column.cast(pa.timestamp(actual.unit, tz="UTC"))
+            # Timestamps go as they are: the server reads any unit and zone (no zone: UTC)
+            # and names a zone it does not know.
             if pa.types.is_date32(actual) or pa.types.is_date64(actual):
                 return column.cast(pa.timestamp("us", tz="UTC"))
         return column
 
     def _date(self, column: pa.Array, row_of: Callable[[int], int]) -> pa.Array:
+        # Checked in the column's own unit: a nanosecond past midnight is not midnight.
         if pa.types.is_date64(column.type):
-            micros = pc.multiply(column.cast(pa.int64()), 1000)
+            per_day = 86_400_000
         else:
-            micros = column.cast(pa.timestamp("us", tz=column.type.tz), safe=False)
-            micros = micros.cast(pa.int64())
+            per_day = 86_400 * {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}[column.type.unit]
+        raw = column.cast(pa.int64())
         # Integer division truncates; a midnight divides evenly (before 1970 too).
-        days = pc.divide(micros, _MICROS_PER_DAY)
-        remainder = pc.subtract(micros, pc.multiply(days, _MICROS_PER_DAY))
+        days = pc.divide(raw, per_day)
+        remainder = pc.subtract(raw, pc.multiply(days, per_day))
         bad = _first(pc.fill_null(pc.not_equal(remainder, 0), False))
         if bad is not None:
             raise self.error(column, bad, "not midnight UTC", row_of)
