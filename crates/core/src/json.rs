@@ -557,9 +557,13 @@ pub fn float32_to_json(x: f32) -> Value {
     if !x.is_finite() {
         return Value::Null;
     }
-    // `Display` of an f32 writes its shortest round-trip digits; read as an f64 they give the
+    // ryu writes an f32's shortest round-trip digits (at most 9); read as an f64 they give the
     // f64 closest to that decimal, which serde_json writes with the same digits.
-    let widened = x.to_string().parse::<f64>().unwrap_or(f64::from(x));
+    let mut digits = ryu::Buffer::new();
+    let widened = digits
+        .format_finite(x)
+        .parse::<f64>()
+        .unwrap_or(f64::from(x));
     Number::from_f64(widened).map_or(Value::Null, Value::Number)
 }
 
