@@ -219,3 +219,41 @@ def test_help_tells_how_to_ingest_and_read() -> None:
         if callable(member):
             assert member.__doc__, f"Client.{name} has no docstring"
             assert "return" in getattr(member, "__annotations__", {}), f"Client.{name}"
+
+
+def test_http_json_renders_float32_by_its_shortest_digits(
+    server: Any, client: featherstore.Client, typed_set: str
+) -> None:
+    import json
+    import urllib.request
+
+    client.ingest(
+        typed_set,
+        {
+            "id": [1],
+            "event_timestamp": [utc(2026, 1, 1)],
+            "f32": [0.12],
+            "f64": [0.12],
+            "emb": [[0.1, 0.7]],
+        },
+    )
+
+    def post(route: str, body: Dict[str, Any]) -> str:
+        request = urllib.request.Request(
+            f"{server.http}{route}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.read().decode()
+
+    for route in ["/v1/online", "/v1/history"]:
+        body: Dict[str, Any] = {"feature_set": typed_set, "features": ["f32", "f64", "emb"]}
+        if route == "/v1/online":
+            body["entities"] = [1]
+        text = post(route, body)
+        assert '"f32":0.12,' in text, text  # not 0.11999999731779099
+        assert '"f64":0.12,' in text, text
+        assert '"emb":[0.1,0.7]' in text, text
+        row = json.loads(text)["rows"][0]
+        assert np.float32(row["f32"]) == np.float32(0.12)
