@@ -84,13 +84,20 @@ impl ColumnMap {
 
     /// Checks that the named columns exist among `file_columns` (the flags name file columns;
     /// a typo must not pass unnoticed).
-    pub fn check_names<'a>(&self, file_columns: impl Iterator<Item = &'a str> + Clone) -> CliResult {
+    pub fn check_names<'a>(
+        &self,
+        file_columns: impl Iterator<Item = &'a str> + Clone,
+    ) -> CliResult {
         let named = self
             .keep
             .iter()
             .flatten()
             .map(|n| (n.as_str(), "--columns"))
-            .chain(self.rename.keys().map(|n| (n.as_str(), "--rename/--timestamp-column")));
+            .chain(
+                self.rename
+                    .keys()
+                    .map(|n| (n.as_str(), "--rename/--timestamp-column")),
+            );
         for (name, flag) in named {
             if !file_columns.clone().any(|c| c == name) {
                 let have: Vec<String> = file_columns.clone().map(|c| format!("{c:?}")).collect();
@@ -114,7 +121,10 @@ impl ColumnMap {
             name == spec.entity.name || name == spec.timestamp || spec.feature(name).is_some()
         };
         let taken = file_columns.clone().filter(|c| self.keeps(c));
-        let undeclared: Vec<&str> = taken.clone().filter(|c| !declared(self.target(c))).collect();
+        let undeclared: Vec<&str> = taken
+            .clone()
+            .filter(|c| !declared(self.target(c)))
+            .collect();
         if !undeclared.is_empty() {
             let listed: Vec<String> = undeclared.iter().map(|c| format!("{c:?}")).collect();
             let usable: Vec<&str> = taken.clone().filter(|c| declared(self.target(c))).collect();
@@ -242,13 +252,22 @@ mod tests {
     fn names_undeclared_columns_and_the_flags() {
         let map = ColumnMap::default();
         let file = ["id", "event_timestamp", "a", "x", "y"];
-        let err = map.check_declared(&spec(), file.iter().copied()).unwrap_err().0;
-        assert!(err.starts_with("columns \"x\", \"y\" of the file are not declared"), "{err}");
+        let err = map
+            .check_declared(&spec(), file.iter().copied())
+            .unwrap_err()
+            .0;
+        assert!(
+            err.starts_with("columns \"x\", \"y\" of the file are not declared"),
+            "{err}"
+        );
         assert!(err.contains("--columns id,event_timestamp,a"), "{err}");
         assert!(err.contains("--rename SRC=DST"), "{err}");
 
         let file = ["id", "ts"];
-        let err = map.check_declared(&spec(), file.iter().copied()).unwrap_err().0;
+        let err = map
+            .check_declared(&spec(), file.iter().copied())
+            .unwrap_err()
+            .0;
         assert!(err.contains("\"ts\" of the file is not declared"), "{err}");
         let err = map
             .check_declared(&spec(), ["id", "a"].iter().copied())
@@ -261,7 +280,10 @@ mod tests {
     fn refuses_unknown_and_conflicting_names() {
         let map = ColumnMap::new(&spec(), Some(vec!["nope".into()]), vec![], None).unwrap();
         let err = map.check_names(["id", "a"].iter().copied()).unwrap_err().0;
-        assert!(err.contains("\"nope\" given to --columns is not in the file"), "{err}");
+        assert!(
+            err.contains("\"nope\" given to --columns is not in the file"),
+            "{err}"
+        );
         let err = ColumnMap::new(
             &spec(),
             None,

@@ -424,15 +424,16 @@ impl<R: BufRead> JsonLines<R> {
             let mapped = self
                 .map_line(trimmed)
                 .map_err(|e| CliError::new(format!("line {line}: {e}")))?;
-            rows.push_json(mapped.as_deref().unwrap_or(trimmed)).map_err(|e| {
-                // The core names the row within the batch ("row 3: ..."); name the file line.
-                let message = e.to_string();
-                let detail = message
-                    .strip_prefix("row ")
-                    .and_then(|rest| rest.split_once(':'))
-                    .map_or(message.as_str(), |(_, rest)| rest.trim_start());
-                CliError::new(format!("line {}: {detail}", self.line))
-            })?;
+            rows.push_json(mapped.as_deref().unwrap_or(trimmed))
+                .map_err(|e| {
+                    // The core names the row within the batch ("row 3: ..."); name the file line.
+                    let message = e.to_string();
+                    let detail = message
+                        .strip_prefix("row ")
+                        .and_then(|rest| rest.split_once(':'))
+                        .map_or(message.as_str(), |(_, rest)| rest.trim_start());
+                    CliError::new(format!("line {}: {detail}", self.line))
+                })?;
         }
         if rows.rows() == 0 {
             return Ok(None);

@@ -7,7 +7,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampSecondArray};
+use arrow::array::{
+    ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampSecondArray,
+};
 use parquet::arrow::ArrowWriter;
 use serde_json::Value;
 
@@ -34,7 +36,15 @@ impl Server {
     fn start() -> Server {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(BIN)
-            .args(["serve", "--host", "127.0.0.1", "--http-port", "0", "--flight-port", "0"])
+            .args([
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--http-port",
+                "0",
+                "--flight-port",
+                "0",
+            ])
             .args(["--metrics-port", "0", "--data-dir"])
             .arg(dir.path().join("data"))
             .stdout(Stdio::piped())
@@ -42,7 +52,9 @@ impl Server {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         let ready: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
         let flight = format!("http://{}", ready["flight"].as_str().unwrap_or("?"));
         let server = Server { child, flight, dir };
@@ -111,8 +123,14 @@ fn columns(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
 fn parquet_float64_and_int64_columns_are_conformed_or_refused_naming_the_value() {
     let server = Server::start();
     let wide = columns(vec![
-        ("user_id", Arc::new(StringArray::from(vec!["u1", "u2"])) as ArrayRef),
-        ("event_timestamp", Arc::new(TimestampSecondArray::from(vec![1_767_225_600; 2]))),
+        (
+            "user_id",
+            Arc::new(StringArray::from(vec!["u1", "u2"])) as ArrayRef,
+        ),
+        (
+            "event_timestamp",
+            Arc::new(TimestampSecondArray::from(vec![1_767_225_600; 2])),
+        ),
         ("age", Arc::new(Int64Array::from(vec![31, 45]))),
         ("score", Arc::new(Float64Array::from(vec![0.12, 0.7]))),
     ]);
@@ -122,11 +140,20 @@ fn parquet_float64_and_int64_columns_are_conformed_or_refused_naming_the_value()
     assert_eq!(rows[0]["age"], 31);
     // float32 0.12 prints as 0.12, not 0.11999999731779099.
     let text = server.ok(&["get", "s", "u1", "--json"]);
-    assert!(text.contains("\"score\":0.12,") || text.contains("\"score\": 0.12"), "{text}");
+    assert!(
+        text.contains("\"score\":0.12,") || text.contains("\"score\": 0.12"),
+        "{text}"
+    );
 
     let too_big = columns(vec![
-        ("user_id", Arc::new(StringArray::from(vec!["u3", "u4"])) as ArrayRef),
-        ("event_timestamp", Arc::new(TimestampSecondArray::from(vec![1_767_225_600; 2]))),
+        (
+            "user_id",
+            Arc::new(StringArray::from(vec!["u3", "u4"])) as ArrayRef,
+        ),
+        (
+            "event_timestamp",
+            Arc::new(TimestampSecondArray::from(vec![1_767_225_600; 2])),
+        ),
         ("age", Arc::new(Int64Array::from(vec![1, 3_000_000_000]))),
     ]);
     let file = server.parquet("big.parquet", &too_big);
@@ -148,38 +175,78 @@ fn columns_rename_and_timestamp_column_map_a_file_onto_the_set() {
     // Undeclared columns: listed, with the flags that fix it.
     let error = server.fails(&["ingest", "s", &csv]);
     assert!(
-        error.contains("columns \"user\", \"ts\", \"notes\" of the file are not declared by feature set \"s\""),
+        error.contains(
+            "columns \"user\", \"ts\", \"notes\" of the file are not declared by feature set \"s\""
+        ),
         "{error}"
     );
-    assert!(error.contains("--columns age,score") && error.contains("--rename SRC=DST"), "{error}");
+    assert!(
+        error.contains("--columns age,score") && error.contains("--rename SRC=DST"),
+        "{error}"
+    );
 
-    let error = server.fails(&["ingest", "s", &csv, "--rename", "user=user_id", "--columns", "user,age"]);
+    let error = server.fails(&[
+        "ingest",
+        "s",
+        &csv,
+        "--rename",
+        "user=user_id",
+        "--columns",
+        "user,age",
+    ]);
     assert!(error.contains("--timestamp-column NAME"), "{error}");
 
     let error = server.fails(&["ingest", "s", &csv, "--columns", "user,tss"]);
-    assert!(error.contains("\"tss\" given to --columns is not in the file"), "{error}");
+    assert!(
+        error.contains("\"tss\" given to --columns is not in the file"),
+        "{error}"
+    );
 
     server.ok(&[
-        "ingest", "s", &csv,
-        "--columns", "user,ts,age",
-        "--rename", "user=user_id",
-        "--timestamp-column", "ts",
+        "ingest",
+        "s",
+        &csv,
+        "--columns",
+        "user,ts,age",
+        "--rename",
+        "user=user_id",
+        "--timestamp-column",
+        "ts",
     ]);
     let row = &server.get(&["u1"])[0];
-    assert_eq!((row["age"].clone(), row["score"].clone()), (Value::from(30), Value::Null));
+    assert_eq!(
+        (row["age"].clone(), row["score"].clone()),
+        (Value::from(30), Value::Null)
+    );
 
     // The same mapping for JSON lines and Parquet.
     let jsonl = server.file(
         "users.jsonl",
         "{\"user\": \"u2\", \"ts\": \"2026-01-01T00:00:00Z\", \"score\": 0.5, \"x\": 1}\n",
     );
-    let error = server.fails(&["ingest", "s", &jsonl, "--rename", "user=user_id", "--timestamp-column", "ts"]);
-    assert!(error.contains("column \"x\" of the file is not declared"), "{error}");
+    let error = server.fails(&[
+        "ingest",
+        "s",
+        &jsonl,
+        "--rename",
+        "user=user_id",
+        "--timestamp-column",
+        "ts",
+    ]);
+    assert!(
+        error.contains("column \"x\" of the file is not declared"),
+        "{error}"
+    );
     server.ok(&[
-        "ingest", "s", &jsonl,
-        "--columns", "user,ts,score",
-        "--rename", "user=user_id",
-        "--timestamp-column", "ts",
+        "ingest",
+        "s",
+        &jsonl,
+        "--columns",
+        "user,ts,score",
+        "--rename",
+        "user=user_id",
+        "--timestamp-column",
+        "ts",
     ]);
     assert_eq!(server.get(&["u2"])[0]["score"], 0.5);
 
@@ -187,13 +254,18 @@ fn columns_rename_and_timestamp_column_map_a_file_onto_the_set() {
         "users.parquet",
         &columns(vec![
             ("uid", Arc::new(StringArray::from(vec!["u5"])) as ArrayRef),
-            ("when", Arc::new(TimestampSecondArray::from(vec![1_767_225_600]))),
+            (
+                "when",
+                Arc::new(TimestampSecondArray::from(vec![1_767_225_600])),
+            ),
             ("age", Arc::new(Int64Array::from(vec![55]))),
             ("junk", Arc::new(Int64Array::from(vec![0]))),
         ]),
     );
     server.ok(&[
-        "ingest", "s", &parquet,
+        "ingest",
+        "s",
+        &parquet,
         "--columns=uid,when,age",
         "--rename=uid=user_id",
         "--timestamp-column=when",
@@ -208,7 +280,10 @@ fn apply_takes_files_as_arguments_or_with_f() {
     let second = server.file("b.json", &SPEC.replace("\"s\"", "\"b\""));
     server.ok(&["apply", &first, "-f", &second]);
     let listed = server.ok(&["list", "--json"]);
-    assert!(listed.contains("\"a\"") && listed.contains("\"b\""), "{listed}");
+    assert!(
+        listed.contains("\"a\"") && listed.contains("\"b\""),
+        "{listed}"
+    );
     let error = server.fails(&["apply"]);
     assert!(error.contains("FILE"), "{error}");
 }

@@ -1,25 +1,7 @@
 //! Conforming a batch to a feature set's declared types before it is sent: the client-side
 //! counterpart of the server's strict ingest rules (PROTOCOL.md, "Ingest rules").
 //!
-//! The server accepts only lossless widenings. Data from files and data frames often has
-//! wider types than a set declares (float64 for a `float32` feature, int64 for an `int32` one),
-//! so [`conform_batch`] casts every column whose values all survive the cast:
-//!
-//! | declared | accepted, when each value fits |
-//! | --- | --- |
-//! | `int32`, `int64` (and int64 entities) | any integer type; floats holding whole numbers |
-//! | `float32`, `float64` | any integer or float type, each value rounded to the nearest representable one; a finite value beyond float32's range (±3.4028235e38) does not fit |
-//! | `string` (and string entities) | Utf8, LargeUtf8, Utf8View, dictionaries of them |
-//! | `binary` | Binary, LargeBinary, BinaryView, FixedSizeBinary |
-//! | `date` | Date32; Date64 and timestamps holding midnights (UTC) |
-//! | `timestamp` (and the event time) | timestamps of any unit and zone (no zone: UTC); Date32/Date64 as midnight UTC |
-//! | `float32[N]`, `float64[N]` | List, LargeList or FixedSizeList of integers or floats, items as for `float32`/`float64` |
-//!
-//! A value that does not fit (an int64 beyond int32's range, a float64 beyond float32's, 2.5
-//! for an integer feature) is an error naming the column, the row and the value; nothing is
-//! rounded into a different value silently. Dictionary columns are decoded first; all-null
-//! columns take the declared type. Columns the set does not declare, and types outside these
-//! rules, are left as they are for the server to accept or reject.
+//! The rules are on [`conform_batch`].
 
 use std::sync::Arc;
 
@@ -49,7 +31,27 @@ pub struct ConformError {
 }
 
 /// `batch` with each column the set declares cast to its declared type where every value
-/// fits (see the module documentation for the rules); rows are counted from 0 in errors.
+/// fits; rows are counted from 0 in errors.
+///
+/// The server accepts only lossless widenings. Data from files and data frames often has
+/// wider types than a set declares (float64 for a `float32` feature, int64 for an `int32` one),
+/// so [`conform_batch`] casts every column whose values all survive the cast:
+///
+/// | declared | accepted, when each value fits |
+/// | --- | --- |
+/// | `int32`, `int64` (and int64 entities) | any integer type; floats holding whole numbers |
+/// | `float32`, `float64` | any integer or float type, each value rounded to the nearest representable one; a finite value beyond float32's range (±3.4028235e38) does not fit |
+/// | `string` (and string entities) | Utf8, LargeUtf8, Utf8View, dictionaries of them |
+/// | `binary` | Binary, LargeBinary, BinaryView, FixedSizeBinary |
+/// | `date` | Date32; Date64 and timestamps holding midnights (UTC) |
+/// | `timestamp` (and the event time) | timestamps of any unit and zone (no zone: UTC); Date32/Date64 as midnight UTC |
+/// | `float32[N]`, `float64[N]` | List, LargeList or FixedSizeList of integers or floats, items as for `float32`/`float64` |
+///
+/// A value that does not fit (an int64 beyond int32's range, a float64 beyond float32's, 2.5
+/// for an integer feature) is an error naming the column, the row and the value; nothing is
+/// rounded into a different value silently. Dictionary columns are decoded first; all-null
+/// columns take the declared type. Columns the set does not declare, and types outside these
+/// rules, are left as they are for the server to accept or reject.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -75,7 +77,10 @@ pub struct ConformError {
 /// let err = conform_batch(&spec, &too_big).unwrap_err().to_string();
 /// assert!(err.starts_with("column \"score\" row 0 holds 1e39"), "{err}");
 /// ```
-pub fn conform_batch(spec: &FeatureSetSpec, batch: &RecordBatch) -> Result<RecordBatch, crate::Error> {
+pub fn conform_batch(
+    spec: &FeatureSetSpec,
+    batch: &RecordBatch,
+) -> Result<RecordBatch, crate::Error> {
     conform_rows(spec, batch, 0)
 }
 
@@ -103,7 +108,10 @@ pub fn conform_rows(
         fields.push(Field::new(name, conformed.data_type().clone(), true));
         columns.push(conformed);
     }
-    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
 }
 
 /// What a column of the set is declared as.
@@ -231,7 +239,9 @@ impl Column<'_> {
                     let source = wide.as_primitive::<Float64Type>();
                     let narrow = out.as_primitive::<arrow::datatypes::Float32Type>();
                     if let Some(index) = (0..out.len()).find(|&i| {
-                        out.is_valid(i) && narrow.value(i).is_infinite() && source.value(i).is_finite()
+                        out.is_valid(i)
+                            && narrow.value(i).is_infinite()
+                            && source.value(i).is_finite()
                     }) {
                         return Err(self.error(
                             column,
@@ -243,9 +253,7 @@ impl Column<'_> {
                 }
                 Ok(out)
             }
-            Scalar::String
-                if matches!(actual, DataType::LargeUtf8 | DataType::Utf8View) =>
-            {
+            Scalar::String if matches!(actual, DataType::LargeUtf8 | DataType::Utf8View) => {
                 Ok(cast(column, &DataType::Utf8)?)
             }
             Scalar::Binary

@@ -728,19 +728,41 @@ mod tests {
 
     #[test]
     fn float32_renders_its_shortest_round_trip_digits() {
-        let values = [0.12f32, 0.1, 1.0 / 3.0, f32::MAX, f32::MIN_POSITIVE, 1e-45, -2.5, 16_777_217.0];
+        let values = [
+            0.12f32,
+            0.1,
+            1.0 / 3.0,
+            f32::MAX,
+            f32::MIN_POSITIVE,
+            1e-45,
+            -2.5,
+            16_777_217.0,
+        ];
         for x in values {
             let json = serde_json::to_string(&float32_to_json(x)).unwrap();
-            assert_eq!(json, serde_json::to_string(&x).unwrap(), "{x}: serde's f32 digits");
+            assert_eq!(
+                json,
+                serde_json::to_string(&x).unwrap(),
+                "{x}: serde's f32 digits"
+            );
             assert_eq!(json.parse::<f32>().unwrap(), x, "{json} reads back as {x}");
         }
-        assert_eq!(serde_json::to_string(&float32_to_json(0.12)).unwrap(), "0.12");
+        assert_eq!(
+            serde_json::to_string(&float32_to_json(0.12)).unwrap(),
+            "0.12"
+        );
         assert_eq!(float32_to_json(f32::NAN), Value::Null);
         assert_eq!(float32_to_json(f32::INFINITY), Value::Null);
 
         let batch = RecordBatch::try_from_iter([
-            ("f32", Arc::new(arrow::array::Float32Array::from(vec![0.12f32])) as ArrayRef),
-            ("f64", Arc::new(arrow::array::Float64Array::from(vec![f64::from(0.12f32)])) as ArrayRef),
+            (
+                "f32",
+                Arc::new(arrow::array::Float32Array::from(vec![0.12f32])) as ArrayRef,
+            ),
+            (
+                "f64",
+                Arc::new(arrow::array::Float64Array::from(vec![f64::from(0.12f32)])) as ArrayRef,
+            ),
             ("v", {
                 let mut list = FixedSizeListBuilder::new(Float32Builder::new(), 2);
                 list.values().append_slice(&[0.12, 0.7]);
