@@ -257,3 +257,29 @@ def test_http_json_renders_float32_by_its_shortest_digits(
         assert '"emb":[0.1,0.7]' in text, text
         row = json.loads(text)["rows"][0]
         assert np.float32(row["f32"]) == np.float32(0.12)
+
+
+def test_write_only_token_ingests_without_conforming(tmp_path: Any) -> None:
+    """Conforming reads the set's schema, which a write-only token may not: ingest still works
+    for data already in the declared types, and the server's own check answers otherwise."""
+    from conftest import ServerProcess, server_binary
+
+    admin, writer = "conform-admin-0123456789ab", "conform-writer-0123456789a"
+    config = tmp_path / "auth.yaml"
+    config.write_text(
+        "auth:\n  tokens:\n"
+        f'    - {{name: admin, token: "{admin}", scopes: [read, write, admin]}}\n'
+        f'    - {{name: writer, token: "{writer}", scopes: [write]}}\n'
+    )
+    server = ServerProcess(server_binary(), "duckdb", extra_args=["--config", str(config)])
+    try:
+        name = unique("conform_auth")
+        with featherstore.Client(server.flight, token=admin) as c:
+            c.create_feature_set(typed_spec(name))
+        with featherstore.Client(server.flight, token=writer) as c:
+            exact = {"id": [1], "event_timestamp": [utc(2026, 1, 1)], "f64": [0.5]}
+            assert c.ingest(name, exact) == 1
+            with pytest.raises(featherstore.InvalidArgumentError, match="f32"):
+                c.ingest(name, {"id": [2], "event_timestamp": [utc(2026, 1, 1)], "f32": [0.5]})
+    finally:
+        server.cleanup()

@@ -13,7 +13,7 @@ import pyarrow.flight as flight
 
 from . import _arrow
 from ._table import FeatureTable
-from .errors import FeatherStoreError, from_flight_error
+from .errors import FeatherStoreError, PermissionDeniedError, from_flight_error
 
 __all__ = ["Client", "FeatureTable", "TimeLike"]
 
@@ -281,7 +281,8 @@ class Client:
         does not fit (an int64 beyond int32's range, a float64 beyond float32's finite
         range, 2.5 into an integer feature) raises :class:`InvalidArgumentError` naming the
         column, the row (from 0) and the value; for a table or data frame this happens before
-        anything is sent. docs/api.md lists the rules.
+        anything is sent. docs/api.md lists the rules. (Conforming reads the set's schema: with
+        a token that may write but not read, columns are sent as they are.)
 
         Args:
             feature_set: the feature set's name.
@@ -303,7 +304,12 @@ class Client:
                 hold.
             NotFoundError: no feature set has that name.
         """
-        declared = self.get_schema(feature_set)
+        try:
+            declared: Optional[pa.Schema] = self.get_schema(feature_set)
+        except PermissionDeniedError:
+            # A token that may write but not read (scope `write` alone) cannot see the
+            # schema: the columns go as they are, and the server checks them as always.
+            declared = None
         try:
             schema, batches = _arrow.record_batches(
                 data, batch_rows or self.batch_rows, declared=declared
