@@ -185,7 +185,9 @@ def test_reads_return_pyarrow_with_pandas_and_polars_one_call_away(
     reads = {
         "online": client.get_online_features(typed_set, [1], features=["f32", "label"]),
         "history": client.get_history(typed_set, features=["f32", "label"]),
-        "training": client.get_training_data(entity_rows, [f"{typed_set}:f32", f"{typed_set}:label"]),
+        "training": client.get_training_data(
+            entity_rows, [f"{typed_set}:f32", f"{typed_set}:label"]
+        ),
     }
     for what, result in reads.items():
         assert isinstance(result, featherstore.FeatureTable), what

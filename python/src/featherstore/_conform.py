@@ -109,7 +109,8 @@ class _Column:
         if pa.types.is_integer(target) and numeric:
             if pa.types.is_floating(actual):
                 fraction = pc.fill_null(pc.not_equal(column, pc.floor(column)), False)
-                bad = _first(pc.or_(fraction, pc.fill_null(pc.invert(pc.is_finite(column)), False)))
+                infinite = pc.fill_null(pc.invert(pc.is_finite(column)), False)
+                bad = _first(pc.or_(fraction, infinite))
                 if bad is not None:
                     raise self.error(column, bad, "not a whole number", row_of)
             try:
@@ -184,9 +185,12 @@ class _Column:
             return self._scalar(column, column.type)  # the server names the type it expects
         if actual.value_type.equals(item):
             return column
-        values = column.flatten()
-        parents = pc.list_parent_indices(column).to_pylist() if len(values) else []
-        self._scalar(values, item, row_of=lambda i: parents[i])  # raises on a value that does not fit
+        # Raises on an item that does not fit, naming the row of its list.
+        self._scalar(
+            column.flatten(),
+            item,
+            row_of=lambda i: pc.list_parent_indices(column)[i].as_py(),
+        )
         return column.cast(container, safe=False)
 
 
