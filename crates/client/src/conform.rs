@@ -216,6 +216,11 @@ impl Column<'_> {
             };
             return Ok(new_null_array(&data_type, column.len()));
         }
+        if let Scalar::Int(t) | Scalar::Float(t) = &target {
+            if actual == t {
+                return Ok(column.clone());
+            }
+        }
         match target {
             Scalar::Int(target) if actual.is_integer() => {
                 self.checked_cast(column, &target, &row_of, "out of its range")
