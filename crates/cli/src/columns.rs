@@ -111,8 +111,38 @@ impl ColumnMap {
     }
 
     /// Checks that the set columns a file yields are declared, and that the entity and event
-    /// time are there; the error names the flags that fix it.
+    /// time are there; the errors name the flags that fix them.
     pub fn check_declared<'a>(
+        &self,
+        spec: &FeatureSetSpec,
+        file_columns: impl Iterator<Item = &'a str> + Clone,
+    ) -> CliResult {
+        self.check_undeclared(spec, file_columns.clone())?;
+        let yields = |set_column: &str| {
+            file_columns
+                .clone()
+                .any(|c| self.keeps(c) && self.target(c) == set_column)
+        };
+        if !yields(&spec.timestamp) {
+            return Err(CliError::new(format!(
+                "no column of the file is the event time {:?} of feature set {:?}; name the \
+                 file's time column with --timestamp-column NAME",
+                spec.timestamp, spec.name
+            )));
+        }
+        if !yields(&spec.entity.name) {
+            return Err(CliError::new(format!(
+                "no column of the file is the entity key {:?} of feature set {:?}; map the \
+                 file's key column with --rename SRC={}",
+                spec.entity.name, spec.name, spec.entity.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks that the set columns a file yields are all declared; the error lists the others
+    /// and the flags that skip or rename them.
+    pub fn check_undeclared<'a>(
         &self,
         spec: &FeatureSetSpec,
         file_columns: impl Iterator<Item = &'a str> + Clone,
@@ -145,21 +175,6 @@ impl ColumnMap {
                 if undeclared.len() == 1 { "it" } else { "them" },
                 usable.join(","),
                 if undeclared.len() == 1 { "it" } else { "them" },
-            )));
-        }
-        let yields = |set_column: &str| taken.clone().any(|c| self.target(c) == set_column);
-        if !yields(&spec.timestamp) {
-            return Err(CliError::new(format!(
-                "no column of the file is the event time {:?} of feature set {:?}; name the \
-                 file's time column with --timestamp-column NAME",
-                spec.timestamp, spec.name
-            )));
-        }
-        if !yields(&spec.entity.name) {
-            return Err(CliError::new(format!(
-                "no column of the file is the entity key {:?} of feature set {:?}; map the \
-                 file's key column with --rename SRC={}",
-                spec.entity.name, spec.name, spec.entity.name
             )));
         }
         Ok(())

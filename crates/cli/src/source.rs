@@ -390,14 +390,21 @@ impl<R: BufRead> JsonLines<R> {
     /// The line with its keys taken and named by the column map (`None`: unchanged), or an
     /// error naming its undeclared keys and the flags that skip them.
     fn map_line(&self, line: &str) -> CliResult<Option<String>> {
+        if self.columns.is_identity() {
+            // Only the keys, for the error that names the flags (the values are read once,
+            // by the rows builder).
+            type Keys = std::collections::BTreeMap<String, serde::de::IgnoredAny>;
+            if let Ok(keys) = serde_json::from_str::<Keys>(line) {
+                let keys = keys.keys().map(String::as_str);
+                self.columns.check_undeclared(&self.spec, keys)?;
+            }
+            return Ok(None);
+        }
         let Ok(serde_json::Value::Object(object)) = serde_json::from_str(line) else {
             return Ok(None); // Not an object: the rows builder says what is wrong.
         };
-        let keys = object.keys().map(String::as_str);
-        self.columns.check_declared(&self.spec, keys)?;
-        if self.columns.is_identity() {
-            return Ok(None);
-        }
+        self.columns
+            .check_undeclared(&self.spec, object.keys().map(String::as_str))?;
         let mapped: serde_json::Map<String, serde_json::Value> = object
             .into_iter()
             .filter(|(key, _)| self.columns.keeps(key))

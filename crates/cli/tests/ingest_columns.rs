@@ -224,6 +224,18 @@ fn columns_rename_and_timestamp_column_map_a_file_onto_the_set() {
         "users.jsonl",
         "{\"user\": \"u2\", \"ts\": \"2026-01-01T00:00:00Z\", \"score\": 0.5, \"x\": 1}\n",
     );
+    let error = server.fails(&["ingest", "s", &jsonl]);
+    assert!(
+        error.contains("line 1: columns \"ts\", \"user\", \"x\" of the file are not declared")
+            && error.contains("--columns score"),
+        "{error}"
+    );
+    let missing_time = server.file("no_time.jsonl", "{\"user_id\": \"u9\"}\n");
+    let error = server.fails(&["ingest", "s", &missing_time]);
+    assert!(
+        error.contains("line 1:") && error.contains("event_timestamp"),
+        "{error}"
+    );
     let error = server.fails(&[
         "ingest",
         "s",
