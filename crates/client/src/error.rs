@@ -34,6 +34,10 @@ pub enum Error {
     /// A request was rejected on this side before it was sent.
     #[error("{0}")]
     InvalidArgument(String),
+    /// A value does not fit the type its feature set declares for its column (see
+    /// [`conform_batch`](crate::conform_batch)).
+    #[error(transparent)]
+    Conform(#[from] crate::ConformError),
     /// A setting of the client is not usable: a token that is no header value, a CA or
     /// client certificate file that cannot be read.
     #[error("invalid client setting: {0}")]
@@ -79,7 +83,8 @@ impl Error {
     /// A bad spec, ticket, batch, type or timestamp, rejected by the server
     /// (`INVALID_ARGUMENT`) or by the client before sending ([`Error::InvalidArgument`]).
     pub fn is_invalid_argument(&self) -> bool {
-        self.code() == Some(Code::InvalidArgument) || matches!(self, Error::InvalidArgument(_))
+        self.code() == Some(Code::InvalidArgument)
+            || matches!(self, Error::InvalidArgument(_) | Error::Conform(_))
     }
 
     /// A request over a configured limit of the server (`RESOURCE_EXHAUSTED`).
