@@ -3,6 +3,7 @@
 
 use arrow::array::RecordBatch;
 use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Query, State};
 use axum::response::Response;
 use bytes::Bytes;
@@ -135,10 +136,11 @@ pub async fn history(
 pub async fn training_data(
     State(state): State<AppState>,
     Extension(access): Extension<Access>,
-    Query(params): Query<TrainingParams>,
+    params: Result<Query<TrainingParams>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
+    let Query(params) = params?;
     let command = training_command(params, &headers)?;
     for set in command.set_names()? {
         access.require_set(&set)?;
@@ -223,7 +225,7 @@ fn encoded_body(
             };
             if let Err(e) = chunks.await {
                 tracing::error!(error = %e, "response stream failed after it started");
-                let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                let _ = tx.send(Err(std::io::Error::other(e))).await;
             }
         }
         .instrument(tracing::Span::current()),
