@@ -178,11 +178,6 @@ pub fn sends_arrow(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.starts_with(ARROW_STREAM))
 }
 
-/// Parses a JSON body into `T`, as a 400 with serde's reason on failure.
-pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> ApiResult<T> {
-    serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("invalid {what}: {e}")))
-}
-
 pub fn streamed(content_type: &'static str, body: Body) -> Response {
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }

@@ -10,38 +10,19 @@ use bytes::Bytes;
 use featherstore_core::json::write_rows;
 use featherstore_core::{HistoryTicket, OnlineTicket, TrainingDataCommand};
 use http::HeaderMap;
-use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tracing::Instrument;
 
 use super::arrow_ipc::{self, IpcChunks};
-use super::{parse_json, read_body, streamed, wants_arrow, ARROW_STREAM};
+use super::{read_body, streamed, wants_arrow, ARROW_STREAM};
 use crate::auth::Access;
 use crate::error::{ApiError, ApiResult};
 use crate::service::AppState;
 use crate::telemetry::metrics::Api;
 
 const JSON: &str = "application/json";
-
-/// The ticket of a route: its JSON body, where a `"type"` field is optional but must match.
-fn ticket_body<T: serde::de::DeserializeOwned>(body: &[u8], kind: &str) -> ApiResult<T> {
-    let mut value: Value = parse_json(body, &format!("{kind} request"))?;
-    if let Some(object) = value.as_object_mut() {
-        match object.remove("type") {
-            None => {}
-            Some(Value::String(t)) if t == kind => {}
-            Some(other) => {
-                return Err(ApiError::invalid(format!(
-                    "\"type\" is {other} but this route takes {kind:?} requests"
-                )))
-            }
-        }
-    }
-    serde_json::from_value(value)
-        .map_err(|e| ApiError::invalid(format!("invalid {kind} request: {e}")))
-}
 
 pub async fn online(
     State(state): State<AppState>,
@@ -50,7 +31,7 @@ pub async fn online(
     body: Body,
 ) -> ApiResult<Response> {
     let body = read_body(&state, body).await?;
-    let ticket: OnlineTicket = ticket_body(&body, "online")?;
+    let ticket = OnlineTicket::from_json(&body)?;
     access.require_set(&ticket.feature_set)?;
     let batch = state.store.online(&ticket)?;
     Ok(if wants_arrow(&headers) {
@@ -113,7 +94,7 @@ pub async fn history(
     body: Body,
 ) -> ApiResult<Response> {
     let body = read_body(&state, body).await?;
-    let ticket: HistoryTicket = ticket_body(&body, "history")?;
+    let ticket = HistoryTicket::from_json(&body)?;
     access.require_set(&ticket.feature_set)?;
     let (set, query) = state.store.plan_history(&ticket)?;
     let schema = set.spec.projected_schema(&query.features, false);
