@@ -626,6 +626,20 @@ async fn internal_for_damaged_storage() {
         .await
         .unwrap();
     assert_http(response, 500, ErrorCode::Internal, "").await;
+
+    // The faults met after the streams started are counted too: the alert on
+    // `featherstore_requests_total{code="internal"}` sees them.
+    let metrics = server.metrics_text().await;
+    for (api, method) in [
+        ("flight", "do_get_stream"),
+        ("flight", "do_exchange_stream"),
+        ("http", "POST /v1/training-data (stream)"),
+    ] {
+        let sample = format!(
+            r#"featherstore_requests_total{{api="{api}",code="internal",method="{method}"}} 1"#
+        );
+        assert!(metrics.contains(&sample), "{sample} in {metrics}");
+    }
 }
 
 fn ipc_stream(batch: &RecordBatch) -> Vec<u8> {

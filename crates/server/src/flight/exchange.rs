@@ -99,7 +99,7 @@ pub async fn do_exchange(
         ))
     });
     let store = state.store.clone();
-    let batches = state.stream_blocking(Api::Flight, move |sink| {
+    let batches = state.stream_blocking((Api::Flight, "do_exchange_stream"), move |sink| {
         let mut rows = std::iter::from_fn(|| rows_rx.blocking_recv());
         store.training_data(&plan, &mut rows, sink)
     });

@@ -99,7 +99,7 @@ pub async fn history(
     let (set, query) = state.store.plan_history(&ticket)?;
     let schema = set.spec.projected_schema(&query.features, false);
     let store = state.store.clone();
-    let batches = state.stream_blocking(Api::Http, move |sink| {
+    let batches = state.stream_blocking((Api::Http, "POST /v1/history (stream)"), move |sink| {
         store.scan_history(&set, &query, sink)
     });
     let (encoding, content_type) = if wants_arrow(&headers) {
@@ -131,7 +131,8 @@ pub async fn training_data(
     let plan = state.store.plan_training(&command, schema)?;
     let encoding = Encoding::Arrow(IpcChunks::new(&plan.output_schema)?);
     let store = state.store.clone();
-    let batches = state.stream_blocking(Api::Http, move |sink| {
+    let counted_as = (Api::Http, "POST /v1/training-data (stream)");
+    let batches = state.stream_blocking(counted_as, move |sink| {
         let mut rows = entity_batches.into_iter().map(Ok);
         store.training_data(&plan, &mut rows, sink)
     });
