@@ -54,6 +54,14 @@ async fn assert_http(response: reqwest::Response, status: u16, code: ErrorCode, 
     assert!(message.contains(needle), "{needle:?} not in {body}");
 }
 
+fn url(server: &TestServer, path: &str) -> String {
+    format!("{}{path}", server.http)
+}
+
+async fn send(request: reqwest::RequestBuilder) -> reqwest::Response {
+    request.send().await.unwrap()
+}
+
 fn err<T: std::fmt::Debug>(result: Result<T, Status>) -> Status {
     result.expect_err("the call fails")
 }
@@ -228,12 +236,7 @@ async fn invalid_argument() {
         "invalid feature set spec",
     );
 
-    let response = http()
-        .post(format!("{}/v1/feature-sets", server.http))
-        .body("{")
-        .send()
-        .await
-        .unwrap();
+    let response = send(http().post(url(&server, "/v1/feature-sets")).body("{")).await;
     assert_http(
         response,
         400,
@@ -243,17 +246,9 @@ async fn invalid_argument() {
     .await;
     // Path and query parameters that do not parse get the same body (not the framework's
     // plain text).
-    let response = http()
-        .get(format!("{}/v1/feature-sets/%FF", server.http))
-        .send()
-        .await
-        .unwrap();
+    let response = send(http().get(url(&server, "/v1/feature-sets/%FF"))).await;
     assert_http(response, 400, ErrorCode::InvalidArgument, "").await;
-    let response = http()
-        .post(format!("{}/v1/training-data?color=blue", server.http))
-        .send()
-        .await
-        .unwrap();
+    let response = send(http().post(url(&server, "/v1/training-data?color=blue"))).await;
     assert_http(response, 400, ErrorCode::InvalidArgument, "color").await;
 }
 
@@ -285,11 +280,7 @@ async fn not_found() {
     let status = err(action(&mut client, "get_feature_set", r#"{"name": "nope"}"#).await);
     assert_status(&status, Code::NotFound, ErrorCode::NotFound, "nope");
 
-    let response = http()
-        .get(format!("{}/v1/feature-sets/nope", server.http))
-        .send()
-        .await
-        .unwrap();
+    let response = send(http().get(url(&server, "/v1/feature-sets/nope"))).await;
     assert_http(response, 404, ErrorCode::NotFound, "nope").await;
 }
 
@@ -305,12 +296,12 @@ async fn already_exists() {
         ErrorCode::AlreadyExists,
         "user_features",
     );
-    let response = http()
-        .post(format!("{}/v1/feature-sets", server.http))
-        .body(different)
-        .send()
-        .await
-        .unwrap();
+    let response = send(
+        http()
+            .post(url(&server, "/v1/feature-sets"))
+            .body(different),
+    )
+    .await;
     assert_http(response, 409, ErrorCode::AlreadyExists, "user_features").await;
 }
 
@@ -354,22 +345,19 @@ async fn too_large() {
         "size limit",
     );
 
-    let response = http()
-        .post(format!(
-            "{}/v1/feature-sets/user_features/rows",
-            server.http
-        ))
-        .body(vec![b' '; 100_000])
-        .send()
-        .await
-        .unwrap();
+    let response = send(
+        http()
+            .post(url(&server, "/v1/feature-sets/user_features/rows"))
+            .body(vec![b' '; 100_000]),
+    )
+    .await;
     assert_http(response, 413, ErrorCode::TooLarge, "65536").await;
-    let response = http()
-        .post(format!("{}/v1/online", server.http))
-        .json(&json!({"feature_set": "user_features", "entities": ["a", "b", "c", "d"]}))
-        .send()
-        .await
-        .unwrap();
+    let response = send(
+        http()
+            .post(url(&server, "/v1/online"))
+            .json(&json!({"feature_set": "user_features", "entities": ["a", "b", "c", "d"]})),
+    )
+    .await;
     assert_http(response, 413, ErrorCode::TooLarge, "at most 3").await;
 }
 
@@ -385,12 +373,12 @@ async fn too_many_requests_of_one_client() {
         false,
     )
     .await;
-    let response = http()
-        .post(format!("{}/v1/history", server.http))
-        .json(&json!({"feature_set": "user_features"}))
-        .send()
-        .await
-        .unwrap();
+    let response = send(
+        http()
+            .post(url(&server, "/v1/history"))
+            .json(&json!({"feature_set": "user_features"})),
+    )
+    .await;
     assert_http(response, 429, ErrorCode::TooManyRequests, "streams open").await;
     drop(held);
 }
@@ -415,11 +403,7 @@ async fn unavailable_at_the_concurrency_limit() {
     drop(held);
 
     let held = held_http_request(&server).await;
-    let response = http()
-        .get(format!("{}/v1/feature-sets", server.http))
-        .send()
-        .await
-        .unwrap();
+    let response = send(http().get(url(&server, "/v1/feature-sets"))).await;
     assert_http(response, 503, ErrorCode::Unavailable, "busy").await;
     drop(held);
     // The request metrics take the code from the error, not from the HTTP status.
@@ -437,6 +421,14 @@ async fn unavailable_at_the_concurrency_limit() {
 /// DoGet's DEADLINE_EXCEEDED (a reader that stops taking results) is provoked in
 /// hostile_clients.rs (`stalled_flight_history_readers_release_their_connections`): it needs
 /// a result larger than the transport's buffers.
+#[track_caller]
+/// The next answer of a call that sent nothing for the idle timeout: its end.
+fn assert_ended_idle<T: std::fmt::Debug>(next: Option<Result<T, FlightError>>) {
+    let status = to_status(next.unwrap().expect_err("the call is ended"));
+    let code = ErrorCode::DeadlineExceeded;
+    assert_status(&status, Code::DeadlineExceeded, code, "sent nothing");
+}
+
 #[tokio::test]
 async fn deadline_exceeded_for_a_client_that_stops_sending() {
     let server = with_user_set(|c| c.limits.stream_idle_timeout_seconds = 0.5).await;
@@ -446,34 +438,8 @@ async fn deadline_exceeded_for_a_client_that_stops_sending() {
         .await
         .unwrap()
         .expect("the first batch is stored");
-    let status = to_status(
-        answers
-            .next()
-            .await
-            .unwrap()
-            .expect_err("the call is ended"),
-    );
-    assert_status(
-        &status,
-        Code::DeadlineExceeded,
-        ErrorCode::DeadlineExceeded,
-        "sent nothing",
-    );
-
-    let mut answers = held_exchange(&server).await;
-    let status = to_status(
-        answers
-            .next()
-            .await
-            .unwrap()
-            .expect_err("the call is ended"),
-    );
-    assert_status(
-        &status,
-        Code::DeadlineExceeded,
-        ErrorCode::DeadlineExceeded,
-        "sent nothing",
-    );
+    assert_ended_idle(answers.next().await);
+    assert_ended_idle(held_exchange(&server).await.next().await);
 
     let mut held = held_http_request(&server).await;
     let mut answer = String::new();
@@ -543,11 +509,7 @@ async fn unauthenticated_and_forbidden() {
         ));
         expect(err(action(&mut client, "list_feature_sets", "{}").await));
     }
-    let response = http()
-        .get(format!("{}/v1/feature-sets", server.http))
-        .send()
-        .await
-        .unwrap();
+    let response = send(http().get(url(&server, "/v1/feature-sets"))).await;
     assert_eq!(response.headers()["www-authenticate"], "Bearer");
     assert_http(response, 401, ErrorCode::Unauthenticated, "token").await;
 
@@ -572,13 +534,13 @@ async fn unauthenticated_and_forbidden() {
     denied(to_status(
         ingester.do_exchange(data).await.map(drop).unwrap_err(),
     ));
-    let response = http()
-        .post(format!("{}/v1/feature-sets", server.http))
-        .bearer_auth(READER)
-        .body(USER_SPEC)
-        .send()
-        .await
-        .unwrap();
+    let response = send(
+        http()
+            .post(url(&server, "/v1/feature-sets"))
+            .bearer_auth(READER)
+            .body(USER_SPEC),
+    )
+    .await;
     assert_http(response, 403, ErrorCode::Forbidden, "scope").await;
 }
 
@@ -615,16 +577,13 @@ async fn internal_for_damaged_storage() {
     let status = err(exchange(&server, training(TRAINING), vec![entity_rows(1)]).await);
     assert_status(&status, Code::Internal, ErrorCode::Internal, "");
 
-    let response = http()
-        .post(format!(
-            "{}/v1/training-data?features=user_features:age",
-            server.http
-        ))
-        .header("content-type", "application/vnd.apache.arrow.stream")
-        .body(ipc_stream(&entity_rows(1)))
-        .send()
-        .await
-        .unwrap();
+    let response = send(
+        http()
+            .post(url(&server, "/v1/training-data?features=user_features:age"))
+            .header("content-type", "application/vnd.apache.arrow.stream")
+            .body(ipc_stream(&entity_rows(1))),
+    )
+    .await;
     assert_http(response, 500, ErrorCode::Internal, "").await;
 
     // The faults met after the streams started are counted too: the alert on
