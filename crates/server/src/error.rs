@@ -90,7 +90,7 @@ impl ApiError {
 pub type ApiResult<T> = Result<T, ApiError>;
 
 /// The gRPC status of each code (PROTOCOL.md's error table and docs/api.md's additions).
-pub fn grpc_code(code: ErrorCode) -> tonic::Code {
+fn grpc_code(code: ErrorCode) -> tonic::Code {
     match code {
         ErrorCode::NotFound => tonic::Code::NotFound,
         ErrorCode::InvalidArgument => tonic::Code::InvalidArgument,
