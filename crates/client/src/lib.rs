@@ -67,7 +67,7 @@ pub use client::{
     Client, ClientBuilder, CA_FILE_ENV, DEFAULT_ADDRESS, DEFAULT_MAX_MESSAGE_BYTES, TOKEN_ENV,
 };
 pub use conform::{conform_batch, conform_rows, ConformError};
-pub use error::{code_name, Code, Error, Result};
+pub use error::{code_name, Code, Error, ErrorCode, Result};
 pub use request::{
     Entities, EntityKey, HistoryRequest, OnlineRequest, Timestamp, TrainingDataOptions,
 };

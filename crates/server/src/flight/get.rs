@@ -36,7 +36,7 @@ pub async fn do_get(
             let (set, query) = state.store.plan_history(&ticket)?;
             let schema = set.spec.projected_schema(&query.features, false);
             let store = state.store.clone();
-            let batches = state.stream_blocking(Api::Flight, move |sink| {
+            let batches = state.stream_blocking((Api::Flight, "do_get_stream"), move |sink| {
                 store.scan_history(&set, &query, sink)
             });
             // Streamed after the handler returns: in the call's span, which lasts until the end.

@@ -3,44 +3,26 @@
 
 use arrow::array::RecordBatch;
 use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Query, State};
 use axum::response::Response;
 use bytes::Bytes;
 use featherstore_core::json::write_rows;
 use featherstore_core::{HistoryTicket, OnlineTicket, TrainingDataCommand};
 use http::HeaderMap;
-use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tracing::Instrument;
 
 use super::arrow_ipc::{self, IpcChunks};
-use super::{parse_json, read_body, streamed, wants_arrow, ARROW_STREAM};
+use super::{read_body, streamed, wants_arrow, ARROW_STREAM};
 use crate::auth::Access;
 use crate::error::{ApiError, ApiResult};
 use crate::service::AppState;
 use crate::telemetry::metrics::Api;
 
 const JSON: &str = "application/json";
-
-/// The ticket of a route: its JSON body, where a `"type"` field is optional but must match.
-fn ticket_body<T: serde::de::DeserializeOwned>(body: &[u8], kind: &str) -> ApiResult<T> {
-    let mut value: Value = parse_json(body, &format!("{kind} request"))?;
-    if let Some(object) = value.as_object_mut() {
-        match object.remove("type") {
-            None => {}
-            Some(Value::String(t)) if t == kind => {}
-            Some(other) => {
-                return Err(ApiError::invalid(format!(
-                    "\"type\" is {other} but this route takes {kind:?} requests"
-                )))
-            }
-        }
-    }
-    serde_json::from_value(value)
-        .map_err(|e| ApiError::invalid(format!("invalid {kind} request: {e}")))
-}
 
 pub async fn online(
     State(state): State<AppState>,
@@ -49,7 +31,7 @@ pub async fn online(
     body: Body,
 ) -> ApiResult<Response> {
     let body = read_body(&state, body).await?;
-    let ticket: OnlineTicket = ticket_body(&body, "online")?;
+    let ticket = OnlineTicket::from_json(&body)?;
     access.require_set(&ticket.feature_set)?;
     let batch = state.store.online(&ticket)?;
     Ok(if wants_arrow(&headers) {
@@ -112,12 +94,12 @@ pub async fn history(
     body: Body,
 ) -> ApiResult<Response> {
     let body = read_body(&state, body).await?;
-    let ticket: HistoryTicket = ticket_body(&body, "history")?;
+    let ticket = HistoryTicket::from_json(&body)?;
     access.require_set(&ticket.feature_set)?;
     let (set, query) = state.store.plan_history(&ticket)?;
     let schema = set.spec.projected_schema(&query.features, false);
     let store = state.store.clone();
-    let batches = state.stream_blocking(Api::Http, move |sink| {
+    let batches = state.stream_blocking((Api::Http, "POST /v1/history (stream)"), move |sink| {
         store.scan_history(&set, &query, sink)
     });
     let (encoding, content_type) = if wants_arrow(&headers) {
@@ -135,10 +117,11 @@ pub async fn history(
 pub async fn training_data(
     State(state): State<AppState>,
     Extension(access): Extension<Access>,
-    Query(params): Query<TrainingParams>,
+    params: Result<Query<TrainingParams>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
+    let Query(params) = params?;
     let command = training_command(params, &headers)?;
     for set in command.set_names()? {
         access.require_set(&set)?;
@@ -148,7 +131,8 @@ pub async fn training_data(
     let plan = state.store.plan_training(&command, schema)?;
     let encoding = Encoding::Arrow(IpcChunks::new(&plan.output_schema)?);
     let store = state.store.clone();
-    let batches = state.stream_blocking(Api::Http, move |sink| {
+    let counted_as = (Api::Http, "POST /v1/training-data (stream)");
+    let batches = state.stream_blocking(counted_as, move |sink| {
         let mut rows = entity_batches.into_iter().map(Ok);
         store.training_data(&plan, &mut rows, sink)
     });
@@ -223,7 +207,7 @@ fn encoded_body(
             };
             if let Err(e) = chunks.await {
                 tracing::error!(error = %e, "response stream failed after it started");
-                let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                let _ = tx.send(Err(std::io::Error::other(e))).await;
             }
         }
         .instrument(tracing::Span::current()),
