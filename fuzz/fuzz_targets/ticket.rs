@@ -1,4 +1,5 @@
-//! DoGet tickets and the HTTP online/history bodies: parsing, time ranges, entity keys.
+//! DoGet tickets and the HTTP online/history bodies (`OnlineTicket`/`HistoryTicket::from_json`):
+//! parsing, time ranges, entity keys.
 #![no_main]
 
 use featherstore_core::ticket::{HistoryTicket, OnlineTicket, Ticket};
@@ -11,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
             Ticket::Online(online) => {
                 for entity_type in [EntityType::String, EntityType::Int64] {
                     if let Ok(keys) = EntityKeys::from_json(entity_type, &online.entities) {
-                        assert_eq!(keys.to_array().len(), online.entities.len());
+                        assert_eq!(keys.len(), online.entities.len());
                     }
                 }
             }

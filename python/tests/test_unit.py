@@ -198,6 +198,11 @@ class RecordingServer(flight.FlightServerBase):
         self.seen.append(("ticket", json.loads(ticket.ticket)))
         return flight.RecordBatchStream(pa.table({"user_id": ["u1"]}))
 
+    def get_schema(self, context, descriptor):  # noqa: ANN001
+        # Ingest asks for the set's schema to conform its input (issue 12).
+        self.seen.append(("schema", descriptor.path))
+        return flight.SchemaResult(pa.schema([("k", pa.int32())]))
+
     def do_put(self, context, descriptor, reader, writer):  # noqa: ANN001
         for i, chunk in enumerate(reader):
             self.seen.append(("put", descriptor.path, chunk.data.num_rows))
@@ -251,6 +256,7 @@ def test_wire_format(recording: RecordingServer) -> None:
                 "end": "2026-02-01T00:00:00Z",
             },
         ),
+        ("schema", [b"s"]),
         ("put", [b"s"], 4),
         ("put", [b"s"], 4),
         ("put", [b"s"], 2),

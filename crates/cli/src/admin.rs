@@ -12,10 +12,13 @@ use crate::common::{text_table, thousands, CliError, CliResult, ServerArgs};
 
 #[derive(Args)]
 pub struct ApplyArgs {
-    /// YAML or JSON file declaring feature sets: a list of specs, `{feature_sets: [...]}` or one
-    /// spec; YAML may hold several documents. `-` reads standard input.
-    #[arg(short = 'f', long = "file", value_name = "FILE", required = true)]
+    /// YAML or JSON files declaring feature sets: a list of specs, `{feature_sets: [...]}` or
+    /// one spec; YAML may hold several documents. `-` reads standard input.
+    #[arg(value_name = "FILE", required_unless_present = "file_options")]
     files: Vec<PathBuf>,
+    /// The same as a FILE argument (`apply -f sets.yaml` is `apply sets.yaml`); repeatable.
+    #[arg(short = 'f', long = "file", value_name = "FILE", id = "file_options")]
+    file_options: Vec<PathBuf>,
     /// Report what would be created without creating anything.
     #[arg(long)]
     dry_run: bool,
@@ -23,7 +26,7 @@ pub struct ApplyArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    server: ServerArgs,
+    pub(crate) server: ServerArgs,
 }
 
 #[derive(Args)]
@@ -32,7 +35,7 @@ pub struct ListArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    server: ServerArgs,
+    pub(crate) server: ServerArgs,
 }
 
 #[derive(Args)]
@@ -43,7 +46,7 @@ pub struct DescribeArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    server: ServerArgs,
+    pub(crate) server: ServerArgs,
 }
 
 #[derive(Args)]
@@ -51,7 +54,7 @@ pub struct DeleteArgs {
     /// Feature set name; its data is deleted with it.
     set: String,
     #[command(flatten)]
-    server: ServerArgs,
+    pub(crate) server: ServerArgs,
 }
 
 /// The specs a file declares, validated, in file order.
@@ -156,7 +159,7 @@ enum Outcome {
 
 pub fn apply(args: ApplyArgs) -> CliResult {
     let mut specs = Vec::new();
-    for file in &args.files {
+    for file in args.file_options.iter().chain(&args.files) {
         specs.extend(read_specs(file)?);
     }
     let mut seen = HashSet::new();

@@ -20,14 +20,8 @@ pub struct ServerArgs {
         value_name = "ADDRESS"
     )]
     pub server: String,
-    /// Bearer token of a server with auth (docs/security.md).
-    #[arg(
-        long,
-        global = true,
-        env = featherstore_client::TOKEN_ENV,
-        hide_env_values = true,
-        value_name = "TOKEN"
-    )]
+    /// Bearer token of a server with auth: the global `--token` (set by `main`).
+    #[arg(skip)]
     pub token: Option<String>,
     /// PEM file of the CA that signed a TLS server's certificate (https:// or grpc+tls://).
     #[arg(long, global = true, env = featherstore_client::CA_FILE_ENV, value_name = "FILE")]

@@ -15,6 +15,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::columns::{parse_rename, ColumnMap};
 use crate::common::{fetch_spec, thousands, CliError, CliResult, ServerArgs};
 use crate::source::{self, is_stdin, Format, Typing};
 
@@ -33,11 +34,22 @@ pub struct IngestArgs {
     /// acknowledged.
     #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     batch_size: u64,
+    /// Take only these columns of each file (as the file names them), comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "COLUMN,...")]
+    columns: Option<Vec<String>>,
+    /// Give a column of the files the name of a set column: `--rename ts=event_timestamp`.
+    /// Repeatable.
+    #[arg(long, value_name = "SRC=DST", value_parser = parse_rename)]
+    rename: Vec<(String, String)>,
+    /// The files' column holding the event time (the same as `--rename NAME=<the set's
+    /// timestamp column>`).
+    #[arg(long, value_name = "NAME")]
+    timestamp_column: Option<String>,
     /// No progress bar, even on a terminal.
     #[arg(long)]
     quiet: bool,
     #[command(flatten)]
-    server: ServerArgs,
+    pub(crate) server: ServerArgs,
 }
 
 /// Batches read ahead of the server (bounds memory to a few batches).
@@ -126,7 +138,13 @@ pub fn run(args: IngestArgs) -> CliResult {
 async fn ingest(args: IngestArgs, files: Vec<(PathBuf, Format)>) -> CliResult {
     let client = args.server.connect().await?;
     let spec = fetch_spec(&client, &args.set).await?;
-    let typing = Typing::Spec(Arc::new(spec));
+    let columns = ColumnMap::new(
+        &spec,
+        args.columns.clone(),
+        args.rename.clone(),
+        args.timestamp_column.clone(),
+    )?;
+    let typing = Typing::Spec(Arc::new(spec), Arc::new(columns));
     let batch_size = args.batch_size as usize;
 
     // Totals for the progress bar: rows when every file is Parquet, else bytes.

@@ -1,6 +1,7 @@
 //! `featherstore`: the server and the command-line tools of FeatherStore.
 
 mod admin;
+mod columns;
 mod common;
 mod ingest;
 mod output;
@@ -15,9 +16,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Bearer token of a server with auth (docs/security.md); also accepted after the command.
-    // Read through the commands' `ServerArgs`, which clap fills from this global argument.
-    #[allow(dead_code)]
+    /// Bearer token of a server with auth (docs/security.md); before or after the command.
+    // The one definition: `main` hands it to the command's `ServerArgs`.
     #[arg(
         long,
         global = true,
@@ -50,8 +50,28 @@ enum Command {
     Delete(admin::DeleteArgs),
 }
 
+impl Command {
+    /// The server connection settings of a client command.
+    fn server_args(&mut self) -> Option<&mut common::ServerArgs> {
+        match self {
+            Command::Serve(_) => None,
+            Command::Apply(args) => Some(&mut args.server),
+            Command::Ingest(args) => Some(&mut args.server),
+            Command::Get(args) => Some(&mut args.server),
+            Command::History(args) => Some(&mut args.server),
+            Command::TrainingData(args) => Some(&mut args.server),
+            Command::List(args) => Some(&mut args.server),
+            Command::Describe(args) => Some(&mut args.server),
+            Command::Delete(args) => Some(&mut args.server),
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Some(server) = cli.command.server_args() {
+        server.token = cli.token.take();
+    }
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Apply(args) => admin::apply(args).map_err(|e| e.0),

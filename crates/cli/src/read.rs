@@ -30,7 +30,7 @@ pub struct GetArgs {
     #[command(flatten)]
     output: OutputArgs,
     #[command(flatten)]
-    server: ServerArgs,
+    pub(crate) server: ServerArgs,
 }
 
 #[derive(Args)]
@@ -52,7 +52,7 @@ pub struct HistoryArgs {
     #[command(flatten)]
     output: OutputArgs,
     #[command(flatten)]
-    server: ServerArgs,
+    pub(crate) server: ServerArgs,
 }
 
 #[derive(Args)]
@@ -88,7 +88,7 @@ pub struct TrainingDataArgs {
     #[command(flatten)]
     output: OutputArgs,
     #[command(flatten)]
-    server: ServerArgs,
+    pub(crate) server: ServerArgs,
 }
 
 pub fn get(args: GetArgs) -> CliResult {

@@ -17,6 +17,7 @@ use featherstore_core::types::timestamp_type;
 use featherstore_core::FeatureSetSpec;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+use crate::columns::ColumnMap;
 use crate::common::{CliError, CliResult};
 
 /// Largest batch sent in one Flight message, in bytes (the server's default limit is 64 MiB).
@@ -66,8 +67,9 @@ impl Format {
 /// How untyped formats (CSV, JSON lines) get their column types.
 #[derive(Clone)]
 pub enum Typing {
-    /// Ingest: the set's spec types every column it declares.
-    Spec(Arc<FeatureSetSpec>),
+    /// Ingest: the set's spec types every column it declares, the file's columns taken and
+    /// named by the map; batches come conformed to the declared types.
+    Spec(Arc<FeatureSetSpec>, Arc<ColumnMap>),
     /// Training data: these columns are typed, the others inferred from the data (CSV).
     Columns(Arc<HashMap<String, DataType>>),
 }
@@ -181,9 +183,10 @@ pub fn open(path: &Path, format: Format, typing: &Typing, batch_size: usize) -> 
             }
         }
         Format::Jsonl => match typing {
-            Typing::Spec(spec) => Box::new(JsonLines {
+            Typing::Spec(spec, columns) => Box::new(JsonLines {
                 lines: BufReader::with_capacity(1 << 20, counted),
                 spec: spec.clone(),
+                columns: columns.clone(),
                 batch_size,
                 line: 0,
                 done: false,
@@ -198,11 +201,46 @@ pub fn open(path: &Path, format: Format, typing: &Typing, batch_size: usize) -> 
     };
     let label_for_errors = label.clone();
     let batches = batches.map(|b| b.and_then(drop_pandas_index));
+    let batches: Box<dyn Iterator<Item = CliResult<RecordBatch>> + Send> = match typing {
+        Typing::Spec(spec, columns) => {
+            // JSON lines are mapped line by line, into the set's names already.
+            let columns = if format == Format::Jsonl {
+                Arc::new(ColumnMap::default())
+            } else {
+                columns.clone()
+            };
+            Box::new(conformed(batches, spec.clone(), columns))
+        }
+        Typing::Columns(_) => Box::new(batches),
+    };
     let batches = Rebatch::new(batches, batch_size, MAX_BATCH_BYTES)
         .map(move |b| b.map_err(|e| e.context(&label_for_errors)));
     Ok(Source {
         batches: Box::new(batches),
         bytes_read,
+    })
+}
+
+/// Batches of a file mapped onto the set's columns (checked once, on the first batch) and
+/// conformed to the declared types, rows counted over the whole file.
+fn conformed(
+    batches: impl Iterator<Item = CliResult<RecordBatch>> + Send,
+    spec: Arc<FeatureSetSpec>,
+    columns: Arc<ColumnMap>,
+) -> impl Iterator<Item = CliResult<RecordBatch>> + Send {
+    let mut rows = 0u64;
+    batches.map(move |batch| {
+        let batch = batch?;
+        if rows == 0 {
+            let schema = batch.schema();
+            let names = schema.fields().iter().map(|f| f.name().as_str());
+            columns.check_names(names.clone())?;
+            columns.check_declared(&spec, names)?;
+        }
+        let batch = columns.apply(batch)?;
+        let conformed = featherstore_client::conform_rows(&spec, &batch, rows)?;
+        rows += batch.num_rows() as u64;
+        Ok(conformed)
     })
 }
 
@@ -272,10 +310,13 @@ fn csv_batches(
     for field in inferred.fields() {
         let name = field.name();
         let data_type = match typing {
-            Typing::Spec(spec) => {
-                if name == &spec.entity.name {
+            Typing::Spec(spec, columns) => {
+                let name = columns.target(name);
+                if !columns.keeps(field.name()) {
+                    DataType::Utf8
+                } else if name == spec.entity.name {
                     spec.entity.entity_type.arrow_type()
-                } else if name == &spec.timestamp {
+                } else if name == spec.timestamp {
                     timestamp_type()
                 } else if let Some((_, feature)) = spec.feature(name) {
                     let data_type = feature.feature_type.arrow_type();
@@ -339,12 +380,39 @@ fn csv_error(e: arrow::error::ArrowError) -> CliError {
 struct JsonLines<R> {
     lines: R,
     spec: Arc<FeatureSetSpec>,
+    columns: Arc<ColumnMap>,
     batch_size: usize,
     line: usize,
     done: bool,
 }
 
 impl<R: BufRead> JsonLines<R> {
+    /// The line with its keys taken and named by the column map (`None`: unchanged), or an
+    /// error naming its undeclared keys and the flags that skip them.
+    fn map_line(&self, line: &str) -> CliResult<Option<String>> {
+        if self.columns.is_identity() {
+            // Only the keys, for the error that names the flags (the values are read once,
+            // by the rows builder).
+            type Keys = std::collections::BTreeMap<String, serde::de::IgnoredAny>;
+            if let Ok(keys) = serde_json::from_str::<Keys>(line) {
+                let keys = keys.keys().map(String::as_str);
+                self.columns.check_undeclared(&self.spec, keys)?;
+            }
+            return Ok(None);
+        }
+        let Ok(serde_json::Value::Object(object)) = serde_json::from_str(line) else {
+            return Ok(None); // Not an object: the rows builder says what is wrong.
+        };
+        self.columns
+            .check_undeclared(&self.spec, object.keys().map(String::as_str))?;
+        let mapped: serde_json::Map<String, serde_json::Value> = object
+            .into_iter()
+            .filter(|(key, _)| self.columns.keeps(key))
+            .map(|(key, value)| (self.columns.target(&key).to_string(), value))
+            .collect();
+        Ok(Some(serde_json::Value::Object(mapped).to_string()))
+    }
+
     fn next_batch(&mut self) -> CliResult<Option<RecordBatch>> {
         let mut rows = featherstore_core::json::RowsBuilder::new(&self.spec);
         let mut text = String::new();
@@ -359,15 +427,20 @@ impl<R: BufRead> JsonLines<R> {
             if trimmed.is_empty() {
                 continue;
             }
-            rows.push_json(trimmed).map_err(|e| {
-                // The core names the row within the batch ("row 3: ..."); name the file line.
-                let message = e.to_string();
-                let detail = message
-                    .strip_prefix("row ")
-                    .and_then(|rest| rest.split_once(':'))
-                    .map_or(message.as_str(), |(_, rest)| rest.trim_start());
-                CliError::new(format!("line {}: {detail}", self.line))
-            })?;
+            let line = self.line;
+            let mapped = self
+                .map_line(trimmed)
+                .map_err(|e| CliError::new(format!("line {line}: {e}")))?;
+            rows.push_json(mapped.as_deref().unwrap_or(trimmed))
+                .map_err(|e| {
+                    // The core names the row within the batch ("row 3: ..."); name the file line.
+                    let message = e.to_string();
+                    let detail = message
+                        .strip_prefix("row ")
+                        .and_then(|rest| rest.split_once(':'))
+                        .map_or(message.as_str(), |(_, rest)| rest.trim_start());
+                    CliError::new(format!("line {}: {detail}", self.line))
+                })?;
         }
         if rows.rows() == 0 {
             return Ok(None);

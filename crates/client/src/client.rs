@@ -1,7 +1,7 @@
 //! [`Client`]: the FeatherStore API over Arrow Flight.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
@@ -12,6 +12,7 @@ use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{Action, FlightClient, FlightData, FlightDescriptor, Ticket};
 use featherstore_core::FeatureSetSpec;
 use futures::{Stream, StreamExt, TryStreamExt};
+use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use tonic::metadata::AsciiMetadataValue;
@@ -499,7 +500,7 @@ impl Client {
             std::future::ready(match message {
                 Ok(message) => Some(message),
                 Err(e) => {
-                    *slot.lock().expect("not poisoned") = Some(Error::from(e));
+                    *slot.lock() = Some(Error::from(e));
                     None
                 }
             })
@@ -529,10 +530,8 @@ impl Client {
             expected += 1;
             Ok(ack)
         });
-        let last = futures::stream::once(async move {
-            input_error.lock().expect("not poisoned").take().map(Err)
-        })
-        .filter_map(std::future::ready);
+        let last = futures::stream::once(async move { input_error.lock().take().map(Err) })
+            .filter_map(std::future::ready);
         Ok(acks.chain(last).boxed())
     }
 

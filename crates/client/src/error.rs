@@ -2,11 +2,15 @@
 
 use arrow::error::ArrowError;
 use arrow_flight::error::FlightError;
+pub use featherstore_core::ErrorCode;
+use featherstore_core::ERROR_CODE_METADATA;
 pub use tonic::Code;
 
 /// Everything a [`Client`](crate::Client) call can fail with.
 ///
-/// Errors the server reports keep its gRPC status code and message (PROTOCOL.md, "Errors"):
+/// Errors the server reports keep its gRPC status code and message (PROTOCOL.md, "Errors"),
+/// and its typed [`ErrorCode`] ([`Error::error_code`]): the same code an HTTP error body's
+/// `error.code` names.
 ///
 /// ```no_run
 /// # async fn run(client: featherstore_client::Client) -> featherstore_client::Result<()> {
@@ -24,7 +28,14 @@ pub enum Error {
     /// The server answered with an error status. Transport failures after connecting (the
     /// server went away) also arrive here, as `UNAVAILABLE` or `UNKNOWN`.
     #[error("{message} ({})", code_name(*code))]
-    Server { code: Code, message: String },
+    Server {
+        code: Code,
+        /// The server's own code, sent with the status; for a status without it (a
+        /// transport failure, another server), read from the gRPC code where that is
+        /// unambiguous. `None` for a gRPC code outside PROTOCOL.md's table.
+        error_code: Option<ErrorCode>,
+        message: String,
+    },
     /// The address given to [`Client::connect`](crate::Client::connect) is not usable.
     #[error("invalid server address {address:?}: {reason}")]
     InvalidAddress { address: String, reason: String },
@@ -34,6 +45,10 @@ pub enum Error {
     /// A request was rejected on this side before it was sent.
     #[error("{0}")]
     InvalidArgument(String),
+    /// A value does not fit the type its feature set declares for its column (see
+    /// [`conform_batch`](crate::conform_batch)).
+    #[error(transparent)]
+    Conform(#[from] crate::ConformError),
     /// A setting of the client is not usable: a token that is no header value, a CA or
     /// client certificate file that cannot be read.
     #[error("invalid client setting: {0}")]
@@ -58,6 +73,22 @@ impl Error {
         }
     }
 
+    /// The typed code of the failure, as an HTTP error body would name it: the server's
+    /// for an error it reported, `invalid_argument` for a request rejected on this side,
+    /// `unavailable` when no connection could be made. `None` for other failures on this
+    /// side (an unusable setting, an answer that breaks the protocol, an Arrow error).
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        match self {
+            Error::Server { error_code, .. } => *error_code,
+            Error::InvalidArgument(_) | Error::Conform(_) => Some(ErrorCode::InvalidArgument),
+            Error::Connect { .. } => Some(ErrorCode::Unavailable),
+            Error::InvalidAddress { .. }
+            | Error::Setting(_)
+            | Error::Protocol(_)
+            | Error::Arrow(_) => None,
+        }
+    }
+
     /// The server's message for a server error, otherwise the error's text.
     pub fn message(&self) -> String {
         match self {
@@ -68,38 +99,39 @@ impl Error {
 
     /// An unknown feature set or feature (`NOT_FOUND`).
     pub fn is_not_found(&self) -> bool {
-        self.code() == Some(Code::NotFound)
+        self.error_code() == Some(ErrorCode::NotFound)
     }
 
     /// A different spec already stored under the name (`ALREADY_EXISTS`).
     pub fn is_already_exists(&self) -> bool {
-        self.code() == Some(Code::AlreadyExists)
+        self.error_code() == Some(ErrorCode::AlreadyExists)
     }
 
     /// A bad spec, ticket, batch, type or timestamp, rejected by the server
     /// (`INVALID_ARGUMENT`) or by the client before sending ([`Error::InvalidArgument`]).
     pub fn is_invalid_argument(&self) -> bool {
-        self.code() == Some(Code::InvalidArgument) || matches!(self, Error::InvalidArgument(_))
+        self.error_code() == Some(ErrorCode::InvalidArgument)
     }
 
-    /// A request over a configured limit of the server (`RESOURCE_EXHAUSTED`).
+    /// A request over a configured limit of the server, or too many of one client at once
+    /// (`RESOURCE_EXHAUSTED`: [`ErrorCode::TooLarge`] or [`ErrorCode::TooManyRequests`]).
     pub fn is_resource_exhausted(&self) -> bool {
         self.code() == Some(Code::ResourceExhausted)
     }
 
     /// No token, or one the server does not know (`UNAUTHENTICATED`).
     pub fn is_unauthenticated(&self) -> bool {
-        self.code() == Some(Code::Unauthenticated)
+        self.error_code() == Some(ErrorCode::Unauthenticated)
     }
 
     /// The token lacks the scope or the feature set the call needs (`PERMISSION_DENIED`).
     pub fn is_permission_denied(&self) -> bool {
-        self.code() == Some(Code::PermissionDenied)
+        self.error_code() == Some(ErrorCode::Forbidden)
     }
 
     /// The server could not be reached: no connection, or it went away (`UNAVAILABLE`).
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Error::Connect { .. }) || self.code() == Some(Code::Unavailable)
+        self.error_code() == Some(ErrorCode::Unavailable)
     }
 
     pub(crate) fn protocol(message: impl Into<String>) -> Self {
@@ -109,11 +141,41 @@ impl Error {
 
 impl From<tonic::Status> for Error {
     fn from(status: tonic::Status) -> Self {
+        let sent = status
+            .metadata()
+            .get(ERROR_CODE_METADATA)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|text| text.parse().ok());
         Error::Server {
             code: status.code(),
+            error_code: sent.or_else(|| error_code_of(status.code())),
             message: status.message().to_string(),
         }
     }
+}
+
+/// The typed code of a status that does not carry one. RESOURCE_EXHAUSTED is read as
+/// `too_large`, the limit PROTOCOL.md gives it; OUT_OF_RANGE is how tonic reports a message
+/// over the size limit. The codes PROTOCOL.md does not use have none.
+fn error_code_of(code: Code) -> Option<ErrorCode> {
+    Some(match code {
+        Code::NotFound => ErrorCode::NotFound,
+        Code::InvalidArgument => ErrorCode::InvalidArgument,
+        Code::AlreadyExists => ErrorCode::AlreadyExists,
+        Code::ResourceExhausted | Code::OutOfRange => ErrorCode::TooLarge,
+        Code::Unauthenticated => ErrorCode::Unauthenticated,
+        Code::PermissionDenied => ErrorCode::Forbidden,
+        Code::Unavailable => ErrorCode::Unavailable,
+        Code::DeadlineExceeded => ErrorCode::DeadlineExceeded,
+        Code::Internal => ErrorCode::Internal,
+        Code::Ok
+        | Code::Cancelled
+        | Code::Unknown
+        | Code::FailedPrecondition
+        | Code::Aborted
+        | Code::Unimplemented
+        | Code::DataLoss => return None,
+    })
 }
 
 impl From<FlightError> for Error {
@@ -175,6 +237,28 @@ mod tests {
             "exists",
         ))));
         assert!(wrapped.is_already_exists());
+    }
+
+    #[test]
+    fn the_typed_code_comes_from_the_status_metadata_or_else_its_grpc_code() {
+        let mut status = tonic::Status::resource_exhausted("3 streams open");
+        status.metadata_mut().insert(
+            ERROR_CODE_METADATA,
+            tonic::metadata::MetadataValue::from_static("too_many_requests"),
+        );
+        let e = Error::from(status);
+        assert_eq!(e.error_code(), Some(ErrorCode::TooManyRequests));
+        assert!(e.is_resource_exhausted());
+        let plain = Error::from(tonic::Status::resource_exhausted("too big"));
+        assert_eq!(plain.error_code(), Some(ErrorCode::TooLarge));
+        let forbidden = Error::from(tonic::Status::permission_denied("no"));
+        assert_eq!(forbidden.error_code(), Some(ErrorCode::Forbidden));
+        assert!(forbidden.is_permission_denied());
+        assert_eq!(Error::from(tonic::Status::unknown("?")).error_code(), None);
+        assert_eq!(
+            Error::InvalidArgument("x".into()).error_code(),
+            Some(ErrorCode::InvalidArgument)
+        );
     }
 
     #[test]

@@ -43,6 +43,14 @@
 //! arrow's `chrono-tz` feature (or relabel the column `+00:00`, as `examples/quickstart.rs`
 //! does).
 //!
+//! # Building batches
+//!
+//! The server takes a feature's declared Arrow type or a lossless widening of it. Data often
+//! comes wider (float64 for a `float32` feature, int64 for an `int32` one): pass a batch
+//! through [`conform_batch`] (or [`conform_rows`] for one batch of a longer input) with the
+//! set's spec first. It makes every cast that keeps each value and names the column, row and
+//! value that does not fit; the rules are on [`conform_batch`] and in `docs/api.md`.
+//!
 //! # Errors
 //!
 //! Errors the server reports keep its gRPC status and message: see [`Error`]. Runnable
@@ -50,6 +58,7 @@
 //! --example quickstart` against a running server).
 
 mod client;
+mod conform;
 mod error;
 mod request;
 mod response;
@@ -57,7 +66,8 @@ mod response;
 pub use client::{
     Client, ClientBuilder, CA_FILE_ENV, DEFAULT_ADDRESS, DEFAULT_MAX_MESSAGE_BYTES, TOKEN_ENV,
 };
-pub use error::{code_name, Code, Error, Result};
+pub use conform::{conform_batch, conform_rows, ConformError};
+pub use error::{code_name, Code, Error, ErrorCode, Result};
 pub use request::{
     Entities, EntityKey, HistoryRequest, OnlineRequest, Timestamp, TrainingDataOptions,
 };

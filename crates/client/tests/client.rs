@@ -9,8 +9,8 @@ use arrow::array::{
 };
 use arrow::datatypes::{Float32Type, Int64Type};
 use featherstore_client::{
-    Client, Code, Entities, Error, FeatureSetSpec, HistoryRequest, OnlineRequest, Timestamp,
-    TrainingDataOptions,
+    Client, Code, Entities, Error, ErrorCode, FeatureSetSpec, HistoryRequest, OnlineRequest,
+    Timestamp, TrainingDataOptions,
 };
 use featherstore_server::config::{Backend, Config};
 use featherstore_server::RunningServer;
@@ -692,6 +692,7 @@ async fn limits_are_resource_exhausted() {
         .await
         .unwrap_err();
     assert!(err.is_resource_exhausted(), "{err:?}");
+    assert_eq!(err.error_code(), Some(ErrorCode::TooLarge));
     // One batch is one message: over the limit, it is refused whole.
     let rows: Vec<(String, Option<i64>, Option<f32>, i64)> = (0..10_000)
         .map(|i| (format!("user-{i}"), Some(i), Some(0.5), 1))
@@ -712,6 +713,99 @@ async fn limits_are_resource_exhausted() {
             .rows,
         0
     );
+    server.stop().await;
+}
+
+/// An ingest of one batch that then sends nothing, held open: it holds its place among the
+/// server's calls (and its client's streams) until the server ends it.
+async fn held_ingest(client: &Client) -> featherstore_client::AckStream {
+    let first = futures::stream::once(async { Ok(users(&[("held", Some(1), None, 1)])) });
+    let mut acks = client
+        .ingest_stream("user_features", first.chain(futures::stream::pending()))
+        .await
+        .unwrap();
+    acks.try_next()
+        .await
+        .unwrap()
+        .expect("the first batch is stored");
+    acks
+}
+
+/// The typed code the server sends with each status comes back as [`Error::error_code`],
+/// the code an HTTP error body names; RESOURCE_EXHAUSTED tells `too_large` from
+/// `too_many_requests`. (UNAUTHENTICATED and PERMISSION_DENIED: tests/security.rs.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_carry_the_servers_typed_code() {
+    let server = TestServer::start_with(|config| {
+        config.limits.max_online_entities = 3;
+        config.limits.max_streams_per_client = 1;
+        config.limits.stream_idle_timeout_seconds = 1.0;
+    })
+    .await;
+    let client = server.client().await;
+    client.create_feature_set(&spec(USERS)).await.unwrap();
+    let code = |e: Error| e.error_code();
+    assert_eq!(
+        code(client.get_feature_set("nope").await.unwrap_err()),
+        Some(ErrorCode::NotFound)
+    );
+    let different = USERS.replace("float32[2]", "float32[3]");
+    assert_eq!(
+        code(
+            client
+                .create_feature_set(&spec(&different))
+                .await
+                .unwrap_err()
+        ),
+        Some(ErrorCode::AlreadyExists)
+    );
+    let no_timestamp = users(&[("u1", Some(1), None, 1)]).project(&[0, 1]).unwrap();
+    assert_eq!(
+        code(
+            client
+                .ingest_features("user_features", no_timestamp)
+                .await
+                .unwrap_err()
+        ),
+        Some(ErrorCode::InvalidArgument)
+    );
+    assert_eq!(
+        code(
+            client
+                .get_features("user_features", ["a", "b", "c", "d"])
+                .await
+                .unwrap_err()
+        ),
+        Some(ErrorCode::TooLarge)
+    );
+    // The held ingest is this client's one stream: another is refused.
+    let mut held = held_ingest(&client).await;
+    let refused = client
+        .history(HistoryRequest::new("user_features"))
+        .await
+        .unwrap_err();
+    assert!(refused.is_resource_exhausted(), "{refused:?}");
+    assert_eq!(refused.error_code(), Some(ErrorCode::TooManyRequests));
+    // Then the server ends the held ingest, which sent nothing for the idle timeout.
+    let ended = held.try_next().await.unwrap_err();
+    assert_eq!(
+        ended.error_code(),
+        Some(ErrorCode::DeadlineExceeded),
+        "{ended:?}"
+    );
+    server.stop().await;
+
+    let server = TestServer::start_with(|config| {
+        config.limits.max_concurrent_flight_requests = 1;
+    })
+    .await;
+    let client = server.client().await;
+    client.create_feature_set(&spec(USERS)).await.unwrap();
+    let held = held_ingest(&client).await;
+    let refused = client.list_feature_sets().await.unwrap_err();
+    assert!(refused.is_unavailable(), "{refused:?}");
+    assert_eq!(refused.error_code(), Some(ErrorCode::Unavailable));
+    drop(held);
     server.stop().await;
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampSecondArray};
 use certs::TestCerts;
-use featherstore_client::{Client, FeatureSetSpec, TrainingDataOptions};
+use featherstore_client::{Client, ErrorCode, FeatureSetSpec, TrainingDataOptions};
 use featherstore_server::config::{AuthConfig, Backend, Config, Scope, TokenConfig};
 use featherstore_server::RunningServer;
 use futures::TryStreamExt;
@@ -72,6 +72,7 @@ async fn tokens_are_sent_with_every_call() {
     let anonymous = Client::connect(address.as_str()).await.unwrap();
     let refused = anonymous.list_feature_sets().await.unwrap_err();
     assert!(refused.is_unauthenticated(), "{refused}");
+    assert_eq!(refused.error_code(), Some(ErrorCode::Unauthenticated));
 
     let admin = Client::builder(address.as_str())
         .token(ADMIN)
@@ -133,8 +134,10 @@ async fn tokens_are_sent_with_every_call() {
         .await
         .unwrap_err();
     assert!(denied.is_permission_denied(), "{denied}");
+    assert_eq!(denied.error_code(), Some(ErrorCode::Forbidden));
     let denied = reader.delete_feature_set("accounts").await.unwrap_err();
     assert!(denied.is_permission_denied(), "{denied}");
+    assert_eq!(denied.error_code(), Some(ErrorCode::Forbidden));
 
     // A wrong token: refused; one that is no header value: refused here, not sent.
     let wrong = Client::builder(address.as_str())

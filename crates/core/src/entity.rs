@@ -1,8 +1,5 @@
 //! Entity keys as requests carry them (JSON), typed by the feature set's entity type.
 
-use std::sync::Arc;
-
-use arrow::array::{ArrayRef, Int64Array, StringArray};
 use serde_json::Value;
 
 use crate::types::EntityType;
@@ -52,13 +49,6 @@ impl EntityKeys {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    pub fn to_array(&self) -> ArrayRef {
-        match self {
-            EntityKeys::String(keys) => Arc::new(StringArray::from_iter_values(keys)),
-            EntityKeys::Int64(keys) => Arc::new(Int64Array::from(keys.clone())),
-        }
     }
 }
 

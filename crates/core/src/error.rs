@@ -1,7 +1,14 @@
+use std::fmt;
+use std::str::FromStr;
+
 use arrow::error::ArrowError;
 
-/// What kind of failure an error is: decides the gRPC status and HTTP code in the API layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What kind of failure an error is: every error type of the workspace has one, and it alone
+/// decides the gRPC status and the HTTP status in the API layer (`crates/server/src/error.rs`).
+/// Its string ([`ErrorCode::as_str`]) is the `error.code` of an HTTP error body and the value of
+/// the [`ERROR_CODE_METADATA`] entry of a Flight error status, so a client reads back the same
+/// code from either API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     NotFound,
     InvalidArgument,
@@ -18,7 +25,25 @@ pub enum ErrorCode {
     Internal,
 }
 
+/// The gRPC metadata key of a Flight error status that carries its [`ErrorCode`] string.
+/// Needed because gRPC statuses are coarser than the codes: `too_large` and
+/// `too_many_requests` are both RESOURCE_EXHAUSTED.
+pub const ERROR_CODE_METADATA: &str = "x-featherstore-error-code";
+
 impl ErrorCode {
+    pub const ALL: [ErrorCode; 10] = [
+        ErrorCode::NotFound,
+        ErrorCode::InvalidArgument,
+        ErrorCode::AlreadyExists,
+        ErrorCode::TooLarge,
+        ErrorCode::Unauthenticated,
+        ErrorCode::Forbidden,
+        ErrorCode::TooManyRequests,
+        ErrorCode::Unavailable,
+        ErrorCode::DeadlineExceeded,
+        ErrorCode::Internal,
+    ];
+
     /// The `error.code` string of PROTOCOL.md's HTTP error body.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -33,6 +58,29 @@ impl ErrorCode {
             ErrorCode::DeadlineExceeded => "deadline_exceeded",
             ErrorCode::Internal => "internal",
         }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An `error.code` string that is none of [`ErrorCode`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown error code {0:?}")]
+pub struct UnknownErrorCode(pub String);
+
+/// Reads back an `error.code` string (an HTTP error body, a Flight status's metadata).
+impl FromStr for ErrorCode {
+    type Err = UnknownErrorCode;
+
+    fn from_str(text: &str) -> Result<Self, UnknownErrorCode> {
+        ErrorCode::ALL
+            .into_iter()
+            .find(|code| code.as_str() == text)
+            .ok_or_else(|| UnknownErrorCode(text.to_owned()))
     }
 }
 
@@ -97,3 +145,20 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_read_back_from_their_strings() {
+        for code in ErrorCode::ALL {
+            assert_eq!(code.as_str().parse::<ErrorCode>(), Ok(code));
+            assert_eq!(code.to_string(), code.as_str());
+        }
+        assert_eq!(
+            "teapot".parse::<ErrorCode>(),
+            Err(UnknownErrorCode("teapot".into()))
+        );
+    }
+}

@@ -517,7 +517,8 @@ pub fn write_rows(batch: &RecordBatch, out: &mut Vec<u8>, first: &mut bool) -> R
 }
 
 /// One cell as JSON: timestamps RFC 3339, dates `YYYY-MM-DD`, binary base64, vectors arrays,
-/// non-finite floats null.
+/// float32 values by their shortest round-trip digits (see [`float32_to_json`]), non-finite
+/// floats null.
 pub fn cell_to_json(array: &dyn Array, row: usize) -> Value {
     if array.is_null(row) {
         return Value::Null;
@@ -527,7 +528,7 @@ pub fn cell_to_json(array: &dyn Array, row: usize) -> Value {
         DataType::Boolean => Value::Bool(array.as_boolean().value(row)),
         DataType::Int32 => Value::from(array.as_primitive::<Int32Type>().value(row)),
         DataType::Int64 => Value::from(array.as_primitive::<Int64Type>().value(row)),
-        DataType::Float32 => float(f64::from(array.as_primitive::<Float32Type>().value(row))),
+        DataType::Float32 => float32_to_json(array.as_primitive::<Float32Type>().value(row)),
         DataType::Float64 => float(array.as_primitive::<Float64Type>().value(row)),
         DataType::Utf8 => Value::String(array.as_string::<i32>().value(row).to_owned()),
         DataType::Binary => Value::String(BASE64.encode(array.as_binary::<i32>().value(row))),
@@ -547,6 +548,23 @@ pub fn cell_to_json(array: &dyn Array, row: usize) -> Value {
         }
         other => Value::String(format!("<unsupported type {other}>")),
     }
+}
+
+/// A float32 as the JSON number with the fewest digits that reads back as the same float32:
+/// `0.12`, not the digits of its exact float64 widening (`0.11999999731779099`). Non-finite
+/// values are null.
+pub fn float32_to_json(x: f32) -> Value {
+    if !x.is_finite() {
+        return Value::Null;
+    }
+    // ryu writes an f32's shortest round-trip digits (at most 9); read as an f64 they give the
+    // f64 closest to that decimal, which serde_json writes with the same digits.
+    let mut digits = ryu::Buffer::new();
+    let widened = digits
+        .format_finite(x)
+        .parse::<f64>()
+        .unwrap_or(f64::from(x));
+    Number::from_f64(widened).map_or(Value::Null, Value::Number)
 }
 
 #[cfg(test)]
@@ -706,6 +724,60 @@ mod tests {
         assert_eq!(back[0]["event_timestamp"], "0001-01-01T00:00:00Z");
         assert_eq!(back[1]["t"], "9999-12-31T23:59:59.999999Z");
         assert_eq!(back[1]["d"], "9999-12-31");
+    }
+
+    #[test]
+    fn float32_renders_its_shortest_round_trip_digits() {
+        let values = [
+            0.12f32,
+            0.1,
+            1.0 / 3.0,
+            f32::MAX,
+            f32::MIN_POSITIVE,
+            1e-45,
+            -2.5,
+            16_777_217.0,
+        ];
+        for x in values {
+            let json = serde_json::to_string(&float32_to_json(x)).unwrap();
+            assert_eq!(
+                json,
+                serde_json::to_string(&x).unwrap(),
+                "{x}: serde's f32 digits"
+            );
+            assert_eq!(json.parse::<f32>().unwrap(), x, "{json} reads back as {x}");
+        }
+        assert_eq!(
+            serde_json::to_string(&float32_to_json(0.12)).unwrap(),
+            "0.12"
+        );
+        assert_eq!(float32_to_json(f32::NAN), Value::Null);
+        assert_eq!(float32_to_json(f32::INFINITY), Value::Null);
+
+        let batch = RecordBatch::try_from_iter([
+            (
+                "f32",
+                Arc::new(arrow::array::Float32Array::from(vec![0.12f32])) as ArrayRef,
+            ),
+            (
+                "f64",
+                Arc::new(arrow::array::Float64Array::from(vec![f64::from(0.12f32)])) as ArrayRef,
+            ),
+            ("v", {
+                let mut list = FixedSizeListBuilder::new(Float32Builder::new(), 2);
+                list.values().append_slice(&[0.12, 0.7]);
+                list.append(true);
+                Arc::new(list.finish()) as ArrayRef
+            }),
+        ])
+        .unwrap();
+        let mut out = Vec::new();
+        write_rows(&batch, &mut out, &mut true).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"f32":0.12,"f64":0.11999999731779099,"v":[0.12,0.7]}"#,
+            "float64 keeps its own digits"
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub mod training;
 pub mod types;
 
 pub use entity::EntityKeys;
-pub use error::{Error, ErrorCode, Result};
+pub use error::{Error, ErrorCode, Result, ERROR_CODE_METADATA};
 pub use spec::{EntitySpec, FeatureSetSpec, FeatureSpec};
 pub use ticket::{HistoryTicket, OnlineTicket, Ticket};
 pub use training::{OutputFeature, TrainingDataCommand};

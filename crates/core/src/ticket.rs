@@ -1,5 +1,6 @@
 //! Retrieval requests: the JSON tickets of Flight DoGet, also the bodies of the HTTP routes.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -47,17 +48,36 @@ impl Ticket {
     }
 }
 
+/// The body of an HTTP retrieval route: its ticket, where `"type"` may be left out but, if
+/// given, must be the route's `kind`.
+fn route_body<T: DeserializeOwned>(bytes: &[u8], kind: &str) -> Result<T> {
+    let invalid = |e: serde_json::Error| Error::invalid(format!("invalid {kind} request: {e}"));
+    let mut value: Value = serde_json::from_slice(bytes).map_err(invalid)?;
+    if let Some(object) = value.as_object_mut() {
+        match object.remove("type") {
+            None => {}
+            Some(Value::String(t)) if t == kind => {}
+            Some(other) => {
+                return Err(Error::invalid(format!(
+                    "\"type\" is {other} but this route takes {kind:?} requests"
+                )))
+            }
+        }
+    }
+    serde_json::from_value(value).map_err(invalid)
+}
+
 impl OnlineTicket {
+    /// The body of `POST /v1/online`.
     pub fn from_json(bytes: &[u8]) -> Result<Self> {
-        serde_json::from_slice(bytes)
-            .map_err(|e| Error::invalid(format!("invalid online request: {e}")))
+        route_body(bytes, "online")
     }
 }
 
 impl HistoryTicket {
+    /// The body of `POST /v1/history`.
     pub fn from_json(bytes: &[u8]) -> Result<Self> {
-        serde_json::from_slice(bytes)
-            .map_err(|e| Error::invalid(format!("invalid history request: {e}")))
+        route_body(bytes, "history")
     }
 
     /// `[start, end)` in UTC microseconds; unbounded sides are `None`.
@@ -101,5 +121,23 @@ mod tests {
             br#"{"type": "online", "feature_set": "s", "entities": [], "x": 1}"#
         )
         .is_err());
+    }
+
+    #[test]
+    fn route_bodies_take_their_own_type_or_none() {
+        let online = OnlineTicket::from_json(br#"{"feature_set": "s", "entities": ["a"]}"#);
+        assert_eq!(online.unwrap().entities.len(), 1);
+        let typed = br#"{"type": "history", "feature_set": "s", "start": "2026-01-01"}"#;
+        assert_eq!(HistoryTicket::from_json(typed).unwrap().feature_set, "s");
+        let err = OnlineTicket::from_json(typed).unwrap_err();
+        assert!(
+            err.to_string().contains("takes \"online\" requests"),
+            "{err}"
+        );
+        let err = HistoryTicket::from_json(b"[").unwrap_err();
+        assert!(
+            err.to_string().starts_with("invalid history request: "),
+            "{err}"
+        );
     }
 }

@@ -275,14 +275,16 @@ impl Default for DuckDbConfig {
 }
 
 impl Default for ParquetConfig {
+    /// The store's defaults (`ParquetOptions::default`): they are defined there only.
     fn default() -> Self {
+        let options = featherstore_store::parquet::ParquetOptions::default();
         ParquetConfig {
             directory: PathBuf::from("./data/parquet"),
-            row_group_size: 128 * 1024,
-            compression: "snappy".into(),
-            flush_rows: 1_000_000,
-            flush_interval_seconds: 60,
-            compact_min_files: 8,
+            row_group_size: options.row_group_size,
+            compression: options.compression.to_string(),
+            flush_rows: options.flush_rows,
+            flush_interval_seconds: options.flush_interval.as_secs(),
+            compact_min_files: options.compact_min_files,
         }
     }
 }
@@ -577,5 +579,17 @@ mod tests {
             ),
             (8080, 8081, 9090)
         );
+    }
+
+    #[test]
+    fn the_documented_parquet_settings_are_the_stores_defaults() {
+        let doc = include_str!("../../../docs/configuration.md");
+        let yaml = doc
+            .split("```yaml\n")
+            .nth(1)
+            .and_then(|block| block.split("```").next())
+            .expect("docs/configuration.md starts with the YAML of every setting");
+        let documented: Config = Figment::from(Yaml::string(yaml)).extract().unwrap();
+        assert_eq!(documented.storage.parquet, ParquetConfig::default());
     }
 }

@@ -1,8 +1,9 @@
 //! The API error: every failure a request can meet, mapped to a gRPC status and an HTTP
 //! response in one place each, and logged there once.
 
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::response::{IntoResponse, Response};
-use featherstore_core::ErrorCode;
+use featherstore_core::{ErrorCode, ERROR_CODE_METADATA};
 use http::StatusCode;
 
 use crate::limits::Rejection;
@@ -24,6 +25,12 @@ pub enum ApiError {
     /// A valid token without the scope or feature set the request needs.
     #[error("{0}")]
     Forbidden(String),
+    /// An HTTP path parameter that does not parse (a set name that is not UTF-8).
+    #[error(transparent)]
+    Path(#[from] PathRejection),
+    /// An HTTP query string that does not parse.
+    #[error(transparent)]
+    Query(#[from] QueryRejection),
 }
 
 impl From<arrow::error::ArrowError> for ApiError {
@@ -41,6 +48,9 @@ impl ApiError {
             ApiError::Internal(_) => ErrorCode::Internal,
             ApiError::Unauthenticated(_) => ErrorCode::Unauthenticated,
             ApiError::Forbidden(_) => ErrorCode::Forbidden,
+            // A route without the parameter its handler takes: a fault of the server.
+            ApiError::Path(PathRejection::MissingPathParams(_)) => ErrorCode::Internal,
+            ApiError::Path(_) | ApiError::Query(_) => ErrorCode::InvalidArgument,
         }
     }
 
@@ -79,25 +89,37 @@ impl ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
-impl From<ApiError> for tonic::Status {
-    fn from(e: ApiError) -> Self {
-        e.log("flight");
-        let message = e.to_string();
-        match e.code() {
-            ErrorCode::NotFound => tonic::Status::not_found(message),
-            ErrorCode::InvalidArgument => tonic::Status::invalid_argument(message),
-            ErrorCode::AlreadyExists => tonic::Status::already_exists(message),
-            ErrorCode::TooLarge => tonic::Status::resource_exhausted(message),
-            ErrorCode::Unauthenticated => tonic::Status::unauthenticated(message),
-            ErrorCode::Forbidden => tonic::Status::permission_denied(message),
-            ErrorCode::TooManyRequests => tonic::Status::resource_exhausted(message),
-            ErrorCode::Unavailable => tonic::Status::unavailable(message),
-            ErrorCode::DeadlineExceeded => tonic::Status::deadline_exceeded(message),
-            ErrorCode::Internal => tonic::Status::internal(message),
-        }
+/// The gRPC status of each code (PROTOCOL.md's error table and docs/api.md's additions).
+fn grpc_code(code: ErrorCode) -> tonic::Code {
+    match code {
+        ErrorCode::NotFound => tonic::Code::NotFound,
+        ErrorCode::InvalidArgument => tonic::Code::InvalidArgument,
+        ErrorCode::AlreadyExists => tonic::Code::AlreadyExists,
+        ErrorCode::TooLarge | ErrorCode::TooManyRequests => tonic::Code::ResourceExhausted,
+        ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
+        ErrorCode::Forbidden => tonic::Code::PermissionDenied,
+        ErrorCode::Unavailable => tonic::Code::Unavailable,
+        ErrorCode::DeadlineExceeded => tonic::Code::DeadlineExceeded,
+        ErrorCode::Internal => tonic::Code::Internal,
     }
 }
 
+/// The status with the error's message; its code string travels in the
+/// [`ERROR_CODE_METADATA`] entry, as gRPC statuses are coarser than the codes.
+impl From<ApiError> for tonic::Status {
+    fn from(e: ApiError) -> Self {
+        e.log("flight");
+        let code = e.code();
+        let mut status = tonic::Status::new(grpc_code(code), e.to_string());
+        status.metadata_mut().insert(
+            ERROR_CODE_METADATA,
+            tonic::metadata::MetadataValue::from_static(code.as_str()),
+        );
+        status
+    }
+}
+
+/// The HTTP status of each code (PROTOCOL.md's error table and docs/api.md's additions).
 pub fn http_status(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
@@ -129,7 +151,9 @@ impl IntoResponse for ApiError {
                 http::HeaderValue::from_static("Bearer"),
             );
         }
-        // For the request metrics, which see only the response.
+        // For the request metrics and the span, which see only the response: the code is
+        // read from here, never guessed back from the HTTP status.
+        response.extensions_mut().insert(code);
         if let Some(reason) = rejection {
             response.extensions_mut().insert(reason);
         }

@@ -41,6 +41,9 @@ pub enum StartError {
     },
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// `storage.parquet.compression` names no codec.
+    #[error("invalid configuration: {0}")]
+    Compression(#[from] featherstore_store::parquet::UnknownCompression),
     #[error(
         "refusing to serve {address} without authentication: anyone who can reach it could \
          read, write and delete every feature set. Configure tokens under `auth.tokens` \
@@ -131,11 +134,7 @@ fn open_offline(config: &Config) -> Result<Box<dyn OfflineStore>, StartError> {
             let p = &config.storage.parquet;
             let options = featherstore_store::parquet::ParquetOptions {
                 row_group_size: p.row_group_size,
-                compression: p.compression.parse().map_err(
-                    |e: featherstore_store::parquet::UnknownCompression| {
-                        StartError::Config(e.to_string())
-                    },
-                )?,
+                compression: p.compression.parse()?,
                 flush_rows: p.flush_rows,
                 flush_interval: std::time::Duration::from_secs(p.flush_interval_seconds),
                 compact_min_files: p.compact_min_files,
@@ -400,4 +399,26 @@ async fn start_serving(config: &Config) -> Result<RunningServer, StartError> {
         grace: seconds(config.server.shutdown_grace_seconds),
         tracing: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unknown_parquet_compression_is_a_configuration_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::ephemeral(dir.path(), Backend::Parquet);
+        config.storage.parquet.compression = "zip".into();
+        let Err(error) = start(&config).await else {
+            panic!("a server started with compression \"zip\"");
+        };
+        assert!(matches!(error, StartError::Compression(_)), "{error:?}");
+        assert!(
+            error
+                .to_string()
+                .starts_with("invalid configuration: unknown parquet compression \"zip\""),
+            "{error}"
+        );
+    }
 }

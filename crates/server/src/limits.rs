@@ -5,11 +5,12 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use featherstore_core::ErrorCode;
+use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::LimitsConfig;
@@ -109,7 +110,7 @@ struct ClientStream {
 
 impl Drop for ClientStream {
     fn drop(&mut self) {
-        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let mut streams = self.streams.lock();
         if let Some(count) = streams.get_mut(&self.ip) {
             *count -= 1;
             if *count == 0 {
@@ -163,10 +164,7 @@ impl Guards {
         let stream = match peer.filter(|_| stream) {
             None => None,
             Some(ip) => {
-                let mut streams = self
-                    .client_streams
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
+                let mut streams = self.client_streams.lock();
                 let count = streams.entry(ip).or_default();
                 if *count >= self.streams_per_client {
                     return Err(ApiError::rejected(

@@ -13,7 +13,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrow::datatypes::SchemaRef;
 use featherstore_store::query::Cancellation;
@@ -49,6 +49,27 @@ pub struct BlockingStream {
     /// The work's outcome once it is over: `None` when it succeeded (or its client went away).
     outcome: Option<oneshot::Receiver<Option<ApiError>>>,
     cancellation: Cancellation,
+    /// Counts the stream's end in the request metrics.
+    count: StreamCount,
+}
+
+/// A streamed answer is counted twice in `featherstore_requests_total`: as its request once
+/// the stream starts, and as `method` (`do_get_stream`, `POST /v1/history (stream)`) with the
+/// code it ends with, once its last batch or its error is out. A fault after the start (a
+/// damaged file met mid-scan) is counted there.
+struct StreamCount {
+    metrics: Arc<Metrics>,
+    api: Api,
+    method: &'static str,
+    started: Instant,
+}
+
+impl StreamCount {
+    fn ended(&self, failure: Option<&ApiError>) {
+        let code = failure.map_or("ok", |e| e.code().as_str());
+        self.metrics
+            .observe(self.api.as_str(), self.method, code, self.started.elapsed());
+    }
 }
 
 impl Stream for BlockingStream {
@@ -64,14 +85,16 @@ impl Stream for BlockingStream {
         };
         let outcome = ready!(Pin::new(outcome).poll(cx));
         self.outcome = None;
-        Poll::Ready(match outcome {
-            Ok(failure) => failure.map(Err),
+        let failure = match outcome {
+            Ok(failure) => failure,
             // Dropped without a word: the task panicked. Ending the stream as if complete
             // would pass a truncated answer off as a whole one.
-            Err(_) => Some(Err(ApiError::Internal(
+            Err(_) => Some(ApiError::Internal(
                 "the storage task answering the call failed".into(),
-            ))),
-        })
+            )),
+        };
+        self.count.ended(failure.as_ref());
+        Poll::Ready(failure.map(Err))
     }
 }
 
@@ -138,10 +161,21 @@ fn spec_json(spec: &FeatureSetSpec) -> Value {
 /// A client that takes no batch for `idle` has its stream ended with DEADLINE_EXCEEDED and the
 /// work stopped, so that it cannot hold a storage connection forever. Dropping the stream
 /// cancels the work.
-fn stream_blocking<F>(idle: Duration, metrics: Arc<Metrics>, api: Api, work: F) -> BlockingStream
+fn stream_blocking<F>(
+    idle: Duration,
+    metrics: Arc<Metrics>,
+    (api, method): (Api, &'static str),
+    work: F,
+) -> BlockingStream
 where
     F: FnOnce(BatchSink) -> featherstore_store::Result<()> + Send + 'static,
 {
+    let count = StreamCount {
+        metrics: metrics.clone(),
+        api,
+        method,
+        started: Instant::now(),
+    };
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
     let (outcome_tx, outcome_rx) = oneshot::channel();
     let cancellation = Cancellation::default();
@@ -198,6 +232,7 @@ where
         batches: rx,
         outcome: Some(outcome_rx),
         cancellation,
+        count,
     }
 }
 
@@ -223,7 +258,7 @@ impl AppState {
     /// schema and the stream. A bad ticket fails here, before a stream starts.
     pub fn history(
         &self,
-        api: Api,
+        counted_as: (Api, &'static str),
         ticket: &HistoryTicket,
     ) -> ApiResult<(SchemaRef, BlockingStream)> {
         let span = Span::current();
@@ -234,7 +269,7 @@ impl AppState {
         let (set, query) = self.store.plan_history(ticket)?;
         let schema = set.spec.projected_schema(&query.features, false);
         let store = self.store.clone();
-        let batches = self.stream_blocking(api, move |sink| {
+        let batches = self.stream_blocking(counted_as, move |sink| {
             // Runs in the request's span (see `stream_blocking`).
             let mut rows = 0;
             let result = store.scan_history(&set, &query, &mut |batch| {
@@ -248,14 +283,19 @@ impl AppState {
     }
 
     /// Streams the point-in-time join of a planned training data command over `entity_rows`.
-    pub fn training_data<I>(&self, api: Api, plan: TrainingPlan, entity_rows: I) -> BlockingStream
+    pub fn training_data<I>(
+        &self,
+        counted_as: (Api, &'static str),
+        plan: TrainingPlan,
+        entity_rows: I,
+    ) -> BlockingStream
     where
         I: Iterator<Item = featherstore_store::Result<RecordBatch>> + Send + 'static,
     {
         let names: Vec<&str> = plan.sets.iter().map(|s| s.name.as_str()).collect();
         Span::current().record("feature_set", names.join(",").as_str());
         let store = self.store.clone();
-        self.stream_blocking(api, move |sink| {
+        self.stream_blocking(counted_as, move |sink| {
             let (mut entities, mut rows) = (0, 0);
             let mut entity_rows = entity_rows.inspect(|batch| {
                 if let Ok(batch) = batch {
@@ -274,12 +314,18 @@ impl AppState {
         })
     }
 
-    /// [`stream_blocking`] with the configured idle timeout (`stream_idle_timeout_seconds`).
-    pub fn stream_blocking<F>(&self, api: Api, work: F) -> BlockingStream
+    /// [`stream_blocking`] with the configured idle timeout (`stream_idle_timeout_seconds`);
+    /// its end is counted as `method` of `api` (see [`StreamCount`]).
+    pub fn stream_blocking<F>(&self, counted_as: (Api, &'static str), work: F) -> BlockingStream
     where
         F: FnOnce(BatchSink) -> featherstore_store::Result<()> + Send + 'static,
     {
-        stream_blocking(self.guards.stream_idle, self.metrics.clone(), api, work)
+        stream_blocking(
+            self.guards.stream_idle,
+            self.metrics.clone(),
+            counted_as,
+            work,
+        )
     }
 
     /// Creates a set; returns the stored spec and whether it is new.
@@ -387,7 +433,8 @@ mod tests {
     async fn a_panic_in_blocking_storage_work_is_an_internal_error_not_the_end() {
         let metrics = Arc::new(Metrics::for_backend("duckdb"));
         let idle = Duration::from_secs(5);
-        let mut batches = stream_blocking(idle, metrics, Api::Http, |_| panic!("a storage bug"));
+        let counted_as = (Api::Http, "POST /v1/history (stream)");
+        let mut batches = stream_blocking(idle, metrics, counted_as, |_| panic!("a storage bug"));
         let error = batches.next().await.unwrap().unwrap_err();
         assert_eq!(error.code(), featherstore_core::ErrorCode::Internal);
         assert!(error.to_string().contains("failed"), "{error}");

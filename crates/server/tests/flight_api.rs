@@ -7,6 +7,7 @@ use arrow::datatypes::{Float32Type, Int64Type, TimestampMicrosecondType};
 use arrow_flight::error::FlightError;
 use arrow_flight::FlightDescriptor;
 use common::*;
+use featherstore_server::config::Backend;
 use futures::TryStreamExt;
 use serde_json::json;
 use tonic::Code;
@@ -463,4 +464,59 @@ async fn catalog_lists_flights_with_schema_and_counts() {
         .await
         .unwrap_err();
     assert!(matches!(err, FlightError::Tonic(s) if s.code() == Code::InvalidArgument));
+}
+
+/// The files under `dir` (recursively) whose names end with `suffix`.
+fn files_ending(dir: &std::path::Path, suffix: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(files_ending(&path, suffix));
+        } else if path.to_string_lossy().ends_with(suffix) {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn a_graceful_shutdown_leaves_the_parquet_log_empty() {
+    // The defaults: nothing is flushed in the background during the test.
+    let mut server = TestServer::start(Backend::Parquet).await;
+    let mut client = server.flight().await;
+    action(&mut client, "create_feature_set", USER_SPEC)
+        .await
+        .unwrap();
+    let (_, error) = put(
+        &mut client,
+        "user_features",
+        vec![user_batch(&[
+            ("u1", Some(31), Some(0.5), 100),
+            ("u2", Some(42), None, 100),
+        ])],
+    )
+    .await;
+    assert!(error.is_none(), "{error:?}");
+    let set_dir = server.dir.path().join("parquet/user_features");
+    assert_eq!(files_ending(&set_dir.join("_log"), ".arrows").len(), 1);
+    assert!(files_ending(&set_dir, ".parquet").is_empty());
+
+    server.server.take().unwrap().shutdown().await;
+    assert!(
+        files_ending(&set_dir.join("_log"), ".arrows").is_empty(),
+        "the next start has nothing to replay"
+    );
+    assert_eq!(files_ending(&set_dir, ".parquet").len(), 1);
+
+    let server = TestServer::start_in(server.dir, Backend::Parquet, |_| {}).await;
+    let mut client = server.flight().await;
+    let history = get(
+        &mut client,
+        json!({"type": "history", "feature_set": "user_features"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(history.iter().map(RecordBatch::num_rows).sum::<usize>(), 2);
+    assert!(files_ending(&set_dir.join("_log"), ".arrows").is_empty());
 }

@@ -242,6 +242,14 @@ async fn stalled_flight_history_readers_release_their_connections() {
             panic!("{backend:?}: the stream ended as if complete, after {rows} more rows")
         });
         assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status}");
+        // The typed code travels with the status (tests/status_codes.rs, for the others).
+        assert_eq!(
+            status
+                .metadata()
+                .get(featherstore_core::ERROR_CODE_METADATA)
+                .unwrap(),
+            "deadline_exceeded"
+        );
         let after = metric(
             &server,
             "featherstore_rejected_requests_total{api=\"flight\",reason=\"stream_idle\"}",

@@ -264,7 +264,9 @@ fn canonical(keys: Keys, entities: &[usize], rows: &[Option<&Row>]) -> RecordBat
 }
 
 fn json_features(row: Option<&Row>) -> serde_json::Map<String, Value> {
-    let float = |x: f32| json!(f64::from(x));
+    // float32 is written by its shortest round-trip digits (docs/api.md): 0.1, not the
+    // digits of its float64 widening.
+    let float = |x: f32| json!(x.to_string().parse::<f64>().unwrap());
     let cells = match row {
         None => vec![Value::Null; FEATURE_NAMES.len()],
         Some(r) => vec![

@@ -5,7 +5,8 @@
 //! - [`OperationMetrics`]: a duration histogram per [`Operation`], one per
 //!   [`FeatureStore`](crate::FeatureStore) (see `FeatureStore::operations`).
 //! - [`PARQUET`]: activity of the Parquet backend (log appends, flushes, compactions),
-//!   process-wide; the backend bumps them with [`Counter::add`].
+//!   process-wide; the backend records its work with the `record_*` methods of
+//!   [`ParquetActivity`] where it happens.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -178,18 +179,18 @@ impl Drop for OperationTimer<'_> {
 
 /// A monotonic counter.
 #[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
+struct Counter(AtomicU64);
 
 impl Counter {
-    pub const fn new() -> Self {
+    const fn new() -> Self {
         Counter(AtomicU64::new(0))
     }
 
-    pub fn add(&self, n: u64) {
+    fn add(&self, n: u64) {
         self.0.fetch_add(n, Ordering::Relaxed);
     }
 
-    pub fn get(&self) -> u64 {
+    fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
 }
@@ -198,25 +199,26 @@ impl Counter {
 /// Seconds are counted in microseconds so that rates give mean durations.
 #[derive(Debug, Default)]
 pub struct ParquetActivity {
-    /// Batches appended to the write-ahead log, and the bytes written for them.
-    pub log_appends: Counter,
-    pub log_bytes: Counter,
-    /// fsyncs of log segments (one per durable append, unless batched).
-    pub log_syncs: Counter,
+    /// Batches appended to the write-ahead log, and the bytes written to it (batches and
+    /// segment headers).
+    log_appends: Counter,
+    log_bytes: Counter,
+    /// fsyncs of log segments: one per append, one per new segment, one per append undone.
+    log_syncs: Counter,
     /// Flushes of the log into Parquet files that completed, and what they wrote.
-    pub flushes: Counter,
-    pub flushed_rows: Counter,
-    pub flushed_files: Counter,
-    pub flushed_bytes: Counter,
-    pub flush_micros: Counter,
-    pub flush_failures: Counter,
+    flushes: Counter,
+    flushed_rows: Counter,
+    flushed_files: Counter,
+    flushed_bytes: Counter,
+    flush_micros: Counter,
+    flush_failures: Counter,
     /// Compactions that completed: small files read and merged files written.
-    pub compactions: Counter,
-    pub compacted_input_files: Counter,
-    pub compacted_output_files: Counter,
-    pub compacted_bytes: Counter,
-    pub compaction_micros: Counter,
-    pub compaction_failures: Counter,
+    compactions: Counter,
+    compacted_input_files: Counter,
+    compacted_output_files: Counter,
+    compacted_bytes: Counter,
+    compaction_micros: Counter,
+    compaction_failures: Counter,
 }
 
 impl ParquetActivity {
@@ -238,6 +240,50 @@ impl ParquetActivity {
             compaction_micros: Counter::new(),
             compaction_failures: Counter::new(),
         }
+    }
+
+    /// A batch appended to the log as a message of `bytes`, and fsynced.
+    pub fn record_log_append(&self, bytes: u64) {
+        self.log_appends.add(1);
+        self.log_bytes.add(bytes);
+        self.log_syncs.add(1);
+    }
+
+    /// A new log segment started with a schema header of `bytes`, and fsynced.
+    pub fn record_log_segment(&self, bytes: u64) {
+        self.log_bytes.add(bytes);
+        self.log_syncs.add(1);
+    }
+
+    /// A failed append cut back out of its segment, and the cut fsynced.
+    pub fn record_log_undo(&self) {
+        self.log_syncs.add(1);
+    }
+
+    /// A flush that wrote `rows` into `files` data files of `bytes` in all.
+    pub fn record_flush(&self, rows: u64, files: u64, bytes: u64, elapsed: Duration) {
+        self.flushes.add(1);
+        self.flushed_rows.add(rows);
+        self.flushed_files.add(files);
+        self.flushed_bytes.add(bytes);
+        self.flush_micros.add(micros(elapsed));
+    }
+
+    pub fn record_flush_failure(&self) {
+        self.flush_failures.add(1);
+    }
+
+    /// A compaction that merged `inputs` files into `outputs` files of `bytes` in all.
+    pub fn record_compaction(&self, inputs: u64, outputs: u64, bytes: u64, elapsed: Duration) {
+        self.compactions.add(1);
+        self.compacted_input_files.add(inputs);
+        self.compacted_output_files.add(outputs);
+        self.compacted_bytes.add(bytes);
+        self.compaction_micros.add(micros(elapsed));
+    }
+
+    pub fn record_compaction_failure(&self) {
+        self.compaction_failures.add(1);
     }
 
     /// Every counter with its metric name suffix and help text, for rendering.
@@ -320,6 +366,10 @@ impl ParquetActivity {
             ),
         ]
     }
+}
+
+fn micros(elapsed: Duration) -> u64 {
+    u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// The Parquet backend's activity counters.

@@ -7,6 +7,8 @@ from typing import Any, Iterable, Iterator, List, Optional, Tuple
 
 import pyarrow as pa
 
+from . import _conform
+
 #: Rows per record batch sent to the server unless the caller says otherwise.
 DEFAULT_BATCH_ROWS = 65_536
 #: Bytes per record batch sent to the server, well under the server's 64 MiB message limit.
@@ -133,13 +135,20 @@ def record_batches(
     data: Any,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     batch_bytes: int = DEFAULT_BATCH_BYTES,
+    declared: Optional[pa.Schema] = None,
 ) -> Tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     """The wire schema of `data` and its record batches of at most `batch_rows` rows and
-    about `batch_bytes` bytes each (a batch is split no further than one row)."""
+    about `batch_bytes` bytes each (a batch is split no further than one row).
+
+    With `declared` (a feature set's schema), columns are conformed to it (see
+    ``featherstore._conform``). A table is conformed whole before its first batch is
+    returned, so a value that does not fit stops it before anything is sent; a stream is
+    conformed batch by batch."""
     if batch_rows < 1:
         raise ValueError(f"batch_rows must be at least 1, got {batch_rows}")
     arrow = to_arrow(data)
     schema = normalize_schema(arrow.schema)
+    wire = schema if declared is None else _conform.conformed_schema(schema, declared)
     if isinstance(arrow, pa.Table):
         if any(column.num_chunks > 1 for column in arrow.columns):
             arrow = arrow.combine_chunks()
@@ -148,13 +157,20 @@ def record_batches(
         source = arrow
 
     def generate() -> Iterator[pa.RecordBatch]:
+        rows = 0
         for batch in source:
             if batch.num_rows == 0:
                 continue
             for piece in _split(batch, batch_rows, batch_bytes):
-                yield _cast_batch(piece, schema)
+                piece = _cast_batch(piece, schema)
+                if declared is not None:
+                    piece = _conform.conform_batch(piece, declared, rows)
+                rows += piece.num_rows
+                yield piece
 
-    return schema, generate()
+    if declared is not None and isinstance(arrow, pa.Table):
+        return wire, iter(list(generate()))
+    return wire, generate()
 
 
 def format_time(value: Any) -> Optional[str]:

@@ -12,9 +12,10 @@ import pyarrow as pa
 import pyarrow.flight as flight
 
 from . import _arrow
-from .errors import FeatherStoreError, from_flight_error
+from ._table import FeatureTable
+from .errors import FeatherStoreError, PermissionDeniedError, from_flight_error
 
-__all__ = ["Client", "TimeLike"]
+__all__ = ["Client", "FeatureTable", "TimeLike"]
 
 #: A point in time: a ``datetime`` (naive means UTC), a ``date`` or an RFC 3339 string.
 TimeLike = Union[str, _dt.datetime, _dt.date]
@@ -41,13 +42,51 @@ def _quiet_close(closeable: Any) -> None:
 
 
 class Client:
-    """A connection to a FeatherStore server's Arrow Flight endpoint.
+    """A connection to a FeatherStore server (its Arrow Flight endpoint).
 
-    Example::
+    Quick start::
 
+        import datetime as dt
+        import pandas as pd
         import featherstore
+
         fs = featherstore.Client("grpc://localhost:8081")
-        table = fs.get_online_features("user_features", ["u1", "u2"])
+
+        # 1. Declare a feature set (once; creating the same spec again is a no-op).
+        fs.create_feature_set({
+            "name": "user_features",
+            "entity": {"name": "user_id", "type": "string"},
+            "features": [{"name": "age", "type": "int32"},
+                         {"name": "ctr_7d", "type": "float32"}],
+        })
+
+        # 2. Ingest rows: a pandas or polars DataFrame, a pyarrow Table, a dict of columns or
+        #    a list of row dicts, holding the entity column, the event time column
+        #    ("event_timestamp" unless the spec names another) and any of the features.
+        #    Columns are conformed to the declared types when every value fits (pandas'
+        #    float64 into float32, int64 into int32, ...); naive datetimes are UTC.
+        now = pd.Timestamp.now(tz="UTC")
+        fs.ingest("user_features", pd.DataFrame({
+            "user_id": ["u1", "u2"],
+            "event_timestamp": [now, now],
+            "age": [31, 45],
+            "ctr_7d": [0.12, 0.05],
+        }))
+
+        # 3. Read. Every read returns a FeatureTable: a pyarrow Table with to_pandas() and
+        #    to_polars() one call away.
+        fs.get_online_features("user_features", ["u1", "u2"]).to_pandas()   # latest values
+        fs.get_history("user_features", ["u1"], start="2026-01-01").to_polars()
+        labels = pd.DataFrame({"user_id": ["u1"], "event_timestamp": [now], "label": [1]})
+        fs.get_training_data(labels, ["user_features:age", "user_features:ctr_7d"])
+
+    Feature sets: :meth:`create_feature_set`, :meth:`get_feature_set`,
+    :meth:`list_feature_sets`, :meth:`delete_feature_set`, :meth:`get_schema`. Writing:
+    :meth:`ingest`. Reading: :meth:`get_online_features` (latest value per entity),
+    :meth:`get_history` (rows in a time range), :meth:`get_training_data` and
+    :meth:`iter_training_data` (point-in-time correct joins onto your entity rows).
+    Errors are :class:`featherstore.FeatherStoreError` subclasses (``NotFoundError``,
+    ``InvalidArgumentError``, ...).
 
     Args:
         location: the Flight address, ``grpc://host:port`` (``grpc+tls://`` for TLS). A bare
@@ -119,12 +158,12 @@ class Client:
         text = b"".join(r.body.to_pybytes() for r in results).decode()
         return json.loads(text) if text.strip() else None
 
-    def _do_get(self, ticket: Dict[str, Any]) -> pa.Table:
+    def _do_get(self, ticket: Dict[str, Any]) -> FeatureTable:
         with _translated():
             reader = self._flight.do_get(
                 flight.Ticket(json.dumps(ticket).encode()), self._options()
             )
-            return reader.read_all()
+            return FeatureTable(reader.read_all())
 
     def clone(self) -> "Client":
         """A new client with the same settings and its own connection (e.g. for a worker
@@ -230,12 +269,27 @@ class Client:
     ) -> int:
         """Appends rows to `feature_set`, streamed to the server in record batches (DoPut).
 
+        Columns are first conformed to the set's declared types: every cast that keeps each
+        value is made (integers and whole-number floats into ``int32``/``int64`` within
+        their range, integers and floats into ``float32``/``float64`` rounded to the nearest
+        representable value, large/view strings and binaries, dictionaries decoded, lists of
+        numbers into embeddings, timestamps of any unit and zone, dates into timestamps and
+        midnight timestamps into dates). A timestamp without a time zone (a naive
+        ``datetime``, pandas ``datetime64[ns]``) is read as UTC; ``datetime64[ns, tz]`` is the
+        same instant in any zone. pandas' nullable dtypes (``Int64``, ``Float32``,
+        ``boolean``, ``string``) and NaN in a float column are missing values. A value that
+        does not fit (an int64 beyond int32's range, a float64 beyond float32's finite
+        range, 2.5 into an integer feature) raises :class:`InvalidArgumentError` naming the
+        column, the row (from 0) and the value; for a table or data frame this happens before
+        anything is sent. docs/api.md lists the rules. (Conforming reads the set's schema: with
+        a token that may write but not read, columns are sent as they are.)
+
         Args:
             feature_set: the feature set's name.
             data: a ``pyarrow.Table``, ``RecordBatch`` or ``RecordBatchReader``, a pandas
-                DataFrame (a named index counts as a column), a polars DataFrame, a dict of
-                columns or a list of row dicts. It holds the entity column, the timestamp
-                column and any subset of the declared features.
+                DataFrame (a named index counts as a column), a polars DataFrame or
+                LazyFrame, a dict of columns or a list of row dicts. It holds the entity
+                column, the timestamp column and any subset of the declared features.
             batch_rows: rows per batch (default: the client's ``batch_rows``). Each batch is
                 stored whole or not at all.
             max_in_flight: batches sent ahead of their acknowledgement.
@@ -244,12 +298,25 @@ class Client:
             The number of rows the server acknowledged as durably stored.
 
         Raises:
-            InvalidArgumentError: a batch was rejected (the message names the column); the
-                batches acknowledged before it stay stored, and the error's
-                ``rows_acknowledged`` tells how many rows they hold.
+            InvalidArgumentError: a value does not fit its declared type, or a batch was
+                rejected (the message names the column); the batches acknowledged before it
+                stay stored, and the error's ``rows_acknowledged`` tells how many rows they
+                hold.
             NotFoundError: no feature set has that name.
         """
-        schema, batches = _arrow.record_batches(data, batch_rows or self.batch_rows)
+        try:
+            declared: Optional[pa.Schema] = self.get_schema(feature_set)
+        except PermissionDeniedError:
+            # A token that may write but not read (scope `write` alone) cannot see the
+            # schema: the columns go as they are, and the server checks them as always.
+            declared = None
+        try:
+            schema, batches = _arrow.record_batches(
+                data, batch_rows or self.batch_rows, declared=declared
+            )
+        except FeatherStoreError as e:
+            e.rows_acknowledged = 0
+            raise
         descriptor = flight.FlightDescriptor.for_path(feature_set)
         acked_rows = 0
         acked_batches = 0
@@ -297,13 +364,23 @@ class Client:
         feature_set: str,
         entities: Sequence[Any],
         features: Optional[Sequence[str]] = None,
-    ) -> pa.Table:
+    ) -> FeatureTable:
         """The online (latest) value of each entity.
 
-        Returns a table with the entity column, the features in the order asked (default:
-        all, in spec order) and the timestamp column: one row per requested entity, in
-        request order, duplicates included. An unknown entity (or one past the set's ttl)
-        gets its key and nulls.
+        Args:
+            feature_set: the feature set's name.
+            entities: the entity keys (str or int, as the set declares): a list, a pandas or
+                polars Series, a numpy or pyarrow array.
+            features: the features to return, in this order (default: all, in spec order).
+
+        Returns:
+            A :class:`FeatureTable` (a pyarrow Table; ``.to_pandas()``, ``.to_polars()``)
+            with the entity column, the features and the timestamp column: one row per
+            requested entity, in request order, duplicates included. An unknown entity (or
+            one past the set's ttl) gets its key and nulls.
+
+        Raises:
+            NotFoundError: an unknown feature set or feature.
         """
         ticket: Dict[str, Any] = {
             "type": "online",
@@ -321,12 +398,25 @@ class Client:
         start: Optional[TimeLike] = None,
         end: Optional[TimeLike] = None,
         features: Optional[Sequence[str]] = None,
-    ) -> pa.Table:
-        """Every row with ``start <= event time < end`` (either side may be open).
+    ) -> FeatureTable:
+        """Every stored row with ``start <= event time < end`` (either side may be open).
 
-        `start` and `end` take a ``datetime`` (naive means UTC), a ``date`` or an RFC 3339
-        string. Rows come ordered by entity, then event time, then ingest order; columns as
-        for :meth:`get_online_features`.
+        Args:
+            feature_set: the feature set's name.
+            entities: only these entity keys (default: all).
+            start: inclusive lower bound: a ``datetime`` (naive means UTC), a ``date`` or an
+                RFC 3339 string (default: unbounded).
+            end: exclusive upper bound, as `start` (default: unbounded).
+            features: the features to return, in this order (default: all).
+
+        Returns:
+            A :class:`FeatureTable` (a pyarrow Table; ``.to_pandas()``, ``.to_polars()``),
+            rows ordered by entity, then event time, then ingest order; columns as for
+            :meth:`get_online_features`.
+
+        Raises:
+            NotFoundError: an unknown feature set or feature.
+            InvalidArgumentError: a time that cannot be read.
         """
         ticket: Dict[str, Any] = {"type": "history", "feature_set": feature_set}
         if entities is not None:
@@ -415,8 +505,9 @@ class Client:
             batch_rows: rows per batch sent (default: the client's ``batch_rows``).
 
         Yields:
-            Record batches with the same rows in the same order, each with the value of every
-            requested feature as of the row's time appended (null where there is none). The
+            ``pyarrow.RecordBatch`` es with the same rows in the same order, each with the
+            value of every requested feature as of the row's time appended (null where there
+            is none); ``batch.to_pandas()`` or ``polars.from_arrow(batch)`` converts one. The
             stream is lazy: nothing is sent before the first batch is asked for.
 
         Raises:
@@ -440,13 +531,25 @@ class Client:
         full_names: bool = False,
         *,
         batch_rows: Optional[int] = None,
-    ) -> pa.Table:
-        """The whole point-in-time correct training set as one table, rows in the order of
-        `entity_df`; see :meth:`iter_training_data` for the arguments."""
+    ) -> FeatureTable:
+        """The whole point-in-time correct training set, rows in the order of `entity_df`.
+
+        Args: as for :meth:`iter_training_data`.
+
+        Returns:
+            A :class:`FeatureTable` (a pyarrow Table; ``.to_pandas()``, ``.to_polars()``):
+            the rows of `entity_df` with the value of each requested feature as of each
+            row's time appended (null where there is none).
+
+        Raises:
+            NotFoundError: an unknown feature set or feature.
+            InvalidArgumentError: missing entity/time column, or a name clash without
+                `full_names`.
+        """
         stream = self._exchange(entity_df, features, timestamp, full_names, batch_rows)
         try:
             schema = next(stream)
             batches = list(stream)
         finally:
             stream.close()
-        return pa.Table.from_batches(batches, schema=schema)  # type: ignore[arg-type]
+        return FeatureTable(pa.Table.from_batches(batches, schema=schema))  # type: ignore[arg-type]

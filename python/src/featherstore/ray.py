@@ -71,7 +71,7 @@ def history_dataset(
     features: Optional[Sequence[str]] = None,
 ) -> "ray.data.Dataset":
     """A feature set's history (see :meth:`Client.get_history`) as a Ray Dataset."""
-    table = _client(client).get_history(feature_set, entities, start, end, features)
+    table = _client(client).get_history(feature_set, entities, start, end, features).to_arrow()
     return _from_tables([table], table.schema)
 
 
@@ -82,5 +82,5 @@ def online_dataset(
     features: Optional[Sequence[str]] = None,
 ) -> "ray.data.Dataset":
     """Online values (see :meth:`Client.get_online_features`) as a Ray Dataset."""
-    table = _client(client).get_online_features(feature_set, entities, features)
+    table = _client(client).get_online_features(feature_set, entities, features).to_arrow()
     return _from_tables([table], table.schema)

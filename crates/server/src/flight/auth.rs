@@ -162,9 +162,9 @@ fn refuse(metrics: &Metrics, reason: Refusal, message: &str) -> Status {
 }
 
 /// `authorization: Bearer <token>`, the Handshake's answer header.
-pub fn bearer_header(token: &[u8]) -> Result<MetadataValue<tonic::metadata::Ascii>, Status> {
+pub fn bearer_header(token: &[u8]) -> ApiResult<MetadataValue<tonic::metadata::Ascii>> {
     let mut value = b"Bearer ".to_vec();
     value.extend_from_slice(token);
     MetadataValue::try_from(value)
-        .map_err(|_| Status::internal("a configured token is not a valid header value"))
+        .map_err(|_| ApiError::Internal("a configured token is not a valid header value".into()))
 }

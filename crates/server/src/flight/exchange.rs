@@ -54,7 +54,7 @@ pub async fn do_exchange(
                 "the IPC decoder yielded a record batch before the schema".into(),
             ))
         }
-        Some(Err(e)) => return Err(e),
+        Some(Err(e)) => return Err(e.into()),
         None => {
             return Err(ApiError::invalid(
                 "DoExchange ended before sending the entity rows' schema",
@@ -80,15 +80,12 @@ pub async fn do_exchange(
                     break;
                 }
             };
+            // The error keeps its code through the store (a message over the size limit
+            // stays RESOURCE_EXHAUSTED).
             let batch = match message {
                 Ok(Decoded::Batch(batch)) => Ok(batch),
                 Ok(Decoded::Schema(_)) => continue,
-                Err(ApiError::Domain(e)) => Err(featherstore_store::Error::Domain(e)),
-                Err(ApiError::Store(e)) => Err(e),
-                // Decoding and reading the stream fail with the two above only.
-                Err(other) => Err(featherstore_store::Error::Domain(
-                    featherstore_core::Error::Internal(other.to_string()),
-                )),
+                Err(e) => Err(featherstore_store::Error::Domain(e)),
             };
             let failed = batch.is_err();
             if rows_tx.send(batch).await.is_err() || failed {
@@ -102,7 +99,7 @@ pub async fn do_exchange(
         ))
     });
     let rows = std::iter::from_fn(move || rows_rx.blocking_recv());
-    let batches = state.training_data(Api::Flight, plan, rows);
+    let batches = state.training_data((Api::Flight, "do_exchange_stream"), plan, rows);
     // Streamed after the handler returns: in the call's span, which lasts until the end.
     Ok(traces::in_span(
         tracing::Span::current(),

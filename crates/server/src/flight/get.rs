@@ -33,7 +33,7 @@ pub async fn do_get(
             )
         }
         Request::History(ticket) => {
-            let (schema, batches) = state.history(Api::Flight, &ticket)?;
+            let (schema, batches) = state.history((Api::Flight, "do_get_stream"), &ticket)?;
             // Streamed after the handler returns: in the call's span, which lasts until the end.
             traces::in_span(
                 tracing::Span::current(),

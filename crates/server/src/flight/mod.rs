@@ -69,12 +69,16 @@ fn flight_error(e: ApiError) -> FlightError {
 }
 
 /// A transport error while reading the client's stream; an oversized message is the
-/// documented RESOURCE_EXHAUSTED (tonic reports it as OUT_OF_RANGE).
-fn stream_error(status: Status) -> ApiError {
+/// documented RESOURCE_EXHAUSTED (tonic reports it as OUT_OF_RANGE). A domain error, as it
+/// may travel through the store (entity rows of training data).
+fn stream_error(status: Status) -> featherstore_core::Error {
     if status.code() == tonic::Code::OutOfRange {
-        ApiError::too_large(format!("message over the size limit: {}", status.message()))
+        featherstore_core::Error::TooLarge(format!(
+            "message over the size limit: {}",
+            status.message()
+        ))
     } else {
-        ApiError::invalid(format!(
+        featherstore_core::Error::invalid(format!(
             "reading the request stream failed: {}",
             status.message()
         ))
@@ -103,7 +107,7 @@ fn descriptor_set(descriptor: &FlightDescriptor) -> Option<String> {
 fn decoded_messages(
     first: FlightData,
     rest: Streaming<FlightData>,
-) -> BoxStream<'static, ApiResult<Decoded>> {
+) -> BoxStream<'static, featherstore_core::Result<Decoded>> {
     let mut decoder = MessageDecoder::new();
     futures::stream::once(async { Ok(first) })
         .chain(rest)
@@ -112,7 +116,7 @@ fn decoded_messages(
                 Ok(message) if message.data_header.is_empty() => Ok(None),
                 Ok(message) => decoder
                     .decode(&message.data_header, &Buffer::from(message.data_body))
-                    .map_err(|e| featherstore_core::Error::from(e).into()),
+                    .map_err(featherstore_core::Error::from),
                 Err(status) => Err(stream_error(status)),
             };
             futures::future::ready(decoded.transpose())
@@ -184,7 +188,11 @@ impl FlightService for FlightApi {
         )
         .await?;
         // The token comes back as the payload and in the `authorization` header.
-        let header = token.as_deref().map(auth::bearer_header).transpose()?;
+        let header = token
+            .as_deref()
+            .map(auth::bearer_header)
+            .transpose()
+            .map_err(Status::from)?;
         let answer = HandshakeResponse {
             payload: token.map(bytes::Bytes::from).unwrap_or_default(),
             ..HandshakeResponse::default()

@@ -1,6 +1,7 @@
 //! `/v1/feature-sets`: the registry, and ingest of rows.
 
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Extension, Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -37,15 +38,17 @@ pub async fn create(
 
 pub async fn describe(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Value>> {
+    let Path(name) = name?;
     Ok(Json(state.describe_set(name).await?))
 }
 
 pub async fn delete(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
 ) -> ApiResult<StatusCode> {
+    let Path(name) = name?;
     state.delete_set(name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -53,10 +56,11 @@ pub async fn delete(
 /// JSON `{"rows": [...]}` or an Arrow IPC stream; either way one batch. 200 `{"rows": n}`.
 pub async fn ingest(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<Value>> {
+    let Path(name) = name?;
     state.require_set(&name)?;
     let body = read_body(&state, body).await?;
     let batch = if sends_arrow(&headers) {

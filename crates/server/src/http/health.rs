@@ -6,10 +6,11 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use featherstore_core::ErrorCode;
 use featherstore_store::query::Purpose;
-use http::StatusCode;
 use serde_json::{json, Value};
 
+use crate::error::http_status;
 use crate::service::AppState;
 
 /// The longest the probe waits for a connection: a probe must answer fast.
@@ -69,10 +70,15 @@ pub async fn health(State(state): State<AppState>) -> Response {
     if stalled.is_empty() {
         Json(json!({"status": "ok"})).into_response()
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
+        // Not an error body, but an unavailable server all the same: its status and its
+        // `code` label come from the one mapping.
+        let code = ErrorCode::Unavailable;
+        let mut response = (
+            http_status(code),
             Json(json!({"status": "degraded", "stalled": stalled})),
         )
-            .into_response()
+            .into_response();
+        response.extensions_mut().insert(code);
+        response
     }
 }

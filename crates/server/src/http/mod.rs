@@ -16,7 +16,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
-use http::{header, HeaderMap, StatusCode};
+use featherstore_core::ErrorCode;
+use http::{header, HeaderMap};
 use tracing::Instrument;
 
 use crate::auth::{Authenticator, HttpAuth};
@@ -111,27 +112,21 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     if let Some(reason) = response.extensions().get::<Rejection>() {
         state.metrics.rejected(Api::Http, *reason);
     }
-    let code = code_label(response.status());
+    let code = code_label(&response);
     let elapsed = started.elapsed();
     state.metrics.observe("http", &method, code, elapsed);
     traces::finish(&span, code, Some(response.status()), elapsed);
     response
 }
 
-fn code_label(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        200..=299 => "ok",
-        400 => "invalid_argument",
-        401 => "unauthenticated",
-        403 => "forbidden",
-        404 => "not_found",
-        409 => "already_exists",
-        413 => "too_large",
-        429 => "too_many_requests",
-        503 => "unavailable",
-        504 => "deadline_exceeded",
-        _ if status.is_server_error() => "internal",
-        _ => "other",
+/// The `code` label of an answer: the code an error response carries (see
+/// `ApiError::into_response`), `ok` for a success. Anything else is an answer of the HTTP
+/// framework itself (405 for a method a route does not take): `other`.
+fn code_label(response: &Response) -> &'static str {
+    match response.extensions().get::<ErrorCode>() {
+        Some(code) => code.as_str(),
+        None if response.status().is_success() => "ok",
+        None => "other",
     }
 }
 
@@ -181,11 +176,6 @@ pub fn sends_arrow(headers: &HeaderMap) -> bool {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with(ARROW_STREAM))
-}
-
-/// Parses a JSON body into `T`, as a 400 with serde's reason on failure.
-pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> ApiResult<T> {
-    serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("invalid {what}: {e}")))
 }
 
 pub fn streamed(content_type: &'static str, body: Body) -> Response {

@@ -3,44 +3,26 @@
 
 use arrow::array::RecordBatch;
 use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Query, State};
 use axum::response::Response;
 use bytes::Bytes;
 use featherstore_core::json::write_rows;
 use featherstore_core::{HistoryTicket, OnlineTicket, TrainingDataCommand};
 use http::HeaderMap;
-use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tracing::Instrument;
 
 use super::arrow_ipc::{self, IpcChunks};
-use super::{parse_json, read_body, streamed, wants_arrow, ARROW_STREAM};
+use super::{read_body, streamed, wants_arrow, ARROW_STREAM};
 use crate::auth::Access;
 use crate::error::{ApiError, ApiResult};
 use crate::service::AppState;
 use crate::telemetry::metrics::Api;
 
 const JSON: &str = "application/json";
-
-/// The ticket of a route: its JSON body, where a `"type"` field is optional but must match.
-fn ticket_body<T: serde::de::DeserializeOwned>(body: &[u8], kind: &str) -> ApiResult<T> {
-    let mut value: Value = parse_json(body, &format!("{kind} request"))?;
-    if let Some(object) = value.as_object_mut() {
-        match object.remove("type") {
-            None => {}
-            Some(Value::String(t)) if t == kind => {}
-            Some(other) => {
-                return Err(ApiError::invalid(format!(
-                    "\"type\" is {other} but this route takes {kind:?} requests"
-                )))
-            }
-        }
-    }
-    serde_json::from_value(value)
-        .map_err(|e| ApiError::invalid(format!("invalid {kind} request: {e}")))
-}
 
 pub async fn online(
     State(state): State<AppState>,
@@ -49,7 +31,7 @@ pub async fn online(
     body: Body,
 ) -> ApiResult<Response> {
     let body = read_body(&state, body).await?;
-    let ticket: OnlineTicket = ticket_body(&body, "online")?;
+    let ticket = OnlineTicket::from_json(&body)?;
     access.require_set(&ticket.feature_set)?;
     let batch = state.online(&ticket)?;
     Ok(if wants_arrow(&headers) {
@@ -112,9 +94,9 @@ pub async fn history(
     body: Body,
 ) -> ApiResult<Response> {
     let body = read_body(&state, body).await?;
-    let ticket: HistoryTicket = ticket_body(&body, "history")?;
+    let ticket = HistoryTicket::from_json(&body)?;
     access.require_set(&ticket.feature_set)?;
-    let (schema, batches) = state.history(Api::Http, &ticket)?;
+    let (schema, batches) = state.history((Api::Http, "POST /v1/history (stream)"), &ticket)?;
     let (encoding, content_type) = if wants_arrow(&headers) {
         (Encoding::Arrow(IpcChunks::new(&schema)?), ARROW_STREAM)
     } else {
@@ -130,10 +112,11 @@ pub async fn history(
 pub async fn training_data(
     State(state): State<AppState>,
     Extension(access): Extension<Access>,
-    Query(params): Query<TrainingParams>,
+    params: Result<Query<TrainingParams>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
+    let Query(params) = params?;
     let command = training_command(params, &headers)?;
     for set in command.set_names()? {
         access.require_set(&set)?;
@@ -142,7 +125,8 @@ pub async fn training_data(
     let (schema, entity_batches) = arrow_ipc::decode_batches(body)?;
     let plan = state.store.plan_training(&command, schema)?;
     let encoding = Encoding::Arrow(IpcChunks::new(&plan.output_schema)?);
-    let batches = state.training_data(Api::Http, plan, entity_batches.into_iter().map(Ok));
+    let counted_as = (Api::Http, "POST /v1/training-data (stream)");
+    let batches = state.training_data(counted_as, plan, entity_batches.into_iter().map(Ok));
     // The entity rows are all read and checked before the join's first result: waiting for
     // it lets a bad entity row (a time out of range, say) be a 400 rather than a 200 whose
     // stream breaks off.
@@ -214,7 +198,7 @@ fn encoded_body(
             };
             if let Err(e) = chunks.await {
                 tracing::error!(error = %e, "response stream failed after it started");
-                let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                let _ = tx.send(Err(std::io::Error::other(e))).await;
             }
         }
         .instrument(tracing::Span::current()),

@@ -16,7 +16,9 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{LazyLock, RwLock};
+use std::sync::LazyLock;
+
+use parking_lot::RwLock;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -76,7 +78,7 @@ impl opentelemetry::trace::Tracer for SwitchTracer {
     type Span = opentelemetry_sdk::trace::Span;
 
     fn build_with_context(&self, builder: SpanBuilder, parent_cx: &OtelContext) -> Self::Span {
-        let current = TRACER.read().unwrap_or_else(|e| e.into_inner());
+        let current = TRACER.read();
         match current.as_ref() {
             Some((_, tracer)) => tracer.build_with_context(builder, parent_cx),
             None => NO_EXPORT.build_with_context(builder, parent_cx),
@@ -429,9 +431,8 @@ pub fn start(config: &TracingConfig) -> Result<Option<Tracing>, String> {
             .build(),
     );
     let generation = GENERATION.fetch_add(1, Ordering::Relaxed) + 1;
-    *SAMPLER.write().unwrap_or_else(|e| e.into_inner()) =
-        HeadSampler::new(&settings.sampler, settings.sampler_arg);
-    *TRACER.write().unwrap_or_else(|e| e.into_inner()) = Some((generation, tracer));
+    *SAMPLER.write() = HeadSampler::new(&settings.sampler, settings.sampler_arg);
+    *TRACER.write() = Some((generation, tracer));
     EXPORTING.store(true, Ordering::Relaxed);
     tracing::callsite::rebuild_interest_cache();
     tracing::info!(
@@ -453,7 +454,7 @@ impl Tracing {
     /// Stops exporting (unless a later export took over), then exports what is queued.
     pub async fn shutdown(self) {
         {
-            let mut current = TRACER.write().unwrap_or_else(|e| e.into_inner());
+            let mut current = TRACER.write();
             if current.as_ref().is_some_and(|(g, _)| *g == self.generation) {
                 *current = None;
                 EXPORTING.store(false, Ordering::Relaxed);
@@ -496,11 +497,7 @@ fn request_span<'a>(header: impl Fn(&str) -> Option<&'a str>, make: impl FnOnce(
         .is_some()
         .then(|| TraceContextPropagator::new().extract(&Carrier(header)));
     let caller = parent.as_ref().map(|cx| cx.span().span_context().clone());
-    let sampled = exporting()
-        && SAMPLER
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .sample(caller.as_ref());
+    let sampled = exporting() && SAMPLER.read().sample(caller.as_ref());
     SAMPLE_THIS.set(sampled);
     let span = make();
     SAMPLE_THIS.set(false);

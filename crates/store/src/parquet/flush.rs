@@ -1,22 +1,22 @@
 //! Flush: the memtable's rows become sorted Parquet files, one per UTC date, and the log that
 //! held them is dropped.
 //!
-//! Crash safety comes from the order of the steps: files are written and made durable under
-//! names no manifest lists yet; the new manifest (files + watermark) is written atomically;
-//! only then are the frozen memtable tables and the covered log segments dropped. A crash
-//! before the manifest leaves garbage files (deleted at open) and a complete log; a crash
-//! after it leaves log rows under the watermark, which replay skips.
+//! Crash safety comes from the order of the steps (see `commit`): files are written and made
+//! durable under names no manifest lists yet; the new manifest (files + watermark) is written
+//! atomically; only then are the frozen memtable tables and the covered log segments dropped.
+//! A crash before the manifest leaves garbage files (deleted at open) and a complete log; a
+//! crash after it leaves log rows under the watermark, which replay skips.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::durable::remove_quietly;
-use super::log;
+use super::commit::{rewrite, Change, FlushedRows};
+use super::engine::Engine;
 use super::memtable::{self, MemTable};
-use super::set::{lock, read, write, DataFile, Maintenance, SetState, Snapshot};
-use super::Inner;
-use crate::query::sql::{ident, SEQ_COLUMN};
+use super::set::{Maintenance, SetState, Snapshot};
+use super::writer::{self, WrittenFile};
+use crate::metrics::PARQUET;
 use crate::Result;
 
 /// What a flush took out of the ingest path.
@@ -29,114 +29,101 @@ struct Frozen {
     pending_since: Option<Instant>,
 }
 
-impl Inner {
-    /// Writes every acknowledged row of `set` not yet in Parquet to Parquet.
-    pub(super) fn flush_set(&self, set: &SetState) -> Result<()> {
-        let mut maintenance = lock(&set.maintenance);
-        if !set.is_alive() {
-            return Ok(());
+/// Writes every acknowledged row of `set` not yet in Parquet to Parquet.
+pub(super) fn flush_set(engine: &Engine, set: &SetState) -> Result<()> {
+    let started = Instant::now();
+    match flush(engine, set) {
+        Ok(Some(written)) => {
+            let totals = writer::totals(&written);
+            PARQUET.record_flush(totals.rows, totals.files, totals.bytes, started.elapsed());
+            Ok(())
         }
-        let Some(frozen) = self.freeze(set)? else {
-            return Ok(());
+        Ok(None) => Ok(()),
+        Err(e) => {
+            PARQUET.record_flush_failure();
+            Err(e)
+        }
+    }
+}
+
+/// The files written, or `None` when there was nothing to flush.
+fn flush(engine: &Engine, set: &SetState) -> Result<Option<Vec<WrittenFile>>> {
+    let mut maintenance = set.maintenance.lock();
+    if !set.is_alive() {
+        return Ok(None);
+    }
+    let Some(frozen) = freeze(engine, set)? else {
+        return Ok(None);
+    };
+    let flushed = write_frozen(engine, set, &mut maintenance, &frozen);
+    if flushed.is_ok() {
+        drop(frozen);
+        engine.drop_dead_tables();
+    } else {
+        // The rows stay in the (still readable) frozen tables; the next flush takes them
+        // again, and the age trigger must still see them as waiting.
+        let mut ingest = set.ingest.lock();
+        ingest.pending_since = match (ingest.pending_since, frozen.pending_since) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
-        let flushed = self.write_frozen(set, &mut maintenance, &frozen);
-        if flushed.is_ok() {
-            drop(frozen);
-            self.drop_dead_tables();
-        } else {
-            // The rows stay in the (still readable) frozen tables; the next flush takes them
-            // again, and the age trigger must still see them as waiting.
-            let mut ingest = lock(&set.ingest);
-            ingest.pending_since = match (ingest.pending_since, frozen.pending_since) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-        }
-        flushed
     }
+    flushed.map(Some)
+}
 
-    /// Points appends at a fresh memtable table and log segment, so the rows to flush stop
-    /// changing while they are written, yet stay visible to readers.
-    fn freeze(&self, set: &SetState) -> Result<Option<Frozen>> {
-        if !set.has_unflushed(&read(&set.snapshot)) {
-            return Ok(None);
-        }
-        // Created before taking the ingest lock: appends wait for nothing but the swap.
-        let table = Arc::new(self.new_memtable(&set.spec)?);
-        let mut ingest = lock(&set.ingest);
-        let upto = set.committed.load(Ordering::Acquire);
-        let mut snapshot = write(&set.snapshot);
-        let frozen = snapshot.tables.clone();
-        let mut tables = frozen.clone();
-        tables.push(table.clone());
-        *snapshot = Arc::new(Snapshot {
-            files: snapshot.files.clone(),
-            flushed_seq: snapshot.flushed_seq,
-            tables,
-        });
-        ingest.table = table;
-        Ok(Some(Frozen {
-            upto,
-            tables: frozen,
-            next_segment: ingest.log.roll(),
-            pending_since: ingest.pending_since.take(),
-        }))
+/// Points appends at a fresh memtable table and log segment, so the rows to flush stop
+/// changing while they are written, yet stay visible to readers.
+fn freeze(engine: &Engine, set: &SetState) -> Result<Option<Frozen>> {
+    if !set.has_unflushed(&set.snapshot.read()) {
+        return Ok(None);
     }
+    // Created before taking the ingest lock: appends wait for nothing but the swap.
+    let table = Arc::new(engine.new_memtable(&set.spec)?);
+    let mut ingest = set.ingest.lock();
+    let upto = set.committed.load(Ordering::Acquire);
+    let mut snapshot = set.snapshot.write();
+    let frozen = snapshot.tables.clone();
+    let mut tables = frozen.clone();
+    tables.push(table.clone());
+    *snapshot = Arc::new(Snapshot {
+        files: snapshot.files.clone(),
+        flushed_seq: snapshot.flushed_seq,
+        tables,
+    });
+    ingest.table = table;
+    Ok(Some(Frozen {
+        upto,
+        tables: frozen,
+        next_segment: ingest.log.roll(),
+        pending_since: ingest.pending_since.take(),
+    }))
+}
 
-    fn write_frozen(
-        &self,
-        set: &SetState,
-        maintenance: &mut Maintenance,
-        frozen: &Frozen,
-    ) -> Result<()> {
-        let spec = &set.spec;
-        let ts = ident(&spec.timestamp);
-        let sql = format!(
-            "SELECT * FROM ({}) ORDER BY CAST({ts} AS DATE), {}, {ts}, {}",
-            memtable::select_tables(&frozen.tables),
-            ident(&spec.entity.name),
-            ident(SEQ_COLUMN)
-        );
-        let entries = self.write_query(set, &mut maintenance.next_file, &sql)?;
-
-        // Only flushes and compactions (both under `maintenance`) replace the snapshot, and
-        // the table list only changed in `freeze`: `current` is what the swap replaces.
-        let current = Arc::clone(&read(&set.snapshot));
-        let mut files = current.files.clone();
-        files.extend(
-            entries
-                .iter()
-                .map(|e| Arc::new(DataFile::new(&set.dir, e.path.clone(), e.rows, &set.alive))),
-        );
-        let next = Snapshot {
-            files,
-            flushed_seq: frozen.upto,
-            tables: current
-                .tables
-                .iter()
-                .filter(|t| !frozen.tables.iter().any(|f| Arc::ptr_eq(f, t)))
-                .cloned()
-                .collect(),
-        };
-        if let Err(e) = next.manifest(maintenance.next_file).store(&set.dir) {
-            for entry in &entries {
-                remove_quietly(&set.dir.join(&entry.path));
-            }
-            return Err(e);
-        }
-        *write(&set.snapshot) = Arc::new(next);
-
-        // Committed. What follows only frees space; failures leave garbage, not wrong data.
-        // The frozen tables go once the last reader of an older snapshot lets go of them.
-        if let Err(e) = log::remove_segments_below(&set.log_dir(), frozen.next_segment) {
-            tracing::warn!(feature_set = %spec.name, error = %e, "could not remove flushed log segments");
-        }
-        tracing::debug!(
-            feature_set = %spec.name,
-            rows = entries.iter().map(|e| e.rows).sum::<u64>(),
-            files = entries.len(),
-            "flushed"
-        );
-        Ok(())
-    }
+fn write_frozen(
+    engine: &Engine,
+    set: &SetState,
+    maintenance: &mut Maintenance,
+    frozen: &Frozen,
+) -> Result<Vec<WrittenFile>> {
+    let written = rewrite(
+        engine,
+        set,
+        maintenance,
+        &memtable::select_tables(&frozen.tables),
+        Change {
+            replaced: &[],
+            flushed: Some(FlushedRows {
+                upto: frozen.upto,
+                tables: &frozen.tables,
+                log_segments_below: frozen.next_segment,
+            }),
+        },
+    )?;
+    tracing::debug!(
+        feature_set = %set.spec.name,
+        rows = writer::totals(&written).rows,
+        files = written.len(),
+        "flushed"
+    );
+    Ok(written)
 }

@@ -23,7 +23,8 @@ use arrow::ipc::writer::{
 use arrow::ipc::{root_as_message, MessageHeader};
 
 use super::durable::{list_dir, remove_quietly, sync_dir};
-use crate::{Error, Result};
+use crate::metrics::PARQUET;
+use crate::{Error, Result, StorageStats};
 
 pub(super) const LOG_DIR: &str = "_log";
 const SEGMENT_SUFFIX: &str = ".arrows";
@@ -57,6 +58,23 @@ pub(super) fn remove_segments_below(dir: &Path, number: u64) -> Result<()> {
     Ok(())
 }
 
+/// The segments in `dir` and the bytes they take. A segment removed while this runs (a flush
+/// finishing) is left out.
+pub(super) fn disk_usage(dir: &Path) -> Result<StorageStats> {
+    let mut usage = StorageStats::default();
+    for (_, path) in segments(dir)? {
+        match path.metadata() {
+            Ok(metadata) => {
+                usage.files += 1;
+                usage.bytes += metadata.len();
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("reading {}", path.display()))(e)),
+        }
+    }
+    Ok(usage)
+}
+
 struct Segment {
     file: File,
     path: PathBuf,
@@ -81,7 +99,7 @@ pub(super) struct LogWriter {
 }
 
 impl LogWriter {
-    pub fn new(dir: PathBuf, schema: SchemaRef, next_segment: u64) -> Self {
+    pub(super) fn new(dir: PathBuf, schema: SchemaRef, next_segment: u64) -> Self {
         LogWriter {
             dir,
             schema,
@@ -93,7 +111,7 @@ impl LogWriter {
 
     /// Appends `batch` as one message and fsyncs it: durable when this returns. On failure the
     /// segment is cut back to where it was, so no part of the batch survives.
-    pub fn append(&mut self, batch: &RecordBatch) -> Result<LogMark> {
+    pub(super) fn append(&mut self, batch: &RecordBatch) -> Result<LogMark> {
         if self.active.is_none() {
             self.active = Some(self.create_segment()?);
         }
@@ -101,6 +119,7 @@ impl LogWriter {
         let mark = LogMark { len: segment.len };
         match write_batch(segment, batch, &self.options) {
             Ok(len) => {
+                PARQUET.record_log_append(len - segment.len);
                 segment.len = len;
                 Ok(mark)
             }
@@ -114,7 +133,7 @@ impl LogWriter {
     /// Takes back everything appended since `mark`. If the segment cannot be cut back it is
     /// abandoned: later appends go to a new segment, so they never follow a partial message
     /// (replay drops a torn tail, and would drop them with it).
-    pub fn undo(&mut self, mark: LogMark) {
+    pub(super) fn undo(&mut self, mark: LogMark) {
         let Some(segment) = self.active.as_mut() else {
             return;
         };
@@ -124,7 +143,10 @@ impl LogWriter {
             .and_then(|()| segment.file.seek(SeekFrom::Start(mark.len)).map(drop))
             .and_then(|()| segment.file.sync_data());
         match cut {
-            Ok(()) => segment.len = mark.len,
+            Ok(()) => {
+                PARQUET.record_log_undo();
+                segment.len = mark.len;
+            }
             Err(e) => {
                 tracing::error!(
                     segment = %segment.path.display(), error = %e,
@@ -137,7 +159,7 @@ impl LogWriter {
 
     /// Closes the active segment: later appends start a new one. Every segment numbered below
     /// the returned number holds only rows appended before this call.
-    pub fn roll(&mut self) -> u64 {
+    pub(super) fn roll(&mut self) -> u64 {
         self.active = None;
         self.next_segment
     }
@@ -165,7 +187,10 @@ impl LogWriter {
                 Ok(len as u64)
             });
         match written {
-            Ok(len) => Ok(Segment { file, path, len }),
+            Ok(len) => {
+                PARQUET.record_log_segment(len);
+                Ok(Segment { file, path, len })
+            }
             Err(e) => {
                 remove_quietly(&path);
                 Err(e)
@@ -205,9 +230,9 @@ fn write_batch(
 #[derive(Debug)]
 pub(super) struct Replayed {
     /// Greatest `_seq` of any logged row, flushed or not.
-    pub max_seq: Option<i64>,
+    pub(super) max_seq: Option<i64>,
     /// The number for the next segment: past every existing one.
-    pub next_segment: u64,
+    pub(super) next_segment: u64,
 }
 
 /// Hands every logged row with `_seq > flushed_seq` to `visit`, in log order, one batch (or

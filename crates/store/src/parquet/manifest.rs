@@ -22,21 +22,21 @@ const PART_SUFFIX: &str = ".parquet";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Manifest {
-    pub format: u32,
+    pub(super) format: u32,
     /// Every row with a `_seq` up to this one is in `files`; -1 when no row is.
-    pub flushed_seq: i64,
+    pub(super) flushed_seq: i64,
     /// Number of the next data file: names are never reused while the set exists, so a
     /// file retired by compaction can be deleted late without hitting a newer one.
-    pub next_file: u64,
-    pub files: Vec<FileEntry>,
+    pub(super) next_file: u64,
+    pub(super) files: Vec<FileEntry>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FileEntry {
     /// Relative to the set's directory, `date=YYYY-MM-DD/part-00000001.parquet`.
-    pub path: String,
-    pub rows: u64,
+    pub(super) path: String,
+    pub(super) rows: u64,
 }
 
 impl Default for Manifest {
@@ -57,7 +57,7 @@ pub(super) fn data_file_path(date: &str, number: u64) -> String {
 
 /// The date and number of a data file path, if it has the shape of [`data_file_path`]. Only
 /// such paths are accepted from a manifest, so a damaged one cannot point outside the set.
-pub(super) fn parse_data_file_path(path: &str) -> Option<(&str, u64)> {
+fn parse_data_file_path(path: &str) -> Option<(&str, u64)> {
     let (dir, file) = path.split_once('/')?;
     let date = dir.strip_prefix(DATE_DIR_PREFIX)?;
     let number = file.strip_prefix(PART_PREFIX)?.strip_suffix(PART_SUFFIX)?;
@@ -75,7 +75,7 @@ pub(super) fn parse_data_file_path(path: &str) -> Option<(&str, u64)> {
 
 impl Manifest {
     /// The manifest of the set in `set_dir`; empty when none was written yet.
-    pub fn load(set_dir: &Path) -> Result<Manifest> {
+    pub(super) fn load(set_dir: &Path) -> Result<Manifest> {
         let path = set_dir.join(MANIFEST_FILE);
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
@@ -112,7 +112,7 @@ impl Manifest {
         Ok(manifest)
     }
 
-    pub fn store(&self, set_dir: &Path) -> Result<()> {
+    pub(super) fn store(&self, set_dir: &Path) -> Result<()> {
         let json = serde_json::to_vec_pretty(self).expect("manifests serialize");
         write_atomic(&set_dir.join(MANIFEST_FILE), &json)
     }

@@ -1,13 +1,13 @@
 //! Unflushed rows live in tables of an in-memory DuckDB database (the "memtable"), so reads
 //! run the same SQL over them as over the Parquet files: a relation that is the union of both.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use duckdb::Connection;
 use featherstore_core::{FeatureSetSpec, FeatureType};
+use parking_lot::Mutex;
 
-use super::set::lock;
 use crate::query::sql::{self, ident, literal};
 use crate::Result;
 
@@ -17,12 +17,12 @@ pub(super) type Graveyard = Arc<Mutex<Vec<String>>>;
 /// A memtable table. It is dropped from the database only once no snapshot lists it, so a
 /// reader never loses a table in the middle of its work, however long that takes.
 pub(super) struct MemTable {
-    pub name: String,
+    pub(super) name: String,
     graveyard: Graveyard,
 }
 
 impl MemTable {
-    pub fn create(
+    pub(super) fn create(
         conn: &Connection,
         spec: &FeatureSetSpec,
         name: String,
@@ -40,13 +40,13 @@ impl Drop for MemTable {
     fn drop(&mut self) {
         // Dropping needs a pooled connection, which the thread releasing the last snapshot
         // may itself be holding: leave it to `drop_dead_tables`.
-        lock(&self.graveyard).push(std::mem::take(&mut self.name));
+        self.graveyard.lock().push(std::mem::take(&mut self.name));
     }
 }
 
 /// Drops the tables that no snapshot lists any more.
 pub(super) fn drop_dead_tables(conn: &Connection, graveyard: &Graveyard) {
-    let dead = std::mem::take(&mut *lock(graveyard));
+    let dead = std::mem::take(&mut *graveyard.lock());
     for table in dead {
         if let Err(e) = conn.execute_batch(&format!("DROP TABLE IF EXISTS {}", ident(&table))) {
             tracing::warn!(%table, error = %e, "could not drop a memtable table");

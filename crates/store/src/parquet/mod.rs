@@ -14,8 +14,10 @@
 //! memtable into Parquet by size or age and compacts small files; the manifest is the single
 //! source of truth, which makes both crash-safe (see `flush` and `compact`).
 
+mod commit;
 mod compact;
 mod durable;
+mod engine;
 mod flush;
 mod log;
 mod manifest;
@@ -27,25 +29,25 @@ mod writer;
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use featherstore_core::spec::is_valid_name;
 use featherstore_core::FeatureSetSpec;
+use parking_lot::{Condvar, Mutex, RwLock};
 
 pub use options::{Compression, ParquetOptions, UnknownCompression};
 
 use self::durable::{list_dir, sync_dir};
-use self::manifest::FileEntry;
-use self::memtable::{Graveyard, MemTable};
-use self::set::{lock, read, read_spec, write, SetState, Snapshot};
+use self::engine::Engine;
+use self::set::{read_spec, SetState, Snapshot};
 use crate::offline::{OfflineStore, RelationWork};
 use crate::query::sql;
 use crate::query::{ConnectionPool, EngineSettings, Purpose};
-use crate::{Error, Result};
+use crate::{Error, Result, StorageStats};
 
 /// A deleted set's directory is renamed to this prefix + its name (the durable step), then
 /// removed; a leftover is finished off at open. Set names cannot start with a dot.
@@ -62,14 +64,8 @@ pub struct ParquetStore {
 
 struct Inner {
     dir: PathBuf,
-    options: ParquetOptions,
-    /// The in-memory database of memtables, and the engine of every read.
-    pool: ConnectionPool,
+    engine: Engine,
     sets: RwLock<HashMap<String, Arc<SetState>>>,
-    /// Numbers memtable tables, so a name is never reused (not even by a re-created set
-    /// whose old tables a reader may still be scanning).
-    next_table: AtomicU64,
-    graveyard: Graveyard,
     signal: Mutex<Signal>,
     wake: Condvar,
 }
@@ -110,12 +106,9 @@ impl ParquetStore {
             ))));
         }
         let inner = Arc::new(Inner {
-            pool: ConnectionPool::open(None, engine)?,
+            engine: Engine::open(options, engine)?,
             dir,
-            options,
             sets: RwLock::new(HashMap::new()),
-            next_table: AtomicU64::new(0),
-            graveyard: Graveyard::default(),
             signal: Mutex::new(Signal::default()),
             wake: Condvar::new(),
         });
@@ -137,7 +130,7 @@ impl ParquetStore {
         self.inner
             .all_sets()
             .iter()
-            .try_for_each(|set| self.inner.flush_set(set))
+            .try_for_each(|set| flush::flush_set(&self.inner.engine, set))
     }
 
     /// Compacts now every date partition with at least `compact_min_files` small files.
@@ -145,13 +138,13 @@ impl ParquetStore {
         self.inner
             .all_sets()
             .iter()
-            .try_for_each(|set| self.inner.compact_set(set))
+            .try_for_each(|set| compact::compact_set(&self.inner.engine, set))
     }
 }
 
 impl Drop for ParquetStore {
     fn drop(&mut self) {
-        lock(&self.inner.signal).stop = true;
+        self.inner.signal.lock().stop = true;
         self.inner.wake.notify_all();
         if let Some(thread) = self.maintenance.take() {
             if thread.join().is_err() {
@@ -163,7 +156,7 @@ impl Drop for ParquetStore {
 
 impl Inner {
     fn load_sets(&self) -> Result<()> {
-        let mut sets = write(&self.sets);
+        let mut sets = self.sets.write();
         for entry in list_dir(&self.dir)? {
             let path = entry.path();
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
@@ -176,8 +169,8 @@ impl Inner {
                 remove_trash(&path);
             } else if is_valid_name(&name) {
                 if let Some(spec) = read_spec(&path)? {
-                    let table = Arc::new(self.new_memtable(&spec)?);
-                    let set = SetState::open(path, spec, &self.pool, table)?;
+                    let table = Arc::new(self.engine.new_memtable(&spec)?);
+                    let set = SetState::open(path, spec, &self.engine.pool, table)?;
                     sets.insert(name, Arc::new(set));
                 }
             }
@@ -185,45 +178,40 @@ impl Inner {
         Ok(())
     }
 
-    fn new_memtable(&self, spec: &FeatureSetSpec) -> Result<MemTable> {
-        let number = self.next_table.fetch_add(1, Ordering::Relaxed);
-        let name = format!("mem_{}_{number}", spec.name);
-        let conn = self.pool.get(Purpose::Write)?;
-        MemTable::create(&conn, spec, name, &self.graveyard)
-    }
-
-    fn drop_dead_tables(&self) {
-        // Without a connection now, the tables wait in the graveyard for the next call.
-        match self.pool.get(Purpose::Write) {
-            Ok(conn) => memtable::drop_dead_tables(&conn, &self.graveyard),
-            Err(e) => tracing::debug!(error = %e, "dead memtable tables not dropped yet"),
-        }
-    }
-
     fn set(&self, name: &str) -> Result<Arc<SetState>> {
-        read(&self.sets)
+        self.sets
+            .read()
             .get(name)
             .cloned()
             .ok_or_else(|| featherstore_core::Error::no_such_set(name).into())
     }
 
     fn all_sets(&self) -> Vec<Arc<SetState>> {
-        read(&self.sets).values().cloned().collect()
+        self.sets.read().values().cloned().collect()
+    }
+
+    /// What the data files and logs of every set take on disk.
+    fn disk_usage(&self) -> Result<StorageStats> {
+        self.all_sets()
+            .iter()
+            .try_fold(StorageStats::default(), |total, set| {
+                let usage = set.disk_usage()?;
+                Ok(StorageStats {
+                    bytes: total.bytes + usage.bytes,
+                    files: total.files + usage.files,
+                })
+            })
     }
 
     fn run_maintenance(&self) {
         // Fine enough to honour `flush_interval`, coarse enough to cost nothing when idle.
-        let tick = (self.options.flush_interval / 4)
+        let tick = (self.engine.options.flush_interval / 4)
             .clamp(Duration::from_millis(10), Duration::from_secs(1));
         loop {
             {
-                let mut signal = lock(&self.signal);
+                let mut signal = self.signal.lock();
                 if !signal.stop && !signal.work {
-                    signal = self
-                        .wake
-                        .wait_timeout(signal, tick)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
+                    self.wake.wait_for(&mut signal, tick);
                 }
                 if signal.stop {
                     return;
@@ -232,68 +220,42 @@ impl Inner {
             }
             for set in self.all_sets() {
                 if self.flush_due(&set) {
-                    if let Err(e) = self.flush_set(&set) {
+                    if let Err(e) = flush::flush_set(&self.engine, &set) {
                         tracing::error!(feature_set = %set.spec.name, error = %e, "flush failed; will retry");
                     }
                 }
-                if let Err(e) = self.compact_set(&set) {
+                if let Err(e) = compact::compact_set(&self.engine, &set) {
                     tracing::error!(feature_set = %set.spec.name, error = %e, "compaction failed; will retry");
                 }
             }
-            self.drop_dead_tables();
+            self.engine.drop_dead_tables();
         }
     }
 
     fn flush_due(&self, set: &SetState) -> bool {
         let rows = set.unflushed_rows();
-        rows >= self.options.flush_rows as u64
+        rows >= self.engine.options.flush_rows as u64
             || (rows > 0
-                && lock(&set.ingest)
+                && set
+                    .ingest
+                    .lock()
                     .pending_since
-                    .is_some_and(|since| since.elapsed() >= self.options.flush_interval))
+                    .is_some_and(|since| since.elapsed() >= self.engine.options.flush_interval))
     }
 
     fn wake_maintenance(&self) {
-        lock(&self.signal).work = true;
+        self.signal.lock().work = true;
         self.wake.notify_one();
     }
 
-    /// Runs a query yielding storage rows sorted by date first, and writes them into new data
-    /// files (not yet live).
-    fn write_query(
-        &self,
-        set: &SetState,
-        next_file: &mut u64,
-        sql: &str,
-    ) -> Result<Vec<FileEntry>> {
-        let schema = sql::storage_schema(&set.spec);
-        // Entity, event time, `_seq`: each column is one Parquet leaf column, so field
-        // indices are leaf indices.
-        let ts_index = set.spec.features.len() + 1;
-        let properties = self.options.writer_properties(&[0, ts_index, ts_index + 1]);
-        let conn = self.pool.get(Purpose::Write)?;
-        let mut statement = conn.prepare(sql)?;
-        drop(statement.stream_arrow([])?);
-        writer::write_by_date(
-            &set.dir,
-            &schema,
-            &properties,
-            next_file,
-            || match statement.step()? {
-                Some(chunk) => Ok(Some(sql::conform(&RecordBatch::from(&chunk), &schema)?)),
-                None => Ok(None),
-            },
-        )
-    }
-
     fn create(&self, spec: &FeatureSetSpec) -> Result<()> {
-        let mut sets = write(&self.sets);
+        let mut sets = self.sets.write();
         if sets.contains_key(&spec.name) {
             return Err(Error::Domain(featherstore_core::Error::AlreadyExists(
                 format!("feature set {:?} already exists", spec.name),
             )));
         }
-        let table = Arc::new(self.new_memtable(spec)?);
+        let table = Arc::new(self.engine.new_memtable(spec)?);
         let set = SetState::create(self.dir.join(&spec.name), spec, table)?;
         sets.insert(spec.name.clone(), Arc::new(set));
         Ok(())
@@ -303,21 +265,21 @@ impl Inner {
         if !is_valid_name(name) {
             return Err(featherstore_core::Error::no_such_set(name).into());
         }
-        let Some(set) = read(&self.sets).get(name).cloned() else {
+        let Some(set) = self.sets.read().get(name).cloned() else {
             return self.remove_set_dir(name);
         };
         {
             // Waits for a running flush or compaction, and for an append, then shuts both out.
-            let _maintenance = lock(&set.maintenance);
-            let mut ingest = lock(&set.ingest);
+            let _maintenance = set.maintenance.lock();
+            let mut ingest = set.ingest.lock();
             self.remove_set_dir(name)?;
             set.alive.store(false, Ordering::Release);
             ingest.log.roll();
-            write(&self.sets).remove(name);
+            self.sets.write().remove(name);
         }
         // Its memtable tables go now, or once the last reader still holding them is done.
         drop(set);
-        self.drop_dead_tables();
+        self.engine.drop_dead_tables();
         Ok(())
     }
 
@@ -344,12 +306,12 @@ impl Inner {
         }
         let set = self.set(&spec.name)?;
         {
-            let mut ingest = lock(&set.ingest);
+            let mut ingest = set.ingest.lock();
             if !set.is_alive() {
                 return Err(featherstore_core::Error::no_such_set(&spec.name).into());
             }
             // Taken before the log append: a batch in the log must reach the memtable.
-            let conn = self.pool.get(Purpose::Write)?;
+            let conn = self.engine.pool.get(Purpose::Write)?;
             let first = ingest.next_seq;
             let rows = batch.num_rows() as i64;
             let stored = sql::to_storage_batch(spec, batch, first)?;
@@ -366,10 +328,10 @@ impl Inner {
             ingest.pending_since.get_or_insert_with(Instant::now);
         }
         let unflushed = set.unflushed_rows();
-        let flush_rows = self.options.flush_rows as u64;
+        let flush_rows = self.engine.options.flush_rows as u64;
         if unflushed >= flush_rows.saturating_mul(BACKPRESSURE_FACTOR) {
             // The batch is durable and must be acknowledged: a failed flush is only logged.
-            if let Err(e) = self.flush_set(&set) {
+            if let Err(e) = flush::flush_set(&self.engine, &set) {
                 tracing::error!(feature_set = %spec.name, error = %e, "flush failed; will retry");
             }
         } else if unflushed >= flush_rows {
@@ -411,7 +373,7 @@ impl OfflineStore for ParquetStore {
     }
 
     fn pool(&self) -> &ConnectionPool {
-        &self.inner.pool
+        &self.inner.engine.pool
     }
 
     /// Writes the logs into Parquet: after a planned shutdown the logs are empty.
@@ -419,16 +381,24 @@ impl OfflineStore for ParquetStore {
         ParquetStore::flush(self)
     }
 
+    fn storage_stats(&self, spec: &FeatureSetSpec) -> Result<Option<StorageStats>> {
+        self.inner.set(&spec.name)?.disk_usage().map(Some)
+    }
+
+    fn storage_total(&self) -> Result<Option<StorageStats>> {
+        self.inner.disk_usage().map(Some)
+    }
+
     fn query_relations(&self, specs: &[&FeatureSetSpec], work: RelationWork) -> Result<()> {
         let sets = specs
             .iter()
             .map(|spec| self.inner.set(&spec.name))
             .collect::<Result<Vec<_>>>()?;
-        let conn = self.inner.pool.get(Purpose::Read)?;
+        let conn = self.inner.engine.pool.get(Purpose::Read)?;
         // Held until `work` returns: they keep every file and memtable table they list.
         let snapshots: Vec<Arc<Snapshot>> = sets
             .iter()
-            .map(|set| Arc::clone(&read(&set.snapshot)))
+            .map(|set| Arc::clone(&set.snapshot.read()))
             .collect();
         let relations: Vec<String> = sets
             .iter()

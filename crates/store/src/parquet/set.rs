@@ -6,43 +6,32 @@ use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::Arc;
 use std::time::Instant;
 
 use featherstore_core::FeatureSetSpec;
+use parking_lot::{Mutex, RwLock};
 
 use super::durable::{create_dir_durably, list_dir, remove_quietly, write_atomic, TMP_SUFFIX};
 use super::log::{self, LogWriter, LOG_DIR};
-use super::manifest::{FileEntry, Manifest, DATE_DIR_PREFIX, PART_PREFIX};
+use super::manifest::{FileEntry, Manifest, DATE_DIR_PREFIX, MANIFEST_FILE, PART_PREFIX};
 use super::memtable::{self, MemTable};
 use crate::query::sql;
 use crate::query::{ConnectionPool, Purpose};
-use crate::{Error, Result};
+use crate::{Error, Result, StorageStats};
 
-pub(super) const SPEC_FILE: &str = "_spec.json";
-
-/// Locks ignoring poisoning: every critical section leaves its data consistent on error paths,
-/// and a panic elsewhere must not wedge the store.
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-pub(super) fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(|e| e.into_inner())
-}
-
-pub(super) fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(|e| e.into_inner())
-}
+const SPEC_FILE: &str = "_spec.json";
 
 /// A live Parquet file. Compaction retires files; one is deleted when the last snapshot that
 /// lists it is dropped, so a reader never loses a file in the middle of a scan.
 pub(super) struct DataFile {
     /// Relative to the set's directory, as in the manifest.
-    pub relative: String,
+    pub(super) relative: String,
     /// Absolute and UTF-8 (checked at open), as DuckDB is given it.
-    pub path: String,
-    pub rows: u64,
+    pub(super) path: String,
+    pub(super) rows: u64,
+    /// Its size on disk (files are never changed once written).
+    pub(super) bytes: u64,
     retired: AtomicBool,
     /// False once the set is deleted: its directory is gone, and a set created later under
     /// the same name may have a file of the same name.
@@ -50,19 +39,26 @@ pub(super) struct DataFile {
 }
 
 impl DataFile {
-    pub fn new(set_dir: &Path, relative: String, rows: u64, set_alive: &Arc<AtomicBool>) -> Self {
+    pub(super) fn new(
+        set_dir: &Path,
+        relative: String,
+        rows: u64,
+        bytes: u64,
+        set_alive: &Arc<AtomicBool>,
+    ) -> Self {
         let path = set_dir.join(&relative).to_string_lossy().into_owned();
         DataFile {
             relative,
             path,
             rows,
+            bytes,
             retired: AtomicBool::new(false),
             set_alive: set_alive.clone(),
         }
     }
 
     /// The UTC date partition, from the validated path.
-    pub fn date(&self) -> &str {
+    pub(super) fn date(&self) -> &str {
         self.relative
             .strip_prefix(DATE_DIR_PREFIX)
             .and_then(|rest| rest.split('/').next())
@@ -71,7 +67,7 @@ impl DataFile {
 
     /// Marks the file for deletion once no snapshot lists it; call after the manifest that
     /// drops it is durable.
-    pub fn retire(&self) {
+    pub(super) fn retire(&self) {
         self.retired.store(true, Ordering::Release);
     }
 }
@@ -88,16 +84,16 @@ impl Drop for DataFile {
 /// files and tables it lists outlive it, so a reader holding it can take all the time it
 /// needs, without blocking flushes.
 pub(super) struct Snapshot {
-    pub files: Vec<Arc<DataFile>>,
+    pub(super) files: Vec<Arc<DataFile>>,
     /// Rows up to this `_seq` are in `files`; later ones in `tables`.
-    pub flushed_seq: i64,
+    pub(super) flushed_seq: i64,
     /// Memtable tables, oldest first; the last one takes appends. A flush freezes them all and
     /// adds a new one, so rows stay readable while they are written to Parquet.
-    pub tables: Vec<Arc<MemTable>>,
+    pub(super) tables: Vec<Arc<MemTable>>,
 }
 
 impl Snapshot {
-    pub fn manifest(&self, next_file: u64) -> Manifest {
+    pub(super) fn manifest(&self, next_file: u64) -> Manifest {
         Manifest {
             flushed_seq: self.flushed_seq,
             next_file,
@@ -115,7 +111,7 @@ impl Snapshot {
 
     /// The stored rows as a SQL relation (a parenthesised query, to use after `FROM`):
     /// Parquet files and unflushed rows, each side only when it has rows (`has_unflushed`).
-    pub fn relation(&self, spec: &FeatureSetSpec, has_unflushed: bool) -> String {
+    pub(super) fn relation(&self, spec: &FeatureSetSpec, has_unflushed: bool) -> String {
         let mut parts = Vec::new();
         if !self.files.is_empty() {
             parts.push(memtable::select_files(
@@ -132,54 +128,68 @@ impl Snapshot {
 
 /// The append side of a set; its mutex serialises appends with the start of a flush.
 pub(super) struct Ingest {
-    pub log: LogWriter,
+    pub(super) log: LogWriter,
     /// Next `_seq` to hand out. Numbers of failed appends are not reused (see `LogWriter::undo`).
-    pub next_seq: i64,
+    pub(super) next_seq: i64,
     /// The memtable table that takes appends (the last of the snapshot's).
-    pub table: Arc<MemTable>,
+    pub(super) table: Arc<MemTable>,
     /// When the oldest unflushed row was appended (or found in the log at open).
-    pub pending_since: Option<Instant>,
+    pub(super) pending_since: Option<Instant>,
 }
 
 /// Held by flush, compaction and delete: they rewrite the manifest.
 pub(super) struct Maintenance {
-    pub next_file: u64,
+    pub(super) next_file: u64,
 }
 
 pub(super) struct SetState {
-    pub spec: FeatureSetSpec,
-    pub dir: PathBuf,
-    pub alive: Arc<AtomicBool>,
-    pub ingest: Mutex<Ingest>,
+    pub(super) spec: FeatureSetSpec,
+    pub(super) dir: PathBuf,
+    pub(super) alive: Arc<AtomicBool>,
+    pub(super) ingest: Mutex<Ingest>,
     /// Greatest `_seq` whose row is in the memtable (acknowledged); -1 when none.
-    pub committed: AtomicI64,
+    pub(super) committed: AtomicI64,
     /// Only held to clone or swap the `Arc`.
-    pub snapshot: RwLock<Arc<Snapshot>>,
-    pub maintenance: Mutex<Maintenance>,
+    pub(super) snapshot: RwLock<Arc<Snapshot>>,
+    pub(super) maintenance: Mutex<Maintenance>,
 }
 
 impl SetState {
-    pub fn is_alive(&self) -> bool {
+    pub(super) fn is_alive(&self) -> bool {
         self.alive.load(Ordering::Acquire)
     }
 
-    pub fn log_dir(&self) -> PathBuf {
+    pub(super) fn log_dir(&self) -> PathBuf {
         self.dir.join(LOG_DIR)
     }
 
     /// Whether rows past `snapshot`'s files are in the memtable.
-    pub fn has_unflushed(&self, snapshot: &Snapshot) -> bool {
+    pub(super) fn has_unflushed(&self, snapshot: &Snapshot) -> bool {
         self.committed.load(Ordering::Acquire) > snapshot.flushed_seq
     }
 
+    /// What the set's data files and log segments take on disk.
+    pub(super) fn disk_usage(&self) -> Result<StorageStats> {
+        let snapshot = Arc::clone(&self.snapshot.read());
+        let log = log::disk_usage(&self.log_dir())?;
+        Ok(StorageStats {
+            files: snapshot.files.len() as u64 + log.files,
+            bytes: snapshot.files.iter().map(|f| f.bytes).sum::<u64>() + log.bytes,
+        })
+    }
+
     /// Rows acknowledged but not yet in Parquet (approximately, when appends failed).
-    pub fn unflushed_rows(&self) -> u64 {
-        let flushed = read(&self.snapshot).flushed_seq;
+    pub(super) fn unflushed_rows(&self) -> u64 {
+        let flushed = self.snapshot.read().flushed_seq;
         (self.committed.load(Ordering::Acquire) - flushed).max(0) as u64
     }
 
     /// Creates a new, empty set: directory and durable spec; `table` is its memtable.
-    pub fn create(dir: PathBuf, spec: &FeatureSetSpec, table: Arc<MemTable>) -> Result<SetState> {
+    pub(super) fn create(
+        dir: PathBuf,
+        spec: &FeatureSetSpec,
+        table: Arc<MemTable>,
+    ) -> Result<SetState> {
         clear_interrupted_create(&dir)?;
         let json = serde_json::to_vec_pretty(spec).expect("specs serialize");
         // Writing the spec is the commit point: a directory without one is not a set.
@@ -196,6 +206,7 @@ impl SetState {
             spec.clone(),
             dir,
             Manifest::default(),
+            Vec::new(),
             table,
             -1,
             0,
@@ -203,7 +214,7 @@ impl SetState {
     }
 
     /// Opens a stored set: its manifest, garbage removed, its log replayed into `table`.
-    pub fn open(
+    pub(super) fn open(
         dir: PathBuf,
         spec: FeatureSetSpec,
         pool: &ConnectionPool,
@@ -211,6 +222,7 @@ impl SetState {
     ) -> Result<SetState> {
         let manifest = Manifest::load(&dir)?;
         collect_garbage(&dir, &manifest)?;
+        let sizes = live_file_sizes(&dir, &manifest)?;
         create_dir_durably(&dir.join(LOG_DIR))?;
         let replayed = {
             let conn = pool.get(Purpose::Write)?;
@@ -230,6 +242,7 @@ impl SetState {
             spec,
             dir,
             manifest,
+            sizes,
             table,
             last_seq,
             replayed.next_segment,
@@ -240,6 +253,7 @@ impl SetState {
         spec: FeatureSetSpec,
         dir: PathBuf,
         manifest: Manifest,
+        sizes: Vec<u64>,
         table: Arc<MemTable>,
         last_seq: i64,
         next_segment: u64,
@@ -248,7 +262,10 @@ impl SetState {
         let files = manifest
             .files
             .into_iter()
-            .map(|entry| Arc::new(DataFile::new(&dir, entry.path, entry.rows, &alive)))
+            .zip(sizes)
+            .map(|(entry, bytes)| {
+                Arc::new(DataFile::new(&dir, entry.path, entry.rows, bytes, &alive))
+            })
             .collect();
         let pending = last_seq > manifest.flushed_seq;
         SetState {
@@ -312,8 +329,7 @@ fn clear_interrupted_create(dir: &Path) -> Result<()> {
 }
 
 /// Deletes what a crash left behind: temporary files, and data files that the manifest does
-/// not list (written by a flush or compaction that never committed). Fails if a listed file
-/// is missing: serving without it would silently lose rows.
+/// not list (written by a flush or compaction that never committed).
 fn collect_garbage(dir: &Path, manifest: &Manifest) -> Result<()> {
     let live: HashSet<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
     for entry in list_dir(dir)? {
@@ -337,15 +353,25 @@ fn collect_garbage(dir: &Path, manifest: &Manifest) -> Result<()> {
             let _ = fs::remove_dir(&path);
         }
     }
-    for file in &manifest.files {
-        let path = dir.join(&file.path);
-        if !path.is_file() {
-            return Err(Error::Corrupt(format!(
-                "{}: listed in {} but missing",
-                path.display(),
-                dir.join(super::manifest::MANIFEST_FILE).display()
-            )));
-        }
-    }
     Ok(())
+}
+
+/// The size of every file the manifest lists, in its order. Fails if one is missing: serving
+/// without it would silently lose rows.
+fn live_file_sizes(dir: &Path, manifest: &Manifest) -> Result<Vec<u64>> {
+    manifest
+        .files
+        .iter()
+        .map(|file| {
+            let path = dir.join(&file.path);
+            match path.metadata() {
+                Ok(metadata) if metadata.is_file() => Ok(metadata.len()),
+                _ => Err(Error::Corrupt(format!(
+                    "{}: listed in {} but missing",
+                    path.display(),
+                    dir.join(MANIFEST_FILE).display()
+                ))),
+            }
+        })
+        .collect()
 }

@@ -8,7 +8,6 @@ use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicr
 use featherstore_core::coerce::coerce_batch;
 use featherstore_core::FeatureSetSpec;
 
-use super::set::read;
 use super::*;
 
 fn spec() -> FeatureSetSpec {
@@ -62,10 +61,11 @@ fn a_batch_the_memtable_refuses_is_taken_back_out_of_the_log() {
         store.create(&spec()).unwrap();
         store.append(&spec(), &batch(&["a"])).unwrap();
         let set = store.inner.set("s").unwrap();
-        let table = lock(&set.ingest).table.name.clone();
+        let table = set.ingest.lock().table.name.clone();
         // The memtable insert now fails, after the batch reached the log.
         store
             .inner
+            .engine
             .pool
             .get(Purpose::Write)
             .unwrap()
@@ -77,6 +77,7 @@ fn a_batch_the_memtable_refuses_is_taken_back_out_of_the_log() {
         assert!(store.append(&spec(), &batch(&["b", "c"])).is_err());
         store
             .inner
+            .engine
             .pool
             .get(Purpose::Write)
             .unwrap()
@@ -101,8 +102,8 @@ fn duckdb_reads_the_files_with_the_memtable_column_types() {
     store.flush().unwrap();
     store.append(&spec(), &batch(&["c"])).unwrap();
     let set = store.inner.set("s").unwrap();
-    let snapshot = Arc::clone(&read(&set.snapshot));
-    let conn = store.inner.pool.get(Purpose::Write).unwrap();
+    let snapshot = Arc::clone(&set.snapshot.read());
+    let conn = store.inner.engine.pool.get(Purpose::Write).unwrap();
     let types = |sql: &str| -> Vec<(String, String)> {
         let mut statement = conn.prepare(&format!("DESCRIBE {sql}")).unwrap();
         statement

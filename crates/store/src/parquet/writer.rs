@@ -14,6 +14,27 @@ use super::durable::{create_dir_durably, parent, remove_quietly, rename_durably,
 use super::manifest::{data_file_path, FileEntry};
 use crate::{Error, Result};
 
+/// A data file written and durable under its final name, with what it holds.
+pub(super) struct WrittenFile {
+    pub(super) entry: FileEntry,
+    pub(super) bytes: u64,
+}
+
+/// Rows, files and bytes of some written files.
+pub(super) struct Totals {
+    pub(super) rows: u64,
+    pub(super) files: u64,
+    pub(super) bytes: u64,
+}
+
+pub(super) fn totals(written: &[WrittenFile]) -> Totals {
+    Totals {
+        rows: written.iter().map(|f| f.entry.rows).sum(),
+        files: written.len() as u64,
+        bytes: written.iter().map(|f| f.bytes).sum(),
+    }
+}
+
 /// One data file being written under its temporary name; removed if never finished.
 struct PartWriter {
     /// Some until finished.
@@ -64,17 +85,22 @@ impl PartWriter {
     }
 
     /// Writes the footer, fsyncs, and renames the file into place.
-    fn finish(mut self) -> Result<FileEntry> {
+    fn finish(mut self) -> Result<WrittenFile> {
+        let mut bytes = 0;
         if let Some(writer) = self.writer.take() {
             let file = writer.into_inner()?;
-            file.sync_all()
-                .map_err(Error::io(format!("syncing {}", self.tmp.display())))?;
+            let context = || format!("syncing {}", self.tmp.display());
+            file.sync_all().map_err(Error::io(context()))?;
+            bytes = file.metadata().map_err(Error::io(context()))?.len();
         }
         rename_durably(&self.tmp, &self.path)?;
         self.finished = true;
-        Ok(FileEntry {
-            path: self.relative.clone(),
-            rows: self.rows,
+        Ok(WrittenFile {
+            entry: FileEntry {
+                path: self.relative.clone(),
+                rows: self.rows,
+            },
+            bytes,
         })
     }
 }
@@ -97,12 +123,12 @@ pub(super) fn write_by_date(
     properties: &WriterProperties,
     next_file: &mut u64,
     batches: impl FnMut() -> Result<Option<RecordBatch>>,
-) -> Result<Vec<FileEntry>> {
+) -> Result<Vec<WrittenFile>> {
     let mut done = Vec::new();
     let written = write_parts(set_dir, schema, properties, next_file, batches, &mut done);
     if let Err(e) = written {
-        for entry in &done {
-            remove_quietly(&set_dir.join(&entry.path));
+        for file in &done {
+            remove_quietly(&set_dir.join(&file.entry.path));
         }
         return Err(e);
     }
@@ -115,7 +141,7 @@ fn write_parts(
     properties: &WriterProperties,
     next_file: &mut u64,
     mut batches: impl FnMut() -> Result<Option<RecordBatch>>,
-    done: &mut Vec<FileEntry>,
+    done: &mut Vec<WrittenFile>,
 ) -> Result<()> {
     // Storage order: entity, features, event time, `_seq`.
     let ts_index = schema.fields().len() - 2;
