@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::common::{text_table, thousands, CliError, CliResult, ServerArgs};
 
 #[derive(Args)]
-pub struct ApplyArgs {
+pub(crate) struct ApplyArgs {
     /// YAML or JSON files declaring feature sets: a list of specs, `{feature_sets: [...]}` or
     /// one spec; YAML may hold several documents. `-` reads standard input.
     #[arg(value_name = "FILE", required_unless_present = "file_options")]
@@ -30,7 +30,7 @@ pub struct ApplyArgs {
 }
 
 #[derive(Args)]
-pub struct ListArgs {
+pub(crate) struct ListArgs {
     /// Print the stored specs as a JSON array.
     #[arg(long)]
     json: bool,
@@ -39,7 +39,7 @@ pub struct ListArgs {
 }
 
 #[derive(Args)]
-pub struct DescribeArgs {
+pub(crate) struct DescribeArgs {
     /// Feature set name.
     set: String,
     /// Print the stored spec with its statistics as JSON.
@@ -50,7 +50,7 @@ pub struct DescribeArgs {
 }
 
 #[derive(Args)]
-pub struct DeleteArgs {
+pub(crate) struct DeleteArgs {
     /// Feature set name; its data is deleted with it.
     set: String,
     #[command(flatten)]
@@ -157,7 +157,7 @@ enum Outcome {
     Conflict(String),
 }
 
-pub fn apply(args: ApplyArgs) -> CliResult {
+pub(crate) fn apply(args: ApplyArgs) -> CliResult {
     let mut specs = Vec::new();
     for file in args.file_options.iter().chain(&args.files) {
         specs.extend(read_specs(file)?);
@@ -272,7 +272,7 @@ fn print_outcome(name: &str, outcome: &Outcome) {
     }
 }
 
-pub fn list(args: ListArgs) -> CliResult {
+pub(crate) fn list(args: ListArgs) -> CliResult {
     let runtime = crate::common::runtime()?;
     runtime.block_on(async {
         let client = args.server.connect().await?;
@@ -321,7 +321,7 @@ pub fn list(args: ListArgs) -> CliResult {
     })
 }
 
-pub fn describe(args: DescribeArgs) -> CliResult {
+pub(crate) fn describe(args: DescribeArgs) -> CliResult {
     let runtime = crate::common::runtime()?;
     runtime.block_on(async {
         let client = args.server.connect().await?;
@@ -377,7 +377,7 @@ pub fn describe(args: DescribeArgs) -> CliResult {
     })
 }
 
-pub fn delete(args: DeleteArgs) -> CliResult {
+pub(crate) fn delete(args: DeleteArgs) -> CliResult {
     let runtime = crate::common::runtime()?;
     runtime.block_on(async {
         let client = args.server.connect().await?;

@@ -11,7 +11,7 @@ use featherstore_core::FeatureSetSpec;
 use crate::common::{CliError, CliResult};
 
 /// `--rename SRC=DST`, parsed.
-pub fn parse_rename(text: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_rename(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((from, to)) if !from.trim().is_empty() && !to.trim().is_empty() => {
             Ok((from.trim().to_string(), to.trim().to_string()))
@@ -24,7 +24,7 @@ pub fn parse_rename(text: &str) -> Result<(String, String), String> {
 
 /// How the columns of a file map onto a set's columns.
 #[derive(Debug, Default)]
-pub struct ColumnMap {
+pub(crate) struct ColumnMap {
     /// Only these file columns, when given.
     keep: Option<Vec<String>>,
     /// File column name to set column name.
@@ -34,7 +34,7 @@ pub struct ColumnMap {
 impl ColumnMap {
     /// Checks the flags against each other: a column renamed twice, or two columns given one
     /// name, is an error. `--timestamp-column NAME` is `--rename NAME=<the set's timestamp>`.
-    pub fn new(
+    pub(crate) fn new(
         spec: &FeatureSetSpec,
         keep: Option<Vec<String>>,
         renames: Vec<(String, String)>,
@@ -66,17 +66,17 @@ impl ColumnMap {
     }
 
     /// Whether the file's columns go through as they are.
-    pub fn is_identity(&self) -> bool {
+    pub(crate) fn is_identity(&self) -> bool {
         self.keep.is_none() && self.rename.is_empty()
     }
 
     /// The set's name for file column `name`.
-    pub fn target<'a>(&'a self, name: &'a str) -> &'a str {
+    pub(crate) fn target<'a>(&'a self, name: &'a str) -> &'a str {
         self.rename.get(name).map_or(name, String::as_str)
     }
 
     /// Whether file column `name` is taken.
-    pub fn keeps(&self, name: &str) -> bool {
+    pub(crate) fn keeps(&self, name: &str) -> bool {
         self.keep
             .as_ref()
             .is_none_or(|keep| keep.iter().any(|k| k == name))
@@ -84,7 +84,7 @@ impl ColumnMap {
 
     /// Checks that the named columns exist among `file_columns` (the flags name file columns;
     /// a typo must not pass unnoticed).
-    pub fn check_names<'a>(
+    pub(crate) fn check_names<'a>(
         &self,
         file_columns: impl Iterator<Item = &'a str> + Clone,
     ) -> CliResult {
@@ -112,7 +112,7 @@ impl ColumnMap {
 
     /// Checks that the set columns a file yields are declared, and that the entity and event
     /// time are there; the errors name the flags that fix them.
-    pub fn check_declared<'a>(
+    pub(crate) fn check_declared<'a>(
         &self,
         spec: &FeatureSetSpec,
         file_columns: impl Iterator<Item = &'a str> + Clone,
@@ -142,7 +142,7 @@ impl ColumnMap {
 
     /// Checks that the set columns a file yields are all declared; the error lists the others
     /// and the flags that skip or rename them.
-    pub fn check_undeclared<'a>(
+    pub(crate) fn check_undeclared<'a>(
         &self,
         spec: &FeatureSetSpec,
         file_columns: impl Iterator<Item = &'a str> + Clone,
@@ -181,7 +181,7 @@ impl ColumnMap {
     }
 
     /// `batch` with the taken columns only, under their set names.
-    pub fn apply(&self, batch: RecordBatch) -> CliResult<RecordBatch> {
+    pub(crate) fn apply(&self, batch: RecordBatch) -> CliResult<RecordBatch> {
         if self.is_identity() {
             return Ok(batch);
         }

@@ -11,7 +11,7 @@ use clap::Args;
 use featherstore_client::{Client, Entities, EntityType, FeatureSetSpec};
 
 #[derive(Args, Clone)]
-pub struct ServerArgs {
+pub(crate) struct ServerArgs {
     /// Arrow Flight address of the server (http://HOST:PORT, grpc://HOST:PORT or HOST:PORT).
     #[arg(
         long,
@@ -47,7 +47,7 @@ pub struct ServerArgs {
 }
 
 impl ServerArgs {
-    pub async fn connect(&self) -> Result<Client, CliError> {
+    pub(crate) async fn connect(&self) -> Result<Client, CliError> {
         let mut builder = Client::builder(self.server.as_str());
         if let Some(token) = &self.token {
             builder = builder.token(token);
@@ -63,16 +63,16 @@ impl ServerArgs {
 
     /// A client error as a user reads it: the server's message alone, or how to point the
     /// command at a server.
-    pub fn describe(&self, e: featherstore_client::Error) -> CliError {
+    pub(crate) fn describe(&self, e: featherstore_client::Error) -> CliError {
         CliError::from_client(e, &self.server)
     }
 }
 
 /// One line for the user: printed as `featherstore: <message>`, exit status 1.
 #[derive(Debug)]
-pub struct CliError(pub String);
+pub(crate) struct CliError(pub String);
 
-pub type CliResult<T = ()> = Result<T, CliError>;
+pub(crate) type CliResult<T = ()> = Result<T, CliError>;
 
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -81,11 +81,11 @@ impl fmt::Display for CliError {
 }
 
 impl CliError {
-    pub fn new(message: impl Into<String>) -> Self {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
         CliError(message.into())
     }
 
-    pub fn from_client(e: featherstore_client::Error, server: &str) -> Self {
+    pub(crate) fn from_client(e: featherstore_client::Error, server: &str) -> Self {
         use featherstore_client::Error;
         match e {
             Error::Connect { address, reason } => CliError(format!(
@@ -111,7 +111,7 @@ impl CliError {
     }
 
     /// Prefixes the message with where it happened (`file.csv: ...`).
-    pub fn context(self, context: impl fmt::Display) -> Self {
+    pub(crate) fn context(self, context: impl fmt::Display) -> Self {
         CliError(format!("{context}: {}", self.0))
     }
 }
@@ -142,7 +142,7 @@ display_error!(
 );
 
 /// A set's spec without its statistics (listing is cheap; statistics may scan storage).
-pub async fn fetch_spec(client: &Client, name: &str) -> CliResult<FeatureSetSpec> {
+pub(crate) async fn fetch_spec(client: &Client, name: &str) -> CliResult<FeatureSetSpec> {
     let specs = client.list_feature_sets().await?;
     specs.into_iter().find(|s| s.name == name).ok_or_else(|| {
         CliError(format!(
@@ -153,7 +153,7 @@ pub async fn fetch_spec(client: &Client, name: &str) -> CliResult<FeatureSetSpec
 }
 
 /// Entity keys from the command line, typed by the set's entity type.
-pub fn parse_entities(spec: &FeatureSetSpec, keys: &[String]) -> CliResult<Entities> {
+pub(crate) fn parse_entities(spec: &FeatureSetSpec, keys: &[String]) -> CliResult<Entities> {
     match spec.entity.entity_type {
         EntityType::String => Ok(Entities::strings(keys.iter().cloned())),
         EntityType::Int64 => keys
@@ -172,7 +172,7 @@ pub fn parse_entities(spec: &FeatureSetSpec, keys: &[String]) -> CliResult<Entit
 }
 
 /// A text table (arrow's pretty printer) of string cells.
-pub fn text_table(headers: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn text_table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let fields: Vec<Field> = headers
         .iter()
         .map(|h| Field::new(*h, DataType::Utf8, false))
@@ -192,7 +192,7 @@ pub fn text_table(headers: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// `1234567` as `1,234,567`.
-pub fn thousands(n: u64) -> String {
+pub(crate) fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
@@ -205,7 +205,7 @@ pub fn thousands(n: u64) -> String {
 }
 
 /// A tokio runtime for one command.
-pub fn runtime() -> CliResult<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> CliResult<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

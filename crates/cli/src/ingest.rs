@@ -20,7 +20,7 @@ use crate::common::{fetch_spec, thousands, CliError, CliResult, ServerArgs};
 use crate::source::{self, is_stdin, Format, Typing};
 
 #[derive(Args)]
-pub struct IngestArgs {
+pub(crate) struct IngestArgs {
     /// Feature set to ingest into.
     set: String,
     /// Parquet, CSV/TSV, Arrow IPC (file or stream) or JSON lines files, by extension; `-`
@@ -129,7 +129,7 @@ fn style(template: &str) -> ProgressStyle {
         .progress_chars("=> ")
 }
 
-pub fn run(args: IngestArgs) -> CliResult {
+pub(crate) fn run(args: IngestArgs) -> CliResult {
     let files = source::resolve(&args.files, args.format)?;
     let runtime = crate::common::runtime()?;
     runtime.block_on(ingest(args, files))

@@ -25,7 +25,7 @@ use crate::common::{CliError, CliResult};
 const TABLE_ROWS: usize = 1000;
 
 #[derive(Args, Clone)]
-pub struct OutputArgs {
+pub(crate) struct OutputArgs {
     /// Print JSON lines (one object per row) instead of a table.
     #[arg(long, conflicts_with = "output")]
     pub json: bool,
@@ -39,7 +39,9 @@ pub struct OutputArgs {
 }
 
 /// A result as it arrives: batches, and the schema (known at the end even when empty).
-pub trait Results: Stream<Item = featherstore_client::Result<RecordBatch>> + Unpin {
+pub(crate) trait Results:
+    Stream<Item = featherstore_client::Result<RecordBatch>> + Unpin
+{
     fn schema(&self) -> Option<SchemaRef>;
 }
 
@@ -50,13 +52,13 @@ impl Results for BatchStream {
 }
 
 /// One batch already in hand (online reads).
-pub struct OneBatch {
+pub(crate) struct OneBatch {
     schema: SchemaRef,
     batch: Option<RecordBatch>,
 }
 
 impl OneBatch {
-    pub fn new(batch: RecordBatch) -> Self {
+    pub(crate) fn new(batch: RecordBatch) -> Self {
         OneBatch {
             schema: batch.schema(),
             batch: Some(batch),
@@ -83,7 +85,7 @@ impl Results for OneBatch {
 
 /// Writes `results` as `args` asks; returns the rows written. `on_error` turns a client error
 /// into the user's message.
-pub async fn write_results<R: Results>(
+pub(crate) async fn write_results<R: Results>(
     mut results: R,
     args: &OutputArgs,
     on_error: impl Fn(featherstore_client::Error) -> CliError,

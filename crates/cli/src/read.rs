@@ -18,7 +18,7 @@ use crate::output::{write_results, OneBatch, OutputArgs};
 use crate::source::{self, is_stdin, Format, Typing};
 
 #[derive(Args)]
-pub struct GetArgs {
+pub(crate) struct GetArgs {
     /// Feature set name.
     set: String,
     /// Entity keys (integers for an int64 entity).
@@ -34,7 +34,7 @@ pub struct GetArgs {
 }
 
 #[derive(Args)]
-pub struct HistoryArgs {
+pub(crate) struct HistoryArgs {
     /// Feature set name.
     set: String,
     /// Only this entity (repeatable; default all entities).
@@ -56,7 +56,7 @@ pub struct HistoryArgs {
 }
 
 #[derive(Args)]
-pub struct TrainingDataArgs {
+pub(crate) struct TrainingDataArgs {
     /// Entity rows: each referenced set's entity column, the timestamp column, and any other
     /// columns (labels), which pass through. Parquet, CSV/TSV or Arrow IPC; `-` reads standard
     /// input (with --format).
@@ -91,7 +91,7 @@ pub struct TrainingDataArgs {
     pub(crate) server: ServerArgs,
 }
 
-pub fn get(args: GetArgs) -> CliResult {
+pub(crate) fn get(args: GetArgs) -> CliResult {
     let runtime = crate::common::runtime()?;
     runtime.block_on(async {
         let client = args.server.connect().await?;
@@ -119,7 +119,7 @@ fn parse_time(flag: &str, text: &Option<String>) -> CliResult<Option<Timestamp>>
         .transpose()
 }
 
-pub fn history(args: HistoryArgs) -> CliResult {
+pub(crate) fn history(args: HistoryArgs) -> CliResult {
     let start = parse_time("start", &args.start)?;
     let end = parse_time("end", &args.end)?;
     let runtime = crate::common::runtime()?;
@@ -148,7 +148,7 @@ pub fn history(args: HistoryArgs) -> CliResult {
     })
 }
 
-pub fn training_data(args: TrainingDataArgs) -> CliResult {
+pub(crate) fn training_data(args: TrainingDataArgs) -> CliResult {
     let file = args
         .entity_file
         .clone()

@@ -15,7 +15,7 @@ enum BackendArg {
 }
 
 #[derive(Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// YAML configuration file.
     #[arg(long, env = "FEATHERSTORE_CONFIG")]
     config: Option<PathBuf>,
@@ -36,7 +36,7 @@ pub struct ServeArgs {
     metrics_port: Option<u16>,
 }
 
-pub fn run(args: ServeArgs) -> Result<(), String> {
+pub(crate) fn run(args: ServeArgs) -> Result<(), String> {
     let overrides = Overrides {
         backend: args.backend.map(|b| match b {
             BackendArg::Duckdb => Backend::Duckdb,

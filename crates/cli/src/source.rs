@@ -21,12 +21,12 @@ use crate::columns::ColumnMap;
 use crate::common::{CliError, CliResult};
 
 /// Largest batch sent in one Flight message, in bytes (the server's default limit is 64 MiB).
-pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 /// CSV rows read to infer the types of columns no spec declares.
 const CSV_INFER_ROWS: usize = 1000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     Parquet,
     Csv,
     Tsv,
@@ -38,7 +38,7 @@ pub enum Format {
 
 impl Format {
     /// The format of a file by its extension.
-    pub fn detect(path: &Path, forced: Option<Format>) -> CliResult<Format> {
+    pub(crate) fn detect(path: &Path, forced: Option<Format>) -> CliResult<Format> {
         if let Some(format) = forced {
             return Ok(format);
         }
@@ -66,7 +66,7 @@ impl Format {
 
 /// How untyped formats (CSV, JSON lines) get their column types.
 #[derive(Clone)]
-pub enum Typing {
+pub(crate) enum Typing {
     /// Ingest: the set's spec types every column it declares, the file's columns taken and
     /// named by the map; batches come conformed to the declared types.
     Spec(Arc<FeatureSetSpec>, Arc<ColumnMap>),
@@ -75,7 +75,7 @@ pub enum Typing {
 }
 
 /// An opened input: its batches and what is known of its size.
-pub struct Source {
+pub(crate) struct Source {
     pub batches: Box<dyn Iterator<Item = CliResult<RecordBatch>> + Send>,
     /// Bytes read so far (for Parquet, in proportion to the rows decoded).
     pub bytes_read: Arc<AtomicU64>,
@@ -101,7 +101,7 @@ impl<R: Seek> Seek for Counting<R> {
     }
 }
 
-pub fn is_stdin(path: &Path) -> bool {
+pub(crate) fn is_stdin(path: &Path) -> bool {
     path == Path::new("-")
 }
 
@@ -110,14 +110,19 @@ fn open_file(path: &Path) -> CliResult<File> {
 }
 
 /// Rows in a Parquet file, from its footer.
-pub fn parquet_rows(path: &Path) -> CliResult<u64> {
+pub(crate) fn parquet_rows(path: &Path) -> CliResult<u64> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(open_file(path)?)
         .map_err(|e| CliError::from(e).context(path.display()))?;
     Ok(builder.metadata().file_metadata().num_rows().max(0) as u64)
 }
 
 /// Opens `path` (`-`: standard input) as batches of at most `batch_size` rows.
-pub fn open(path: &Path, format: Format, typing: &Typing, batch_size: usize) -> CliResult<Source> {
+pub(crate) fn open(
+    path: &Path,
+    format: Format,
+    typing: &Typing,
+    batch_size: usize,
+) -> CliResult<Source> {
     let label = path.display().to_string();
     let bytes_read = Arc::new(AtomicU64::new(0));
     let stdin = is_stdin(path);
@@ -576,7 +581,10 @@ impl<I: Iterator<Item = CliResult<RecordBatch>>> Iterator for Rebatch<I> {
 }
 
 /// The files named on the command line, checked to exist, with their formats.
-pub fn resolve(files: &[PathBuf], forced: Option<Format>) -> CliResult<Vec<(PathBuf, Format)>> {
+pub(crate) fn resolve(
+    files: &[PathBuf],
+    forced: Option<Format>,
+) -> CliResult<Vec<(PathBuf, Format)>> {
     files
         .iter()
         .map(|path| {

@@ -217,7 +217,7 @@ impl<'a> Frames<'a> {
     }
 }
 
-fn check_body_length(message: &Message, actual: usize) -> Result<()> {
+fn check_body_length(message: &Message<'_>, actual: usize) -> Result<()> {
     let declared = message.bodyLength();
     if usize::try_from(declared).ok() != Some(actual) {
         return invalid(format!(
@@ -229,7 +229,7 @@ fn check_body_length(message: &Message, actual: usize) -> Result<()> {
 
 /// The schema of a schema message, every field checked before arrow converts it (its
 /// conversion panics on a malformed field).
-fn checked_schema(message: &Message) -> Result<Schema> {
+fn checked_schema(message: &Message<'_>) -> Result<Schema> {
     let schema = message
         .header_as_schema()
         .ok_or_else(|| IpcError::Invalid("schema header missing".into()))?;
@@ -252,7 +252,7 @@ fn checked_schema(message: &Message) -> Result<Schema> {
 /// costs recursion in the checks, in arrow's decoder and in coercion.
 pub const MAX_NESTING_DEPTH: usize = 8;
 
-fn check_field(field: &arrow::ipc::Field, depth: usize) -> Result<()> {
+fn check_field(field: &arrow::ipc::Field<'_>, depth: usize) -> Result<()> {
     let name = field.name().unwrap_or_default();
     let refuse = |what: String| invalid(format!("column {name:?}: {what}"));
     if depth > MAX_NESTING_DEPTH {
@@ -357,7 +357,7 @@ fn check_field(field: &arrow::ipc::Field, depth: usize) -> Result<()> {
 /// Checks a record batch's nodes and buffers against the schema, the way arrow will consume
 /// them: the exact counts, every buffer inside the body, every length within bounds.
 fn check_record_batch(
-    batch: &arrow::ipc::RecordBatch,
+    batch: &arrow::ipc::RecordBatch<'_>,
     schema: &Schema,
     body_len: usize,
 ) -> Result<()> {

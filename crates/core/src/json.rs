@@ -359,7 +359,7 @@ struct BodyVisitor<'b, 's> {
 impl<'de> Visitor<'de> for BodyVisitor<'_, '_> {
     type Value = ();
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON object {\"rows\": [...]}")
     }
 
@@ -406,7 +406,7 @@ impl<'de> DeserializeSeed<'de> for RowsSeed<'_, '_> {
 impl<'de> Visitor<'de> for RowsSeed<'_, '_> {
     type Value = ();
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an array of row objects")
     }
 
@@ -438,7 +438,7 @@ impl<'de> DeserializeSeed<'de> for ColumnKey<'_, '_> {
 impl<'de> Visitor<'de> for ColumnKey<'_, '_> {
     type Value = std::result::Result<usize, String>;
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a column name")
     }
 
@@ -463,7 +463,7 @@ impl<'de> DeserializeSeed<'de> for RowSeed<'_, '_> {
 impl<'de> Visitor<'de> for RowSeed<'_, '_> {
     type Value = ();
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "row {} as a JSON object", self.builder.rows)
     }
 

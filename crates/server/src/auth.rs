@@ -23,11 +23,11 @@ use crate::telemetry::metrics::Api;
 use crate::telemetry::Metrics;
 
 /// The shortest token accepted in the configuration: shorter ones can be guessed.
-pub const MIN_TOKEN_LENGTH: usize = 16;
+pub(crate) const MIN_TOKEN_LENGTH: usize = 16;
 
 /// What a request does, as far as permissions go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
+pub(crate) enum Operation {
     /// Online, history and training data reads.
     ReadData,
     /// Get, list, describe a feature set, its schema or flight info.
@@ -44,7 +44,7 @@ pub enum Operation {
 
 impl Operation {
     /// The scope a token needs for the operation; `None`: any valid token.
-    pub fn scope(self) -> Option<Scope> {
+    pub(crate) fn scope(self) -> Option<Scope> {
         match self {
             Operation::ReadData | Operation::Describe => Some(Scope::Read),
             Operation::Ingest => Some(Scope::Write),
@@ -67,7 +67,7 @@ impl Operation {
     /// The operation of a Flight call, by gRPC method name; `None` for `Handshake`, which
     /// authenticates itself. `DoAction` needs only a valid token here: its action decides
     /// ([`Operation::of_action`]).
-    pub fn of_flight_method(method: &str) -> Option<Operation> {
+    pub(crate) fn of_flight_method(method: &str) -> Option<Operation> {
         Some(match method {
             "Handshake" => return None,
             "DoGet" | "DoExchange" => Operation::ReadData,
@@ -78,7 +78,7 @@ impl Operation {
     }
 
     /// The operation of a Flight action.
-    pub fn of_action(action: &str) -> Operation {
+    pub(crate) fn of_action(action: &str) -> Operation {
         match action {
             "get_feature_set" | "list_feature_sets" => Operation::Describe,
             "create_feature_set" | "update_feature_set" | "delete_feature_set" => Operation::Manage,
@@ -87,7 +87,7 @@ impl Operation {
     }
 
     /// The operation of an HTTP route (axum's matched path); `None` for the open routes.
-    pub fn of_http_route(method: &Method, route: Option<&str>) -> Option<Operation> {
+    pub(crate) fn of_http_route(method: &Method, route: Option<&str>) -> Option<Operation> {
         let Some(route) = route else {
             return Some(Operation::Discover);
         };
@@ -106,7 +106,7 @@ impl Operation {
 
 /// Why a request was refused: the `reason` label of `featherstore_auth_failures_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     MissingCredentials,
     MalformedCredentials,
     UnknownToken,
@@ -115,7 +115,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Refusal::MissingCredentials => "missing_credentials",
             Refusal::MalformedCredentials => "malformed_credentials",
@@ -127,7 +127,7 @@ impl Refusal {
 }
 
 /// One configured token, resolved.
-pub struct Grant {
+pub(crate) struct Grant {
     pub name: String,
     digest: [u8; 32],
     scopes: Vec<Scope>,
@@ -180,14 +180,14 @@ fn glob_matches(pattern: &str, text: &str) -> bool {
 }
 
 /// The configured tokens; `None` from [`Authenticator::from_config`] means auth is off.
-pub struct Authenticator {
+pub(crate) struct Authenticator {
     grants: Vec<Arc<Grant>>,
 }
 
 impl Authenticator {
     /// Resolves every token (reading `token_file`s and `token_env` variables) and checks the
     /// section; `None` when no token is configured. The errors name the token, never its value.
-    pub fn from_config(config: &AuthConfig) -> Result<Option<Arc<Authenticator>>, String> {
+    pub(crate) fn from_config(config: &AuthConfig) -> Result<Option<Arc<Authenticator>>, String> {
         if config.tokens.is_empty() {
             return Ok(None);
         }
@@ -208,7 +208,7 @@ impl Authenticator {
 
     /// The grant of a presented token: every configured digest is compared, in constant
     /// time, whichever matches.
-    pub fn verify(&self, token: &[u8]) -> Option<Arc<Grant>> {
+    pub(crate) fn verify(&self, token: &[u8]) -> Option<Arc<Grant>> {
         let presented = digest(token);
         let mut found = None;
         for grant in &self.grants {
@@ -220,7 +220,7 @@ impl Authenticator {
     }
 
     /// Authenticates the `authorization` value of a request (`Bearer <token>`).
-    pub fn bearer(&self, value: Option<&[u8]>) -> Result<Arc<Grant>, (Refusal, ApiError)> {
+    pub(crate) fn bearer(&self, value: Option<&[u8]>) -> Result<Arc<Grant>, (Refusal, ApiError)> {
         let value = value.ok_or_else(|| {
             (
                 Refusal::MissingCredentials,
@@ -248,7 +248,7 @@ impl Authenticator {
 }
 
 /// The credentials after a case-insensitive scheme (`bearer `, `basic `), trimmed.
-pub fn strip_scheme<'a>(value: &'a [u8], scheme: &[u8]) -> Option<&'a [u8]> {
+pub(crate) fn strip_scheme<'a>(value: &'a [u8], scheme: &[u8]) -> Option<&'a [u8]> {
     let head = value.get(..scheme.len())?;
     if !head.eq_ignore_ascii_case(scheme) {
         return None;
@@ -309,14 +309,14 @@ fn resolve(config: &TokenConfig) -> Result<Grant, String> {
 
 /// Who is calling, as the handlers see it: anyone (auth is off) or a token's grant.
 #[derive(Clone)]
-pub struct Access {
+pub(crate) struct Access {
     grant: Option<Arc<Grant>>,
     metrics: Arc<Metrics>,
     api: Api,
 }
 
 impl Access {
-    pub fn new(grant: Option<Arc<Grant>>, metrics: Arc<Metrics>, api: Api) -> Self {
+    pub(crate) fn new(grant: Option<Arc<Grant>>, metrics: Arc<Metrics>, api: Api) -> Self {
         Access {
             grant,
             metrics,
@@ -331,7 +331,7 @@ impl Access {
     }
 
     /// Refuses an operation the token has no scope for.
-    pub fn require(&self, operation: Operation) -> ApiResult<()> {
+    pub(crate) fn require(&self, operation: Operation) -> ApiResult<()> {
         let (Some(grant), Some(scope)) = (&self.grant, operation.scope()) else {
             return Ok(());
         };
@@ -350,7 +350,7 @@ impl Access {
     }
 
     /// Refuses a feature set outside the token's `feature_sets`.
-    pub fn require_set(&self, set: &str) -> ApiResult<()> {
+    pub(crate) fn require_set(&self, set: &str) -> ApiResult<()> {
         match &self.grant {
             Some(grant) if !grant.may_touch(set) => Err(self.refuse(
                 Refusal::FeatureSet,
@@ -361,7 +361,7 @@ impl Access {
     }
 
     /// Whether listings show the set.
-    pub fn sees(&self, set: &str) -> bool {
+    pub(crate) fn sees(&self, set: &str) -> bool {
         self.grant.as_ref().is_none_or(|g| g.may_touch(set))
     }
 }
@@ -376,7 +376,7 @@ fn scope_name(scope: Scope) -> &'static str {
 
 /// Authenticates a request by its headers and checks the operation's scope: the [`Access`]
 /// its handlers get, or the refusal (already counted).
-pub fn authorize(
+pub(crate) fn authorize(
     authenticator: Option<&Authenticator>,
     metrics: &Arc<Metrics>,
     api: Api,
@@ -403,14 +403,14 @@ pub fn authorize(
 
 /// What the HTTP middleware needs.
 #[derive(Clone)]
-pub struct HttpAuth {
+pub(crate) struct HttpAuth {
     pub authenticator: Option<Arc<Authenticator>>,
     pub metrics: Arc<Metrics>,
 }
 
 /// The HTTP middleware: authenticates, checks the route's scope and the feature set of a
 /// `/v1/feature-sets/{name}` route, and gives the handlers the request's [`Access`].
-pub async fn http_layer(
+pub(crate) async fn http_layer(
     State(auth): State<HttpAuth>,
     mut request: Request,
     next: Next,

@@ -87,7 +87,7 @@ impl ApiError {
     }
 }
 
-pub type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 /// The gRPC status of each code (PROTOCOL.md's error table and docs/api.md's additions).
 fn grpc_code(code: ErrorCode) -> tonic::Code {
@@ -120,7 +120,7 @@ impl From<ApiError> for tonic::Status {
 }
 
 /// The HTTP status of each code (PROTOCOL.md's error table and docs/api.md's additions).
-pub fn http_status(code: ErrorCode) -> StatusCode {
+pub(crate) fn http_status(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::InvalidArgument => StatusCode::BAD_REQUEST,

@@ -75,12 +75,12 @@ impl Rejection {
 }
 
 /// A configured number of seconds as a duration (validated positive at startup).
-pub fn seconds(value: f64) -> Duration {
+pub(crate) fn seconds(value: f64) -> Duration {
     Duration::try_from_secs_f64(value).unwrap_or(Duration::MAX)
 }
 
 /// The limits in force, and what they count.
-pub struct Guards {
+pub(crate) struct Guards {
     pub request_timeout: Duration,
     pub stream_idle: Duration,
     /// `/health` reports storage stalled once a call waited this long for a connection.
@@ -98,7 +98,7 @@ pub struct Guards {
 
 /// Holds a request's place among the concurrent requests (and the client's streams) until it
 /// and its response body are done.
-pub struct RequestPermit {
+pub(crate) struct RequestPermit {
     _request: OwnedSemaphorePermit,
     _stream: Option<ClientStream>,
 }
@@ -121,7 +121,7 @@ impl Drop for ClientStream {
 }
 
 impl Guards {
-    pub fn new(config: &LimitsConfig) -> Self {
+    pub(crate) fn new(config: &LimitsConfig) -> Self {
         let ingest_budget =
             u32::try_from(config.max_ingest_bytes_in_flight.max(1)).unwrap_or(u32::MAX);
         Guards {
@@ -142,7 +142,7 @@ impl Guards {
 
     /// Admits a request on `api`, refusing it at once when the API is at its concurrency limit
     /// or, for a stream, when its client is at its stream limit.
-    pub fn admit(
+    pub(crate) fn admit(
         &self,
         api: Api,
         peer: Option<IpAddr>,
@@ -191,7 +191,10 @@ impl Guards {
     /// Reserves `bytes` of the ingest budget while a batch is stored: waits up to
     /// `ingest_wait_seconds` for other batches to finish, then refuses. A batch larger than
     /// the whole budget waits for all of it.
-    pub async fn ingest_bytes(&self, bytes: usize) -> Result<OwnedSemaphorePermit, ApiError> {
+    pub(crate) async fn ingest_bytes(
+        &self,
+        bytes: usize,
+    ) -> Result<OwnedSemaphorePermit, ApiError> {
         let wanted = u32::try_from(bytes)
             .unwrap_or(u32::MAX)
             .clamp(1, self.ingest_budget);
@@ -212,7 +215,7 @@ impl Guards {
     }
 
     /// The error of a request that ran out of `request_timeout_seconds`.
-    pub fn timed_out(&self) -> ApiError {
+    pub(crate) fn timed_out(&self) -> ApiError {
         ApiError::rejected(
             Rejection::Timeout,
             format!(
@@ -224,7 +227,7 @@ impl Guards {
 
     /// The error of a client that sent nothing for `stream_idle_timeout_seconds`; a domain
     /// error, as it may travel through the store (entity rows of training data).
-    pub fn input_idle(&self, what: &str) -> featherstore_core::Error {
+    pub(crate) fn input_idle(&self, what: &str) -> featherstore_core::Error {
         featherstore_core::Error::DeadlineExceeded(format!(
             "{what}: the client sent nothing for {:.1} s",
             self.stream_idle.as_secs_f64()
@@ -233,7 +236,7 @@ impl Guards {
 }
 
 /// A response body that holds a value (a [`RequestPermit`]) until the body is done.
-pub struct Guarded<B, G> {
+pub(crate) struct Guarded<B, G> {
     pub body: B,
     /// Dropped with the body.
     pub _guard: G,

@@ -30,7 +30,7 @@ use crate::telemetry::Metrics;
 
 /// What every request handler shares.
 #[derive(Clone)]
-pub struct AppState {
+pub(crate) struct AppState {
     pub store: Arc<FeatureStore>,
     pub metrics: Arc<Metrics>,
     pub max_message_bytes: usize,
@@ -44,7 +44,7 @@ const STREAM_BUFFER: usize = 4;
 /// with the work's error, if any, as its last item. Dropping it cancels the work: a query
 /// still running is interrupted, and a wait for a connection ends, so the connection is free
 /// at once (see [`Cancellation`]).
-pub struct BlockingStream {
+pub(crate) struct BlockingStream {
     batches: mpsc::Receiver<RecordBatch>,
     /// The work's outcome once it is over: `None` when it succeeded (or its client went away).
     outcome: Option<oneshot::Receiver<Option<ApiError>>>,
@@ -108,7 +108,7 @@ impl Drop for BlockingStream {
 /// `failure` is sent as the stream's last item. Without it the task's sender would just be
 /// dropped and the stream end as if complete: a client would take a truncated answer (or
 /// a DoPut that stored nothing) for a successful one.
-pub fn report_failure<T: Send + 'static>(
+pub(crate) fn report_failure<T: Send + 'static>(
     task: tokio::task::JoinHandle<()>,
     tx: mpsc::Sender<T>,
     failure: impl FnOnce(String) -> T + Send + 'static,
@@ -124,7 +124,7 @@ pub fn report_failure<T: Send + 'static>(
 
 /// Runs blocking storage work off the async runtime. The work is skipped if the caller gave
 /// up before it started (it was queued behind others and its client went away).
-pub async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> ApiResult<T> + Send + 'static,
 ) -> ApiResult<T> {
     struct Abandoned(Arc<AtomicBool>);
@@ -149,7 +149,7 @@ pub async fn blocking<T: Send + 'static>(
 }
 
 /// Parses `{"name": ...}`, the body of the get and delete actions.
-pub fn parse_name(body: &[u8]) -> ApiResult<String> {
+pub(crate) fn parse_name(body: &[u8]) -> ApiResult<String> {
     Ok(featherstore_core::action::parse_name(body)?)
 }
 
@@ -168,7 +168,7 @@ fn stream_blocking<F>(
     work: F,
 ) -> BlockingStream
 where
-    F: FnOnce(BatchSink) -> featherstore_store::Result<()> + Send + 'static,
+    F: FnOnce(BatchSink<'_>) -> featherstore_store::Result<()> + Send + 'static,
 {
     let count = StreamCount {
         metrics: metrics.clone(),
@@ -245,7 +245,7 @@ fn record_count(span: &Span, field: &str, n: usize) {
 
 impl AppState {
     /// Online values for an online ticket, from memory only.
-    pub fn online(&self, ticket: &OnlineTicket) -> ApiResult<RecordBatch> {
+    pub(crate) fn online(&self, ticket: &OnlineTicket) -> ApiResult<RecordBatch> {
         let span = Span::current();
         span.record("feature_set", ticket.feature_set.as_str());
         record_count(&span, "entities", ticket.entities.len());
@@ -256,7 +256,7 @@ impl AppState {
 
     /// Plans a history ticket, then streams its rows as storage reads them; returns their
     /// schema and the stream. A bad ticket fails here, before a stream starts.
-    pub fn history(
+    pub(crate) fn history(
         &self,
         counted_as: (Api, &'static str),
         ticket: &HistoryTicket,
@@ -283,7 +283,7 @@ impl AppState {
     }
 
     /// Streams the point-in-time join of a planned training data command over `entity_rows`.
-    pub fn training_data<I>(
+    pub(crate) fn training_data<I>(
         &self,
         counted_as: (Api, &'static str),
         plan: TrainingPlan,
@@ -316,9 +316,13 @@ impl AppState {
 
     /// [`stream_blocking`] with the configured idle timeout (`stream_idle_timeout_seconds`);
     /// its end is counted as `method` of `api` (see [`StreamCount`]).
-    pub fn stream_blocking<F>(&self, counted_as: (Api, &'static str), work: F) -> BlockingStream
+    pub(crate) fn stream_blocking<F>(
+        &self,
+        counted_as: (Api, &'static str),
+        work: F,
+    ) -> BlockingStream
     where
-        F: FnOnce(BatchSink) -> featherstore_store::Result<()> + Send + 'static,
+        F: FnOnce(BatchSink<'_>) -> featherstore_store::Result<()> + Send + 'static,
     {
         stream_blocking(
             self.guards.stream_idle,
@@ -329,7 +333,11 @@ impl AppState {
     }
 
     /// Creates a set; returns the stored spec and whether it is new.
-    pub async fn create_set(&self, access: &Access, body: &[u8]) -> ApiResult<(Value, bool)> {
+    pub(crate) async fn create_set(
+        &self,
+        access: &Access,
+        body: &[u8],
+    ) -> ApiResult<(Value, bool)> {
         let spec = FeatureSetSpec::from_json(body)?;
         access.require_set(&spec.name)?;
         Span::current().record("feature_set", spec.name.as_str());
@@ -339,7 +347,7 @@ impl AppState {
     }
 
     /// The stored spec plus `stats`.
-    pub async fn describe_set(&self, name: String) -> ApiResult<Value> {
+    pub(crate) async fn describe_set(&self, name: String) -> ApiResult<Value> {
         let store = self.store.clone();
         let (spec, stats) = blocking(move || {
             let set = store.get(&name)?;
@@ -356,7 +364,7 @@ impl AppState {
     }
 
     /// The specs of the sets the caller may see.
-    pub fn list_sets(&self, access: &Access) -> Value {
+    pub(crate) fn list_sets(&self, access: &Access) -> Value {
         Value::Array(
             self.store
                 .list()
@@ -367,20 +375,20 @@ impl AppState {
         )
     }
 
-    pub async fn delete_set(&self, name: String) -> ApiResult<()> {
+    pub(crate) async fn delete_set(&self, name: String) -> ApiResult<()> {
         let store = self.store.clone();
         blocking(move || Ok(store.delete(&name)?)).await
     }
 
     /// Stores one batch durably, as the whole of a request (HTTP); returns its row count.
-    pub async fn ingest(&self, name: String, batch: RecordBatch) -> ApiResult<usize> {
+    pub(crate) async fn ingest(&self, name: String, batch: RecordBatch) -> ApiResult<usize> {
         let rows = self.store_batch(name, batch).await?;
         record_count(&Span::current(), "rows", rows);
         Ok(rows)
     }
 
     /// Stores one batch durably (one of a stream of them); returns its row count.
-    pub async fn store_batch(&self, name: String, batch: RecordBatch) -> ApiResult<usize> {
+    pub(crate) async fn store_batch(&self, name: String, batch: RecordBatch) -> ApiResult<usize> {
         let store = self.store.clone();
         let set = name.clone();
         let bytes = crate::telemetry::metrics::batch_bytes(&batch);
@@ -392,13 +400,13 @@ impl AppState {
     }
 
     /// Checks that a feature set exists (before a stream of work for it starts).
-    pub fn require_set(&self, name: &str) -> ApiResult<()> {
+    pub(crate) fn require_set(&self, name: &str) -> ApiResult<()> {
         self.store.get(name).map(|_| ()).map_err(Into::into)
     }
 }
 
 /// The feature set a Flight descriptor names: path `[name]`.
-pub fn set_from_path(path: &[String]) -> ApiResult<String> {
+pub(crate) fn set_from_path(path: &[String]) -> ApiResult<String> {
     match path {
         [name] => Ok(name.clone()),
         _ => Err(DomainError::invalid(format!(

@@ -15,7 +15,7 @@ use crate::config::TlsConfig;
 
 /// A client has this long to complete its handshake: one that stalls holds only its socket,
 /// and not for long.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn read(what: &str, path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("reading server.tls.{what} {}: {e}", path.display()))
@@ -36,7 +36,7 @@ fn certificates(what: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>,
 }
 
 /// The rustls configuration of the HTTP port (HTTP/1.1).
-pub fn http_config(config: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, String> {
+pub(crate) fn http_config(config: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = certificates("cert_file", &config.cert_file)?;
     let key = PrivateKeyDer::from_pem_slice(&read("key_file", &config.key_file)?)
@@ -67,7 +67,9 @@ pub fn http_config(config: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, Stri
 }
 
 /// The tonic TLS configuration of the Flight port (HTTP/2).
-pub fn flight_config(config: &TlsConfig) -> Result<tonic::transport::ServerTlsConfig, String> {
+pub(crate) fn flight_config(
+    config: &TlsConfig,
+) -> Result<tonic::transport::ServerTlsConfig, String> {
     use tonic::transport::{Certificate, Identity, ServerTlsConfig};
     // Checked here, with the same messages as the HTTP port; tonic parses them again.
     http_config(config)?;

@@ -296,7 +296,7 @@ impl FeatureStore {
         &self,
         set: &FeatureSet,
         query: &HistoryQuery,
-        sink: BatchSink,
+        sink: BatchSink<'_>,
     ) -> Result<()> {
         let span = debug_span!("storage.scan", feature_set = %set.spec.name, rows = field::Empty);
         let _entered = span.enter();
@@ -331,8 +331,8 @@ impl FeatureStore {
     pub fn training_data(
         &self,
         plan: &TrainingPlan,
-        entity_rows: EntityRows,
-        sink: BatchSink,
+        entity_rows: EntityRows<'_>,
+        sink: BatchSink<'_>,
     ) -> Result<()> {
         let span = debug_span!(
             "storage.training",

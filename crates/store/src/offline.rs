@@ -45,7 +45,7 @@ pub trait OfflineStore: Send + Sync {
     /// `_seq`, the ingest order (`query::sql::SEQ_COLUMN`). The relations show one
     /// consistent state and stay valid until `work` returns. All reads go through here: DuckDB
     /// is the query engine of every backend.
-    fn query_relations(&self, specs: &[&FeatureSetSpec], work: RelationWork) -> Result<()>;
+    fn query_relations(&self, specs: &[&FeatureSetSpec], work: RelationWork<'_>) -> Result<()>;
 
     /// The connections every storage call takes one of: the health check watches them.
     fn pool(&self) -> &ConnectionPool;
@@ -72,7 +72,7 @@ pub trait OfflineStore: Send + Sync {
     // does not override them, so that every backend gives the same answers.
 
     /// History rows ordered by entity, event time, then ingest order.
-    fn scan(&self, spec: &FeatureSetSpec, query: &HistoryQuery, sink: BatchSink) -> Result<()> {
+    fn scan(&self, spec: &FeatureSetSpec, query: &HistoryQuery, sink: BatchSink<'_>) -> Result<()> {
         self.query_relations(&[spec], &mut |conn, relations| {
             reads::history(conn, &relations[0], spec, query, sink)
         })
@@ -80,7 +80,7 @@ pub trait OfflineStore: Send + Sync {
 
     /// Exactly one row per entity, all features: its online value ignoring TTL (greatest event
     /// time, ties to the later ingest). Used to rebuild the online index at startup.
-    fn latest(&self, spec: &FeatureSetSpec, sink: BatchSink) -> Result<()> {
+    fn latest(&self, spec: &FeatureSetSpec, sink: BatchSink<'_>) -> Result<()> {
         self.query_relations(&[spec], &mut |conn, relations| {
             reads::latest(conn, &relations[0], spec, sink)
         })

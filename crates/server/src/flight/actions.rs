@@ -22,7 +22,7 @@ const ACTIONS: &[(&str, &str)] = &[
     ),
 ];
 
-pub fn list() -> Vec<ActionType> {
+pub(super) fn list() -> Vec<ActionType> {
     ACTIONS
         .iter()
         .map(|(name, description)| ActionType {
@@ -33,14 +33,14 @@ pub fn list() -> Vec<ActionType> {
 }
 
 /// The metrics label of an action: its name when known.
-pub fn method_name(action: &str) -> &'static str {
+pub(super) fn method_name(action: &str) -> &'static str {
     ACTIONS
         .iter()
         .find(|(name, _)| *name == action)
         .map_or("unknown_action", |(name, _)| name)
 }
 
-pub async fn do_action(
+pub(super) async fn do_action(
     state: &AppState,
     access: &Access,
     action: Action,

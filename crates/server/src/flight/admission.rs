@@ -20,7 +20,7 @@ use crate::telemetry::Metrics;
 const STREAMS: [&str; 3] = ["/DoGet", "/DoPut", "/DoExchange"];
 
 #[derive(Clone)]
-pub struct AdmissionLayer {
+pub(crate) struct AdmissionLayer {
     pub guards: Arc<Guards>,
     pub metrics: Arc<Metrics>,
 }
@@ -37,7 +37,7 @@ impl<S> Layer<S> for AdmissionLayer {
 }
 
 #[derive(Clone)]
-pub struct Admission<S> {
+pub(crate) struct Admission<S> {
     inner: S,
     layer: AdmissionLayer,
 }

@@ -23,14 +23,18 @@ use crate::telemetry::Metrics;
 /// The tonic service `S`, behind authentication: each call gets its [`Access`] in its
 /// extensions, or is answered UNAUTHENTICATED / PERMISSION_DENIED without reaching `S`.
 #[derive(Clone)]
-pub struct Authenticated<S> {
+pub(crate) struct Authenticated<S> {
     inner: S,
     authenticator: Option<Arc<Authenticator>>,
     metrics: Arc<Metrics>,
 }
 
 impl<S> Authenticated<S> {
-    pub fn new(inner: S, authenticator: Option<Arc<Authenticator>>, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(
+        inner: S,
+        authenticator: Option<Arc<Authenticator>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Authenticated {
             inner,
             authenticator,
@@ -86,7 +90,7 @@ where
 
 /// The [`Access`] the wrapper gave a call; its absence is a fault of the server (a handler
 /// reached without the wrapper), refused rather than let through.
-pub fn access_of(extensions: &tonic::Extensions) -> ApiResult<Access> {
+pub(super) fn access_of(extensions: &tonic::Extensions) -> ApiResult<Access> {
     extensions
         .get::<Access>()
         .cloned()
@@ -94,7 +98,7 @@ pub fn access_of(extensions: &tonic::Extensions) -> ApiResult<Access> {
 }
 
 /// The outcome of a Handshake: the token to answer with (auth on), or none (auth off).
-pub async fn handshake(
+pub(super) async fn handshake(
     authenticator: Option<&Authenticator>,
     metrics: &Metrics,
     metadata: &MetadataMap,
@@ -162,7 +166,7 @@ fn refuse(metrics: &Metrics, reason: Refusal, message: &str) -> Status {
 }
 
 /// `authorization: Bearer <token>`, the Handshake's answer header.
-pub fn bearer_header(token: &[u8]) -> ApiResult<MetadataValue<tonic::metadata::Ascii>> {
+pub(super) fn bearer_header(token: &[u8]) -> ApiResult<MetadataValue<tonic::metadata::Ascii>> {
     let mut value = b"Bearer ".to_vec();
     value.extend_from_slice(token);
     MetadataValue::try_from(value)

@@ -36,7 +36,7 @@ async fn describe(state: &AppState, name: String) -> ApiResult<FlightInfo> {
         .with_ordered(true))
 }
 
-pub async fn list_flights(
+pub(super) async fn list_flights(
     state: &AppState,
     access: &Access,
 ) -> ApiResult<FlightStream<FlightInfo>> {
@@ -61,11 +61,17 @@ fn descriptor_set(descriptor: &FlightDescriptor) -> ApiResult<String> {
     set_from_path(&descriptor.path)
 }
 
-pub async fn flight_info(state: &AppState, descriptor: FlightDescriptor) -> ApiResult<FlightInfo> {
+pub(super) async fn flight_info(
+    state: &AppState,
+    descriptor: FlightDescriptor,
+) -> ApiResult<FlightInfo> {
     describe(state, descriptor_set(&descriptor)?).await
 }
 
-pub async fn schema(state: &AppState, descriptor: FlightDescriptor) -> ApiResult<SchemaResult> {
+pub(super) async fn schema(
+    state: &AppState,
+    descriptor: FlightDescriptor,
+) -> ApiResult<SchemaResult> {
     let set = state.store.get(&descriptor_set(&descriptor)?)?;
     let schema = set.spec.arrow_schema();
     Ok(SchemaAsIpc::new(&schema, &IpcWriteOptions::default()).try_into()?)

@@ -19,7 +19,7 @@ use crate::telemetry::traces;
 /// Entity-row batches buffered between the network and the storage thread.
 const INPUT_BUFFER: usize = 2;
 
-pub async fn do_exchange(
+pub(super) async fn do_exchange(
     state: &AppState,
     access: &Access,
     mut input: Streaming<FlightData>,

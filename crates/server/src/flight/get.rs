@@ -14,7 +14,7 @@ use crate::service::AppState;
 use crate::telemetry::metrics::Api;
 use crate::telemetry::traces;
 
-pub async fn do_get(
+pub(super) async fn do_get(
     state: &AppState,
     access: &Access,
     ticket: Ticket,

@@ -37,16 +37,16 @@ use crate::telemetry::traces;
 /// Calls that store: exempt from the request timeout.
 const WRITES: [&str; 3] = ["do_put", "create_feature_set", "delete_feature_set"];
 
-pub use admission::AdmissionLayer;
+pub(crate) use admission::AdmissionLayer;
 
-pub struct FlightApi {
+pub(crate) struct FlightApi {
     state: AppState,
     /// Checks the Handshake's credentials; `None`: auth is off.
     authenticator: Option<Arc<Authenticator>>,
 }
 
 /// The tonic service, with the configured message size limit, behind authentication.
-pub fn service(
+pub(crate) fn service(
     state: AppState,
     authenticator: Option<Arc<Authenticator>>,
 ) -> Authenticated<FlightServiceServer<FlightApi>> {

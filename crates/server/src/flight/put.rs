@@ -21,7 +21,7 @@ use crate::telemetry::metrics::Api;
 /// Acknowledgements buffered for a slow client before ingest pauses.
 const ACK_BUFFER: usize = 2;
 
-pub async fn do_put(
+pub(super) async fn do_put(
     state: AppState,
     access: &Access,
     mut input: Streaming<FlightData>,

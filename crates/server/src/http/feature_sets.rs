@@ -13,7 +13,7 @@ use crate::auth::Access;
 use crate::error::ApiResult;
 use crate::service::{blocking, AppState};
 
-pub async fn list(
+pub(super) async fn list(
     State(state): State<AppState>,
     Extension(access): Extension<Access>,
 ) -> Json<Value> {
@@ -21,7 +21,7 @@ pub async fn list(
 }
 
 /// 201 with the stored spec; 200 when the same spec already exists.
-pub async fn create(
+pub(super) async fn create(
     State(state): State<AppState>,
     Extension(access): Extension<Access>,
     body: Body,
@@ -36,7 +36,7 @@ pub async fn create(
     Ok((status, Json(spec)).into_response())
 }
 
-pub async fn describe(
+pub(super) async fn describe(
     State(state): State<AppState>,
     name: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Value>> {
@@ -44,7 +44,7 @@ pub async fn describe(
     Ok(Json(state.describe_set(name).await?))
 }
 
-pub async fn delete(
+pub(super) async fn delete(
     State(state): State<AppState>,
     name: Result<Path<String>, PathRejection>,
 ) -> ApiResult<StatusCode> {
@@ -54,7 +54,7 @@ pub async fn delete(
 }
 
 /// JSON `{"rows": [...]}` or an Arrow IPC stream; either way one batch. 200 `{"rows": n}`.
-pub async fn ingest(
+pub(super) async fn ingest(
     State(state): State<AppState>,
     name: Result<Path<String>, PathRejection>,
     headers: HeaderMap,

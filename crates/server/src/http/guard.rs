@@ -20,7 +20,7 @@ const UNLIMITED: [&str; 2] = ["/health", "/metrics"];
 
 /// Admits the request (or answers 503 / 429 at once) and holds its place until its response
 /// body is done.
-pub async fn admit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(super) async fn admit(State(state): State<AppState>, request: Request, next: Next) -> Response {
     // The probes must answer however busy the server is.
     if UNLIMITED.contains(&request.uri().path()) {
         return next.run(request).await;
@@ -55,7 +55,11 @@ fn is_write(method: &Method, route: &str) -> bool {
 }
 
 /// Ends a read that has not started its response within `request_timeout_seconds` with 504.
-pub async fn timeout(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(super) async fn timeout(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()

@@ -19,7 +19,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Storage is stalled when a storage call has waited for a connection longer than
 /// `limits.storage_stall_seconds`, or when the probe gets no connection (for reads, or for
 /// writes) within a second.
-pub async fn health(State(state): State<AppState>) -> Response {
+pub(super) async fn health(State(state): State<AppState>) -> Response {
     let threshold = state.guards.storage_stall;
     let mut stalled: Vec<Value> = Vec::new();
     if let Some(waiting) = state.store.storage_waiting() {

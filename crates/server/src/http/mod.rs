@@ -27,10 +27,10 @@ use crate::service::AppState;
 use crate::telemetry::metrics::Api;
 use crate::telemetry::traces;
 
-pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+pub(crate) const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 
 /// The API router; with an authenticator, every route but `/health` needs a token.
-pub fn router(state: AppState, authenticator: Option<Arc<Authenticator>>) -> Router {
+pub(crate) fn router(state: AppState, authenticator: Option<Arc<Authenticator>>) -> Router {
     let auth = HttpAuth {
         authenticator,
         metrics: state.metrics.clone(),
@@ -68,7 +68,7 @@ pub fn router(state: AppState, authenticator: Option<Arc<Authenticator>>) -> Rou
 }
 
 /// The router of the metrics port: `/metrics` only.
-pub fn metrics_router(state: AppState) -> Router {
+pub(crate) fn metrics_router(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .with_state(state)
@@ -132,7 +132,7 @@ fn code_label(response: &Response) -> &'static str {
 
 /// Reads a whole request body, refusing more than the configured limit with 413, and a
 /// client that sends nothing for the stream idle timeout with 504.
-pub async fn read_body(state: &AppState, body: Body) -> ApiResult<Bytes> {
+pub(crate) async fn read_body(state: &AppState, body: Body) -> ApiResult<Bytes> {
     use http_body_util::BodyExt;
     let limit = state.max_message_bytes;
     let mut limited = http_body_util::Limited::new(body, limit);
@@ -163,7 +163,7 @@ pub async fn read_body(state: &AppState, body: Body) -> ApiResult<Bytes> {
 }
 
 /// Whether the request asks for an Arrow IPC stream answer.
-pub fn wants_arrow(headers: &HeaderMap) -> bool {
+pub(crate) fn wants_arrow(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -171,13 +171,13 @@ pub fn wants_arrow(headers: &HeaderMap) -> bool {
 }
 
 /// Whether the request body is an Arrow IPC stream.
-pub fn sends_arrow(headers: &HeaderMap) -> bool {
+pub(crate) fn sends_arrow(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with(ARROW_STREAM))
 }
 
-pub fn streamed(content_type: &'static str, body: Body) -> Response {
+pub(crate) fn streamed(content_type: &'static str, body: Body) -> Response {
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }

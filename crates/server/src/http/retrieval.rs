@@ -24,7 +24,7 @@ use crate::telemetry::metrics::Api;
 
 const JSON: &str = "application/json";
 
-pub async fn online(
+pub(super) async fn online(
     State(state): State<AppState>,
     Extension(access): Extension<Access>,
     headers: HeaderMap,
@@ -87,7 +87,7 @@ impl Encoding {
     }
 }
 
-pub async fn history(
+pub(super) async fn history(
     State(state): State<AppState>,
     Extension(access): Extension<Access>,
     headers: HeaderMap,
@@ -109,7 +109,7 @@ pub async fn history(
 /// point-in-time features out (Arrow IPC). The command comes as query parameters
 /// (`features=a:x,b:*&timestamp=..&full_names=true`) or whole, as JSON, in the
 /// `X-FeatherStore-Command` header.
-pub async fn training_data(
+pub(super) async fn training_data(
     State(state): State<AppState>,
     Extension(access): Extension<Access>,
     params: Result<Query<TrainingParams>, QueryRejection>,
@@ -141,7 +141,7 @@ pub async fn training_data(
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TrainingParams {
+pub(super) struct TrainingParams {
     features: Option<String>,
     timestamp: Option<String>,
     full_names: Option<bool>,

@@ -46,7 +46,7 @@ impl DuckDbStore {
 
     /// Runs `work` in one transaction: committed (and so durable) if it succeeds, rolled
     /// back whole otherwise.
-    fn transaction<T>(&self, work: impl FnOnce(&PooledConnection) -> Result<T>) -> Result<T> {
+    fn transaction<T>(&self, work: impl FnOnce(&PooledConnection<'_>) -> Result<T>) -> Result<T> {
         let conn = self.pool.get(Purpose::Write)?;
         conn.execute_batch("BEGIN TRANSACTION")?;
         match work(&conn) {
@@ -63,7 +63,7 @@ impl DuckDbStore {
         }
     }
 
-    fn first_seq(&self, conn: &PooledConnection, set: &str, rows: i64) -> Result<i64> {
+    fn first_seq(&self, conn: &PooledConnection<'_>, set: &str, rows: i64) -> Result<i64> {
         let mut next = self.next_seq.lock();
         let first = match next.get(set) {
             Some(seq) => *seq,
@@ -169,7 +169,7 @@ impl OfflineStore for DuckDbStore {
         &self.pool
     }
 
-    fn query_relations(&self, specs: &[&FeatureSetSpec], work: RelationWork) -> Result<()> {
+    fn query_relations(&self, specs: &[&FeatureSetSpec], work: RelationWork<'_>) -> Result<()> {
         // Each statement reads a consistent snapshot (DuckDB is MVCC); sets are tables.
         let relations: Vec<String> = specs.iter().map(|s| ident(&table(&s.name))).collect();
         let conn = self.pool.get(Purpose::Read)?;

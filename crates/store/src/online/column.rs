@@ -156,7 +156,7 @@ impl ValueColumn {
     }
 
     /// Appends a slot holding row `row` of `source`.
-    pub(super) fn push(&mut self, source: &Source, row: usize) {
+    pub(super) fn push(&mut self, source: &Source<'_>, row: usize) {
         let slot = match self {
             ValueColumn::Fixed {
                 width,
@@ -179,7 +179,7 @@ impl ValueColumn {
         self.set(slot, source, row);
     }
 
-    pub(super) fn set(&mut self, slot: usize, source: &Source, row: usize) {
+    pub(super) fn set(&mut self, slot: usize, source: &Source<'_>, row: usize) {
         match (self, source) {
             (
                 ValueColumn::Fixed {

@@ -63,7 +63,7 @@ impl Shard {
         slot: Option<u32>,
         row: usize,
         timestamp: i64,
-        sources: &[Source],
+        sources: &[Source<'_>],
     ) -> Option<u32> {
         match slot {
             Some(slot) => {
@@ -134,7 +134,7 @@ impl OnlineSet for OnlineIndex {
     }
 
     /// Cannot fail: [`PreparedBatch::check`] checked the batch.
-    fn apply(&self, batch: &PreparedBatch) -> Result<()> {
+    fn apply(&self, batch: &PreparedBatch<'_>) -> Result<()> {
         let n = batch.rows;
         if n == 0 {
             return Ok(());

@@ -41,7 +41,7 @@ pub trait OnlineSet: Send + Sync {
     /// order. The in-memory backend cannot fail here; a remote one can (its store is
     /// unreachable): the batch is then reported as failed, and applying it again later is
     /// harmless, since the same rows win the same ties.
-    fn apply(&self, batch: &PreparedBatch) -> Result<()>;
+    fn apply(&self, batch: &PreparedBatch<'_>) -> Result<()>;
 
     /// Online values of `keys` in request order (duplicates included): entity, the chosen
     /// features (indices into the spec's), timestamp. Unknown entities, and values older

@@ -48,7 +48,7 @@ pub(super) fn rewrite(
     set: &SetState,
     maintenance: &mut Maintenance,
     rows: &str,
-    change: Change,
+    change: Change<'_>,
 ) -> Result<Vec<WrittenFile>> {
     let spec = &set.spec;
     let ts = ident(&spec.timestamp);
@@ -66,7 +66,7 @@ fn commit(
     set: &SetState,
     maintenance: &Maintenance,
     written: &[WrittenFile],
-    change: &Change,
+    change: &Change<'_>,
 ) -> Result<()> {
     let current = Arc::clone(&set.snapshot.read());
     let next = next_snapshot(set, &current, written, change);
@@ -93,7 +93,7 @@ fn next_snapshot(
     set: &SetState,
     current: &Snapshot,
     written: &[WrittenFile],
-    change: &Change,
+    change: &Change<'_>,
 ) -> Snapshot {
     let replaced: HashSet<&str> = change
         .replaced

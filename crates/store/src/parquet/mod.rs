@@ -389,7 +389,7 @@ impl OfflineStore for ParquetStore {
         self.inner.disk_usage().map(Some)
     }
 
-    fn query_relations(&self, specs: &[&FeatureSetSpec], work: RelationWork) -> Result<()> {
+    fn query_relations(&self, specs: &[&FeatureSetSpec], work: RelationWork<'_>) -> Result<()> {
         let sets = specs
             .iter()
             .map(|spec| self.inner.set(&spec.name))

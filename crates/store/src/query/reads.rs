@@ -9,30 +9,30 @@ use crate::types::{BatchSink, HistoryQuery, SetStats};
 use crate::Result;
 
 /// History rows ordered by entity, event time, then ingest order.
-pub fn history(
+pub(crate) fn history(
     conn: &Connection,
     relation: &str,
     spec: &FeatureSetSpec,
     query: &HistoryQuery,
-    sink: BatchSink,
+    sink: BatchSink<'_>,
 ) -> Result<()> {
     let schema = spec.projected_schema(&query.features, false);
     sql::stream_query(conn, &sql::history(spec, relation, query), &schema, sink)
 }
 
 /// One row per entity, all features: the greatest event time, ties to the later ingest.
-pub fn latest(
+pub(crate) fn latest(
     conn: &Connection,
     relation: &str,
     spec: &FeatureSetSpec,
-    sink: BatchSink,
+    sink: BatchSink<'_>,
 ) -> Result<()> {
     let schema = spec.arrow_schema();
     sql::stream_query(conn, &sql::latest(spec, relation), &schema, sink)
 }
 
 /// Rows, distinct entities and the greatest event time.
-pub fn stats(conn: &Connection, relation: &str, spec: &FeatureSetSpec) -> Result<SetStats> {
+pub(crate) fn stats(conn: &Connection, relation: &str, spec: &FeatureSetSpec) -> Result<SetStats> {
     let stats = conn.query_row(&sql::stats(spec, relation), [], |row| {
         Ok(SetStats {
             rows: row.get::<_, i64>(0)? as u64,

@@ -14,15 +14,15 @@ use crate::types::{BatchSink, HistoryQuery};
 use crate::Result;
 
 /// Ingest order of a row: increasing across a set's appends, and within a batch by row.
-pub const SEQ_COLUMN: &str = "_seq";
+pub(crate) const SEQ_COLUMN: &str = "_seq";
 
 /// A double-quoted SQL identifier.
-pub fn ident(name: &str) -> String {
+pub(crate) fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// A single-quoted SQL string literal.
-pub fn literal(text: &str) -> String {
+pub(crate) fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
@@ -52,7 +52,7 @@ pub(crate) fn entity_sql_type(t: EntityType) -> &'static str {
 }
 
 /// `CREATE TABLE` for a set's stored rows, columns in storage order.
-pub fn create_table(spec: &FeatureSetSpec, table: &str) -> String {
+pub(crate) fn create_table(spec: &FeatureSetSpec, table: &str) -> String {
     let mut sql = format!(
         "CREATE TABLE {} ({} {} NOT NULL",
         ident(table),
@@ -78,7 +78,7 @@ pub fn create_table(spec: &FeatureSetSpec, table: &str) -> String {
 
 /// The Arrow schema of stored rows: canonical columns with zone-less timestamps, then the
 /// ingest sequence.
-pub fn storage_schema(spec: &FeatureSetSpec) -> SchemaRef {
+pub(crate) fn storage_schema(spec: &FeatureSetSpec) -> SchemaRef {
     let canonical = spec.arrow_schema();
     let mut fields: Vec<Field> = canonical
         .fields()
@@ -98,7 +98,7 @@ fn strip_zone(t: &DataType) -> DataType {
 
 /// A canonical batch as stored: timestamps without zone (DuckDB `TIMESTAMP` is UTC here) and
 /// `_seq` numbering its rows from `first_seq`. No values are copied but the sequence.
-pub fn to_storage_batch(
+pub(crate) fn to_storage_batch(
     spec: &FeatureSetSpec,
     batch: &RecordBatch,
     first_seq: i64,
@@ -150,7 +150,7 @@ fn entity_list(keys: &EntityKeys) -> String {
 }
 
 /// History rows of `source`, ordered by entity, event time, ingest order.
-pub fn history(spec: &FeatureSetSpec, source: &str, query: &HistoryQuery) -> String {
+pub(crate) fn history(spec: &FeatureSetSpec, source: &str, query: &HistoryQuery) -> String {
     let ts = ident(&spec.timestamp);
     let entity = ident(&spec.entity.name);
     let mut conditions = Vec::new();
@@ -180,7 +180,7 @@ pub fn history(spec: &FeatureSetSpec, source: &str, query: &HistoryQuery) -> Str
 }
 
 /// One row per entity: the greatest event time, ties to the greatest ingest sequence.
-pub fn latest(spec: &FeatureSetSpec, source: &str) -> String {
+pub(crate) fn latest(spec: &FeatureSetSpec, source: &str) -> String {
     let all: Vec<usize> = (0..spec.features.len()).collect();
     format!(
         "SELECT {} FROM {source} QUALIFY row_number() OVER (PARTITION BY {} ORDER BY {} DESC, {} DESC) = 1",
@@ -191,7 +191,7 @@ pub fn latest(spec: &FeatureSetSpec, source: &str) -> String {
     )
 }
 
-pub fn stats(spec: &FeatureSetSpec, source: &str) -> String {
+pub(crate) fn stats(spec: &FeatureSetSpec, source: &str) -> String {
     format!(
         "SELECT count(*)::BIGINT, count(DISTINCT {})::BIGINT, epoch_us(max({})) FROM {source}",
         ident(&spec.entity.name),
@@ -201,11 +201,11 @@ pub fn stats(spec: &FeatureSetSpec, source: &str) -> String {
 
 /// Runs `sql` and hands each result batch, conformed to `schema`, to `sink` as DuckDB
 /// produces it: the result is never collected whole.
-pub fn stream_query(
+pub(crate) fn stream_query(
     conn: &Connection,
     sql: &str,
     schema: &SchemaRef,
-    sink: BatchSink,
+    sink: BatchSink<'_>,
 ) -> Result<()> {
     let mut statement = conn.prepare(sql)?;
     // The iterator `stream_arrow` returns panics on fetch errors; `step` reports them instead.
@@ -220,7 +220,7 @@ pub fn stream_query(
 }
 
 /// Casts a DuckDB result batch to the expected schema (time zones, list field names).
-pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+pub(crate) fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     let columns = batch
         .columns()
         .iter()

@@ -278,7 +278,7 @@ impl SpooledRows {
 /// batch against the plan. Memory stays bounded by one batch.
 pub(crate) fn spool(
     plan: &TrainingPlan,
-    entity_rows: EntityRows,
+    entity_rows: EntityRows<'_>,
     spool_dir: &Path,
 ) -> Result<SpooledRows> {
     std::fs::create_dir_all(spool_dir)
@@ -320,7 +320,7 @@ pub(crate) fn run(
     relations: &[String],
     plan: &TrainingPlan,
     entity_rows: &SpooledRows,
-    sink: BatchSink,
+    sink: BatchSink<'_>,
 ) -> Result<()> {
     let table = TempTable {
         conn,
