@@ -5,13 +5,14 @@ use std::collections::VecDeque;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use clap::Args;
 use futures::{StreamExt, TryStreamExt};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -260,10 +261,7 @@ async fn ingest_file(
     let record = sent.clone();
     let input = ReceiverStream::new(rx).map(move |item| match item {
         Ok((batch, bytes)) => {
-            record
-                .lock()
-                .expect("not poisoned")
-                .push_back((batch.num_rows() as u64, bytes));
+            record.lock().push_back((batch.num_rows() as u64, bytes));
             Ok(batch)
         }
         Err(e) => Err(featherstore_client::Error::InvalidArgument(e.0)),
@@ -271,11 +269,7 @@ async fn ingest_file(
     let mut acks = client.ingest_stream(set, input).await.map_err(&describe)?;
     let mut batches = 0u64;
     while let Some(ack) = acks.try_next().await.map_err(&describe)? {
-        let (_, bytes) = sent
-            .lock()
-            .expect("not poisoned")
-            .pop_front()
-            .unwrap_or((ack.rows, 0));
+        let (_, bytes) = sent.lock().pop_front().unwrap_or((ack.rows, 0));
         progress.stored(ack.rows, bytes_before + bytes);
         batches += 1;
     }

@@ -165,7 +165,7 @@ pub(crate) fn training_data(args: TrainingDataArgs) -> CliResult {
     let total_bytes = (!is_stdin(&path))
         .then(|| std::fs::metadata(&path).map(|m| m.len()))
         .transpose()?;
-    let progress = Arc::new(std::sync::Mutex::new(Progress::new(
+    let progress = Arc::new(parking_lot::Mutex::new(Progress::new(
         total_rows,
         total_bytes,
         args.output.output.is_none(),
@@ -205,9 +205,7 @@ pub(crate) fn training_data(args: TrainingDataArgs) -> CliResult {
                 let failed = batch.is_err();
                 if let Ok(batch) = &batch {
                     let bytes = source.bytes_read.load(std::sync::atomic::Ordering::Relaxed);
-                    sent.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .stored(batch.num_rows() as u64, bytes);
+                    sent.lock().stored(batch.num_rows() as u64, bytes);
                 }
                 if tx.blocking_send(batch).is_err() || failed {
                     break;
@@ -224,11 +222,7 @@ pub(crate) fn training_data(args: TrainingDataArgs) -> CliResult {
             .await
             .map_err(|e| args.server.describe(e))?;
         let written = write_results(results, &args.output, |e| args.server.describe(e)).await;
-        progress
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .bar
-            .finish_and_clear();
+        progress.lock().bar.finish_and_clear();
         written?;
         drop(reader); // it stops at the end of its file, or when the call is gone
         Ok(())

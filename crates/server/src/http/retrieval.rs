@@ -2,6 +2,7 @@
 //! with `Accept: application/vnd.apache.arrow.stream`. History is streamed as it is read.
 
 use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Query, State};
@@ -34,24 +35,8 @@ pub(super) async fn online(
     let ticket = OnlineTicket::from_json(&body)?;
     access.require_set(&ticket.feature_set)?;
     let batch = state.online(&ticket)?;
-    Ok(if wants_arrow(&headers) {
-        let mut ipc = IpcChunks::new(&batch.schema())?;
-        let mut bytes = ipc.batch(&batch)?.to_vec();
-        bytes.extend_from_slice(&ipc.finish()?);
-        streamed(ARROW_STREAM, Body::from(bytes))
-    } else {
-        streamed(JSON, Body::from(json_rows(&[batch])?))
-    })
-}
-
-fn json_rows(batches: &[RecordBatch]) -> ApiResult<Vec<u8>> {
-    let mut out = b"{\"rows\":[".to_vec();
-    let mut first = true;
-    for batch in batches {
-        write_rows(batch, &mut out, &mut first)?;
-    }
-    out.extend_from_slice(b"]}");
-    Ok(out)
+    let (encoding, content_type) = Encoding::negotiate(&headers, &batch.schema())?;
+    Ok(streamed(content_type, Body::from(encoding.whole(&batch)?)))
 }
 
 /// How history batches become body chunks.
@@ -61,6 +46,23 @@ enum Encoding {
 }
 
 impl Encoding {
+    /// The encoding the client asked for (`Accept`), and its content type.
+    fn negotiate(headers: &HeaderMap, schema: &SchemaRef) -> ApiResult<(Self, &'static str)> {
+        Ok(if wants_arrow(headers) {
+            (Encoding::Arrow(IpcChunks::new(schema)?), ARROW_STREAM)
+        } else {
+            (Encoding::Json { first: true }, JSON)
+        })
+    }
+
+    /// One batch as a whole body.
+    fn whole(mut self, batch: &RecordBatch) -> ApiResult<Vec<u8>> {
+        let mut body = self.start()?.to_vec();
+        body.extend_from_slice(&self.batch(batch)?);
+        body.extend_from_slice(&self.finish()?);
+        Ok(body)
+    }
+
     fn start(&mut self) -> ApiResult<Bytes> {
         Ok(match self {
             Encoding::Json { .. } => Bytes::from_static(b"{\"rows\":["),
@@ -97,11 +99,7 @@ pub(super) async fn history(
     let ticket = HistoryTicket::from_json(&body)?;
     access.require_set(&ticket.feature_set)?;
     let (schema, batches) = state.history((Api::Http, "POST /v1/history (stream)"), &ticket)?;
-    let (encoding, content_type) = if wants_arrow(&headers) {
-        (Encoding::Arrow(IpcChunks::new(&schema)?), ARROW_STREAM)
-    } else {
-        (Encoding::Json { first: true }, JSON)
-    };
+    let (encoding, content_type) = Encoding::negotiate(&headers, &schema)?;
     Ok(streamed(content_type, encoded_body(encoding, batches)))
 }
 

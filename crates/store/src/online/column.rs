@@ -4,10 +4,11 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    make_array, Array, ArrayData, ArrayRef, AsArray, BinaryBuilder, BooleanArray, StringArray,
+    make_array, Array, ArrayData, ArrayRef, AsArray, BinaryBuilder, BooleanArray, GenericByteArray,
+    StringArray,
 };
 use arrow::buffer::{Buffer, MutableBuffer, NullBuffer};
-use arrow::datatypes::DataType;
+use arrow::datatypes::{ByteArrayType, DataType};
 use featherstore_core::{FeatureSpec, FeatureType};
 
 use crate::{Error, Result};
@@ -86,6 +87,19 @@ pub(super) fn checked_bytes<'a>(
     in_bounds.then_some((offsets, data))
 }
 
+/// A Utf8 or Binary column as a [`Source::Bytes`], its offsets checked to be in bounds.
+fn bytes_source<T: ByteArrayType<Offset = i32>>(
+    array: &GenericByteArray<T>,
+    rows: usize,
+) -> Option<Source<'_>> {
+    let (offsets, data) = checked_bytes(array.value_offsets(), array.value_data(), rows)?;
+    Some(Source::Bytes {
+        offsets,
+        data,
+        nulls: array.nulls(),
+    })
+}
+
 impl<'a> Source<'a> {
     /// Checks that `array` has `feature`'s canonical Arrow type and `rows` readable rows.
     pub(super) fn new(feature: &FeatureSpec, array: &'a dyn Array, rows: usize) -> Result<Self> {
@@ -97,24 +111,10 @@ impl<'a> Source<'a> {
         Ok(match t {
             FeatureType::Bool => Source::Bool(array.as_boolean_opt().ok_or_else(bad)?),
             FeatureType::String => {
-                let a = array.as_string_opt::<i32>().ok_or_else(bad)?;
-                let (offsets, data) =
-                    checked_bytes(a.value_offsets(), a.value_data(), rows).ok_or_else(bad)?;
-                Source::Bytes {
-                    offsets,
-                    data,
-                    nulls: a.nulls(),
-                }
+                bytes_source(array.as_string_opt::<i32>().ok_or_else(bad)?, rows).ok_or_else(bad)?
             }
             FeatureType::Binary => {
-                let a = array.as_binary_opt::<i32>().ok_or_else(bad)?;
-                let (offsets, data) =
-                    checked_bytes(a.value_offsets(), a.value_data(), rows).ok_or_else(bad)?;
-                Source::Bytes {
-                    offsets,
-                    data,
-                    nulls: a.nulls(),
-                }
+                bytes_source(array.as_binary_opt::<i32>().ok_or_else(bad)?, rows).ok_or_else(bad)?
             }
             FeatureType::Int32
             | FeatureType::Int64
