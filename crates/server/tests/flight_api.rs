@@ -1,12 +1,10 @@
 //! The Flight API end to end over loopback: registry actions, DoPut, DoGet, catalog, errors.
 
-mod common;
-
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Float32Type, Int64Type, TimestampMicrosecondType};
 use arrow_flight::error::FlightError;
 use arrow_flight::FlightDescriptor;
-use common::*;
+use featherstore_testkit::*;
 use futures::TryStreamExt;
 use serde_json::json;
 use tonic::Code;
@@ -105,11 +103,7 @@ async fn registry_actions() {
 #[tokio::test]
 async fn put_acknowledges_each_batch_then_online_and_history_read_it() {
     for backend in BACKENDS {
-        let server = TestServer::start(backend).await;
-        let mut client = server.flight().await;
-        action(&mut client, "create_feature_set", USER_SPEC)
-            .await
-            .unwrap();
+        let (server, mut client) = TestServer::with_set(backend, USER_SPEC).await;
         let (acks, error) = put(
             &mut client,
             "user_features",
@@ -243,11 +237,7 @@ async fn put_acknowledges_each_batch_then_online_and_history_read_it() {
 #[tokio::test]
 async fn rejected_batch_ends_the_put_and_keeps_earlier_batches() {
     for backend in BACKENDS {
-        let server = TestServer::start(backend).await;
-        let mut client = server.flight().await;
-        action(&mut client, "create_feature_set", USER_SPEC)
-            .await
-            .unwrap();
+        let (_server, mut client) = TestServer::with_set(backend, USER_SPEC).await;
         let good = user_batch(&[("u1", Some(1), None, 10)]);
         // Same schema, but a null entity key: the whole batch is refused.
         let mut bad_ids = arrow::array::StringBuilder::new();
@@ -331,8 +321,7 @@ async fn rejected_batch_ends_the_put_and_keeps_earlier_batches() {
 
 #[tokio::test]
 async fn bad_tickets_and_limits() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_in(dir, featherstore_server::config::Backend::Duckdb, |c| {
+    let server = TestServer::start_with(featherstore_server::config::Backend::Duckdb, |c| {
         c.limits.max_online_entities = 3;
         c.limits.max_message_bytes = 64 * 1024;
     })
@@ -436,16 +425,8 @@ async fn catalog_lists_flights_with_schema_and_counts() {
 
     // The endpoint's ticket reads the whole set.
     let ticket = info.endpoint[0].ticket.clone().unwrap();
-    let rows: usize = client
-        .do_get(ticket)
-        .await
-        .unwrap()
-        .try_collect::<Vec<_>>()
-        .await
-        .unwrap()
-        .iter()
-        .map(|b| b.num_rows())
-        .sum();
+    let answer = flight::collect(client.do_get(ticket).await.unwrap()).await;
+    let rows = flight::rows(&answer.unwrap());
     assert_eq!(rows, 2);
 
     let info = client
