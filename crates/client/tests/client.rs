@@ -13,7 +13,7 @@ use featherstore_client::{
     TrainingDataOptions,
 };
 use featherstore_server::config::Backend;
-use featherstore_testkit::{user_batch, TestServer};
+use featherstore_testkit::{column_names, user_batch, TestServer};
 use futures::{StreamExt, TryStreamExt};
 
 const USERS: &str = r#"{
@@ -78,15 +78,6 @@ fn ints(batch: &RecordBatch, column: &str) -> Vec<Option<i64>> {
         .unwrap()
         .as_primitive::<Int64Type>()
         .iter()
-        .collect()
-}
-
-fn column_names(batch: &RecordBatch) -> Vec<String> {
-    batch
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
         .collect()
 }
 

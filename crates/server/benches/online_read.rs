@@ -45,23 +45,13 @@ async fn latency(client: &mut FlightClient, entities: usize) -> (f64, f64) {
 
 /// Requests per second with concurrent clients, each on its own connection.
 async fn throughput(server: &TestServer, entities: usize) -> f64 {
-    let mut tasks = Vec::new();
-    for c in 0..THROUGHPUT_CLIENTS {
-        let mut client = server.flight().await;
-        tasks.push(tokio::spawn(async move {
-            let started = Instant::now();
-            let mut done = 0usize;
-            while started.elapsed() < THROUGHPUT_TIME {
-                read(&mut client, ticket(entities, c * 1_000_000 + done)).await;
-                done += 1;
-            }
-            done
-        }));
-    }
-    let mut total = 0;
-    for task in tasks {
-        total += task.await.unwrap();
-    }
+    let total = flight::closed_loop_gets(
+        &server.flight_addr,
+        THROUGHPUT_CLIENTS,
+        THROUGHPUT_TIME,
+        move |seed| ticket(entities, seed),
+    )
+    .await;
     total as f64 / THROUGHPUT_TIME.as_secs_f64()
 }
 

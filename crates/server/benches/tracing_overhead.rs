@@ -175,24 +175,10 @@ async fn measure(runtime: &tokio::runtime::Runtime, config: &Config) -> Round {
         times.push(started.elapsed().as_secs_f64() * 1e3);
     }
     times.sort_by(f64::total_cmp);
-    let mut tasks = Vec::new();
+    let address = format!("http://{}", server.flight_addr);
     let cpu_before = server_cpu_us();
-    for c in 0..THROUGHPUT_CLIENTS {
-        let mut client = connect(&server).await;
-        tasks.push(tokio::spawn(async move {
-            let started = Instant::now();
-            let mut done = 0usize;
-            while started.elapsed() < THROUGHPUT_TIME {
-                read(&mut client, ticket(c * 1_000_000 + done)).await;
-                done += 1;
-            }
-            done
-        }));
-    }
-    let mut total = 0;
-    for task in tasks {
-        total += task.await.unwrap();
-    }
+    let total =
+        flight::closed_loop_gets(&address, THROUGHPUT_CLIENTS, THROUGHPUT_TIME, ticket).await;
     let cpu_after = server_cpu_us();
     let cpu_us = (cpu_after.0 - cpu_before.0) / total as f64;
     let export_cpu_us = (cpu_after.1 - cpu_before.1) / total as f64;

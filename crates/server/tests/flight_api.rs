@@ -137,13 +137,10 @@ async fn put_acknowledges_each_batch_then_online_and_history_read_it() {
             .await
             .unwrap(),
         );
-        let names: Vec<_> = online
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
-        assert_eq!(names, ["user_id", "ctr_7d", "age", "event_timestamp"]);
+        assert_eq!(
+            column_names(&online),
+            ["user_id", "ctr_7d", "age", "event_timestamp"]
+        );
         assert_eq!(
             online
                 .column(0)

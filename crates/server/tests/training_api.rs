@@ -53,14 +53,8 @@ async fn training_data_over_flight_and_http() {
             .await
             .unwrap();
         let out = concat(&out);
-        let names: Vec<_> = out
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
         assert_eq!(
-            names,
+            column_names(&out),
             ["user_id", "event_timestamp", "label", "age", "ctr_7d"]
         );
         assert_eq!(
@@ -127,14 +121,8 @@ async fn training_data_over_flight_and_http() {
             .unwrap();
         assert_eq!(response.status(), 200);
         let out = concat(&http::read_ipc(&response.bytes().await.unwrap()));
-        let names: Vec<_> = out
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
         assert_eq!(
-            names,
+            column_names(&out),
             [
                 "user_id",
                 "event_timestamp",

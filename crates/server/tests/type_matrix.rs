@@ -297,14 +297,8 @@ fn read_ipc(bytes: &[u8]) -> RecordBatch {
 
 /// Column by column: names, types and values (null slots excepted) must be equal.
 fn assert_same(got: &RecordBatch, want: &RecordBatch, what: &str) {
-    let names = |b: &RecordBatch| -> Vec<String> {
-        b.schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect()
-    };
-    assert_eq!(names(got), names(want), "{what}: columns");
+    let names = column_names(want);
+    assert_eq!(column_names(got), names, "{what}: columns");
     for (i, (g, w)) in got.columns().iter().zip(want.columns()).enumerate() {
         assert_eq!(g.data_type(), w.data_type(), "{what}: type of column {i}");
         assert_eq!(
@@ -312,7 +306,7 @@ fn assert_same(got: &RecordBatch, want: &RecordBatch, what: &str) {
             w.to_data(),
             "{what}: column {} ({})\n got {g:?}\nwant {w:?}",
             i,
-            names(want)[i]
+            names[i]
         );
     }
 }

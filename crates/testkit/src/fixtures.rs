@@ -63,6 +63,16 @@ pub fn user_batch(rows: &[(&str, Option<i64>, Option<f32>, i64)]) -> RecordBatch
     .expect("user_features columns")
 }
 
+/// The column names of `batch`, in order.
+pub fn column_names(batch: &RecordBatch) -> Vec<String> {
+    batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect()
+}
+
 /// 2026-01-01T00:00:00Z in UTC microseconds: the event times of generated batches start here.
 pub const JAN_1_2026_MICROS: i64 = 1_767_225_600_000_000;
 

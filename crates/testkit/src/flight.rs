@@ -2,7 +2,7 @@
 //! final status, DoGet and DoExchange collected (within [`CALL_TIMEOUT`]).
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use arrow_flight::encode::FlightDataEncoderBuilder;
@@ -180,6 +180,39 @@ pub async fn exchange(
     batches: Vec<RecordBatch>,
 ) -> Result<Vec<RecordBatch>, tonic::Status> {
     exchange_on(&mut server.flight().await, &command, batches).await
+}
+
+/// Load for benchmarks: `clients` connections to `address`, each sending DoGets one after
+/// another for `duration` (client `c`'s `n`th ticket is `ticket(c * 1_000_000 + n)`); the
+/// number of DoGets answered in all.
+pub async fn closed_loop_gets(
+    address: &str,
+    clients: usize,
+    duration: Duration,
+    ticket: impl Fn(usize) -> Ticket + Clone + Send + 'static,
+) -> usize {
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let mut client = connect(address).await;
+        let ticket = ticket.clone();
+        tasks.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let mut done = 0usize;
+            while started.elapsed() < duration {
+                let answer = client.do_get(ticket(c * 1_000_000 + done)).await;
+                collect(answer.expect("a DoGet answer"))
+                    .await
+                    .expect("a whole DoGet answer");
+                done += 1;
+            }
+            done
+        }));
+    }
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.expect("a load client");
+    }
+    total
 }
 
 /// All `batches` as one.

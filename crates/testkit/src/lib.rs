@@ -26,7 +26,7 @@ pub mod http;
 #[cfg(feature = "server")]
 pub mod server;
 
-pub use fixtures::{user_batch, Rng, USER_SPEC};
+pub use fixtures::{column_names, user_batch, Rng, USER_SPEC};
 
 #[cfg(feature = "server")]
 pub use flight::{action, concat, exchange, get, put, to_status};
