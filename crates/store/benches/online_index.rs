@@ -53,9 +53,10 @@ fn online_index(c: &mut Criterion) {
     let batch = coerce_batch(&spec, &mixed_batch(&mut rng, first, BATCH_ROWS)).expect("valid");
     let mut group = c.benchmark_group("online_index_apply");
     group.throughput(Throughput::Elements(BATCH_ROWS as u64));
-    group.bench_function(BenchmarkId::new("prepare_apply_1M_entities", BATCH_ROWS), |b| {
-        b.iter(|| index.apply(&index.prepare(black_box(&batch)).expect("a canonical batch")))
-    });
+    group.bench_function(
+        BenchmarkId::new("prepare_apply_1M_entities", BATCH_ROWS),
+        |b| b.iter(|| index.apply(&index.prepare(black_box(&batch)).expect("a canonical batch"))),
+    );
     group.finish();
 }
 
