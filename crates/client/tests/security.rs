@@ -108,14 +108,7 @@ async fn tokens_are_sent_with_every_call() {
         .unwrap();
     assert_eq!(training.num_rows(), 1);
     reader.get_schema("accounts").await.unwrap();
-    let flights: Vec<_> = reader
-        .flight_client()
-        .list_flights("")
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let flights = featherstore_testkit::flight::list_flights(&mut reader.flight_client()).await;
     assert_eq!(flights.len(), 1);
     // The read scope is not enough to write or delete.
     let denied = reader

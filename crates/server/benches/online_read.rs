@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 
 use arrow_flight::{FlightClient, Ticket};
 use featherstore_server::config::Backend;
-use featherstore_testkit::fixtures::{
-    float_batch, float_set_spec, load_average, percentile, FLOAT_FEATURES,
-};
+use featherstore_testkit::fixtures::{load_average, percentile, FLOAT_FEATURES};
 use featherstore_testkit::{flight, TestServer};
 
 const ENTITIES: i64 = 100_000;
@@ -59,12 +57,7 @@ async fn throughput(server: &TestServer, entities: usize) -> f64 {
 async fn main() {
     let server = TestServer::start(Backend::Duckdb).await;
     let mut client = server.flight().await;
-    flight::create_set(&mut client, &float_set_spec("bench").to_string()).await;
-    let batches = (0..ENTITIES)
-        .step_by(10_000)
-        .map(|first| float_batch(first, 10_000))
-        .collect();
-    flight::put_all(&mut client, "bench", batches).await;
+    flight::fill_float_set(&mut client, "bench", ENTITIES).await;
     for i in 0..500 {
         read(&mut client, ticket(100, i)).await; // warm up connections and allocator
     }

@@ -17,9 +17,7 @@ use std::time::{Duration, Instant};
 use arrow_flight::{FlightClient, Ticket};
 use featherstore_server::config::{Backend, Config, OtlpProtocol};
 use featherstore_server::telemetry::{logging, traces};
-use featherstore_testkit::fixtures::{
-    float_batch, float_set_spec, load_average, percentile, FLOAT_FEATURES,
-};
+use featherstore_testkit::fixtures::{load_average, percentile, FLOAT_FEATURES};
 use featherstore_testkit::flight;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
@@ -206,12 +204,7 @@ async fn main() {
     {
         let server = featherstore_testkit::server::start_config(&off).await;
         let mut client = connect(&server).await;
-        flight::create_set(&mut client, &float_set_spec("bench").to_string()).await;
-        let batches = (0..ENTITIES)
-            .step_by(10_000)
-            .map(|first| float_batch(first, 10_000))
-            .collect();
-        flight::put_all(&mut client, "bench", batches).await;
+        flight::fill_float_set(&mut client, "bench", ENTITIES).await;
         server.shutdown().await;
     }
     let server_runtime = tokio::runtime::Builder::new_multi_thread()

@@ -382,13 +382,7 @@ async fn flight_feature_set_globs_limit_every_call_and_listing() {
     let names = set_names(&listed);
     assert!(names.iter().all(|n| n.starts_with("user_")), "{names:?}");
     assert!(names.contains(&"user_features"), "{names:?}");
-    let flights: Vec<_> = client
-        .list_flights("")
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let flights = flight::list_flights(&mut client).await;
     assert!(flights
         .iter()
         .all(|f| f.flight_descriptor.as_ref().unwrap().path[0].starts_with("user_")));

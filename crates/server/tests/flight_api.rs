@@ -399,13 +399,7 @@ async fn catalog_lists_flights_with_schema_and_counts() {
     )
     .await;
     assert!(error.is_none());
-    let flights: Vec<_> = client
-        .list_flights(bytes::Bytes::new())
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let flights = flight::list_flights(&mut client).await;
     assert_eq!(flights.len(), 1);
     let info = &flights[0];
     assert_eq!(

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
-use arrow_flight::{Action, FlightClient, FlightData, FlightDescriptor, PutResult, Ticket};
+use arrow_flight::{
+    Action, FlightClient, FlightData, FlightDescriptor, FlightInfo, PutResult, Ticket,
+};
 use futures::{Stream, StreamExt, TryStreamExt};
 use serde_json::Value;
 
@@ -65,6 +67,25 @@ pub async fn create_set(client: &mut FlightClient, spec: &str) -> Value {
     action(client, "create_feature_set", spec)
         .await
         .unwrap_or_else(|e| panic!("create_feature_set: {e}"))
+}
+
+/// ListFlights: every flight listed.
+pub async fn list_flights(client: &mut FlightClient) -> Vec<FlightInfo> {
+    let call = async { client.list_flights("").await?.try_collect().await };
+    within(CALL_TIMEOUT, "ListFlights", call)
+        .await
+        .unwrap_or_else(|e| panic!("ListFlights: {e}"))
+}
+
+/// Creates `name` as [`float_set_spec`](crate::fixtures::float_set_spec) and stores entities
+/// `0..entities`, one row each, in batches of 10,000 (the load benchmarks' data).
+pub async fn fill_float_set(client: &mut FlightClient, name: &str, entities: i64) {
+    create_set(client, &crate::fixtures::float_set_spec(name).to_string()).await;
+    let batches = (0..entities)
+        .step_by(10_000)
+        .map(|first| crate::fixtures::float_batch(first, 10_000.min((entities - first) as usize)))
+        .collect();
+    put_all(client, name, batches).await;
 }
 
 /// DoPut of raw Flight messages: the PutResults, and the status that ended the call.
