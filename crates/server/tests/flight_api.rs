@@ -5,7 +5,6 @@ use arrow::datatypes::{Float32Type, Int64Type, TimestampMicrosecondType};
 use arrow_flight::error::FlightError;
 use arrow_flight::FlightDescriptor;
 use featherstore_testkit::*;
-use futures::TryStreamExt;
 use serde_json::json;
 use tonic::Code;
 
