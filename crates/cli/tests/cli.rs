@@ -3,9 +3,7 @@
 //! delete, and their errors.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -13,64 +11,20 @@ use arrow::array::{
     TimestampNanosecondArray,
 };
 use arrow::datatypes::Int64Type;
+use featherstore_testkit::child::{ChildServer, Run, Serve};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_featherstore");
 
-/// A `featherstore serve` child process on free ports; killed when dropped (also on panic).
-struct Server {
-    child: Child,
-    flight: String,
-    dir: tempfile::TempDir,
+/// Runs `featherstore ARGS` against a server (address from the environment).
+trait Commands {
+    fn run(&self, args: &[&str]) -> Run;
+    fn run_with(&self, args: &[&str], stdin: Option<&[u8]>) -> Run;
 }
 
-impl Server {
-    fn start() -> Server {
-        Server::start_with(&[])
-    }
-
-    /// A server with more `serve` arguments (`--backend parquet`).
-    fn start_with(args: &[&str]) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(BIN)
-            .args(["serve", "--host", "127.0.0.1"])
-            .args(args)
-            .args([
-                "--http-port",
-                "0",
-                "--flight-port",
-                "0",
-                "--metrics-port",
-                "0",
-            ])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the featherstore binary starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let ready: Value = match serde_json::from_str(&line) {
-            Ok(ready) => ready,
-            Err(e) => {
-                let _ = child.kill();
-                panic!("no ready line from serve ({e}): {line:?}");
-            }
-        };
-        assert_eq!(ready["event"], "ready");
-        Server {
-            flight: format!("http://{}", ready["flight"].as_str().unwrap()),
-            child,
-            dir,
-        }
-    }
-
-    /// Runs `featherstore ARGS` against this server (address from the environment).
+impl Commands for ChildServer {
     fn run(&self, args: &[&str]) -> Run {
         self.run_with(args, None)
     }
@@ -78,90 +32,11 @@ impl Server {
     fn run_with(&self, args: &[&str], stdin: Option<&[u8]>) -> Run {
         run(args, Some(&self.flight), stdin)
     }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn file(&self, name: &str, text: &str) -> String {
-        let path = self.path(name);
-        std::fs::write(&path, text).unwrap();
-        path.to_str().unwrap().to_string()
-    }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Run {
-    output: Output,
-    args: String,
-}
-
-impl Run {
-    fn stdout(&self) -> String {
-        String::from_utf8_lossy(&self.output.stdout).into_owned()
-    }
-
-    fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.output.stderr).into_owned()
-    }
-
-    /// Asserts success; answers stdout.
-    fn ok(&self) -> String {
-        assert!(
-            self.output.status.success(),
-            "`featherstore {}` failed: {}{}",
-            self.args,
-            self.stderr(),
-            self.stdout()
-        );
-        self.stdout()
-    }
-
-    /// Asserts failure with one `featherstore: ...` line on stderr; answers that line.
-    fn fails(&self) -> String {
-        assert!(
-            !self.output.status.success(),
-            "`featherstore {}` succeeded: {}",
-            self.args,
-            self.stdout()
-        );
-        let stderr = self.stderr();
-        assert!(
-            stderr.starts_with("featherstore: ") && stderr.trim_end().lines().count() == 1,
-            "{stderr}"
-        );
-        stderr.trim_end().to_string()
-    }
-}
-
+/// `featherstore ARGS`, with `FEATHERSTORE_FLIGHT` set to `flight` or removed.
 fn run(args: &[&str], flight: Option<&str>, stdin: Option<&[u8]>) -> Run {
-    let mut command = Command::new(BIN);
-    command.args(args).env_remove("FEATHERSTORE_FLIGHT");
-    if let Some(flight) = flight {
-        command.env("FEATHERSTORE_FLIGHT", flight);
-    }
-    command
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().unwrap();
-    if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input).unwrap();
-    }
-    Run {
-        output: child.wait_with_output().unwrap(),
-        args: args.join(" "),
-    }
+    Run::new(BIN, args, &[("FEATHERSTORE_FLIGHT", flight)], stdin)
 }
 
 const SETS: &str = "\
@@ -234,7 +109,7 @@ fn json_lines(text: &str) -> Vec<Value> {
         .collect()
 }
 
-fn stats_rows(server: &Server, set: &str) -> u64 {
+fn stats_rows(server: &ChildServer, set: &str) -> u64 {
     let describe: Value =
         serde_json::from_str(&server.run(&["describe", set, "--json"]).ok()).unwrap();
     describe["stats"]["rows"].as_u64().unwrap()
@@ -242,7 +117,7 @@ fn stats_rows(server: &Server, set: &str) -> u64 {
 
 #[test]
 fn apply_creates_checks_and_reports_conflicts() {
-    let server = Server::start();
+    let server = Serve::new(BIN).start();
     let sets = server.file("sets.yaml", SETS);
 
     let out = server.run(&["apply", "-f", &sets]).ok();
@@ -319,7 +194,7 @@ fn apply_creates_checks_and_reports_conflicts() {
 
 #[test]
 fn ingest_every_format() {
-    let server = Server::start();
+    let server = Serve::new(BIN).start();
     server
         .run(&["apply", "-f", &server.file("sets.yaml", SETS)])
         .ok();
@@ -476,7 +351,7 @@ l2,2026-01-01T00:00:00Z,x
 
 #[test]
 fn get_history_and_training_data() {
-    let server = Server::start();
+    let server = Serve::new(BIN).start();
     server
         .run(&["apply", "-f", &server.file("sets.yaml", SETS)])
         .ok();
@@ -765,7 +640,7 @@ fn every_feature_type_through_ingest_get_and_history() {
     ])
     .unwrap();
     for backend in ["duckdb", "parquet"] {
-        let server = Server::start_with(&["--backend", backend]);
+        let server = Serve::new(BIN).backend(backend).start();
         server
             .run(&["apply", "-f", &server.file("every.json", spec)])
             .ok();

@@ -3,105 +3,37 @@
 //! down gracefully: exit code 0, acknowledged batches kept, the Parquet log flushed.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
 use arrow::array::{AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::Int64Type;
-use arrow_flight::encode::FlightDataEncoderBuilder;
-use arrow_flight::{Action, FlightClient, FlightDescriptor, Ticket};
-use futures::{StreamExt, TryStreamExt};
+use arrow_flight::FlightClient;
+use featherstore_testkit::child::{ChildServer, Serve};
+use featherstore_testkit::{flight, get};
+use futures::StreamExt;
 
 const BATCHES: i64 = 400;
 const ROWS: i64 = 500;
 const KILL_AFTER_ACKS: usize = 40;
+const BIN: &str = env!("CARGO_BIN_EXE_featherstore");
 
-/// A `featherstore serve` child process, killed when dropped.
-struct Server {
-    child: Child,
-    flight: String,
-}
-
-impl Server {
-    fn start(dir: &Path, backend: &str) -> Server {
-        Self::start_with(dir, backend, &[])
-    }
-
-    /// With `FEATHERSTORE_SECTION__KEY` configuration variables.
-    fn start_with(dir: &Path, backend: &str, env: &[(&str, &str)]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_featherstore"))
-            .envs(env.iter().copied())
-            .args(["serve", "--backend", backend, "--host", "127.0.0.1"])
-            .args([
-                "--http-port",
-                "0",
-                "--flight-port",
-                "0",
-                "--metrics-port",
-                "0",
-            ])
-            .arg("--data-dir")
-            .arg(dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the featherstore binary starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let ready: serde_json::Value = serde_json::from_str(&line).expect("a ready line");
-        Server {
-            child,
-            flight: format!("http://{}", ready["flight"].as_str().unwrap()),
-        }
-    }
-
-    async fn client(&self) -> FlightClient {
-        let channel = tonic::transport::Channel::from_shared(self.flight.clone())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        FlightClient::new(channel)
-    }
-
-    /// Sends SIGTERM (a planned shutdown); does not wait for the exit.
-    fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -TERM failed");
-    }
-
-    /// SIGKILL: no shutdown hook, no flush.
-    fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `featherstore serve --backend BACKEND` on `dir`, with `FEATHERSTORE_SECTION__KEY`
+/// configuration variables.
+fn serve(dir: &Path, backend: &str, env: &[(&str, &str)]) -> ChildServer {
+    env.iter()
+        .fold(
+            Serve::new(BIN).backend(backend).data_dir(dir),
+            |serve, (k, v)| serve.env(k, v),
+        )
+        .start()
 }
 
 /// Creates the `events` set; a client for the server.
-async fn create_events(server: &Server) -> FlightClient {
-    let mut client = server.client().await;
+async fn create_events(server: &ChildServer) -> FlightClient {
+    let mut client = server.flight().await;
     let spec = r#"{"name": "events", "entity": {"name": "id", "type": "string"}, "features": [{"name": "batch", "type": "int64"}]}"#;
-    client
-        .do_action(Action::new("create_feature_set", spec))
-        .await
-        .unwrap()
-        .try_collect::<Vec<_>>()
-        .await
-        .unwrap();
+    flight::create_set(&mut client, spec).await;
     client
 }
 
@@ -115,10 +47,10 @@ async fn put_events(
     'static,
     Result<arrow_flight::PutResult, arrow_flight::error::FlightError>,
 > {
-    let data = FlightDataEncoderBuilder::new()
-        .with_flight_descriptor(Some(FlightDescriptor::new_path(vec!["events".into()])))
-        .build(input);
-    client.do_put(data).await.unwrap()
+    client
+        .do_put(flight::put_data("events", input))
+        .await
+        .unwrap()
 }
 
 /// Batch `b`: entities `b{b}-r{i}`, feature `batch` = b.
@@ -146,7 +78,7 @@ fn batch(b: i64) -> RecordBatch {
 
 async fn kill_during_ingest(backend: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path(), backend);
+    let mut server = serve(dir.path(), backend, &[]);
     let mut client = create_events(&server).await;
 
     let input = futures::stream::iter((0..BATCHES).map(|b| Ok(batch(b))));
@@ -167,22 +99,16 @@ async fn kill_during_ingest(backend: &str) {
         "{backend}: the kill came too late to test anything"
     );
 
-    let server = Server::start(dir.path(), backend);
+    let server = serve(dir.path(), backend, &[]);
     assert_acknowledged_are_whole(&server, backend, acknowledged).await;
 }
 
 /// Every acknowledged batch (0..acknowledged) is there whole, no batch is partly visible, and
 /// the online index holds the last acknowledged one.
-async fn assert_acknowledged_are_whole(server: &Server, backend: &str, acknowledged: usize) {
-    let mut client = server.client().await;
-    let ticket = serde_json::json!({"type": "history", "feature_set": "events"}).to_string();
-    let batches: Vec<RecordBatch> = client
-        .do_get(Ticket::new(ticket))
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+async fn assert_acknowledged_are_whole(server: &ChildServer, backend: &str, acknowledged: usize) {
+    let mut client = server.flight().await;
+    let ticket = serde_json::json!({"type": "history", "feature_set": "events"});
+    let batches = get(&mut client, ticket).await.unwrap();
     let mut rows_per_batch: BTreeMap<i64, i64> = BTreeMap::new();
     for b in &batches {
         for value in b.column(1).as_primitive::<Int64Type>().values() {
@@ -203,13 +129,7 @@ async fn assert_acknowledged_are_whole(server: &Server, backend: &str, acknowled
     // The online index was rebuilt from what survived.
     let last = acknowledged as i64 - 1;
     let ticket = serde_json::json!({"type": "online", "feature_set": "events", "entities": [format!("b{last}-r7")]});
-    let online: Vec<RecordBatch> = client
-        .do_get(Ticket::new(ticket.to_string()))
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let online = get(&mut client, ticket).await.unwrap();
     assert_eq!(
         online[0].column(1).as_primitive::<Int64Type>().value(0),
         last,
@@ -232,7 +152,7 @@ async fn acknowledged_batches_survive_sigkill_parquet() {
 /// acknowledged batch is there after a restart, and the Parquet log is empty.
 async fn terminate_during_ingest(backend: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start_with(
+    let mut server = serve(
         dir.path(),
         backend,
         &[("FEATHERSTORE_SERVER__SHUTDOWN_GRACE_SECONDS", "1")],
@@ -252,7 +172,7 @@ async fn terminate_during_ingest(backend: &str) {
             server.terminate();
         }
     }
-    let exit = server.child.wait().unwrap();
+    let exit = server.wait();
     assert_eq!(exit.code(), Some(0), "{backend}: graceful shutdown exits 0");
     assert!(
         (acknowledged as i64) < BATCHES,
@@ -266,7 +186,7 @@ async fn terminate_during_ingest(backend: &str) {
             "{backend}: the log was not flushed: {left:?}"
         );
     }
-    let server = Server::start(dir.path(), backend);
+    let server = serve(dir.path(), backend, &[]);
     assert_acknowledged_are_whole(&server, backend, acknowledged).await;
 }
 

@@ -3,10 +3,11 @@
 //! with trace export failing), there is a line per request, and a rejected request's line
 //! carries the caller's trace id.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::time::Duration;
+
+use featherstore_testkit::child::Serve;
 
 const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
 
@@ -35,19 +36,7 @@ fn post(addr: &str, path: &str, body: &str) -> u16 {
 
 #[test]
 fn json_logs_are_json_lines_on_stderr_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_featherstore"))
-        .args([
-            "serve",
-            "--http-port",
-            "0",
-            "--flight-port",
-            "0",
-            "--metrics-port",
-            "0",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
+    let mut server = Serve::new(env!("CARGO_BIN_EXE_featherstore"))
         .env("FEATHERSTORE_LOGGING__FORMAT", "json")
         .env("FEATHERSTORE_LOGGING__LEVEL", "debug")
         .env_remove("RUST_LOG")
@@ -55,16 +44,10 @@ fn json_logs_are_json_lines_on_stderr_only() {
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
         .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the featherstore binary starts");
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut ready = String::new();
-    stdout.read_line(&mut ready).unwrap();
-    let ready: serde_json::Value = serde_json::from_str(&ready).expect("a JSON ready line");
-    assert_eq!(ready["event"], "ready");
-    let http = ready["http"].as_str().unwrap().to_string();
+        .stderr_piped()
+        .start();
+    assert_eq!(server.ready["event"], "ready");
+    let http = server.ready["http"].as_str().unwrap().to_string();
 
     let spec = r#"{"name": "users", "entity": {"name": "user_id", "type": "string"}, "features": [{"name": "age", "type": "int64"}]}"#;
     assert_eq!(post(&http, "/v1/feature-sets", spec), 201);
@@ -78,22 +61,15 @@ fn json_logs_are_json_lines_on_stderr_only() {
     );
     std::thread::sleep(Duration::from_millis(300)); // an export attempt or two fail
 
-    let stopped = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(stopped.success());
-    let status = child.wait().unwrap();
+    let status = server.stop();
     assert!(status.success(), "graceful shutdown: {status:?}");
 
-    let mut rest = String::new();
-    stdout.read_to_string(&mut rest).unwrap();
+    let rest = server.rest_of_stdout();
     assert_eq!(rest, "", "stdout has the ready line only");
 
     let mut stderr = String::new();
-    child
-        .stderr
-        .take()
+    server
+        .take_stderr()
         .unwrap()
         .read_to_string(&mut stderr)
         .unwrap();

@@ -3,15 +3,10 @@
 //! users meet, the logs (no token in them), and the refusal to serve a non-loopback address
 //! without auth.
 
-#[path = "../../server/tests/common/certs.rs"]
-mod certs;
-
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
 
-use certs::TestCerts;
-use serde_json::Value;
+use featherstore_testkit::certs::TestCerts;
+use featherstore_testkit::child::{ChildServer, Run, Serve};
 
 const BIN: &str = env!("CARGO_BIN_EXE_featherstore");
 const READER: &str = "cli-reader-0123456789abcdef";
@@ -19,31 +14,19 @@ const ADMIN: &str = "cli-admin-fedcba9876543210";
 const UNKNOWN: &str = "cli-unknown-000000000000";
 const ADMIN_VAR: &str = "FEATHERSTORE_TEST_CLI_ADMIN_TOKEN";
 
-/// `featherstore serve` on free ports with its data in `dir`.
-fn serve(dir: &std::path::Path) -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .args(["serve", "--http-port", "0", "--flight-port", "0"])
-        .args(["--metrics-port", "0", "--data-dir"])
-        .arg(dir.join("data"))
-        .stdin(Stdio::null());
-    command
-}
-
 /// `featherstore serve` with tokens and TLS, logging at trace level into a file.
 struct SecureServer {
-    child: Child,
+    server: ChildServer,
     flight: String,
     certs: TestCerts,
     log: PathBuf,
-    _dir: tempfile::TempDir,
 }
 
 impl SecureServer {
     fn start() -> SecureServer {
         let certs = TestCerts::generate();
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("featherstore.yaml");
+        let serve = Serve::new(BIN);
+        let config = serve.path("featherstore.yaml");
         std::fs::write(
             &config,
             format!(
@@ -55,56 +38,38 @@ impl SecureServer {
             ),
         )
         .unwrap();
-        let log = dir.path().join("server.log");
-        let mut child = serve(dir.path())
-            .arg("--config")
-            .arg(&config)
+        let log = serve.path("server.log");
+        let server = serve
+            .args(["--config".as_ref(), config.as_os_str()])
             .env(ADMIN_VAR, ADMIN)
             .env("RUST_LOG", "trace")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let ready: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
-            let _ = child.kill();
-            panic!(
-                "no ready line ({e}): {line:?}: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            )
-        });
-        let port = ready["flight"]
-            .as_str()
-            .unwrap()
+            .stderr_to(&log)
+            .start();
+        let port = server
+            .flight_host_port()
             .rsplit(':')
             .next()
             .unwrap()
             .to_string();
         SecureServer {
-            child,
+            server,
             flight: format!("grpc+tls://localhost:{port}"),
             certs,
             log,
-            _dir: dir,
         }
     }
 
     /// `featherstore ARGS` with the given extra environment (and none of ours inherited).
-    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut command = Command::new(BIN);
-        command.args(args);
-        for var in [
+    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut vars: Vec<(&str, Option<&str>)> = [
             "FEATHERSTORE_FLIGHT",
             "FEATHERSTORE_TOKEN",
             "FEATHERSTORE_CA_FILE",
-        ] {
-            command.env_remove(var);
-        }
-        command.envs(env.iter().copied());
-        command.stdin(Stdio::null()).output().unwrap()
+        ]
+        .map(|var| (var, None))
+        .to_vec();
+        vars.extend(env.iter().map(|(k, v)| (*k, Some(*v))));
+        Run::new(BIN, args, &vars, None)
     }
 
     fn ca(&self) -> &str {
@@ -112,29 +77,12 @@ impl SecureServer {
     }
 }
 
-impl Drop for SecureServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn ok(run: &Run) -> String {
+    run.ok()
 }
 
-fn ok(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn fails(output: &Output) -> String {
-    assert!(
-        !output.status.success(),
-        "succeeded: {}",
-        String::from_utf8_lossy(&output.stdout)
-    );
-    String::from_utf8_lossy(&output.stderr).into_owned()
+fn fails(run: &Run) -> String {
+    run.failed()
 }
 
 const SETS: &str = "feature_sets:\n  - name: accounts\n    entity: {name: account_id, type: string}\n    features:\n      - {name: balance, type: int64}\n";
@@ -142,7 +90,7 @@ const SETS: &str = "feature_sets:\n  - name: accounts\n    entity: {name: accoun
 #[test]
 fn client_commands_with_tokens_over_tls() {
     let server = SecureServer::start();
-    let sets = server._dir.path().join("sets.yaml");
+    let sets = server.server.path("sets.yaml");
     std::fs::write(&sets, SETS).unwrap();
     let sets = sets.to_str().unwrap();
     let flight = server.flight.as_str();
@@ -224,30 +172,20 @@ fn client_commands_with_tokens_over_tls() {
 
 #[test]
 fn serve_refuses_a_public_address_without_auth() {
-    let dir = tempfile::tempdir().unwrap();
-    let serve = |extra_env: &[(&str, &str)]| {
-        serve(dir.path())
-            .args(["--host", "0.0.0.0"])
-            .envs(extra_env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+    let refused = match Serve::new(BIN).host("0.0.0.0").stderr_piped().spawn() {
+        Ok(_) => panic!("served 0.0.0.0 without auth"),
+        Err(refused) => refused,
     };
-    let refused = serve(&[]).wait_with_output().unwrap();
-    assert!(!refused.status.success());
-    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(refused.status.is_some_and(|s| !s.success()), "{refused}");
+    let message = refused.stderr;
     assert!(
         message.contains("auth.tokens") && message.contains("allow_unauthenticated"),
         "{message}"
     );
     // The explicit override starts it.
-    let mut allowed = serve(&[("FEATHERSTORE_AUTH__ALLOW_UNAUTHENTICATED", "true")]);
-    let mut line = String::new();
-    BufReader::new(allowed.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _ = allowed.kill();
-    let _ = allowed.wait();
-    assert!(line.contains("\"ready\""), "{line}");
+    let allowed = Serve::new(BIN)
+        .host("0.0.0.0")
+        .env("FEATHERSTORE_AUTH__ALLOW_UNAUTHENTICATED", "true")
+        .start();
+    assert_eq!(allowed.ready["event"], "ready");
 }

@@ -4,50 +4,17 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, FixedSizeListBuilder, Float32Array, Float32Builder, Int64Array,
-    RecordBatch, StringArray, TimestampMicrosecondArray, TimestampMillisecondArray,
+    Array, ArrayRef, AsArray, Float32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray, TimestampMillisecondArray,
 };
 use arrow::datatypes::{Float32Type, Int64Type};
 use featherstore_client::{
     Client, Code, Entities, Error, ErrorCode, FeatureSetSpec, HistoryRequest, OnlineRequest,
     Timestamp, TrainingDataOptions,
 };
-use featherstore_server::config::{Backend, Config};
-use featherstore_server::RunningServer;
+use featherstore_server::config::Backend;
+use featherstore_testkit::{column_names, user_batch, TestServer};
 use futures::{StreamExt, TryStreamExt};
-
-/// A server on port 0 with its own data directory; shut down at the end of a test.
-struct TestServer {
-    server: RunningServer,
-    _dir: tempfile::TempDir,
-    flight: String,
-}
-
-impl TestServer {
-    async fn start() -> Self {
-        Self::start_with(|_| {}).await
-    }
-
-    async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::ephemeral(dir.path(), Backend::Duckdb);
-        adjust(&mut config);
-        let server = featherstore_server::start(&config).await.unwrap();
-        TestServer {
-            flight: format!("http://{}", server.flight_addr),
-            server,
-            _dir: dir,
-        }
-    }
-
-    async fn client(&self) -> Client {
-        Client::connect(self.flight.as_str()).await.unwrap()
-    }
-
-    async fn stop(self) {
-        self.server.shutdown().await;
-    }
-}
 
 const USERS: &str = r#"{
   "name": "user_features",
@@ -73,39 +40,6 @@ fn spec(json: &str) -> FeatureSetSpec {
 
 fn micros(seconds: i64) -> i64 {
     seconds * 1_000_000
-}
-
-/// Rows of user_features: (user, age, ctr, event time in seconds).
-fn users(rows: &[(&str, Option<i64>, Option<f32>, i64)]) -> RecordBatch {
-    let mut embedding = FixedSizeListBuilder::new(Float32Builder::new(), 2);
-    for (_, age, _, _) in rows {
-        let x = age.unwrap_or(0) as f32;
-        embedding.values().append_slice(&[x, x + 0.5]);
-        embedding.append(true);
-    }
-    RecordBatch::try_from_iter(vec![
-        (
-            "user_id",
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))) as ArrayRef,
-        ),
-        (
-            "age",
-            Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.1))) as ArrayRef,
-        ),
-        (
-            "ctr_7d",
-            Arc::new(Float32Array::from_iter(rows.iter().map(|r| r.2))) as ArrayRef,
-        ),
-        ("embedding", Arc::new(embedding.finish()) as ArrayRef),
-        (
-            "event_timestamp",
-            Arc::new(
-                TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| micros(r.3)))
-                    .with_timezone("UTC"),
-            ) as ArrayRef,
-        ),
-    ])
-    .unwrap()
 }
 
 fn merchants(rows: &[(i64, f32, i64)]) -> RecordBatch {
@@ -147,18 +81,9 @@ fn ints(batch: &RecordBatch, column: &str) -> Vec<Option<i64>> {
         .collect()
 }
 
-fn column_names(batch: &RecordBatch) -> Vec<String> {
-    batch
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feature_set_lifecycle() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(Backend::Duckdb).await;
     let client = server.client().await;
 
     let stored = client.create_feature_set(&spec(USERS)).await.unwrap();
@@ -220,12 +145,12 @@ async fn feature_set_lifecycle() {
         .await
         .unwrap_err()
         .is_not_found());
-    server.stop().await;
+    server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_and_read_online_values() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(Backend::Duckdb).await;
     let client = server.client().await;
     client.create_feature_set(&spec(USERS)).await.unwrap();
     client.create_feature_set(&spec(MERCHANTS)).await.unwrap();
@@ -233,7 +158,7 @@ async fn ingest_and_read_online_values() {
     let ack = client
         .ingest_features(
             "user_features",
-            users(&[
+            user_batch(&[
                 ("u1", Some(30), Some(0.5), 100),
                 ("u2", Some(40), None, 100),
             ]),
@@ -243,11 +168,14 @@ async fn ingest_and_read_online_values() {
     assert_eq!((ack.batch, ack.rows), (0, 2));
     // A newer value of u1 wins; an empty batch stores nothing and is not sent.
     client
-        .ingest_features("user_features", users(&[("u1", Some(31), Some(0.25), 200)]))
+        .ingest_features(
+            "user_features",
+            user_batch(&[("u1", Some(31), Some(0.25), 200)]),
+        )
         .await
         .unwrap();
     let empty = client
-        .ingest_features("user_features", users(&[]))
+        .ingest_features("user_features", user_batch(&[]))
         .await
         .unwrap();
     assert_eq!(empty.rows, 0);
@@ -333,17 +261,17 @@ async fn ingest_and_read_online_values() {
         info.stats.latest_event_timestamp,
         Some(Timestamp::from_secs(200))
     );
-    server.stop().await;
+    server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_rejections_name_the_problem() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(Backend::Duckdb).await;
     let client = server.client().await;
     client.create_feature_set(&spec(USERS)).await.unwrap();
 
     let err = client
-        .ingest_features("nope", users(&[("u1", Some(1), None, 1)]))
+        .ingest_features("nope", user_batch(&[("u1", Some(1), None, 1)]))
         .await
         .unwrap_err();
     assert!(err.is_not_found(), "{err:?}");
@@ -372,7 +300,7 @@ async fn ingest_rejections_name_the_problem() {
     assert!(err.message().contains("age"), "{err}");
 
     // In a stream, batches before the rejected one stay stored; the error ends the stream.
-    let null_entity = users(&[("x", Some(1), None, 1)]);
+    let null_entity = user_batch(&[("x", Some(1), None, 1)]);
     let mut columns = null_entity.columns().to_vec();
     columns[0] = Arc::new(StringArray::from(vec![None::<&str>]));
     let null_entity = RecordBatch::try_from_iter(
@@ -385,10 +313,13 @@ async fn ingest_rejections_name_the_problem() {
     )
     .unwrap();
     let batches = vec![
-        Ok(users(&[("a", Some(1), None, 1), ("b", Some(2), None, 1)])),
-        Ok(users(&[("c", Some(3), None, 1)])),
+        Ok(user_batch(&[
+            ("a", Some(1), None, 1),
+            ("b", Some(2), None, 1),
+        ])),
+        Ok(user_batch(&[("c", Some(3), None, 1)])),
         Ok(null_entity),
-        Ok(users(&[("d", Some(4), None, 1)])),
+        Ok(user_batch(&[("d", Some(4), None, 1)])),
     ];
     let mut acks = client
         .ingest_stream("user_features", futures::stream::iter(batches))
@@ -410,7 +341,7 @@ async fn ingest_rejections_name_the_problem() {
 
     // Batches of one call share their columns: a different one is refused before sending,
     // after the acknowledgements of the batches before it.
-    let input = futures::stream::iter(vec![Ok(users(&[("g", Some(1), None, 1)])), Ok(wrong)]);
+    let input = futures::stream::iter(vec![Ok(user_batch(&[("g", Some(1), None, 1)])), Ok(wrong)]);
     let outcome: Vec<_> = client
         .ingest_stream("user_features", input)
         .await
@@ -428,7 +359,7 @@ async fn ingest_rejections_name_the_problem() {
 
     // An error of the caller's own input stream comes back as it is.
     let input = futures::stream::iter(vec![
-        Ok(users(&[("e", Some(5), None, 1)])),
+        Ok(user_batch(&[("e", Some(5), None, 1)])),
         Err(Error::InvalidArgument("the input file is truncated".into())),
     ]);
     let mut acks = client.ingest_stream("user_features", input).await.unwrap();
@@ -445,25 +376,25 @@ async fn ingest_rejections_name_the_problem() {
     let summary = client
         .ingest_batches(
             "user_features",
-            (0..5).map(|i| users(&[("f", Some(i), None, 10 + i)])),
+            (0..5).map(|i| user_batch(&[("f", Some(i), None, 10 + i)])),
         )
         .await
         .unwrap();
     assert_eq!((summary.batches, summary.rows), (5, 5));
-    server.stop().await;
+    server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_by_entity_and_time() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(Backend::Duckdb).await;
     let client = server.client().await;
     client.create_feature_set(&spec(USERS)).await.unwrap();
     client
         .ingest_batches(
             "user_features",
             [
-                users(&[("u2", Some(20), None, 100), ("u1", Some(10), None, 100)]),
-                users(&[("u1", Some(11), None, 200), ("u1", Some(12), None, 300)]),
+                user_batch(&[("u2", Some(20), None, 100), ("u1", Some(10), None, 100)]),
+                user_batch(&[("u1", Some(11), None, 200), ("u1", Some(12), None, 300)]),
             ],
         )
         .await
@@ -535,18 +466,18 @@ async fn history_by_entity_and_time() {
         .await
         .unwrap_err();
     assert!(err.is_not_found(), "{err:?}");
-    server.stop().await;
+    server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn training_data_point_in_time() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(Backend::Duckdb).await;
     let client = server.client().await;
     client.create_feature_set(&spec(USERS)).await.unwrap();
     client
         .ingest_features(
             "user_features",
-            users(&[("u1", Some(10), None, 100), ("u1", Some(11), None, 200)]),
+            user_batch(&[("u1", Some(10), None, 100), ("u1", Some(11), None, 200)]),
         )
         .await
         .unwrap();
@@ -675,12 +606,12 @@ async fn training_data_point_in_time() {
     .await
     .unwrap_err();
     assert!(err.is_invalid_argument(), "{err:?}");
-    server.stop().await;
+    server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_are_resource_exhausted() {
-    let server = TestServer::start_with(|config| {
+    let server = TestServer::start_with(Backend::Duckdb, |config| {
         config.limits.max_online_entities = 3;
         config.limits.max_message_bytes = 64 * 1024;
     })
@@ -700,7 +631,7 @@ async fn limits_are_resource_exhausted() {
     let rows: Vec<(&str, Option<i64>, Option<f32>, i64)> =
         rows.iter().map(|r| (r.0.as_str(), r.1, r.2, r.3)).collect();
     let err = client
-        .ingest_features("user_features", users(&rows))
+        .ingest_features("user_features", user_batch(&rows))
         .await
         .unwrap_err();
     assert!(err.is_resource_exhausted(), "{err:?}");
@@ -713,13 +644,13 @@ async fn limits_are_resource_exhausted() {
             .rows,
         0
     );
-    server.stop().await;
+    server.shutdown().await;
 }
 
 /// An ingest of one batch that then sends nothing, held open: it holds its place among the
 /// server's calls (and its client's streams) until the server ends it.
 async fn held_ingest(client: &Client) -> featherstore_client::AckStream {
-    let first = futures::stream::once(async { Ok(users(&[("held", Some(1), None, 1)])) });
+    let first = futures::stream::once(async { Ok(user_batch(&[("held", Some(1), None, 1)])) });
     let mut acks = client
         .ingest_stream("user_features", first.chain(futures::stream::pending()))
         .await
@@ -736,7 +667,7 @@ async fn held_ingest(client: &Client) -> featherstore_client::AckStream {
 /// `too_many_requests`. (UNAUTHENTICATED and PERMISSION_DENIED: tests/security.rs.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_carry_the_servers_typed_code() {
-    let server = TestServer::start_with(|config| {
+    let server = TestServer::start_with(Backend::Duckdb, |config| {
         config.limits.max_online_entities = 3;
         config.limits.max_streams_per_client = 1;
         config.limits.stream_idle_timeout_seconds = 1.0;
@@ -759,7 +690,9 @@ async fn errors_carry_the_servers_typed_code() {
         ),
         Some(ErrorCode::AlreadyExists)
     );
-    let no_timestamp = users(&[("u1", Some(1), None, 1)]).project(&[0, 1]).unwrap();
+    let no_timestamp = user_batch(&[("u1", Some(1), None, 1)])
+        .project(&[0, 1])
+        .unwrap();
     assert_eq!(
         code(
             client
@@ -793,9 +726,9 @@ async fn errors_carry_the_servers_typed_code() {
         Some(ErrorCode::DeadlineExceeded),
         "{ended:?}"
     );
-    server.stop().await;
+    server.shutdown().await;
 
-    let server = TestServer::start_with(|config| {
+    let server = TestServer::start_with(Backend::Duckdb, |config| {
         config.limits.max_concurrent_flight_requests = 1;
     })
     .await;
@@ -806,7 +739,7 @@ async fn errors_carry_the_servers_typed_code() {
     assert!(refused.is_unavailable(), "{refused:?}");
     assert_eq!(refused.error_code(), Some(ErrorCode::Unavailable));
     drop(held);
-    server.stop().await;
+    server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -835,12 +768,12 @@ async fn connection_errors() {
     assert!(err.is_unavailable(), "{err:?}");
 
     // grpc:// addresses (as pyarrow writes them) work, and clones share the connection.
-    let server = TestServer::start().await;
-    let grpc = server.flight.replace("http://", "grpc://");
+    let server = TestServer::start(Backend::Duckdb).await;
+    let grpc = server.flight_addr.replace("http://", "grpc://");
     let client = Client::connect(grpc).await.unwrap();
     let clone = client.clone();
     let (a, b) = tokio::join!(client.list_feature_sets(), clone.list_feature_sets());
     assert!(a.unwrap().is_empty() && b.unwrap().is_empty());
-    assert_eq!(client.address(), server.flight);
-    server.stop().await;
+    assert_eq!(client.address(), server.flight_addr);
+    server.shutdown().await;
 }

@@ -5,16 +5,13 @@
 //! The environment variables are process-wide: each test here sets only the one it tests,
 //! and no other test reads it.
 
-#[path = "../../server/tests/common/certs.rs"]
-mod certs;
-
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampSecondArray};
-use certs::TestCerts;
 use featherstore_client::{Client, ErrorCode, FeatureSetSpec, TrainingDataOptions};
-use featherstore_server::config::{AuthConfig, Backend, Config, Scope, TokenConfig};
-use featherstore_server::RunningServer;
+use featherstore_server::config::{AuthConfig, Backend, Scope, TokenConfig};
+use featherstore_testkit::certs::TestCerts;
+use featherstore_testkit::TestServer;
 use futures::TryStreamExt;
 
 const READER: &str = "client-reader-0123456789";
@@ -41,12 +38,6 @@ fn rows() -> RecordBatch {
     .unwrap()
 }
 
-async fn serve(dir: &tempfile::TempDir, adjust: impl FnOnce(&mut Config)) -> RunningServer {
-    let mut config = Config::ephemeral(dir.path(), Backend::Duckdb);
-    adjust(&mut config);
-    featherstore_server::start(&config).await.unwrap()
-}
-
 /// A failure of the connection itself, not an answer of the server.
 fn no_answer(e: &featherstore_client::Error) -> bool {
     use featherstore_client::Code;
@@ -55,8 +46,7 @@ fn no_answer(e: &featherstore_client::Error) -> bool {
 
 #[tokio::test]
 async fn tokens_are_sent_with_every_call() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = serve(&dir, |c| {
+    let server = TestServer::start_with(Backend::Duckdb, |c| {
         c.auth = AuthConfig {
             tokens: vec![
                 TokenConfig::inline("reader", READER, &[Scope::Read]),
@@ -66,7 +56,7 @@ async fn tokens_are_sent_with_every_call() {
         }
     })
     .await;
-    let address = format!("grpc://{}", server.flight_addr);
+    let address = format!("grpc://{}", server.flight_socket());
     let spec = FeatureSetSpec::from_json(SPEC.as_bytes()).unwrap();
 
     let anonymous = Client::connect(address.as_str()).await.unwrap();
@@ -119,14 +109,7 @@ async fn tokens_are_sent_with_every_call() {
         .unwrap();
     assert_eq!(training.num_rows(), 1);
     reader.get_schema("accounts").await.unwrap();
-    let flights: Vec<_> = reader
-        .flight_client()
-        .list_flights("")
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let flights = featherstore_testkit::flight::list_flights(&mut reader.flight_client()).await;
     assert_eq!(flights.len(), 1);
     // The read scope is not enough to write or delete.
     let denied = reader
@@ -168,10 +151,9 @@ async fn tokens_are_sent_with_every_call() {
 #[tokio::test]
 async fn tls_with_a_ca_file_and_client_certificates() {
     let certs = TestCerts::generate();
-    let dir = tempfile::tempdir().unwrap();
     let tls = certs.server_tls(false);
-    let server = serve(&dir, |c| c.server.tls = Some(tls)).await;
-    let port = server.flight_addr.port();
+    let server = TestServer::start_with(Backend::Duckdb, |c| c.server.tls = Some(tls)).await;
+    let port = server.flight_socket().port();
 
     for address in [
         format!("grpc+tls://localhost:{port}"),
@@ -211,10 +193,9 @@ async fn tls_with_a_ca_file_and_client_certificates() {
     server.shutdown().await;
 
     // A server that requires client certificates.
-    let dir = tempfile::tempdir().unwrap();
     let tls = certs.server_tls(true);
-    let server = serve(&dir, |c| c.server.tls = Some(tls)).await;
-    let address = format!("grpc+tls://localhost:{}", server.flight_addr.port());
+    let server = TestServer::start_with(Backend::Duckdb, |c| c.server.tls = Some(tls)).await;
+    let address = format!("grpc+tls://localhost:{}", server.flight_socket().port());
     let with_cert = Client::builder(address.as_str())
         .ca_file(&certs.ca)
         .client_identity(&certs.client_cert, &certs.client_key)

@@ -70,7 +70,7 @@ pub fn join(frames: &[Frame]) -> Vec<u8> {
 }
 
 /// Where a scalar field of a flatbuffer table lies in its buffer (it must be present).
-fn scalar_position(table: &Table, field: VOffsetT) -> usize {
+fn scalar_position(table: &Table<'_>, field: VOffsetT) -> usize {
     let offset = table.vtable().get(field);
     assert_ne!(offset, 0, "the field is absent from the table");
     table.loc() + offset as usize

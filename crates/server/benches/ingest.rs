@@ -3,11 +3,11 @@
 //!
 //! `cargo bench -p featherstore-server --bench ingest`
 
-mod support;
-
 use std::time::Instant;
 
 use featherstore_server::config::Backend;
+use featherstore_testkit::fixtures::{float_batch, float_set_spec, load_average, FLOAT_FEATURES};
+use featherstore_testkit::{flight, TestServer};
 
 const BATCH_ROWS: usize = 65_536;
 const BATCHES: usize = 32;
@@ -16,20 +16,19 @@ const BATCHES: usize = 32;
 async fn main() {
     println!(
         "ingest, {BATCHES} batches × {BATCH_ROWS} rows × {} float32 features; load average {}",
-        support::FEATURES,
-        support::load_average()
+        FLOAT_FEATURES,
+        load_average()
     );
     println!("{:<10} {:>10} {:>14}", "backend", "seconds", "rows/s");
     for backend in [Backend::Duckdb, Backend::Parquet] {
-        let dir = tempfile::tempdir().unwrap();
-        let server = support::start(dir.path(), backend).await;
-        let mut client = support::client(&server).await;
-        support::create_set(&mut client, "bench").await;
+        let server = TestServer::start(backend).await;
+        let mut client = server.flight().await;
+        flight::create_set(&mut client, &float_set_spec("bench").to_string()).await;
         let batches: Vec<_> = (0..BATCHES)
-            .map(|b| support::batch((b * BATCH_ROWS) as i64, BATCH_ROWS))
+            .map(|b| float_batch((b * BATCH_ROWS) as i64, BATCH_ROWS))
             .collect();
         let started = Instant::now();
-        support::put(&mut client, "bench", batches).await;
+        flight::put_all(&mut client, "bench", batches).await;
         let seconds = started.elapsed().as_secs_f64();
         let rows = (BATCHES * BATCH_ROWS) as f64;
         println!(

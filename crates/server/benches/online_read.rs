@@ -3,13 +3,12 @@
 //!
 //! `cargo bench -p featherstore-server --bench online_read`
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use arrow_flight::{FlightClient, Ticket};
 use featherstore_server::config::Backend;
-use futures::TryStreamExt;
+use featherstore_testkit::fixtures::{load_average, percentile, FLOAT_FEATURES};
+use featherstore_testkit::{flight, TestServer};
 
 const ENTITIES: i64 = 100_000;
 const LATENCY_REQUESTS: usize = 5_000;
@@ -25,14 +24,8 @@ fn ticket(entities: usize, seed: usize) -> Ticket {
 }
 
 async fn read(client: &mut FlightClient, ticket: Ticket) -> usize {
-    let batches: Vec<_> = client
-        .do_get(ticket)
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    batches.iter().map(|b| b.num_rows()).sum()
+    let batches = flight::collect(client.do_get(ticket).await.unwrap()).await;
+    flight::rows(&batches.unwrap())
 }
 
 /// (p50 ms, p99 ms) of sequential requests.
@@ -45,53 +38,34 @@ async fn latency(client: &mut FlightClient, entities: usize) -> (f64, f64) {
         times.push(started.elapsed().as_secs_f64() * 1e3);
     }
     times.sort_by(f64::total_cmp);
-    (
-        support::percentile(&times, 0.5),
-        support::percentile(&times, 0.99),
-    )
+    (percentile(&times, 0.5), percentile(&times, 0.99))
 }
 
 /// Requests per second with concurrent clients, each on its own connection.
-async fn throughput(server: &featherstore_server::RunningServer, entities: usize) -> f64 {
-    let mut tasks = Vec::new();
-    for c in 0..THROUGHPUT_CLIENTS {
-        let mut client = support::client(server).await;
-        tasks.push(tokio::spawn(async move {
-            let started = Instant::now();
-            let mut done = 0usize;
-            while started.elapsed() < THROUGHPUT_TIME {
-                read(&mut client, ticket(entities, c * 1_000_000 + done)).await;
-                done += 1;
-            }
-            done
-        }));
-    }
-    let mut total = 0;
-    for task in tasks {
-        total += task.await.unwrap();
-    }
+async fn throughput(server: &TestServer, entities: usize) -> f64 {
+    let total = flight::closed_loop_gets(
+        &server.flight_addr,
+        THROUGHPUT_CLIENTS,
+        THROUGHPUT_TIME,
+        move |seed| ticket(entities, seed),
+    )
+    .await;
     total as f64 / THROUGHPUT_TIME.as_secs_f64()
 }
 
 #[tokio::main]
 async fn main() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = support::start(dir.path(), Backend::Duckdb).await;
-    let mut client = support::client(&server).await;
-    support::create_set(&mut client, "bench").await;
-    let batches = (0..ENTITIES)
-        .step_by(10_000)
-        .map(|first| support::batch(first, 10_000))
-        .collect();
-    support::put(&mut client, "bench", batches).await;
+    let server = TestServer::start(Backend::Duckdb).await;
+    let mut client = server.flight().await;
+    flight::fill_float_set(&mut client, "bench", ENTITIES).await;
     for i in 0..500 {
         read(&mut client, ticket(100, i)).await; // warm up connections and allocator
     }
 
     println!(
         "online DoGet, {} float32 features, {ENTITIES} entities stored; load average {}",
-        support::FEATURES,
-        support::load_average()
+        FLOAT_FEATURES,
+        load_average()
     );
     println!(
         "{:<22} {:>9} {:>9} {:>10} {:>12}",

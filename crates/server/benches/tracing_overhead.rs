@@ -9,8 +9,6 @@
 //!
 //! `cargo bench -p featherstore-server --bench tracing_overhead`
 
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,7 +17,8 @@ use std::time::{Duration, Instant};
 use arrow_flight::{FlightClient, Ticket};
 use featherstore_server::config::{Backend, Config, OtlpProtocol};
 use featherstore_server::telemetry::{logging, traces};
-use futures::TryStreamExt;
+use featherstore_testkit::fixtures::{load_average, percentile, FLOAT_FEATURES};
+use featherstore_testkit::flight;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -97,14 +96,12 @@ fn ticket(seed: usize) -> Ticket {
 }
 
 async fn read(client: &mut FlightClient, ticket: Ticket) -> usize {
-    let batches: Vec<_> = client
-        .do_get(ticket)
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    batches.iter().map(|b| b.num_rows()).sum()
+    let batches = flight::collect(client.do_get(ticket).await.unwrap()).await;
+    flight::rows(&batches.unwrap())
+}
+
+async fn connect(server: &featherstore_server::RunningServer) -> FlightClient {
+    flight::connect(&format!("http://{}", server.flight_addr)).await
 }
 
 struct Round {
@@ -165,7 +162,7 @@ async fn measure(runtime: &tokio::runtime::Runtime, config: &Config) -> Round {
         .await
         .unwrap()
         .expect("server starts");
-    let mut client = support::client(&server).await;
+    let mut client = connect(&server).await;
     for i in 0..500 {
         read(&mut client, ticket(i)).await; // warm up
     }
@@ -176,31 +173,17 @@ async fn measure(runtime: &tokio::runtime::Runtime, config: &Config) -> Round {
         times.push(started.elapsed().as_secs_f64() * 1e3);
     }
     times.sort_by(f64::total_cmp);
-    let mut tasks = Vec::new();
+    let address = format!("http://{}", server.flight_addr);
     let cpu_before = server_cpu_us();
-    for c in 0..THROUGHPUT_CLIENTS {
-        let mut client = support::client(&server).await;
-        tasks.push(tokio::spawn(async move {
-            let started = Instant::now();
-            let mut done = 0usize;
-            while started.elapsed() < THROUGHPUT_TIME {
-                read(&mut client, ticket(c * 1_000_000 + done)).await;
-                done += 1;
-            }
-            done
-        }));
-    }
-    let mut total = 0;
-    for task in tasks {
-        total += task.await.unwrap();
-    }
+    let total =
+        flight::closed_loop_gets(&address, THROUGHPUT_CLIENTS, THROUGHPUT_TIME, ticket).await;
     let cpu_after = server_cpu_us();
     let cpu_us = (cpu_after.0 - cpu_before.0) / total as f64;
     let export_cpu_us = (cpu_after.1 - cpu_before.1) / total as f64;
     runtime.spawn(server.shutdown()).await.unwrap();
     Round {
-        p50_ms: support::percentile(&times, 0.5),
-        p99_ms: support::percentile(&times, 0.99),
+        p50_ms: percentile(&times, 0.5),
+        p99_ms: percentile(&times, 0.99),
         rps: total as f64 / THROUGHPUT_TIME.as_secs_f64(),
         cpu_us,
         export_cpu_us,
@@ -219,16 +202,9 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let off = Config::ephemeral(dir.path(), Backend::Duckdb);
     {
-        let server = featherstore_server::start(&off)
-            .await
-            .expect("server starts");
-        let mut client = support::client(&server).await;
-        support::create_set(&mut client, "bench").await;
-        let batches = (0..ENTITIES)
-            .step_by(10_000)
-            .map(|first| support::batch(first, 10_000))
-            .collect();
-        support::put(&mut client, "bench", batches).await;
+        let server = featherstore_testkit::server::start_config(&off).await;
+        let mut client = connect(&server).await;
+        flight::fill_float_set(&mut client, "bench", ENTITIES).await;
         server.shutdown().await;
     }
     let server_runtime = tokio::runtime::Builder::new_multi_thread()
@@ -253,7 +229,7 @@ async fn main() {
     println!(
         "online DoGet, 1 entity, {} float32 features, {ENTITIES} entities; trace export off vs on \
          (OTLP {}, sampler {}); load average {}",
-        support::FEATURES,
+        FLOAT_FEATURES,
         if grpc { "gRPC" } else { "HTTP/protobuf" },
         std::env::var("OTEL_TRACES_SAMPLER").map_or_else(
             |_| format!(
@@ -266,7 +242,7 @@ async fn main() {
                 std::env::var("OTEL_TRACES_SAMPLER_ARG").unwrap_or_default()
             ),
         ),
-        support::load_average()
+        load_average()
     );
     println!(
         "{:<10} {:>9} {:>9} {:>12} {:>18} {:>12}",
@@ -366,6 +342,6 @@ async fn main() {
          (+{:.1} µs per request)",
         (on_ns - off_ns) / 1e3
     );
-    println!("load average after: {}", support::load_average());
+    println!("load average after: {}", load_average());
     server_runtime.shutdown_background();
 }

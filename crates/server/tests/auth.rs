@@ -3,17 +3,14 @@
 //! file and from the environment, the Handshake, the safe default bind, the failure metrics,
 //! and the logs, which never show a token.
 
-mod common;
-
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use arrow::array::RecordBatch;
-use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::flight_service_client::FlightServiceClient;
-use arrow_flight::{FlightClient, FlightDescriptor, HandshakeRequest, Ticket};
-use common::*;
+use arrow_flight::{FlightClient, FlightDescriptor, HandshakeRequest};
 use featherstore_server::config::{AuthConfig, Backend, Config, Scope, TokenConfig};
+use featherstore_testkit::*;
 use futures::TryStreamExt;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -234,11 +231,9 @@ impl FlightOp {
                 .map(drop)
                 .map_err(status),
             FlightOp::Put => {
-                let data = FlightDataEncoderBuilder::new()
-                    .with_flight_descriptor(Some(descriptor))
-                    .build(futures::stream::iter([Ok(user_rows())]));
-                let acks = client.do_put(data).await.map_err(status)?;
-                acks.try_collect::<Vec<_>>().await.map(drop).map_err(status)
+                let data = flight::put_data(set, futures::stream::iter([Ok(user_rows())]));
+                let (_, ended) = flight::put_messages(client, data).await;
+                ended.map_err(|s| s.code())
             }
             FlightOp::Online | FlightOp::History => {
                 let kind = if self == FlightOp::Online {
@@ -247,27 +242,14 @@ impl FlightOp {
                     "history"
                 };
                 let ticket = json!({"type": kind, "feature_set": set, "entities": ["u1"]});
-                let stream = client
-                    .do_get(Ticket::new(ticket.to_string()))
-                    .await
-                    .map_err(status)?;
-                stream
-                    .try_collect::<Vec<_>>()
-                    .await
-                    .map(drop)
-                    .map_err(status)
+                get(client, ticket).await.map(drop).map_err(|s| s.code())
             }
             FlightOp::Exchange => {
                 let command = json!({"type": "training_data", "features": [format!("{set}:*")]});
-                let data = FlightDataEncoderBuilder::new()
-                    .with_flight_descriptor(Some(FlightDescriptor::new_cmd(command.to_string())))
-                    .build(futures::stream::iter([Ok(entity_rows())]));
-                let stream = client.do_exchange(data).await.map_err(status)?;
-                stream
-                    .try_collect::<Vec<_>>()
+                flight::exchange_on(client, &command, vec![entity_rows()])
                     .await
                     .map(drop)
-                    .map_err(status)
+                    .map_err(|s| s.code())
             }
             FlightOp::ListActions => {
                 let actions = client.list_actions().await.map_err(status)?;
@@ -400,28 +382,16 @@ async fn flight_feature_set_globs_limit_every_call_and_listing() {
     let names = set_names(&listed);
     assert!(names.iter().all(|n| n.starts_with("user_")), "{names:?}");
     assert!(names.contains(&"user_features"), "{names:?}");
-    let flights: Vec<_> = client
-        .list_flights("")
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let flights = flight::list_flights(&mut client).await;
     assert!(flights
         .iter()
         .all(|f| f.flight_descriptor.as_ref().unwrap().path[0].starts_with("user_")));
     // Training data over a permitted and a refused set together is refused.
     let command =
         json!({"type": "training_data", "features": ["user_features:age", "item_features:price"]});
-    let data = FlightDataEncoderBuilder::new()
-        .with_flight_descriptor(Some(FlightDescriptor::new_cmd(command.to_string())))
-        .build(futures::stream::iter([Ok(entity_rows())]));
-    let refused = match client.do_exchange(data).await {
-        Ok(stream) => stream.try_collect::<Vec<_>>().await.map(drop),
-        Err(e) => Err(e),
-    };
+    let refused = flight::exchange_on(&mut client, &command, vec![entity_rows()]).await;
     assert_eq!(
-        refused.map_err(|e| to_status(e).code()),
+        refused.map(drop).map_err(|s| s.code()),
         Err(Code::PermissionDenied)
     );
 }
@@ -527,15 +497,6 @@ const HTTP_OPS: [HttpOp; 8] = [
     HttpOp::Delete,
 ];
 
-fn ipc(batch: &RecordBatch) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut out, &batch.schema()).unwrap();
-    writer.write(batch).unwrap();
-    writer.finish().unwrap();
-    drop(writer);
-    out
-}
-
 impl HttpOp {
     fn scope(self) -> Scope {
         match self {
@@ -556,13 +517,13 @@ impl HttpOp {
             HttpOp::List => client.get(sets),
             HttpOp::Ingest => client
                 .post(format!("{sets}/{set}/rows"))
-                .header("content-type", "application/vnd.apache.arrow.stream")
-                .body(ipc(&user_rows())),
+                .header("content-type", http::ARROW)
+                .body(http::ipc_body(&[user_rows()])),
             HttpOp::Online => client.post(format!("{base}/v1/online")).body(read),
             HttpOp::History => client.post(format!("{base}/v1/history")).body(read),
             HttpOp::TrainingData => client
                 .post(format!("{base}/v1/training-data?features={set}:*"))
-                .body(ipc(&entity_rows())),
+                .body(http::ipc_body(&[entity_rows()])),
         }
     }
 

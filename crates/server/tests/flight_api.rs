@@ -1,14 +1,11 @@
 //! The Flight API end to end over loopback: registry actions, DoPut, DoGet, catalog, errors.
 
-mod common;
-
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Float32Type, Int64Type, TimestampMicrosecondType};
 use arrow_flight::error::FlightError;
 use arrow_flight::FlightDescriptor;
-use common::*;
 use featherstore_server::config::Backend;
-use futures::TryStreamExt;
+use featherstore_testkit::*;
 use serde_json::json;
 use tonic::Code;
 
@@ -106,11 +103,7 @@ async fn registry_actions() {
 #[tokio::test]
 async fn put_acknowledges_each_batch_then_online_and_history_read_it() {
     for backend in BACKENDS {
-        let server = TestServer::start(backend).await;
-        let mut client = server.flight().await;
-        action(&mut client, "create_feature_set", USER_SPEC)
-            .await
-            .unwrap();
+        let (server, mut client) = TestServer::with_set(backend, USER_SPEC).await;
         let (acks, error) = put(
             &mut client,
             "user_features",
@@ -144,13 +137,10 @@ async fn put_acknowledges_each_batch_then_online_and_history_read_it() {
             .await
             .unwrap(),
         );
-        let names: Vec<_> = online
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
-        assert_eq!(names, ["user_id", "ctr_7d", "age", "event_timestamp"]);
+        assert_eq!(
+            column_names(&online),
+            ["user_id", "ctr_7d", "age", "event_timestamp"]
+        );
         assert_eq!(
             online
                 .column(0)
@@ -244,11 +234,7 @@ async fn put_acknowledges_each_batch_then_online_and_history_read_it() {
 #[tokio::test]
 async fn rejected_batch_ends_the_put_and_keeps_earlier_batches() {
     for backend in BACKENDS {
-        let server = TestServer::start(backend).await;
-        let mut client = server.flight().await;
-        action(&mut client, "create_feature_set", USER_SPEC)
-            .await
-            .unwrap();
+        let (_server, mut client) = TestServer::with_set(backend, USER_SPEC).await;
         let good = user_batch(&[("u1", Some(1), None, 10)]);
         // Same schema, but a null entity key: the whole batch is refused.
         let mut bad_ids = arrow::array::StringBuilder::new();
@@ -332,8 +318,7 @@ async fn rejected_batch_ends_the_put_and_keeps_earlier_batches() {
 
 #[tokio::test]
 async fn bad_tickets_and_limits() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_in(dir, featherstore_server::config::Backend::Duckdb, |c| {
+    let server = TestServer::start_with(featherstore_server::config::Backend::Duckdb, |c| {
         c.limits.max_online_entities = 3;
         c.limits.max_message_bytes = 64 * 1024;
     })
@@ -414,13 +399,7 @@ async fn catalog_lists_flights_with_schema_and_counts() {
     )
     .await;
     assert!(error.is_none());
-    let flights: Vec<_> = client
-        .list_flights(bytes::Bytes::new())
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let flights = flight::list_flights(&mut client).await;
     assert_eq!(flights.len(), 1);
     let info = &flights[0];
     assert_eq!(
@@ -437,16 +416,8 @@ async fn catalog_lists_flights_with_schema_and_counts() {
 
     // The endpoint's ticket reads the whole set.
     let ticket = info.endpoint[0].ticket.clone().unwrap();
-    let rows: usize = client
-        .do_get(ticket)
-        .await
-        .unwrap()
-        .try_collect::<Vec<_>>()
-        .await
-        .unwrap()
-        .iter()
-        .map(|b| b.num_rows())
-        .sum();
+    let answer = flight::collect(client.do_get(ticket).await.unwrap()).await;
+    let rows = flight::rows(&answer.unwrap());
     assert_eq!(rows, 2);
 
     let info = client

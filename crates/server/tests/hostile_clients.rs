@@ -2,17 +2,15 @@
 //! everyone else, on both backends. Each test holds misbehaving clients open, then checks that
 //! a well-behaved client's ingest and reads complete within a few seconds.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::{FlightClient, FlightDescriptor, Ticket};
-use common::*;
 use featherstore_server::config::{Backend, Config};
-use futures::{StreamExt, TryStreamExt};
+use featherstore_testkit::*;
+use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -21,22 +19,17 @@ use tokio::net::{TcpSocket, TcpStream};
 const PROMPT: Duration = Duration::from_secs(5);
 
 async fn start(backend: Backend, adjust: impl FnOnce(&mut Config)) -> TestServer {
-    TestServer::start_in(tempfile::tempdir().unwrap(), backend, adjust).await
+    TestServer::start_with(backend, adjust).await
 }
 
 /// A DoPut of `batch` on a connection of its own, within `PROMPT`.
 async fn put_promptly(server: &TestServer, batch: RecordBatch) -> Result<(), String> {
     let mut client = server.flight().await;
-    let data = FlightDataEncoderBuilder::new()
-        .with_flight_descriptor(Some(FlightDescriptor::new_path(vec![
-            "user_features".into()
-        ])))
-        .build(futures::stream::iter([Ok(batch)]));
-    let put = async { client.do_put(data).await?.try_collect::<Vec<_>>().await };
+    let put = put(&mut client, "user_features", vec![batch]);
     match tokio::time::timeout(PROMPT, put).await {
-        Ok(Ok(acks)) if acks.len() == 1 => Ok(()),
-        Ok(Ok(acks)) => Err(format!("{} acknowledgements for one batch", acks.len())),
-        Ok(Err(e)) => Err(format!("DoPut failed: {e}")),
+        Ok((acks, None)) if acks.len() == 1 => Ok(()),
+        Ok((acks, None)) => Err(format!("{} acknowledgements for one batch", acks.len())),
+        Ok((_, Some(e))) => Err(format!("DoPut failed: {e}")),
         Err(_) => Err(format!("DoPut did not complete within {PROMPT:?}")),
     }
 }
@@ -60,14 +53,11 @@ fn history_ticket(entities: Option<&[&str]>) -> Ticket {
 async fn history_promptly(server: &TestServer) -> Result<usize, String> {
     let mut client = server.flight().await;
     let read = async {
-        client
-            .do_get(history_ticket(Some(&["u1", "u2"])))
-            .await?
-            .try_collect::<Vec<_>>()
-            .await
+        let ticket = history_ticket(Some(&["u1", "u2"]));
+        flight::collect(client.do_get(ticket).await.map_err(to_status)?).await
     };
     match tokio::time::timeout(PROMPT, read).await {
-        Ok(Ok(batches)) => Ok(batches.iter().map(RecordBatch::num_rows).sum()),
+        Ok(Ok(batches)) => Ok(flight::rows(&batches)),
         Ok(Err(e)) => Err(format!("history failed: {e}")),
         Err(_) => Err(format!("history did not complete within {PROMPT:?}")),
     }
@@ -118,21 +108,12 @@ async fn stalled_exchange(server: &TestServer) -> FlightRecordBatchStream {
 
 /// `GET /health`: its status and JSON body.
 async fn health(server: &TestServer) -> (u16, Value) {
-    let response = http()
-        .get(format!("{}/health", server.http))
-        .send()
-        .await
-        .unwrap();
-    (response.status().as_u16(), response.json().await.unwrap())
+    let (status, body) = http::get_json(&format!("{}/health", server.http)).await;
+    (status.as_u16(), body)
 }
 
 async fn metric(server: &TestServer, sample: &str) -> f64 {
-    server
-        .metrics_text()
-        .await
-        .lines()
-        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
-        .unwrap_or(0.0)
+    http::metric(&server.metrics_text().await, sample)
 }
 
 #[tokio::test]
@@ -262,7 +243,7 @@ async fn stalled_flight_history_readers_release_their_connections() {
 /// Sends an HTTP history request of every row and reads nothing of the answer, on a socket
 /// with a small receive buffer.
 async fn stalled_http_reader(server: &TestServer) -> TcpStream {
-    let address = server.server.as_ref().unwrap().http_addr;
+    let address = server.http_addr();
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let mut tcp = socket.connect(address).await.unwrap();
@@ -334,7 +315,7 @@ async fn slow_loris_is_cut_and_others_are_served() {
         c.server.header_read_timeout_seconds = 1.0
     })
     .await;
-    let address = server.server.as_ref().unwrap().http_addr;
+    let address = server.http_addr();
     let mut loris = TcpStream::connect(address).await.unwrap();
     let request = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
     let started = Instant::now();
@@ -365,13 +346,12 @@ async fn slow_loris_is_cut_and_others_are_served() {
 #[tokio::test]
 async fn thousands_of_idle_connections_do_not_stop_service() {
     let server = start(Backend::Duckdb, |_| {}).await;
-    let running = server.server.as_ref().unwrap();
     let mut idle = Vec::new();
     for i in 0..2_000 {
         let address = if i % 2 == 0 {
-            running.http_addr
+            server.http_addr()
         } else {
-            running.flight_addr
+            server.flight_socket()
         };
         idle.push(TcpStream::connect(address).await.unwrap());
     }
@@ -439,7 +419,7 @@ async fn over_the_concurrency_limits_requests_are_refused_with_their_status() {
 #[tokio::test]
 async fn a_request_that_takes_too_long_gets_504() {
     let server = start(Backend::Duckdb, |c| c.limits.request_timeout_seconds = 0.5).await;
-    let address = server.server.as_ref().unwrap().http_addr;
+    let address = server.http_addr();
     let mut slow = TcpStream::connect(address).await.unwrap();
     // Headers, then a body that never comes: the read waits for it past the timeout.
     slow.write_all(

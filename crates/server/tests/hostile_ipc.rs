@@ -3,25 +3,21 @@
 //! message, nothing is stored, and the server keeps serving. The bodies are real IPC bytes
 //! written by arrow with their flatbuffer metadata patched (`featherstore_core::ipc_testing`).
 
-mod common;
-
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float32Array, ListArray, RecordBatch, StringArray};
 use arrow::datatypes::Field;
 use arrow::ipc::CompressionType;
 use arrow_flight::{FlightClient, FlightData, FlightDescriptor, PutResult};
-use common::*;
 use featherstore_core::ipc_testing::{
     join, set_body_length, set_buffer, set_int_bit_width, set_node, split, stream, BatchHeader,
     Frame,
 };
-use futures::{StreamExt, TryStreamExt};
+use featherstore_testkit::http::{send, ARROW};
+use featherstore_testkit::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tonic::Code;
-
-const ARROW: &str = "application/vnd.apache.arrow.stream";
 
 fn valid_frames() -> Vec<Frame> {
     split(&stream(&[user_batch(&[
@@ -118,16 +114,6 @@ fn hostile_streams() -> Vec<(&'static str, Vec<u8>)> {
     cases
 }
 
-async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
-    let response = request
-        .send()
-        .await
-        .expect("an answer, not a dropped connection");
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
 fn assert_invalid_ipc(case: &str, answer: &(StatusCode, Value)) {
     assert_eq!(answer.0, StatusCode::BAD_REQUEST, "{case}: {}", answer.1);
     assert_eq!(answer.1["error"]["code"], "invalid_argument", "{case}");
@@ -138,34 +124,15 @@ fn assert_invalid_ipc(case: &str, answer: &(StatusCode, Value)) {
     );
 }
 
-/// A server with the user_features set, and a Flight client of it.
-async fn server_with_user_set(
-    backend: featherstore_server::config::Backend,
-) -> (TestServer, FlightClient) {
-    let server = TestServer::start(backend).await;
-    let mut client = server.flight().await;
-    action(&mut client, "create_feature_set", USER_SPEC)
-        .await
-        .unwrap();
-    (server, client)
-}
-
 async fn stored_rows(client: &mut FlightClient) -> usize {
     let ticket = json!({"type": "history", "feature_set": "user_features"});
-    let batches: Vec<RecordBatch> = client
-        .do_get(arrow_flight::Ticket::new(ticket.to_string()))
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    batches.iter().map(|b| b.num_rows()).sum()
+    flight::get_rows(client, ticket).await
 }
 
 #[tokio::test]
 async fn http_arrow_bodies_with_malformed_metadata_answer_400_and_store_nothing() {
     for backend in BACKENDS {
-        let (server, mut flight) = server_with_user_set(backend).await;
+        let (server, mut flight) = TestServer::with_set(backend, USER_SPEC).await;
         let client = http();
         let rows_url = format!("{}/v1/feature-sets/user_features/rows", server.http);
         let training_url = format!(
@@ -216,25 +183,13 @@ async fn do_put(
     client: &mut FlightClient,
     messages: Vec<FlightData>,
 ) -> (Vec<PutResult>, Result<(), tonic::Status>) {
-    let input = futures::stream::iter(messages.into_iter().map(Ok));
-    let mut results = Vec::new();
-    let mut responses = match client.do_put(input).await {
-        Ok(responses) => responses,
-        Err(e) => return (results, Err(to_status(e))),
-    };
-    while let Some(next) = responses.next().await {
-        match next {
-            Ok(result) => results.push(result),
-            Err(e) => return (results, Err(to_status(e))),
-        }
-    }
-    (results, Ok(()))
+    flight::put_messages(client, futures::stream::iter(messages.into_iter().map(Ok))).await
 }
 
 #[tokio::test]
 async fn do_put_of_malformed_messages_fails_invalid_argument_and_stores_nothing() {
     for backend in BACKENDS {
-        let (_server, mut client) = server_with_user_set(backend).await;
+        let (_server, mut client) = TestServer::with_set(backend, USER_SPEC).await;
         let descriptor = FlightDescriptor::new_path(vec!["user_features".into()]);
         let mut cases = hostile_messages();
         let mut frames = valid_frames();
@@ -262,7 +217,7 @@ async fn do_put_of_malformed_messages_fails_invalid_argument_and_stores_nothing(
 
 #[tokio::test]
 async fn do_exchange_of_malformed_entity_rows_fails_invalid_argument() {
-    let (_server, mut client) = server_with_user_set(BACKENDS[0]).await;
+    let (_server, mut client) = TestServer::with_set(BACKENDS[0], USER_SPEC).await;
     let command =
         json!({"type": "training_data", "features": ["user_features:age"], "full_names": true});
     let descriptor = FlightDescriptor::new_cmd(command.to_string());
@@ -270,10 +225,10 @@ async fn do_exchange_of_malformed_entity_rows_fails_invalid_argument() {
         let messages = flight_messages(descriptor.clone(), frames);
         let input = futures::stream::iter(messages.into_iter().map(Ok));
         let outcome = match client.do_exchange(input).await {
-            Ok(answers) => answers.try_collect::<Vec<_>>().await.map(|_| ()),
-            Err(e) => Err(e),
+            Ok(answers) => flight::collect(answers).await.map(|_| ()),
+            Err(e) => Err(to_status(e)),
         };
-        let status = to_status(outcome.expect_err(case));
+        let status = outcome.expect_err(case);
         assert_eq!(status.code(), Code::InvalidArgument, "{case}: {status}");
         assert!(
             status.message().contains("invalid Arrow IPC data"),

@@ -1,32 +1,11 @@
 //! The HTTP API end to end over loopback: routes, JSON and Arrow bodies, errors, metrics.
 
-mod common;
-
-use std::io::Cursor;
-
 use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
-use arrow::ipc::reader::StreamReader;
-use arrow::ipc::writer::StreamWriter;
-use common::*;
+use featherstore_testkit::http::{assert_error, ipc_body, read_ipc, send, ARROW};
+use featherstore_testkit::*;
 use reqwest::StatusCode;
-use serde_json::{json, Value};
-
-const ARROW: &str = "application/vnd.apache.arrow.stream";
-
-async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-fn assert_error(result: &(StatusCode, Value), status: StatusCode, code: &str, needle: &str) {
-    assert_eq!(result.0, status, "{}", result.1);
-    assert_eq!(result.1["error"]["code"], code, "{}", result.1);
-    let message = result.1["error"]["message"].as_str().unwrap();
-    assert!(message.contains(needle), "{message:?} lacks {needle:?}");
-}
+use serde_json::json;
 
 #[tokio::test]
 async fn registry_ingest_and_reads_over_http() {
@@ -80,16 +59,10 @@ async fn registry_ingest_and_reads_over_http() {
         assert_eq!(ingested, (StatusCode::OK, json!({"rows": 3})));
 
         // An Arrow IPC body with two record batches is one ingest batch.
-        let mut body = Vec::new();
-        {
-            let batch = user_batch(&[("u3", Some(50), None, 1_767_225_600)]);
-            let mut writer = StreamWriter::try_new(&mut body, &batch.schema()).unwrap();
-            writer.write(&batch).unwrap();
-            writer
-                .write(&user_batch(&[("u4", Some(60), None, 1_767_225_600)]))
-                .unwrap();
-            writer.finish().unwrap();
-        }
+        let body = ipc_body(&[
+            user_batch(&[("u3", Some(50), None, 1_767_225_600)]),
+            user_batch(&[("u4", Some(60), None, 1_767_225_600)]),
+        ]);
         let ingested = send(
             client
                 .post(format!("{base}/v1/feature-sets/user_features/rows"))
@@ -132,11 +105,7 @@ async fn registry_ingest_and_reads_over_http() {
             .await
             .unwrap();
         assert_eq!(arrow_online.headers()["content-type"], ARROW);
-        let bytes = arrow_online.bytes().await.unwrap();
-        let batches: Vec<_> = StreamReader::try_new(Cursor::new(bytes), None)
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
+        let batches = read_ipc(&arrow_online.bytes().await.unwrap());
         assert_eq!(
             batches[0].column(1).as_primitive::<Int64Type>().value(0),
             60
@@ -163,10 +132,7 @@ async fn registry_ingest_and_reads_over_http() {
             .bytes()
             .await
             .unwrap();
-        let rows: usize = StreamReader::try_new(Cursor::new(arrow_history), None)
-            .unwrap()
-            .map(|b| b.unwrap().num_rows())
-            .sum();
+        let rows = flight::rows(&read_ipc(&arrow_history));
         assert_eq!(rows, 1);
 
         let described = send(client.get(format!("{base}/v1/feature-sets/user_features"))).await;
@@ -202,8 +168,7 @@ async fn registry_ingest_and_reads_over_http() {
 
 #[tokio::test]
 async fn bad_requests_get_documented_errors_and_lose_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_in(dir, BACKENDS[0], |c| {
+    let server = TestServer::start_with(BACKENDS[0], |c| {
         c.limits.max_message_bytes = 4096;
         c.limits.max_online_entities = 2;
     })
@@ -267,13 +232,6 @@ async fn bad_requests_get_documented_errors_and_lose_nothing() {
         1,
         "only the good row is stored"
     );
-    let metrics = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = http::text(&format!("{base}/metrics")).await;
     assert!(metrics.contains(r#"code="too_large""#), "{metrics}");
 }

@@ -7,17 +7,14 @@
 //! trace export are process-wide, so nothing else may run beside it. (The Parquet activity
 //! counters are process-wide too: only the Parquet part at the end moves them.)
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use arrow_flight::encode::FlightDataEncoderBuilder;
-use arrow_flight::{FlightClient, FlightDescriptor, Ticket};
+use arrow_flight::FlightClient;
 use axum::body::Bytes;
-use common::{action, user_batch, TestServer, USER_SPEC};
 use featherstore_server::config::{Backend, OtlpProtocol};
+use featherstore_testkit::{action, flight, put, user_batch, TestServer, USER_SPEC};
 use futures::TryStreamExt;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
@@ -249,17 +246,6 @@ fn assert_attrs(span: &ProtoSpan, expected: &[(&str, &str)]) {
     }
 }
 
-async fn read_all(client: &mut FlightClient, ticket: serde_json::Value) -> usize {
-    let batches: Vec<_> = client
-        .do_get(Ticket::new(ticket.to_string()))
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    batches.iter().map(|b| b.num_rows()).sum()
-}
-
 /// Parsed Prometheus text: sample values by name and labels, and the declared family types.
 struct Scrape {
     types: HashMap<String, String>,
@@ -400,8 +386,7 @@ async fn scrape(server: &TestServer) -> Scrape {
 }
 
 async fn traced_server(endpoint: SocketAddr, protocol: OtlpProtocol) -> TestServer {
-    let dir = tempfile::tempdir().unwrap();
-    TestServer::start_in(dir, Backend::Duckdb, |config| {
+    TestServer::start_with(Backend::Duckdb, |config| {
         config.tracing.endpoint = Some(format!("http://{endpoint}"));
         config.tracing.protocol = protocol;
         config.tracing.service_name = "featherstore-test".into();
@@ -417,7 +402,7 @@ async fn traces_and_metrics() {
     let (addr, grpc) = grpc_receiver().await;
     let server = traced_server(addr, OtlpProtocol::Grpc).await;
     let mut client = server.flight().await;
-    let http = common::http();
+    let http = featherstore_testkit::http();
 
     let create = Caller::new(1);
     set_caller(&mut client, &create);
@@ -434,29 +419,19 @@ async fn traces_and_metrics() {
         ]),
         user_batch(&[("u3", Some(23), Some(0.1), 100)]),
     ];
-    let data = FlightDataEncoderBuilder::new()
-        .with_flight_descriptor(Some(FlightDescriptor::new_path(vec![
-            "user_features".into()
-        ])))
-        .build(futures::stream::iter(batches.into_iter().map(Ok)));
-    let acks: Vec<_> = client
-        .do_put(data)
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let (acks, error) = flight::put(&mut client, "user_features", batches).await;
+    assert!(error.is_none(), "{error:?}");
     assert_eq!(acks.len(), 2);
 
     let online = Caller::new(3);
     set_caller(&mut client, &online);
     let ticket = json!({"type": "online", "feature_set": "user_features", "entities": ["u1", "u3", "nobody"]});
-    assert_eq!(read_all(&mut client, ticket).await, 3);
+    assert_eq!(flight::get_rows(&mut client, ticket).await, 3);
 
     let history = Caller::new(4);
     set_caller(&mut client, &history);
     let ticket = json!({"type": "history", "feature_set": "user_features"});
-    assert_eq!(read_all(&mut client, ticket).await, 3);
+    assert_eq!(flight::get_rows(&mut client, ticket).await, 3);
 
     let http_online = Caller::new(5);
     let response = http
@@ -504,17 +479,10 @@ async fn traces_and_metrics() {
     ])
     .unwrap();
     let command = json!({"type": "training_data", "features": ["user_features:age"]});
-    let data = FlightDataEncoderBuilder::new()
-        .with_flight_descriptor(Some(FlightDescriptor::new_cmd(command.to_string())))
-        .build(futures::stream::iter([Ok(entity_rows)]));
-    let out: Vec<_> = client
-        .do_exchange(data)
-        .await
-        .unwrap()
-        .try_collect()
+    let out = flight::exchange_on(&mut client, &command, vec![entity_rows])
         .await
         .unwrap();
-    assert_eq!(out.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+    assert_eq!(flight::rows(&out), 2);
 
     // A caller whose trace is not sampled: neither is the server's part of it.
     let unsampled = Caller::new(11);
@@ -631,7 +599,7 @@ async fn traces_and_metrics() {
     );
 
     // Shutting down flushes the batch exporter.
-    server.server.unwrap().shutdown().await;
+    server.shutdown().await;
     let spans = grpc.spans();
     assert!(spans
         .iter()
@@ -760,7 +728,7 @@ async fn traces_and_metrics() {
     action(&mut client, "create_feature_set", USER_SPEC)
         .await
         .unwrap();
-    server.server.unwrap().shutdown().await;
+    server.shutdown().await;
     let spans = over_http.spans();
     let trace = Trace::of(&spans, &caller);
     let span = trace.server("flight create_feature_set", &caller);
@@ -774,7 +742,7 @@ async fn traces_and_metrics() {
     action(&mut client, "create_feature_set", USER_SPEC)
         .await
         .unwrap();
-    server.server.unwrap().shutdown().await;
+    server.shutdown().await;
     assert_eq!((grpc.spans().len(), over_http.spans().len()), before);
 
     parquet_storage_metrics().await;
@@ -844,7 +812,7 @@ async fn parquet_storage_metrics() {
     let parquet = [("backend", "parquet")];
     let counter = |metrics: &Scrape, name: &str| metrics.value(name, &[]);
 
-    let (_, error) = common::put(
+    let (_, error) = put(
         &mut client,
         "user_features",
         vec![user_batch(&[
@@ -872,7 +840,7 @@ async fn parquet_storage_metrics() {
     assert!(counter(&flushed, "featherstore_parquet_flush_seconds_total") > 0.0);
 
     // A second small file of the same date: compaction merges the two.
-    let (_, error) = common::put(
+    let (_, error) = put(
         &mut client,
         "user_features",
         vec![user_batch(&[("u3", Some(3), None, 200)])],

@@ -3,12 +3,10 @@
 //! `featherstore_requests_in_flight` while a call is being handled. The INTERNAL count of
 //! streams that fail after their start is in tests/status_codes.rs.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::TestServer;
 use featherstore_server::config::Backend;
+use featherstore_testkit::TestServer;
 
 /// A Flight call is counted in flight while its handler runs: a DoPut whose first message
 /// never comes is, until the idle timeout ends it; then no more.

@@ -3,8 +3,6 @@
 //! status metadata, and the HTTP status with its JSON error body. Both name the same
 //! `ErrorCode`, which is what a client reads back.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,9 +11,9 @@ use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::{FlightDataEncoder, FlightDataEncoderBuilder};
 use arrow_flight::error::FlightError;
 use arrow_flight::{FlightDescriptor, PutResult};
-use common::*;
 use featherstore_core::{ErrorCode, ERROR_CODE_METADATA};
 use featherstore_server::config::{AuthConfig, Backend, Config, Scope, TokenConfig};
+use featherstore_testkit::*;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use serde_json::{json, Value};

@@ -1,29 +1,23 @@
 //! TLS on the HTTP and Flight ports, with real clients (reqwest with rustls, arrow-flight over
 //! tonic's rustls): server certificates, required client certificates, plaintext refused.
 
-mod common;
-
 use std::time::Duration;
 
 use arrow_flight::FlightClient;
-use common::certs::TestCerts;
-use common::*;
 use featherstore_server::config::{AuthConfig, Backend, Scope, TokenConfig};
+use featherstore_testkit::certs::TestCerts;
+use featherstore_testkit::*;
 use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 async fn start(certs: &TestCerts, client_certs: bool) -> TestServer {
     let tls = certs.server_tls(client_certs);
-    TestServer::start_in(tempfile::tempdir().unwrap(), Backend::Duckdb, |c| {
-        c.server.tls = Some(tls)
-    })
-    .await
+    TestServer::start_with(Backend::Duckdb, |c| c.server.tls = Some(tls)).await
 }
 
 fn addresses(server: &TestServer) -> (std::net::SocketAddr, std::net::SocketAddr) {
-    let running = server.server.as_ref().unwrap();
-    (running.http_addr, running.flight_addr)
+    (server.http_addr(), server.flight_socket())
 }
 
 /// An HTTPS client trusting the test CA, with a client certificate if given.
@@ -181,7 +175,7 @@ async fn tokens_are_still_needed_over_tls() {
     let certs = TestCerts::generate();
     let tls = certs.server_tls(false);
     let token = "tls-reader-0123456789abcdef";
-    let server = TestServer::start_in(tempfile::tempdir().unwrap(), Backend::Parquet, |c| {
+    let server = TestServer::start_with(Backend::Parquet, |c| {
         c.server.tls = Some(tls);
         c.auth = AuthConfig {
             tokens: vec![TokenConfig::inline("reader", token, &[Scope::Read])],

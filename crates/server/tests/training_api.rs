@@ -1,20 +1,12 @@
 //! Training data over the wire: Flight DoExchange and `POST /v1/training-data`, both backends.
 
-mod common;
-
-use std::io::Cursor;
 use std::sync::Arc;
 
 use arrow::array::{
     ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
 };
 use arrow::datatypes::{Float32Type, Int64Type};
-use arrow::ipc::reader::StreamReader;
-use arrow::ipc::writer::StreamWriter;
-use arrow_flight::encode::FlightDataEncoderBuilder;
-use arrow_flight::FlightDescriptor;
-use common::*;
-use futures::TryStreamExt;
+use featherstore_testkit::*;
 use serde_json::{json, Value};
 use tonic::Code;
 
@@ -42,29 +34,15 @@ fn entity_rows(rows: &[(&str, i64, i64)]) -> RecordBatch {
 #[tokio::test]
 async fn training_data_over_flight_and_http() {
     for backend in BACKENDS {
-        let server = TestServer::start(backend).await;
-        let mut client = server.flight().await;
-        action(&mut client, "create_feature_set", USER_SPEC)
-            .await
-            .unwrap();
-        let data = FlightDataEncoderBuilder::new()
-            .with_flight_descriptor(Some(FlightDescriptor::new_path(vec![
-                "user_features".into()
-            ])))
-            .build(futures::stream::iter([
-                Ok(user_batch(&[
-                    ("u1", Some(10), Some(0.5), 100),
-                    ("u2", Some(20), None, 100),
-                ])),
-                Ok(user_batch(&[("u1", Some(11), Some(0.7), 200)])),
-            ]));
-        client
-            .do_put(data)
-            .await
-            .unwrap()
-            .try_collect::<Vec<_>>()
-            .await
-            .unwrap();
+        let (server, mut client) = TestServer::with_set(backend, USER_SPEC).await;
+        let batches = vec![
+            user_batch(&[
+                ("u1", Some(10), Some(0.5), 100),
+                ("u2", Some(20), None, 100),
+            ]),
+            user_batch(&[("u1", Some(11), Some(0.7), 200)]),
+        ];
+        flight::put_all(&mut client, "user_features", batches).await;
 
         let rows = vec![
             entity_rows(&[("u1", 150, 1), ("u1", 99, 2)]),
@@ -74,15 +52,9 @@ async fn training_data_over_flight_and_http() {
         let out = exchange(&server, command.clone(), rows.clone())
             .await
             .unwrap();
-        let out = arrow::compute::concat_batches(&out[0].schema(), &out).unwrap();
-        let names: Vec<_> = out
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
+        let out = concat(&out);
         assert_eq!(
-            names,
+            column_names(&out),
             ["user_id", "event_timestamp", "label", "age", "ctr_7d"]
         );
         assert_eq!(
@@ -136,39 +108,21 @@ async fn training_data_over_flight_and_http() {
         assert_eq!(err.code(), Code::InvalidArgument, "{err}");
 
         // HTTP: the same request as an Arrow IPC body, the command as query parameters.
-        let mut body = Vec::new();
-        {
-            let mut writer = StreamWriter::try_new(&mut body, &rows[0].schema()).unwrap();
-            for batch in &rows {
-                writer.write(batch).unwrap();
-            }
-            writer.finish().unwrap();
-        }
+        let body = http::ipc_body(&rows);
         let response = http()
             .post(format!(
                 "{}/v1/training-data?features=user_features:*&full_names=true",
                 server.http
             ))
-            .header("content-type", "application/vnd.apache.arrow.stream")
+            .header("content-type", http::ARROW)
             .body(body.clone())
             .send()
             .await
             .unwrap();
         assert_eq!(response.status(), 200);
-        let bytes = response.bytes().await.unwrap();
-        let batches: Vec<_> = StreamReader::try_new(Cursor::new(bytes), None)
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        let out = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
-        let names: Vec<_> = out
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
+        let out = concat(&http::read_ipc(&response.bytes().await.unwrap()));
         assert_eq!(
-            names,
+            column_names(&out),
             [
                 "user_id",
                 "event_timestamp",

@@ -6,9 +6,6 @@
 //! The expected values are written out here by hand, in Arrow and in JSON (dates, times and
 //! base64 included), so that a bug shared by the server's encoder and decoder cannot hide.
 
-mod common;
-
-use std::io::Cursor;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -16,14 +13,11 @@ use arrow::array::{
     Float32Builder, Float64Array, Float64Builder, Int32Array, Int64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
 };
-use arrow::ipc::reader::StreamReader;
-use arrow::ipc::writer::StreamWriter;
-use common::*;
 use featherstore_server::config::Backend;
+use featherstore_testkit::http::{ipc_body, ARROW};
+use featherstore_testkit::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-
-const ARROW: &str = "application/vnd.apache.arrow.stream";
 
 const FEATURES: &str = r#"[
     {"name": "f_bool", "type": "bool"}, {"name": "f_int32", "type": "int32"},
@@ -299,35 +293,14 @@ fn json_row(keys: Keys, entity: usize, row: Option<&Row>) -> Value {
     Value::Object(object)
 }
 
-fn ipc(batches: &[RecordBatch]) -> Vec<u8> {
-    let mut body = Vec::new();
-    let mut writer = StreamWriter::try_new(&mut body, &batches[0].schema()).unwrap();
-    for batch in batches {
-        writer.write(batch).unwrap();
-    }
-    writer.finish().unwrap();
-    drop(writer);
-    body
-}
-
 fn read_ipc(bytes: &[u8]) -> RecordBatch {
-    let batches: Vec<_> = StreamReader::try_new(Cursor::new(bytes), None)
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    concat(&batches)
+    concat(&http::read_ipc(bytes))
 }
 
 /// Column by column: names, types and values (null slots excepted) must be equal.
 fn assert_same(got: &RecordBatch, want: &RecordBatch, what: &str) {
-    let names = |b: &RecordBatch| -> Vec<String> {
-        b.schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect()
-    };
-    assert_eq!(names(got), names(want), "{what}: columns");
+    let names = column_names(want);
+    assert_eq!(column_names(got), names, "{what}: columns");
     for (i, (g, w)) in got.columns().iter().zip(want.columns()).enumerate() {
         assert_eq!(g.data_type(), w.data_type(), "{what}: type of column {i}");
         assert_eq!(
@@ -335,7 +308,7 @@ fn assert_same(got: &RecordBatch, want: &RecordBatch, what: &str) {
             w.to_data(),
             "{what}: column {} ({})\n got {g:?}\nwant {w:?}",
             i,
-            names(want)[i]
+            names[i]
         );
     }
 }
@@ -376,7 +349,7 @@ async fn ingest(server: &TestServer, path: Ingest, set: &str, keys: Keys, rows: 
             // Columns in another order, in two record batches: still one batch.
             let reversed: Vec<usize> = (0..batch.num_columns()).rev().collect();
             let batch = batch.project(&reversed).unwrap();
-            let body = ipc(&[batch.slice(0, 3), batch.slice(3, 2)]);
+            let body = ipc_body(&[batch.slice(0, 3), batch.slice(3, 2)]);
             let response = http()
                 .post(url)
                 .header("content-type", ARROW)
@@ -395,11 +368,9 @@ async fn ingest(server: &TestServer, path: Ingest, set: &str, keys: Keys, rows: 
 }
 
 async fn post_json(url: String, body: Value) -> Value {
-    let response = http().post(url).json(&body).send().await.unwrap();
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    assert_eq!(status, StatusCode::OK, "{text}");
-    serde_json::from_str(&text).unwrap()
+    let (status, answer) = http::post_json(&url, &body).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    answer
 }
 
 async fn post_arrow(url: String, body: Vec<u8>, content_type: &str) -> RecordBatch {
@@ -544,7 +515,7 @@ async fn check_reads(server: &TestServer, set: &str, keys: Keys, rows: &[Row], w
     );
     let got = post_arrow(
         format!("{base}/v1/training-data?features={set}:*"),
-        ipc(&[input]),
+        ipc_body(&[input]),
         ARROW,
     )
     .await;
@@ -679,7 +650,7 @@ async fn out_of_range_values_are_refused_on_every_path() {
                 http()
                     .post(format!("{}/v1/feature-sets/r/rows", server.http))
                     .header("content-type", ARROW)
-                    .body(ipc(std::slice::from_ref(batch))),
+                    .body(ipc_body(std::slice::from_ref(batch))),
             )
             .await;
             for message in [error.message(), message.as_str()] {
@@ -764,7 +735,7 @@ async fn out_of_range_values_are_refused_on_every_path() {
                     server.http
                 ))
                 .header("content-type", ARROW)
-                .body(ipc(&[entity_rows])),
+                .body(ipc_body(&[entity_rows])),
         )
         .await;
         assert!(

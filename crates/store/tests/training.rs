@@ -15,22 +15,7 @@ use featherstore_store::duckdb::DuckDbStore;
 use featherstore_store::parquet::{ParquetOptions, ParquetStore};
 use featherstore_store::query::EngineSettings;
 use featherstore_store::{FeatureStore, Limits, OfflineStore};
-
-/// xorshift64*: deterministic, dependency-free randomness.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use featherstore_testkit::fixtures::{column_names, Rng};
 
 const SECOND: i64 = 1_000_000;
 const TTL_SECONDS: i64 = 30;
@@ -256,14 +241,8 @@ fn randomized_point_in_time_join_matches_the_reference() {
                 333,
             );
 
-            let names: Vec<_> = out
-                .schema()
-                .fields()
-                .iter()
-                .map(|f| f.name().clone())
-                .collect();
             assert_eq!(
-                names,
+                column_names(&out),
                 [
                     "label",
                     "user_id",

@@ -1,7 +1,5 @@
 //! Certificates made at test time with rcgen, as PEM files: a CA, a server certificate for
 //! 127.0.0.1 and localhost, a client certificate from the same CA, and one from another CA.
-//! Also used by the client's and the CLI's tests (`#[path]`).
-#![allow(dead_code)] // each test binary uses its own part of this
 
 use std::path::PathBuf;
 

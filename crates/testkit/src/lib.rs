@@ -1,0 +1,42 @@
+//! The test kit of FeatherStore's suites and benchmarks (a dev-dependency only).
+//!
+//! - [`fixtures`]: the shared feature sets and batches, and a deterministic random source
+//!   (always built: the core and store benchmarks need no more).
+//! - With the `server` feature: [`TestServer`] (a server in this process on port 0, either
+//!   backend), [`child::Serve`] (`featherstore serve` as a child process on port 0), the
+//!   Flight ([`flight`]) and HTTP ([`http`]) calls the suites repeat, and test certificates
+//!   ([`certs`]).
+//!
+//! Every server starts within a timeout and has an explicit, clean stop; dropping one is the
+//! safety net (in-process: its tasks are aborted; a child process: SIGKILL).
+//!
+//! The crate root re-exports what most suites use, so `use featherstore_testkit::*;` is the
+//! usual import.
+
+pub mod fixtures;
+
+#[cfg(feature = "server")]
+pub mod certs;
+#[cfg(feature = "server")]
+pub mod child;
+#[cfg(feature = "server")]
+pub mod flight;
+#[cfg(feature = "server")]
+pub mod http;
+#[cfg(feature = "server")]
+pub mod server;
+
+pub use fixtures::{column_names, user_batch, Rng, USER_SPEC};
+
+#[cfg(feature = "server")]
+pub use flight::{action, concat, exchange, get, put, to_status};
+#[cfg(feature = "server")]
+pub use http::http;
+#[cfg(feature = "server")]
+pub use server::{TestServer, BACKENDS};
+
+/// A new temporary directory; removed when dropped.
+#[cfg(feature = "server")]
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("a temporary directory")
+}
