@@ -45,6 +45,13 @@ fn open(dir: &Path, options: ParquetOptions) -> ParquetStore {
     ParquetStore::open(dir, options, &engine()).unwrap()
 }
 
+/// A store in `dir` holding the set of [`spec`], empty.
+fn open_with_set(dir: &Path, options: ParquetOptions) -> ParquetStore {
+    let store = open(dir, options);
+    store.create(&spec()).unwrap();
+    store
+}
+
 fn spec() -> FeatureSetSpec {
     FeatureSetSpec::from_json(
         br#"{"name": "s", "entity": {"name": "id", "type": "string"},
@@ -54,11 +61,13 @@ fn spec() -> FeatureSetSpec {
 }
 
 /// A canonical batch of (entity, event time µs, n).
-fn batch(rows: &[(&str, i64, i64)]) -> RecordBatch {
+fn batch<S: AsRef<str>>(rows: &[(S, i64, i64)]) -> RecordBatch {
     let input = RecordBatch::try_from_iter(vec![
         (
             "id",
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))) as ArrayRef,
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.0.as_ref()),
+            )) as ArrayRef,
         ),
         (
             "event_timestamp",
@@ -182,8 +191,7 @@ fn duckdb_count(files: &[PathBuf]) -> i64 {
 #[test]
 fn ties_go_to_the_later_append_across_log_memtable_and_files() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), manual());
-    store.create(&spec()).unwrap();
+    let store = open_with_set(dir.path(), manual());
     store
         .append(&spec(), &batch(&[("a", 20, 1), ("b", 10, 2)]))
         .unwrap();
@@ -219,8 +227,7 @@ fn ties_go_to_the_later_append_across_log_memtable_and_files() {
 fn reopen_replays_the_log_then_reads_the_manifest() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = open(dir.path(), manual());
-        store.create(&spec()).unwrap();
+        let store = open_with_set(dir.path(), manual());
         store
             .append(&spec(), &batch(&[("a", 1, 1), ("b", 1, 2)]))
             .unwrap();
@@ -397,8 +404,7 @@ fn every_type_reads_back_the_same_from_log_memtable_and_parquet() {
 #[test]
 fn flush_writes_one_sorted_readable_file_per_utc_date() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), manual());
-    store.create(&spec()).unwrap();
+    let store = open_with_set(dir.path(), manual());
     // Out of order, three UTC dates (one before the epoch), ties on event time.
     let mut appended = Vec::new();
     for round in 0..3 {
@@ -412,9 +418,7 @@ fn flush_writes_one_sorted_readable_file_per_utc_date() {
                 )
             })
             .collect();
-        let refs: Vec<(&str, i64, i64)> =
-            rows.iter().map(|(e, t, n)| (e.as_str(), *t, *n)).collect();
-        store.append(&spec(), &batch(&refs)).unwrap();
+        store.append(&spec(), &batch(&rows)).unwrap();
         appended.extend(rows);
     }
     let before = history(&store);
@@ -466,8 +470,7 @@ fn compaction_merges_small_files_keeping_every_row_once() {
         compact_min_files: 3,
         ..manual()
     };
-    let store = open(dir.path(), options);
-    store.create(&spec()).unwrap();
+    let store = open_with_set(dir.path(), options);
     for round in 0..4 {
         let rows: Vec<(String, i64, i64)> = (0..10)
             .map(|i| {
@@ -478,9 +481,7 @@ fn compaction_merges_small_files_keeping_every_row_once() {
                 )
             })
             .collect();
-        let refs: Vec<(&str, i64, i64)> =
-            rows.iter().map(|(e, t, n)| (e.as_str(), *t, *n)).collect();
-        store.append(&spec(), &batch(&refs)).unwrap();
+        store.append(&spec(), &batch(&rows)).unwrap();
         store.flush().unwrap();
     }
     assert_eq!(
@@ -522,15 +523,12 @@ fn a_reader_keeps_its_files_and_tables_while_flush_and_compaction_replace_them()
         compact_min_files: 2,
         ..manual()
     };
-    let store = open(dir.path(), options);
-    store.create(&spec()).unwrap();
+    let store = open_with_set(dir.path(), options);
     for round in 0..2 {
         let rows: Vec<(String, i64, i64)> = (0..3000)
             .map(|i| (format!("e{}", i % 50), JAN_1 + i, round * 3000 + i))
             .collect();
-        let refs: Vec<(&str, i64, i64)> =
-            rows.iter().map(|(e, t, n)| (e.as_str(), *t, *n)).collect();
-        store.append(&spec(), &batch(&refs)).unwrap();
+        store.append(&spec(), &batch(&rows)).unwrap();
         if round == 0 {
             store.flush().unwrap();
         }
@@ -581,8 +579,7 @@ fn a_reader_keeps_its_files_and_tables_while_flush_and_compaction_replace_them()
 fn a_torn_log_tail_is_ignored_and_cut_off() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = open(dir.path(), manual());
-        store.create(&spec()).unwrap();
+        let store = open_with_set(dir.path(), manual());
         store.append(&spec(), &batch(&[("a", 1, 1)])).unwrap();
         store.append(&spec(), &batch(&[("b", 2, 2)])).unwrap();
     }
@@ -621,8 +618,7 @@ fn a_torn_log_tail_is_ignored_and_cut_off() {
 fn a_damaged_log_fails_the_open_naming_the_segment() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = open(dir.path(), manual());
-        store.create(&spec()).unwrap();
+        let store = open_with_set(dir.path(), manual());
         store.append(&spec(), &batch(&[("a", 1, 1)])).unwrap();
         store.append(&spec(), &batch(&[("b", 2, 2)])).unwrap();
     }
@@ -738,9 +734,7 @@ fn the_compression_option_is_the_files_codec() {
         );
         store.create(&spec()).unwrap();
         let rows: Vec<(String, i64, i64)> = (0..10).map(|i| (format!("e{i}"), JAN_1, i)).collect();
-        let refs: Vec<(&str, i64, i64)> =
-            rows.iter().map(|(e, t, n)| (e.as_str(), *t, *n)).collect();
-        store.append(&spec(), &batch(&refs)).unwrap();
+        store.append(&spec(), &batch(&rows)).unwrap();
         store.flush().unwrap();
         let data = files(dir.path(), ".parquet");
         let footer = SerializedFileReader::new(fs::File::open(&data[0]).unwrap()).unwrap();
@@ -772,8 +766,7 @@ fn the_background_thread_flushes_by_rows_and_by_age() {
         ..manual()
     };
     {
-        let store = open(dir.path(), by_rows);
-        store.create(&spec()).unwrap();
+        let store = open_with_set(dir.path(), by_rows);
         store
             .append(&spec(), &batch(&[("a", 1, 1), ("b", 1, 2)]))
             .unwrap();
@@ -802,8 +795,7 @@ fn the_background_thread_flushes_by_rows_and_by_age() {
 #[test]
 fn delete_removes_the_set_durably_and_frees_the_name() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), manual());
-    store.create(&spec()).unwrap();
+    let store = open_with_set(dir.path(), manual());
     store.append(&spec(), &batch(&[("a", 1, 1)])).unwrap();
     store.flush().unwrap();
     store.append(&spec(), &batch(&[("a", 2, 2)])).unwrap();
@@ -857,8 +849,7 @@ fn concurrent_appends_reads_flushes_and_compactions_keep_every_row_once() {
         row_group_size: 16,
         ..ParquetOptions::default()
     };
-    let store = open(dir.path(), options);
-    store.create(&spec()).unwrap();
+    let store = open_with_set(dir.path(), options);
     let acknowledged = AtomicUsize::new(0);
     let done = AtomicBool::new(false);
     let (batches, per_batch) = (150, 10);
@@ -871,10 +862,8 @@ fn concurrent_appends_reads_flushes_and_compactions_keep_every_row_once() {
                         (format!("e{}", n % 17), JAN_1 + (n % 3) * DAY + n % 5, n)
                     })
                     .collect();
-                let refs: Vec<(&str, i64, i64)> =
-                    rows.iter().map(|(e, t, n)| (e.as_str(), *t, *n)).collect();
-                store.append(&spec(), &batch(&refs)).unwrap();
-                acknowledged.fetch_add(refs.len(), Ordering::SeqCst);
+                store.append(&spec(), &batch(&rows)).unwrap();
+                acknowledged.fetch_add(rows.len(), Ordering::SeqCst);
             }
             done.store(true, Ordering::SeqCst);
         });
