@@ -318,7 +318,7 @@ async fn rejected_batch_ends_the_put_and_keeps_earlier_batches() {
 
 #[tokio::test]
 async fn bad_tickets_and_limits() {
-    let server = TestServer::start_with(featherstore_server::config::Backend::Duckdb, |c| {
+    let server = TestServer::start_with(Backend::Duckdb, |c| {
         c.limits.max_online_entities = 3;
         c.limits.max_message_bytes = 64 * 1024;
     })
@@ -387,18 +387,13 @@ async fn bad_tickets_and_limits() {
 
 #[tokio::test]
 async fn catalog_lists_flights_with_schema_and_counts() {
-    let server = TestServer::start(featherstore_server::config::Backend::Duckdb).await;
-    let mut client = server.flight().await;
-    action(&mut client, "create_feature_set", USER_SPEC)
-        .await
-        .unwrap();
-    let (_, error) = put(
+    let (_server, mut client) = TestServer::with_set(Backend::Duckdb, USER_SPEC).await;
+    put_ok(
         &mut client,
         "user_features",
         vec![user_batch(&[("a", Some(1), None, 1), ("b", None, None, 2)])],
     )
     .await;
-    assert!(error.is_none());
     let flights = flight::list_flights(&mut client).await;
     assert_eq!(flights.len(), 1);
     let info = &flights[0];
@@ -454,12 +449,8 @@ fn files_ending(dir: &std::path::Path, suffix: &str) -> Vec<std::path::PathBuf> 
 #[tokio::test]
 async fn a_graceful_shutdown_leaves_the_parquet_log_empty() {
     // The defaults: nothing is flushed in the background during the test.
-    let mut server = TestServer::start(Backend::Parquet).await;
-    let mut client = server.flight().await;
-    action(&mut client, "create_feature_set", USER_SPEC)
-        .await
-        .unwrap();
-    let (_, error) = put(
+    let (mut server, mut client) = TestServer::with_set(Backend::Parquet, USER_SPEC).await;
+    put_ok(
         &mut client,
         "user_features",
         vec![user_batch(&[
@@ -468,7 +459,6 @@ async fn a_graceful_shutdown_leaves_the_parquet_log_empty() {
         ])],
     )
     .await;
-    assert!(error.is_none(), "{error:?}");
     let set_dir = server.dir.path().join("parquet/user_features");
     assert_eq!(files_ending(&set_dir.join("_log"), ".arrows").len(), 1);
     assert!(files_ending(&set_dir, ".parquet").is_empty());

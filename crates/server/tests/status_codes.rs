@@ -90,16 +90,13 @@ async fn with_backend(backend: Backend) -> TestServer {
 
 async fn add_user_set(server: TestServer) -> TestServer {
     let mut client = server.flight().await;
-    action(&mut client, "create_feature_set", USER_SPEC)
-        .await
-        .unwrap();
-    let (_, error) = put(
+    flight::create_set(&mut client, USER_SPEC).await;
+    put_ok(
         &mut client,
         "user_features",
         vec![user_batch(&[("u1", Some(31), Some(0.5), 1_000)])],
     )
     .await;
-    assert!(error.is_none(), "{error:?}");
     server
 }
 

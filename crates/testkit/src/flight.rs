@@ -135,6 +135,13 @@ pub async fn put(
     (acks, status.err())
 }
 
+/// [`put`] that must be stored whole: its acknowledgements.
+pub async fn put_ok(client: &mut FlightClient, set: &str, batches: Vec<RecordBatch>) -> Vec<Value> {
+    let (acks, error) = put(client, set, batches).await;
+    assert!(error.is_none(), "DoPut to {set} failed: {error:?}");
+    acks
+}
+
 /// DoPut of `batches` into `set`; panics unless every batch is acknowledged.
 pub async fn put_all(client: &mut FlightClient, set: &str, batches: Vec<RecordBatch>) {
     let count = batches.len();

@@ -29,7 +29,7 @@ pub mod server;
 pub use fixtures::{column_names, user_batch, Rng, USER_SPEC};
 
 #[cfg(feature = "server")]
-pub use flight::{action, concat, exchange, get, put, to_status};
+pub use flight::{action, concat, exchange, get, put, put_ok, to_status};
 #[cfg(feature = "server")]
 pub use http::http;
 #[cfg(feature = "server")]
