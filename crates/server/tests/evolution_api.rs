@@ -102,10 +102,12 @@ async fn update_over_flight_reads_old_rows_under_the_new_schema() {
             ),
         ])
         .unwrap();
+        // One DoPut each: a stream has one schema.
+        flight::put_all(&mut client, "user_features", vec![with]).await;
         flight::put_all(
             &mut client,
             "user_features",
-            vec![with, user_batch(&[("u3", Some(3), None, 30)])],
+            vec![user_batch(&[("u3", Some(3), None, 30)])],
         )
         .await;
 
@@ -228,11 +230,8 @@ async fn update_over_http_and_the_rust_client() {
         let update = client.update_feature_set(&spec).await.unwrap();
         assert_eq!(update.spec.version, Some(3));
         assert_eq!(
-            update.changes,
-            [featherstore_client::Change::TtlSeconds {
-                from: None,
-                to: Some(60)
-            }]
+            serde_json::to_value(&update.changes).unwrap(),
+            json!([{"change": "ttl_seconds", "from": null, "to": 60}])
         );
         let first = client
             .get_feature_set_version("user_features", 1)

@@ -279,41 +279,56 @@ fn parquet_compaction_merges_files_of_both_versions() {
         featherstore_core::coerce::coerce_batch(spec, &batch).unwrap()
     };
     parquet
-        .append(&v1, &canonical(&v1, rows(&[("a", 1, 10), ("b", 2, 10)], false)))
+        .append(&v1, &canonical(&v1, rows(&[("a", 1, 10)], false)))
         .unwrap();
+    // A data file of the old schema, and an old-schema log segment.
     parquet.flush().unwrap();
+    parquet
+        .append(&v1, &canonical(&v1, rows(&[("b", 2, 10)], false)))
+        .unwrap();
     parquet.update(&v1, &v2).unwrap();
     parquet
         .append(&v2, &canonical(&v2, rows(&[("a", 3, 10)], true)))
         .unwrap();
+    let expected = key(vec![
+        ("a".into(), Some(1), None),
+        ("a".into(), Some(3), Some(1.5)),
+        ("b".into(), Some(2), None),
+    ]);
+    let scan = |parquet: &ParquetStore| {
+        let mut got = Vec::new();
+        let query = featherstore_store::HistoryQuery {
+            entities: None,
+            start: None,
+            end: None,
+            features: vec![0, 2],
+        };
+        parquet
+            .scan(&v2, &query, &mut |batch| {
+                got.extend(triples(&batch));
+                Ok(())
+            })
+            .unwrap();
+        key(got)
+    };
+    // Restart with both log segments (old and new schema) to replay.
+    drop(parquet);
+    let parquet = open_store(dir.path());
+    assert_eq!(scan(&parquet), expected, "replayed from the log");
+    // A new-schema file beside the old one, then both compacted together.
+    parquet
+        .append(&v2, &canonical(&v2, rows(&[("c", 4, 10)], false)))
+        .unwrap();
     parquet.flush().unwrap();
+    assert_eq!(walk(&dir.path().join("parquet/s")).len(), 2);
     parquet.compact().unwrap();
     let files: Vec<_> = walk(&dir.path().join("parquet/s"));
     assert_eq!(files.len(), 1, "compacted into one file: {files:?}");
-    let mut got = Vec::new();
-    parquet
-        .scan(
-            &v2,
-            &featherstore_store::HistoryQuery {
-                entities: None,
-                start: None,
-                end: None,
-                features: vec![0, 2],
-            },
-            &mut |batch| {
-                got.extend(triples(&batch));
-                Ok(())
-            },
-        )
-        .unwrap();
-    assert_eq!(
-        key(got),
-        key(vec![
-            ("a".into(), Some(1), None),
-            ("a".into(), Some(3), Some(1.5)),
-            ("b".into(), Some(2), None),
-        ])
-    );
+    let mut expected = expected;
+    expected.push(("c".into(), Some(4), None));
+    assert_eq!(scan(&parquet), expected);
+    drop(parquet);
+    assert_eq!(scan(&open_store(dir.path())), expected, "after a restart");
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
