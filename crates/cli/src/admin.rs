@@ -403,6 +403,31 @@ pub(crate) fn delete(args: DeleteArgs) -> CliResult {
     })
 }
 
+/// One line per version (`--json`: the specs), oldest first.
+fn print_versions(versions: &[FeatureSetSpec], json: bool) -> CliResult {
+    if json {
+        println!("{}", serde_json::to_string_pretty(versions)?);
+        return Ok(());
+    }
+    let mut previous: Option<&FeatureSetSpec> = None;
+    for spec in versions {
+        let version = spec.version.unwrap_or(1);
+        let created = spec.created_at.as_deref().unwrap_or("");
+        println!(
+            "version {version}  {created}  {} features",
+            spec.features.len()
+        );
+        if let Some(previous) = previous {
+            // Stored versions passed the rules, so this lists what each one changed.
+            for change in evolution::changes(previous, spec).unwrap_or_default() {
+                println!("    {change}");
+            }
+        }
+        previous = Some(spec);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -449,26 +474,4 @@ mod tests {
         let (_d, junk) = write("junk.yaml", "just a string");
         assert!(read_specs(&junk).is_err());
     }
-}
-
-/// One line per version (`--json`: the specs), oldest first.
-fn print_versions(versions: &[FeatureSetSpec], json: bool) -> CliResult {
-    if json {
-        println!("{}", serde_json::to_string_pretty(versions)?);
-        return Ok(());
-    }
-    let mut previous: Option<&FeatureSetSpec> = None;
-    for spec in versions {
-        let version = spec.version.unwrap_or(1);
-        let created = spec.created_at.as_deref().unwrap_or("");
-        println!("version {version}  {created}  {} features", spec.features.len());
-        if let Some(previous) = previous {
-            // Stored versions passed the rules, so this lists what each one changed.
-            for change in evolution::changes(previous, spec).unwrap_or_default() {
-                println!("    {change}");
-            }
-        }
-        previous = Some(spec);
-    }
-    Ok(())
 }

@@ -146,7 +146,10 @@ fn apply_creates_checks_and_reports_conflicts() {
     assert!(out.contains("added feature \"score\" (float64)"), "{out}");
     let run = server.run(&["apply", "-f", &changed]);
     let error = run.fails();
-    assert!(error.contains("1 of 3 feature sets have changes"), "{error}");
+    assert!(
+        error.contains("1 of 3 feature sets have changes"),
+        "{error}"
+    );
     let out = run.stdout();
     assert!(
         out.contains("conflict      merchant_features: feature set \"merchant_features\": the type of feature \"risk\" would change from float32 to float64"),
@@ -155,7 +158,9 @@ fn apply_creates_checks_and_reports_conflicts() {
     assert!(out.contains("create a new feature set"), "{out}");
     assert!(out.contains("updated       user_features"), "{out}");
     assert!(out.contains("created       item_features"), "{out}");
-    let versions = server.run(&["describe", "user_features", "--versions"]).ok();
+    let versions = server
+        .run(&["describe", "user_features", "--versions"])
+        .ok();
     assert!(versions.contains("version 1 "), "{versions}");
     assert!(versions.contains("version 2 "), "{versions}");
     assert!(versions.contains("added feature \"score\""), "{versions}");

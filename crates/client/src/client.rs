@@ -361,7 +361,11 @@ impl Client {
 
     /// One stored version of a set's spec, with the set's statistics; `NOT_FOUND` for an
     /// unknown set or version.
-    pub async fn get_feature_set_version(&self, name: &str, version: u64) -> Result<FeatureSetInfo> {
+    pub async fn get_feature_set_version(
+        &self,
+        name: &str,
+        version: u64,
+    ) -> Result<FeatureSetInfo> {
         let body = json!({ "name": name, "version": version }).to_string();
         let value: Value = self.action("get_feature_set", body).await?;
         FeatureSetInfo::from_json(value)

@@ -36,7 +36,10 @@ async fn update_over_flight_reads_old_rows_under_the_new_schema() {
         .await;
 
         let wanted = with_score(USER_SPEC);
-        assert_ne!(wanted, USER_SPEC, "the fixture changed: update `with_score`");
+        assert_ne!(
+            wanted, USER_SPEC,
+            "the fixture changed: update `with_score`"
+        );
         let answer = action(&mut client, "update_feature_set", &wanted)
             .await
             .unwrap();
@@ -70,7 +73,8 @@ async fn update_over_flight_reads_old_rows_under_the_new_schema() {
                 "the entity would change",
             ),
             (
-                with_score(USER_SPEC).replace("\"features\"", "\"timestamp\": \"ts\", \"features\""),
+                with_score(USER_SPEC)
+                    .replace("\"features\"", "\"timestamp\": \"ts\", \"features\""),
                 "the timestamp column would change",
             ),
         ] {
@@ -146,7 +150,14 @@ async fn update_over_flight_reads_old_rows_under_the_new_schema() {
                     .unwrap();
                 assert_eq!(
                     names(&schema),
-                    ["user_id", "age", "ctr_7d", "embedding", "score", "event_timestamp"]
+                    [
+                        "user_id",
+                        "age",
+                        "ctr_7d",
+                        "embedding",
+                        "score",
+                        "event_timestamp"
+                    ]
                 );
                 let listed = flight::list_flights(&mut client).await;
                 let listed = listed[0].clone().try_decode_schema().unwrap();
@@ -202,8 +213,17 @@ async fn update_over_http_and_the_rust_client() {
         assert_eq!(status, StatusCode::OK, "{answer}");
         assert_eq!(answer["spec"]["version"], 2);
         assert_eq!(answer["changes"][0]["change"], "add_feature");
-        let renamed = send(http.put(format!("{base}/v1/feature-sets/other")).body(wanted)).await;
-        assert_error(&renamed, StatusCode::BAD_REQUEST, "invalid_argument", "the path names");
+        let renamed = send(
+            http.put(format!("{base}/v1/feature-sets/other"))
+                .body(wanted),
+        )
+        .await;
+        assert_error(
+            &renamed,
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+            "the path names",
+        );
         let refused = send(http.put(&url).body(USER_SPEC)).await;
         assert_error(
             &refused,

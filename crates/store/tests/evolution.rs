@@ -133,10 +133,9 @@ fn online(store: &FeatureStore, ids: &[&str]) -> Vec<(String, Option<i64>, Optio
 }
 
 fn training_x(store: &FeatureStore, ids: &[&str], at_seconds: i64) -> Vec<Option<f64>> {
-    let command = TrainingDataCommand::from_json(
-        br#"{"type": "training_data", "features": ["s:x", "s:n"]}"#,
-    )
-    .unwrap();
+    let command =
+        TrainingDataCommand::from_json(br#"{"type": "training_data", "features": ["s:x", "s:n"]}"#)
+            .unwrap();
     let entity_rows = RecordBatch::try_from_iter(vec![
         (
             "id",
@@ -150,14 +149,15 @@ fn training_x(store: &FeatureStore, ids: &[&str], at_seconds: i64) -> Vec<Option
         ),
     ])
     .unwrap();
-    let plan = store
-        .plan_training(&command, entity_rows.schema())
-        .unwrap();
+    let plan = store.plan_training(&command, entity_rows.schema()).unwrap();
     let mut input = std::iter::once(Ok(entity_rows));
     let mut out = Vec::new();
     store
         .training_data(&plan, &mut input, &mut |batch| {
-            let x = batch.column_by_name("x").unwrap().as_primitive::<Float64Type>();
+            let x = batch
+                .column_by_name("x")
+                .unwrap()
+                .as_primitive::<Float64Type>();
             out.extend(x.iter());
             Ok(())
         })
@@ -188,7 +188,13 @@ fn added_features_are_null_for_old_rows_on_every_path_and_after_restart() {
             store.create(spec(V1)).unwrap();
             // 6 old rows: on Parquet, some flushed to files of the old schema, some in the log.
             store
-                .ingest("s", &rows(&[("a", 1, 10), ("b", 2, 10), ("c", 3, 10), ("d", 4, 10)], false))
+                .ingest(
+                    "s",
+                    &rows(
+                        &[("a", 1, 10), ("b", 2, 10), ("c", 3, 10), ("d", 4, 10)],
+                        false,
+                    ),
+                )
                 .unwrap();
             store.close().unwrap();
             store
@@ -233,7 +239,11 @@ fn added_features_are_null_for_old_rows_on_every_path_and_after_restart() {
             );
             let schema = store.get("s").unwrap().spec.arrow_schema();
             let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-            assert_eq!(names, ["id", "n", "e", "x", "v", "event_timestamp"], "{backend}");
+            assert_eq!(
+                names,
+                ["id", "n", "e", "x", "v", "event_timestamp"],
+                "{backend}"
+            );
         };
         check(&store, "after the update");
         drop(store);
@@ -242,7 +252,9 @@ fn added_features_are_null_for_old_rows_on_every_path_and_after_restart() {
         let store = open(dir.path(), open_backend);
         check(&store, "after a restart");
         assert_eq!(store.versions("s").unwrap().len(), 2, "{backend}");
-        store.ingest("s", &rows(&[("g", 10, 40), ("g", 11, 41)], true)).unwrap();
+        store
+            .ingest("s", &rows(&[("g", 10, 40), ("g", 11, 41)], true))
+            .unwrap();
         store.close().unwrap();
         drop(store);
         let store = open(dir.path(), open_backend);
@@ -251,7 +263,11 @@ fn added_features_are_null_for_old_rows_on_every_path_and_after_restart() {
             ("g".to_string(), Some(10), Some(5000)),
             ("g".to_string(), Some(11), Some(5500)),
         ]);
-        assert_eq!(key(history(&store)), sorted(with_g), "{backend} after flush");
+        assert_eq!(
+            key(history(&store)),
+            sorted(with_g),
+            "{backend} after flush"
+        );
     }
 }
 
@@ -367,14 +383,22 @@ fn versions_are_kept_and_the_same_spec_is_a_no_op() {
             .iter()
             .map(|v| (v.version, v.features.len()))
             .collect();
-        assert_eq!(versions, [(Some(1), 2), (Some(2), 4), (Some(3), 4)], "{backend}");
+        assert_eq!(
+            versions,
+            [(Some(1), 2), (Some(2), 4), (Some(3), 4)],
+            "{backend}"
+        );
         assert_eq!(store.get_version("s", 1).unwrap().features.len(), 2);
         assert_eq!(
             store.get_version("s", 3).unwrap().description.as_deref(),
             Some("third")
         );
         let missing = store.get_version("s", 4).unwrap_err();
-        assert_eq!(missing.code(), featherstore_core::ErrorCode::NotFound, "{backend}");
+        assert_eq!(
+            missing.code(),
+            featherstore_core::ErrorCode::NotFound,
+            "{backend}"
+        );
         // Deleting the set forgets its versions: a new set of the name starts at 1.
         store.delete("s").unwrap();
         store.create(spec(V1)).unwrap();
@@ -389,10 +413,19 @@ fn refused_changes_leave_the_set_as_it_was() {
         let store = open(dir.path(), open_backend);
         store.create(spec(V1)).unwrap();
         let refused = [
-            (V1.replace(r#"{"name": "n", "type": "int64"}, "#, ""), "\"n\" would be removed or renamed"),
-            (V1.replace("\"n\"", "\"m\""), "\"n\" would be removed or renamed"),
+            (
+                V1.replace(r#"{"name": "n", "type": "int64"}, "#, ""),
+                "\"n\" would be removed or renamed",
+            ),
+            (
+                V1.replace("\"n\"", "\"m\""),
+                "\"n\" would be removed or renamed",
+            ),
             (V1.replace("int64", "int32"), "the type of feature \"n\""),
-            (V1.replace("\"string\"", "\"int64\""), "the entity would change"),
+            (
+                V1.replace("\"string\"", "\"int64\""),
+                "the entity would change",
+            ),
             (
                 V1.replace("\"features\"", "\"timestamp\": \"ts\", \"features\""),
                 "the timestamp column would change",
@@ -402,11 +435,16 @@ fn refused_changes_leave_the_set_as_it_was() {
             let err = store.update(spec(&wanted)).unwrap_err();
             assert_eq!(err.code(), featherstore_core::ErrorCode::InvalidArgument);
             assert!(err.to_string().contains(message), "{backend}: {err}");
-            assert!(err.to_string().contains("create a new feature set"), "{err}");
+            assert!(
+                err.to_string().contains("create a new feature set"),
+                "{err}"
+            );
         }
         assert_eq!(store.get("s").unwrap().spec.version, Some(1), "{backend}");
         assert_eq!(store.versions("s").unwrap().len(), 1, "{backend}");
-        let missing = store.update(spec(&V1.replace("\"s\"", "\"t\""))).unwrap_err();
+        let missing = store
+            .update(spec(&V1.replace("\"s\"", "\"t\"")))
+            .unwrap_err();
         assert_eq!(missing.code(), featherstore_core::ErrorCode::NotFound);
     }
 }
@@ -428,8 +466,8 @@ fn ingest_and_reads_run_through_an_update() {
                     for i in 0..60 {
                         let id = format!("w{w}_{i}");
                         // Once version 2 is in, some batches carry `x`.
-                        let with_x = i % 2 == 1
-                            && store.get("s").unwrap().spec.feature("x").is_some();
+                        let with_x =
+                            i % 2 == 1 && store.get("s").unwrap().spec.feature("x").is_some();
                         store
                             .ingest("s", &rows(&[(id.as_str(), i, i)], with_x))
                             .unwrap_or_else(|e| panic!("{backend}: ingest: {e}"));
@@ -447,14 +485,16 @@ fn ingest_and_reads_run_through_an_update() {
                     let mut reads = 0;
                     while !stop.load(Ordering::Acquire) {
                         let set = store.get("s").unwrap();
-                        let ticket: HistoryTicket = serde_json::from_value(
-                            serde_json::json!({"feature_set": "s"}),
-                        )
-                        .unwrap();
+                        let ticket: HistoryTicket =
+                            serde_json::from_value(serde_json::json!({"feature_set": "s"}))
+                                .unwrap();
                         let (planned, query) = store.plan_history(&ticket).unwrap();
                         store
                             .scan_history(&planned, &query, &mut |batch| {
-                                assert_eq!(batch.schema(), planned.spec.projected_schema(&query.features, false));
+                                assert_eq!(
+                                    batch.schema(),
+                                    planned.spec.projected_schema(&query.features, false)
+                                );
                                 Ok(())
                             })
                             .unwrap_or_else(|e| panic!("{backend}: history: {e}"));
@@ -492,6 +532,9 @@ fn ingest_and_reads_run_through_an_update() {
         let ids: Vec<String> = (0..60).map(|i| format!("w1_{i}")).collect();
         let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
         let values = online(&store, &ids);
-        assert!(values.iter().all(|(_, n, _)| n.is_some()), "{backend}: online lost a value");
+        assert!(
+            values.iter().all(|(_, n, _)| n.is_some()),
+            "{backend}: online lost a value"
+        );
     }
 }

@@ -382,7 +382,7 @@ impl SegmentReader {
             .collect();
         let logged: Option<Vec<Field>> = names
             .iter()
-            .map(|name| expected.field_with_name(name).ok().map(|f| f.clone()))
+            .map(|name| expected.field_with_name(name).ok().cloned())
             .collect();
         let Some(logged) = logged else {
             return Err(self.corrupt(format!(
