@@ -147,6 +147,8 @@ fn column_sql_type(spec: &FeatureSetSpec, column: &str) -> String {
     } else if let Some((_, feature)) = spec.feature(column) {
         sql::feature_sql_type(feature.feature_type)
     } else {
+        // `_seq` (`sql::SEQ_COLUMN`), the one other storage column; a storage column added
+        // later needs its type here.
         "BIGINT".to_string()
     }
 }
