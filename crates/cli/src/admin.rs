@@ -5,7 +5,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use featherstore_client::FeatureSetSpec;
+use featherstore_client::{Change, Code, FeatureSetSpec};
+use featherstore_core::evolution;
 use serde_json::{json, Value};
 
 use crate::common::{text_table, thousands, CliError, CliResult, ServerArgs};
@@ -45,6 +46,9 @@ pub(crate) struct DescribeArgs {
     /// Print the stored spec with its statistics as JSON.
     #[arg(long)]
     json: bool,
+    /// List every stored version of the spec (oldest first) instead.
+    #[arg(long)]
+    versions: bool,
     #[command(flatten)]
     pub(crate) server: ServerArgs,
 }
@@ -126,33 +130,11 @@ fn read_specs(path: &Path) -> CliResult<Vec<FeatureSetSpec>> {
         .collect()
 }
 
-/// The top-level fields in which two specs differ.
-fn differences(wanted: &FeatureSetSpec, stored: &FeatureSetSpec) -> Vec<&'static str> {
-    let mut fields = Vec::new();
-    if wanted.entity != stored.entity {
-        fields.push("entity");
-    }
-    if wanted.timestamp != stored.timestamp {
-        fields.push("timestamp");
-    }
-    if wanted.features != stored.features {
-        fields.push("features");
-    }
-    if wanted.ttl_seconds != stored.ttl_seconds {
-        fields.push("ttl_seconds");
-    }
-    if wanted.description != stored.description {
-        fields.push("description");
-    }
-    if wanted.tags != stored.tags {
-        fields.push("tags");
-    }
-    fields
-}
-
 enum Outcome {
     Created,
     WouldCreate,
+    Updated(Vec<Change>),
+    WouldUpdate(Vec<Change>),
     Unchanged,
     Conflict(String),
 }
@@ -186,7 +168,24 @@ pub(crate) fn apply(args: ApplyArgs) -> CliResult {
             let existing = stored.iter().find(|s| s.name == spec.name);
             let outcome = match existing {
                 Some(existing) if existing.same_definition(spec) => Outcome::Unchanged,
-                Some(existing) => Outcome::Conflict(conflict_message(spec, existing)),
+                Some(existing) if args.dry_run => match evolution::changes(existing, spec) {
+                    Ok(changes) => Outcome::WouldUpdate(changes),
+                    Err(refused) => Outcome::Conflict(refused.to_string()),
+                },
+                Some(_) => match client.update_feature_set(spec).await {
+                    Ok(update) if update.changes.is_empty() => Outcome::Unchanged,
+                    Ok(update) => Outcome::Updated(update.changes),
+                    // The server's own words: what cannot change, and what to do instead.
+                    Err(e) if e.code() == Some(Code::InvalidArgument) => {
+                        Outcome::Conflict(e.message())
+                    }
+                    Err(e) => {
+                        return Err(args
+                            .server
+                            .describe(e)
+                            .context(format!("updating feature set {:?}", spec.name)))
+                    }
+                },
                 None if args.dry_run => Outcome::WouldCreate,
                 None => match client.create_feature_set(spec).await {
                     Ok(_) => Outcome::Created,
@@ -200,7 +199,11 @@ pub(crate) fn apply(args: ApplyArgs) -> CliResult {
                         if existing.same_definition(spec) {
                             Outcome::Unchanged
                         } else {
-                            Outcome::Conflict(conflict_message(spec, &existing))
+                            Outcome::Conflict(format!(
+                                "created meanwhile with another definition (version {}); run \
+                                 apply again to update it",
+                                existing.version.unwrap_or(1)
+                            ))
                         }
                     }
                     Err(e) => {
@@ -223,15 +226,20 @@ pub(crate) fn apply(args: ApplyArgs) -> CliResult {
             .iter()
             .zip(&outcomes)
             .map(|(spec, outcome)| {
-                let (status, detail) = match outcome {
-                    Outcome::Created => ("created", None),
-                    Outcome::WouldCreate => ("would_create", None),
-                    Outcome::Unchanged => ("unchanged", None),
-                    Outcome::Conflict(m) => ("conflict", Some(m.as_str())),
+                let (status, detail, changes) = match outcome {
+                    Outcome::Created => ("created", None, None),
+                    Outcome::WouldCreate => ("would_create", None, None),
+                    Outcome::Updated(c) => ("updated", None, Some(c)),
+                    Outcome::WouldUpdate(c) => ("would_update", None, Some(c)),
+                    Outcome::Unchanged => ("unchanged", None, None),
+                    Outcome::Conflict(m) => ("conflict", Some(m.as_str()), None),
                 };
                 let mut entry = json!({"name": spec.name, "status": status});
                 if let Some(detail) = detail {
                     entry["message"] = Value::from(detail);
+                }
+                if let Some(changes) = changes {
+                    entry["changes"] = json!(changes);
                 }
                 entry
             })
@@ -244,31 +252,29 @@ pub(crate) fn apply(args: ApplyArgs) -> CliResult {
         .count();
     if conflicts > 0 {
         return Err(CliError::new(format!(
-            "{conflicts} of {} feature sets conflict with the stored specs; a stored spec \
-             cannot change: delete the set (and its data) to redefine it, or use a new name",
+            "{conflicts} of {} feature sets have changes a stored set cannot take (see above); \
+             use a new name for those, or delete the set (and its data) to redefine it",
             specs.len()
         )));
     }
     Ok(())
 }
 
-fn conflict_message(wanted: &FeatureSetSpec, stored: &FeatureSetSpec) -> String {
-    let version = stored
-        .version
-        .map(|v| format!(" (version {v})"))
-        .unwrap_or_default();
-    format!(
-        "differs from the stored spec{version} in {}",
-        differences(wanted, stored).join(", ")
-    )
-}
-
 fn print_outcome(name: &str, outcome: &Outcome) {
     match outcome {
         Outcome::Created => println!("created       {name}"),
         Outcome::WouldCreate => println!("would create  {name}"),
+        Outcome::Updated(changes) => print_changes("updated      ", name, changes),
+        Outcome::WouldUpdate(changes) => print_changes("would update ", name, changes),
         Outcome::Unchanged => println!("unchanged     {name}"),
         Outcome::Conflict(message) => println!("conflict      {name}: {message}"),
+    }
+}
+
+fn print_changes(label: &str, name: &str, changes: &[Change]) {
+    println!("{label} {name}");
+    for change in changes {
+        println!("                {change}");
     }
 }
 
@@ -325,6 +331,13 @@ pub(crate) fn describe(args: DescribeArgs) -> CliResult {
     let runtime = crate::common::runtime()?;
     runtime.block_on(async {
         let client = args.server.connect().await?;
+        if args.versions {
+            let versions = client
+                .list_feature_set_versions(&args.set)
+                .await
+                .map_err(|e| args.server.describe(e))?;
+            return print_versions(&versions, args.json);
+        }
         let info = client
             .get_feature_set(&args.set)
             .await
@@ -388,6 +401,31 @@ pub(crate) fn delete(args: DeleteArgs) -> CliResult {
         println!("deleted feature set {}", args.set);
         Ok(())
     })
+}
+
+/// One line per version (`--json`: the specs), oldest first.
+fn print_versions(versions: &[FeatureSetSpec], json: bool) -> CliResult {
+    if json {
+        println!("{}", serde_json::to_string_pretty(versions)?);
+        return Ok(());
+    }
+    let mut previous: Option<&FeatureSetSpec> = None;
+    for spec in versions {
+        let version = spec.version.unwrap_or(1);
+        let created = spec.created_at.as_deref().unwrap_or("");
+        println!(
+            "version {version}  {created}  {} features",
+            spec.features.len()
+        );
+        if let Some(previous) = previous {
+            // Stored versions passed the rules, so this lists what each one changed.
+            for change in evolution::changes(previous, spec).unwrap_or_default() {
+                println!("    {change}");
+            }
+        }
+        previous = Some(spec);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

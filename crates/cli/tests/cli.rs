@@ -126,29 +126,51 @@ fn apply_creates_checks_and_reports_conflicts() {
     let out = server.run(&["apply", "-f", &sets]).ok();
     assert_eq!(out.matches("unchanged").count(), 2, "{out}");
 
-    // A changed spec conflicts; the rest is still applied; the exit status says so.
+    // An allowed change updates the set in place and says what changed; a refused one
+    // conflicts with the server's reason; the rest is still applied; the exit status says so.
     let changed = server.file(
         "changed.yaml",
         &format!(
             "{}  - name: item_features\n    entity: {{name: item_id, type: string}}\n    features: []\n",
-            SETS.replace("ttl_seconds: 86400", "ttl_seconds: 3600")
+            SETS.replace("{name: risk, type: float32}", "{name: risk, type: float64}")
+                .replace(
+                    "      - {name: embedding, type: 'float32[2]'}\n",
+                    "      - {name: embedding, type: 'float32[2]'}\n      - {name: score, type: float64}\n",
+                )
         ),
     );
     let dry = server.run(&["apply", "-f", &changed, "--dry-run"]);
-    assert!(
-        dry.stdout().contains("would create  item_features"),
-        "{}",
-        dry.stdout()
-    );
+    let out = dry.stdout();
+    assert!(out.contains("would create  item_features"), "{out}");
+    assert!(out.contains("would update  user_features"), "{out}");
+    assert!(out.contains("added feature \"score\" (float64)"), "{out}");
     let run = server.run(&["apply", "-f", &changed]);
     let error = run.fails();
-    assert!(error.contains("1 of 3 feature sets conflict"), "{error}");
+    assert!(
+        error.contains("1 of 3 feature sets have changes"),
+        "{error}"
+    );
     let out = run.stdout();
     assert!(
-        out.contains("conflict      merchant_features: differs from the stored spec (version 1) in ttl_seconds"),
+        out.contains("conflict      merchant_features: feature set \"merchant_features\": the type of feature \"risk\" would change from float32 to float64"),
         "{out}"
     );
+    assert!(out.contains("create a new feature set"), "{out}");
+    assert!(out.contains("updated       user_features"), "{out}");
     assert!(out.contains("created       item_features"), "{out}");
+    let versions = server
+        .run(&["describe", "user_features", "--versions"])
+        .ok();
+    assert!(versions.contains("version 1 "), "{versions}");
+    assert!(versions.contains("version 2 "), "{versions}");
+    assert!(versions.contains("added feature \"score\""), "{versions}");
+    let listed: Value = serde_json::from_str(
+        &server
+            .run(&["describe", "user_features", "--versions", "--json"])
+            .ok(),
+    )
+    .unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
 
     // JSON: a list of specs, with a report as JSON.
     let json = server.file(

@@ -20,7 +20,9 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 
 use crate::error::to_flight;
 use crate::request::{names, Entities, HistoryRequest, OnlineRequest, Timestamp};
-use crate::response::{AckStream, BatchStream, FeatureSetInfo, IngestAck, IngestSummary};
+use crate::response::{
+    AckStream, BatchStream, FeatureSetInfo, FeatureSetUpdate, IngestAck, IngestSummary,
+};
 use crate::{Error, Result, TrainingDataOptions};
 
 /// The default Flight address of a local server.
@@ -347,6 +349,32 @@ impl Client {
             .action("get_feature_set", json!({ "name": name }).to_string())
             .await?;
         FeatureSetInfo::from_json(value)
+    }
+
+    /// Changes a stored set in place as the evolution rules allow (added features, TTL,
+    /// descriptions, tags): the stored spec and what changed. `INVALID_ARGUMENT` for a change
+    /// that needs a new feature set; the same spec again changes nothing.
+    pub async fn update_feature_set(&self, spec: &FeatureSetSpec) -> Result<FeatureSetUpdate> {
+        let body = serde_json::to_vec(spec).expect("specs serialize");
+        self.action("update_feature_set", body).await
+    }
+
+    /// One stored version of a set's spec, with the set's statistics; `NOT_FOUND` for an
+    /// unknown set or version.
+    pub async fn get_feature_set_version(
+        &self,
+        name: &str,
+        version: u64,
+    ) -> Result<FeatureSetInfo> {
+        let body = json!({ "name": name, "version": version }).to_string();
+        let value: Value = self.action("get_feature_set", body).await?;
+        FeatureSetInfo::from_json(value)
+    }
+
+    /// Every stored version of a set's spec, oldest first.
+    pub async fn list_feature_set_versions(&self, name: &str) -> Result<Vec<FeatureSetSpec>> {
+        let body = json!({ "name": name }).to_string();
+        self.action("list_feature_set_versions", body).await
     }
 
     /// Every stored spec.

@@ -72,7 +72,9 @@ pub use request::{
     Entities, EntityKey, HistoryRequest, OnlineRequest, Timestamp, TrainingDataOptions,
 };
 pub use response::{
-    AckStream, BatchStream, FeatureSetInfo, FeatureSetStats, IngestAck, IngestSummary,
+    AckStream, BatchStream, FeatureSetInfo, FeatureSetStats, FeatureSetUpdate, IngestAck,
+    IngestSummary,
 };
 
+pub use featherstore_core::evolution::Change;
 pub use featherstore_core::{EntityKeys, EntityType, FeatureSetSpec, FeatureSpec, FeatureType};

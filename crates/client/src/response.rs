@@ -184,3 +184,11 @@ mod tests {
         assert!(FeatureSetInfo::from_json(json!({"name": "s"})).is_err());
     }
 }
+
+/// The answer of `update_feature_set`: the stored spec (a new version when anything changed)
+/// and what changed, empty when the spec was the stored one.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct FeatureSetUpdate {
+    pub spec: FeatureSetSpec,
+    pub changes: Vec<featherstore_core::evolution::Change>,
+}

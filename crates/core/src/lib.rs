@@ -6,6 +6,7 @@ pub mod action;
 pub mod coerce;
 pub mod entity;
 pub mod error;
+pub mod evolution;
 pub mod ipc;
 #[cfg(any(test, feature = "test-support"))]
 pub mod ipc_testing;

@@ -80,7 +80,9 @@ impl Operation {
     /// The operation of a Flight action.
     pub(crate) fn of_action(action: &str) -> Operation {
         match action {
-            "get_feature_set" | "list_feature_sets" => Operation::Describe,
+            "get_feature_set" | "list_feature_sets" | "list_feature_set_versions" => {
+                Operation::Describe
+            }
             "create_feature_set" | "update_feature_set" | "delete_feature_set" => Operation::Manage,
             _ => Operation::Discover,
         }
@@ -94,7 +96,10 @@ impl Operation {
         Some(match (method.as_str(), route) {
             (_, "/health") => return None,
             ("GET", "/metrics") => Operation::Metrics,
-            ("GET", "/v1/feature-sets" | "/v1/feature-sets/{name}") => Operation::Describe,
+            (
+                "GET",
+                "/v1/feature-sets" | "/v1/feature-sets/{name}" | "/v1/feature-sets/{name}/versions",
+            ) => Operation::Describe,
             ("POST", "/v1/feature-sets")
             | ("DELETE" | "PUT" | "PATCH", "/v1/feature-sets/{name}") => Operation::Manage,
             ("POST", "/v1/feature-sets/{name}/rows") => Operation::Ingest,

@@ -346,12 +346,42 @@ impl AppState {
         Ok((spec_json(&stored), created))
     }
 
+    /// Changes a stored set in place (PUT or `update_feature_set`):
+    /// `{"spec": stored, "changes": [...]}`, no changes when the spec is the stored one.
+    pub(crate) async fn update_set(&self, access: &Access, body: &[u8]) -> ApiResult<Value> {
+        let spec = FeatureSetSpec::from_json(body)?;
+        access.require_set(&spec.name)?;
+        Span::current().record("feature_set", spec.name.as_str());
+        let store = self.store.clone();
+        let (stored, changes) = blocking(move || Ok(store.update(spec)?)).await?;
+        Ok(json!({"spec": spec_json(&stored), "changes": changes}))
+    }
+
+    /// Every stored version of a set's spec, oldest first.
+    pub(crate) async fn list_versions(&self, name: String) -> ApiResult<Value> {
+        let store = self.store.clone();
+        let versions = blocking(move || Ok(store.versions(&name)?)).await?;
+        Ok(Value::Array(versions.iter().map(spec_json).collect()))
+    }
+
     /// The stored spec plus `stats`.
     pub(crate) async fn describe_set(&self, name: String) -> ApiResult<Value> {
+        self.describe_set_version(name, None).await
+    }
+
+    /// The stored spec, or one version of it, plus the set's `stats` (of all its rows).
+    pub(crate) async fn describe_set_version(
+        &self,
+        name: String,
+        version: Option<u64>,
+    ) -> ApiResult<Value> {
         let store = self.store.clone();
         let (spec, stats) = blocking(move || {
-            let set = store.get(&name)?;
-            Ok((set.spec.clone(), store.stats(&name)?))
+            let spec = match version {
+                Some(version) => store.get_version(&name, version)?,
+                None => store.get(&name)?.spec.clone(),
+            };
+            Ok((spec, store.stats(&name)?))
         })
         .await?;
         let mut value = spec_json(&spec);

@@ -12,6 +12,7 @@ use arrow::datatypes::SchemaRef;
 
 use arrow::array::RecordBatch;
 use featherstore_core::coerce::coerce_batch;
+use featherstore_core::evolution::{self, Change};
 use featherstore_core::time::{format_timestamp, now_micros};
 use featherstore_core::{
     EntityKeys, FeatureSetSpec, HistoryTicket, OnlineTicket, TrainingDataCommand,
@@ -48,7 +49,8 @@ pub struct FeatureSet {
     pub spec: Arc<FeatureSetSpec>,
     pub index: Box<dyn OnlineSet>,
     /// Serialises appends so the offline store and the index see batches in one order;
-    /// `true` once the set is deleted.
+    /// `true` once this version of the set takes no more batches: it was deleted, or updated
+    /// (then the registry holds its successor, and an ingest waiting here retries there).
     ingest: Mutex<bool>,
 }
 
@@ -188,6 +190,74 @@ impl FeatureStore {
         Ok((spec, true))
     }
 
+    /// Changes a stored set in place as the evolution rules allow
+    /// ([`evolution::changes`]): returns the stored spec and what changed. The same
+    /// definition again changes nothing and stores no version; a refused change is
+    /// INVALID_ARGUMENT. Blocks on storage.
+    ///
+    /// The new version's online index is built (from the stored latest values, with the added
+    /// features null) while the set's ingest waits, then the offline store commits the
+    /// version, then the registry publishes it: readers see the old version or the new one
+    /// whole, and a batch that waited is stored under the new one.
+    pub fn update(&self, wanted: FeatureSetSpec) -> Result<(Arc<FeatureSetSpec>, Vec<Change>)> {
+        let _registry = self.registry.lock();
+        let set = self.get(&wanted.name)?;
+        let changes = evolution::changes(&set.spec, &wanted)?;
+        if changes.is_empty() {
+            return Ok((set.spec.clone(), changes));
+        }
+        let mut spec = wanted;
+        spec.version = Some(set.spec.version.unwrap_or(1) + 1);
+        spec.created_at = Some(format_timestamp(now_micros()));
+        let spec = Arc::new(spec);
+        let mut retired = set.ingest.lock();
+        let _span = debug_span!("storage.update_set").entered();
+        let _timer = self.operations.start(Operation::UpdateSet);
+        let index = self.online.open_set(spec.clone())?;
+        self.offline.latest(&set.spec, &mut |batch| {
+            index.apply(&index.prepare(&coerce_batch(&spec, &batch)?)?)
+        })?;
+        self.offline.update(&set.spec, &spec)?;
+        *retired = true;
+        self.sets.write().insert(
+            spec.name.clone(),
+            Arc::new(FeatureSet {
+                spec: spec.clone(),
+                index,
+                ingest: Mutex::new(false),
+            }),
+        );
+        // The old index is not emptied: a reader may still hold the old version, and its
+        // values go with the last reference to it.
+        Ok((spec, changes))
+    }
+
+    /// One stored version of a set's spec.
+    pub fn get_version(&self, name: &str, version: u64) -> Result<Arc<FeatureSetSpec>> {
+        let current = self.get(name)?;
+        if current.spec.version == Some(version) {
+            return Ok(current.spec.clone());
+        }
+        self.versions(name)?
+            .into_iter()
+            .find(|spec| spec.version == Some(version))
+            .map(Arc::new)
+            .ok_or_else(|| {
+                DomainError::NotFound(format!(
+                    "feature set {name:?} has no version {version} (its latest is {})",
+                    current.spec.version.unwrap_or(1)
+                ))
+                .into()
+            })
+    }
+
+    /// Every stored version of a set's spec, oldest first. Blocks on storage.
+    pub fn versions(&self, name: &str) -> Result<Vec<FeatureSetSpec>> {
+        let set = self.get(name)?;
+        let _span = debug_span!("storage.versions").entered();
+        self.offline.spec_versions(&set.spec)
+    }
+
     pub fn delete(&self, name: &str) -> Result<()> {
         let _registry = self.registry.lock();
         let set = self.get(name)?;
@@ -213,13 +283,25 @@ impl FeatureStore {
     /// one stored is in the index. (A remote online store can fail after the append: see
     /// [`OnlineSet::apply`].)
     pub fn ingest(&self, name: &str, batch: &RecordBatch) -> Result<usize> {
-        let set = self.get(name)?;
+        loop {
+            let set = self.get(name)?;
+            if let Some(rows) = self.ingest_into(&set, batch)? {
+                return Ok(rows);
+            }
+            // `set` was updated while this batch waited for it: checked again under the new
+            // version (a batch without the added features gets them as nulls).
+        }
+    }
+
+    /// [`ingest`](Self::ingest) into one version of a set; `None` when that version was
+    /// retired (updated or deleted) before the batch got its turn.
+    fn ingest_into(&self, set: &FeatureSet, batch: &RecordBatch) -> Result<Option<usize>> {
         let batch = coerce_batch(&set.spec, batch)?;
         let indexed = set.index.prepare(&batch)?;
         let rows = batch.num_rows();
-        let deleted = set.ingest.lock();
-        if *deleted {
-            return Err(DomainError::no_such_set(name).into());
+        let retired = set.ingest.lock();
+        if *retired {
+            return Ok(None);
         }
         // Checked under the set's ingest lock, which `close` takes after setting it: no batch
         // is stored once `close` returns.
@@ -239,7 +321,7 @@ impl FeatureStore {
             let _timer = self.operations.start(Operation::IndexApply);
             set.index.apply(&indexed)?;
         }
-        Ok(rows)
+        Ok(Some(rows))
     }
 
     /// Online values for an online ticket, from memory only.

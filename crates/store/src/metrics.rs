@@ -92,10 +92,12 @@ pub enum Operation {
     Stats,
     CreateSet,
     DeleteSet,
+    /// A new version of a set: its online index rebuilt, the version stored.
+    UpdateSet,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 9] = [
+    pub const ALL: [Operation; 10] = [
         Operation::IndexLookup,
         Operation::IndexApply,
         Operation::IndexRebuild,
@@ -105,6 +107,7 @@ impl Operation {
         Operation::Stats,
         Operation::CreateSet,
         Operation::DeleteSet,
+        Operation::UpdateSet,
     ];
 
     /// The `operation` label value.
@@ -119,6 +122,7 @@ impl Operation {
             Operation::Stats => "stats",
             Operation::CreateSet => "create_set",
             Operation::DeleteSet => "delete_set",
+            Operation::UpdateSet => "update_set",
         }
     }
 

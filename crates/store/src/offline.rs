@@ -34,6 +34,17 @@ pub trait OfflineStore: Send + Sync {
     /// Creates the storage of a new set and persists its spec, durably.
     fn create(&self, spec: &FeatureSetSpec) -> Result<()>;
 
+    /// Stores `new`, the next version of `old` (same entity, timestamp and stored features,
+    /// maybe more features: `featherstore_core::evolution`), durably and keeping every earlier
+    /// version. From its return, appends may carry the added features and reads under `new`
+    /// see them, null for rows stored before; reads under `old` still work. The caller
+    /// serialises it with appends to the set.
+    fn update(&self, old: &FeatureSetSpec, new: &FeatureSetSpec) -> Result<()>;
+
+    /// Every stored version of a set's spec, oldest first, the current one last. A set
+    /// stored before versions were kept lists the versions it has kept since.
+    fn spec_versions(&self, current: &FeatureSetSpec) -> Result<Vec<FeatureSetSpec>>;
+
     /// Removes a set's spec and all its data, durably.
     fn delete(&self, name: &str) -> Result<()>;
 

@@ -226,14 +226,38 @@ class Client:
         """
         return self._action("create_feature_set", spec)
 
-    def get_feature_set(self, name: str) -> Dict[str, Any]:
-        """The stored spec of `name`, plus ``stats``: ``rows``, ``entities`` and
-        ``latest_event_timestamp``.
+    def update_feature_set(self, spec: Dict[str, Any]) -> Dict[str, Any]:
+        """Changes a stored feature set in place: adds features (nullable; rows stored before
+        read them as null), changes ``ttl_seconds``, ``description``, ``tags`` or a feature's
+        ``description``. Returns ``{"spec": stored spec, "changes": [...]}``; each accepted
+        change bumps ``version``, and the same spec again changes nothing.
+
+        Raises:
+            InvalidArgumentError: a change a stored set cannot take (removing, renaming or
+                retyping a feature, another entity or timestamp column): use a new set.
+            NotFoundError: no feature set has that name.
+        """
+        return self._action("update_feature_set", spec)
+
+    def get_feature_set(self, name: str, version: Optional[int] = None) -> Dict[str, Any]:
+        """The stored spec of `name` (or its version `version`), plus ``stats`` of the set:
+        ``rows``, ``entities`` and ``latest_event_timestamp``.
+
+        Raises:
+            NotFoundError: no feature set has that name, or no such version.
+        """
+        body: Dict[str, Any] = {"name": name}
+        if version is not None:
+            body["version"] = version
+        return self._action("get_feature_set", body)
+
+    def list_feature_set_versions(self, name: str) -> List[Dict[str, Any]]:
+        """Every stored version of the spec of `name`, oldest first.
 
         Raises:
             NotFoundError: no feature set has that name.
         """
-        return self._action("get_feature_set", {"name": name})
+        return list(self._action("list_feature_set_versions", {"name": name}) or [])
 
     def list_feature_sets(self) -> List[Dict[str, Any]]:
         """The stored specs of all feature sets."""

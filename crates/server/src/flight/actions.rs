@@ -14,7 +14,18 @@ const ACTIONS: &[(&str, &str)] = &[
         "create_feature_set",
         "Create a feature set from a spec; the same spec again is a no-op",
     ),
-    ("get_feature_set", "{\"name\"}: the stored spec with stats"),
+    (
+        "update_feature_set",
+        "Change a stored set as the evolution rules allow: {\"spec\", \"changes\"}",
+    ),
+    (
+        "get_feature_set",
+        "{\"name\", \"version\"?}: the stored spec (or one version of it) with stats",
+    ),
+    (
+        "list_feature_set_versions",
+        "{\"name\"}: every stored version of a spec, oldest first",
+    ),
     ("list_feature_sets", "{}: every stored spec"),
     (
         "delete_feature_set",
@@ -48,7 +59,12 @@ pub(super) async fn do_action(
     let body = action.body.as_ref();
     let result: Value = match action.r#type.as_str() {
         "create_feature_set" => state.create_set(access, body).await?.0,
-        "get_feature_set" => state.describe_set(parse_name(body)?).await?,
+        "update_feature_set" => state.update_set(access, body).await?,
+        "get_feature_set" => {
+            let (name, version) = featherstore_core::action::parse_name_version(body)?;
+            state.describe_set_version(name, version).await?
+        }
+        "list_feature_set_versions" => state.list_versions(parse_name(body)?).await?,
         "list_feature_sets" => state.list_sets(access),
         "delete_feature_set" => {
             state.delete_set(parse_name(body)?).await?;

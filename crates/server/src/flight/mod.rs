@@ -35,7 +35,12 @@ use crate::telemetry::metrics::Api;
 use crate::telemetry::traces;
 
 /// Calls that store: exempt from the request timeout.
-const WRITES: [&str; 3] = ["do_put", "create_feature_set", "delete_feature_set"];
+const WRITES: [&str; 4] = [
+    "do_put",
+    "create_feature_set",
+    "update_feature_set",
+    "delete_feature_set",
+];
 
 pub(crate) use admission::AdmissionLayer;
 
@@ -291,9 +296,12 @@ impl FlightService for FlightApi {
     ) -> Result<Response<Self::DoActionStream>, Status> {
         let (metadata, extensions, action) = request.into_parts();
         let method = actions::method_name(&action.r#type);
-        // create_feature_set: the store records the name (from the spec).
+        // create/update_feature_set: the service checks the name (from the spec).
         let name = match method {
-            "get_feature_set" | "delete_feature_set" => parse_name(&action.body).ok(),
+            "delete_feature_set" | "list_feature_set_versions" => parse_name(&action.body).ok(),
+            "get_feature_set" => featherstore_core::action::parse_name_version(&action.body)
+                .ok()
+                .map(|(name, _)| name),
             _ => None,
         };
         self.observed(&metadata, method, name.as_deref(), async {

@@ -44,6 +44,34 @@ pub(super) async fn describe(
     Ok(Json(state.describe_set(name).await?))
 }
 
+/// `PUT /v1/feature-sets/{name}`: the body is the wanted spec, of that name.
+pub(super) async fn update(
+    State(state): State<AppState>,
+    Extension(access): Extension<Access>,
+    name: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> ApiResult<Json<Value>> {
+    let Path(name) = name?;
+    let body = read_body(&state, body).await?;
+    let spec = featherstore_core::FeatureSetSpec::from_json(&body)?;
+    if spec.name != name {
+        return Err(featherstore_core::Error::invalid(format!(
+            "the spec is of feature set {:?}, but the path names {name:?}",
+            spec.name
+        ))
+        .into());
+    }
+    Ok(Json(state.update_set(&access, &body).await?))
+}
+
+pub(super) async fn versions(
+    State(state): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let Path(name) = name?;
+    Ok(Json(state.list_versions(name).await?))
+}
+
 pub(super) async fn delete(
     State(state): State<AppState>,
     name: Result<Path<String>, PathRejection>,

@@ -43,7 +43,13 @@ pub(crate) fn router(state: AppState, authenticator: Option<Arc<Authenticator>>)
         )
         .route(
             "/v1/feature-sets/{name}",
-            get(feature_sets::describe).delete(feature_sets::delete),
+            get(feature_sets::describe)
+                .put(feature_sets::update)
+                .delete(feature_sets::delete),
+        )
+        .route(
+            "/v1/feature-sets/{name}/versions",
+            get(feature_sets::versions),
         )
         .route("/v1/feature-sets/{name}/rows", post(feature_sets::ingest))
         .route("/v1/online", post(retrieval::online))

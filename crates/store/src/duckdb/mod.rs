@@ -14,6 +14,9 @@ use crate::types::StorageStats;
 use crate::{Error, Result};
 
 const SPECS_TABLE: &str = "featherstore_specs";
+/// Every version of every spec, the current one included (its copy in `SPECS_TABLE` is what
+/// startup loads).
+const VERSIONS_TABLE: &str = "featherstore_spec_versions";
 
 pub struct DuckDbStore {
     /// The database file; DuckDB keeps its write-ahead log beside it (`{path}.wal`).
@@ -35,7 +38,9 @@ impl DuckDbStore {
         }
         let pool = ConnectionPool::open(Some(path), settings)?;
         pool.get(Purpose::Write)?.execute_batch(&format!(
-            "CREATE TABLE IF NOT EXISTS {SPECS_TABLE} (name VARCHAR PRIMARY KEY, spec VARCHAR NOT NULL)"
+            "CREATE TABLE IF NOT EXISTS {SPECS_TABLE} (name VARCHAR PRIMARY KEY, spec VARCHAR NOT NULL);
+             CREATE TABLE IF NOT EXISTS {VERSIONS_TABLE} (name VARCHAR NOT NULL, version BIGINT NOT NULL,
+                 spec VARCHAR NOT NULL, PRIMARY KEY (name, version))"
         ))?;
         Ok(DuckDbStore {
             path: path.to_path_buf(),
@@ -82,6 +87,25 @@ impl DuckDbStore {
     }
 }
 
+fn parse_spec(name: &str, json: &str) -> Result<FeatureSetSpec> {
+    serde_json::from_str(json).map_err(|e| {
+        Error::Corrupt(format!(
+            "stored spec of feature set {name:?} is unreadable: {e}"
+        ))
+    })
+}
+
+/// Records a version of a spec; one already recorded is left as it is.
+fn insert_version(conn: &PooledConnection<'_>, spec: &FeatureSetSpec) -> Result<()> {
+    let json = serde_json::to_string(spec).expect("specs serialize");
+    let version = i64::try_from(spec.version.unwrap_or(1)).unwrap_or(i64::MAX);
+    conn.execute(
+        &format!("INSERT OR IGNORE INTO {VERSIONS_TABLE} VALUES (?, ?, ?)"),
+        duckdb::params![spec.name, version, json],
+    )?;
+    Ok(())
+}
+
 impl OfflineStore for DuckDbStore {
     fn load_specs(&self) -> Result<Vec<FeatureSetSpec>> {
         let conn = self.pool.get(Purpose::Read)?;
@@ -94,11 +118,7 @@ impl OfflineStore for DuckDbStore {
         let mut specs = Vec::new();
         for row in rows {
             let (name, json) = row?;
-            specs.push(serde_json::from_str(&json).map_err(|e| {
-                Error::Corrupt(format!(
-                    "stored spec of feature set {name:?} is unreadable: {e}"
-                ))
-            })?);
+            specs.push(parse_spec(&name, &json)?);
         }
         Ok(specs)
     }
@@ -111,14 +131,57 @@ impl OfflineStore for DuckDbStore {
                 &format!("INSERT INTO {SPECS_TABLE} VALUES (?, ?)"),
                 [&spec.name, &json],
             )?;
-            Ok(())
+            insert_version(conn, spec)
         })
+    }
+
+    fn update(&self, old: &FeatureSetSpec, new: &FeatureSetSpec) -> Result<()> {
+        let json = serde_json::to_string(new).expect("specs serialize");
+        let table = ident(&table(&new.name));
+        self.transaction(|conn| {
+            for feature in &new.features {
+                if old.feature(&feature.name).is_none() {
+                    conn.execute_batch(&format!(
+                        "ALTER TABLE {table} ADD COLUMN {} {}",
+                        ident(&feature.name),
+                        sql::feature_sql_type(feature.feature_type)
+                    ))?;
+                }
+            }
+            conn.execute(
+                &format!("UPDATE {SPECS_TABLE} SET spec = ? WHERE name = ?"),
+                [&json, &new.name],
+            )?;
+            // A set created before versions were kept gets its previous version recorded now.
+            insert_version(conn, old)?;
+            insert_version(conn, new)
+        })
+    }
+
+    fn spec_versions(&self, current: &FeatureSetSpec) -> Result<Vec<FeatureSetSpec>> {
+        let conn = self.pool.get(Purpose::Read)?;
+        let mut statement = conn.prepare(&format!(
+            "SELECT spec FROM {VERSIONS_TABLE} WHERE name = ? ORDER BY version"
+        ))?;
+        let rows = statement.query_map([&current.name], |row| row.get::<_, String>(0))?;
+        let mut versions = Vec::new();
+        for json in rows {
+            versions.push(parse_spec(&current.name, &json?)?);
+        }
+        if versions.last().map(|v| v.version) != Some(current.version) {
+            versions.push(current.clone());
+        }
+        Ok(versions)
     }
 
     fn delete(&self, name: &str) -> Result<()> {
         self.transaction(|conn| {
             conn.execute_batch(&format!("DROP TABLE IF EXISTS {}", ident(&table(name))))?;
             conn.execute(&format!("DELETE FROM {SPECS_TABLE} WHERE name = ?"), [name])?;
+            conn.execute(
+                &format!("DELETE FROM {VERSIONS_TABLE} WHERE name = ?"),
+                [name],
+            )?;
             Ok(())
         })?;
         self.next_seq.lock().remove(name);
@@ -133,7 +196,14 @@ impl OfflineStore for DuckDbStore {
         let result = self.transaction(|conn| {
             let first = self.first_seq(conn, &spec.name, rows)?;
             let stored = sql::to_storage_batch(spec, batch, first)?;
-            let mut appender = conn.appender(&table(&spec.name))?;
+            // By name: columns added by `update` come last in the table.
+            let columns: Vec<&str> = stored
+                .schema_ref()
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect();
+            let mut appender = conn.appender_with_columns(&table(&spec.name), &columns)?;
             appender.append_record_batch(stored)?;
             appender.flush()?;
             Ok(())

@@ -50,7 +50,7 @@ pub(super) fn rewrite(
     rows: &str,
     change: Change<'_>,
 ) -> Result<Vec<WrittenFile>> {
-    let spec = &set.spec;
+    let spec = &set.spec();
     let ts = ident(&spec.timestamp);
     let sorted = format!(
         "SELECT * FROM ({rows}) ORDER BY CAST({ts} AS DATE), {}, {ts}, {}",
@@ -83,7 +83,7 @@ fn commit(
     if let Some(flushed) = &change.flushed {
         // The frozen tables go once the last reader of an older snapshot lets go of them.
         if let Err(e) = log::remove_segments_below(&set.log_dir(), flushed.log_segments_below) {
-            tracing::warn!(feature_set = %set.spec.name, error = %e, "could not remove flushed log segments");
+            tracing::warn!(feature_set = %set.spec().name, error = %e, "could not remove flushed log segments");
         }
     }
     Ok(())

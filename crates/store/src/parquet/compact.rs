@@ -71,12 +71,12 @@ fn merge(
     date: &str,
     files: &[Arc<DataFile>],
 ) -> Result<Vec<WrittenFile>> {
-    let rows = memtable::select_files(&set.spec, files.iter().map(|f| f.path.as_str()));
+    let rows = memtable::select_rows(&set.spec(), files.iter().map(|f| f.path.as_str()), &[]);
     let change = Change {
         replaced: files,
         flushed: None,
     };
     let written = rewrite(engine, set, maintenance, &rows, change)?;
-    tracing::debug!(feature_set = %set.spec.name, %date, files = files.len(), "compacted");
+    tracing::debug!(feature_set = %set.spec().name, %date, files = files.len(), "compacted");
     Ok(written)
 }

@@ -56,10 +56,10 @@ impl Engine {
         next_file: &mut u64,
         sql: &str,
     ) -> Result<Vec<WrittenFile>> {
-        let schema = sql::storage_schema(&set.spec);
+        let schema = sql::storage_schema(&set.spec());
         // Entity, event time, `_seq`: each column is one Parquet leaf column, so field
         // indices are leaf indices.
-        let ts_index = set.spec.features.len() + 1;
+        let ts_index = set.spec().features.len() + 1;
         let properties = self.options.writer_properties(&[0, ts_index, ts_index + 1]);
         let conn = self.pool.get(Purpose::Write)?;
         let mut statement = conn.prepare(sql)?;

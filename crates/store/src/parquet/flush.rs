@@ -78,7 +78,7 @@ fn freeze(engine: &Engine, set: &SetState) -> Result<Option<Frozen>> {
         return Ok(None);
     }
     // Created before taking the ingest lock: appends wait for nothing but the swap.
-    let table = Arc::new(engine.new_memtable(&set.spec)?);
+    let table = Arc::new(engine.new_memtable(&set.spec())?);
     let mut ingest = set.ingest.lock();
     let upto = set.committed.load(Ordering::Acquire);
     let mut snapshot = set.snapshot.write();
@@ -109,7 +109,7 @@ fn write_frozen(
         engine,
         set,
         maintenance,
-        &memtable::select_tables(&frozen.tables),
+        &memtable::select_rows(&set.spec(), [], &frozen.tables),
         Change {
             replaced: &[],
             flushed: Some(FlushedRows {
@@ -120,7 +120,7 @@ fn write_frozen(
         },
     )?;
     tracing::debug!(
-        feature_set = %set.spec.name,
+        feature_set = %set.spec().name,
         rows = writer::totals(&written).rows,
         files = written.len(),
         "flushed"

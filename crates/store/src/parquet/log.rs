@@ -11,10 +11,11 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use arrow::array::{AsArray, RecordBatch};
+use arrow::array::{new_null_array, AsArray, RecordBatch};
 use arrow::buffer::{Buffer, MutableBuffer};
-use arrow::datatypes::{Int64Type, SchemaRef};
+use arrow::datatypes::{Field, Int64Type, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::ipc::reader::read_record_batch;
 use arrow::ipc::writer::{
@@ -252,8 +253,9 @@ pub(super) fn replay(
         replayed.next_segment = number + 1;
         let mut reader = SegmentReader::open(&path)?;
         let mut live = false;
-        if reader.read_schema(schema)? {
-            while let Some(batch) = reader.next_batch(schema)? {
+        if let Some(logged) = reader.read_schema(schema)? {
+            while let Some(batch) = reader.next_batch(&logged)? {
+                let batch = widen(batch, schema)?;
                 let Some((first, last)) = seq_range(&batch) else {
                     continue;
                 };
@@ -276,6 +278,22 @@ pub(super) fn replay(
         }
     }
     Ok(replayed)
+}
+
+/// A logged batch in `schema`: its columns by name, null for the features it predates.
+fn widen(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    if batch.schema_ref().fields() == schema.fields() {
+        return Ok(batch);
+    }
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| match batch.column_by_name(field.name()) {
+            Some(column) => column.clone(),
+            None => new_null_array(field.data_type(), batch.num_rows()),
+        })
+        .collect();
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 /// First and last `_seq` (the last column) of a batch, when it has rows. Within a batch they
@@ -340,11 +358,13 @@ impl SegmentReader {
         Error::io(format!("reading log segment {}", self.path.display()))
     }
 
-    /// Reads the stream's schema message; false when the segment ends before one (a crash
-    /// while creating it: it never held a batch).
-    fn read_schema(&mut self, expected: &SchemaRef) -> Result<bool> {
+    /// Reads the stream's schema message: the logged columns, typed as the same columns of
+    /// `expected`. A segment logged by an earlier version of the set lacks the features added
+    /// since (`widen` fills them). `None` when the segment ends before a schema (a crash while
+    /// creating it: it never held a batch).
+    fn read_schema(&mut self, expected: &SchemaRef) -> Result<Option<SchemaRef>> {
         let Frame::Message { meta, .. } = self.next_frame()? else {
-            return Ok(false);
+            return Ok(None);
         };
         let message = root_as_message(&meta).map_err(|e| self.corrupt(e))?;
         let schema = message
@@ -360,13 +380,17 @@ impl SegmentReader {
             .iter()
             .map(|f| f.name().as_str())
             .collect();
-        if names != wanted {
+        let logged: Option<Vec<Field>> = names
+            .iter()
+            .map(|name| expected.field_with_name(name).ok().cloned())
+            .collect();
+        let Some(logged) = logged else {
             return Err(self.corrupt(format!(
-                "logged columns {names:?} are not the set's {wanted:?}"
+                "logged columns {names:?} are not among the set's {wanted:?}"
             )));
-        }
+        };
         self.offset = self.reader.stream_position().map_err(self.io())?;
-        Ok(true)
+        Ok(Some(Arc::new(Schema::new(logged))))
     }
 
     fn next_batch(&mut self, schema: &SchemaRef) -> Result<Option<RecordBatch>> {

@@ -77,45 +77,78 @@ pub(super) fn insert(conn: &Connection, table: &str, batch: RecordBatch) -> Resu
     }
 }
 
-/// `SELECT` of the rows of some memtable tables, in storage column order.
-pub(super) fn select_tables(tables: &[Arc<MemTable>]) -> String {
-    tables
-        .iter()
-        .map(|t| format!("SELECT * FROM {}", ident(&t.name)))
-        .collect::<Vec<_>>()
-        .join(" UNION ALL ")
-}
-
-/// `SELECT` of the rows of some data files, typed as the memtable's columns.
-pub(super) fn select_files<'a>(
+/// `SELECT` of the stored rows of some data files and memtable tables, in the storage column
+/// order of `spec`. Files and tables written under an earlier version of the set lack the
+/// features added since: columns are matched by name (`union_by_name`, `UNION ALL BY NAME`
+/// after a typed empty row set holding every column), so those read as null and nothing on
+/// disk is rewritten. Columns a later version added are left out.
+pub(super) fn select_rows<'a>(
     spec: &FeatureSetSpec,
     files: impl IntoIterator<Item = &'a str>,
+    tables: &[Arc<MemTable>],
 ) -> String {
-    // Parquet has no fixed-size list: embeddings come back as variable lists (`FLOAT[]`) and
-    // are cast back to the memtable's `FLOAT[N]` so both sides of a union agree.
-    let casts: Vec<String> = spec
-        .features
+    let schema = sql::storage_schema(spec);
+    let typed_nulls: Vec<String> = schema
+        .fields()
         .iter()
-        .filter_map(|f| {
-            let array = match f.feature_type {
-                FeatureType::Float32Vector(_) | FeatureType::Float64Vector(_) => {
-                    sql::feature_sql_type(f.feature_type)
-                }
-                _ => return None,
-            };
-            let column = ident(&f.name);
-            Some(format!("CAST({column} AS {array}) AS {column}"))
+        .map(|f| {
+            format!(
+                "CAST(NULL AS {}) AS {}",
+                column_sql_type(spec, f.name()),
+                ident(f.name())
+            )
         })
         .collect();
-    let columns = if casts.is_empty() {
-        "*".to_string()
-    } else {
-        format!("* REPLACE ({})", casts.join(", "))
-    };
+    let mut sources = vec![format!("SELECT {} WHERE false", typed_nulls.join(", "))];
     let files: Vec<String> = files.into_iter().map(literal).collect();
-    // Without `hive_partitioning = false` DuckDB would add a `date` column from the paths.
+    if !files.is_empty() {
+        // Without `hive_partitioning = false` DuckDB would add a `date` column from the paths.
+        sources.push(format!(
+            "SELECT * FROM read_parquet([{}], hive_partitioning = false, union_by_name = true)",
+            files.join(", ")
+        ));
+    }
+    sources.extend(
+        tables
+            .iter()
+            .map(|t| format!("SELECT * FROM {}", ident(&t.name))),
+    );
+    // Parquet has no fixed-size list: embeddings come back as variable lists (`FLOAT[]`) and
+    // are cast back to the memtable's `FLOAT[N]`.
+    let columns: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let column = ident(f.name());
+            match spec
+                .feature(f.name())
+                .map(|(_, feature)| feature.feature_type)
+            {
+                Some(t @ (FeatureType::Float32Vector(_) | FeatureType::Float64Vector(_))) => {
+                    format!("CAST({column} AS {}) AS {column}", sql::feature_sql_type(t))
+                }
+                _ => column,
+            }
+        })
+        .collect();
     format!(
-        "SELECT {columns} FROM read_parquet([{}], hive_partitioning = false)",
-        files.join(", ")
+        "SELECT {} FROM ({})",
+        columns.join(", "),
+        sources.join(" UNION ALL BY NAME ")
     )
+}
+
+/// The SQL type of a storage column of `spec`.
+fn column_sql_type(spec: &FeatureSetSpec, column: &str) -> String {
+    if column == spec.entity.name {
+        sql::entity_sql_type(spec.entity.entity_type).to_string()
+    } else if column == spec.timestamp {
+        "TIMESTAMP".to_string()
+    } else if let Some((_, feature)) = spec.feature(column) {
+        sql::feature_sql_type(feature.feature_type)
+    } else {
+        // `_seq` (`sql::SEQ_COLUMN`), the one other storage column; a storage column added
+        // later needs its type here.
+        "BIGINT".to_string()
+    }
 }

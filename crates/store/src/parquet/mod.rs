@@ -221,11 +221,11 @@ impl Inner {
             for set in self.all_sets() {
                 if self.flush_due(&set) {
                     if let Err(e) = flush::flush_set(&self.engine, &set) {
-                        tracing::error!(feature_set = %set.spec.name, error = %e, "flush failed; will retry");
+                        tracing::error!(feature_set = %set.spec().name, error = %e, "flush failed; will retry");
                     }
                 }
                 if let Err(e) = compact::compact_set(&self.engine, &set) {
-                    tracing::error!(feature_set = %set.spec.name, error = %e, "compaction failed; will retry");
+                    tracing::error!(feature_set = %set.spec().name, error = %e, "compaction failed; will retry");
                 }
             }
             self.engine.drop_dead_tables();
@@ -300,6 +300,36 @@ impl Inner {
         Ok(())
     }
 
+    /// Makes `new` the set's spec: a fresh memtable table and log segment take the appends
+    /// from now on in its schema, while the older tables, segments and data files keep theirs
+    /// (reads match columns by name). The spec file is the commit point.
+    fn update(&self, old: &FeatureSetSpec, new: &FeatureSetSpec) -> Result<()> {
+        let set = self.set(&new.name)?;
+        // No flush or compaction runs meanwhile: they write files in the current spec's schema.
+        let _maintenance = set.maintenance.lock();
+        let table = Arc::new(self.engine.new_memtable(new)?);
+        let mut ingest = set.ingest.lock();
+        if !set.is_alive() {
+            return Err(featherstore_core::Error::no_such_set(&new.name).into());
+        }
+        set::store_versions(&set.dir, old, new)?;
+        let next_segment = ingest.log.roll();
+        ingest.log = log::LogWriter::new(set.log_dir(), sql::storage_schema(new), next_segment);
+        {
+            let mut snapshot = set.snapshot.write();
+            let mut tables = snapshot.tables.clone();
+            tables.push(table.clone());
+            *snapshot = Arc::new(Snapshot {
+                files: snapshot.files.clone(),
+                flushed_seq: snapshot.flushed_seq,
+                tables,
+            });
+        }
+        ingest.table = table;
+        set.replace_spec(new.clone());
+        Ok(())
+    }
+
     fn append(&self, spec: &FeatureSetSpec, batch: &RecordBatch) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
@@ -349,12 +379,21 @@ fn remove_trash(path: &Path) {
 }
 
 impl OfflineStore for ParquetStore {
+    fn update(&self, old: &FeatureSetSpec, new: &FeatureSetSpec) -> Result<()> {
+        self.inner.update(old, new)
+    }
+
+    fn spec_versions(&self, current: &FeatureSetSpec) -> Result<Vec<FeatureSetSpec>> {
+        let set = self.inner.set(&current.name)?;
+        set::load_versions(&set.dir, current)
+    }
+
     fn load_specs(&self) -> Result<Vec<FeatureSetSpec>> {
         let mut specs: Vec<FeatureSetSpec> = self
             .inner
             .all_sets()
             .iter()
-            .map(|set| set.spec.clone())
+            .map(|set| set.spec().as_ref().clone())
             .collect();
         specs.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(specs)
@@ -400,10 +439,12 @@ impl OfflineStore for ParquetStore {
             .iter()
             .map(|set| Arc::clone(&set.snapshot.read()))
             .collect();
-        let relations: Vec<String> = sets
+        // Under the caller's spec, which may be older than the set's current one.
+        let relations: Vec<String> = specs
             .iter()
+            .zip(&sets)
             .zip(&snapshots)
-            .map(|(set, snapshot)| snapshot.relation(&set.spec, set.has_unflushed(snapshot)))
+            .map(|((spec, set), snapshot)| snapshot.relation(spec, set.has_unflushed(snapshot)))
             .collect();
         work(&conn, &relations)
     }

@@ -21,6 +21,7 @@ use crate::query::{ConnectionPool, Purpose};
 use crate::{Error, Result, StorageStats};
 
 const SPEC_FILE: &str = "_spec.json";
+const VERSION_PREFIX: &str = "_spec.v";
 
 /// A live Parquet file. Compaction retires files; one is deleted when the last snapshot that
 /// lists it is dropped, so a reader never loses a file in the middle of a scan.
@@ -112,17 +113,13 @@ impl Snapshot {
     /// The stored rows as a SQL relation (a parenthesised query, to use after `FROM`):
     /// Parquet files and unflushed rows, each side only when it has rows (`has_unflushed`).
     pub(super) fn relation(&self, spec: &FeatureSetSpec, has_unflushed: bool) -> String {
-        let mut parts = Vec::new();
-        if !self.files.is_empty() {
-            parts.push(memtable::select_files(
-                spec,
-                self.files.iter().map(|f| f.path.as_str()),
-            ));
-        }
-        if has_unflushed || parts.is_empty() {
-            parts.push(memtable::select_tables(&self.tables));
-        }
-        format!("({})", parts.join(" UNION ALL "))
+        let tables: &[Arc<MemTable>] = if has_unflushed || self.files.is_empty() {
+            &self.tables
+        } else {
+            &[]
+        };
+        let files = self.files.iter().map(|f| f.path.as_str());
+        format!("({})", memtable::select_rows(spec, files, tables))
     }
 }
 
@@ -143,7 +140,8 @@ pub(super) struct Maintenance {
 }
 
 pub(super) struct SetState {
-    pub(super) spec: FeatureSetSpec,
+    /// The current version; replaced by `update` under the maintenance and ingest locks.
+    spec: RwLock<Arc<FeatureSetSpec>>,
     pub(super) dir: PathBuf,
     pub(super) alive: Arc<AtomicBool>,
     pub(super) ingest: Mutex<Ingest>,
@@ -155,6 +153,14 @@ pub(super) struct SetState {
 }
 
 impl SetState {
+    pub(super) fn spec(&self) -> Arc<FeatureSetSpec> {
+        Arc::clone(&self.spec.read())
+    }
+
+    pub(super) fn replace_spec(&self, spec: FeatureSetSpec) {
+        *self.spec.write() = Arc::new(spec);
+    }
+
     pub(super) fn is_alive(&self) -> bool {
         self.alive.load(Ordering::Acquire)
     }
@@ -284,11 +290,55 @@ impl SetState {
             maintenance: Mutex::new(Maintenance {
                 next_file: manifest.next_file,
             }),
-            spec,
+            spec: RwLock::new(Arc::new(spec)),
             dir,
             alive,
         }
     }
+}
+
+/// `{dir}/_spec.v{version}.json`: one stored version of the spec (the current one included).
+fn version_path(dir: &Path, version: u64) -> PathBuf {
+    dir.join(format!("{VERSION_PREFIX}{version}.json"))
+}
+
+/// Durably stores `new`, the next version of `old`: both version files, then the spec file,
+/// the commit point (a version file past the spec file's version is from an update that did
+/// not commit; it is ignored, and overwritten by the next update).
+pub(super) fn store_versions(dir: &Path, old: &FeatureSetSpec, new: &FeatureSetSpec) -> Result<()> {
+    for spec in [old, new] {
+        let path = version_path(dir, spec.version.unwrap_or(1));
+        // A set created before versions were kept has no file for its first version yet.
+        if spec.version != old.version || !path.exists() {
+            write_atomic(
+                &path,
+                &serde_json::to_vec_pretty(spec).expect("specs serialize"),
+            )?;
+        }
+    }
+    write_atomic(
+        &dir.join(SPEC_FILE),
+        &serde_json::to_vec_pretty(new).expect("specs serialize"),
+    )
+}
+
+/// Every stored version of the set in `dir` up to `current`'s, oldest first.
+pub(super) fn load_versions(dir: &Path, current: &FeatureSetSpec) -> Result<Vec<FeatureSetSpec>> {
+    let latest = current.version.unwrap_or(1);
+    let mut versions = Vec::new();
+    for version in 1..latest {
+        let path = version_path(dir, version);
+        match fs::read(&path) {
+            Ok(bytes) => versions.push(
+                FeatureSetSpec::from_json(&bytes)
+                    .map_err(|e| Error::Corrupt(format!("{}: {e}", path.display())))?,
+            ),
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("reading {}", path.display()))(e)),
+        }
+    }
+    versions.push(current.clone());
+    Ok(versions)
 }
 
 /// Reads `{dir}/_spec.json`; `None` when the directory holds no set.
