@@ -11,10 +11,11 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::buffer::{Buffer, MutableBuffer};
-use arrow::datatypes::{Int64Type, SchemaRef};
+use arrow::datatypes::{Int64Type, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::ipc::reader::read_record_batch;
 use arrow::ipc::writer::{
@@ -24,6 +25,7 @@ use arrow::ipc::{root_as_message, MessageHeader};
 
 use super::durable::{list_dir, remove_quietly, sync_dir};
 use crate::metrics::PARQUET;
+use crate::query::sql::{INGESTED_AT_COLUMN, SEQ_COLUMN};
 use crate::{Error, Result, StorageStats};
 
 pub(super) const LOG_DIR: &str = "_log";
@@ -237,7 +239,8 @@ pub(super) struct Replayed {
 
 /// Hands every logged row with `_seq > flushed_seq` to `visit`, in log order, one batch (or
 /// the unflushed end of one) at a time. Torn tails are truncated away; segments holding no
-/// unflushed row are deleted.
+/// unflushed row are deleted. A segment written before ingest times (`schema` without its
+/// `_ingested_at` column) is read in that schema: its batches lack the column.
 pub(super) fn replay(
     dir: &Path,
     schema: &SchemaRef,
@@ -248,12 +251,17 @@ pub(super) fn replay(
         max_seq: None,
         next_segment: 0,
     };
+    let legacy = schema.index_of(INGESTED_AT_COLUMN).ok().map(|index| {
+        let mut fields = schema.fields().to_vec();
+        fields.remove(index);
+        Arc::new(Schema::new(fields))
+    });
     for (number, path) in segments(dir)? {
         replayed.next_segment = number + 1;
         let mut reader = SegmentReader::open(&path)?;
         let mut live = false;
-        if reader.read_schema(schema)? {
-            while let Some(batch) = reader.next_batch(schema)? {
+        if let Some(logged) = reader.read_schema(schema, legacy.as_ref())? {
+            while let Some(batch) = reader.next_batch(&logged)? {
                 let Some((first, last)) = seq_range(&batch) else {
                     continue;
                 };
@@ -278,10 +286,12 @@ pub(super) fn replay(
     Ok(replayed)
 }
 
-/// First and last `_seq` (the last column) of a batch, when it has rows. Within a batch they
-/// are consecutive, which lets replay skip a flushed prefix by slicing.
+/// First and last `_seq` of a batch, when it has rows. Within a batch they are consecutive,
+/// which lets replay skip a flushed prefix by slicing.
 fn seq_range(batch: &RecordBatch) -> Option<(i64, i64)> {
-    let seq = batch.columns().last()?.as_primitive_opt::<Int64Type>()?;
+    let seq = batch
+        .column_by_name(SEQ_COLUMN)?
+        .as_primitive_opt::<Int64Type>()?;
     if seq.is_empty() {
         return None;
     }
@@ -340,11 +350,16 @@ impl SegmentReader {
         Error::io(format!("reading log segment {}", self.path.display()))
     }
 
-    /// Reads the stream's schema message; false when the segment ends before one (a crash
-    /// while creating it: it never held a batch).
-    fn read_schema(&mut self, expected: &SchemaRef) -> Result<bool> {
+    /// Reads the stream's schema message and returns which of `expected` and `legacy` it is;
+    /// `None` when the segment ends before one (a crash while creating it: it never held a
+    /// batch).
+    fn read_schema(
+        &mut self,
+        expected: &SchemaRef,
+        legacy: Option<&SchemaRef>,
+    ) -> Result<Option<SchemaRef>> {
         let Frame::Message { meta, .. } = self.next_frame()? else {
-            return Ok(false);
+            return Ok(None);
         };
         let message = root_as_message(&meta).map_err(|e| self.corrupt(e))?;
         let schema = message
@@ -355,18 +370,21 @@ impl SegmentReader {
             .fields()
             .map(|fields| fields.iter().map(|f| f.name().unwrap_or("")).collect())
             .unwrap_or_default();
-        let wanted: Vec<&str> = expected
-            .fields()
-            .iter()
-            .map(|f| f.name().as_str())
-            .collect();
-        if names != wanted {
-            return Err(self.corrupt(format!(
-                "logged columns {names:?} are not the set's {wanted:?}"
-            )));
-        }
+        let names_of = |schema: &SchemaRef| -> Vec<String> {
+            schema.fields().iter().map(|f| f.name().clone()).collect()
+        };
+        let logged = std::iter::once(expected)
+            .chain(legacy)
+            .find(|schema| names_of(schema) == names)
+            .cloned()
+            .ok_or_else(|| {
+                self.corrupt(format!(
+                    "logged columns {names:?} are not the set's {:?}",
+                    names_of(expected)
+                ))
+            })?;
         self.offset = self.reader.stream_position().map_err(self.io())?;
-        Ok(true)
+        Ok(Some(logged))
     }
 
     fn next_batch(&mut self, schema: &SchemaRef) -> Result<Option<RecordBatch>> {

@@ -91,6 +91,32 @@ pub(super) fn select_files<'a>(
     spec: &FeatureSetSpec,
     files: impl IntoIterator<Item = &'a str>,
 ) -> String {
+    select_file_group(spec, files, None)
+}
+
+/// [`select_files`] of files written before ingest times, which lack the `_ingested_at`
+/// column: their rows read as ingested at `ingested_at` (UTC µs).
+pub(super) fn select_files_without_ingest_times<'a>(
+    spec: &FeatureSetSpec,
+    files: impl IntoIterator<Item = &'a str>,
+    ingested_at: i64,
+) -> String {
+    // Placed before `_seq`, as stored since.
+    let seq = ident(sql::SEQ_COLUMN);
+    let columns = format!(
+        "make_timestamp({ingested_at}::BIGINT) AS {}, {seq}",
+        ident(sql::INGESTED_AT_COLUMN)
+    );
+    select_file_group(spec, files, Some(columns))
+}
+
+/// `last`: columns of files without ingest times that follow the others (`_seq` is left out
+/// of `*` then, to come after the ingest time).
+fn select_file_group<'a>(
+    spec: &FeatureSetSpec,
+    files: impl IntoIterator<Item = &'a str>,
+    ingested_at: Option<String>,
+) -> String {
     // Parquet has no fixed-size list: embeddings come back as variable lists (`FLOAT[]`) and
     // are cast back to the memtable's `FLOAT[N]` so both sides of a union agree.
     let casts: Vec<String> = spec
@@ -107,11 +133,18 @@ pub(super) fn select_files<'a>(
             Some(format!("CAST({column} AS {array}) AS {column}"))
         })
         .collect();
-    let columns = if casts.is_empty() {
-        "*".to_string()
-    } else {
-        format!("* REPLACE ({})", casts.join(", "))
+    let exclude = match ingested_at {
+        Some(_) => format!(" EXCLUDE ({})", ident(sql::SEQ_COLUMN)),
+        None => String::new(),
     };
+    let mut columns = if casts.is_empty() {
+        format!("*{exclude}")
+    } else {
+        format!("*{exclude} REPLACE ({})", casts.join(", "))
+    };
+    if let Some(last) = ingested_at {
+        columns = format!("{columns}, {last}");
+    }
     let files: Vec<String> = files.into_iter().map(literal).collect();
     // Without `hive_partitioning = false` DuckDB would add a `date` column from the paths.
     format!(

@@ -126,6 +126,7 @@ fn duckdb_reads_the_files_with_the_memtable_column_types() {
             "TIMESTAMP",
             "DATE",
             "TIMESTAMP",
+            "TIMESTAMP",
             "BIGINT"
         ]
     );
