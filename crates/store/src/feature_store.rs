@@ -22,9 +22,9 @@ use tracing::{debug_span, field, info};
 use crate::metrics::{Operation, OperationMetrics};
 use crate::offline::OfflineStore;
 use crate::online::{MemoryStore, OnlineSet, OnlineStore};
+use crate::query::sql::INGESTED_AT_OUTPUT;
 use crate::query::training::{self, EntityRows, TrainingPlan};
 use crate::query::{Purpose, Waiting};
-use crate::query::sql::INGESTED_AT_OUTPUT;
 use crate::types::{BatchSink, HistoryQuery, IngestView, SetStats, StorageStats};
 use crate::Result;
 
@@ -338,13 +338,15 @@ impl FeatureStore {
         let _entered = span.enter();
         let mut timer = self.operations.start(Operation::Scan);
         let mut rows = 0usize;
-        let result = self.offline.scan_with(&set.spec, query, view, &mut |batch| {
-            rows += batch.num_rows();
-            let handing = std::time::Instant::now();
-            let sent = sink(batch);
-            timer.exclude(handing.elapsed());
-            sent
-        });
+        let result = self
+            .offline
+            .scan_with(&set.spec, query, view, &mut |batch| {
+                rows += batch.num_rows();
+                let handing = std::time::Instant::now();
+                let sent = sink(batch);
+                timer.exclude(handing.elapsed());
+                sent
+            });
         span.record("rows", count(rows));
         result
     }

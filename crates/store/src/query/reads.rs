@@ -30,11 +30,7 @@ pub(crate) fn history(
 }
 
 /// The columns of a history answer: as online, plus `ingested_at` last when asked for.
-pub fn history_schema(
-    spec: &FeatureSetSpec,
-    features: &[usize],
-    view: &IngestView,
-) -> SchemaRef {
+pub fn history_schema(spec: &FeatureSetSpec, features: &[usize], view: &IngestView) -> SchemaRef {
     let schema = spec.projected_schema(features, false);
     if !view.with_ingest_time {
         return schema;
