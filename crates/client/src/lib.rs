@@ -75,4 +75,6 @@ pub use response::{
     AckStream, BatchStream, FeatureSetInfo, FeatureSetStats, IngestAck, IngestSummary,
 };
 
-pub use featherstore_core::{EntityKeys, EntityType, FeatureSetSpec, FeatureSpec, FeatureType};
+pub use featherstore_core::{
+    AsOf, EntityKeys, EntityType, FeatureSetSpec, FeatureSpec, FeatureType,
+};
