@@ -195,7 +195,7 @@ fn randomized_point_in_time_join_matches_the_reference() {
             let clock = test_clock(&store);
             let mut ingested_at = vec![0i64];
             let (mut users_latest, mut merchants_latest) = (i64::MIN, i64::MIN);
-            let mut wander = |rng: &mut Rng, latest: &mut i64| {
+            let wander = |rng: &mut Rng, latest: &mut i64| {
                 let now = clock.load(Ordering::SeqCst) + rng.below(40) as i64 * SECOND
                     - 12 * SECOND
                     + rng.below(3) as i64;
