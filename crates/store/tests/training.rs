@@ -277,112 +277,83 @@ fn randomized_point_in_time_join_matches_the_reference() {
                 ),
             ])
             .unwrap();
-            let out = run_training(
-                &store,
-                r#"{"type": "training_data", "features": ["merchants:risk", "users:*"]}"#,
-                rows.clone(),
-                333,
-            );
+            // As of event time (the default), then as of ingest time: the same rows, but a
+            // value counts only once it was ingested.
+            for as_of in ["event_time", "ingest_time"] {
+                let known = |facts: &'_ [Fact], key: &str, t: i64, ttl: Option<i64>| {
+                    if as_of == "event_time" {
+                        return reference(facts, key, t, ttl).map(|f| (f.ingest, f.values.clone()));
+                    }
+                    reference_as_known(facts, &ingested_at, key, t, ttl)
+                        .map(|f| (f.ingest, f.values.clone()))
+                };
+                let command = format!(
+                    r#"{{"type": "training_data", "features": ["merchants:risk", "users:*"], "as_of": "{as_of}"}}"#
+                );
+                let out = run_training(&store, &command, rows.clone(), 333);
 
-            assert_eq!(
-                column_names(&out),
-                [
-                    "label",
-                    "user_id",
-                    "merchant_id",
-                    "event_timestamp",
-                    "risk",
-                    "clicks",
-                    "score"
-                ]
-            );
-            assert_eq!(out.num_rows(), n);
-            assert_eq!(
-                out.column(0).as_primitive::<Int64Type>().values().to_vec(),
-                labels,
-                "{backend}: row order"
-            );
-            let risk = out.column(4).as_primitive::<Int64Type>();
-            let clicks = out.column(5).as_primitive::<Int64Type>();
-            let score = out.column(6).as_primitive::<Float32Type>();
-            let mut matched = 0;
-            for i in 0..n {
-                let expected = reference(&merchants, &merchant_keys[i].to_string(), times[i], None);
                 assert_eq!(
-                    risk.is_valid(i).then(|| risk.value(i)),
-                    expected.and_then(|f| f.values[0]),
-                    "{backend} seed {seed}: merchants row {i} at {}",
-                    times[i]
+                    column_names(&out),
+                    [
+                        "label",
+                        "user_id",
+                        "merchant_id",
+                        "event_timestamp",
+                        "risk",
+                        "clicks",
+                        "score"
+                    ]
                 );
-                let expected =
-                    reference(&users, &user_keys[i], times[i], Some(TTL_SECONDS * SECOND));
-                matched += expected.is_some() as usize;
+                assert_eq!(out.num_rows(), n);
                 assert_eq!(
-                    clicks.is_valid(i).then(|| clicks.value(i)),
-                    expected.and_then(|f| f.values[0]),
-                    "{backend} seed {seed}: users row {i} ({} at {})",
-                    user_keys[i],
-                    times[i]
+                    out.column(0).as_primitive::<Int64Type>().values().to_vec(),
+                    labels,
+                    "{backend} {as_of}: row order"
                 );
-                assert_eq!(
-                    score.is_valid(i).then(|| score.value(i) as i64),
-                    expected.and_then(|f| f.values[1]),
-                    "{backend}: users score row {i}"
+                let risk = out.column(4).as_primitive::<Int64Type>();
+                let clicks = out.column(5).as_primitive::<Int64Type>();
+                let score = out.column(6).as_primitive::<Float32Type>();
+                let (mut matched, mut late) = (0, 0);
+                for i in 0..n {
+                    let expected = known(&merchants, &merchant_keys[i].to_string(), times[i], None);
+                    assert_eq!(
+                        risk.is_valid(i).then(|| risk.value(i)),
+                        expected.and_then(|f| f.1[0]),
+                        "{backend} seed {seed} {as_of}: merchants row {i} at {}",
+                        times[i]
+                    );
+                    let ttl = Some(TTL_SECONDS * SECOND);
+                    let expected = known(&users, &user_keys[i], times[i], ttl);
+                    matched += expected.is_some() as usize;
+                    let by_event_time = reference(&users, &user_keys[i], times[i], ttl);
+                    late += (expected.as_ref().map(|f| f.0) != by_event_time.map(|f| f.ingest))
+                        as usize;
+                    assert_eq!(
+                        clicks.is_valid(i).then(|| clicks.value(i)),
+                        expected.as_ref().and_then(|f| f.1[0]),
+                        "{backend} seed {seed} {as_of}: users row {i} ({} at {})",
+                        user_keys[i],
+                        times[i]
+                    );
+                    assert_eq!(
+                        score.is_valid(i).then(|| score.value(i) as i64),
+                        expected.as_ref().and_then(|f| f.1[1]),
+                        "{backend} {as_of}: users score row {i}"
+                    );
+                }
+                // Fewer values are known yet as of ingest time.
+                let floor = if as_of == "event_time" { n / 4 } else { n / 8 };
+                assert!(
+                    matched > floor,
+                    "{backend} {as_of}: the data exercises matches ({matched})"
                 );
+                if as_of == "ingest_time" {
+                    assert!(
+                        late > n / 20,
+                        "{backend}: the data exercises late rows ({late})"
+                    );
+                }
             }
-            assert!(
-                matched > n / 4,
-                "{backend}: the data exercises matches ({matched})"
-            );
-
-            // As of ingest time: the same rows, but a value counts only once it was ingested.
-            let out = run_training(
-                &store,
-                r#"{"type": "training_data", "features": ["merchants:risk", "users:*"], "as_of": "ingest_time"}"#,
-                rows,
-                333,
-            );
-            assert_eq!(
-                out.column(0).as_primitive::<Int64Type>().values().to_vec(),
-                labels,
-                "{backend}: row order as of ingest time"
-            );
-            let risk = out.column(4).as_primitive::<Int64Type>();
-            let clicks = out.column(5).as_primitive::<Int64Type>();
-            let score = out.column(6).as_primitive::<Float32Type>();
-            let (mut matched, mut hidden) = (0, 0);
-            for i in 0..n {
-                let key = merchant_keys[i].to_string();
-                let expected = reference_as_known(&merchants, &ingested_at, &key, times[i], None);
-                assert_eq!(
-                    risk.is_valid(i).then(|| risk.value(i)),
-                    expected.and_then(|f| f.values[0]),
-                    "{backend} seed {seed}: merchants row {i} at {} as of ingest time",
-                    times[i]
-                );
-                let ttl = Some(TTL_SECONDS * SECOND);
-                let expected =
-                    reference_as_known(&users, &ingested_at, &user_keys[i], times[i], ttl);
-                let by_event_time = reference(&users, &user_keys[i], times[i], ttl);
-                matched += expected.is_some() as usize;
-                hidden += (expected.map(|f| f.ingest) != by_event_time.map(|f| f.ingest)) as usize;
-                assert_eq!(
-                    clicks.is_valid(i).then(|| clicks.value(i)),
-                    expected.and_then(|f| f.values[0]),
-                    "{backend} seed {seed}: users row {i} ({} at {}) as of ingest time",
-                    user_keys[i],
-                    times[i]
-                );
-                assert_eq!(
-                    score.is_valid(i).then(|| score.value(i) as i64),
-                    expected.and_then(|f| f.values[1]),
-                    "{backend}: users score row {i} as of ingest time"
-                );
-            }
-            assert!(
-                matched > n / 8 && hidden > n / 20,
-                "{backend}: the data exercises matches ({matched}) and late rows ({hidden})"
-            );
         }
     }
 }
