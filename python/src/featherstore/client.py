@@ -389,10 +389,6 @@ class Client:
         }
         if features is not None:
             ticket["features"] = list(features)
-        if with_ingest_time:
-            ticket["with_ingest_time"] = True
-        if ingested_before is not None:
-            ticket["ingested_before"] = _arrow.format_time(ingested_before)
         return self._do_get(ticket)
 
     def get_history(
@@ -453,7 +449,7 @@ class Client:
         timestamp: str,
         full_names: bool,
         batch_rows: Optional[int],
-        as_of: str = "event_time",
+        as_of: Optional[str] = None,
     ) -> Generator[Union[pa.Schema, pa.RecordBatch], None, None]:
         """Runs the training-data DoExchange: yields the result schema, then its batches."""
         if isinstance(features, str):
@@ -463,8 +459,9 @@ class Client:
             "features": list(features),
             "timestamp": timestamp,
             "full_names": bool(full_names),
-            "as_of": as_of,
         }
+        if as_of is not None:
+            command["as_of"] = as_of
         schema, batches = _arrow.record_batches(entity_df, batch_rows or self.batch_rows)
         descriptor = flight.FlightDescriptor.for_command(json.dumps(command).encode())
         with _translated():
@@ -508,7 +505,7 @@ class Client:
         full_names: bool = False,
         *,
         batch_rows: Optional[int] = None,
-        as_of: str = "event_time",
+        as_of: Optional[str] = None,
     ) -> Iterator[pa.RecordBatch]:
         """Streams a point-in-time correct training set (DoExchange ``training_data``).
 
@@ -522,7 +519,7 @@ class Client:
             full_names: name the added columns ``set__feature`` instead of ``feature``.
             batch_rows: rows per batch sent (default: the client's ``batch_rows``).
             as_of: which stored values count for a row at time t: ``"event_time"`` (the
-                default: event time <= t) or ``"ingest_time"`` (event time <= t and ingested
+                server's default when not given: event time <= t) or ``"ingest_time"`` (event time <= t and ingested
                 by t: the data as the store knew it at t, so values that arrived late do not
                 leak into earlier rows).
 
@@ -555,7 +552,7 @@ class Client:
         full_names: bool = False,
         *,
         batch_rows: Optional[int] = None,
-        as_of: str = "event_time",
+        as_of: Optional[str] = None,
     ) -> FeatureTable:
         """The whole point-in-time correct training set, rows in the order of `entity_df`.
 
