@@ -519,9 +519,9 @@ class Client:
             full_names: name the added columns ``set__feature`` instead of ``feature``.
             batch_rows: rows per batch sent (default: the client's ``batch_rows``).
             as_of: which stored values count for a row at time t: ``"event_time"`` (the
-                server's default when not given: event time <= t) or ``"ingest_time"`` (event time <= t and ingested
-                by t: the data as the store knew it at t, so values that arrived late do not
-                leak into earlier rows).
+                server's default when not given: event time <= t) or ``"ingest_time"``
+                (event time <= t and ingested by t: the data as the store knew it at t, so
+                values that arrived late do not leak into earlier rows).
 
         Yields:
             ``pyarrow.RecordBatch`` es with the same rows in the same order, each with the
