@@ -38,8 +38,6 @@ pub enum AsOf {
 }
 
 impl AsOf {
-    pub const NAMES: [&'static str; 2] = ["event_time", "ingest_time"];
-
     pub fn as_str(self) -> &'static str {
         match self {
             AsOf::EventTime => "event_time",
