@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use clap::Args;
-use featherstore_client::{HistoryRequest, OnlineRequest, Timestamp, TrainingDataOptions};
+use featherstore_client::{AsOf, HistoryRequest, OnlineRequest, Timestamp, TrainingDataOptions};
 use featherstore_core::types::timestamp_type;
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -49,6 +49,12 @@ pub(crate) struct HistoryArgs {
     /// Only these features, in this order (comma-separated; default all).
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     features: Option<Vec<String>>,
+    /// Add the column ingested_at: when the server stored each row.
+    #[arg(long)]
+    with_ingest_time: bool,
+    /// Only rows ingested before this instant: the history as known then (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    ingested_before: Option<String>,
     #[command(flatten)]
     output: OutputArgs,
     #[command(flatten)]
@@ -79,6 +85,10 @@ pub(crate) struct TrainingDataArgs {
     /// Name appended columns set__feature instead of feature.
     #[arg(long)]
     full_names: bool,
+    /// Which rows count at a row's time t: event_time (event time <= t) or ingest_time (also
+    /// ingested by t: the data as known at t).
+    #[arg(long, value_name = "RULE", default_value = "event_time", value_parser = parse_as_of)]
+    as_of: AsOf,
     /// Read the entity file as this format, whatever its extension.
     #[arg(long, value_enum)]
     format: Option<Format>,
@@ -113,6 +123,10 @@ pub(crate) fn get(args: GetArgs) -> CliResult {
     })
 }
 
+fn parse_as_of(text: &str) -> Result<AsOf, String> {
+    text.parse::<AsOf>().map_err(|e| e.to_string())
+}
+
 fn parse_time(flag: &str, text: &Option<String>) -> CliResult<Option<Timestamp>> {
     text.as_deref()
         .map(|t| Timestamp::parse(t).map_err(|e| CliError::new(format!("--{flag}: {e}"))))
@@ -122,6 +136,7 @@ fn parse_time(flag: &str, text: &Option<String>) -> CliResult<Option<Timestamp>>
 pub(crate) fn history(args: HistoryArgs) -> CliResult {
     let start = parse_time("start", &args.start)?;
     let end = parse_time("end", &args.end)?;
+    let ingested_before = parse_time("ingested-before", &args.ingested_before)?;
     let runtime = crate::common::runtime()?;
     runtime.block_on(async {
         let client = args.server.connect().await?;
@@ -138,6 +153,10 @@ pub(crate) fn history(args: HistoryArgs) -> CliResult {
         }
         if let Some(features) = &args.features {
             request = request.features(features.iter().cloned());
+        }
+        request = request.with_ingest_time(args.with_ingest_time);
+        if let Some(instant) = ingested_before {
+            request = request.ingested_before(instant);
         }
         let results = client
             .history(request)
@@ -216,7 +235,8 @@ pub(crate) fn training_data(args: TrainingDataArgs) -> CliResult {
             .map(|item| item.map_err(|e| featherstore_client::Error::InvalidArgument(e.0)));
         let options = TrainingDataOptions::default()
             .timestamp(&args.timestamp)
-            .full_names(args.full_names);
+            .full_names(args.full_names)
+            .as_of(args.as_of);
         let results = client
             .training_data_stream(input, args.features.iter().cloned(), options)
             .await

@@ -725,3 +725,88 @@ fn every_feature_type_through_ingest_get_and_history() {
         assert_eq!(online[0]["s"], "");
     }
 }
+
+#[test]
+fn history_with_ingest_times_and_training_data_as_of_ingest_time() {
+    let server = Serve::new(BIN).start();
+    server
+        .run(&["apply", "-f", &server.file("sets.yaml", SETS)])
+        .ok();
+    let ingest = |name: &str, csv: &str| {
+        server
+            .run(&["ingest", "user_features", &server.file(name, csv)])
+            .ok();
+    };
+    ingest(
+        "a.csv",
+        "user_id,age,event_timestamp\nu1,30,2026-01-01T00:00:00Z\n",
+    );
+    // Arrives later, with an event time before the training row's.
+    ingest(
+        "b.csv",
+        "user_id,age,event_timestamp\nu1,31,2026-01-01T00:10:00Z\n",
+    );
+    let rows = json_lines(
+        &server
+            .run(&["history", "user_features", "--with-ingest-time", "--json"])
+            .ok(),
+    );
+    let ingested: Vec<&str> = rows
+        .iter()
+        .map(|r| r["ingested_at"].as_str().unwrap())
+        .collect();
+    assert_eq!(ingested.len(), 2, "{rows:?}");
+    assert!(ingested[0] < ingested[1], "{ingested:?}");
+    let known = json_lines(
+        &server
+            .run(&[
+                "history",
+                "user_features",
+                "--ingested-before",
+                ingested[1],
+                "--json",
+            ])
+            .ok(),
+    );
+    assert_eq!(known.len(), 1);
+    assert_eq!(known[0]["age"], 30);
+    assert!(known[0].get("ingested_at").is_none(), "{known:?}");
+
+    // A training row at the first ingest: as of ingest time the late row is not known yet.
+    let entities = server.file(
+        "entities.csv",
+        &format!("user_id,event_timestamp\nu1,{}\n", ingested[0]),
+    );
+    let age = |as_of: &str| {
+        let rows = json_lines(
+            &server
+                .run(&[
+                    "training-data",
+                    &entities,
+                    "--features",
+                    "user_features:age",
+                    "--as-of",
+                    as_of,
+                    "--json",
+                ])
+                .ok(),
+        );
+        rows[0]["age"].clone()
+    };
+    assert_eq!(age("event_time"), 31);
+    assert_eq!(age("ingest_time"), 30);
+    let error = server
+        .run(&[
+            "training-data",
+            &entities,
+            "--features",
+            "user_features:age",
+            "--as-of",
+            "now",
+        ])
+        .failed();
+    assert!(
+        error.contains("event_time") && error.contains("ingest_time"),
+        "{error}"
+    );
+}

@@ -77,4 +77,6 @@ pub use response::{
 };
 
 pub use featherstore_core::evolution::Change;
-pub use featherstore_core::{EntityKeys, EntityType, FeatureSetSpec, FeatureSpec, FeatureType};
+pub use featherstore_core::{
+    AsOf, EntityKeys, EntityType, FeatureSetSpec, FeatureSpec, FeatureType,
+};

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use featherstore_core::ticket::{HistoryTicket, OnlineTicket};
 use featherstore_core::time::{format_timestamp, parse_timestamp};
-use featherstore_core::EntityKeys;
+use featherstore_core::{AsOf, EntityKeys};
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
@@ -322,6 +322,8 @@ pub struct HistoryRequest {
     start: Option<Timestamp>,
     end: Option<Timestamp>,
     features: Option<Vec<String>>,
+    with_ingest_time: bool,
+    ingested_before: Option<Timestamp>,
 }
 
 impl HistoryRequest {
@@ -332,7 +334,21 @@ impl HistoryRequest {
             start: None,
             end: None,
             features: None,
+            with_ingest_time: false,
+            ingested_before: None,
         }
+    }
+
+    /// Adds the column `ingested_at` (when the server stored each row) after the others.
+    pub fn with_ingest_time(mut self, with_ingest_time: bool) -> Self {
+        self.with_ingest_time = with_ingest_time;
+        self
+    }
+
+    /// Only the rows ingested strictly before `instant`: the history as it was known then.
+    pub fn ingested_before(mut self, instant: impl Into<Timestamp>) -> Self {
+        self.ingested_before = Some(instant.into());
+        self
     }
 
     pub fn entities(mut self, entities: impl Into<Entities>) -> Self {
@@ -364,6 +380,8 @@ impl HistoryRequest {
             start: self.start.map(|t| t.to_string()),
             end: self.end.map(|t| t.to_string()),
             features: self.features.clone(),
+            with_ingest_time: self.with_ingest_time,
+            ingested_before: self.ingested_before.map(|t| t.to_string()),
         })
     }
 }
@@ -379,6 +397,7 @@ impl HistoryRequest {
 pub struct TrainingDataOptions {
     timestamp: Option<String>,
     full_names: bool,
+    as_of: Option<AsOf>,
 }
 
 impl TrainingDataOptions {
@@ -395,6 +414,13 @@ impl TrainingDataOptions {
         self
     }
 
+    /// Which rows count at an entity row's time t: `AsOf::EventTime` (the default: event time
+    /// <= t) or `AsOf::IngestTime` (also ingested by t: the data as known at t).
+    pub fn as_of(mut self, as_of: AsOf) -> Self {
+        self.as_of = Some(as_of);
+        self
+    }
+
     pub(crate) fn command(&self, features: &[String]) -> Value {
         let mut command = serde_json::json!({
             "type": "training_data",
@@ -403,6 +429,9 @@ impl TrainingDataOptions {
         });
         if let Some(timestamp) = &self.timestamp {
             command["timestamp"] = Value::from(timestamp.as_str());
+        }
+        if let Some(as_of) = self.as_of {
+            command["as_of"] = Value::from(as_of.as_str());
         }
         command
     }

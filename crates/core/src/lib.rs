@@ -21,5 +21,5 @@ pub use entity::EntityKeys;
 pub use error::{Error, ErrorCode, Result, ERROR_CODE_METADATA};
 pub use spec::{EntitySpec, FeatureSetSpec, FeatureSpec};
 pub use ticket::{HistoryTicket, OnlineTicket, Ticket};
-pub use training::{OutputFeature, TrainingDataCommand};
+pub use training::{AsOf, OutputFeature, TrainingDataCommand};
 pub use types::{EntityType, FeatureType};

@@ -36,6 +36,12 @@ pub struct HistoryTicket {
     pub end: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub features: Option<Vec<String>>,
+    /// Adds the column `ingested_at` (the server time each row was stored) after the others.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub with_ingest_time: bool,
+    /// Only rows ingested strictly before this instant: the history as it was known then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingested_before: Option<String>,
 }
 
 impl Ticket {
@@ -94,6 +100,14 @@ impl HistoryTicket {
             }
         }
         Ok((start, end))
+    }
+
+    /// `ingested_before` in UTC microseconds.
+    pub fn ingested_before(&self) -> Result<Option<i64>> {
+        self.ingested_before
+            .as_deref()
+            .map(parse_timestamp)
+            .transpose()
     }
 }
 

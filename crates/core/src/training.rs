@@ -20,6 +20,44 @@ pub struct TrainingDataCommand {
     /// Name outputs `set__feature` instead of `feature`.
     #[serde(default)]
     pub full_names: bool,
+    /// Which rows a feature value may come from for an entity row at time t.
+    #[serde(default)]
+    pub as_of: AsOf,
+}
+
+/// The point-in-time rule of a training data join (an extension of PROTOCOL.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AsOf {
+    /// A value counts at t if its event time is <= t (PROTOCOL.md's rule).
+    #[default]
+    EventTime,
+    /// A value counts at t if its event time is <= t and it was ingested by t: the data as
+    /// the store knew it at t, so late-arriving rows do not leak into earlier rows.
+    IngestTime,
+}
+
+impl AsOf {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AsOf::EventTime => "event_time",
+            AsOf::IngestTime => "ingest_time",
+        }
+    }
+}
+
+impl std::str::FromStr for AsOf {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        match text {
+            "event_time" => Ok(AsOf::EventTime),
+            "ingest_time" => Ok(AsOf::IngestTime),
+            other => Err(Error::invalid(format!(
+                "as_of {other:?} is not one of \"event_time\", \"ingest_time\""
+            ))),
+        }
+    }
 }
 
 fn default_timestamp() -> String {

@@ -28,7 +28,7 @@ async fn main() {
             .map(|b| float_batch((b * BATCH_ROWS) as i64, BATCH_ROWS))
             .collect();
         let started = Instant::now();
-        flight::put_all(&mut client, "bench", batches).await;
+        flight::put_ok(&mut client, "bench", batches).await;
         let seconds = started.elapsed().as_secs_f64();
         let rows = (BATCHES * BATCH_ROWS) as f64;
         println!(

@@ -266,13 +266,13 @@ impl AppState {
         if let Some(entities) = &ticket.entities {
             record_count(&span, "entities", entities.len());
         }
-        let (set, query) = self.store.plan_history(ticket)?;
-        let schema = set.spec.projected_schema(&query.features, false);
+        let (set, query, view) = self.store.plan_history(ticket)?;
+        let schema = featherstore_store::query::history_schema(&set.spec, &query.features, &view);
         let store = self.store.clone();
         let batches = self.stream_blocking(counted_as, move |sink| {
             // Runs in the request's span (see `stream_blocking`).
             let mut rows = 0;
-            let result = store.scan_history(&set, &query, &mut |batch| {
+            let result = store.scan_history(&set, &query, &view, &mut |batch| {
                 rows += batch.num_rows();
                 sink(batch)
             });

@@ -28,7 +28,7 @@ fn names(schema: &arrow::datatypes::Schema) -> Vec<String> {
 async fn update_over_flight_reads_old_rows_under_the_new_schema() {
     for backend in BACKENDS {
         let (server, mut client) = TestServer::with_set(backend, USER_SPEC).await;
-        flight::put_all(
+        flight::put_ok(
             &mut client,
             "user_features",
             vec![user_batch(&[("u1", Some(30), Some(0.5), 10)])],
@@ -107,8 +107,8 @@ async fn update_over_flight_reads_old_rows_under_the_new_schema() {
         ])
         .unwrap();
         // One DoPut each: a stream has one schema.
-        flight::put_all(&mut client, "user_features", vec![with]).await;
-        flight::put_all(
+        flight::put_ok(&mut client, "user_features", vec![with]).await;
+        flight::put_ok(
             &mut client,
             "user_features",
             vec![user_batch(&[("u3", Some(3), None, 30)])],

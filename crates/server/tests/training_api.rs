@@ -42,7 +42,7 @@ async fn training_data_over_flight_and_http() {
             ]),
             user_batch(&[("u1", Some(11), Some(0.7), 200)]),
         ];
-        flight::put_all(&mut client, "user_features", batches).await;
+        flight::put_ok(&mut client, "user_features", batches).await;
 
         let rows = vec![
             entity_rows(&[("u1", 150, 1), ("u1", 99, 2)]),

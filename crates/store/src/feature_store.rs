@@ -23,9 +23,10 @@ use tracing::{debug_span, field, info};
 use crate::metrics::{Operation, OperationMetrics};
 use crate::offline::OfflineStore;
 use crate::online::{MemoryStore, OnlineSet, OnlineStore};
+use crate::query::sql::INGESTED_AT_OUTPUT;
 use crate::query::training::{self, EntityRows, TrainingPlan};
 use crate::query::{Purpose, Waiting};
-use crate::types::{BatchSink, HistoryQuery, SetStats, StorageStats};
+use crate::types::{BatchSink, HistoryQuery, IngestView, SetStats, StorageStats};
 use crate::Result;
 
 use featherstore_core::Error as DomainError;
@@ -66,7 +67,13 @@ pub struct FeatureStore {
     operations: OperationMetrics,
     /// Set by [`close`](FeatureStore::close): ingest is refused from then on.
     closed: AtomicBool,
+    /// The server time batches are stored as ingested at (UTC µs); see [`Clock`].
+    clock: RwLock<Clock>,
 }
+
+/// Where ingest times come from: the system clock, or another for tests (to ingest "late"
+/// rows without sleeping). The offline store never lets them decrease within a set.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 /// Tracing: the request's span and its fields belong to the API layer, which records them from
 /// what these calls take and return. Every call wraps its own storage and index work in child
@@ -126,7 +133,14 @@ impl FeatureStore {
             limits,
             operations,
             closed: AtomicBool::new(false),
+            clock: RwLock::new(Arc::new(now_micros)),
         })
+    }
+
+    /// Replaces the clock ingest times are read from (tests: simulated late arrivals, clocks
+    /// that go back). Stored ingest times still never decrease within a set.
+    pub fn set_clock(&self, clock: Clock) {
+        *self.clock.write() = clock;
     }
 
     /// Durations of the storage and index work done so far, per operation.
@@ -314,7 +328,8 @@ impl FeatureStore {
         {
             let _span = debug_span!("storage.append", rows = count(rows)).entered();
             let _timer = self.operations.start(Operation::Append);
-            self.offline.append(&set.spec, &batch)?;
+            let now = (self.clock.read())();
+            self.offline.append_at(&set.spec, &batch, now)?;
         }
         {
             let _span = debug_span!("index.apply", rows = count(rows)).entered();
@@ -350,9 +365,12 @@ impl FeatureStore {
         Ok(())
     }
 
-    /// Resolves a history ticket (set, entities, time range, features) without running it,
-    /// so that bad requests fail before a stream starts.
-    pub fn plan_history(&self, ticket: &HistoryTicket) -> Result<(Arc<FeatureSet>, HistoryQuery)> {
+    /// Resolves a history ticket (set, entities, time range, features, ingest times) without
+    /// running it, so that bad requests fail before a stream starts.
+    pub fn plan_history(
+        &self,
+        ticket: &HistoryTicket,
+    ) -> Result<(Arc<FeatureSet>, HistoryQuery, IngestView)> {
         if let Some(entities) = &ticket.entities {
             self.check_entities(entities.len(), "history")?;
         }
@@ -364,13 +382,30 @@ impl FeatureStore {
             .map(|e| EntityKeys::from_json(set.spec.entity.entity_type, e))
             .transpose()?;
         let features = set.spec.resolve_features(ticket.features.as_deref())?;
+        let view = IngestView {
+            with_ingest_time: ticket.with_ingest_time,
+            ingested_before: ticket.ingested_before()?,
+        };
+        if view.with_ingest_time {
+            let clash = std::iter::once(&set.spec.entity.name)
+                .chain(features.iter().map(|&i| &set.spec.features[i].name))
+                .chain(std::iter::once(&set.spec.timestamp))
+                .any(|name| name == INGESTED_AT_OUTPUT);
+            if clash {
+                return Err(DomainError::invalid(format!(
+                    "feature set {:?} has a column named {INGESTED_AT_OUTPUT:?}, which \"with_ingest_time\" would repeat; leave that column out of \"features\"",
+                    set.spec.name
+                ))
+                .into());
+            }
+        }
         let query = HistoryQuery {
             entities,
             start,
             end,
             features,
         };
-        Ok((set, query))
+        Ok((set, query, view))
     }
 
     /// Streams the rows of a planned history query into `sink`. Blocks on storage.
@@ -378,19 +413,22 @@ impl FeatureStore {
         &self,
         set: &FeatureSet,
         query: &HistoryQuery,
+        view: &IngestView,
         sink: BatchSink<'_>,
     ) -> Result<()> {
         let span = debug_span!("storage.scan", feature_set = %set.spec.name, rows = field::Empty);
         let _entered = span.enter();
         let mut timer = self.operations.start(Operation::Scan);
         let mut rows = 0usize;
-        let result = self.offline.scan(&set.spec, query, &mut |batch| {
-            rows += batch.num_rows();
-            let handing = std::time::Instant::now();
-            let sent = sink(batch);
-            timer.exclude(handing.elapsed());
-            sent
-        });
+        let result = self
+            .offline
+            .scan_with(&set.spec, query, view, &mut |batch| {
+                rows += batch.num_rows();
+                let handing = std::time::Instant::now();
+                let sent = sink(batch);
+                timer.exclude(handing.elapsed());
+                sent
+            });
         span.record("rows", count(rows));
         result
     }

@@ -22,6 +22,6 @@ pub mod query;
 mod types;
 
 pub use error::{Error, Result};
-pub use feature_store::{FeatureSet, FeatureStore, Limits};
+pub use feature_store::{Clock, FeatureSet, FeatureStore, Limits};
 pub use offline::{OfflineStore, RelationWork};
-pub use types::{BatchSink, HistoryQuery, SetStats, StorageStats};
+pub use types::{BatchSink, HistoryQuery, IngestView, SetStats, StorageStats};

@@ -10,10 +10,11 @@
 
 use arrow::array::RecordBatch;
 use duckdb::Connection;
+use featherstore_core::time::now_micros;
 use featherstore_core::FeatureSetSpec;
 
 use crate::query::{reads, ConnectionPool};
-use crate::types::{BatchSink, HistoryQuery, SetStats, StorageStats};
+use crate::types::{BatchSink, HistoryQuery, IngestView, SetStats, StorageStats};
 use crate::Result;
 
 /// Work on a DuckDB connection where each of the requested sets' stored rows is readable as
@@ -48,12 +49,22 @@ pub trait OfflineStore: Send + Sync {
     /// Removes a set's spec and all its data, durably.
     fn delete(&self, name: &str) -> Result<()>;
 
-    /// Stores a canonical batch whole or not at all; durable when it returns.
-    fn append(&self, spec: &FeatureSetSpec, batch: &RecordBatch) -> Result<()>;
+    /// Stores a canonical batch whole or not at all; durable when it returns. Its rows are
+    /// stored as ingested at `ingested_at` (UTC microseconds), or at the set's latest ingest
+    /// time if that is later: ingest times never decrease within a set, whatever the clock
+    /// does, also across restarts (the backend recovers the latest from its stored rows).
+    fn append_at(&self, spec: &FeatureSetSpec, batch: &RecordBatch, ingested_at: i64)
+        -> Result<()>;
+
+    /// [`append_at`](OfflineStore::append_at) the current time.
+    fn append(&self, spec: &FeatureSetSpec, batch: &RecordBatch) -> Result<()> {
+        self.append_at(spec, batch, now_micros())
+    }
 
     /// Runs `work` with every set of `specs` readable as a relation (one per spec, in the same
     /// order) holding the canonical columns, event times as UTC `TIMESTAMP`, plus
-    /// `_seq`, the ingest order (`query::sql::SEQ_COLUMN`). The relations show one
+    /// `_seq`, the ingest order (`query::sql::SEQ_COLUMN`), and `_ingested_at`, the ingest
+    /// time (`query::sql::INGESTED_AT_COLUMN`, never NULL). The relations show one
     /// consistent state and stay valid until `work` returns. All reads go through here: DuckDB
     /// is the query engine of every backend.
     fn query_relations(&self, specs: &[&FeatureSetSpec], work: RelationWork<'_>) -> Result<()>;
@@ -84,8 +95,19 @@ pub trait OfflineStore: Send + Sync {
 
     /// History rows ordered by entity, event time, then ingest order.
     fn scan(&self, spec: &FeatureSetSpec, query: &HistoryQuery, sink: BatchSink<'_>) -> Result<()> {
+        self.scan_with(spec, query, &IngestView::default(), sink)
+    }
+
+    /// [`scan`](OfflineStore::scan), showing or filtering on ingest times as `view` says.
+    fn scan_with(
+        &self,
+        spec: &FeatureSetSpec,
+        query: &HistoryQuery,
+        view: &IngestView,
+        sink: BatchSink<'_>,
+    ) -> Result<()> {
         self.query_relations(&[spec], &mut |conn, relations| {
-            reads::history(conn, &relations[0], spec, query, sink)
+            reads::history(conn, &relations[0], spec, query, view, sink)
         })
     }
 

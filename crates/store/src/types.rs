@@ -23,6 +23,16 @@ pub struct HistoryQuery {
     pub features: Vec<usize>,
 }
 
+/// What a history scan shows of ingest times (an extension of PROTOCOL.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IngestView {
+    /// Adds the column `ingested_at` after the others.
+    pub with_ingest_time: bool,
+    /// Only rows ingested strictly before this instant (UTC microseconds): the history as it
+    /// was known then.
+    pub ingested_before: Option<i64>,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SetStats {
     pub rows: u64,

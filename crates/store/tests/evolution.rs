@@ -94,10 +94,10 @@ fn rows(rows: &[(&str, i64, i64)], with_x: bool) -> RecordBatch {
 fn history(store: &FeatureStore) -> Vec<(String, Option<i64>, Option<f64>)> {
     let ticket: HistoryTicket =
         serde_json::from_value(serde_json::json!({"feature_set": "s"})).unwrap();
-    let (set, query) = store.plan_history(&ticket).unwrap();
+    let (set, query, view) = store.plan_history(&ticket).unwrap();
     let mut out = Vec::new();
     store
-        .scan_history(&set, &query, &mut |batch| {
+        .scan_history(&set, &query, &view, &mut |batch| {
             out.extend(triples(&batch));
             Ok(())
         })
@@ -488,9 +488,9 @@ fn ingest_and_reads_run_through_an_update() {
                         let ticket: HistoryTicket =
                             serde_json::from_value(serde_json::json!({"feature_set": "s"}))
                                 .unwrap();
-                        let (planned, query) = store.plan_history(&ticket).unwrap();
+                        let (planned, query, view) = store.plan_history(&ticket).unwrap();
                         store
-                            .scan_history(&planned, &query, &mut |batch| {
+                            .scan_history(&planned, &query, &view, &mut |batch| {
                                 assert_eq!(
                                     batch.schema(),
                                     planned.spec.projected_schema(&query.features, false)

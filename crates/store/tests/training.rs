@@ -3,6 +3,7 @@
 //! times, ties across and within batches, nulls, TTL edges, entities without past rows, two
 //! sets keyed by different entities.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -66,6 +67,30 @@ struct Fact {
     time: i64,
     ingest: usize,
     values: Vec<Option<i64>>, // float features stored as their integer value
+}
+
+/// As [`reference`], as of ingest time: only facts also ingested by t (`ingested_at[f.ingest]`
+/// <= t) count.
+fn reference_as_known<'a>(
+    facts: &'a [Fact],
+    ingested_at: &[i64],
+    key: &str,
+    t: i64,
+    ttl: Option<i64>,
+) -> Option<&'a Fact> {
+    facts
+        .iter()
+        .filter(|f| f.key == key && f.time <= t && ingested_at[f.ingest] <= t)
+        .max_by_key(|f| (f.time, f.ingest))
+        .filter(|f| ttl.is_none_or(|ttl| f.time >= t - ttl))
+}
+
+/// A clock the test moves: ingest times of its choosing, also going back.
+fn test_clock(store: &FeatureStore) -> Arc<AtomicI64> {
+    let now = Arc::new(AtomicI64::new(0));
+    let read = now.clone();
+    store.set_clock(Arc::new(move || read.load(Ordering::SeqCst)));
+    now
 }
 
 /// The greatest event time <= t, ties to the later ingest; none if older than the TTL.
@@ -164,6 +189,20 @@ fn randomized_point_in_time_join_matches_the_reference() {
 
             let (mut users, mut merchants) = (Vec::new(), Vec::new());
             let mut ingest = 0;
+            // Ingest times by fact (`Fact::ingest`), as the store must keep them: the test's
+            // clock wanders over the event times, sometimes back, and each set's stored times
+            // never decrease.
+            let clock = test_clock(&store);
+            let mut ingested_at = vec![0i64];
+            let (mut users_latest, mut merchants_latest) = (i64::MIN, i64::MIN);
+            let wander = |rng: &mut Rng, latest: &mut i64| {
+                let now = clock.load(Ordering::SeqCst) + rng.below(40) as i64 * SECOND
+                    - 12 * SECOND
+                    + rng.below(3) as i64;
+                clock.store(now, Ordering::SeqCst);
+                *latest = now.max(*latest);
+                *latest
+            };
             for _ in 0..12 {
                 let mut batch = Vec::new();
                 for _ in 0..rng.below(150) + 1 {
@@ -178,6 +217,8 @@ fn randomized_point_in_time_join_matches_the_reference() {
                         values: vec![clicks, score],
                     });
                 }
+                let at = wander(&mut rng, &mut users_latest);
+                ingested_at.resize(ingest + 1, at);
                 store.ingest("users", &user_batch(&batch)).unwrap();
                 users.extend(batch);
                 let mut batch = Vec::new();
@@ -190,6 +231,8 @@ fn randomized_point_in_time_join_matches_the_reference() {
                         values: vec![(rng.below(6) > 0).then(|| rng.below(50) as i64)],
                     });
                 }
+                let at = wander(&mut rng, &mut merchants_latest);
+                ingested_at.resize(ingest + 1, at);
                 store.ingest("merchants", &merchant_batch(&batch)).unwrap();
                 merchants.extend(batch);
             }
@@ -234,63 +277,83 @@ fn randomized_point_in_time_join_matches_the_reference() {
                 ),
             ])
             .unwrap();
-            let out = run_training(
-                &store,
-                r#"{"type": "training_data", "features": ["merchants:risk", "users:*"]}"#,
-                rows,
-                333,
-            );
+            // As of event time (the default), then as of ingest time: the same rows, but a
+            // value counts only once it was ingested.
+            for as_of in ["event_time", "ingest_time"] {
+                let known = |facts: &'_ [Fact], key: &str, t: i64, ttl: Option<i64>| {
+                    if as_of == "event_time" {
+                        return reference(facts, key, t, ttl).map(|f| (f.ingest, f.values.clone()));
+                    }
+                    reference_as_known(facts, &ingested_at, key, t, ttl)
+                        .map(|f| (f.ingest, f.values.clone()))
+                };
+                let command = format!(
+                    r#"{{"type": "training_data", "features": ["merchants:risk", "users:*"], "as_of": "{as_of}"}}"#
+                );
+                let out = run_training(&store, &command, rows.clone(), 333);
 
-            assert_eq!(
-                column_names(&out),
-                [
-                    "label",
-                    "user_id",
-                    "merchant_id",
-                    "event_timestamp",
-                    "risk",
-                    "clicks",
-                    "score"
-                ]
-            );
-            assert_eq!(out.num_rows(), n);
-            assert_eq!(
-                out.column(0).as_primitive::<Int64Type>().values().to_vec(),
-                labels,
-                "{backend}: row order"
-            );
-            let risk = out.column(4).as_primitive::<Int64Type>();
-            let clicks = out.column(5).as_primitive::<Int64Type>();
-            let score = out.column(6).as_primitive::<Float32Type>();
-            let mut matched = 0;
-            for i in 0..n {
-                let expected = reference(&merchants, &merchant_keys[i].to_string(), times[i], None);
                 assert_eq!(
-                    risk.is_valid(i).then(|| risk.value(i)),
-                    expected.and_then(|f| f.values[0]),
-                    "{backend} seed {seed}: merchants row {i} at {}",
-                    times[i]
+                    column_names(&out),
+                    [
+                        "label",
+                        "user_id",
+                        "merchant_id",
+                        "event_timestamp",
+                        "risk",
+                        "clicks",
+                        "score"
+                    ]
                 );
-                let expected =
-                    reference(&users, &user_keys[i], times[i], Some(TTL_SECONDS * SECOND));
-                matched += expected.is_some() as usize;
+                assert_eq!(out.num_rows(), n);
                 assert_eq!(
-                    clicks.is_valid(i).then(|| clicks.value(i)),
-                    expected.and_then(|f| f.values[0]),
-                    "{backend} seed {seed}: users row {i} ({} at {})",
-                    user_keys[i],
-                    times[i]
+                    out.column(0).as_primitive::<Int64Type>().values().to_vec(),
+                    labels,
+                    "{backend} {as_of}: row order"
                 );
-                assert_eq!(
-                    score.is_valid(i).then(|| score.value(i) as i64),
-                    expected.and_then(|f| f.values[1]),
-                    "{backend}: users score row {i}"
+                let risk = out.column(4).as_primitive::<Int64Type>();
+                let clicks = out.column(5).as_primitive::<Int64Type>();
+                let score = out.column(6).as_primitive::<Float32Type>();
+                let (mut matched, mut late) = (0, 0);
+                for i in 0..n {
+                    let expected = known(&merchants, &merchant_keys[i].to_string(), times[i], None);
+                    assert_eq!(
+                        risk.is_valid(i).then(|| risk.value(i)),
+                        expected.and_then(|f| f.1[0]),
+                        "{backend} seed {seed} {as_of}: merchants row {i} at {}",
+                        times[i]
+                    );
+                    let ttl = Some(TTL_SECONDS * SECOND);
+                    let expected = known(&users, &user_keys[i], times[i], ttl);
+                    matched += expected.is_some() as usize;
+                    let by_event_time = reference(&users, &user_keys[i], times[i], ttl);
+                    late += (expected.as_ref().map(|f| f.0) != by_event_time.map(|f| f.ingest))
+                        as usize;
+                    assert_eq!(
+                        clicks.is_valid(i).then(|| clicks.value(i)),
+                        expected.as_ref().and_then(|f| f.1[0]),
+                        "{backend} seed {seed} {as_of}: users row {i} ({} at {})",
+                        user_keys[i],
+                        times[i]
+                    );
+                    assert_eq!(
+                        score.is_valid(i).then(|| score.value(i) as i64),
+                        expected.as_ref().and_then(|f| f.1[1]),
+                        "{backend} {as_of}: users score row {i}"
+                    );
+                }
+                // Fewer values are known yet as of ingest time.
+                let floor = if as_of == "event_time" { n / 4 } else { n / 8 };
+                assert!(
+                    matched > floor,
+                    "{backend} {as_of}: the data exercises matches ({matched})"
                 );
+                if as_of == "ingest_time" {
+                    assert!(
+                        late > n / 20,
+                        "{backend}: the data exercises late rows ({late})"
+                    );
+                }
             }
-            assert!(
-                matched > n / 4,
-                "{backend}: the data exercises matches ({matched})"
-            );
         }
     }
 }

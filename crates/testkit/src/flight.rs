@@ -85,7 +85,7 @@ pub async fn fill_float_set(client: &mut FlightClient, name: &str, entities: i64
         .step_by(10_000)
         .map(|first| crate::fixtures::float_batch(first, 10_000.min((entities - first) as usize)))
         .collect();
-    put_all(client, name, batches).await;
+    put_ok(client, name, batches).await;
 }
 
 /// DoPut of raw Flight messages: the PutResults, and the status that ended the call.
@@ -135,19 +135,21 @@ pub async fn put(
     (acks, status.err())
 }
 
-/// [`put`] that must be stored whole: its acknowledgements.
+/// [`put`] that must be stored whole: every row acknowledged (the encoder may split a large
+/// batch into several messages, each acknowledged on its own). Its acknowledgements.
 pub async fn put_ok(client: &mut FlightClient, set: &str, batches: Vec<RecordBatch>) -> Vec<Value> {
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let (acks, error) = put(client, set, batches).await;
     assert!(error.is_none(), "DoPut to {set} failed: {error:?}");
+    let acknowledged: u64 = acks
+        .iter()
+        .map(|ack| ack["rows"].as_u64().expect("rows in an acknowledgement"))
+        .sum();
+    assert_eq!(
+        acknowledged, rows as u64,
+        "every row put into {set} acknowledged"
+    );
     acks
-}
-
-/// DoPut of `batches` into `set`; panics unless every batch is acknowledged.
-pub async fn put_all(client: &mut FlightClient, set: &str, batches: Vec<RecordBatch>) {
-    let count = batches.len();
-    let (acks, error) = put(client, set, batches).await;
-    assert!(error.is_none(), "DoPut into {set} failed: {error:?}");
-    assert_eq!(acks.len(), count, "one acknowledgement per batch");
 }
 
 /// Collects a stream of record batches (DoGet, DoExchange answers) within [`CALL_TIMEOUT`].

@@ -422,6 +422,9 @@ class Client:
         start: Optional[TimeLike] = None,
         end: Optional[TimeLike] = None,
         features: Optional[Sequence[str]] = None,
+        *,
+        with_ingest_time: bool = False,
+        ingested_before: Optional[TimeLike] = None,
     ) -> FeatureTable:
         """Every stored row with ``start <= event time < end`` (either side may be open).
 
@@ -432,11 +435,15 @@ class Client:
                 RFC 3339 string (default: unbounded).
             end: exclusive upper bound, as `start` (default: unbounded).
             features: the features to return, in this order (default: all).
+            with_ingest_time: add the column ``ingested_at`` (UTC timestamp): when the server
+                stored each row.
+            ingested_before: only rows ingested strictly before this instant (as `start`):
+                the history as it was known then.
 
         Returns:
             A :class:`FeatureTable` (a pyarrow Table; ``.to_pandas()``, ``.to_polars()``),
             rows ordered by entity, then event time, then ingest order; columns as for
-            :meth:`get_online_features`.
+            :meth:`get_online_features`, then ``ingested_at`` if asked for.
 
         Raises:
             NotFoundError: an unknown feature set or feature.
@@ -451,6 +458,10 @@ class Client:
             ticket["end"] = _arrow.format_time(end)
         if features is not None:
             ticket["features"] = list(features)
+        if with_ingest_time:
+            ticket["with_ingest_time"] = True
+        if ingested_before is not None:
+            ticket["ingested_before"] = _arrow.format_time(ingested_before)
         return self._do_get(ticket)
 
     # -- training data ------------------------------------------------------------------------
@@ -462,6 +473,7 @@ class Client:
         timestamp: str,
         full_names: bool,
         batch_rows: Optional[int],
+        as_of: Optional[str] = None,
     ) -> Generator[Union[pa.Schema, pa.RecordBatch], None, None]:
         """Runs the training-data DoExchange: yields the result schema, then its batches."""
         if isinstance(features, str):
@@ -472,6 +484,8 @@ class Client:
             "timestamp": timestamp,
             "full_names": bool(full_names),
         }
+        if as_of is not None:
+            command["as_of"] = as_of
         schema, batches = _arrow.record_batches(entity_df, batch_rows or self.batch_rows)
         descriptor = flight.FlightDescriptor.for_command(json.dumps(command).encode())
         with _translated():
@@ -515,6 +529,7 @@ class Client:
         full_names: bool = False,
         *,
         batch_rows: Optional[int] = None,
+        as_of: Optional[str] = None,
     ) -> Iterator[pa.RecordBatch]:
         """Streams a point-in-time correct training set (DoExchange ``training_data``).
 
@@ -527,6 +542,10 @@ class Client:
             timestamp: the name of the time column in `entity_df`.
             full_names: name the added columns ``set__feature`` instead of ``feature``.
             batch_rows: rows per batch sent (default: the client's ``batch_rows``).
+            as_of: which stored values count for a row at time t: ``"event_time"`` (the
+                server's default when not given: event time <= t) or ``"ingest_time"``
+                (event time <= t and ingested by t: the data as the store knew it at t, so
+                values that arrived late do not leak into earlier rows).
 
         Yields:
             ``pyarrow.RecordBatch`` es with the same rows in the same order, each with the
@@ -536,10 +555,12 @@ class Client:
 
         Raises:
             NotFoundError: an unknown feature set or feature.
-            InvalidArgumentError: missing entity/time column, or a name clash without
-                `full_names`.
+            InvalidArgumentError: missing entity/time column, a name clash without
+                `full_names`, or an `as_of` other than ``"event_time"``/``"ingest_time"``.
         """
-        stream = self._exchange(entity_df, features, timestamp, full_names, batch_rows)
+        stream = self._exchange(
+            entity_df, features, timestamp, full_names, batch_rows, as_of=as_of
+        )
         try:
             next(stream)  # the schema
             for batch in stream:
@@ -555,6 +576,7 @@ class Client:
         full_names: bool = False,
         *,
         batch_rows: Optional[int] = None,
+        as_of: Optional[str] = None,
     ) -> FeatureTable:
         """The whole point-in-time correct training set, rows in the order of `entity_df`.
 
@@ -567,10 +589,12 @@ class Client:
 
         Raises:
             NotFoundError: an unknown feature set or feature.
-            InvalidArgumentError: missing entity/time column, or a name clash without
-                `full_names`.
+            InvalidArgumentError: missing entity/time column, a name clash without
+                `full_names`, or an `as_of` other than ``"event_time"``/``"ingest_time"``.
         """
-        stream = self._exchange(entity_df, features, timestamp, full_names, batch_rows)
+        stream = self._exchange(
+            entity_df, features, timestamp, full_names, batch_rows, as_of=as_of
+        )
         try:
             schema = next(stream)
             batches = list(stream)

@@ -26,6 +26,8 @@ async fn describe(state: &AppState, name: String) -> ApiResult<FlightInfo> {
         start: None,
         end: None,
         features: None,
+        with_ingest_time: false,
+        ingested_before: None,
     });
     let ticket = serde_json::to_vec(&ticket).expect("tickets serialize");
     Ok(FlightInfo::new()

@@ -9,7 +9,7 @@ use axum::extract::{Extension, Query, State};
 use axum::response::Response;
 use bytes::Bytes;
 use featherstore_core::json::write_rows;
-use featherstore_core::{HistoryTicket, OnlineTicket, TrainingDataCommand};
+use featherstore_core::{AsOf, HistoryTicket, OnlineTicket, TrainingDataCommand};
 use http::HeaderMap;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -143,6 +143,8 @@ pub(super) struct TrainingParams {
     features: Option<String>,
     timestamp: Option<String>,
     full_names: Option<bool>,
+    /// `event_time` (the default) or `ingest_time`; checked by the command.
+    as_of: Option<String>,
 }
 
 const COMMAND_HEADER: &str = "x-featherstore-command";
@@ -161,6 +163,7 @@ fn training_command(params: TrainingParams, headers: &HeaderMap) -> ApiResult<Tr
         "features": features.split(',').map(str::trim).filter(|f| !f.is_empty()).collect::<Vec<_>>(),
         "timestamp": params.timestamp.unwrap_or_else(|| featherstore_core::spec::DEFAULT_TIMESTAMP.into()),
         "full_names": params.full_names.unwrap_or(false),
+        "as_of": params.as_of.unwrap_or_else(|| AsOf::default().as_str().into()),
     });
     Ok(TrainingDataCommand::from_json(
         command.to_string().as_bytes(),

@@ -4,11 +4,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use arrow::array::RecordBatch;
+use featherstore_core::time::now_micros;
 use featherstore_core::FeatureSetSpec;
 use parking_lot::Mutex;
 
 use crate::offline::{OfflineStore, RelationWork};
-use crate::query::sql::{self, ident, SEQ_COLUMN};
+use crate::query::sql::{self, ident, INGESTED_AT_COLUMN, SEQ_COLUMN};
 use crate::query::{ConnectionPool, EngineSettings, PooledConnection, Purpose};
 use crate::types::StorageStats;
 use crate::{Error, Result};
@@ -22,8 +23,15 @@ pub struct DuckDbStore {
     /// The database file; DuckDB keeps its write-ahead log beside it (`{path}.wal`).
     path: PathBuf,
     pool: ConnectionPool,
-    /// Next ingest sequence per set, loaded from the table on first append.
-    next_seq: Mutex<HashMap<String, i64>>,
+    /// Where each set's appends stand, loaded from its table on first append.
+    cursors: Mutex<HashMap<String, AppendCursor>>,
+}
+
+/// The next ingest sequence of a set and its latest ingest time.
+#[derive(Debug, Clone, Copy)]
+struct AppendCursor {
+    next_seq: i64,
+    last_ingested_at: i64,
 }
 
 fn table(set: &str) -> String {
@@ -42,11 +50,54 @@ impl DuckDbStore {
              CREATE TABLE IF NOT EXISTS {VERSIONS_TABLE} (name VARCHAR NOT NULL, version BIGINT NOT NULL,
                  spec VARCHAR NOT NULL, PRIMARY KEY (name, version))"
         ))?;
-        Ok(DuckDbStore {
+        let store = DuckDbStore {
             path: path.to_path_buf(),
             pool,
-            next_seq: Mutex::new(HashMap::new()),
-        })
+            cursors: Mutex::new(HashMap::new()),
+        };
+        store.add_ingest_times(now_micros())?;
+        Ok(store)
+    }
+
+    /// Gives the tables of a database written before ingest times their `_ingested_at`
+    /// column, every existing row reading as ingested at `first_open` (now): each of them was
+    /// stored by then, and no earlier time is provable, so no join or history "as known at" an
+    /// earlier time can see them too early. Recorded once, durably, in the rows. A table is
+    /// rebuilt (in one transaction) rather than altered: the column goes before `_seq`, where
+    /// appends put it, and `ADD COLUMN` could only put it last.
+    fn add_ingest_times(&self, first_open: i64) -> Result<()> {
+        let legacy: Vec<String> = {
+            let conn = self.pool.get(Purpose::Read)?;
+            let mut statement = conn.prepare(&format!(
+                "SELECT s.spec FROM {SPECS_TABLE} s WHERE NOT EXISTS (SELECT 1 FROM duckdb_columns() c \
+                 WHERE c.table_name = 'fs_' || s.name AND c.column_name = ?)"
+            ))?;
+            let specs = statement.query_map([INGESTED_AT_COLUMN], |row| row.get::<_, String>(0))?;
+            specs.collect::<std::result::Result<_, _>>()?
+        };
+        for json in legacy {
+            let spec: FeatureSetSpec = serde_json::from_str(&json)
+                .map_err(|e| Error::Corrupt(format!("a stored spec is unreadable: {e}")))?;
+            let name = table(&spec.name);
+            let upgraded = format!("{name}_with_ingest_times");
+            let mut columns = vec![ident(&spec.entity.name)];
+            columns.extend(spec.features.iter().map(|f| ident(&f.name)));
+            columns.push(ident(&spec.timestamp));
+            let columns = columns.join(", ");
+            self.transaction(|conn| {
+                conn.execute_batch(&sql::create_table(&spec, &upgraded))?;
+                conn.execute_batch(&format!(
+                    "INSERT INTO {new} SELECT {columns}, make_timestamp({first_open}::BIGINT), {seq} FROM {old}; \
+                     DROP TABLE {old}; ALTER TABLE {new} RENAME TO {old};",
+                    new = ident(&upgraded),
+                    old = ident(&name),
+                    seq = ident(SEQ_COLUMN),
+                ))?;
+                Ok(())
+            })?;
+            tracing::info!(feature_set = %spec.name, "rows stored without ingest times read as ingested now");
+        }
+        Ok(())
     }
 
     /// Runs `work` in one transaction: committed (and so durable) if it succeeds, rolled
@@ -68,22 +119,47 @@ impl DuckDbStore {
         }
     }
 
-    fn first_seq(&self, conn: &PooledConnection<'_>, set: &str, rows: i64) -> Result<i64> {
-        let mut next = self.next_seq.lock();
-        let first = match next.get(set) {
-            Some(seq) => *seq,
+    /// The first ingest sequence and the ingest time of `rows` new rows of `set`, which
+    /// would be ingested at `now`: never before the set's latest ingest time.
+    fn take_cursor(
+        &self,
+        conn: &PooledConnection<'_>,
+        set: &str,
+        rows: i64,
+        now: i64,
+    ) -> Result<AppendCursor> {
+        let mut cursors = self.cursors.lock();
+        let current = match cursors.get(set) {
+            Some(cursor) => *cursor,
             None => conn.query_row(
                 &format!(
-                    "SELECT coalesce(max({}) + 1, 0) FROM {}",
+                    "SELECT coalesce(max({}) + 1, 0), coalesce(epoch_us(max({})), {}) FROM {}",
                     ident(SEQ_COLUMN),
+                    ident(INGESTED_AT_COLUMN),
+                    i64::MIN,
                     ident(&table(set))
                 ),
                 [],
-                |row| row.get::<_, i64>(0),
+                |row| {
+                    Ok(AppendCursor {
+                        next_seq: row.get(0)?,
+                        last_ingested_at: row.get(1)?,
+                    })
+                },
             )?,
         };
-        next.insert(set.to_string(), first + rows);
-        Ok(first)
+        let taken = AppendCursor {
+            next_seq: current.next_seq,
+            last_ingested_at: now.max(current.last_ingested_at),
+        };
+        cursors.insert(
+            set.to_string(),
+            AppendCursor {
+                next_seq: taken.next_seq + rows,
+                ..taken
+            },
+        );
+        Ok(taken)
     }
 }
 
@@ -184,18 +260,19 @@ impl OfflineStore for DuckDbStore {
             )?;
             Ok(())
         })?;
-        self.next_seq.lock().remove(name);
+        self.cursors.lock().remove(name);
         Ok(())
     }
 
-    fn append(&self, spec: &FeatureSetSpec, batch: &RecordBatch) -> Result<()> {
+    fn append_at(&self, spec: &FeatureSetSpec, batch: &RecordBatch, now: i64) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
         let rows = batch.num_rows() as i64;
         let result = self.transaction(|conn| {
-            let first = self.first_seq(conn, &spec.name, rows)?;
-            let stored = sql::to_storage_batch(spec, batch, first)?;
+            let cursor = self.take_cursor(conn, &spec.name, rows, now)?;
+            let stored =
+                sql::to_storage_batch(spec, batch, cursor.next_seq, cursor.last_ingested_at)?;
             // By name: columns added by `update` come last in the table.
             let columns: Vec<&str> = stored
                 .schema_ref()
@@ -210,7 +287,7 @@ impl OfflineStore for DuckDbStore {
         });
         if result.is_err() {
             // The sequence numbers handed out were not used; reload them on the next append.
-            self.next_seq.lock().remove(&spec.name);
+            self.cursors.lock().remove(&spec.name);
         }
         result
     }

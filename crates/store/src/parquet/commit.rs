@@ -70,7 +70,10 @@ fn commit(
 ) -> Result<()> {
     let current = Arc::clone(&set.snapshot.read());
     let next = next_snapshot(set, &current, written, change);
-    if let Err(e) = next.manifest(maintenance.next_file).store(&set.dir) {
+    if let Err(e) = next
+        .manifest(maintenance.next_file, set.legacy_ingested_at)
+        .store(&set.dir)
+    {
         for file in written {
             remove_quietly(&set.dir.join(&file.entry.path));
         }

@@ -9,7 +9,6 @@ use std::time::Instant;
 
 use super::commit::{rewrite, Change};
 use super::engine::Engine;
-use super::memtable;
 use super::set::{DataFile, Maintenance, SetState, Snapshot};
 use super::writer::{self, WrittenFile};
 use crate::metrics::PARQUET;
@@ -71,7 +70,7 @@ fn merge(
     date: &str,
     files: &[Arc<DataFile>],
 ) -> Result<Vec<WrittenFile>> {
-    let rows = memtable::select_rows(&set.spec(), files.iter().map(|f| f.path.as_str()), &[]);
+    let rows = set.select_rows(&set.spec(), files, &[])?;
     let change = Change {
         replaced: files,
         flushed: None,

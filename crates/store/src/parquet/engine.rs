@@ -57,8 +57,9 @@ impl Engine {
         sql: &str,
     ) -> Result<Vec<WrittenFile>> {
         let schema = sql::storage_schema(&set.spec());
-        // Entity, event time, `_seq`: each column is one Parquet leaf column, so field
-        // indices are leaf indices.
+        // Entity, event time, ingest time: each column is one Parquet leaf column, so field
+        // indices are leaf indices. Rows are written sorted by entity, event time and `_seq`,
+        // and ingest times never decrease with `_seq`, so they are sorted by this too.
         let ts_index = set.spec().features.len() + 1;
         let properties = self.options.writer_properties(&[0, ts_index, ts_index + 1]);
         let conn = self.pool.get(Purpose::Write)?;

@@ -109,7 +109,7 @@ fn write_frozen(
         engine,
         set,
         maintenance,
-        &memtable::select_rows(&set.spec(), [], &frozen.tables),
+        &memtable::select_rows(&set.spec(), &[], None, &frozen.tables),
         Change {
             replaced: &[],
             flushed: Some(FlushedRows {

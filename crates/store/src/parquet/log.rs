@@ -25,6 +25,7 @@ use arrow::ipc::{root_as_message, MessageHeader};
 
 use super::durable::{list_dir, remove_quietly, sync_dir};
 use crate::metrics::PARQUET;
+use crate::query::sql::{self, INGESTED_AT_COLUMN, SEQ_COLUMN};
 use crate::{Error, Result, StorageStats};
 
 pub(super) const LOG_DIR: &str = "_log";
@@ -238,11 +239,14 @@ pub(super) struct Replayed {
 
 /// Hands every logged row with `_seq > flushed_seq` to `visit`, in log order, one batch (or
 /// the unflushed end of one) at a time. Torn tails are truncated away; segments holding no
-/// unflushed row are deleted.
+/// unflushed row are deleted. Batches come in `schema`: a segment logged by an earlier version
+/// of the set lacks the features added since (null), and one logged before ingest times lacks
+/// `_ingested_at` (`legacy_ingested_at` then).
 pub(super) fn replay(
     dir: &Path,
     schema: &SchemaRef,
     flushed_seq: i64,
+    legacy_ingested_at: Option<i64>,
     mut visit: impl FnMut(RecordBatch) -> Result<()>,
 ) -> Result<Replayed> {
     let mut replayed = Replayed {
@@ -255,7 +259,7 @@ pub(super) fn replay(
         let mut live = false;
         if let Some(logged) = reader.read_schema(schema)? {
             while let Some(batch) = reader.next_batch(&logged)? {
-                let batch = widen(batch, schema)?;
+                let batch = widen(batch, schema, legacy_ingested_at)?;
                 let Some((first, last)) = seq_range(&batch) else {
                     continue;
                 };
@@ -280,26 +284,41 @@ pub(super) fn replay(
     Ok(replayed)
 }
 
-/// A logged batch in `schema`: its columns by name, null for the features it predates.
-fn widen(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+/// A logged batch in `schema`: its columns by name, null for the features it predates, and
+/// `legacy_ingested_at` (UTC µs) as the ingest time of a segment logged before ingest times.
+fn widen(
+    batch: RecordBatch,
+    schema: &SchemaRef,
+    legacy_ingested_at: Option<i64>,
+) -> Result<RecordBatch> {
     if batch.schema_ref().fields() == schema.fields() {
         return Ok(batch);
     }
+    let rows = batch.num_rows();
     let columns = schema
         .fields()
         .iter()
         .map(|field| match batch.column_by_name(field.name()) {
-            Some(column) => column.clone(),
-            None => new_null_array(field.data_type(), batch.num_rows()),
+            Some(column) => Ok(column.clone()),
+            None if field.name() == INGESTED_AT_COLUMN => legacy_ingested_at
+                .map(|at| sql::ingest_time_column(at, rows))
+                .ok_or_else(|| {
+                    Error::Corrupt(
+                        "a log segment without ingest times in a set written with them".into(),
+                    )
+                }),
+            None => Ok(new_null_array(field.data_type(), rows)),
         })
-        .collect();
+        .collect::<Result<Vec<_>>>()?;
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 /// First and last `_seq` (the last column) of a batch, when it has rows. Within a batch they
 /// are consecutive, which lets replay skip a flushed prefix by slicing.
 fn seq_range(batch: &RecordBatch) -> Option<(i64, i64)> {
-    let seq = batch.columns().last()?.as_primitive_opt::<Int64Type>()?;
+    let seq = batch
+        .column_by_name(SEQ_COLUMN)?
+        .as_primitive_opt::<Int64Type>()?;
     if seq.is_empty() {
         return None;
     }
@@ -538,7 +557,7 @@ mod tests {
 
     fn replay_ids(dir: &Path, flushed_seq: i64) -> Result<(Vec<String>, Replayed)> {
         let mut ids = Vec::new();
-        let replayed = replay(dir, &schema(), flushed_seq, |b| {
+        let replayed = replay(dir, &schema(), flushed_seq, None, |b| {
             let column = b.column(0).as_string::<i32>();
             ids.extend(column.iter().map(|id| id.unwrap_or_default().to_string()));
             Ok(())

@@ -14,7 +14,11 @@ use crate::{Error, Result};
 
 pub(super) const MANIFEST_FILE: &str = "_manifest.json";
 /// Bumped when the manifest changes incompatibly; an unknown format is refused, not guessed.
-const FORMAT: u32 = 1;
+/// Format 2: every row written since carries its ingest time; a set of format 1 (or without a
+/// manifest) was written before ingest times, and is upgraded at open (`legacy_ingested_at`).
+pub(super) const FORMAT: u32 = 2;
+/// Written by versions before ingest times; read, and upgraded to [`FORMAT`] at open.
+pub(super) const FORMAT_BEFORE_INGEST_TIMES: u32 = 1;
 pub(super) const DATE_DIR_PREFIX: &str = "date=";
 pub(super) const PART_PREFIX: &str = "part-";
 const PART_SUFFIX: &str = ".parquet";
@@ -29,6 +33,11 @@ pub(super) struct Manifest {
     /// file retired by compaction can be deleted late without hitting a newer one.
     pub(super) next_file: u64,
     pub(super) files: Vec<FileEntry>,
+    /// When the set holds rows stored without an ingest time (by a version before ingest
+    /// times), the time they read as ingested at: when this version first opened the set
+    /// (UTC microseconds). Recorded once; `None` for a set created with ingest times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) legacy_ingested_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +46,10 @@ pub(super) struct FileEntry {
     /// Relative to the set's directory, `date=YYYY-MM-DD/part-00000001.parquet`.
     pub(super) path: String,
     pub(super) rows: u64,
+    /// Written before ingest times: the file has no `_ingested_at` column, and its rows read
+    /// as ingested at the manifest's `legacy_ingested_at`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(super) without_ingest_times: bool,
 }
 
 impl Default for Manifest {
@@ -46,6 +59,7 @@ impl Default for Manifest {
             flushed_seq: -1,
             next_file: 0,
             files: Vec::new(),
+            legacy_ingested_at: None,
         }
     }
 }
@@ -85,7 +99,7 @@ impl Manifest {
         let corrupt = |why: String| Error::Corrupt(format!("{}: {why}", path.display()));
         let manifest: Manifest =
             serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-        if manifest.format != FORMAT {
+        if manifest.format != FORMAT && manifest.format != FORMAT_BEFORE_INGEST_TIMES {
             return Err(corrupt(format!(
                 "unsupported manifest format {} (this version reads {FORMAT})",
                 manifest.format
@@ -96,6 +110,13 @@ impl Manifest {
                 "negative flushed_seq {}",
                 manifest.flushed_seq
             )));
+        }
+        if manifest.legacy_ingested_at.is_none()
+            && manifest.files.iter().any(|f| f.without_ingest_times)
+        {
+            return Err(corrupt(
+                "files without ingest times but no legacy_ingested_at".into(),
+            ));
         }
         let mut seen = HashSet::new();
         for entry in &manifest.files {
@@ -148,6 +169,7 @@ mod tests {
             files: vec![FileEntry {
                 path: data_file_path("2026-01-01", 1),
                 rows: 10,
+                without_ingest_times: false,
             }],
             ..Manifest::default()
         };

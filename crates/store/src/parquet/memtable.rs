@@ -82,9 +82,13 @@ pub(super) fn insert(conn: &Connection, table: &str, batch: RecordBatch) -> Resu
 /// features added since: columns are matched by name (`union_by_name`, `UNION ALL BY NAME`
 /// after a typed empty row set holding every column), so those read as null and nothing on
 /// disk is rewritten. Columns a later version added are left out.
-pub(super) fn select_rows<'a>(
+///
+/// `without_ingest_times`: files written before ingest times were stored, and the time (UTC
+/// µs) their rows read as ingested at.
+pub(super) fn select_rows(
     spec: &FeatureSetSpec,
-    files: impl IntoIterator<Item = &'a str>,
+    files: &[&str],
+    without_ingest_times: Option<(&[&str], i64)>,
     tables: &[Arc<MemTable>],
 ) -> String {
     let schema = sql::storage_schema(spec);
@@ -100,12 +104,14 @@ pub(super) fn select_rows<'a>(
         })
         .collect();
     let mut sources = vec![format!("SELECT {} WHERE false", typed_nulls.join(", "))];
-    let files: Vec<String> = files.into_iter().map(literal).collect();
     if !files.is_empty() {
-        // Without `hive_partitioning = false` DuckDB would add a `date` column from the paths.
+        sources.push(format!("SELECT * FROM {}", read_parquet(files)));
+    }
+    if let Some((files, ingested_at)) = without_ingest_times.filter(|(f, _)| !f.is_empty()) {
         sources.push(format!(
-            "SELECT * FROM read_parquet([{}], hive_partitioning = false, union_by_name = true)",
-            files.join(", ")
+            "SELECT *, make_timestamp({ingested_at}::BIGINT) AS {} FROM {}",
+            ident(sql::INGESTED_AT_COLUMN),
+            read_parquet(files)
         ));
     }
     sources.extend(
@@ -139,10 +145,20 @@ pub(super) fn select_rows<'a>(
 }
 
 /// The SQL type of a storage column of `spec`.
+/// `read_parquet` of data files, their columns matched by name.
+fn read_parquet(files: &[&str]) -> String {
+    let files: Vec<String> = files.iter().map(|f| literal(f)).collect();
+    // Without `hive_partitioning = false` DuckDB would add a `date` column from the paths.
+    format!(
+        "read_parquet([{}], hive_partitioning = false, union_by_name = true)",
+        files.join(", ")
+    )
+}
+
 fn column_sql_type(spec: &FeatureSetSpec, column: &str) -> String {
     if column == spec.entity.name {
         sql::entity_sql_type(spec.entity.entity_type).to_string()
-    } else if column == spec.timestamp {
+    } else if column == spec.timestamp || column == sql::INGESTED_AT_COLUMN {
         "TIMESTAMP".to_string()
     } else if let Some((_, feature)) = spec.feature(column) {
         sql::feature_sql_type(feature.feature_type)

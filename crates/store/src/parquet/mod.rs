@@ -330,7 +330,7 @@ impl Inner {
         Ok(())
     }
 
-    fn append(&self, spec: &FeatureSetSpec, batch: &RecordBatch) -> Result<()> {
+    fn append(&self, spec: &FeatureSetSpec, batch: &RecordBatch, now: i64) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
@@ -344,10 +344,13 @@ impl Inner {
             let conn = self.engine.pool.get(Purpose::Write)?;
             let first = ingest.next_seq;
             let rows = batch.num_rows() as i64;
-            let stored = sql::to_storage_batch(spec, batch, first)?;
+            let ingested_at = now.max(ingest.last_ingested_at);
+            let stored = sql::to_storage_batch(spec, batch, first, ingested_at)?;
             // Consumed even if the append fails: a log record that could not be taken back
             // must not share numbers with a later batch.
             ingest.next_seq = first + rows;
+            // Likewise: a log record that could not be taken back may be replayed later.
+            ingest.last_ingested_at = ingested_at;
             let mark = ingest.log.append(&stored)?;
             let inserted = memtable::insert(&conn, &ingest.table.name, stored);
             if let Err(e) = inserted {
@@ -407,8 +410,8 @@ impl OfflineStore for ParquetStore {
         self.inner.delete(name)
     }
 
-    fn append(&self, spec: &FeatureSetSpec, batch: &RecordBatch) -> Result<()> {
-        self.inner.append(spec, batch)
+    fn append_at(&self, spec: &FeatureSetSpec, batch: &RecordBatch, now: i64) -> Result<()> {
+        self.inner.append(spec, batch, now)
     }
 
     fn pool(&self) -> &ConnectionPool {
@@ -444,8 +447,10 @@ impl OfflineStore for ParquetStore {
             .iter()
             .zip(&sets)
             .zip(&snapshots)
-            .map(|((spec, set), snapshot)| snapshot.relation(spec, set.has_unflushed(snapshot)))
-            .collect();
+            .map(|((spec, set), snapshot)| {
+                snapshot.relation(spec, set, set.has_unflushed(snapshot))
+            })
+            .collect::<Result<_>>()?;
         work(&conn, &relations)
     }
 }

@@ -9,14 +9,18 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use featherstore_core::time::now_micros;
 use featherstore_core::FeatureSetSpec;
 use parking_lot::{Mutex, RwLock};
 
 use super::durable::{create_dir_durably, list_dir, remove_quietly, write_atomic, TMP_SUFFIX};
 use super::log::{self, LogWriter, LOG_DIR};
-use super::manifest::{FileEntry, Manifest, DATE_DIR_PREFIX, MANIFEST_FILE, PART_PREFIX};
+use super::manifest::{
+    FileEntry, Manifest, DATE_DIR_PREFIX, FORMAT, FORMAT_BEFORE_INGEST_TIMES, MANIFEST_FILE,
+    PART_PREFIX,
+};
 use super::memtable::{self, MemTable};
-use crate::query::sql;
+use crate::query::{reads, sql};
 use crate::query::{ConnectionPool, Purpose};
 use crate::{Error, Result, StorageStats};
 
@@ -33,6 +37,8 @@ pub(super) struct DataFile {
     pub(super) rows: u64,
     /// Its size on disk (files are never changed once written).
     pub(super) bytes: u64,
+    /// Written before ingest times: no `_ingested_at` column (see `FileEntry`).
+    pub(super) without_ingest_times: bool,
     retired: AtomicBool,
     /// False once the set is deleted: its directory is gone, and a set created later under
     /// the same name may have a file of the same name.
@@ -53,6 +59,7 @@ impl DataFile {
             path,
             rows,
             bytes,
+            without_ingest_times: false,
             retired: AtomicBool::new(false),
             set_alive: set_alive.clone(),
         }
@@ -94,7 +101,7 @@ pub(super) struct Snapshot {
 }
 
 impl Snapshot {
-    pub(super) fn manifest(&self, next_file: u64) -> Manifest {
+    pub(super) fn manifest(&self, next_file: u64, legacy_ingested_at: Option<i64>) -> Manifest {
         Manifest {
             flushed_seq: self.flushed_seq,
             next_file,
@@ -104,22 +111,29 @@ impl Snapshot {
                 .map(|f| FileEntry {
                     path: f.relative.clone(),
                     rows: f.rows,
+                    without_ingest_times: f.without_ingest_times,
                 })
                 .collect(),
+            legacy_ingested_at,
             ..Manifest::default()
         }
     }
 
     /// The stored rows as a SQL relation (a parenthesised query, to use after `FROM`):
     /// Parquet files and unflushed rows, each side only when it has rows (`has_unflushed`).
-    pub(super) fn relation(&self, spec: &FeatureSetSpec, has_unflushed: bool) -> String {
+    /// The rows of this snapshot under `spec`, which may be older than the set's current one.
+    pub(super) fn relation(
+        &self,
+        spec: &FeatureSetSpec,
+        set: &SetState,
+        has_unflushed: bool,
+    ) -> Result<String> {
         let tables: &[Arc<MemTable>] = if has_unflushed || self.files.is_empty() {
             &self.tables
         } else {
             &[]
         };
-        let files = self.files.iter().map(|f| f.path.as_str());
-        format!("({})", memtable::select_rows(spec, files, tables))
+        Ok(format!("({})", set.select_rows(spec, &self.files, tables)?))
     }
 }
 
@@ -130,6 +144,8 @@ pub(super) struct Ingest {
     pub(super) next_seq: i64,
     /// The memtable table that takes appends (the last of the snapshot's).
     pub(super) table: Arc<MemTable>,
+    /// The latest ingest time of the set's rows (UTC µs): the next append's is never earlier.
+    pub(super) last_ingested_at: i64,
     /// When the oldest unflushed row was appended (or found in the log at open).
     pub(super) pending_since: Option<Instant>,
 }
@@ -143,6 +159,8 @@ pub(super) struct SetState {
     /// The current version; replaced by `update` under the maintenance and ingest locks.
     spec: RwLock<Arc<FeatureSetSpec>>,
     pub(super) dir: PathBuf,
+    /// When rows stored before ingest times read as ingested (see `Manifest`).
+    pub(super) legacy_ingested_at: Option<i64>,
     pub(super) alive: Arc<AtomicBool>,
     pub(super) ingest: Mutex<Ingest>,
     /// Greatest `_seq` whose row is in the memtable (acknowledged); -1 when none.
@@ -167,6 +185,40 @@ impl SetState {
 
     pub(super) fn log_dir(&self) -> PathBuf {
         self.dir.join(LOG_DIR)
+    }
+
+    /// `SELECT` of the rows of some of the set's data files and memtable tables under `spec`,
+    /// with ingest times (files written before them read as ingested at the upgrade).
+    pub(super) fn select_rows(
+        &self,
+        spec: &FeatureSetSpec,
+        files: &[Arc<DataFile>],
+        tables: &[Arc<MemTable>],
+    ) -> Result<String> {
+        let paths = |old: bool| -> Vec<&str> {
+            files
+                .iter()
+                .filter(|f| f.without_ingest_times == old)
+                .map(|f| f.path.as_str())
+                .collect()
+        };
+        let (current, old) = (paths(false), paths(true));
+        let without_ingest_times = match (old.is_empty(), self.legacy_ingested_at) {
+            (true, _) => None,
+            (false, Some(at)) => Some((old.as_slice(), at)),
+            (false, None) => {
+                return Err(Error::Corrupt(format!(
+                    "feature set {:?} has files without ingest times but no time for them",
+                    spec.name
+                )))
+            }
+        };
+        Ok(memtable::select_rows(
+            spec,
+            &current,
+            without_ingest_times,
+            tables,
+        ))
     }
 
     /// Whether rows past `snapshot`'s files are in the memtable.
@@ -198,9 +250,11 @@ impl SetState {
     ) -> Result<SetState> {
         clear_interrupted_create(&dir)?;
         let json = serde_json::to_vec_pretty(spec).expect("specs serialize");
-        // Writing the spec is the commit point: a directory without one is not a set.
+        // Writing the spec is the commit point: a directory without one is not a set. The
+        // manifest before it says the set's rows all carry ingest times.
         let created = create_dir_durably(&dir)
             .and_then(|()| create_dir_durably(&dir.join(LOG_DIR)))
+            .and_then(|()| Manifest::default().store(&dir))
             .and_then(|()| write_atomic(&dir.join(SPEC_FILE), &json));
         if let Err(e) = created {
             if let Err(cleanup) = fs::remove_dir_all(&dir) {
@@ -214,8 +268,11 @@ impl SetState {
             Manifest::default(),
             Vec::new(),
             table,
-            -1,
-            0,
+            Recovered {
+                last_seq: -1,
+                next_segment: 0,
+                last_ingested_at: i64::MIN,
+            },
         ))
     }
 
@@ -226,10 +283,11 @@ impl SetState {
         pool: &ConnectionPool,
         table: Arc<MemTable>,
     ) -> Result<SetState> {
-        let manifest = Manifest::load(&dir)?;
+        let mut manifest = Manifest::load(&dir)?;
         collect_garbage(&dir, &manifest)?;
         let sizes = live_file_sizes(&dir, &manifest)?;
         create_dir_durably(&dir.join(LOG_DIR))?;
+        upgrade_to_ingest_times(&dir, &mut manifest, now_micros())?;
         let replayed = {
             let conn = pool.get(Purpose::Write)?;
             // One appender for the whole replay: the open fails whole anyway if any of it does.
@@ -238,21 +296,34 @@ impl SetState {
                 &dir.join(LOG_DIR),
                 &sql::storage_schema(&spec),
                 manifest.flushed_seq,
+                manifest.legacy_ingested_at,
                 |batch| Ok(appender.append_record_batch(batch)?),
             )?;
             appender.flush()?;
             replayed
         };
         let last_seq = replayed.max_seq.unwrap_or(-1).max(manifest.flushed_seq);
-        Ok(SetState::assemble(
+        let set = SetState::assemble(
             spec,
             dir,
             manifest,
             sizes,
             table,
-            last_seq,
-            replayed.next_segment,
-        ))
+            Recovered {
+                last_seq,
+                next_segment: replayed.next_segment,
+                last_ingested_at: i64::MIN,
+            },
+        );
+        // Recovered from the stored rows, so that ingest times never go back, even when the
+        // clock has since the last run.
+        let latest = {
+            let snapshot = Arc::clone(&set.snapshot.read());
+            let conn = pool.get(Purpose::Read)?;
+            reads::max_ingested_at(&conn, &snapshot.relation(&set.spec(), &set, true)?)?
+        };
+        set.ingest.lock().last_ingested_at = latest.unwrap_or(i64::MIN);
+        Ok(set)
     }
 
     fn assemble(
@@ -261,24 +332,32 @@ impl SetState {
         manifest: Manifest,
         sizes: Vec<u64>,
         table: Arc<MemTable>,
-        last_seq: i64,
-        next_segment: u64,
+        recovered: Recovered,
     ) -> SetState {
+        let Recovered {
+            last_seq,
+            next_segment,
+            last_ingested_at,
+        } = recovered;
         let alive = Arc::new(AtomicBool::new(true));
         let files = manifest
             .files
             .into_iter()
             .zip(sizes)
             .map(|(entry, bytes)| {
-                Arc::new(DataFile::new(&dir, entry.path, entry.rows, bytes, &alive))
+                let mut file = DataFile::new(&dir, entry.path, entry.rows, bytes, &alive);
+                file.without_ingest_times = entry.without_ingest_times;
+                Arc::new(file)
             })
             .collect();
         let pending = last_seq > manifest.flushed_seq;
         SetState {
+            legacy_ingested_at: manifest.legacy_ingested_at,
             ingest: Mutex::new(Ingest {
                 log: LogWriter::new(dir.join(LOG_DIR), sql::storage_schema(&spec), next_segment),
                 next_seq: last_seq + 1,
                 table: table.clone(),
+                last_ingested_at,
                 pending_since: pending.then(Instant::now),
             }),
             committed: AtomicI64::new(last_seq),
@@ -341,6 +420,34 @@ pub(super) fn load_versions(dir: &Path, current: &FeatureSetSpec) -> Result<Vec<
     Ok(versions)
 }
 
+/// Where a set's log and appends stand after opening it.
+struct Recovered {
+    last_seq: i64,
+    next_segment: u64,
+    last_ingested_at: i64,
+}
+
+/// A set written before ingest times (manifest of format 1, or none: such versions wrote one
+/// at the first flush only) has Parquet files and log segments without an `_ingested_at`
+/// column. Its rows read as ingested at `first_open`, now: each was stored by then, and no
+/// earlier time is provable, so nothing "as known at" an earlier time sees them too early.
+/// Recorded once, durably, in the manifest, before anything is served.
+fn upgrade_to_ingest_times(dir: &Path, manifest: &mut Manifest, first_open: i64) -> Result<()> {
+    let written_before =
+        !dir.join(MANIFEST_FILE).exists() || manifest.format == FORMAT_BEFORE_INGEST_TIMES;
+    if !written_before {
+        return Ok(());
+    }
+    manifest.format = FORMAT;
+    manifest.legacy_ingested_at = Some(first_open);
+    for file in &mut manifest.files {
+        file.without_ingest_times = true;
+    }
+    manifest.store(dir)?;
+    tracing::info!(dir = %dir.display(), "rows stored without ingest times read as ingested now");
+    Ok(())
+}
+
 /// Reads `{dir}/_spec.json`; `None` when the directory holds no set.
 pub(super) fn read_spec(dir: &Path) -> Result<Option<FeatureSetSpec>> {
     let path = dir.join(SPEC_FILE);
@@ -363,10 +470,12 @@ pub(super) fn read_spec(dir: &Path) -> Result<Option<FeatureSetSpec>> {
 }
 
 /// A crash during `create` leaves the set's directory without a spec, holding at most an
-/// empty log directory and the spec's temporary file. Anything else there is not ours to
+/// empty log directory, an empty manifest and the spec's temporary file. Anything else there is not ours to
 /// delete.
 fn clear_interrupted_create(dir: &Path) -> Result<()> {
     remove_quietly(&dir.join(format!("{SPEC_FILE}{TMP_SUFFIX}")));
+    remove_quietly(&dir.join(format!("{MANIFEST_FILE}{TMP_SUFFIX}")));
+    remove_quietly(&dir.join(MANIFEST_FILE));
     let _ = fs::remove_dir(dir.join(LOG_DIR));
     match fs::remove_dir(dir) {
         Ok(()) => Ok(()),

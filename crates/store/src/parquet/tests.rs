@@ -113,8 +113,8 @@ fn duckdb_reads_the_files_with_the_memtable_column_types() {
             .unwrap()
     };
     let paths: Vec<&str> = snapshot.files.iter().map(|f| f.path.as_str()).collect();
-    let files = types(&memtable::select_rows(&spec(), paths.iter().copied(), &[]));
-    let table = types(&memtable::select_rows(&spec(), [], &snapshot.tables));
+    let files = types(&memtable::select_rows(&spec(), &paths, None, &[]));
+    let table = types(&memtable::select_rows(&spec(), &[], None, &snapshot.tables));
     assert_eq!(files, table);
     let typed: Vec<&str> = files.iter().map(|(_, t)| t.as_str()).collect();
     assert_eq!(
@@ -125,6 +125,7 @@ fn duckdb_reads_the_files_with_the_memtable_column_types() {
             "FLOAT[2]",
             "TIMESTAMP",
             "DATE",
+            "TIMESTAMP",
             "TIMESTAMP",
             "BIGINT"
         ]

@@ -12,6 +12,7 @@ use parquet::file::properties::WriterProperties;
 
 use super::durable::{create_dir_durably, parent, remove_quietly, rename_durably, tmp_path};
 use super::manifest::{data_file_path, FileEntry};
+use crate::query::sql::INGESTED_AT_COLUMN;
 use crate::{Error, Result};
 
 /// A data file written and durable under its final name, with what it holds.
@@ -99,6 +100,7 @@ impl PartWriter {
             entry: FileEntry {
                 path: self.relative.clone(),
                 rows: self.rows,
+                without_ingest_times: false,
             },
             bytes,
         })
@@ -143,8 +145,8 @@ fn write_parts(
     mut batches: impl FnMut() -> Result<Option<RecordBatch>>,
     done: &mut Vec<WrittenFile>,
 ) -> Result<()> {
-    // Storage order: entity, features, event time, `_seq`.
-    let ts_index = schema.fields().len() - 2;
+    // Storage order: entity, features, event time, ingest time, `_seq`.
+    let ts_index = schema.index_of(INGESTED_AT_COLUMN)?.saturating_sub(1);
     let mut current: Option<(i64, PartWriter)> = None;
     while let Some(batch) = batches()? {
         for (day, rows) in day_runs(&batch, ts_index) {

@@ -5,6 +5,8 @@ pub mod cancel;
 mod pool;
 pub(crate) mod reads;
 pub(crate) mod sql;
+pub use reads::history_schema;
+pub use sql::INGESTED_AT_OUTPUT;
 pub mod training;
 
 pub use cancel::Cancellation;

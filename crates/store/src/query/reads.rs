@@ -1,11 +1,14 @@
 //! The reads of one set's stored rows, run on a connection where they are readable as a
 //! relation (see [`OfflineStore::query_relations`](crate::OfflineStore::query_relations)).
 
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use duckdb::Connection;
 use featherstore_core::FeatureSetSpec;
 
 use super::sql;
-use crate::types::{BatchSink, HistoryQuery, SetStats};
+use crate::types::{BatchSink, HistoryQuery, IngestView, SetStats};
 use crate::Result;
 
 /// History rows ordered by entity, event time, then ingest order.
@@ -14,10 +17,38 @@ pub(crate) fn history(
     relation: &str,
     spec: &FeatureSetSpec,
     query: &HistoryQuery,
+    view: &IngestView,
     sink: BatchSink<'_>,
 ) -> Result<()> {
-    let schema = spec.projected_schema(&query.features, false);
-    sql::stream_query(conn, &sql::history(spec, relation, query), &schema, sink)
+    let schema = history_schema(spec, &query.features, view);
+    sql::stream_query(
+        conn,
+        &sql::history(spec, relation, query, view),
+        &schema,
+        sink,
+    )
+}
+
+/// The columns of a history answer: as online, plus `ingested_at` last when asked for.
+pub fn history_schema(spec: &FeatureSetSpec, features: &[usize], view: &IngestView) -> SchemaRef {
+    let schema = spec.projected_schema(features, false);
+    if !view.with_ingest_time {
+        return schema;
+    }
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(
+        sql::INGESTED_AT_OUTPUT,
+        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        false,
+    ));
+    Arc::new(Schema::new(fields))
+}
+
+/// The greatest ingest time of the relation's rows, UTC microseconds.
+pub(crate) fn max_ingested_at(conn: &Connection, relation: &str) -> Result<Option<i64>> {
+    Ok(conn.query_row(&sql::max_ingested_at(relation), [], |row| {
+        row.get::<_, Option<i64>>(0)
+    })?)
 }
 
 /// One row per entity, all features: the greatest event time, ties to the later ingest.

@@ -1,20 +1,28 @@
 //! SQL over a relation of stored rows. A relation holds the canonical columns (event times as
-//! UTC `TIMESTAMP`) plus [`SEQ_COLUMN`], the ingest order that breaks event-time ties.
+//! UTC `TIMESTAMP`) plus [`SEQ_COLUMN`], the ingest order that breaks event-time ties, and
+//! [`INGESTED_AT_COLUMN`], the server time each row was stored.
 
 use std::fmt::Write;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, TimestampMicrosecondArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType};
 use duckdb::Connection;
 use featherstore_core::{EntityKeys, EntityType, FeatureSetSpec, FeatureType};
 
-use crate::types::{BatchSink, HistoryQuery};
+use crate::types::{BatchSink, HistoryQuery, IngestView};
 use crate::Result;
 
 /// Ingest order of a row: increasing across a set's appends, and within a batch by row.
 pub(crate) const SEQ_COLUMN: &str = "_seq";
+
+/// Server time (UTC `TIMESTAMP`) at which a row's batch was stored: one value per batch,
+/// never decreasing within a set (see `IngestClock`).
+pub(crate) const INGESTED_AT_COLUMN: &str = "_ingested_at";
+
+/// The name history gives the ingest time column (`"with_ingest_time": true`).
+pub const INGESTED_AT_OUTPUT: &str = "ingested_at";
 
 /// A double-quoted SQL identifier.
 pub(crate) fn ident(name: &str) -> String {
@@ -69,15 +77,16 @@ pub(crate) fn create_table(spec: &FeatureSetSpec, table: &str) -> String {
     }
     let _ = write!(
         sql,
-        ", {} TIMESTAMP NOT NULL, {} BIGINT NOT NULL)",
+        ", {} TIMESTAMP NOT NULL, {} TIMESTAMP NOT NULL, {} BIGINT NOT NULL)",
         ident(&spec.timestamp),
+        ident(INGESTED_AT_COLUMN),
         ident(SEQ_COLUMN)
     );
     sql
 }
 
 /// The Arrow schema of stored rows: canonical columns with zone-less timestamps, then the
-/// ingest sequence.
+/// ingest time and the ingest sequence (last, where versions before ingest times had it too).
 pub(crate) fn storage_schema(spec: &FeatureSetSpec) -> SchemaRef {
     let canonical = spec.arrow_schema();
     let mut fields: Vec<Field> = canonical
@@ -85,6 +94,11 @@ pub(crate) fn storage_schema(spec: &FeatureSetSpec) -> SchemaRef {
         .iter()
         .map(|f| f.as_ref().clone().with_data_type(strip_zone(f.data_type())))
         .collect();
+    fields.push(Field::new(
+        INGESTED_AT_COLUMN,
+        DataType::Timestamp(TimeUnit::Microsecond, None),
+        false,
+    ));
     fields.push(Field::new(SEQ_COLUMN, DataType::Int64, false));
     Arc::new(Schema::new(fields))
 }
@@ -96,14 +110,16 @@ fn strip_zone(t: &DataType) -> DataType {
     }
 }
 
-/// A canonical batch as stored: timestamps without zone (DuckDB `TIMESTAMP` is UTC here) and
-/// `_seq` numbering its rows from `first_seq`. No values are copied but the sequence.
+/// A canonical batch as stored: timestamps without zone (DuckDB `TIMESTAMP` is UTC here),
+/// `_seq` numbering its rows from `first_seq`, and `ingested_at` (UTC microseconds) on every
+/// row. No values are copied but the sequence and the ingest time.
 pub(crate) fn to_storage_batch(
     spec: &FeatureSetSpec,
     batch: &RecordBatch,
     first_seq: i64,
+    ingested_at: i64,
 ) -> Result<RecordBatch> {
-    let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns() + 1);
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns() + 2);
     for column in batch.columns() {
         columns.push(match column.data_type() {
             DataType::Timestamp(TimeUnit::Microsecond, Some(_)) => with_zone(column, None),
@@ -111,10 +127,16 @@ pub(crate) fn to_storage_batch(
         });
     }
     let n = batch.num_rows() as i64;
+    columns.push(ingest_time_column(ingested_at, batch.num_rows()));
     columns.push(Arc::new(Int64Array::from_iter_values(
         first_seq..first_seq + n,
     )));
     Ok(RecordBatch::try_new(storage_schema(spec), columns)?)
+}
+
+/// `rows` copies of one ingest time, as stored.
+pub(crate) fn ingest_time_column(ingested_at: i64, rows: usize) -> ArrayRef {
+    Arc::new(TimestampMicrosecondArray::from_value(ingested_at, rows))
 }
 
 /// The same microsecond instants under another zone label (no chrono-tz needed).
@@ -150,7 +172,12 @@ fn entity_list(keys: &EntityKeys) -> String {
 }
 
 /// History rows of `source`, ordered by entity, event time, ingest order.
-pub(crate) fn history(spec: &FeatureSetSpec, source: &str, query: &HistoryQuery) -> String {
+pub(crate) fn history(
+    spec: &FeatureSetSpec,
+    source: &str,
+    query: &HistoryQuery,
+    view: &IngestView,
+) -> String {
     let ts = ident(&spec.timestamp);
     let entity = ident(&spec.entity.name);
     let mut conditions = Vec::new();
@@ -167,14 +194,28 @@ pub(crate) fn history(spec: &FeatureSetSpec, source: &str, query: &HistoryQuery)
     if let Some(end) = query.end {
         conditions.push(format!("{ts} < make_timestamp({end}::BIGINT)"));
     }
+    if let Some(before) = view.ingested_before {
+        conditions.push(format!(
+            "{} < make_timestamp({before}::BIGINT)",
+            ident(INGESTED_AT_COLUMN)
+        ));
+    }
+    let mut select = select_list(spec, &query.features);
+    if view.with_ingest_time {
+        let _ = write!(
+            select,
+            ", {} AS {}",
+            ident(INGESTED_AT_COLUMN),
+            ident(INGESTED_AT_OUTPUT)
+        );
+    }
     let filter = if conditions.is_empty() {
         String::new()
     } else {
         format!(" WHERE {}", conditions.join(" AND "))
     };
     format!(
-        "SELECT {} FROM {source}{filter} ORDER BY {entity}, {ts}, {}",
-        select_list(spec, &query.features),
+        "SELECT {select} FROM {source}{filter} ORDER BY {entity}, {ts}, {}",
         ident(SEQ_COLUMN)
     )
 }
@@ -188,6 +229,14 @@ pub(crate) fn latest(spec: &FeatureSetSpec, source: &str) -> String {
         ident(&spec.entity.name),
         ident(&spec.timestamp),
         ident(SEQ_COLUMN)
+    )
+}
+
+/// The greatest ingest time of a set's rows (UTC microseconds; NULL when it has none).
+pub(crate) fn max_ingested_at(source: &str) -> String {
+    format!(
+        "SELECT epoch_us(max({})) FROM {source}",
+        ident(INGESTED_AT_COLUMN)
     )
 }
 
@@ -262,7 +311,7 @@ mod tests {
             end: None,
             features: vec![0],
         };
-        let sql = history(&spec, "t", &query);
+        let sql = history(&spec, "t", &query, &IngestView::default());
         assert!(sql.contains("\"id\" IN ('x''y')"), "{sql}");
         assert!(sql.contains(">= make_timestamp(5::BIGINT)"), "{sql}");
         assert!(

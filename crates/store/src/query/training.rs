@@ -20,9 +20,9 @@ use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use duckdb::Connection;
 use featherstore_core::coerce::{coerce_key, coerce_timestamp, coerce_timestamp_rows};
-use featherstore_core::{EntityType, FeatureSetSpec, OutputFeature, TrainingDataCommand};
+use featherstore_core::{AsOf, EntityType, FeatureSetSpec, OutputFeature, TrainingDataCommand};
 
-use super::sql::{entity_sql_type, ident, stream_query, SEQ_COLUMN};
+use super::sql::{entity_sql_type, ident, stream_query, INGESTED_AT_COLUMN, SEQ_COLUMN};
 use crate::types::BatchSink;
 use crate::{Error, Result};
 
@@ -41,6 +41,8 @@ pub struct TrainingPlan {
     pub outputs: Vec<OutputFeature>,
     /// The entity rows' time column.
     pub timestamp: String,
+    /// Which stored rows count at an entity row's time.
+    pub as_of: AsOf,
     /// Distinct key columns of the entity rows, and for each set the index of its key.
     keys: Vec<(String, EntityType)>,
     set_keys: Vec<usize>,
@@ -118,6 +120,7 @@ impl TrainingPlan {
             sets,
             outputs,
             timestamp: command.timestamp.clone(),
+            as_of: command.as_of,
             keys,
             set_keys,
             output_schema: Arc::new(Schema::new(fields)),
@@ -144,18 +147,12 @@ impl TrainingPlan {
             if used.is_empty() {
                 continue;
             }
-            let ts = ident(&spec.timestamp);
-            let columns: Vec<String> = used
-                .iter()
-                .map(|&f| format!("{} AS f{f}", ident(&spec.features[f].name)))
-                .collect();
+            let candidates = match self.as_of {
+                AsOf::EventTime => as_of_event_time(spec, &relations[i], &used),
+                AsOf::IngestTime => as_of_ingest_time(spec, &relations[i], &used),
+            };
             joins.push_str(&format!(
-                " ASOF LEFT JOIN (SELECT {entity} AS _k, epoch_us({ts})::HUGEINT * {SEQ_SPAN} + {seq} AS _key, \
-                 epoch_us({ts}) AS _t, {columns} FROM {relation}) s{i} ON e.k{key} = s{i}._k AND e._key >= s{i}._key",
-                entity = ident(&spec.entity.name),
-                seq = ident(SEQ_COLUMN),
-                columns = columns.join(", "),
-                relation = relations[i],
+                " ASOF LEFT JOIN ({candidates}) s{i} ON e.k{key} = s{i}._k AND e._key >= s{i}._key",
                 key = self.set_keys[i],
             ));
         }
@@ -234,6 +231,58 @@ impl TrainingPlan {
         )?);
         Ok(RecordBatch::try_new(schema.clone(), columns)?)
     }
+}
+
+/// The rows of a set an entity row at time t may join, as of event time: keyed (`_key`) by
+/// event time and ingest order, so the ASOF join takes the greatest event time <= t, ties to
+/// the later ingest. `_t` is the event time (for the TTL), `f{i}` the features.
+fn as_of_event_time(spec: &FeatureSetSpec, relation: &str, used: &[usize]) -> String {
+    let ts = ident(&spec.timestamp);
+    let columns = feature_columns(spec, used);
+    format!(
+        "SELECT {entity} AS _k, epoch_us({ts})::HUGEINT * {SEQ_SPAN} + {seq} AS _key, \
+         epoch_us({ts}) AS _t, {columns} FROM {relation}",
+        entity = ident(&spec.entity.name),
+        seq = ident(SEQ_COLUMN),
+        columns = columns.join(", "),
+    )
+}
+
+/// As [`as_of_event_time`], but a row counts at t only once it was also ingested by t: it is
+/// visible from `greatest(event time, ingest time)` on. Each stored row r, keyed by that
+/// instant (then ingest order), carries the answer for any t from r's key up to the next key:
+/// the greatest (event time, ingest order) among the entity's rows visible by then (a running
+/// maximum), whose features and event time are joined back by its `_seq`. The ASOF join then
+/// picks the entry of the last row visible at t, as for event time; the default rule's query
+/// is untouched.
+fn as_of_ingest_time(spec: &FeatureSetSpec, relation: &str, used: &[usize]) -> String {
+    let ts = ident(&spec.timestamp);
+    let columns = feature_columns(spec, used);
+    let entity = ident(&spec.entity.name);
+    let seq = ident(SEQ_COLUMN);
+    let visible = format!("epoch_us(greatest({ts}, {}))", ident(INGESTED_AT_COLUMN));
+    format!(
+        "SELECT v._k, v._key, b._t, {best} FROM (\
+           SELECT {entity} AS _k, {visible}::HUGEINT * {SEQ_SPAN} + {seq} AS _key, \
+           max(epoch_us({ts})::HUGEINT * {SEQ_SPAN} + {seq}) OVER (PARTITION BY {entity} \
+             ORDER BY {visible}, {seq} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS _best \
+           FROM {relation}) v \
+         JOIN (SELECT {seq} AS _s, epoch_us({ts}) AS _t, {columns} FROM {relation}) b \
+           ON b._s = (v._best % {SEQ_SPAN})::BIGINT",
+        best = used
+            .iter()
+            .map(|f| format!("b.f{f}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        columns = columns.join(", "),
+    )
+}
+
+/// The features a join uses, as `f{index}`.
+fn feature_columns(spec: &FeatureSetSpec, used: &[usize]) -> Vec<String> {
+    used.iter()
+        .map(|&f| format!("{} AS f{f}", ident(&spec.features[f].name)))
+        .collect()
 }
 
 static KEYS_TABLES: AtomicU64 = AtomicU64::new(0);
