@@ -109,6 +109,15 @@ fn json_lines(text: &str) -> Vec<Value> {
         .collect()
 }
 
+/// A server holding the feature sets of `SETS`, applied through the CLI.
+fn with_sets() -> ChildServer {
+    let server = Serve::new(BIN).start();
+    server
+        .run(&["apply", "-f", &server.file("sets.yaml", SETS)])
+        .ok();
+    server
+}
+
 fn stats_rows(server: &ChildServer, set: &str) -> u64 {
     let describe: Value =
         serde_json::from_str(&server.run(&["describe", set, "--json"]).ok()).unwrap();
@@ -216,10 +225,7 @@ fn apply_creates_checks_and_reports_conflicts() {
 
 #[test]
 fn ingest_every_format() {
-    let server = Serve::new(BIN).start();
-    server
-        .run(&["apply", "-f", &server.file("sets.yaml", SETS)])
-        .ok();
+    let server = with_sets();
 
     // Parquet, 2,500 rows in batches of 1,000: 3 batches.
     let rows: Vec<(String, i64, i64)> = (0..2_500)
@@ -373,10 +379,7 @@ l2,2026-01-01T00:00:00Z,x
 
 #[test]
 fn get_history_and_training_data() {
-    let server = Serve::new(BIN).start();
-    server
-        .run(&["apply", "-f", &server.file("sets.yaml", SETS)])
-        .ok();
+    let server = with_sets();
     let parquet = server.path("users.parquet");
     write_parquet(
         &parquet,
@@ -728,10 +731,7 @@ fn every_feature_type_through_ingest_get_and_history() {
 
 #[test]
 fn history_with_ingest_times_and_training_data_as_of_ingest_time() {
-    let server = Serve::new(BIN).start();
-    server
-        .run(&["apply", "-f", &server.file("sets.yaml", SETS)])
-        .ok();
+    let server = with_sets();
     let ingest = |name: &str, csv: &str| {
         server
             .run(&["ingest", "user_features", &server.file(name, csv)])
