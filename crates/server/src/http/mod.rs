@@ -1,6 +1,7 @@
 //! The HTTP/REST API (PROTOCOL.md, "HTTP"): JSON by default, Arrow IPC streams on request.
 
 mod arrow_ipc;
+mod feature_services;
 mod feature_sets;
 mod guard;
 mod health;
@@ -52,6 +53,14 @@ pub(crate) fn router(state: AppState, authenticator: Option<Arc<Authenticator>>)
             get(feature_sets::versions),
         )
         .route("/v1/feature-sets/{name}/rows", post(feature_sets::ingest))
+        .route(
+            "/v1/feature-services",
+            get(feature_services::list).post(feature_services::create),
+        )
+        .route(
+            "/v1/feature-services/{name}",
+            get(feature_services::describe).delete(feature_services::delete),
+        )
         .route("/v1/online", post(retrieval::online))
         .route("/v1/history", post(retrieval::history))
         .route("/v1/training-data", post(retrieval::training_data))
