@@ -139,6 +139,26 @@ impl Ticket {
     }
 }
 
+/// The `entities` of a read across sets is an object of key columns (arrays); said plainly,
+/// since serde's message would not name the field.
+fn check_entity_columns(entities: Option<&Value>) -> Result<()> {
+    let expected = "expected {\"entity_name\": [keys, ...], ...}, one key column per entity";
+    match entities {
+        None => Err(Error::invalid(format!(
+            "an online request without \"feature_set\" needs \"entities\": {expected}"
+        ))),
+        Some(Value::Object(columns)) => match columns.iter().find(|(_, keys)| !keys.is_array()) {
+            Some((name, keys)) => Err(Error::invalid(format!(
+                "\"entities\" key column {name:?} is {keys}, not an array; {expected}"
+            ))),
+            None => Ok(()),
+        },
+        Some(other) => Err(Error::invalid(format!(
+            "\"entities\" is {other}; {expected}"
+        ))),
+    }
+}
+
 impl OnlineRequest {
     /// The body of `POST /v1/online`: either kind of online ticket.
     pub fn from_json(bytes: &[u8]) -> Result<Self> {
@@ -153,6 +173,7 @@ impl OnlineRequest {
                 .map(OnlineRequest::Set)
                 .map_err(invalid)
         } else {
+            check_entity_columns(object.get("entities"))?;
             let ticket: MultiOnlineTicket =
                 serde_json::from_value(Value::Object(object)).map_err(invalid)?;
             ticket.check().map(OnlineRequest::Multi)
@@ -290,6 +311,7 @@ mod tests {
         ));
         for (bad, expected) in [
             (r#"{"type": "online", "entities": {"id": [1]}}"#, "feature_service"),
+            (r#"{"type": "online", "feature_service": "s"}"#, "entities"),
             (
                 r#"{"type": "online", "feature_service": "s", "features": ["a:x"], "entities": {}}"#,
                 "not both",
