@@ -439,3 +439,47 @@ async fn arrow_post(client: &reqwest::Client, url: String, body: String) -> Vec<
 fn rows(batches: &[RecordBatch]) -> usize {
     batches.iter().map(RecordBatch::num_rows).sum()
 }
+
+#[tokio::test]
+async fn tokens_need_every_set_a_service_reads_and_admin_to_manage() {
+    use featherstore_server::config::{AuthConfig, Scope, TokenConfig};
+    const ADMIN: &str = "admin-0a9b8c7d6e5f4a3b2c";
+    const READER: &str = "reader-5f2a7c1e9b3d4a60";
+    const USERS_ONLY: &str = "users-only-6b5a4c3d2e1f0a9b";
+    let mut users_only = TokenConfig::inline("users-only", USERS_ONLY, &[Scope::Read]);
+    users_only.feature_sets = Some(vec!["user_*".into()]);
+    let server = TestServer::start_with(Backend::Duckdb, |c| {
+        c.auth = AuthConfig {
+            tokens: vec![
+                TokenConfig::inline("admin", ADMIN, &[Scope::Read, Scope::Write, Scope::Admin]),
+                TokenConfig::inline("reader", READER, &[Scope::Read]),
+                users_only,
+            ],
+            allow_unauthenticated: false,
+        }
+    })
+    .await;
+    let base = &server.http;
+    let client = http();
+    let as_token = |request: reqwest::RequestBuilder, token: &str| request.bearer_auth(token);
+    for spec in [USER_SPEC, MERCHANT_SPEC] {
+        let created = send(as_token(client.post(format!("{base}/v1/feature-sets")), ADMIN).body(spec)).await;
+        assert_eq!(created.0, StatusCode::CREATED, "{}", created.1);
+    }
+    let by_reader = send(as_token(client.post(format!("{base}/v1/feature-services")), READER).body(FRAUD)).await;
+    assert_error(&by_reader, StatusCode::FORBIDDEN, "forbidden", "admin");
+    let by_admin = send(as_token(client.post(format!("{base}/v1/feature-services")), ADMIN).body(FRAUD)).await;
+    assert_eq!(by_admin.0, StatusCode::CREATED, "{}", by_admin.1);
+
+    let listed = send(as_token(client.get(format!("{base}/v1/feature-services")), USERS_ONLY)).await;
+    assert_eq!(listed, (StatusCode::OK, json!([])), "a service reading merchants is hidden");
+    let read = send(
+        as_token(client.post(format!("{base}/v1/online")), USERS_ONLY).json(&fraud_ticket()),
+    )
+    .await;
+    assert_error(&read, StatusCode::FORBIDDEN, "forbidden", "merchant_features");
+    let read = send(as_token(client.post(format!("{base}/v1/online")), READER).json(&fraud_ticket())).await;
+    assert_eq!(read.0, StatusCode::OK, "{}", read.1);
+    let delete = send(as_token(client.delete(format!("{base}/v1/feature-services/fraud_model")), READER)).await;
+    assert_error(&delete, StatusCode::FORBIDDEN, "forbidden", "admin");
+}
