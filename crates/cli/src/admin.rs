@@ -283,7 +283,11 @@ pub(crate) fn apply(args: ApplyArgs) -> CliResult {
     })?;
     if args.json {
         let names = specs.iter().map(|s| (s.name.as_str(), "feature_set"));
-        let names = names.chain(services.iter().map(|s| (s.name.as_str(), "feature_service")));
+        let names = names.chain(
+            services
+                .iter()
+                .map(|s| (s.name.as_str(), "feature_service")),
+        );
         let report: Vec<Value> = names
             .zip(&outcomes)
             .map(|((name, kind), outcome)| {

@@ -23,7 +23,12 @@ feature_services:
 ";
 
 fn run(server: &ChildServer, args: &[&str]) -> Run {
-    Run::new(BIN, args, &[("FEATHERSTORE_FLIGHT", Some(server.flight.as_str()))], None)
+    Run::new(
+        BIN,
+        args,
+        &[("FEATHERSTORE_FLIGHT", Some(server.flight.as_str()))],
+        None,
+    )
 }
 
 #[test]
@@ -31,7 +36,10 @@ fn apply_declares_services_beside_sets_and_service_commands_use_them() {
     let server = Serve::new(BIN).start();
     let file = server.file("declared.yaml", DECLARED);
     let applied = run(&server, &["apply", "-f", &file]).ok();
-    assert!(applied.contains("created       service fraud_model"), "{applied}");
+    assert!(
+        applied.contains("created       service fraud_model"),
+        "{applied}"
+    );
     let again = run(&server, &["apply", "-f", &file, "--json"]).ok();
     let report: Value = serde_json::from_str(&again).unwrap();
     assert_eq!(report[2]["kind"], "feature_service");
@@ -61,7 +69,10 @@ fn apply_declares_services_beside_sets_and_service_commands_use_them() {
     run(&server, &["ingest", "merchant_features", &merchants]).ok();
 
     let listed = run(&server, &["service", "list"]).ok();
-    assert!(listed.contains("fraud_model") && listed.contains("fraud scoring"), "{listed}");
+    assert!(
+        listed.contains("fraud_model") && listed.contains("fraud scoring"),
+        "{listed}"
+    );
     let described: Value =
         serde_json::from_str(&run(&server, &["service", "describe", "fraud_model"]).ok()).unwrap();
     assert_eq!(described["features"][1], "merchant_features:*");
@@ -91,7 +102,15 @@ fn apply_declares_services_beside_sets_and_service_commands_use_them() {
     assert_eq!(rows[1]["age"], Value::Null);
     let bad_key = run(
         &server,
-        &["service", "get", "fraud_model", "--entity", "merchant_id=seven", "--entity", "user_id=u1"],
+        &[
+            "service",
+            "get",
+            "fraud_model",
+            "--entity",
+            "merchant_id=seven",
+            "--entity",
+            "user_id=u1",
+        ],
     )
     .fails();
     assert!(bad_key.contains("not an integer"), "{bad_key}");

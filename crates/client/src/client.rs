@@ -426,7 +426,10 @@ impl Client {
     /// one.
     pub async fn delete_feature_service(&self, name: &str) -> Result<()> {
         let answer: Value = self
-            .action("delete_feature_service", json!({ "name": name }).to_string())
+            .action(
+                "delete_feature_service",
+                json!({ "name": name }).to_string(),
+            )
             .await?;
         match answer.get("deleted") {
             Some(Value::Bool(true)) => Ok(()),

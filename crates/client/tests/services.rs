@@ -41,7 +41,10 @@ async fn services_registry_reads_across_sets_and_training_by_service() {
         .await
         .unwrap();
     let merchants = RecordBatch::try_from_iter(vec![
-        ("merchant_id", Arc::new(Int64Array::from(vec![7])) as ArrayRef),
+        (
+            "merchant_id",
+            Arc::new(Int64Array::from(vec![7])) as ArrayRef,
+        ),
         ("risk", Arc::new(Float32Array::from(vec![0.25]))),
         (
             "event_timestamp",
@@ -116,7 +119,10 @@ async fn services_registry_reads_across_sets_and_training_by_service() {
     assert!(missing.message().contains("merchant_id"), "{missing}");
 
     let entity_rows = RecordBatch::try_from_iter(vec![
-        ("user_id", Arc::new(StringArray::from(vec!["u1"])) as ArrayRef),
+        (
+            "user_id",
+            Arc::new(StringArray::from(vec!["u1"])) as ArrayRef,
+        ),
         ("merchant_id", Arc::new(Int64Array::from(vec![7]))),
         (
             "event_timestamp",
@@ -144,5 +150,8 @@ async fn services_registry_reads_across_sets_and_training_by_service() {
     client.delete_feature_service("fraud_model").await.unwrap();
     let gone = client.get_feature_service("fraud_model").await.unwrap_err();
     assert_eq!(gone.code(), Some(Code::NotFound));
-    client.delete_feature_set("merchant_features").await.unwrap();
+    client
+        .delete_feature_set("merchant_features")
+        .await
+        .unwrap();
 }

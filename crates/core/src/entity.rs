@@ -20,8 +20,14 @@ impl EntityKeys {
 
     /// [`from_json`](Self::from_json) for the key column `column` of a request across sets:
     /// the error names the column and the row.
-    pub fn from_json_column(entity_type: EntityType, column: &str, values: &[Value]) -> Result<Self> {
-        Self::parse(entity_type, values, |i| format!("key column {column:?} row {i}"))
+    pub fn from_json_column(
+        entity_type: EntityType,
+        column: &str,
+        values: &[Value],
+    ) -> Result<Self> {
+        Self::parse(entity_type, values, |i| {
+            format!("key column {column:?} row {i}")
+        })
     }
 
     fn parse(

@@ -95,7 +95,9 @@ pub fn check_references(references: &[String]) -> Result<()> {
             references.len()
         )));
     }
-    references.iter().try_for_each(|r| parse_reference(r).map(drop))
+    references
+        .iter()
+        .try_for_each(|r| parse_reference(r).map(drop))
 }
 
 /// The distinct set names of `references`, in first-mention order.

@@ -310,16 +310,31 @@ mod tests {
             OnlineRequest::Set(_)
         ));
         for (bad, expected) in [
-            (r#"{"type": "online", "entities": {"id": [1]}}"#, "feature_service"),
+            (
+                r#"{"type": "online", "entities": {"id": [1]}}"#,
+                "feature_service",
+            ),
             (r#"{"type": "online", "feature_service": "s"}"#, "entities"),
             (
                 r#"{"type": "online", "feature_service": "s", "features": ["a:x"], "entities": {}}"#,
                 "not both",
             ),
-            (r#"{"type": "online", "features": ["a"], "entities": {}}"#, "set:feature"),
-            (r#"{"type": "online", "feature_service": "s", "entities": [1]}"#, "entities"),
-            (r#"{"type": "online", "feature_service": "s", "entities": {"id": 1}}"#, "entities"),
-            (r#"{"type": "online", "feature_service": "s", "entities": {}, "x": 1}"#, "unknown field"),
+            (
+                r#"{"type": "online", "features": ["a"], "entities": {}}"#,
+                "set:feature",
+            ),
+            (
+                r#"{"type": "online", "feature_service": "s", "entities": [1]}"#,
+                "entities",
+            ),
+            (
+                r#"{"type": "online", "feature_service": "s", "entities": {"id": 1}}"#,
+                "entities",
+            ),
+            (
+                r#"{"type": "online", "feature_service": "s", "entities": {}, "x": 1}"#,
+                "unknown field",
+            ),
         ] {
             let err = Ticket::from_json(bad.as_bytes()).unwrap_err();
             assert_eq!(err.code(), crate::ErrorCode::InvalidArgument, "{bad}");
@@ -330,6 +345,9 @@ mod tests {
             panic!()
         };
         let err = uneven.rows().unwrap_err().to_string();
-        assert!(err.contains("\"a\" has 2") && err.contains("\"b\" has 1"), "{err}");
+        assert!(
+            err.contains("\"a\" has 2") && err.contains("\"b\" has 1"),
+            "{err}"
+        );
     }
 }

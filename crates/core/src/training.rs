@@ -177,10 +177,9 @@ mod tests {
             .contains("full_names"));
         let both = br#"{"type": "training_data", "features": ["a:x"], "feature_service": "s"}"#;
         assert!(TrainingDataCommand::from_json(both).is_err());
-        let service = TrainingDataCommand::from_json(
-            br#"{"type": "training_data", "feature_service": "s"}"#,
-        )
-        .unwrap();
+        let service =
+            TrainingDataCommand::from_json(br#"{"type": "training_data", "feature_service": "s"}"#)
+                .unwrap();
         assert_eq!(service.feature_service.as_deref(), Some("s"));
         let full = TrainingDataCommand {
             full_names: true,

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use featherstore_core::time::format_timestamp;
 use featherstore_core::service::reference_sets;
+use featherstore_core::time::format_timestamp;
 use featherstore_core::{
     Error as DomainError, FeatureServiceSpec, FeatureSetSpec, HistoryTicket, MultiOnlineTicket,
     OnlineTicket, TrainingDataCommand,
@@ -280,7 +280,10 @@ impl AppState {
             access.require_set(set)?;
         }
         let span = Span::current();
-        span.record("feature_set", plan.set_names().collect::<Vec<_>>().join(",").as_str());
+        span.record(
+            "feature_set",
+            plan.set_names().collect::<Vec<_>>().join(",").as_str(),
+        );
         let batch = self.store.online_multi(&plan, ticket)?;
         record_count(&span, "entities", batch.num_rows());
         record_count(&span, "rows", batch.num_rows());

@@ -72,7 +72,10 @@ fn fraud_ticket() -> Value {
 
 fn assert_status(status: &tonic::Status, code: Code, needle: &str) {
     assert_eq!(status.code(), code, "{status}");
-    assert!(status.message().contains(needle), "{status} lacks {needle:?}");
+    assert!(
+        status.message().contains(needle),
+        "{status} lacks {needle:?}"
+    );
 }
 
 /// Checks the answer to [`fraud_ticket`]: request order, TTL, unknown entities.
@@ -81,7 +84,12 @@ fn assert_fraud_rows(batch: &RecordBatch) {
         column_names(batch),
         ["user_id", "merchant_id", "age", "risk", "ctr_7d"]
     );
-    let users: Vec<_> = batch.column(0).as_string::<i32>().iter().flatten().collect();
+    let users: Vec<_> = batch
+        .column(0)
+        .as_string::<i32>()
+        .iter()
+        .flatten()
+        .collect();
     assert_eq!(users, ["u2", "nobody", "u1"]);
     let merchants = batch.column(1).as_primitive::<Int64Type>().values();
     assert_eq!(merchants.as_ref(), [7, 7, 9]);
@@ -104,9 +112,13 @@ async fn services_are_stored_read_across_sets_and_survive_a_restart() {
     for backend in BACKENDS {
         let server = with_fraud_model(backend).await;
         let mut client = server.flight().await;
-        let stored = action(&mut client, "get_feature_service", r#"{"name": "fraud_model"}"#)
-            .await
-            .unwrap();
+        let stored = action(
+            &mut client,
+            "get_feature_service",
+            r#"{"name": "fraud_model"}"#,
+        )
+        .await
+        .unwrap();
         assert_eq!(stored["features"][1], "merchant_features:risk");
         assert!(stored["created_at"].is_string(), "{stored}");
         let again = action(&mut client, "create_feature_service", FRAUD)
@@ -225,12 +237,16 @@ async fn references_full_names_timestamps_and_clashes() {
         .await
         .unwrap();
     let after = concat(&get(&mut client, ticket).await.unwrap());
-    assert_eq!(column_names(&after), ["merchant_id", "risk", "age", "country"]);
+    assert_eq!(
+        column_names(&after),
+        ["merchant_id", "risk", "age", "country"]
+    );
 }
 
 #[tokio::test]
 async fn hostile_entity_rows_get_documented_errors() {
-    let server = TestServer::start_with(Backend::Duckdb, |c| c.limits.max_online_entities = 2).await;
+    let server =
+        TestServer::start_with(Backend::Duckdb, |c| c.limits.max_online_entities = 2).await;
     let mut client = server.flight().await;
     action(&mut client, "create_feature_set", USER_SPEC)
         .await
@@ -366,11 +382,21 @@ async fn http_service_routes_training_by_service_and_arrow_answers() {
     assert_error(&gone, StatusCode::NOT_FOUND, "not_found", "users_only");
 
     // Online across sets: JSON and Arrow IPC.
-    let online = send(client.post(format!("{base}/v1/online")).json(&fraud_ticket())).await;
+    let online = send(
+        client
+            .post(format!("{base}/v1/online"))
+            .json(&fraud_ticket()),
+    )
+    .await;
     assert_eq!(online.0, StatusCode::OK);
     assert_eq!(online.1["rows"][0]["user_id"], "u2");
     assert_eq!(online.1["rows"][0]["risk"], 0.75);
-    let arrow = arrow_post(&client, format!("{base}/v1/online"), fraud_ticket().to_string()).await;
+    let arrow = arrow_post(
+        &client,
+        format!("{base}/v1/online"),
+        fraud_ticket().to_string(),
+    )
+    .await;
     assert_fraud_rows(&concat(&arrow));
 
     // Every other read route answers Arrow IPC when asked.
@@ -397,14 +423,27 @@ async fn http_service_routes_training_by_service_and_arrow_answers() {
     let joined = concat(&read_ipc(&response.bytes().await.unwrap()));
     assert_eq!(
         column_names(&joined),
-        ["user_id", "merchant_id", "event_timestamp", "age", "risk", "ctr_7d"]
+        [
+            "user_id",
+            "merchant_id",
+            "event_timestamp",
+            "age",
+            "risk",
+            "ctr_7d"
+        ]
     );
     assert_eq!(joined.column(3).as_primitive::<Int64Type>().value(0), 31);
     let command = json!({"type": "training_data", "feature_service": "fraud_model"});
-    let flight = concat(&exchange(&server, command, vec![entity_rows.clone()]).await.unwrap());
+    let flight = concat(
+        &exchange(&server, command, vec![entity_rows.clone()])
+            .await
+            .unwrap(),
+    );
     assert_eq!(flight, joined);
     let unknown = json!({"type": "training_data", "feature_service": "nope"});
-    let status = exchange(&server, unknown, vec![entity_rows]).await.unwrap_err();
+    let status = exchange(&server, unknown, vec![entity_rows])
+        .await
+        .unwrap_err();
     assert_status(&status, Code::NotFound, "nope");
 }
 
@@ -413,7 +452,10 @@ fn training_rows() -> RecordBatch {
     use arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray};
     use std::sync::Arc;
     RecordBatch::try_from_iter(vec![
-        ("user_id", Arc::new(StringArray::from(vec!["u1"])) as ArrayRef),
+        (
+            "user_id",
+            Arc::new(StringArray::from(vec!["u1"])) as ArrayRef,
+        ),
         ("merchant_id", Arc::new(Int64Array::from(vec![7]))),
         (
             "event_timestamp",
@@ -463,23 +505,45 @@ async fn tokens_need_every_set_a_service_reads_and_admin_to_manage() {
     let client = http();
     let as_token = |request: reqwest::RequestBuilder, token: &str| request.bearer_auth(token);
     for spec in [USER_SPEC, MERCHANT_SPEC] {
-        let created = send(as_token(client.post(format!("{base}/v1/feature-sets")), ADMIN).body(spec)).await;
+        let created =
+            send(as_token(client.post(format!("{base}/v1/feature-sets")), ADMIN).body(spec)).await;
         assert_eq!(created.0, StatusCode::CREATED, "{}", created.1);
     }
-    let by_reader = send(as_token(client.post(format!("{base}/v1/feature-services")), READER).body(FRAUD)).await;
+    let by_reader =
+        send(as_token(client.post(format!("{base}/v1/feature-services")), READER).body(FRAUD))
+            .await;
     assert_error(&by_reader, StatusCode::FORBIDDEN, "forbidden", "admin");
-    let by_admin = send(as_token(client.post(format!("{base}/v1/feature-services")), ADMIN).body(FRAUD)).await;
+    let by_admin =
+        send(as_token(client.post(format!("{base}/v1/feature-services")), ADMIN).body(FRAUD)).await;
     assert_eq!(by_admin.0, StatusCode::CREATED, "{}", by_admin.1);
 
-    let listed = send(as_token(client.get(format!("{base}/v1/feature-services")), USERS_ONLY)).await;
-    assert_eq!(listed, (StatusCode::OK, json!([])), "a service reading merchants is hidden");
-    let read = send(
-        as_token(client.post(format!("{base}/v1/online")), USERS_ONLY).json(&fraud_ticket()),
-    )
+    let listed = send(as_token(
+        client.get(format!("{base}/v1/feature-services")),
+        USERS_ONLY,
+    ))
     .await;
-    assert_error(&read, StatusCode::FORBIDDEN, "forbidden", "merchant_features");
-    let read = send(as_token(client.post(format!("{base}/v1/online")), READER).json(&fraud_ticket())).await;
+    assert_eq!(
+        listed,
+        (StatusCode::OK, json!([])),
+        "a service reading merchants is hidden"
+    );
+    let read =
+        send(as_token(client.post(format!("{base}/v1/online")), USERS_ONLY).json(&fraud_ticket()))
+            .await;
+    assert_error(
+        &read,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "merchant_features",
+    );
+    let read =
+        send(as_token(client.post(format!("{base}/v1/online")), READER).json(&fraud_ticket()))
+            .await;
     assert_eq!(read.0, StatusCode::OK, "{}", read.1);
-    let delete = send(as_token(client.delete(format!("{base}/v1/feature-services/fraud_model")), READER)).await;
+    let delete = send(as_token(
+        client.delete(format!("{base}/v1/feature-services/fraud_model")),
+        READER,
+    ))
+    .await;
     assert_error(&delete, StatusCode::FORBIDDEN, "forbidden", "admin");
 }

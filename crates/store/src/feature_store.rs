@@ -15,8 +15,8 @@ use featherstore_core::coerce::coerce_batch;
 use featherstore_core::evolution::{self, Change};
 use featherstore_core::time::{format_timestamp, now_micros};
 use featherstore_core::{
-    EntityKeys, FeatureServiceSpec, FeatureSetSpec, HistoryTicket, MultiOnlineTicket,
-    OnlineTicket, TrainingDataCommand,
+    EntityKeys, FeatureServiceSpec, FeatureSetSpec, HistoryTicket, MultiOnlineTicket, OnlineTicket,
+    TrainingDataCommand,
 };
 use parking_lot::{Mutex, RwLock};
 use tracing::{debug_span, field, info};

@@ -175,7 +175,8 @@ impl OnlinePlan {
             .iter()
             .map(|read| read.set.index.lookup(&keys[read.key], &read.features, now))
             .collect::<Result<Vec<_>>>()?;
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema_with_timestamps.fields().len());
+        let mut columns: Vec<ArrayRef> =
+            Vec::with_capacity(self.schema_with_timestamps.fields().len());
         for key in 0..self.keys.len() {
             // Every key is some set's entity: its lookup's first column holds the keys.
             let set = self.sets.iter().position(|read| read.key == key);
