@@ -64,14 +64,20 @@ pub(crate) struct DeleteArgs {
 }
 
 /// What files declare: feature sets and feature services.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Declared {
     sets: Vec<FeatureSetSpec>,
     services: Vec<FeatureServiceSpec>,
 }
 
+/// The feature sets a file declares (its services left out).
+#[cfg(test)]
+fn read_specs(path: &Path) -> CliResult<Vec<FeatureSetSpec>> {
+    read_declared(path).map(|declared| declared.sets)
+}
+
 /// The specs and services a file declares, validated, in file order.
-fn read_specs(path: &Path) -> CliResult<Declared> {
+fn read_declared(path: &Path) -> CliResult<Declared> {
     let shown = path.display();
     let text = if path == Path::new("-") {
         let mut text = String::new();
@@ -184,7 +190,7 @@ pub(crate) fn apply(args: ApplyArgs) -> CliResult {
     let mut specs = Vec::new();
     let mut services = Vec::new();
     for file in args.file_options.iter().chain(&args.files) {
-        let declared = read_specs(file)?;
+        let declared = read_declared(file)?;
         specs.extend(declared.sets);
         services.extend(declared.services);
     }
@@ -316,8 +322,13 @@ pub(crate) fn apply(args: ApplyArgs) -> CliResult {
         .filter(|o| matches!(o, Outcome::Conflict(_)))
         .count();
     if conflicts > 0 {
+        let what = if services.is_empty() {
+            "feature sets"
+        } else {
+            "feature sets and services"
+        };
         return Err(CliError::new(format!(
-            "{conflicts} of {} declarations have changes the stored one cannot take (see above); \
+            "{conflicts} of {} {what} have changes a stored one cannot take (see above); \
              use a new name for those, or delete the set (and its data) or the service to \
              redefine it",
             outcomes.len()
@@ -570,5 +581,34 @@ mod tests {
         assert!(err.contains("\"broken\""), "{err}");
         let (_d, junk) = write("junk.yaml", "just a string");
         assert!(read_specs(&junk).is_err());
+    }
+
+    #[test]
+    fn reads_feature_services_beside_sets() {
+        let (_d, both) = write(
+            "both.yaml",
+            "feature_sets:\n  - {name: a, entity: {name: id, type: int64}, features: []}\nfeature_services:\n  - {name: s, features: ['a:*']}\n",
+        );
+        let declared = read_declared(&both).unwrap();
+        assert_eq!(
+            (declared.sets.len(), declared.services[0].name.as_str()),
+            (1, "s")
+        );
+        let (_d, only) = write(
+            "only.yaml",
+            "feature_services: [{name: s, features: ['a:x']}]\n",
+        );
+        assert_eq!(read_declared(&only).unwrap().services.len(), 1);
+        let (_d, bad) = write(
+            "bad.yaml",
+            "feature_services: [{name: s, features: ['nocolon']}]\n",
+        );
+        let err = read_declared(&bad).unwrap_err().to_string();
+        assert!(err.contains("feature service \"s\""), "{err}");
+        let (_d, extra) = write("extra.yaml", "feature_services: []\nmodels: []\n");
+        assert!(read_declared(&extra)
+            .unwrap_err()
+            .to_string()
+            .contains("models"));
     }
 }

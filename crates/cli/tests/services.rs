@@ -49,7 +49,10 @@ fn apply_declares_services_beside_sets_and_service_commands_use_them() {
         &DECLARED.replace("'merchant_features:*'", "'merchant_features:risk'"),
     );
     let conflict = run(&server, &["apply", "-f", &changed]).failed();
-    assert!(conflict.contains("declarations"), "{conflict}");
+    assert!(
+        conflict.contains("feature sets and services have changes"),
+        "{conflict}"
+    );
     let unknown = server.file(
         "unknown.yaml",
         "feature_services:\n  - {name: broken, features: ['ghosts:x']}\n",

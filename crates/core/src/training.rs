@@ -90,10 +90,10 @@ impl TrainingDataCommand {
         }
         match (&command.feature_service, command.features.is_empty()) {
             (None, true) => Err(Error::invalid(
-                "training_data needs \"features\" (at least one) or \"feature_service\"",
+                "invalid training_data command: it needs \"features\" (at least one) or \"feature_service\"",
             )),
             (Some(_), false) => Err(Error::invalid(
-                "training_data takes \"features\" or \"feature_service\", not both",
+                "invalid training_data command: it takes \"features\" or \"feature_service\", not both",
             )),
             _ => Ok(command),
         }
