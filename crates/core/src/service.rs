@@ -156,11 +156,12 @@ pub fn resolve_references(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::ErrorCode;
 
-    fn spec(name: &str, features: &[&str]) -> FeatureSetSpec {
+    /// A set keyed by int64 `id` with float32 `features` (for the tests of references).
+    pub(crate) fn spec(name: &str, features: &[&str]) -> FeatureSetSpec {
         let features: Vec<_> = features
             .iter()
             .map(|f| serde_json::json!({"name": f, "type": "float32"}))

@@ -129,17 +129,7 @@ impl TrainingDataCommand {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn spec(name: &str, features: &[&str]) -> FeatureSetSpec {
-        let features: Vec<_> = features
-            .iter()
-            .map(|f| serde_json::json!({"name": f, "type": "float32"}))
-            .collect();
-        serde_json::from_value(serde_json::json!({
-            "name": name, "entity": {"name": "id", "type": "int64"}, "features": features
-        }))
-        .unwrap()
-    }
+    use crate::service::tests::spec;
 
     #[test]
     fn resolves_in_order_asked_and_expands_stars() {

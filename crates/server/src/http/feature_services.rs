@@ -3,12 +3,12 @@
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Extension, Path, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Json;
 use http::StatusCode;
 use serde_json::Value;
 
-use super::read_body;
+use super::{read_body, stored};
 use crate::auth::Access;
 use crate::error::ApiResult;
 use crate::service::AppState;
@@ -28,12 +28,7 @@ pub(super) async fn create(
 ) -> ApiResult<Response> {
     let body = read_body(&state, body).await?;
     let (service, created) = state.create_service(&access, &body).await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Json(service)).into_response())
+    Ok(stored(created, service))
 }
 
 pub(super) async fn describe(

@@ -193,6 +193,17 @@ pub(crate) fn sends_arrow(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.starts_with(ARROW_STREAM))
 }
 
+/// The answer of a create route: 201 with the stored document, or 200 when the same one was
+/// stored already.
+pub(crate) fn stored(created: bool, document: serde_json::Value) -> Response {
+    let status = if created {
+        http::StatusCode::CREATED
+    } else {
+        http::StatusCode::OK
+    };
+    (status, axum::Json(document)).into_response()
+}
+
 pub(crate) fn streamed(content_type: &'static str, body: Body) -> Response {
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
