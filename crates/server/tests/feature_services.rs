@@ -6,7 +6,7 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Float64Type, Int64Type};
 use featherstore_core::time::{format_timestamp, now_micros};
 use featherstore_server::config::Backend;
-use featherstore_testkit::http::{assert_error, ipc_body, read_ipc, send, ARROW};
+use featherstore_testkit::http::{assert_error, ipc_body, metric, read_ipc, send, ARROW};
 use featherstore_testkit::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -445,6 +445,42 @@ async fn http_service_routes_training_by_service_and_arrow_answers() {
         .await
         .unwrap_err();
     assert_status(&status, Code::NotFound, "nope");
+
+    // Every new route and action is counted under its own name.
+    let metrics = server.metrics_text().await;
+    for (labels, count) in [
+        (
+            r#"{api="flight",code="ok",method="create_feature_service"}"#,
+            1.0,
+        ),
+        (
+            r#"{api="http",code="ok",method="POST /v1/feature-services"}"#,
+            2.0,
+        ),
+        (
+            r#"{api="http",code="ok",method="GET /v1/feature-services/{name}"}"#,
+            1.0,
+        ),
+        (
+            r#"{api="http",code="not_found",method="GET /v1/feature-services/{name}"}"#,
+            1.0,
+        ),
+        (
+            r#"{api="http",code="ok",method="DELETE /v1/feature-services/{name}"}"#,
+            1.0,
+        ),
+        (
+            r#"{api="http",code="ok",method="GET /v1/feature-services"}"#,
+            1.0,
+        ),
+        (
+            r#"{api="http",code="failed_precondition",method="DELETE /v1/feature-sets/{name}"}"#,
+            1.0,
+        ),
+    ] {
+        let sample = format!("featherstore_requests_total{labels}");
+        assert_eq!(metric(&metrics, &sample), count, "{sample}");
+    }
 }
 
 /// One entity row for `fraud_model`: u1 and merchant 7, now.
