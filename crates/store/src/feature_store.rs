@@ -70,8 +70,9 @@ pub struct FeatureStore {
     /// reads (a set updated or deleted, a service created or deleted): a cached plan of an
     /// older generation is resolved again.
     generation: AtomicU64,
-    /// Resolved plans of feature services, by service name and `full_names`.
-    plans: RwLock<HashMap<(String, bool), Arc<OnlinePlan>>>,
+    /// Resolved plans of feature services, by service name, then `full_names` (0 or 1):
+    /// looked up by `&str`, so that a read allocates no key.
+    plans: RwLock<HashMap<String, [Option<Arc<OnlinePlan>>; 2]>>,
     limits: Limits,
     operations: OperationMetrics,
     /// Set by [`close`](FeatureStore::close): ingest is refused from then on.
@@ -403,8 +404,8 @@ impl FeatureStore {
             })?;
             return Ok(Arc::new(plan));
         };
-        let cache_key = (name.clone(), ticket.full_names);
-        if let Some(plan) = self.plans.read().get(&cache_key) {
+        let variant = usize::from(ticket.full_names);
+        if let Some(Some(plan)) = self.plans.read().get(name.as_str()).map(|p| &p[variant]) {
             if plan.generation == generation {
                 return Ok(plan.clone());
             }
@@ -418,7 +419,7 @@ impl FeatureStore {
         )?);
         // A plan resolved while the registry changed carries the older generation: the next
         // read resolves it again.
-        self.plans.write().insert(cache_key, plan.clone());
+        self.plans.write().entry(name.clone()).or_default()[variant] = Some(plan.clone());
         Ok(plan)
     }
 
