@@ -57,3 +57,38 @@ pub(super) fn delete(dir: &Path, name: &str) -> Result<()> {
         Err(e) => Err(Error::io(format!("removing {}", path.display()))(e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(name: &str, features: &[&str]) -> FeatureServiceSpec {
+        FeatureServiceSpec {
+            name: name.into(),
+            features: features.iter().map(|f| f.to_string()).collect(),
+            description: None,
+            tags: Default::default(),
+            created_at: Some("2026-01-01T00:00:00Z".into()),
+        }
+    }
+
+    #[test]
+    fn services_are_files_replaced_whole_and_crash_debris_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(load(dir.path()).unwrap().is_empty(), "no directory yet");
+        save(dir.path(), &service("b", &["s:*"])).unwrap();
+        save(dir.path(), &service("a", &["s:x"])).unwrap();
+        save(dir.path(), &service("a", &["s:y"])).unwrap();
+        let debris = services_dir(dir.path()).join("c.json.tmp");
+        std::fs::write(&debris, b"{\"name\": \"c\", \"feat").unwrap();
+        let loaded = load(dir.path()).unwrap();
+        assert_eq!(loaded, [service("a", &["s:y"]), service("b", &["s:*"])]);
+        assert!(!debris.exists(), "a half-written file is removed at load");
+        delete(dir.path(), "a").unwrap();
+        delete(dir.path(), "a").unwrap();
+        assert_eq!(load(dir.path()).unwrap(), [service("b", &["s:*"])]);
+        std::fs::write(services_dir(dir.path()).join("b.json"), b"{").unwrap();
+        let err = load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("feature service \"b\""), "{err}");
+    }
+}
