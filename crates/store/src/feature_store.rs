@@ -2,9 +2,9 @@
 //! from the index and history from the offline store. Calls that touch storage block; the
 //! server runs them off its async runtime.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,12 +15,14 @@ use featherstore_core::coerce::coerce_batch;
 use featherstore_core::evolution::{self, Change};
 use featherstore_core::time::{format_timestamp, now_micros};
 use featherstore_core::{
-    EntityKeys, FeatureSetSpec, HistoryTicket, OnlineTicket, TrainingDataCommand,
+    EntityKeys, FeatureServiceSpec, FeatureSetSpec, HistoryTicket, MultiOnlineTicket, OnlineTicket,
+    TrainingDataCommand,
 };
 use parking_lot::{Mutex, RwLock};
 use tracing::{debug_span, field, info};
 
 use crate::metrics::{Operation, OperationMetrics};
+use crate::multi_online::OnlinePlan;
 use crate::offline::OfflineStore;
 use crate::online::{MemoryStore, OnlineSet, OnlineStore};
 use crate::query::sql::INGESTED_AT_OUTPUT;
@@ -61,8 +63,16 @@ pub struct FeatureStore {
     /// Where large requests spool to disk (training data entity rows).
     spool_dir: PathBuf,
     sets: RwLock<BTreeMap<String, Arc<FeatureSet>>>,
-    /// Serialises create and delete.
+    /// Serialises create and delete (of sets and services).
     registry: Mutex<()>,
+    services: RwLock<BTreeMap<String, Arc<FeatureServiceSpec>>>,
+    /// Bumped after every change of the registry that can change what a resolved online plan
+    /// reads (a set updated or deleted, a service created or deleted): a cached plan of an
+    /// older generation is resolved again.
+    generation: AtomicU64,
+    /// Resolved plans of feature services, by service name, then `full_names` (0 or 1):
+    /// looked up by `&str`, so that a read allocates no key.
+    plans: RwLock<HashMap<String, [Option<Arc<OnlinePlan>>; 2]>>,
     limits: Limits,
     operations: OperationMetrics,
     /// Set by [`close`](FeatureStore::close): ingest is refused from then on.
@@ -124,12 +134,20 @@ impl FeatureStore {
                 }),
             );
         }
+        let services = offline
+            .load_services()?
+            .into_iter()
+            .map(|service| (service.name.clone(), Arc::new(service)))
+            .collect();
         Ok(FeatureStore {
             offline,
             online,
             spool_dir,
             sets: RwLock::new(sets),
             registry: Mutex::new(()),
+            services: RwLock::new(services),
+            generation: AtomicU64::new(0),
+            plans: RwLock::new(HashMap::new()),
             limits,
             operations,
             closed: AtomicBool::new(false),
@@ -241,6 +259,7 @@ impl FeatureStore {
                 ingest: Mutex::new(false),
             }),
         );
+        self.registry_changed();
         // The old index is not emptied: a reader may still hold the old version, and its
         // values go with the last reference to it.
         Ok((spec, changes))
@@ -272,9 +291,30 @@ impl FeatureStore {
         self.offline.spec_versions(&set.spec)
     }
 
+    /// Deletes a set and all its data; refused (FAILED_PRECONDITION) while a feature service
+    /// reads it.
     pub fn delete(&self, name: &str) -> Result<()> {
         let _registry = self.registry.lock();
         let set = self.get(name)?;
+        let users: Vec<String> = self
+            .services
+            .read()
+            .values()
+            .filter(|service| {
+                service
+                    .set_names()
+                    .is_ok_and(|sets| sets.iter().any(|s| s == name))
+            })
+            .map(|service| format!("{:?}", service.name))
+            .collect();
+        if !users.is_empty() {
+            return Err(DomainError::FailedPrecondition(format!(
+                "feature set {name:?} is used by feature service {}; delete or change {} first",
+                users.join(", "),
+                if users.len() == 1 { "it" } else { "them" }
+            ))
+            .into());
+        }
         let mut deleted = set.ingest.lock();
         {
             let _span = debug_span!("storage.delete_set").entered();
@@ -283,6 +323,7 @@ impl FeatureStore {
         }
         *deleted = true;
         self.sets.write().remove(name);
+        self.registry_changed();
         // After the offline store: a set whose history is gone must not be served online, and
         // a set being deleted stays readable until its deletion is durable.
         set.index.remove()
@@ -350,6 +391,125 @@ impl FeatureStore {
         // Its duration is in the `index_lookup` histogram.
         let _timer = self.operations.start(Operation::IndexLookup);
         set.index.lookup(&keys, &features, now_micros())
+    }
+
+    /// Resolves the features of an online read across sets: a feature service's (its plan is
+    /// cached until the registry changes) or the request's own references.
+    pub fn online_plan(&self, ticket: &MultiOnlineTicket) -> Result<Arc<OnlinePlan>> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let Some(name) = &ticket.feature_service else {
+            let references = ticket.features.as_deref().unwrap_or_default();
+            let plan = OnlinePlan::resolve(references, ticket.full_names, generation, |set| {
+                self.get(set)
+            })?;
+            return Ok(Arc::new(plan));
+        };
+        let variant = usize::from(ticket.full_names);
+        if let Some(Some(plan)) = self.plans.read().get(name.as_str()).map(|p| &p[variant]) {
+            if plan.generation == generation {
+                return Ok(plan.clone());
+            }
+        }
+        let service = self.get_service(name)?;
+        let plan = Arc::new(OnlinePlan::resolve(
+            &service.features,
+            ticket.full_names,
+            generation,
+            |set| self.get(set),
+        )?);
+        // A plan resolved while the registry changed carries the older generation: the next
+        // read resolves it again.
+        self.plans.write().entry(name.clone()).or_default()[variant] = Some(plan.clone());
+        Ok(plan)
+    }
+
+    /// Online values of a read across sets, planned by [`online_plan`](Self::online_plan):
+    /// one row per entity row, in request order.
+    pub fn online_multi(
+        &self,
+        plan: &OnlinePlan,
+        ticket: &MultiOnlineTicket,
+    ) -> Result<RecordBatch> {
+        self.check_entities(ticket.rows()?, "online")?;
+        let keys = plan.keys(&ticket.entities)?;
+        let _timer = self.operations.start(Operation::IndexLookup);
+        plan.read(&keys, ticket.with_timestamps, now_micros())
+    }
+
+    /// Something a resolved online plan depends on changed.
+    fn registry_changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.plans.write().clear();
+    }
+
+    /// Stores a feature service after checking that every set and feature it references
+    /// exists. Returns the stored service and whether it was created: the same definition
+    /// again is a no-op, a different one under an existing name is ALREADY_EXISTS.
+    pub fn create_service(
+        &self,
+        mut service: FeatureServiceSpec,
+    ) -> Result<(Arc<FeatureServiceSpec>, bool)> {
+        service.validate()?;
+        let _registry = self.registry.lock();
+        if let Some(existing) = self.services.read().get(&service.name) {
+            if existing.same_definition(&service) {
+                return Ok((existing.clone(), false));
+            }
+            return Err(DomainError::AlreadyExists(format!(
+                "feature service {:?} already exists with a different definition",
+                service.name
+            ))
+            .into());
+        }
+        // Full names: a service whose short names clash is still readable with them.
+        OnlinePlan::resolve(&service.features, true, 0, |set| self.get(set))?;
+        service.created_at = Some(format_timestamp(now_micros()));
+        let service = Arc::new(service);
+        {
+            let _span = debug_span!("storage.save_service").entered();
+            self.offline.save_service(&service)?;
+        }
+        self.services
+            .write()
+            .insert(service.name.clone(), service.clone());
+        self.registry_changed();
+        Ok((service, true))
+    }
+
+    pub fn get_service(&self, name: &str) -> Result<Arc<FeatureServiceSpec>> {
+        self.services
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| DomainError::no_such_service(name).into())
+    }
+
+    pub fn list_services(&self) -> Vec<Arc<FeatureServiceSpec>> {
+        self.services.read().values().cloned().collect()
+    }
+
+    pub fn delete_service(&self, name: &str) -> Result<()> {
+        let _registry = self.registry.lock();
+        self.get_service(name)?;
+        {
+            let _span = debug_span!("storage.delete_service").entered();
+            self.offline.delete_service(name)?;
+        }
+        self.services.write().remove(name);
+        self.registry_changed();
+        Ok(())
+    }
+
+    /// A training data command with its `feature_service` replaced by the service's
+    /// references (a command naming features is returned as it is).
+    pub fn expand_training(&self, command: TrainingDataCommand) -> Result<TrainingDataCommand> {
+        match &command.feature_service {
+            None => Ok(command),
+            Some(name) => {
+                let service = self.get_service(name)?;
+                Ok(command.with_service_features(service.features.clone()))
+            }
+        }
     }
 
     /// Refuses a request naming more entities than `max_online_entities` (a history ticket's
@@ -434,11 +594,19 @@ impl FeatureStore {
     }
 
     /// Checks a training data command against the stored sets and the entity rows' schema.
+    /// A command naming a feature service reads the service's features.
     pub fn plan_training(
         &self,
         command: &TrainingDataCommand,
         input_schema: SchemaRef,
     ) -> Result<TrainingPlan> {
+        let expanded;
+        let command = if command.feature_service.is_some() {
+            expanded = self.expand_training(command.clone())?;
+            &expanded
+        } else {
+            command
+        };
         let sets = command
             .set_names()?
             .iter()

@@ -3,12 +3,12 @@
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Extension, Path, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Json;
 use http::{HeaderMap, StatusCode};
 use serde_json::Value;
 
-use super::{arrow_ipc, read_body, sends_arrow};
+use super::{arrow_ipc, read_body, sends_arrow, stored};
 use crate::auth::Access;
 use crate::error::ApiResult;
 use crate::service::{blocking, AppState};
@@ -28,12 +28,7 @@ pub(super) async fn create(
 ) -> ApiResult<Response> {
     let body = read_body(&state, body).await?;
     let (spec, created) = state.create_set(&access, &body).await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Json(spec)).into_response())
+    Ok(stored(created, spec))
 }
 
 pub(super) async fn describe(
