@@ -367,11 +367,16 @@ impl Suite {
                         wrap(Bytes::from(ticket.to_string()))
                     })
                     .collect();
-                (calls, format!("{protocol} feature service read over 3 sets, 1 entity row"))
+                (
+                    calls,
+                    format!("{protocol} feature service read over 3 sets, 1 entity row"),
+                )
             } else {
                 let calls = keys
                     .iter()
-                    .map(|k| Call::Many(SETS.iter().map(|set| wrap(online_ticket(set, k))).collect()))
+                    .map(|k| {
+                        Call::Many(SETS.iter().map(|set| wrap(online_ticket(set, k))).collect())
+                    })
                     .collect();
                 (
                     calls,
@@ -446,12 +451,14 @@ impl Suite {
                     entities,
                 )
                 .await?;
-                let ingest_rate =
-                    (rows.load(Ordering::Relaxed) - rows_before) as f64 / started.elapsed().as_secs_f64();
+                let ingest_rate = (rows.load(Ordering::Relaxed) - rows_before) as f64
+                    / started.elapsed().as_secs_f64();
                 stop.store(true, Ordering::Relaxed);
                 writer.await??;
                 if let Some(record) = self.records.last_mut() {
-                    record.figures.insert("ingest_rows_per_s".into(), ingest_rate);
+                    record
+                        .figures
+                        .insert("ingest_rows_per_s".into(), ingest_rate);
                 }
             }
         }
@@ -580,10 +587,18 @@ impl Suite {
             eprintln!("startup: skipped (the suite did not start the server)");
             return Ok(());
         };
-        let keys: Vec<i64> = (0..100).map(|k| k * (self.profile.entities as i64 / 100)).collect();
+        let keys: Vec<i64> = (0..100)
+            .map(|k| k * (self.profile.entities as i64 / 100))
+            .collect();
         let request = || OnlineRequest::new("train", Entities::ints(keys.clone()));
         let expected = self.target.client().await?.online(request()).await?;
-        let stored_rows = self.profile.training_feature_rows.iter().max().copied().unwrap_or(0)
+        let stored_rows = self
+            .profile
+            .training_feature_rows
+            .iter()
+            .max()
+            .copied()
+            .unwrap_or(0)
             + self.profile.ingest_rows
             + SETS.len() * self.profile.entities as usize;
         child.stop()?;
@@ -645,8 +660,7 @@ impl Suite {
         )
         .ok_or_else(|| BenchError::Check {
             case: "memory".into(),
-            message: "no featherstore_online_index_memory_bytes for bench_index in /metrics"
-                .into(),
+            message: "no featherstore_online_index_memory_bytes for bench_index in /metrics".into(),
         })?;
         let raw = entities as f64 * (8.0 + 4.0 * features as f64 + 8.0);
         let per_million = 1e6 / entities as f64;
@@ -672,7 +686,11 @@ impl Suite {
     }
 }
 
-async fn http_post(target: &Target, path: &str, body: Bytes) -> Result<serde_json::Value, BenchError> {
+async fn http_post(
+    target: &Target,
+    path: &str,
+    body: Bytes,
+) -> Result<serde_json::Value, BenchError> {
     let answer = load::probe_http(target, path, body).await?;
     Ok(serde_json::from_slice(&answer)?)
 }

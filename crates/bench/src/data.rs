@@ -3,9 +3,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, Float32Array, Int64Array, RecordBatch, TimestampMicrosecondArray,
-};
+use arrow::array::{ArrayRef, Float32Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use featherstore_client::{Client, FeatureSetSpec};
 

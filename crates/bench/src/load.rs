@@ -193,17 +193,16 @@ async fn send(
             let mut http = connections.http.iter_mut();
             let mut pending = Vec::with_capacity(parts.len());
             for part in parts {
-                let future: futures::future::BoxFuture<'_, Result<usize, BenchError>> = match part
-                {
+                let future: futures::future::BoxFuture<'_, Result<usize, BenchError>> = match part {
                     Call::Flight(ticket) => {
                         let client = flight.next().ok_or(BenchError::Connections)?;
                         Box::pin(flight_get(client, ticket))
                     }
                     Call::Http(call) => {
                         let connection = http.next().ok_or(BenchError::Connections)?;
-                        Box::pin(async move {
-                            http_send(connection, target, call).await.map(|_| 0)
-                        })
+                        Box::pin(
+                            async move { http_send(connection, target, call).await.map(|_| 0) },
+                        )
                     }
                     Call::Many(_) => return Err(BenchError::Connections),
                 };
@@ -221,7 +220,9 @@ async fn send(
 pub enum Mode {
     Closed,
     /// Requests per second over all workers.
-    Open { rate: f64 },
+    Open {
+        rate: f64,
+    },
 }
 
 /// Latency figures of one case, milliseconds.
@@ -323,7 +324,9 @@ pub async fn run(
     let mut first_error = None;
     for task in tasks {
         let result = task.await?;
-        histogram.add(&result.histogram).expect("same histogram bounds");
+        histogram
+            .add(&result.histogram)
+            .expect("same histogram bounds");
         errors += result.errors;
         first_error = first_error.or(result.first_error);
     }
@@ -353,5 +356,10 @@ pub async fn probe(target: &Target, call: &Call) -> Result<usize, BenchError> {
 /// 200).
 pub async fn probe_http(target: &Target, path: &str, body: Bytes) -> Result<Bytes, BenchError> {
     let mut connection = target.http_connection().await?;
-    http_send(&mut connection, target, &HttpCall::PostJson(path.into(), body)).await
+    http_send(
+        &mut connection,
+        target,
+        &HttpCall::PostJson(path.into(), body),
+    )
+    .await
 }

@@ -172,7 +172,9 @@ pub fn budget(records: &[Record], profile: &Profile) -> Vec<BudgetLine> {
         let three = find(records, &format!("service.{protocol}.three_sets"));
         let what = three.map_or("3-set read".into(), |r| r.label.clone());
         lines.push(line(
-            &format!("{protocol}: a 3-set service read of 1 entity row: p50 within 1.5x of a 1-set read"),
+            &format!(
+                "{protocol}: a 3-set service read of 1 entity row: p50 within 1.5x of a 1-set read"
+            ),
             format!("p50 of {what} / p50 of one 1-set read"),
             one.zip(three.and_then(|r| r.latency.as_ref()))
                 .map(|(one, three)| three.p50_ms / one.p50_ms),
@@ -263,7 +265,15 @@ fn ms(value: f64) -> String {
 pub fn print(records: &[Record], budget: &[BudgetLine]) {
     println!(
         "{:<34} {:>5} {:>9} {:>9} {:>9} {:>9} {:>10} {:>12} {:>6}",
-        "case", "conc", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "requests/s", "entities/s", "errors"
+        "case",
+        "conc",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "max ms",
+        "requests/s",
+        "entities/s",
+        "errors"
     );
     for record in records {
         if let Some(l) = &record.latency {

@@ -27,7 +27,14 @@ impl ServeCommand {
     pub fn spawn(&self) -> Result<ChildServer, BenchError> {
         let mut child = Command::new(&self.bin)
             .args(["serve", "--host", "127.0.0.1", "--backend", &self.backend])
-            .args(["--http-port", "0", "--flight-port", "0", "--metrics-port", "0"])
+            .args([
+                "--http-port",
+                "0",
+                "--flight-port",
+                "0",
+                "--metrics-port",
+                "0",
+            ])
             .arg("--data-dir")
             .arg(&self.data_dir)
             .env("RUST_LOG", "warn")
@@ -49,7 +56,9 @@ impl ServeCommand {
             // Keep reading so the child never blocks on a full pipe.
             let _ = std::io::copy(&mut reader, &mut std::io::sink());
         });
-        let line = receiver.recv_timeout(self.startup_timeout).unwrap_or_default();
+        let line = receiver
+            .recv_timeout(self.startup_timeout)
+            .unwrap_or_default();
         let ready: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
         if ready["event"] != "ready" {
             let _ = child.kill();
