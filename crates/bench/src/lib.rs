@@ -124,24 +124,34 @@ pub struct Profile {
     pub skip: Vec<String>,
 }
 
+/// The quick profile's size, or the full one.
+fn pick<T>(quick: bool, full: T, small: T) -> T {
+    if quick {
+        small
+    } else {
+        full
+    }
+}
+
 impl Profile {
     fn from_args(args: &Args) -> Self {
         let quick = args.quick;
-        let pick = |full, small| if quick { small } else { full };
         Profile {
             quick,
             backend: args.backend.clone(),
-            entities: args.entities.unwrap_or(pick(100_000, 5_000)),
+            entities: args.entities.unwrap_or(pick(quick, 100_000, 5_000)),
             features: args.features,
-            duration_s: args.duration.unwrap_or(pick(2.0, 0.1)),
+            duration_s: args.duration.unwrap_or(pick(quick, 2.0, 0.1)),
             open_rate: args.rate,
-            ingest_rows: args.ingest_rows.unwrap_or(pick(1 << 20, 1 << 17)),
-            training_rows: args.training_rows.unwrap_or(pick(1_000_000, 20_000)),
+            ingest_rows: args.ingest_rows.unwrap_or(pick(quick, 1 << 20, 1 << 17)),
+            training_rows: args.training_rows.unwrap_or(pick(quick, 1_000_000, 20_000)),
             training_feature_rows: args
                 .training_feature_rows
                 .clone()
-                .unwrap_or_else(|| pick(vec![1_000_000, 10_000_000], vec![20_000, 40_000])),
-            index_entities: args.index_entities.unwrap_or(pick(1_000_000, 20_000)),
+                .unwrap_or_else(|| pick(quick, vec![1_000_000, 10_000_000], vec![20_000, 40_000])),
+            index_entities: args
+                .index_entities
+                .unwrap_or(pick(quick, 1_000_000, 20_000)),
             skip: args.skip.clone(),
         }
     }
