@@ -811,8 +811,14 @@ mod tests {
 
     #[test]
     fn direct_rows_continue_a_streamed_body() {
-        let batch =
-            rows_to_batch(&spec(), &rows(json!([{"id": "a", "n": 1}, {"id": "b"}]))).unwrap();
+        let batch = rows_to_batch(
+            &spec(),
+            &rows(json!([
+                {"id": "a", "n": 1, "event_timestamp": "2026-01-01T00:00:00Z"},
+                {"id": "b", "event_timestamp": "2026-01-01T00:00:01Z"}
+            ])),
+        )
+        .unwrap();
         let mut out = Vec::new();
         let mut first = true;
         write_rows(&batch, &mut out, &mut first).unwrap();
