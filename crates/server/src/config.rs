@@ -17,6 +17,64 @@ pub struct Config {
     pub logging: LoggingConfig,
     pub tracing: TracingConfig,
     pub auth: AuthConfig,
+    pub online: OnlineConfig,
+}
+
+/// Where the online values live (docs/configuration.md, docs/deployment.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnlineBackend {
+    /// In this process's memory, rebuilt from the offline store at start (the default).
+    #[default]
+    Memory,
+    /// In a Redis or Redis Cluster shared by every server configured with it.
+    Redis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct OnlineConfig {
+    pub backend: OnlineBackend,
+    pub redis: RedisConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]`.
+    pub url: String,
+    /// The URL is one seed node of a Redis Cluster.
+    pub cluster: bool,
+    pub key_prefix: String,
+    /// Multiplexed connections to Redis (to each node of a cluster).
+    pub pool_size: usize,
+    /// An online read or ingest waits this long for Redis, then fails as UNAVAILABLE / 503.
+    pub timeout_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        let defaults = featherstore_store::online::RedisConfig::default();
+        RedisConfig {
+            url: defaults.url,
+            cluster: defaults.cluster,
+            key_prefix: defaults.key_prefix,
+            pool_size: defaults.pool_size,
+            timeout_ms: defaults.timeout_ms,
+        }
+    }
+}
+
+impl RedisConfig {
+    pub fn to_store(&self) -> featherstore_store::online::RedisConfig {
+        featherstore_store::online::RedisConfig {
+            url: self.url.clone(),
+            cluster: self.cluster,
+            key_prefix: self.key_prefix.clone(),
+            pool_size: self.pool_size,
+            timeout_ms: self.timeout_ms,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -348,6 +406,8 @@ pub struct Overrides {
     pub http_port: Option<u16>,
     pub flight_port: Option<u16>,
     pub metrics_port: Option<u16>,
+    /// `--online redis://...`: the Redis online backend at this URL.
+    pub online_url: Option<String>,
 }
 
 impl Config {
@@ -393,6 +453,10 @@ impl Config {
         }
         if let Some(port) = o.metrics_port {
             self.metrics.prometheus_port = port;
+        }
+        if let Some(url) = &o.online_url {
+            self.online.backend = OnlineBackend::Redis;
+            self.online.redis.url = url.clone();
         }
     }
 

@@ -318,7 +318,18 @@ async fn start_serving(config: &Config) -> Result<RunningServer, StartError> {
     let store = tokio::task::spawn_blocking(move || {
         let offline = open_offline(&open_config)?;
         let spool_dir = open_config.data_dir().join("tmp");
-        Ok::<_, StartError>(FeatureStore::open(offline, limits, spool_dir)?)
+        let online: Box<dyn featherstore_store::online::OnlineStore> =
+            match open_config.online.backend {
+                config::OnlineBackend::Memory => Box::new(featherstore_store::online::MemoryStore),
+                config::OnlineBackend::Redis => Box::new(
+                    featherstore_store::online::RedisStore::connect(
+                        open_config.online.redis.to_store(),
+                    )?,
+                ),
+            };
+        Ok::<_, StartError>(FeatureStore::open_with(
+            offline, online, limits, spool_dir,
+        )?)
     })
     .await
     .map_err(|e| StartError::Config(format!("storage startup task failed: {e}")))??;

@@ -244,12 +244,19 @@ fn record_count(span: &Span, field: &str, n: usize) {
 }
 
 impl AppState {
-    /// Online values for an online ticket, from memory only.
-    pub(crate) fn online(&self, ticket: &OnlineTicket) -> ApiResult<RecordBatch> {
+    /// Online values for an online ticket: from memory on the request's task, or from a
+    /// remote online store (Redis) on the blocking pool, so that a slow Redis holds no
+    /// runtime worker (the store bounds each wait by its timeout).
+    pub(crate) async fn online(&self, ticket: &OnlineTicket) -> ApiResult<RecordBatch> {
         let span = Span::current();
         span.record("feature_set", ticket.feature_set.as_str());
         record_count(&span, "entities", ticket.entities.len());
-        let batch = self.store.online(ticket)?;
+        let batch = if self.store.online_is_remote() {
+            let (store, ticket) = (self.store.clone(), ticket.clone());
+            blocking(move || Ok(store.online(&ticket)?)).await?
+        } else {
+            self.store.online(ticket)?
+        };
         record_count(&span, "rows", batch.num_rows());
         Ok(batch)
     }

@@ -26,7 +26,7 @@ pub(super) async fn do_get(
     })?;
     let batches = match request {
         Request::Online(ticket) => {
-            let batch = state.online(&ticket)?;
+            let batch = state.online(&ticket).await?;
             encode(
                 batch.schema(),
                 futures::stream::once(async { Ok(batch) }).boxed(),

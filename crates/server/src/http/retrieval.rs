@@ -34,7 +34,7 @@ pub(super) async fn online(
     let body = read_body(&state, body).await?;
     let ticket = OnlineTicket::from_json(&body)?;
     access.require_set(&ticket.feature_set)?;
-    let batch = state.online(&ticket)?;
+    let batch = state.online(&ticket).await?;
     let (encoding, content_type) = Encoding::negotiate(&headers, &batch.schema())?;
     Ok(streamed(content_type, Body::from(encoding.whole(&batch)?)))
 }

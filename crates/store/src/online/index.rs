@@ -96,6 +96,10 @@ impl OnlineStore for MemoryStore {
     fn open_set(&self, spec: Arc<FeatureSetSpec>) -> Result<Box<dyn OnlineSet>> {
         Ok(Box::new(OnlineIndex::new(spec)))
     }
+
+    fn name(&self) -> &'static str {
+        "memory"
+    }
 }
 
 /// The online values of one feature set, in memory.

@@ -15,6 +15,39 @@ pub trait OnlineStore: Send + Sync {
     /// The online values of `spec`'s set: empty for a set just created, or what the backend
     /// already holds for it.
     fn open_set(&self, spec: Arc<FeatureSetSpec>) -> Result<Box<dyn OnlineSet>>;
+
+    /// The backend's name, as `/health` and the logs report it.
+    fn name(&self) -> &'static str;
+
+    /// Whether the backend can serve now (a remote one answers within its timeout).
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// The registry shared by every server of this backend, if its values outlive this
+    /// process and are shared with other servers: then the values are never rebuilt from
+    /// this server's offline store on their own (at start or at an update), since they hold
+    /// what every server ingested.
+    fn shared_registry(&self) -> Option<&dyn SharedRegistry> {
+        None
+    }
+}
+
+/// The feature set registry of a shared online backend: what sets exist, for every server.
+pub trait SharedRegistry: Send + Sync {
+    /// Publishes a new set (`update` false) or a new version of one. Returns `None` when
+    /// published, or the spec that holds the name (a set created elsewhere, or a version as
+    /// new or newer) when refused.
+    fn publish(&self, spec: &FeatureSetSpec, update: bool) -> Result<Option<FeatureSetSpec>>;
+
+    /// Removes a deleted set.
+    fn unpublish(&self, name: &str) -> Result<()>;
+
+    /// A counter that changes at every publish and unpublish: cheap to poll.
+    fn version(&self) -> Result<u64>;
+
+    /// Every published spec.
+    fn specs(&self) -> Result<Vec<FeatureSetSpec>>;
 }
 
 /// The online values of one feature set. Every backend keeps these rules:
