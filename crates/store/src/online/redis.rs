@@ -624,8 +624,12 @@ impl OnlineSet for RedisSet {
             return Ok(());
         }
         let stamp = self.shared.stamp();
-        // Redis expiry only reclaims memory: a key goes a day after it stopped being visible.
+        // Redis expiry only reclaims memory: a key goes a day after it stopped being visible
+        // to a reader at the current time, and never before it was written plus the TTL (a
+        // reader's `now` is the wall clock; this keeps backfilled rows for a reader at any
+        // `now` up to then).
         let expiry_ms = self.spec.ttl_micros().map(|ttl| ttl / 1000 + 86_400_000);
+        let written_ms = now_micros() / 1000;
         let mut created = 0i64;
         let mut value = Vec::new();
         for start in (0..batch.rows).step_by(ROWS_PER_ROUND_TRIP) {
@@ -638,8 +642,9 @@ impl OnlineSet for RedisSet {
                     for (source, feature) in batch.sources.iter().zip(&self.spec.features) {
                         source.encode(feature.feature_type, row, &mut value);
                     }
-                    let expire_at =
-                        expiry_ms.map_or(0, |e| (event_time / 1000).saturating_add(e).max(1));
+                    let expire_at = expiry_ms.map_or(0, |e| {
+                        (event_time / 1000).max(written_ms).saturating_add(e).max(1)
+                    });
                     let mut cmd = redis::cmd("EVALSHA");
                     cmd.arg(self.shared.apply_row.get_hash())
                         .arg(1)
