@@ -185,11 +185,21 @@ impl FeatureStore {
         let Some(shared) = self.online.shared_registry() else {
             return Ok(());
         };
-        let version = shared.version()?;
-        if *self.registry_seen.lock() == Some(version) {
+        let mut version = shared.version()?;
+        if version.is_some() && *self.registry_seen.lock() == version {
             return Ok(());
         }
         let _registry = self.registry.lock();
+        if version.is_none() {
+            // The backend lost the registry (Redis restarted without its data): a missing set
+            // is not a deleted one. This server's sets are published again; their values
+            // come back with `featherstore online rebuild`.
+            tracing::warn!("the shared registry is gone; publishing this server's sets again");
+            for set in self.list() {
+                shared.publish(&set.spec, false)?;
+            }
+            version = shared.version()?;
+        }
         let specs = shared.specs()?;
         for spec in &specs {
             match self.get(&spec.name) {
@@ -209,7 +219,7 @@ impl FeatureStore {
                 self.sets.write().remove(&set.spec.name);
             }
         }
-        *self.registry_seen.lock() = Some(version);
+        *self.registry_seen.lock() = version;
         Ok(())
     }
 

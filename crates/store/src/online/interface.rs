@@ -43,8 +43,9 @@ pub trait SharedRegistry: Send + Sync {
     /// Removes a deleted set.
     fn unpublish(&self, name: &str) -> Result<()>;
 
-    /// A counter that changes at every publish and unpublish: cheap to poll.
-    fn version(&self) -> Result<u64>;
+    /// A counter that changes at every publish and unpublish: cheap to poll. `None` when the
+    /// registry is gone altogether (the backend lost its data).
+    fn version(&self) -> Result<Option<u64>>;
 
     /// Every published spec.
     fn specs(&self) -> Result<Vec<FeatureSetSpec>>;

@@ -149,7 +149,9 @@ impl Connection {
 /// What every set of one [`RedisStore`] shares: the connections, the runtime they run on,
 /// and the scripts.
 struct Shared {
-    runtime: tokio::runtime::Runtime,
+    /// `None` only while dropped: see the `Drop` impl.
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
     connections: Vec<Connection>,
     next: AtomicUsize,
     config: RedisConfig,
@@ -187,7 +189,7 @@ impl Shared {
         let started = Instant::now();
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let future = work(self.connection());
-        self.runtime.spawn(async move {
+        self.handle.spawn(async move {
             let outcome = tokio::time::timeout(timeout, future).await;
             let _ = tx.send(outcome);
         });
@@ -250,6 +252,16 @@ impl Shared {
     }
 }
 
+impl Drop for Shared {
+    /// The store may go with the last reference on a runtime worker (a server dropped in a
+    /// test, say), where a runtime cannot wait for its own threads: they are left to stop.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 /// The Redis backend (see the module docs).
 pub struct RedisStore {
     shared: Arc<Shared>,
@@ -274,7 +286,8 @@ impl RedisStore {
                 })?
         })?;
         let shared = Shared {
-            runtime,
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
             connections,
             next: AtomicUsize::new(0),
             timeout,
@@ -500,12 +513,11 @@ impl SharedRegistry for RedisStore {
         })
     }
 
-    fn version(&self) -> Result<u64> {
+    fn version(&self) -> Result<Option<u64>> {
         let (_, version) = self.registry_keys();
         let cmd = redis::cmd("GET").arg(version).clone();
-        self.shared.call(move |mut c| async move {
-            Ok(parse::<Option<u64>>(c.query(&cmd).await?)?.unwrap_or(0))
-        })
+        self.shared
+            .call(move |mut c| async move { parse(c.query(&cmd).await?) })
     }
 
     fn specs(&self) -> Result<Vec<FeatureSetSpec>> {
