@@ -101,7 +101,8 @@ impl Operation {
                 "/v1/feature-sets" | "/v1/feature-sets/{name}" | "/v1/feature-sets/{name}/versions",
             ) => Operation::Describe,
             ("POST", "/v1/feature-sets")
-            | ("DELETE" | "PUT" | "PATCH", "/v1/feature-sets/{name}") => Operation::Manage,
+            | ("DELETE" | "PUT" | "PATCH", "/v1/feature-sets/{name}")
+            | ("POST", "/v1/feature-sets/{name}/online/rebuild") => Operation::Manage,
             ("POST", "/v1/feature-sets/{name}/rows") => Operation::Ingest,
             ("POST", "/v1/online" | "/v1/history" | "/v1/training-data") => Operation::ReadData,
             _ => Operation::Discover,

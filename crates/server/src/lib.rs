@@ -344,15 +344,13 @@ async fn start_serving(config: &Config) -> Result<RunningServer, StartError> {
         let online: Box<dyn featherstore_store::online::OnlineStore> =
             match open_config.online.backend {
                 config::OnlineBackend::Memory => Box::new(featherstore_store::online::MemoryStore),
-                config::OnlineBackend::Redis => Box::new(
-                    featherstore_store::online::RedisStore::connect(
+                config::OnlineBackend::Redis => {
+                    Box::new(featherstore_store::online::RedisStore::connect(
                         open_config.online.redis.to_store(),
-                    )?,
-                ),
+                    )?)
+                }
             };
-        Ok::<_, StartError>(FeatureStore::open_with(
-            offline, online, limits, spool_dir,
-        )?)
+        Ok::<_, StartError>(FeatureStore::open_with(offline, online, limits, spool_dir)?)
     })
     .await
     .map_err(|e| StartError::Config(format!("storage startup task failed: {e}")))??;

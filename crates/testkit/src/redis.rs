@@ -128,7 +128,10 @@ impl Redis {
     /// Kills node `i` (SIGKILL): its data is gone (no persistence), its port closed.
     pub fn stop_node(&mut self, i: usize) {
         let node = &mut self.nodes[i];
-        for child in [node.server.take(), node.watchdog.take()].into_iter().flatten() {
+        for child in [node.server.take(), node.watchdog.take()]
+            .into_iter()
+            .flatten()
+        {
             let mut child = child;
             let _ = child.kill();
             let _ = child.wait();

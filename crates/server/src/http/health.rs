@@ -64,7 +64,11 @@ pub(super) async fn health(State(state): State<AppState>) -> Response {
                         ),
                     })
                 }));
-                online["state"] = json!(if online_check.is_ok() { "ok" } else { "unavailable" });
+                online["state"] = json!(if online_check.is_ok() {
+                    "ok"
+                } else {
+                    "unavailable"
+                });
                 if let Err(e) = online_check {
                     stalled.push(json!({"component": "online_store", "reason": e.to_string()}));
                 }

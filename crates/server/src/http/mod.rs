@@ -52,6 +52,10 @@ pub(crate) fn router(state: AppState, authenticator: Option<Arc<Authenticator>>)
             get(feature_sets::versions),
         )
         .route("/v1/feature-sets/{name}/rows", post(feature_sets::ingest))
+        .route(
+            "/v1/feature-sets/{name}/online/rebuild",
+            post(feature_sets::rebuild_online),
+        )
         .route("/v1/online", post(retrieval::online))
         .route("/v1/history", post(retrieval::history))
         .route("/v1/training-data", post(retrieval::training_data))

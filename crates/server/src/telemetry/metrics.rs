@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use arrow::array::{Array, RecordBatch};
 use featherstore_core::time::{now_micros, MICROS_PER_SECOND};
-use featherstore_store::metrics::{
-    HistogramSnapshot, Operation, DURATION_BUCKETS, PARQUET, REDIS,
-};
+use featherstore_store::metrics::{HistogramSnapshot, Operation, DURATION_BUCKETS, PARQUET, REDIS};
 use featherstore_store::FeatureStore;
 use prometheus::core::{Collector, Desc};
 

@@ -361,11 +361,13 @@ impl Source<'_> {
                 }
                 _ => out.push(0),
             },
-            Source::Bool(values) => out.push(match values.is_valid(row).then(|| values.value(row)) {
-                None => 0,
-                Some(false) => 1,
-                Some(true) => 2,
-            }),
+            Source::Bool(values) => {
+                out.push(match values.is_valid(row).then(|| values.value(row)) {
+                    None => 0,
+                    Some(false) => 1,
+                    Some(true) => 2,
+                })
+            }
             source @ Source::Bytes { .. } => match bytes_of(source, row) {
                 None => out.push(0),
                 Some(value) => {
@@ -394,7 +396,14 @@ impl Gather {
         let tag = *take(input, 1)?.first()?;
         match (self, tag) {
             (gather, 0) => gather.push(None),
-            (Gather::Fixed { width, bytes, valid }, 1) => {
+            (
+                Gather::Fixed {
+                    width,
+                    bytes,
+                    valid,
+                },
+                1,
+            ) => {
                 bytes.extend_from_slice(take(input, *width)?);
                 valid.push(true);
             }

@@ -368,8 +368,12 @@ async fn unlink_matching(c: &mut Connection, pattern: &str) -> redis::RedisResul
             };
             let (next, keys): (u64, Vec<Vec<u8>>) = parse(reply)?;
             if !keys.is_empty() {
-                c.all(keys.iter().map(|k| redis::cmd("UNLINK").arg(k).clone()).collect())
-                    .await?;
+                c.all(
+                    keys.iter()
+                        .map(|k| redis::cmd("UNLINK").arg(k).clone())
+                        .collect(),
+                )
+                .await?;
             }
             if next == 0 {
                 break;
@@ -523,9 +527,9 @@ impl SharedRegistry for RedisStore {
     fn specs(&self) -> Result<Vec<FeatureSetSpec>> {
         let (registry, _) = self.registry_keys();
         let cmd = redis::cmd("HVALS").arg(registry).clone();
-        let specs: Vec<Vec<u8>> = self.shared.call(move |mut c| async move {
-            parse(c.query(&cmd).await?)
-        })?;
+        let specs: Vec<Vec<u8>> = self
+            .shared
+            .call(move |mut c| async move { parse(c.query(&cmd).await?) })?;
         specs
             .iter()
             .map(|json| Ok(FeatureSetSpec::from_json(json)?))
@@ -552,7 +556,10 @@ impl RedisSet {
 
     fn keys_of(&self, keys: &EntityKeys) -> Vec<String> {
         match keys {
-            EntityKeys::String(keys) => keys.iter().map(|k| self.value_key(&string_tag(k))).collect(),
+            EntityKeys::String(keys) => keys
+                .iter()
+                .map(|k| self.value_key(&string_tag(k)))
+                .collect(),
             EntityKeys::Int64(keys) => keys
                 .iter()
                 .map(|k| self.value_key(&format!("i{k}")))
@@ -567,9 +574,9 @@ impl RedisSet {
             .arg("entities")
             .arg("latest")
             .clone();
-        let read: Result<(Option<i64>, Option<i64>)> = self.shared.call(move |mut c| async move {
-            parse(c.query(&cmd).await?)
-        });
+        let read: Result<(Option<i64>, Option<i64>)> = self
+            .shared
+            .call(move |mut c| async move { parse(c.query(&cmd).await?) });
         if let Ok((entities, latest)) = read {
             self.entities.store(
                 usize::try_from(entities.unwrap_or(0)).unwrap_or(0),
@@ -669,13 +676,7 @@ impl OnlineSet for RedisSet {
                 .collect();
             let answers: Vec<i64> = self.shared.call_scripts(|mut c| {
                 let cmds = cmds.clone();
-                async move {
-                    c.all(cmds)
-                        .await?
-                        .into_iter()
-                        .map(parse)
-                        .collect()
-                }
+                async move { c.all(cmds).await?.into_iter().map(parse).collect() }
             })?;
             created += answers.iter().filter(|&&a| a == 2).count() as i64;
         }
@@ -686,11 +687,10 @@ impl OnlineSet for RedisSet {
             .arg(&self.meta_key)
             .arg(created)
             .arg(latest);
-        self.shared
-            .call_scripts(|mut c| {
-                let meta = meta.clone();
-                async move { c.query(&meta).await.map(drop) }
-            })?;
+        self.shared.call_scripts(|mut c| {
+            let meta = meta.clone();
+            async move { c.query(&meta).await.map(drop) }
+        })?;
         self.entities
             .fetch_add(usize::try_from(created).unwrap_or(0), Ordering::Relaxed);
         self.latest.fetch_max(latest, Ordering::Relaxed);
@@ -707,11 +707,7 @@ impl OnlineSet for RedisSet {
             Vec::new()
         } else {
             self.shared.call(move |mut c| async move {
-                c.all(cmds)
-                    .await?
-                    .into_iter()
-                    .map(parse)
-                    .collect()
+                c.all(cmds).await?.into_iter().map(parse).collect()
             })?
         };
         let cutoff = self.spec.ttl_micros().map(|ttl| now.saturating_sub(ttl));
@@ -722,7 +718,9 @@ impl OnlineSet for RedisSet {
         let mut timestamps = Vec::with_capacity(keys.len());
         for value in &values {
             match value {
-                Some(value) => self.decode(value, cutoff, features, &mut gathers, &mut timestamps)?,
+                Some(value) => {
+                    self.decode(value, cutoff, features, &mut gathers, &mut timestamps)?
+                }
                 None => {
                     timestamps.push(None);
                     gathers.iter_mut().for_each(|g| g.push(None));
