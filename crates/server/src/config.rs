@@ -38,44 +38,8 @@ pub struct OnlineConfig {
     pub redis: RedisConfig,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RedisConfig {
-    /// `redis://[user:password@]host:port[/db]`.
-    pub url: String,
-    /// The URL is one seed node of a Redis Cluster.
-    pub cluster: bool,
-    pub key_prefix: String,
-    /// Multiplexed connections to Redis (to each node of a cluster).
-    pub pool_size: usize,
-    /// An online read or ingest waits this long for Redis, then fails as UNAVAILABLE / 503.
-    pub timeout_ms: u64,
-}
-
-impl Default for RedisConfig {
-    fn default() -> Self {
-        let defaults = featherstore_store::online::RedisConfig::default();
-        RedisConfig {
-            url: defaults.url,
-            cluster: defaults.cluster,
-            key_prefix: defaults.key_prefix,
-            pool_size: defaults.pool_size,
-            timeout_ms: defaults.timeout_ms,
-        }
-    }
-}
-
-impl RedisConfig {
-    pub fn to_store(&self) -> featherstore_store::online::RedisConfig {
-        featherstore_store::online::RedisConfig {
-            url: self.url.clone(),
-            cluster: self.cluster,
-            key_prefix: self.key_prefix.clone(),
-            pool_size: self.pool_size,
-            timeout_ms: self.timeout_ms,
-        }
-    }
-}
+/// `online.redis`: url, cluster, key_prefix, pool_size, timeout_ms.
+pub use featherstore_store::online::RedisConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -655,5 +619,36 @@ mod tests {
             .expect("docs/configuration.md starts with the YAML of every setting");
         let documented: Config = Figment::from(Yaml::string(yaml)).extract().unwrap();
         assert_eq!(documented.storage.parquet, ParquetConfig::default());
+        assert_eq!(documented.online, OnlineConfig::default());
+    }
+
+    #[test]
+    fn online_section_from_file_env_and_flag() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.yaml",
+                "online:\n  redis:\n    cluster: true\n    key_prefix: team\n",
+            )?;
+            jail.set_env("FEATHERSTORE_ONLINE__REDIS__TIMEOUT_MS", "50");
+            let flags = Overrides {
+                online_url: Some("redis://10.0.0.1:7000".into()),
+                ..Overrides::default()
+            };
+            let config = Config::load(Some(Path::new("c.yaml")), &flags)?;
+            assert_eq!(config.online.backend, OnlineBackend::Redis);
+            assert_eq!(
+                config.online.redis,
+                RedisConfig {
+                    url: "redis://10.0.0.1:7000".into(),
+                    cluster: true,
+                    key_prefix: "team".into(),
+                    pool_size: 4,
+                    timeout_ms: 50,
+                }
+            );
+            let memory = Config::load(None, &Overrides::default())?;
+            assert_eq!(memory.online.backend, OnlineBackend::Memory);
+            Ok(())
+        });
     }
 }

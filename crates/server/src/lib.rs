@@ -341,15 +341,15 @@ async fn start_serving(config: &Config) -> Result<RunningServer, StartError> {
     let store = tokio::task::spawn_blocking(move || {
         let offline = open_offline(&open_config)?;
         let spool_dir = open_config.data_dir().join("tmp");
-        let online: Box<dyn featherstore_store::online::OnlineStore> =
-            match open_config.online.backend {
-                config::OnlineBackend::Memory => Box::new(featherstore_store::online::MemoryStore),
-                config::OnlineBackend::Redis => {
-                    Box::new(featherstore_store::online::RedisStore::connect(
-                        open_config.online.redis.to_store(),
-                    )?)
-                }
-            };
+        let online: Box<dyn featherstore_store::online::OnlineStore> = match open_config
+            .online
+            .backend
+        {
+            config::OnlineBackend::Memory => Box::new(featherstore_store::online::MemoryStore),
+            config::OnlineBackend::Redis => Box::new(
+                featherstore_store::online::RedisStore::connect(open_config.online.redis.clone())?,
+            ),
+        };
         Ok::<_, StartError>(FeatureStore::open_with(offline, online, limits, spool_dir)?)
     })
     .await

@@ -243,12 +243,8 @@ impl FeatureStore {
         Ok(rows)
     }
 
-    /// Stores a set created through another server (its spec from the shared registry).
-    fn adopt(&self, spec: FeatureSetSpec) -> Result<()> {
-        info!(feature_set = %spec.name, "created through another server");
-        let spec = Arc::new(spec);
-        let index = self.online.open_set(spec.clone())?;
-        self.offline.create(&spec)?;
+    /// Makes `spec` with its online values the set served under its name.
+    fn register(&self, spec: Arc<FeatureSetSpec>, index: Box<dyn OnlineSet>) {
         self.sets.write().insert(
             spec.name.clone(),
             Arc::new(FeatureSet {
@@ -257,6 +253,15 @@ impl FeatureStore {
                 ingest: Mutex::new(false),
             }),
         );
+    }
+
+    /// Stores a set created through another server (its spec from the shared registry).
+    fn adopt(&self, spec: FeatureSetSpec) -> Result<()> {
+        info!(feature_set = %spec.name, "created through another server");
+        let spec = Arc::new(spec);
+        let index = self.online.open_set(spec.clone())?;
+        self.offline.create(&spec)?;
+        self.register(spec, index);
         Ok(())
     }
 
@@ -267,14 +272,7 @@ impl FeatureStore {
         let index = self.online.open_set(spec.clone())?;
         self.offline.update(&set.spec, &spec)?;
         *retired = true;
-        self.sets.write().insert(
-            spec.name.clone(),
-            Arc::new(FeatureSet {
-                spec,
-                index,
-                ingest: Mutex::new(false),
-            }),
-        );
+        self.register(spec, index);
         Ok(())
     }
 

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use arrow::array::{
+    Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 use featherstore_core::{EntityKeys, EntityType, FeatureSetSpec};
 
@@ -165,4 +167,30 @@ impl<'a> PreparedBatch<'a> {
             sources,
         })
     }
+}
+
+/// The answer of a lookup: the entities as asked, each feature's gathered values, and the
+/// event times (`None` for nulls), in the spec's projected schema.
+pub(super) fn lookup_batch(
+    spec: &FeatureSetSpec,
+    keys: &EntityKeys,
+    features: &[usize],
+    gathers: Vec<column::Gather>,
+    timestamps: Vec<Option<i64>>,
+) -> Result<RecordBatch> {
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(features.len() + 2);
+    columns.push(match keys {
+        EntityKeys::String(keys) => Arc::new(StringArray::from_iter_values(keys)),
+        EntityKeys::Int64(keys) => Arc::new(Int64Array::from(keys.clone())),
+    });
+    for (gather, &f) in gathers.into_iter().zip(features) {
+        columns.push(gather.finish(spec.features[f].feature_type)?);
+    }
+    columns.push(Arc::new(
+        TimestampMicrosecondArray::from(timestamps).with_timezone("UTC"),
+    ));
+    Ok(RecordBatch::try_new(
+        spec.projected_schema(features, true),
+        columns,
+    )?)
 }

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::array::RecordBatch;
 use featherstore_core::time::now_micros;
 use featherstore_core::{EntityKeys, FeatureSetSpec};
 use futures::future::join_all;
@@ -35,12 +35,16 @@ use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, ErrorKind, Pipeline, ServerErrorKind, Value};
 
 use super::column::Gather;
-use super::interface::{BatchKeys, OnlineSet, OnlineStore, PreparedBatch, SharedRegistry};
+use super::interface::{
+    lookup_batch, BatchKeys, OnlineSet, OnlineStore, PreparedBatch, SharedRegistry,
+};
 use crate::metrics::REDIS;
 use crate::{Error, Result};
 
-/// Where the Redis backend connects, and how it waits.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the Redis backend connects, and how it waits (`online.redis` of the server's
+/// configuration).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
     /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS (when built in).
     pub url: String,
@@ -727,21 +731,7 @@ impl OnlineSet for RedisSet {
                 }
             }
         }
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(features.len() + 2);
-        columns.push(match keys {
-            EntityKeys::String(keys) => std::sync::Arc::new(StringArray::from_iter_values(keys)),
-            EntityKeys::Int64(keys) => std::sync::Arc::new(Int64Array::from(keys.clone())),
-        });
-        for (gather, &f) in gathers.into_iter().zip(features) {
-            columns.push(gather.finish(self.spec.features[f].feature_type)?);
-        }
-        columns.push(std::sync::Arc::new(
-            TimestampMicrosecondArray::from(timestamps).with_timezone("UTC"),
-        ));
-        Ok(RecordBatch::try_new(
-            self.spec.projected_schema(features, true),
-            columns,
-        )?)
+        lookup_batch(&self.spec, keys, features, gathers, timestamps)
     }
 
     /// Deletes every key of the set, node by node (SCAN, then UNLINK of what it found),
