@@ -13,7 +13,7 @@ use featherstore_testkit::redis::Redis;
 use featherstore_testkit::{flight, TestServer};
 
 const ENTITIES: i64 = 10_000;
-const REQUESTS_PER_CLIENT: usize = 1_000;
+const REQUESTS_PER_CLIENT: usize = 500;
 const WARM_UP_REQUESTS: usize = 200;
 
 fn body(entities: usize, seed: usize) -> String {
