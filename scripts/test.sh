@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup-duckdb.sh
+./scripts/setup-redis.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -112,7 +112,8 @@ impl Operation {
             ) => Operation::Describe,
             ("POST", "/v1/feature-sets" | "/v1/feature-services")
             | ("DELETE" | "PUT" | "PATCH", "/v1/feature-sets/{name}")
-            | ("DELETE", "/v1/feature-services/{name}") => Operation::Manage,
+            | ("DELETE", "/v1/feature-services/{name}")
+            | ("POST", "/v1/feature-sets/{name}/online/rebuild") => Operation::Manage,
             ("POST", "/v1/feature-sets/{name}/rows") => Operation::Ingest,
             ("POST", "/v1/online" | "/v1/history" | "/v1/training-data") => Operation::ReadData,
             _ => Operation::Discover,

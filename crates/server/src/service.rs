@@ -252,19 +252,26 @@ fn record_count(span: &Span, field: &str, n: usize) {
 }
 
 impl AppState {
-    /// Online values for an online ticket, from memory only.
-    pub(crate) fn online(&self, ticket: &OnlineTicket) -> ApiResult<RecordBatch> {
+    /// Online values for an online ticket: from memory on the request's task, or from a
+    /// remote online store (Redis) on the blocking pool, so that a slow Redis holds no
+    /// runtime worker (the store bounds each wait by its timeout).
+    pub(crate) async fn online(&self, ticket: &OnlineTicket) -> ApiResult<RecordBatch> {
         let span = Span::current();
         span.record("feature_set", ticket.feature_set.as_str());
         record_count(&span, "entities", ticket.entities.len());
-        let batch = self.store.online(ticket)?;
+        let batch = if self.store.online_is_remote() {
+            let (store, ticket) = (self.store.clone(), ticket.clone());
+            blocking(move || Ok(store.online(&ticket)?)).await?
+        } else {
+            self.store.online(ticket)?
+        };
         record_count(&span, "rows", batch.num_rows());
         Ok(batch)
     }
 
-    /// Online values across feature sets (a feature service, or references), from memory
-    /// only. The caller must be allowed every set read.
-    pub(crate) fn online_multi(
+    /// Online values across feature sets (a feature service, or references). The caller must
+    /// be allowed every set read.
+    pub(crate) async fn online_multi(
         &self,
         access: &Access,
         ticket: &MultiOnlineTicket,
@@ -284,7 +291,12 @@ impl AppState {
             "feature_set",
             plan.set_names().collect::<Vec<_>>().join(",").as_str(),
         );
-        let batch = self.store.online_multi(&plan, ticket)?;
+        let batch = if self.store.online_is_remote() {
+            let (store, ticket) = (self.store.clone(), ticket.clone());
+            blocking(move || Ok(store.online_multi(&plan, &ticket)?)).await?
+        } else {
+            self.store.online_multi(&plan, ticket)?
+        };
         record_count(&span, "entities", batch.num_rows());
         record_count(&span, "rows", batch.num_rows());
         Ok(batch)

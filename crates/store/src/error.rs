@@ -17,6 +17,12 @@ pub enum Error {
     },
     #[error("{0}")]
     Corrupt(String),
+    /// The Redis online backend failed to answer (unreachable, restarting, or refusing).
+    #[error("the online store (Redis) is unavailable: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The Redis online backend did not answer in time.
+    #[error("the online store (Redis) did not answer within {timeout_ms} ms")]
+    OnlineTimeout { timeout_ms: u64 },
     /// The consumer of a result stream went away; the producer stops.
     #[error("the receiver of the results went away")]
     Cancelled,
@@ -27,6 +33,8 @@ impl Error {
     pub fn code(&self) -> ErrorCode {
         match self {
             Error::Domain(e) => e.code(),
+            // A remote online store that cannot answer now: the caller may retry.
+            Error::Redis(_) | Error::OnlineTimeout { .. } => ErrorCode::Unavailable,
             _ => ErrorCode::Internal,
         }
     }

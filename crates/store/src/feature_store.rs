@@ -79,6 +79,8 @@ pub struct FeatureStore {
     closed: AtomicBool,
     /// The server time batches are stored as ingested at (UTC µs); see [`Clock`].
     clock: RwLock<Clock>,
+    /// The shared registry's version this server last took in (a shared online backend).
+    registry_seen: Mutex<Option<u64>>,
 }
 
 /// Where ingest times come from: the system clock, or another for tests (to ingest "late"
@@ -103,7 +105,9 @@ impl FeatureStore {
         Self::open_with(offline, Box::new(MemoryStore), limits, spool_dir)
     }
 
-    /// Loads every stored spec and rebuilds each set's online values from the offline store.
+    /// Loads every stored spec and rebuilds each set's online values from the offline store;
+    /// with a shared online backend (Redis), which holds every server's values already, opens
+    /// them instead, and joins the shared registry (see [`sync_registry`](Self::sync_registry)).
     pub fn open_with(
         offline: Box<dyn OfflineStore>,
         online: Box<dyn OnlineStore>,
@@ -118,7 +122,9 @@ impl FeatureStore {
             let _timer = operations.start(Operation::IndexRebuild);
             let spec = Arc::new(spec);
             let index = online.open_set(spec.clone())?;
-            offline.latest(&spec, &mut |batch| index.apply(&index.prepare(&batch)?))?;
+            if online.shared_registry().is_none() {
+                offline.latest(&spec, &mut |batch| index.apply(&index.prepare(&batch)?))?;
+            }
             info!(
                 feature_set = %spec.name,
                 entities = index.entities(),
@@ -139,7 +145,7 @@ impl FeatureStore {
             .into_iter()
             .map(|service| (service.name.clone(), Arc::new(service)))
             .collect();
-        Ok(FeatureStore {
+        let store = FeatureStore {
             offline,
             online,
             spool_dir,
@@ -152,7 +158,142 @@ impl FeatureStore {
             operations,
             closed: AtomicBool::new(false),
             clock: RwLock::new(Arc::new(now_micros)),
-        })
+            registry_seen: Mutex::new(None),
+        };
+        if let Some(shared) = store.online.shared_registry() {
+            // Sets this server has that the shared registry lacks (it stored them before it
+            // shared a backend) are published; then the shared ones are taken.
+            for set in store.list() {
+                if let Some(other) = shared.publish(&set.spec, false)? {
+                    if !other.same_definition(&set.spec) {
+                        tracing::warn!(
+                            feature_set = %set.spec.name,
+                            "this server's definition differs from the shared registry's; \
+                             the shared one is used"
+                        );
+                    }
+                }
+            }
+            store.sync_registry()?;
+        }
+        Ok(store)
+    }
+
+    /// The online backend's name (`memory`, `redis`).
+    pub fn online_backend_name(&self) -> &'static str {
+        self.online.name()
+    }
+
+    /// Whether the online backend can serve now (`/health`). Blocks up to its timeout.
+    pub fn check_online(&self) -> Result<()> {
+        self.online.check()
+    }
+
+    /// Whether online reads wait on a network (a remote backend): the server then runs them
+    /// on its blocking pool.
+    pub fn online_is_remote(&self) -> bool {
+        self.online.shared_registry().is_some()
+    }
+
+    /// Takes the changes of the shared registry (a remote online backend's) into this server:
+    /// sets created, updated or deleted through another server are created, updated or
+    /// deleted here (in this server's offline store and registry). Cheap when nothing changed
+    /// (one counter read); the server calls it every quarter second. Blocks.
+    pub fn sync_registry(&self) -> Result<()> {
+        let Some(shared) = self.online.shared_registry() else {
+            return Ok(());
+        };
+        let mut version = shared.version()?;
+        if version.is_some() && *self.registry_seen.lock() == version {
+            return Ok(());
+        }
+        let _registry = self.registry.lock();
+        if version.is_none() {
+            // The backend lost the registry (Redis restarted without its data): a missing set
+            // is not a deleted one. This server's sets are published again; their values
+            // come back with `featherstore online rebuild`.
+            tracing::warn!("the shared registry is gone; publishing this server's sets again");
+            for set in self.list() {
+                shared.publish(&set.spec, false)?;
+            }
+            version = shared.version()?;
+        }
+        let specs = shared.specs()?;
+        for spec in &specs {
+            match self.get(&spec.name) {
+                Err(_) => self.adopt(spec.clone())?,
+                Ok(set) if set.spec.version < spec.version => {
+                    self.take_version(&set, Arc::new(spec.clone()))?
+                }
+                Ok(_) => {}
+            }
+        }
+        for set in self.list() {
+            if !specs.iter().any(|spec| spec.name == set.spec.name) {
+                info!(feature_set = %set.spec.name, "deleted through another server");
+                let mut deleted = set.ingest.lock();
+                self.offline.delete(&set.spec.name)?;
+                *deleted = true;
+                self.sets.write().remove(&set.spec.name);
+            }
+        }
+        // Resolved service plans name the sets and features seen before.
+        self.registry_changed();
+        *self.registry_seen.lock() = version;
+        Ok(())
+    }
+
+    /// Writes a set's latest values from this server's offline store into its online values
+    /// again (after Redis lost its data, say), calling `progress` with the rows applied so
+    /// far. The set's ingest waits meanwhile; values newer than the offline store's (ingested
+    /// through another server) are kept, as every apply keeps the newest. Returns the rows
+    /// applied. Blocks.
+    pub fn rebuild_online(&self, name: &str, progress: &mut dyn FnMut(usize)) -> Result<usize> {
+        let set = self.get(name)?;
+        let _ingest = set.ingest.lock();
+        let _span = tracing::info_span!("index.rebuild", feature_set = %set.spec.name).entered();
+        let _timer = self.operations.start(Operation::IndexRebuild);
+        let mut rows = 0;
+        self.offline.latest(&set.spec, &mut |batch| {
+            set.index.apply(&set.index.prepare(&batch)?)?;
+            rows += batch.num_rows();
+            progress(rows);
+            Ok(())
+        })?;
+        Ok(rows)
+    }
+
+    /// Makes `spec` with its online values the set served under its name.
+    fn register(&self, spec: Arc<FeatureSetSpec>, index: Box<dyn OnlineSet>) {
+        self.sets.write().insert(
+            spec.name.clone(),
+            Arc::new(FeatureSet {
+                spec,
+                index,
+                ingest: Mutex::new(false),
+            }),
+        );
+    }
+
+    /// Stores a set created through another server (its spec from the shared registry).
+    fn adopt(&self, spec: FeatureSetSpec) -> Result<()> {
+        info!(feature_set = %spec.name, "created through another server");
+        let spec = Arc::new(spec);
+        let index = self.online.open_set(spec.clone())?;
+        self.offline.create(&spec)?;
+        self.register(spec, index);
+        Ok(())
+    }
+
+    /// Stores a version of `set` made through another server; its online values are shared.
+    fn take_version(&self, set: &FeatureSet, spec: Arc<FeatureSetSpec>) -> Result<()> {
+        info!(feature_set = %spec.name, version = spec.version.unwrap_or(1), "updated through another server");
+        let mut retired = set.ingest.lock();
+        let index = self.online.open_set(spec.clone())?;
+        self.offline.update(&set.spec, &spec)?;
+        *retired = true;
+        self.register(spec, index);
+        Ok(())
     }
 
     /// Replaces the clock ingest times are read from (tests: simulated late arrivals, clocks
@@ -206,6 +347,21 @@ impl FeatureStore {
         }
         spec.version = Some(1);
         spec.created_at = Some(format_timestamp(now_micros()));
+        if let Some(shared) = self.online.shared_registry() {
+            // Created through another server since the last sync: the same definition is
+            // that set, a different one is refused as it would be here.
+            if let Some(other) = shared.publish(&spec, false)? {
+                if !other.same_definition(&spec) {
+                    return Err(DomainError::AlreadyExists(format!(
+                        "feature set {:?} already exists with a different definition (version {})",
+                        spec.name,
+                        other.version.unwrap_or(1)
+                    ))
+                    .into());
+                }
+                spec = other;
+            }
+        }
         let spec = Arc::new(spec);
         let index = self.online.open_set(spec.clone())?;
         {
@@ -246,9 +402,23 @@ impl FeatureStore {
         let _span = debug_span!("storage.update_set").entered();
         let _timer = self.operations.start(Operation::UpdateSet);
         let index = self.online.open_set(spec.clone())?;
-        self.offline.latest(&set.spec, &mut |batch| {
-            index.apply(&index.prepare(&coerce_batch(&spec, &batch)?)?)
-        })?;
+        match self.online.shared_registry() {
+            // The shared values are read under the new version as they are (added features
+            // null): nothing to rebuild.
+            Some(shared) => {
+                if let Some(other) = shared.publish(&spec, true)? {
+                    return Err(DomainError::AlreadyExists(format!(
+                        "feature set {:?} was changed through another server meanwhile (its version {} is as new); try again",
+                        spec.name,
+                        other.version.unwrap_or(1)
+                    ))
+                    .into());
+                }
+            }
+            None => self.offline.latest(&set.spec, &mut |batch| {
+                index.apply(&index.prepare(&coerce_batch(&spec, &batch)?)?)
+            })?,
+        }
         self.offline.update(&set.spec, &spec)?;
         *retired = true;
         self.sets.write().insert(
@@ -324,6 +494,9 @@ impl FeatureStore {
         *deleted = true;
         self.sets.write().remove(name);
         self.registry_changed();
+        if let Some(shared) = self.online.shared_registry() {
+            shared.unpublish(name)?;
+        }
         // After the offline store: a set whose history is gone must not be served online, and
         // a set being deleted stays readable until its deletion is durable.
         set.index.remove()

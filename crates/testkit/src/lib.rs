@@ -2,6 +2,8 @@
 //!
 //! - [`fixtures`]: the shared feature sets and batches, and a deterministic random source
 //!   (always built: the core and store benchmarks need no more).
+//! - [`redis`]: real Redis servers (a single node, a 3-node cluster) on free loopback ports
+//!   for the Redis online backend (always built: the store's conformance tests use them).
 //! - With the `server` feature: [`TestServer`] (a server in this process on port 0, either
 //!   backend), [`child::Serve`] (`featherstore serve` as a child process on port 0), the
 //!   Flight ([`flight`]) and HTTP ([`http`]) calls the suites repeat, and test certificates
@@ -14,6 +16,7 @@
 //! usual import.
 
 pub mod fixtures;
+pub mod redis;
 
 #[cfg(feature = "server")]
 pub mod certs;

@@ -23,10 +23,10 @@ pub(super) async fn do_get(
     let batches = match request {
         Request::Online(ticket) => {
             access.require_set(&ticket.feature_set)?;
-            one_batch(state.online(&ticket)?)
+            one_batch(state.online(&ticket).await?)
         }
         // Checks access to each set it reads.
-        Request::MultiOnline(ticket) => one_batch(state.online_multi(access, &ticket)?),
+        Request::MultiOnline(ticket) => one_batch(state.online_multi(access, &ticket).await?),
         Request::History(ticket) => {
             access.require_set(&ticket.feature_set)?;
             let (schema, batches) = state.history((Api::Flight, "do_get_stream"), &ticket)?;

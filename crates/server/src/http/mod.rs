@@ -54,6 +54,10 @@ pub(crate) fn router(state: AppState, authenticator: Option<Arc<Authenticator>>)
         )
         .route("/v1/feature-sets/{name}/rows", post(feature_sets::ingest))
         .route(
+            "/v1/feature-sets/{name}/online/rebuild",
+            post(feature_sets::rebuild_online),
+        )
+        .route(
             "/v1/feature-services",
             get(feature_services::list).post(feature_services::create),
         )

@@ -37,9 +37,9 @@ pub(super) async fn online(
     let batch = match OnlineRequest::from_json(&body)? {
         OnlineRequest::Set(ticket) => {
             access.require_set(&ticket.feature_set)?;
-            state.online(&ticket)?
+            state.online(&ticket).await?
         }
-        OnlineRequest::Multi(ticket) => state.online_multi(&access, &ticket)?,
+        OnlineRequest::Multi(ticket) => state.online_multi(&access, &ticket).await?,
     };
     let (encoding, content_type) = Encoding::negotiate(&headers, &batch.schema())?;
     Ok(streamed(content_type, Body::from(encoding.whole(&batch)?)))
