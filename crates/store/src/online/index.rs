@@ -360,8 +360,9 @@ impl OnlineSet for OnlineIndex {
             .iter()
             .map(|s| {
                 let shard = s.read();
-                // A bucket of the table: its slot number and a control byte.
-                shard.slots.capacity() * (size_of::<u32>() + 1)
+                // A bucket of the table: its slot number and a control byte; the table holds
+                // at most 7 entries per 8 buckets.
+                shard.slots.capacity() * 8 / 7 * (size_of::<u32>() + 1)
                     + shard.keys.memory_bytes()
                     + shard.timestamps.capacity() * size_of::<i64>()
                     + shard
