@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use featherstore_store::duckdb::DuckDbStore;
-use featherstore_store::query::EngineSettings;
 use featherstore_store::online::MemoryStore;
+use featherstore_store::query::EngineSettings;
 use featherstore_store::{FeatureStore, Limits, OfflineStore, SnapshotOptions};
 use tokio::net::TcpListener;
 use tokio::sync::watch;

@@ -133,7 +133,12 @@ impl Snapshots {
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Unusable::Missing),
-            Err(e) => return Err(Unusable::Corrupt(format!("reading {}: {e}", path.display()))),
+            Err(e) => {
+                return Err(Unusable::Corrupt(format!(
+                    "reading {}: {e}",
+                    path.display()
+                )))
+            }
         };
         let (header, values) = parse(&bytes).map_err(Unusable::Corrupt)?;
         if header.spec != **spec {
@@ -194,8 +199,8 @@ fn write_file(path: &Path, index: &dyn OnlineSet, covered_seq: Option<i64>) -> R
         covered_seq,
     })
     .map_err(|e| Error::Corrupt(format!("a spec does not serialise: {e}")))?;
-    let header_len = u32::try_from(header.len())
-        .map_err(|_| Error::Corrupt("a spec of over 4 GiB".into()))?;
+    let header_len =
+        u32::try_from(header.len()).map_err(|_| Error::Corrupt("a spec of over 4 GiB".into()))?;
     out.write_all(MAGIC).map_err(io)?;
     out.write_all(&FORMAT.to_le_bytes()).map_err(io)?;
     out.write_all(&header_len.to_le_bytes()).map_err(io)?;
@@ -208,10 +213,7 @@ fn write_file(path: &Path, index: &dyn OnlineSet, covered_seq: Option<i64>) -> R
     values.finish()?;
     drop(values);
     let crc = out.crc.clone().finalize();
-    let mut file = out
-        .inner
-        .into_inner()
-        .map_err(|e| io(e.into_error()))?;
+    let mut file = out.inner.into_inner().map_err(|e| io(e.into_error()))?;
     file.write_all(&crc.to_le_bytes()).map_err(io)?;
     file.sync_all().map_err(io)?;
     Ok(true)
@@ -242,7 +244,6 @@ fn parse(bytes: &[u8]) -> std::result::Result<(Header, &[u8]), String> {
         return Err("truncated header".into());
     }
     let (header, values) = rest.split_at(header_len);
-    let header: Header =
-        serde_json::from_slice(header).map_err(|e| format!("its header: {e}"))?;
+    let header: Header = serde_json::from_slice(header).map_err(|e| format!("its header: {e}"))?;
     Ok((header, values))
 }

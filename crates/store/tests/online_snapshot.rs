@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::array::{
+    Array, AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use arrow::datatypes::Int64Type;
 use featherstore_core::{FeatureSetSpec, OnlineTicket};
 use featherstore_store::duckdb::DuckDbStore;
@@ -94,7 +96,9 @@ fn online(store: &FeatureStore, ids: &[&str]) -> Vec<Option<i64>> {
     };
     let batch = store.online(&ticket).unwrap();
     let n = batch.column(1).as_primitive::<Int64Type>();
-    (0..n.len()).map(|i| n.is_valid(i).then(|| n.value(i))).collect()
+    (0..n.len())
+        .map(|i| n.is_valid(i).then(|| n.value(i)))
+        .collect()
 }
 
 fn snapshot_file(dir: &Path) -> PathBuf {

@@ -350,9 +350,16 @@ impl Gather {
                 bytes.resize(bytes.len() + *width, 0);
                 valid.push(false);
             }
-            (Gather::Bool(values), Some((ValueColumn::Bool { values: from, valid }, slot))) => {
-                values.push(valid.get(slot).then(|| from.get(slot)))
-            }
+            (
+                Gather::Bool(values),
+                Some((
+                    ValueColumn::Bool {
+                        values: from,
+                        valid,
+                    },
+                    slot,
+                )),
+            ) => values.push(valid.get(slot).then(|| from.get(slot))),
             (Gather::Bool(values), None) => values.push(None),
             (Gather::Bytes(builder), Some((ValueColumn::Bytes(from), slot))) => {
                 builder.append_option(from[slot].as_deref())

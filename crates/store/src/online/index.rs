@@ -38,7 +38,10 @@ enum KeyColumn {
     Int64(Vec<i64>),
     /// Key `slot` is `bytes[ends[slot - 1]..ends[slot]]` (from 0 for slot 0): UTF-8, as checked
     /// when its batch was prepared.
-    String { ends: Vec<usize>, bytes: Vec<u8> },
+    String {
+        ends: Vec<usize>,
+        bytes: Vec<u8>,
+    },
 }
 
 /// A key as hashed and compared: the hash of a string key is that of its bytes.
@@ -277,7 +280,14 @@ impl OnlineSet for OnlineIndex {
                 let mut shard = shard.write();
                 for &(hash, row) in chunk {
                     let row = row as usize;
-                    shard.upsert(&self.hasher, hash, key_of(row), row, timestamps[row], sources);
+                    shard.upsert(
+                        &self.hasher,
+                        hash,
+                        key_of(row),
+                        row,
+                        timestamps[row],
+                        sources,
+                    );
                 }
             }
         }
