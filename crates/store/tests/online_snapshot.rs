@@ -122,8 +122,8 @@ fn ingest_past_a_snapshot(dir: &Path, backend: Open) {
     store.ingest("s", &rows(&first[8..])).unwrap();
     assert!(snapshot_file(dir).exists(), "a snapshot after 16 rows");
     let snapshotted = std::fs::read(snapshot_file(dir)).unwrap();
-    // After the snapshot: a newer value, a tie (the later ingest wins), an older one (loses),
-    // and a new entity.
+    // After the snapshot: a newer value, a tie (the later ingest wins) and an older one (it
+    // loses).
     store
         .ingest("s", &rows(&[("a", 2, 20), ("b", 2, 10), ("c", 2, 5)]))
         .unwrap();
