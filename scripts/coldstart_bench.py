@@ -161,14 +161,20 @@ class Server:
         return seconds
 
 
+def fresh_server(binary, backend, tmp, set_name):
+    """A started server on an empty data directory in `tmp`, with one set created."""
+    data = os.path.join(tmp, "data")
+    os.makedirs(data)
+    s = Server(binary, backend, data)
+    s.start()
+    s.create(set_name)
+    return s
+
+
 def run(binary, backend, args, tag):
     rng = np.random.default_rng(42)
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
-        data = os.path.join(tmp, "data")
-        os.makedirs(data)
-        s = Server(binary, backend, data)
-        s.start()
-        s.create("features")
+        s = fresh_server(binary, backend, tmp, "features")
         first = feature_batches(rng, 1_000_000, args.entities)
         put = s.put("features", first)
         print(f"{tag} {backend:<8} ingest 1M rows: {put:.2f} s = {1e6 / put / 1e6:.2f} M rows/s  [{uptime()}]", flush=True)
@@ -190,11 +196,7 @@ def run(binary, backend, args, tag):
     if not args.memory_entities:
         return
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
-        data = os.path.join(tmp, "data")
-        os.makedirs(data)
-        s = Server(binary, backend, data)
-        s.start()
-        s.create("wide")
+        s = fresh_server(binary, backend, tmp, "wide")
         n = args.memory_entities
         for first in range(0, n, 1_000_000):
             batches = feature_batches(rng, min(1_000_000, n - first), n, distinct=True)
