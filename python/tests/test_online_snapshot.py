@@ -5,7 +5,7 @@ import json
 import signal
 import subprocess
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterator, List
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +20,20 @@ SNAPSHOTTED_ROWS = 1_000_000
 TAIL_ROWS = 50_000
 
 
+_started: List[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _kill_leftovers() -> Iterator[None]:
+    """A failed assertion must not leave a server running."""
+    yield
+    for process in _started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    _started.clear()
+
+
 class Server:
     def __init__(self, data_dir: Path, backend: str) -> None:
         self.process = subprocess.Popen(
@@ -29,6 +43,7 @@ class Server:
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=open(data_dir.parent / "server.log", "ab"),
         )  # fmt: skip
+        _started.append(self.process)
         assert self.process.stdout is not None
         ready: Dict[str, Any] = json.loads(self.process.stdout.readline())
         self.flight = flight.connect("grpc://" + ready["flight"])
