@@ -74,11 +74,14 @@ pub(crate) struct TrainingDataArgs {
     /// Features to join, as set:feature or set:* (comma-separated, in output order).
     #[arg(
         long,
-        required = true,
+        required_unless_present = "feature_service",
         value_delimiter = ',',
         value_name = "SET:FEATURE"
     )]
     features: Vec<String>,
+    /// Join the features of this stored feature service instead of --features.
+    #[arg(long, value_name = "NAME", conflicts_with = "features")]
+    feature_service: Option<String>,
     /// Column of the entity rows holding each row's time.
     #[arg(long, default_value = featherstore_core::spec::DEFAULT_TIMESTAMP, value_name = "COLUMN")]
     timestamp: String,
@@ -197,9 +200,19 @@ pub(crate) fn training_data(args: TrainingDataArgs) -> CliResult {
             .list_feature_sets()
             .await
             .map_err(|e| args.server.describe(e))?;
+        let features = match &args.feature_service {
+            Some(name) => {
+                client
+                    .get_feature_service(name)
+                    .await
+                    .map_err(|e| args.server.describe(e))?
+                    .features
+            }
+            None => args.features.clone(),
+        };
         let mut columns = HashMap::new();
         columns.insert(args.timestamp.clone(), timestamp_type());
-        for feature in &args.features {
+        for feature in &features {
             let set = feature.split_once(':').map_or(feature.as_str(), |(s, _)| s);
             if let Some(spec) = specs.iter().find(|s| s.name == set) {
                 columns.insert(
@@ -237,10 +250,17 @@ pub(crate) fn training_data(args: TrainingDataArgs) -> CliResult {
             .timestamp(&args.timestamp)
             .full_names(args.full_names)
             .as_of(args.as_of);
-        let results = client
-            .training_data_stream(input, args.features.iter().cloned(), options)
-            .await
-            .map_err(|e| args.server.describe(e))?;
+        let results = match &args.feature_service {
+            // By name, not by its features listed above: the server reads the service as
+            // stored when the join runs.
+            Some(name) => {
+                client
+                    .training_data_stream_for_service(input, name, options)
+                    .await
+            }
+            None => client.training_data_stream(input, features, options).await,
+        }
+        .map_err(|e| args.server.describe(e))?;
         let written = write_results(results, &args.output, |e| args.server.describe(e)).await;
         progress.lock().bar.finish_and_clear();
         written?;

@@ -118,6 +118,58 @@ fn apply_declares_services_beside_sets_and_service_commands_use_them() {
     .fails();
     assert!(bad_key.contains("not an integer"), "{bad_key}");
 
+    // Training data by the service's name: its features in its order, as of each row's time.
+    let entity_rows = server.file(
+        "entity_rows.csv",
+        "user_id,merchant_id,event_timestamp,label\n\
+         u1,7,2026-01-02T00:00:00Z,1\n\
+         u1,7,2025-12-31T00:00:00Z,0\n",
+    );
+    let training = run(
+        &server,
+        &[
+            "training-data",
+            &entity_rows,
+            "--feature-service",
+            "fraud_model",
+            "--json",
+        ],
+    )
+    .ok();
+    let training: Vec<Value> = training
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(training.len(), 2, "{training:?}");
+    assert_eq!(training[0]["label"], 1);
+    assert_eq!(training[0]["age"], 31);
+    assert_eq!(training[0]["risk"], 0.25);
+    assert_eq!(
+        training[1]["age"],
+        Value::Null,
+        "a value from after the row's time"
+    );
+    assert_eq!(training[1]["risk"], Value::Null);
+    let both = run(
+        &server,
+        &[
+            "training-data",
+            &entity_rows,
+            "--feature-service",
+            "fraud_model",
+            "--features",
+            "user_features:age",
+        ],
+    )
+    .failed();
+    assert!(both.contains("cannot be used with"), "{both}");
+    let no_service = run(
+        &server,
+        &["training-data", &entity_rows, "--feature-service", "ghost"],
+    )
+    .fails();
+    assert!(no_service.contains("ghost"), "{no_service}");
+
     let refused = run(&server, &["delete", "merchant_features"]).fails();
     assert!(refused.contains("fraud_model"), "{refused}");
     run(&server, &["service", "delete", "fraud_model"]).ok();

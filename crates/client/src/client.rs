@@ -795,8 +795,23 @@ impl Client {
         B::IntoIter: Send + 'static,
     {
         let batches = futures::stream::iter(entity_batches.into_iter().map(Ok));
+        self.training_data_stream_for_service(batches, feature_service, options)
+            .await
+    }
+
+    /// As [`Client::training_data_for_service`], with the entity rows read from a stream as
+    /// the server consumes them.
+    pub async fn training_data_stream_for_service<B>(
+        &self,
+        entity_batches: B,
+        feature_service: &str,
+        options: TrainingDataOptions,
+    ) -> Result<BatchStream>
+    where
+        B: Stream<Item = Result<RecordBatch>> + Send + 'static,
+    {
         let command = options.service_command(feature_service);
-        self.exchange_training(batches, command).await
+        self.exchange_training(entity_batches, command).await
     }
 
     async fn exchange_training<B>(&self, entity_batches: B, command: Value) -> Result<BatchStream>
