@@ -131,6 +131,73 @@ async fn two_servers_share_the_registry_and_the_values() {
     }
 }
 
+#[tokio::test]
+async fn feature_services_are_shared_through_the_registry() {
+    let redis = Redis::single();
+    let a = server_on(&redis, Backend::Duckdb, 1000).await;
+    let b = server_on(&redis, Backend::Parquet, 1000).await;
+    let created = send(
+        http()
+            .post(format!("{}/v1/feature-sets", a.http))
+            .body(USER_SPEC),
+    )
+    .await;
+    assert_eq!(created.0, StatusCode::CREATED, "{}", created.1);
+    let service = json!({"name": "scoring", "features": ["user_features:age"]});
+    let created = post_json(&format!("{}/v1/feature-services", a.http), &service).await;
+    assert_eq!(created.0, StatusCode::CREATED, "{}", created.1);
+    let on_b = format!("{}/v1/feature-services/scoring", b.http);
+    within(Duration::from_secs(1), "the service on B", || async {
+        get_json(&on_b).await.0 == StatusCode::OK
+    })
+    .await;
+
+    let rows =
+        json!({"rows": [{"user_id": "u1", "event_timestamp": "2026-01-01T00:00:00Z", "age": 30}]});
+    assert_eq!(ingest(&a.http, rows).await.0, StatusCode::OK);
+    let read = post_json(
+        &format!("{}/v1/online", b.http),
+        &json!({"type": "online", "feature_service": "scoring", "entities": {"user_id": ["u1", "u9"]}}),
+    )
+    .await;
+    assert_eq!(read.0, StatusCode::OK, "{}", read.1);
+    assert_eq!(read.1["rows"][0]["age"], 30);
+    assert_eq!(read.1["rows"][1]["age"], Value::Null);
+
+    // B knows the service: it refuses to delete the set it reads, and another definition
+    // under its name.
+    let refused = send(http().delete(format!("{}/v1/feature-sets/user_features", b.http))).await;
+    assert_error(
+        &refused,
+        StatusCode::CONFLICT,
+        "failed_precondition",
+        "scoring",
+    );
+    let other = json!({"name": "scoring", "features": ["user_features:*"]});
+    let clash = send(
+        http()
+            .post(format!("{}/v1/feature-services", b.http))
+            .json(&other),
+    )
+    .await;
+    assert_error(&clash, StatusCode::CONFLICT, "already_exists", "scoring");
+    // The same definition again through B is that service.
+    let again = post_json(&format!("{}/v1/feature-services", b.http), &service).await;
+    assert_eq!(again.0, StatusCode::OK, "{}", again.1);
+
+    // Deleted through B: gone from A within a second, and from a new server.
+    let deleted = send(http().delete(&on_b)).await;
+    assert_eq!(deleted.0, StatusCode::NO_CONTENT, "{}", deleted.1);
+    let on_a = format!("{}/v1/feature-services/scoring", a.http);
+    within(Duration::from_secs(1), "the deletion on A", || async {
+        get_json(&on_a).await.0 == StatusCode::NOT_FOUND
+    })
+    .await;
+    let c = server_on(&redis, Backend::Duckdb, 1000).await;
+    let listed = get_json(&format!("{}/v1/feature-services", c.http)).await;
+    assert_eq!(listed, (StatusCode::OK, json!([])));
+}
+
 /// A server starting on a Redis that already holds values serves them at once.
 #[tokio::test]
 async fn a_new_server_serves_the_values_already_in_redis() {

@@ -241,6 +241,17 @@ impl FeatureStore {
                     }
                 }
             }
+            for service in store.list_services() {
+                if let Some(other) = shared.publish_service(&service)? {
+                    if !other.same_definition(&service) {
+                        tracing::warn!(
+                            feature_service = %service.name,
+                            "this server's definition differs from the shared registry's; \
+                             the shared one is used"
+                        );
+                    }
+                }
+            }
             store.sync_registry()?;
         }
         Ok(store)
@@ -279,9 +290,14 @@ impl FeatureStore {
             // The backend lost the registry (Redis restarted without its data): a missing set
             // is not a deleted one. This server's sets are published again; their values
             // come back with `featherstore online rebuild`.
-            tracing::warn!("the shared registry is gone; publishing this server's sets again");
+            tracing::warn!(
+                "the shared registry is gone; publishing this server's sets and services again"
+            );
             for set in self.list() {
                 shared.publish(&set.spec, false)?;
+            }
+            for service in self.list_services() {
+                shared.publish_service(&service)?;
             }
             version = shared.version()?;
         }
@@ -304,9 +320,35 @@ impl FeatureStore {
                 self.sets.write().remove(&set.spec.name);
             }
         }
+        self.sync_services(shared.services()?)?;
         // Resolved service plans name the sets and features seen before.
         self.registry_changed();
         *self.registry_seen.lock() = version;
+        Ok(())
+    }
+
+    /// Makes this server's feature services those of the shared registry: created, replaced
+    /// (a name deleted and created again elsewhere) or deleted through another server. The
+    /// caller holds the registry lock.
+    fn sync_services(&self, shared: Vec<FeatureServiceSpec>) -> Result<()> {
+        for service in &shared {
+            let known = self.services.read().get(&service.name).cloned();
+            if known.is_some_and(|known| known.same_definition(service)) {
+                continue;
+            }
+            info!(feature_service = %service.name, "created through another server");
+            self.offline.save_service(service)?;
+            self.services
+                .write()
+                .insert(service.name.clone(), Arc::new(service.clone()));
+        }
+        for service in self.list_services() {
+            if !shared.iter().any(|other| other.name == service.name) {
+                info!(feature_service = %service.name, "deleted through another server");
+                self.offline.delete_service(&service.name)?;
+                self.services.write().remove(&service.name);
+            }
+        }
         Ok(())
     }
 
@@ -741,6 +783,20 @@ impl FeatureStore {
         // Full names: a service whose short names clash is still readable with them.
         OnlinePlan::resolve(&service.features, true, 0, |set| self.get(set))?;
         service.created_at = Some(format_timestamp(now_micros()));
+        if let Some(shared) = self.online.shared_registry() {
+            // Created through another server since the last sync: the same definition is
+            // that service, a different one is refused as it would be here.
+            if let Some(other) = shared.publish_service(&service)? {
+                if !other.same_definition(&service) {
+                    return Err(DomainError::AlreadyExists(format!(
+                        "feature service {:?} already exists with a different definition",
+                        service.name
+                    ))
+                    .into());
+                }
+                service = other;
+            }
+        }
         let service = Arc::new(service);
         {
             let _span = debug_span!("storage.save_service").entered();
@@ -774,6 +830,9 @@ impl FeatureStore {
         }
         self.services.write().remove(name);
         self.registry_changed();
+        if let Some(shared) = self.online.shared_registry() {
+            shared.unpublish_service(name)?;
+        }
         Ok(())
     }
 

@@ -7,7 +7,7 @@ use arrow::array::{
     Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
-use featherstore_core::{EntityKeys, EntityType, FeatureSetSpec};
+use featherstore_core::{EntityKeys, EntityType, FeatureServiceSpec, FeatureSetSpec};
 
 use super::column::{self, Source};
 use crate::types::BatchSink;
@@ -52,6 +52,17 @@ pub trait SharedRegistry: Send + Sync {
 
     /// Every published spec.
     fn specs(&self) -> Result<Vec<FeatureSetSpec>>;
+
+    /// Publishes a new feature service. Returns `None` when published, or the service that
+    /// holds the name when refused. Services have no versions: a name holds one definition
+    /// until it is deleted.
+    fn publish_service(&self, service: &FeatureServiceSpec) -> Result<Option<FeatureServiceSpec>>;
+
+    /// Removes a deleted service.
+    fn unpublish_service(&self, name: &str) -> Result<()>;
+
+    /// Every published service.
+    fn services(&self) -> Result<Vec<FeatureServiceSpec>>;
 }
 
 /// The online values of one feature set. Every backend keeps these rules:

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use featherstore_core::time::now_micros;
-use featherstore_core::{EntityKeys, FeatureSetSpec};
+use featherstore_core::{EntityKeys, FeatureServiceSpec, FeatureSetSpec};
 use futures::future::join_all;
 use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
@@ -94,8 +94,8 @@ end
 return 1
 ";
 
-/// Publishes a spec unless a different definition or a newer version holds the name.
-/// KEYS: registry, version counter. ARGV: name, spec JSON, version, `create` or `update`.
+/// Publishes a spec (or a feature service, always as `create`) unless a different definition
+/// or a newer version holds the name. KEYS: registry hash, version counter. ARGV: name, spec JSON, version, `create` or `update`.
 /// Returns the stored JSON when refused, else `ok`.
 const PUBLISH_SPEC: &str = r"
 local stored = redis.call('HGET', KEYS[1], ARGV[1])
@@ -315,6 +315,61 @@ impl RedisStore {
             format!("{prefix}:{{registry}}:version"),
         )
     }
+
+    /// The hash of published feature services: in the registry's slot, so that one script
+    /// or transaction can change it and bump the registry's version counter together.
+    fn services_key(&self) -> String {
+        format!("{}:{{registry}}:services", self.shared.config.key_prefix)
+    }
+
+    /// Publishes `json` under `name` in the registry hash `hash` (see [`PUBLISH_SPEC`]):
+    /// `None` when published, the stored JSON when refused.
+    fn publish_json(
+        &self,
+        hash: String,
+        name: &str,
+        json: String,
+        version: u64,
+        update: bool,
+    ) -> Result<Option<String>> {
+        let (_, counter) = self.registry_keys();
+        let script = self.shared.publish_spec.clone();
+        let name = name.to_string();
+        let mode = if update { "update" } else { "create" };
+        let answer: String = self.shared.call_scripts(move |mut c| {
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(script.get_hash())
+                .arg(2)
+                .arg(&hash)
+                .arg(&counter)
+                .arg(&name)
+                .arg(&json)
+                .arg(version)
+                .arg(mode);
+            async move { parse(c.query(&cmd).await?) }
+        })?;
+        Ok((answer != "ok").then_some(answer))
+    }
+
+    /// Removes `name` from the registry hash `hash` and bumps the version counter.
+    fn unpublish_json(&self, hash: String, name: &str) -> Result<()> {
+        let (_, counter) = self.registry_keys();
+        let mut pipe = redis::pipe();
+        pipe.atomic().hdel(&hash, name).incr(&counter, 1);
+        self.shared.call(move |c| async move {
+            match c {
+                Connection::Single(mut c) => pipe.query_async(&mut c).await,
+                Connection::Cluster(mut c) => pipe.query_async(&mut c).await,
+            }
+        })
+    }
+
+    /// Every value of the registry hash `hash`.
+    fn registry_values(&self, hash: String) -> Result<Vec<Vec<u8>>> {
+        let cmd = redis::cmd("HVALS").arg(hash).clone();
+        self.shared
+            .call(move |mut c| async move { parse(c.query(&cmd).await?) })
+    }
 }
 
 async fn connect_all(config: &RedisConfig, timeout: Duration) -> Result<Vec<Connection>> {
@@ -487,38 +542,17 @@ impl SharedRegistry for RedisStore {
     fn publish(&self, spec: &FeatureSetSpec, update: bool) -> Result<Option<FeatureSetSpec>> {
         let json = serde_json::to_string(spec)
             .map_err(|e| Error::Corrupt(format!("a feature set spec does not serialise: {e}")))?;
-        let (registry, version) = self.registry_keys();
-        let script = self.shared.publish_spec.clone();
-        let (name, number) = (spec.name.clone(), spec.version.unwrap_or(1));
-        let mode = if update { "update" } else { "create" };
-        let answer: String = self.shared.call_scripts(move |mut c| {
-            let mut cmd = redis::cmd("EVALSHA");
-            cmd.arg(script.get_hash())
-                .arg(2)
-                .arg(&registry)
-                .arg(&version)
-                .arg(&name)
-                .arg(&json)
-                .arg(number)
-                .arg(mode);
-            async move { parse(c.query(&cmd).await?) }
-        })?;
-        if answer == "ok" {
-            return Ok(None);
+        let (registry, _) = self.registry_keys();
+        let version = spec.version.unwrap_or(1);
+        match self.publish_json(registry, &spec.name, json, version, update)? {
+            None => Ok(None),
+            Some(stored) => Ok(Some(FeatureSetSpec::from_json(stored.as_bytes())?)),
         }
-        Ok(Some(FeatureSetSpec::from_json(answer.as_bytes())?))
     }
 
     fn unpublish(&self, name: &str) -> Result<()> {
-        let (registry, version) = self.registry_keys();
-        let mut pipe = redis::pipe();
-        pipe.atomic().hdel(&registry, name).incr(&version, 1);
-        self.shared.call(move |c| async move {
-            match c {
-                Connection::Single(mut c) => pipe.query_async(&mut c).await,
-                Connection::Cluster(mut c) => pipe.query_async(&mut c).await,
-            }
-        })
+        let (registry, _) = self.registry_keys();
+        self.unpublish_json(registry, name)
     }
 
     fn version(&self) -> Result<Option<u64>> {
@@ -530,13 +564,29 @@ impl SharedRegistry for RedisStore {
 
     fn specs(&self) -> Result<Vec<FeatureSetSpec>> {
         let (registry, _) = self.registry_keys();
-        let cmd = redis::cmd("HVALS").arg(registry).clone();
-        let specs: Vec<Vec<u8>> = self
-            .shared
-            .call(move |mut c| async move { parse(c.query(&cmd).await?) })?;
-        specs
+        self.registry_values(registry)?
             .iter()
             .map(|json| Ok(FeatureSetSpec::from_json(json)?))
+            .collect()
+    }
+
+    fn publish_service(&self, service: &FeatureServiceSpec) -> Result<Option<FeatureServiceSpec>> {
+        let json = serde_json::to_string(service)
+            .map_err(|e| Error::Corrupt(format!("a feature service does not serialise: {e}")))?;
+        match self.publish_json(self.services_key(), &service.name, json, 1, false)? {
+            None => Ok(None),
+            Some(stored) => Ok(Some(FeatureServiceSpec::from_json(stored.as_bytes())?)),
+        }
+    }
+
+    fn unpublish_service(&self, name: &str) -> Result<()> {
+        self.unpublish_json(self.services_key(), name)
+    }
+
+    fn services(&self) -> Result<Vec<FeatureServiceSpec>> {
+        self.registry_values(self.services_key())?
+            .iter()
+            .map(|json| Ok(FeatureServiceSpec::from_json(json)?))
             .collect()
     }
 }
