@@ -17,6 +17,12 @@ pub enum Error {
     },
     #[error("{0}")]
     Corrupt(String),
+    /// The Delta Lake backend's table operations (`crate::delta`).
+    #[error("delta lake: {0}")]
+    Delta(#[from] deltalake::DeltaTableError),
+    /// The object store under the Delta Lake backend (`crate::delta`).
+    #[error("object store: {0}")]
+    ObjectStore(#[from] deltalake::ObjectStoreError),
     /// The consumer of a result stream went away; the producer stops.
     #[error("the receiver of the results went away")]
     Cancelled,
@@ -27,6 +33,9 @@ impl Error {
     pub fn code(&self) -> ErrorCode {
         match self {
             Error::Domain(e) => e.code(),
+            Error::Delta(e) => crate::delta::error_code(e),
+            // The object store is unreachable or failing: retrying later may succeed.
+            Error::ObjectStore(_) => ErrorCode::Unavailable,
             _ => ErrorCode::Internal,
         }
     }

@@ -2,6 +2,8 @@
 //!
 //! - [`fixtures`]: the shared feature sets and batches, and a deterministic random source
 //!   (always built: the core and store benchmarks need no more).
+//! - [`s3`]: a real S3-compatible server (moto) on loopback, and a relay that can cut it off
+//!   (always built: the store's Delta Lake tests need it).
 //! - With the `server` feature: [`TestServer`] (a server in this process on port 0, either
 //!   backend), [`child::Serve`] (`featherstore serve` as a child process on port 0), the
 //!   Flight ([`flight`]) and HTTP ([`http`]) calls the suites repeat, and test certificates
@@ -14,6 +16,7 @@
 //! usual import.
 
 pub mod fixtures;
+pub mod s3;
 
 #[cfg(feature = "server")]
 pub mod certs;

@@ -1,0 +1,138 @@
+//! The specs of the feature sets, in the object store beside their tables, so that every
+//! server on the bucket sees the same registry:
+//!
+//! ```text
+//! {uri}/_featherstore/specs/{set}/v0000000001.json   version 1 of the set's spec
+//! {uri}/_featherstore/specs/{set}/v0000000002.json   version 2 (after an update), ...
+//! ```
+//!
+//! Each version is written once, with a conditional put (`PutMode::Create`): of two servers
+//! creating the same set, or updating it to the same version, one wins and the other gets
+//! ALREADY_EXISTS / ABORTED. The set's current spec is its greatest version.
+
+use std::collections::BTreeMap;
+
+use deltalake::logstore::object_store::{PutMode, PutOptions, PutPayload};
+use deltalake::{ObjectStore, ObjectStoreError, Path};
+use featherstore_core::spec::is_valid_name;
+use featherstore_core::FeatureSetSpec;
+use futures::TryStreamExt;
+
+use crate::{Error, Result};
+
+const SPECS: &str = "_featherstore/specs";
+
+fn set_prefix(set: &str) -> Path {
+    Path::from(format!("{SPECS}/{set}"))
+}
+
+fn version_path(set: &str, version: u64) -> Path {
+    Path::from(format!("{SPECS}/{set}/v{version:010}.json"))
+}
+
+/// The set and version a registry object holds, from its path.
+fn parse_path(path: &Path) -> Option<(String, u64)> {
+    let mut parts = path.parts();
+    let (first, second) = (parts.next()?, parts.next()?);
+    if first.as_ref() != "_featherstore" || second.as_ref() != "specs" {
+        return None;
+    }
+    let set = parts.next()?.as_ref().to_string();
+    let file = parts.next()?;
+    let version = file
+        .as_ref()
+        .strip_prefix('v')?
+        .strip_suffix(".json")?
+        .parse()
+        .ok()?;
+    (parts.next().is_none() && is_valid_name(&set)).then_some((set, version))
+}
+
+async fn read_spec(store: &dyn ObjectStore, path: &Path) -> Result<FeatureSetSpec> {
+    let bytes = store.get(path).await?.bytes().await?;
+    FeatureSetSpec::from_json(&bytes).map_err(|e| Error::Corrupt(format!("{path}: {e}")))
+}
+
+/// Every version of every set: set → version → path.
+async fn list(store: &dyn ObjectStore, prefix: &Path) -> Result<BTreeMap<String, Vec<u64>>> {
+    let objects: Vec<_> = store.list(Some(prefix)).try_collect().await?;
+    let mut sets: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for object in objects {
+        if let Some((set, version)) = parse_path(&object.location) {
+            sets.entry(set).or_default().push(version);
+        }
+    }
+    for versions in sets.values_mut() {
+        versions.sort_unstable();
+    }
+    Ok(sets)
+}
+
+/// The current spec of every set, by name.
+pub(super) async fn load_specs(store: &dyn ObjectStore) -> Result<Vec<FeatureSetSpec>> {
+    let mut specs = Vec::new();
+    for (set, versions) in list(store, &Path::from(SPECS)).await? {
+        if let Some(&latest) = versions.last() {
+            specs.push(read_spec(store, &version_path(&set, latest)).await?);
+        }
+    }
+    Ok(specs)
+}
+
+/// Every stored version of a set's spec, oldest first.
+pub(super) async fn versions(store: &dyn ObjectStore, set: &str) -> Result<Vec<FeatureSetSpec>> {
+    let mut specs = Vec::new();
+    let listed = list(store, &set_prefix(set)).await?;
+    for version in listed.get(set).into_iter().flatten() {
+        specs.push(read_spec(store, &version_path(set, *version)).await?);
+    }
+    Ok(specs)
+}
+
+/// Writes `spec` as its version, unless that version exists: `Ok(false)` then.
+pub(super) async fn put_new(store: &dyn ObjectStore, spec: &FeatureSetSpec) -> Result<bool> {
+    let bytes = serde_json::to_vec_pretty(spec)
+        .map_err(|e| Error::Corrupt(format!("encoding the spec of {:?}: {e}", spec.name)))?;
+    let options = PutOptions {
+        mode: PutMode::Create,
+        ..PutOptions::default()
+    };
+    let path = version_path(&spec.name, spec.version.unwrap_or(1));
+    match store
+        .put_opts(&path, PutPayload::from(bytes), options)
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(ObjectStoreError::AlreadyExists { .. } | ObjectStoreError::Precondition { .. }) => {
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Removes every version of a set's spec: from then on the set does not exist.
+pub(super) async fn remove(store: &dyn ObjectStore, set: &str) -> Result<()> {
+    let objects: Vec<_> = store.list(Some(&set_prefix(set))).try_collect().await?;
+    for object in objects {
+        match store.delete(&object.location).await {
+            Ok(()) | Err(ObjectStoreError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_only_version_files_of_valid_sets() {
+        assert_eq!(
+            parse_path(&version_path("users", 12)),
+            Some(("users".to_string(), 12))
+        );
+        assert_eq!(parse_path(&Path::from("_featherstore/specs/users/x.json")), None);
+        assert_eq!(parse_path(&Path::from("users/_delta_log/0.json")), None);
+    }
+}
