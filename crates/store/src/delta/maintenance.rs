@@ -47,6 +47,15 @@ impl Inner {
     }
 
     pub(super) fn maintain_set(&self, name: &str, set: &SetTable) -> Result<()> {
+        let _maintenance = set.maintenance.lock();
+        let current = self
+            .sets
+            .lock()
+            .get(name)
+            .is_some_and(|registered| std::ptr::eq(registered.as_ref(), set));
+        if !current {
+            return Ok(()); // deleted (maybe re-created) meanwhile
+        }
         let table = self.refresh(set)?;
         if table.version().is_none() {
             return Ok(());
@@ -160,7 +169,8 @@ impl Inner {
                 Err(e) => Err(e.into()),
             }
         })?;
-        if version - last < self.options.checkpoint_interval as i64 {
+        let version_number = i64::try_from(version).unwrap_or(i64::MAX);
+        if version_number.saturating_sub(last) < self.options.checkpoint_interval as i64 {
             return Ok(());
         }
         self.run(async move {

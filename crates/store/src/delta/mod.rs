@@ -36,7 +36,7 @@ use arrow::array::RecordBatch;
 use deltalake::kernel::engine::arrow_conversion::TryFromArrow;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
 use deltalake::kernel::{Action, StructType};
-use deltalake::logstore::store_for;
+use deltalake::logstore::{store_for, LogStore};
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::{DeltaOperation, SaveMode};
@@ -58,6 +58,9 @@ const ROW_BITS: u32 = 32;
 /// Commit attempts of one batch before it is refused as unavailable (other writers kept
 /// taking the next version).
 const COMMIT_ATTEMPTS: usize = 50;
+/// Commits looked back through for the latest ingest time (past compactions and column
+/// additions, which record none).
+const INGEST_TIME_LOOKBACK: usize = 1000;
 /// Data files fetched into the cache at once by one query.
 const PARALLEL_FETCHES: usize = 4;
 /// Commit metadata: the batch's unique id (to recognise our own commit when its outcome was
@@ -142,6 +145,9 @@ struct SetTable {
     append: Mutex<AppendState>,
     /// The latest state loaded; only held to clone or replace it.
     latest: Mutex<DeltaTable>,
+    /// Held by compaction and checkpoints, and by delete: no maintenance commit lands in a
+    /// table being deleted.
+    maintenance: Mutex<()>,
 }
 
 struct AppendState {
@@ -149,7 +155,7 @@ struct AppendState {
     last_ingested_at: i64,
     /// The version of this server's last commit: when the table is still there, no other
     /// writer committed since, and `last_ingested_at` is the set's latest.
-    own_version: Option<i64>,
+    own_version: Option<u64>,
 }
 
 /// The Delta error code: failures to reach or use the object store are UNAVAILABLE (retrying
@@ -282,7 +288,7 @@ impl Drop for Inner {
 
 /// What became of one commit attempt.
 enum Attempt {
-    Committed(i64),
+    Committed(u64),
     /// Another writer took the version first: number the batch again on a newer snapshot.
     Lost,
 }
@@ -335,6 +341,7 @@ impl Inner {
                 own_version: None,
             }),
             latest: Mutex::new(table),
+            maintenance: Mutex::new(()),
         });
         self.sets.lock().insert(name.to_string(), Arc::clone(&set));
         Ok(set)
@@ -361,8 +368,11 @@ impl Inner {
     fn refresh(&self, set: &SetTable) -> Result<DeltaTable> {
         let mut table = set.latest.lock().clone();
         table = self.run(async move {
-            table.update_incremental(None).await?;
-            Ok(table)
+            match table.update_incremental(None).await {
+                // A set whose creation was cut short has a spec and no table yet: no rows.
+                Ok(()) | Err(DeltaTableError::NotATable(_)) => Ok(table),
+                Err(e) => Err(e.into()),
+            }
         })?;
         let mut latest = set.latest.lock();
         if table.version() >= latest.version() {
@@ -387,8 +397,7 @@ impl Inner {
         // The name is ours: what a deletion interrupted before its end may have left of an
         // older table goes first.
         let created = self.remove_table(&spec.name).and_then(|()| {
-            let columns = StructType::try_from_arrow(schema::table_schema(spec).as_ref())
-                .map_err(DeltaTableError::from)?;
+            let columns = StructType::try_from_arrow(schema::table_schema(spec).as_ref())?;
             let url = self.table_url(&spec.name)?;
             let options = self.storage_options.clone();
             let name = spec.name.clone();
@@ -444,7 +453,8 @@ impl Inner {
             return Err(featherstore_core::Error::no_such_set(name).into());
         }
         let set = self.sets.lock().get(name).cloned();
-        // Waits for this server's append to the set to end.
+        // Waits for this server's append to the set, and its maintenance, to end.
+        let _maintenance = set.as_ref().map(|set| set.maintenance.lock());
         let _append = set.as_ref().map(|set| set.append.lock());
         let store = Arc::clone(&self.store);
         let owned = name.to_string();
@@ -466,8 +476,7 @@ impl Inner {
             .collect();
         let mut table = self.refresh(&set)?;
         if !added.is_empty() {
-            let added = StructType::try_from_arrow(&arrow::datatypes::Schema::new(added))
-                .map_err(DeltaTableError::from)?;
+            let added = StructType::try_from_arrow(&arrow::datatypes::Schema::new(added))?;
             let current = table.snapshot()?.schema();
             // Another server's update may have added them already.
             let missing: Vec<_> = added
@@ -521,14 +530,14 @@ impl Inner {
                 ))
             })?;
             if state.own_version != Some(version) {
-                // Another writer committed last: its ingest time bounds ours from below.
-                let theirs = self.commit_metadata(&table, version)?;
-                if let Some(ingested_at) = theirs.ingested_at {
+                // Another writer (or this one before a restart) committed last: the set's
+                // latest ingest time bounds ours from below.
+                if let Some(ingested_at) = self.latest_ingest_time(&table, version)? {
                     state.last_ingested_at = state.last_ingested_at.max(ingested_at);
                 }
             }
             let ingested_at = now.max(state.last_ingested_at);
-            let first_seq = (version + 1) << ROW_BITS;
+            let first_seq = first_seq(version + 1)?;
             let stored = sql::to_storage_batch(spec, batch, first_seq, ingested_at)?;
             match self.commit(table, spec, &stored, &batch_id, ingested_at)? {
                 Attempt::Committed(committed) => {
@@ -555,7 +564,9 @@ impl Inner {
         batch_id: &str,
         ingested_at: i64,
     ) -> Result<Attempt> {
-        let read_version = table.version().unwrap_or(-1);
+        let Some(read_version) = table.version() else {
+            return Err(featherstore_core::Error::no_such_set(&spec.name).into());
+        };
         let writer_properties = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
             .build();
@@ -605,8 +616,25 @@ impl Inner {
         }
     }
 
+    /// The ingest time recorded by the latest append commit at or before `version`; `None`
+    /// when none is found within `INGEST_TIME_LOOKBACK` commits (compactions and column
+    /// additions record none).
+    fn latest_ingest_time(&self, table: &DeltaTable, version: u64) -> Result<Option<i64>> {
+        for back in (0..=version).rev().take(INGEST_TIME_LOOKBACK) {
+            let found = self.commit_metadata(table, back)?;
+            if !found.exists {
+                // Removed by log cleanup: older ones are gone too.
+                return Ok(None);
+            }
+            if found.ingested_at.is_some() {
+                return Ok(found.ingested_at);
+            }
+        }
+        Ok(None)
+    }
+
     /// The FeatherStore metadata of the commit at `version` of a table.
-    fn commit_metadata(&self, table: &DeltaTable, version: i64) -> Result<CommitMetadata> {
+    fn commit_metadata(&self, table: &DeltaTable, version: u64) -> Result<CommitMetadata> {
         let log_store = table.log_store();
         let bytes = self.run(async move { Ok(log_store.read_commit_entry(version).await?) })?;
         let Some(bytes) = bytes else {
@@ -636,7 +664,6 @@ impl Inner {
             .iter()
             .map(|spec| self.set(&spec.name))
             .collect::<Result<Vec<_>>>()?;
-        let conn = self.pool.get(Purpose::Read)?;
         let mut pins = Vec::with_capacity(sets.len());
         let mut relations = Vec::with_capacity(sets.len());
         for (spec, set) in specs.iter().zip(&sets) {
@@ -645,6 +672,8 @@ impl Inner {
             pins.push(pinned);
             relations.push(format!("({})", schema::select_files(spec, &files)));
         }
+        // Taken once the files are here: no connection waits on the object store.
+        let conn = self.pool.get(Purpose::Read)?;
         // `pins` keeps every copy the relations read until `work` returns.
         let result = work(&conn, &relations);
         drop(pins);
@@ -653,6 +682,9 @@ impl Inner {
 
     /// Local copies of every data file of `table`'s snapshot, fetched where missing, pinned.
     fn fetch(&self, set: &str, table: &DeltaTable) -> Result<(Pinned, Vec<String>)> {
+        if table.version().is_none() {
+            return self.fetch_paths(set, &[]);
+        }
         let remote: Vec<Path> = table
             .snapshot()?
             .log_data()
@@ -721,6 +753,19 @@ impl Inner {
             files: log_data.num_files() as u64,
         })
     }
+}
+
+/// The `_seq` of the first row committed at `version`.
+fn first_seq(version: u64) -> Result<i64> {
+    i64::try_from(version)
+        .ok()
+        .and_then(|v| v.checked_mul(1 << ROW_BITS))
+        .ok_or_else(|| {
+            featherstore_core::Error::Internal(format!(
+                "table version {version} leaves no room for ingest sequence numbers"
+            ))
+            .into()
+        })
 }
 
 /// What FeatherStore wrote into a commit's `commitInfo`.
