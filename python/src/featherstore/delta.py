@@ -184,7 +184,10 @@ def _join_block(
         f"epoch_us({ts})::HUGEINT * {SEQ_SPAN} + ({SEQ_SPAN} - 1) AS _key FROM entity_rows) e"
         f"{''.join(joins)} ORDER BY e._row"
     )
-    joined = con.execute(sql).fetch_arrow_table()
+    relation = con.sql(sql)
+    # DuckDB 2 calls it `to_arrow_table`; DuckDB 1 `arrow`.
+    fetch = getattr(relation, "to_arrow_table", None) or relation.arrow
+    joined = pa.table(fetch())
     con.close()
     result = block
     for name, _ in selected:

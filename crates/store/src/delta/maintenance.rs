@@ -16,12 +16,13 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::Action;
+use deltalake::logstore::object_store::ObjectStoreExt;
 use deltalake::protocol::DeltaOperation;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, Path};
 use featherstore_core::FeatureSetSpec;
 
-use super::{registry, schema, Inner, SetTable};
+use super::{data_file_path, registry, schema, Inner, SetTable};
 use crate::query::{sql, Purpose};
 use crate::Result;
 
@@ -80,7 +81,7 @@ impl Inner {
         let mut partitions: BTreeMap<String, Vec<_>> = BTreeMap::new();
         for file in table.snapshot()?.log_data().iter() {
             if (file.size().max(0) as u64) < self.options.compact_target_bytes {
-                let path = file.object_store_path();
+                let path = data_file_path(&file);
                 let partition = path
                     .parts()
                     .next()
@@ -93,7 +94,7 @@ impl Inner {
             if files.len() < self.options.compact_min_files.max(2) {
                 continue;
             }
-            let paths: Vec<Path> = files.iter().map(|f| f.object_store_path()).collect();
+            let paths: Vec<Path> = files.iter().map(data_file_path).collect();
             let (_pinned, local) = self.fetch_paths(&spec.name, &paths)?;
             let query = format!(
                 "{} ORDER BY {}, {}, {}",

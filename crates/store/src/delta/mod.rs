@@ -35,7 +35,8 @@ use std::time::Duration;
 use arrow::array::RecordBatch;
 use deltalake::kernel::engine::arrow_conversion::TryFromArrow;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
-use deltalake::kernel::{Action, StructType};
+use deltalake::kernel::{Action, LogicalFileView, StructType};
+use deltalake::logstore::object_store::ObjectStoreExt;
 use deltalake::logstore::{store_for, LogStore};
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
@@ -689,7 +690,7 @@ impl Inner {
             .snapshot()?
             .log_data()
             .iter()
-            .map(|file| file.object_store_path())
+            .map(|file| data_file_path(&file))
             .collect();
         self.fetch_paths(set, &remote)
     }
@@ -753,6 +754,13 @@ impl Inner {
             files: log_data.num_files() as u64,
         })
     }
+}
+
+/// Where a data file of the snapshot is, relative to its table (percent-encoding kept where
+/// the log has it, as `deltalake` does).
+fn data_file_path(file: &LogicalFileView) -> Path {
+    let path = file.path();
+    Path::parse(path.as_ref()).unwrap_or_else(|_| Path::from(path.as_ref()))
 }
 
 /// The `_seq` of the first row committed at `version`.

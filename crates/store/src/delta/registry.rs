@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use deltalake::logstore::object_store::{PutMode, PutOptions, PutPayload};
+use deltalake::logstore::object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use deltalake::{ObjectStore, ObjectStoreError, Path};
 use featherstore_core::spec::is_valid_name;
 use featherstore_core::FeatureSetSpec;
