@@ -52,7 +52,12 @@ async fn an_unreachable_object_store_is_503_for_ingest_and_history_and_online_re
     let server =
         TestServer::start_with(Backend::Delta, |c| on_bucket(c, proxy.address, "faults")).await;
     let base = &server.http;
-    let created = send(http().post(format!("{base}/v1/feature-sets")).body(USER_SPEC)).await;
+    let created = send(
+        http()
+            .post(format!("{base}/v1/feature-sets"))
+            .body(USER_SPEC),
+    )
+    .await;
     assert_eq!(created.0, StatusCode::CREATED, "{created:?}");
     assert_eq!(ingest(base, "u1", 30, 1).await.0, StatusCode::OK);
 
@@ -61,13 +66,16 @@ async fn an_unreachable_object_store_is_503_for_ingest_and_history_and_online_re
     assert_eq!(refused.0, StatusCode::SERVICE_UNAVAILABLE, "{refused:?}");
     assert_eq!(refused.1["error"]["code"], "unavailable", "{refused:?}");
     let unavailable = history(base).await;
-    assert_eq!(unavailable.0, StatusCode::SERVICE_UNAVAILABLE, "{unavailable:?}");
-    let online = send(
-        http()
-            .post(format!("{base}/v1/online"))
-            .json(&json!({"feature_set": "user_features", "entities": ["u1"], "features": ["age"]})),
-    )
-    .await;
+    assert_eq!(
+        unavailable.0,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{unavailable:?}"
+    );
+    let online =
+        send(http().post(format!("{base}/v1/online")).json(
+            &json!({"feature_set": "user_features", "entities": ["u1"], "features": ["age"]}),
+        ))
+        .await;
     assert_eq!(online.0, StatusCode::OK, "{online:?}");
     assert_eq!(online.1["rows"][0]["age"], 30);
 
@@ -75,7 +83,11 @@ async fn an_unreachable_object_store_is_503_for_ingest_and_history_and_online_re
     assert_eq!(ingest(base, "u1", 32, 3).await.0, StatusCode::OK);
     let recovered = history(base).await;
     assert_eq!(recovered.0, StatusCode::OK);
-    assert_eq!(ages(&recovered.1), vec![30, 32], "the refused batch was not stored");
+    assert_eq!(
+        ages(&recovered.1),
+        vec![30, 32],
+        "the refused batch was not stored"
+    );
     server.shutdown().await;
 }
 
@@ -98,8 +110,15 @@ async fn two_servers_on_one_bucket_serve_the_same_history() {
     let second =
         TestServer::start_with(Backend::Delta, |c| on_bucket(c, s3.address, "shared")).await;
     for i in 0..4 {
-        let via = if i % 2 == 0 { &first.http } else { &second.http };
-        assert_eq!(ingest(via, &format!("u{i}"), i, 1 + i as u32).await.0, StatusCode::OK);
+        let via = if i % 2 == 0 {
+            &first.http
+        } else {
+            &second.http
+        };
+        assert_eq!(
+            ingest(via, &format!("u{i}"), i, 1 + i as u32).await.0,
+            StatusCode::OK
+        );
     }
     for base in [&first.http, &second.http] {
         let rows = history(base).await;

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray};
 use arrow::array::TimestampMicrosecondArray;
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::Int64Type;
 use featherstore_core::{ErrorCode, FeatureSetSpec, HistoryTicket, OnlineTicket};
 use featherstore_store::delta::{DeltaOptions, DeltaStore};
@@ -126,7 +126,10 @@ fn the_store_contract_holds_on_s3() {
     store.delete("s").unwrap();
     assert!(store.load_specs().unwrap().is_empty());
     store.create(&spec()).unwrap();
-    assert!(scan(&store).unwrap().is_empty(), "a re-created set starts empty");
+    assert!(
+        scan(&store).unwrap().is_empty(),
+        "a re-created set starts empty"
+    );
     s3.stop();
 }
 
@@ -197,16 +200,16 @@ fn an_unreachable_object_store_fails_ingest_and_history_but_not_online_reads() {
     let proxy = Proxy::start(s3.address);
     let dir = tempfile::tempdir().unwrap();
     let offline = s3_store(proxy.address, "faults", dir.path());
-    let store = FeatureStore::open(Box::new(offline), Limits::default(), dir.path().join("tmp"))
-        .unwrap();
+    let store =
+        FeatureStore::open(Box::new(offline), Limits::default(), dir.path().join("tmp")).unwrap();
     store.create(spec()).unwrap();
     store.ingest("s", &batch(&[("a", 1, 10)])).unwrap();
 
     proxy.set_cut(true);
     let failed = store.ingest("s", &batch(&[("a", 2, 20)])).unwrap_err();
     assert_eq!(failed.code(), ErrorCode::Unavailable, "{failed}");
-    let history = history(&store).unwrap_err();
-    assert_eq!(history.code(), ErrorCode::Unavailable, "{history}");
+    let unreadable = history(&store).unwrap_err();
+    assert_eq!(unreadable.code(), ErrorCode::Unavailable, "{unreadable}");
     assert_eq!(online_n(&store, "a"), Some(1), "online reads go on");
 
     proxy.set_cut(false);
@@ -223,8 +226,7 @@ fn an_unreachable_object_store_fails_ingest_and_history_but_not_online_reads() {
 
 fn history(store: &FeatureStore) -> featherstore_store::Result<Vec<i64>> {
     let ticket: HistoryTicket =
-        serde_json::from_value(serde_json::json!({"feature_set": "s", "features": ["n"]}))
-            .unwrap();
+        serde_json::from_value(serde_json::json!({"feature_set": "s", "features": ["n"]})).unwrap();
     let (set, query, view) = store.plan_history(&ticket)?;
     let mut out = Vec::new();
     store.scan_history(&set, &query, &view, &mut |b| {
@@ -281,7 +283,7 @@ fn compaction_merges_small_files_and_checkpoints_follow_commits() {
         .unwrap()
         .into_iter()
         .filter(|r| r.0 == "a")
-        .last()
+        .next_back()
         .unwrap();
     assert_eq!(latest_a, ("a".to_string(), 99, 10));
     drop(store);

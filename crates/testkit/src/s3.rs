@@ -139,7 +139,9 @@ pub struct Proxy {
 impl Proxy {
     pub fn start(target: SocketAddr) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding the proxy");
-        listener.set_nonblocking(true).expect("a non-blocking listener");
+        listener
+            .set_nonblocking(true)
+            .expect("a non-blocking listener");
         let address = listener.local_addr().expect("the proxy's address");
         let cut = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
@@ -180,7 +182,12 @@ impl Proxy {
     pub fn set_cut(&self, cut: bool) {
         self.cut.store(cut, Ordering::Release);
         if cut {
-            for stream in self.connections.lock().expect("proxy connections").drain(..) {
+            for stream in self
+                .connections
+                .lock()
+                .expect("proxy connections")
+                .drain(..)
+            {
                 let _ = stream.shutdown(Shutdown::Both);
             }
         }
@@ -204,7 +211,10 @@ fn relay(client: TcpStream, server: TcpStream, connections: &Mutex<Vec<TcpStream
         return;
     };
     if let (Ok(a), Ok(b)) = (client.try_clone(), server.try_clone()) {
-        connections.lock().expect("proxy connections").extend([a, b]);
+        connections
+            .lock()
+            .expect("proxy connections")
+            .extend([a, b]);
     }
     pipe(client, server_copy);
     pipe(server, client_copy);

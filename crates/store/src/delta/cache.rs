@@ -124,7 +124,10 @@ impl FileCache {
         }
         // Two queries may fetch the same file at once: each writes its own staging file.
         let mut staging = path.as_os_str().to_owned();
-        staging.push(format!(".part{}", self.clock.fetch_add(1, Ordering::Relaxed)));
+        staging.push(format!(
+            ".part{}",
+            self.clock.fetch_add(1, Ordering::Relaxed)
+        ));
         let staging = PathBuf::from(staging);
         fs::write(&staging, contents)
             .map_err(Error::io(format!("writing {}", staging.display())))?;

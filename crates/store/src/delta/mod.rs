@@ -486,7 +486,8 @@ impl Inner {
                 .cloned()
                 .collect();
             if !missing.is_empty() {
-                table = self.run(async move { Ok(table.add_columns().with_fields(missing).await?) })?;
+                table =
+                    self.run(async move { Ok(table.add_columns().with_fields(missing).await?) })?;
                 *set.latest.lock() = table;
             }
         }
@@ -571,11 +572,15 @@ impl Inner {
         let writer_properties = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
             .build();
-        let mut writer = RecordBatchWriter::for_table(&table)?.with_writer_properties(writer_properties);
+        let mut writer =
+            RecordBatchWriter::for_table(&table)?.with_writer_properties(writer_properties);
         let rows = schema::to_table_batch(spec, stored, &writer.arrow_schema())?;
         let metadata = [
             (BATCH_KEY.to_string(), serde_json::Value::from(batch_id)),
-            (INGESTED_AT_KEY.to_string(), serde_json::Value::from(ingested_at)),
+            (
+                INGESTED_AT_KEY.to_string(),
+                serde_json::Value::from(ingested_at),
+            ),
         ];
         let log_store = table.log_store();
         let outcome = self.run(async move {
@@ -717,7 +722,9 @@ impl Inner {
             .zip(local)
             .filter(|(_, local)| missing.contains(local))
             .map(|(remote, local)| {
-                let in_root = remote.parts().fold(Path::from(set), |path, part| path.child(part));
+                let in_root = remote
+                    .parts()
+                    .fold(Path::from(set), |path, part| path.join(part));
                 (in_root, local)
             })
             .collect();
@@ -854,4 +861,3 @@ impl OfflineStore for DeltaStore {
         Ok(Some(total))
     }
 }
-

@@ -132,7 +132,10 @@ mod tests {
             parse_path(&version_path("users", 12)),
             Some(("users".to_string(), 12))
         );
-        assert_eq!(parse_path(&Path::from("_featherstore/specs/users/x.json")), None);
+        assert_eq!(
+            parse_path(&Path::from("_featherstore/specs/users/x.json")),
+            None
+        );
         assert_eq!(parse_path(&Path::from("users/_delta_log/0.json")), None);
     }
 }
