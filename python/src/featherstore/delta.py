@@ -195,6 +195,23 @@ def _join_block(
     return result
 
 
+def _plan(
+    uri: str,
+    entity_rows: pa.Table,
+    features: Sequence[str],
+    as_of: str,
+    full_names: bool,
+    storage_options: Optional[Mapping[str, str]],
+) -> Tuple[Dict[str, Dict[str, Any]], List[Tuple[str, str, str]], Dict[str, str]]:
+    """The checked request: the sets' specs, the output columns, the storage options."""
+    if as_of not in ("event_time", "ingest_time"):
+        raise ValueError('as_of must be "event_time" or "ingest_time"')
+    names = list(dict.fromkeys(f.partition(":")[0] for f in features))
+    options = dict(storage_options or {})
+    specs = load_specs(uri, names, options)
+    return specs, _outputs(features, specs, entity_rows.column_names, full_names), options
+
+
 def training_table(
     uri: str,
     entity_rows: pa.Table,
@@ -207,12 +224,8 @@ def training_table(
 ) -> pa.Table:
     """The training set of ``entity_rows`` in this process (one block): for tests and small
     sets; :func:`training_dataset` spreads the same work over a Ray cluster."""
-    if as_of not in ("event_time", "ingest_time"):
-        raise ValueError('as_of must be "event_time" or "ingest_time"')
-    names = list(dict.fromkeys(f.partition(":")[0] for f in features))
-    specs = load_specs(uri, names, storage_options)
-    outputs = _outputs(features, specs, entity_rows.column_names, full_names)
-    return _join_block(entity_rows, uri, specs, outputs, timestamp, as_of, storage_options or {})
+    specs, outputs, options = _plan(uri, entity_rows, features, as_of, full_names, storage_options)
+    return _join_block(entity_rows, uri, specs, outputs, timestamp, as_of, options)
 
 
 def training_dataset(
@@ -231,12 +244,7 @@ def training_dataset(
     keep the entity rows' order."""
     import ray.data
 
-    if as_of not in ("event_time", "ingest_time"):
-        raise ValueError('as_of must be "event_time" or "ingest_time"')
-    names = list(dict.fromkeys(f.partition(":")[0] for f in features))
-    options = dict(storage_options or {})
-    specs = load_specs(uri, names, options)
-    outputs = _outputs(features, specs, entity_rows.column_names, full_names)
+    specs, outputs, options = _plan(uri, entity_rows, features, as_of, full_names, storage_options)
     # Blocks come back in entity-row order, as from the server.
     ray.data.DataContext.get_current().execution_options.preserve_order = True
     blocks = [entity_rows.slice(start, block_rows) for start in range(0, entity_rows.num_rows, block_rows)]
