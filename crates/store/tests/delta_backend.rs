@@ -282,8 +282,7 @@ fn compaction_merges_small_files_and_checkpoints_follow_commits() {
     let latest_a = scan(&store)
         .unwrap()
         .into_iter()
-        .filter(|r| r.0 == "a")
-        .next_back()
+        .rfind(|r| r.0 == "a")
         .unwrap();
     assert_eq!(latest_a, ("a".to_string(), 99, 10));
     drop(store);
