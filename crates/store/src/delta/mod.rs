@@ -324,6 +324,25 @@ impl Inner {
         })
     }
 
+    /// A set's table as stored now; one not created yet (no log) loads with no version.
+    fn load_table(&self, set: &str) -> Result<DeltaTable> {
+        let url = self.table_url(set)?;
+        if url.scheme() == "file" {
+            // On the local file system a missing table directory is not "no table yet" but
+            // an invalid location to `deltalake`: a directory of its own is what an object
+            // store's empty prefix is.
+            let dir = url.to_file_path().map_err(|()| {
+                featherstore_core::Error::invalid(format!("{url} is not a local path"))
+            })?;
+            std::fs::create_dir_all(&dir)
+                .map_err(Error::io(format!("creating {}", dir.display())))?;
+        }
+        let options = self.storage_options.clone();
+        self.run(async move {
+            Ok(DeltaTable::try_from_url_with_storage_options(url, options).await?)
+        })
+    }
+
     fn load_specs(&self) -> Result<Vec<FeatureSetSpec>> {
         let store = Arc::clone(&self.store);
         self.run(async move { registry::load_specs(store.as_ref()).await })
@@ -331,11 +350,7 @@ impl Inner {
 
     /// Loads a set's table (that has a spec) and registers it.
     fn open_set(&self, name: &str) -> Result<Arc<SetTable>> {
-        let url = self.table_url(name)?;
-        let options = self.storage_options.clone();
-        let table = self.run(async move {
-            Ok(DeltaTable::try_from_url_with_storage_options(url, options).await?)
-        })?;
+        let table = self.load_table(name)?;
         let set = Arc::new(SetTable {
             append: Mutex::new(AppendState {
                 last_ingested_at: 0,
@@ -399,11 +414,9 @@ impl Inner {
         // older table goes first.
         let created = self.remove_table(&spec.name).and_then(|()| {
             let columns = StructType::try_from_arrow(schema::table_schema(spec).as_ref())?;
-            let url = self.table_url(&spec.name)?;
-            let options = self.storage_options.clone();
+            let table = self.load_table(&spec.name)?;
             let name = spec.name.clone();
             self.run(async move {
-                let table = DeltaTable::try_from_url_with_storage_options(url, options).await?;
                 Ok(table
                     .create()
                     .with_table_name(name)

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{new_null_array, ArrayRef, RecordBatch};
+use arrow::array::{make_array, new_null_array, ArrayRef, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use featherstore_core::{FeatureSetSpec, FeatureType};
@@ -59,12 +59,23 @@ pub(super) fn to_table_batch(
                 stored.column_by_name(field.name())
             };
             Ok(match source {
-                Some(column) => cast(column, field.data_type())?,
+                Some(column) => with_type(cast(column, field.data_type())?, field.data_type())?,
                 None => new_null_array(field.data_type(), stored.num_rows()),
             })
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(RecordBatch::try_new(target.clone(), columns)?)
+}
+
+/// `array` with the data type `target` where the two differ only in the names of nested
+/// fields: a cast to a list keeps the source's item name (`item`), and the table's lists name
+/// theirs `element`; a batch must match its schema exactly.
+fn with_type(array: ArrayRef, target: &DataType) -> Result<ArrayRef> {
+    if array.data_type() == target {
+        return Ok(array);
+    }
+    let data = array.to_data().into_builder().data_type(target.clone()).build()?;
+    Ok(make_array(data))
 }
 
 /// `SELECT` of the stored rows in some of a set's data files (local copies), in the storage
