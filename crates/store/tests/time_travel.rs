@@ -249,7 +249,8 @@ fn write_old_parquet(dir: &Path) {
 
 #[test]
 fn rows_stored_before_ingest_times_read_as_ingested_at_the_first_open() {
-    for backend in BACKENDS {
+    // Only these two stored rows before ingest times existed; every Delta table has them.
+    for backend in ["duckdb", "parquet"] {
         let dir = tempfile::tempdir().unwrap();
         match backend {
             "duckdb" => write_old_duckdb(dir.path()),
