@@ -76,6 +76,7 @@ pub struct DeltaConfig {
     pub uri: String,
     /// Passed to the object store (`endpoint`, `region`, `allow_http`, ...); `AWS_*`
     /// environment variables apply too.
+    #[serde(deserialize_with = "option_texts")]
     pub storage_options: BTreeMap<String, String>,
     /// Local copies of data files for queries.
     pub cache_dir: PathBuf,
@@ -316,6 +317,35 @@ impl Default for ParquetConfig {
             compact_min_files: options.compact_min_files,
         }
     }
+}
+
+/// Object store options are text, but `allow_http: true` in YAML, or `true` in an environment
+/// variable (which figment reads as a boolean), is a boolean by then: scalars are taken as
+/// their text.
+fn option_texts<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Flag(bool),
+        Integer(i64),
+        Float(f64),
+    }
+    let options = BTreeMap::<String, Scalar>::deserialize(deserializer)?;
+    Ok(options
+        .into_iter()
+        .map(|(key, value)| {
+            let text = match value {
+                Scalar::Text(text) => text,
+                Scalar::Flag(flag) => flag.to_string(),
+                Scalar::Integer(n) => n.to_string(),
+                Scalar::Float(x) => x.to_string(),
+            };
+            (key, text)
+        })
+        .collect())
 }
 
 impl Default for DeltaConfig {
@@ -560,6 +590,31 @@ impl Config {
 mod tests {
     use super::*;
     use figment::Jail;
+
+    #[test]
+    fn object_store_options_are_text_whatever_their_yaml_or_env_type() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.yaml",
+                "storage:\n  delta:\n    storage_options:\n      allow_http: true\n      max_retries: 2\n",
+            )?;
+            jail.set_env(
+                "FEATHERSTORE_STORAGE__DELTA__STORAGE_OPTIONS__VIRTUAL_HOSTED_STYLE_REQUEST",
+                "false",
+            );
+            jail.set_env(
+                "FEATHERSTORE_STORAGE__DELTA__STORAGE_OPTIONS__ENDPOINT",
+                "http://127.0.0.1:9000",
+            );
+            let config = Config::load(Some(Path::new("c.yaml")), &Overrides::default())?;
+            let options = &config.storage.delta.storage_options;
+            assert_eq!(options["allow_http"], "true");
+            assert_eq!(options["max_retries"], "2");
+            assert_eq!(options["virtual_hosted_style_request"], "false");
+            assert_eq!(options["endpoint"], "http://127.0.0.1:9000");
+            Ok(())
+        });
+    }
 
     #[test]
     fn layers_file_env_and_flags() {
