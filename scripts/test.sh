@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 # The S3-compatible server (moto) the Delta Lake backend's tests start on loopback.
 FEATHERSTORE_MOTO_SERVER="$(./scripts/setup-s3.sh | tail -n 1)"
 export FEATHERSTORE_MOTO_SERVER
+./scripts/setup-redis.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -1,8 +1,9 @@
-//! DoGet tickets and the HTTP online/history bodies (`OnlineTicket`/`HistoryTicket::from_json`):
-//! parsing, time ranges, entity keys.
+//! DoGet tickets and the HTTP online/history bodies (`OnlineRequest`/`OnlineTicket`/
+//! `HistoryTicket::from_json`): parsing, time ranges, entity keys, the column-wise entity rows
+//! of reads across sets.
 #![no_main]
 
-use featherstore_core::ticket::{HistoryTicket, OnlineTicket, Ticket};
+use featherstore_core::ticket::{HistoryTicket, OnlineRequest, OnlineTicket, Ticket};
 use featherstore_core::{EntityKeys, EntityType};
 use libfuzzer_sys::fuzz_target;
 
@@ -13,6 +14,18 @@ fuzz_target!(|data: &[u8]| {
                 for entity_type in [EntityType::String, EntityType::Int64] {
                     if let Ok(keys) = EntityKeys::from_json(entity_type, &online.entities) {
                         assert_eq!(keys.len(), online.entities.len());
+                    }
+                }
+            }
+            Ticket::MultiOnline(multi) => {
+                if let Ok(rows) = multi.rows() {
+                    for (column, values) in &multi.entities {
+                        assert_eq!(values.len(), rows);
+                        for entity_type in [EntityType::String, EntityType::Int64] {
+                            if let Ok(keys) = EntityKeys::from_json_column(entity_type, column, values) {
+                                assert_eq!(keys.len(), rows);
+                            }
+                        }
                     }
                 }
             }
@@ -27,6 +40,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(Ticket::from_json(&json).expect("its JSON parses"), ticket);
     }
     let _ = OnlineTicket::from_json(data);
+    let _ = OnlineRequest::from_json(data);
     if let Ok(history) = HistoryTicket::from_json(data) {
         let _ = history.time_range();
     }

@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use featherstore_client::{Change, Code, FeatureSetSpec};
+use featherstore_client::{Change, Code, FeatureServiceSpec, FeatureSetSpec};
 use featherstore_core::evolution;
 use serde_json::{json, Value};
 
@@ -14,7 +14,9 @@ use crate::common::{text_table, thousands, CliError, CliResult, ServerArgs};
 #[derive(Args)]
 pub(crate) struct ApplyArgs {
     /// YAML or JSON files declaring feature sets: a list of specs, `{feature_sets: [...]}` or
-    /// one spec; YAML may hold several documents. `-` reads standard input.
+    /// one spec; YAML may hold several documents. `{feature_sets: [...], feature_services:
+    /// [...]}` declares feature services too (created after the sets). `-` reads standard
+    /// input.
     #[arg(value_name = "FILE", required_unless_present = "file_options")]
     files: Vec<PathBuf>,
     /// The same as a FILE argument (`apply -f sets.yaml` is `apply sets.yaml`); repeatable.
@@ -61,8 +63,21 @@ pub(crate) struct DeleteArgs {
     pub(crate) server: ServerArgs,
 }
 
-/// The specs a file declares, validated, in file order.
+/// What files declare: feature sets and feature services.
+#[derive(Debug, Default)]
+struct Declared {
+    sets: Vec<FeatureSetSpec>,
+    services: Vec<FeatureServiceSpec>,
+}
+
+/// The feature sets a file declares (its services left out).
+#[cfg(test)]
 fn read_specs(path: &Path) -> CliResult<Vec<FeatureSetSpec>> {
+    read_declared(path).map(|declared| declared.sets)
+}
+
+/// The specs and services a file declares, validated, in file order.
+fn read_declared(path: &Path) -> CliResult<Declared> {
     let shown = path.display();
     let text = if path == Path::new("-") {
         let mut text = String::new();
@@ -89,21 +104,35 @@ fn read_specs(path: &Path) -> CliResult<Vec<FeatureSetSpec>> {
         documents
     };
     let mut items = Vec::new();
+    let mut service_items = Vec::new();
     for document in documents {
         match document {
             Value::Array(specs) => items.extend(specs),
-            Value::Object(mut object) if object.contains_key("feature_sets") => {
-                if object.len() > 1 {
-                    let other: Vec<_> = object.keys().filter(|k| *k != "feature_sets").collect();
+            Value::Object(mut object)
+                if object.contains_key("feature_sets") || object.contains_key("feature_services") =>
+            {
+                let known = ["feature_sets", "feature_services"];
+                let other: Vec<_> = object.keys().filter(|k| !known.contains(&k.as_str())).collect();
+                if !other.is_empty() {
                     return Err(CliError::new(format!(
-                        "{shown}: unknown key(s) {other:?} beside \"feature_sets\""
+                        "{shown}: unknown key(s) {other:?} beside \"feature_sets\" and \"feature_services\""
                     )));
                 }
                 match object.remove("feature_sets") {
+                    None => {}
                     Some(Value::Array(specs)) => items.extend(specs),
                     _ => {
                         return Err(CliError::new(format!(
                             "{shown}: \"feature_sets\" must be a list of feature set specs"
+                        )))
+                    }
+                }
+                match object.remove("feature_services") {
+                    None => {}
+                    Some(Value::Array(services)) => service_items.extend(services),
+                    _ => {
+                        return Err(CliError::new(format!(
+                            "{shown}: \"feature_services\" must be a list of feature services"
                         )))
                     }
                 }
@@ -116,16 +145,34 @@ fn read_specs(path: &Path) -> CliResult<Vec<FeatureSetSpec>> {
             }
         }
     }
+    Ok(Declared {
+        sets: parse_items(&shown, "feature set", items, FeatureSetSpec::from_json)?,
+        services: parse_items(
+            &shown,
+            "feature service",
+            service_items,
+            FeatureServiceSpec::from_json,
+        )?,
+    })
+}
+
+/// Each item validated by `parse`, an error naming the file and the item.
+fn parse_items<T>(
+    shown: &std::path::Display<'_>,
+    what: &str,
+    items: Vec<Value>,
+    parse: impl Fn(&[u8]) -> featherstore_core::Result<T>,
+) -> CliResult<Vec<T>> {
     items
         .into_iter()
         .enumerate()
         .map(|(i, item)| {
             let label = match item.get("name").and_then(Value::as_str) {
-                Some(name) => format!("{shown}: feature set {name:?}"),
-                None => format!("{shown}: feature set #{}", i + 1),
+                Some(name) => format!("{shown}: {what} {name:?}"),
+                None => format!("{shown}: {what} #{}", i + 1),
             };
             let bytes = serde_json::to_vec(&item).expect("JSON values serialize");
-            FeatureSetSpec::from_json(&bytes).map_err(|e| CliError::from(e).context(label))
+            parse(&bytes).map_err(|e| CliError::from(e).context(label))
         })
         .collect()
 }
@@ -141,8 +188,11 @@ enum Outcome {
 
 pub(crate) fn apply(args: ApplyArgs) -> CliResult {
     let mut specs = Vec::new();
+    let mut services = Vec::new();
     for file in args.file_options.iter().chain(&args.files) {
-        specs.extend(read_specs(file)?);
+        let declared = read_declared(file)?;
+        specs.extend(declared.sets);
+        services.extend(declared.services);
     }
     let mut seen = HashSet::new();
     for spec in &specs {
@@ -153,7 +203,16 @@ pub(crate) fn apply(args: ApplyArgs) -> CliResult {
             )));
         }
     }
-    if specs.is_empty() {
+    let mut seen = HashSet::new();
+    for service in &services {
+        if !seen.insert(service.name.clone()) {
+            return Err(CliError::new(format!(
+                "feature service {:?} is declared more than once",
+                service.name
+            )));
+        }
+    }
+    if specs.is_empty() && services.is_empty() {
         return Err(CliError::new("no feature sets declared"));
     }
     let runtime = crate::common::runtime()?;
@@ -219,13 +278,25 @@ pub(crate) fn apply(args: ApplyArgs) -> CliResult {
             }
             outcomes.push(outcome);
         }
+        for service in &services {
+            let outcome = apply_service(&client, &args, service).await?;
+            if !args.json {
+                print_outcome(&format!("service {}", service.name), &outcome);
+            }
+            outcomes.push(outcome);
+        }
         Ok::<_, CliError>(outcomes)
     })?;
     if args.json {
-        let report: Vec<Value> = specs
-            .iter()
+        let names = specs.iter().map(|s| (s.name.as_str(), "feature_set"));
+        let names = names.chain(
+            services
+                .iter()
+                .map(|s| (s.name.as_str(), "feature_service")),
+        );
+        let report: Vec<Value> = names
             .zip(&outcomes)
-            .map(|(spec, outcome)| {
+            .map(|((name, kind), outcome)| {
                 let (status, detail, changes) = match outcome {
                     Outcome::Created => ("created", None, None),
                     Outcome::WouldCreate => ("would_create", None, None),
@@ -234,7 +305,7 @@ pub(crate) fn apply(args: ApplyArgs) -> CliResult {
                     Outcome::Unchanged => ("unchanged", None, None),
                     Outcome::Conflict(m) => ("conflict", Some(m.as_str()), None),
                 };
-                let mut entry = json!({"name": spec.name, "status": status});
+                let mut entry = json!({"name": name, "kind": kind, "status": status});
                 if let Some(detail) = detail {
                     entry["message"] = Value::from(detail);
                 }
@@ -251,13 +322,50 @@ pub(crate) fn apply(args: ApplyArgs) -> CliResult {
         .filter(|o| matches!(o, Outcome::Conflict(_)))
         .count();
     if conflicts > 0 {
+        let what = if services.is_empty() {
+            "feature sets"
+        } else {
+            "feature sets and services"
+        };
         return Err(CliError::new(format!(
-            "{conflicts} of {} feature sets have changes a stored set cannot take (see above); \
-             use a new name for those, or delete the set (and its data) to redefine it",
-            specs.len()
+            "{conflicts} of {} {what} have changes a stored one cannot take (see above); \
+             use a new name for those, or delete the set (and its data) or the service to \
+             redefine it",
+            outcomes.len()
         )));
     }
     Ok(())
+}
+
+/// Creates a declared feature service, or checks the stored one: a service is never changed
+/// in place (delete it and apply again).
+async fn apply_service(
+    client: &featherstore_client::Client,
+    args: &ApplyArgs,
+    service: &FeatureServiceSpec,
+) -> CliResult<Outcome> {
+    let stored = match client.get_feature_service(&service.name).await {
+        Ok(stored) => Some(stored),
+        Err(e) if e.code() == Some(Code::NotFound) => None,
+        Err(e) => return Err(args.server.describe(e)),
+    };
+    Ok(match stored {
+        Some(stored) if stored.same_definition(service) => Outcome::Unchanged,
+        Some(_) => Outcome::Conflict(
+            "stored with another definition; `featherstore service delete` it and apply again"
+                .into(),
+        ),
+        None if args.dry_run => Outcome::WouldCreate,
+        None => match client.create_feature_service(service).await {
+            Ok(_) => Outcome::Created,
+            Err(e) => {
+                return Err(args
+                    .server
+                    .describe(e)
+                    .context(format!("creating feature service {:?}", service.name)))
+            }
+        },
+    })
 }
 
 fn print_outcome(name: &str, outcome: &Outcome) {
@@ -473,5 +581,34 @@ mod tests {
         assert!(err.contains("\"broken\""), "{err}");
         let (_d, junk) = write("junk.yaml", "just a string");
         assert!(read_specs(&junk).is_err());
+    }
+
+    #[test]
+    fn reads_feature_services_beside_sets() {
+        let (_d, both) = write(
+            "both.yaml",
+            "feature_sets:\n  - {name: a, entity: {name: id, type: int64}, features: []}\nfeature_services:\n  - {name: s, features: ['a:*']}\n",
+        );
+        let declared = read_declared(&both).unwrap();
+        assert_eq!(
+            (declared.sets.len(), declared.services[0].name.as_str()),
+            (1, "s")
+        );
+        let (_d, only) = write(
+            "only.yaml",
+            "feature_services: [{name: s, features: ['a:x']}]\n",
+        );
+        assert_eq!(read_declared(&only).unwrap().services.len(), 1);
+        let (_d, bad) = write(
+            "bad.yaml",
+            "feature_services: [{name: s, features: ['nocolon']}]\n",
+        );
+        let err = read_declared(&bad).unwrap_err().to_string();
+        assert!(err.contains("feature service \"s\""), "{err}");
+        let (_d, extra) = write("extra.yaml", "feature_services: []\nmodels: []\n");
+        assert!(read_declared(&extra)
+            .unwrap_err()
+            .to_string()
+            .contains("models"));
     }
 }

@@ -7,6 +7,7 @@ mod ingest;
 mod output;
 mod read;
 mod serve;
+mod services;
 mod source;
 
 use clap::{Parser, Subcommand};
@@ -48,6 +49,8 @@ enum Command {
     Describe(admin::DescribeArgs),
     /// Delete a feature set and all its data.
     Delete(admin::DeleteArgs),
+    /// Feature services: list, describe, delete, and online reads across their sets.
+    Service(services::ServiceArgs),
 }
 
 impl Command {
@@ -63,6 +66,7 @@ impl Command {
             Command::List(args) => Some(&mut args.server),
             Command::Describe(args) => Some(&mut args.server),
             Command::Delete(args) => Some(&mut args.server),
+            Command::Service(args) => Some(args.command.server_args()),
         }
     }
 }
@@ -82,6 +86,7 @@ fn main() -> std::process::ExitCode {
         Command::List(args) => admin::list(args).map_err(|e| e.0),
         Command::Describe(args) => admin::describe(args).map_err(|e| e.0),
         Command::Delete(args) => admin::delete(args).map_err(|e| e.0),
+        Command::Service(args) => services::run(args).map_err(|e| e.0),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -35,6 +35,10 @@ pub(crate) struct ServeArgs {
     flight_port: Option<u16>,
     #[arg(long)]
     metrics_port: Option<u16>,
+    /// Serve online values from this Redis (`redis://host:port`) instead of memory; the
+    /// other `online.redis` settings come from the configuration.
+    #[arg(long, value_name = "URL")]
+    online: Option<String>,
 }
 
 pub(crate) fn run(args: ServeArgs) -> Result<(), String> {
@@ -49,6 +53,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), String> {
         http_port: args.http_port,
         flight_port: args.flight_port,
         metrics_port: args.metrics_port,
+        online_url: args.online,
     };
     let config = Config::load(args.config.as_deref(), &overrides).map_err(|e| e.to_string())?;
     // Logs go to stderr from here on; trace export starts inside `start`, on the runtime.

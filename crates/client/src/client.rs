@@ -10,7 +10,7 @@ use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{Action, FlightClient, FlightData, FlightDescriptor, Ticket};
-use featherstore_core::FeatureSetSpec;
+use featherstore_core::{FeatureServiceSpec, FeatureSetSpec};
 use futures::{Stream, StreamExt, TryStreamExt};
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
@@ -19,7 +19,9 @@ use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::error::to_flight;
-use crate::request::{names, Entities, HistoryRequest, OnlineRequest, Timestamp};
+use crate::request::{
+    names, Entities, HistoryRequest, MultiOnlineRequest, OnlineRequest, Timestamp,
+};
 use crate::response::{
     AckStream, BatchStream, FeatureSetInfo, FeatureSetUpdate, IngestAck, IngestSummary,
 };
@@ -395,6 +397,48 @@ impl Client {
         }
     }
 
+    // ---- feature services ----------------------------------------------------------------
+
+    /// Stores a feature service (a named list of `set:feature` / `set:*` references) and
+    /// returns it as stored (with `created_at`). Every referenced set and feature must exist
+    /// (`NOT_FOUND`); the same service again is a no-op, a different one under an existing
+    /// name fails with `ALREADY_EXISTS`.
+    pub async fn create_feature_service(
+        &self,
+        service: &FeatureServiceSpec,
+    ) -> Result<FeatureServiceSpec> {
+        let body = serde_json::to_vec(service).expect("services serialize");
+        self.action("create_feature_service", body).await
+    }
+
+    /// A stored feature service; `NOT_FOUND` for an unknown one.
+    pub async fn get_feature_service(&self, name: &str) -> Result<FeatureServiceSpec> {
+        let body = json!({ "name": name }).to_string();
+        self.action("get_feature_service", body).await
+    }
+
+    /// Every stored feature service, by name.
+    pub async fn list_feature_services(&self) -> Result<Vec<FeatureServiceSpec>> {
+        self.action("list_feature_services", b"{}".to_vec()).await
+    }
+
+    /// Deletes a feature service (its sets and their data stay); `NOT_FOUND` for an unknown
+    /// one.
+    pub async fn delete_feature_service(&self, name: &str) -> Result<()> {
+        let answer: Value = self
+            .action(
+                "delete_feature_service",
+                json!({ "name": name }).to_string(),
+            )
+            .await?;
+        match answer.get("deleted") {
+            Some(Value::Bool(true)) => Ok(()),
+            _ => Err(Error::protocol(format!(
+                "delete_feature_service answered {answer}; expected {{\"deleted\": true}}"
+            ))),
+        }
+    }
+
     /// The Arrow schema of a set's stored rows: entity, features in spec order, timestamp.
     pub async fn get_schema(&self, name: &str) -> Result<SchemaRef> {
         let descriptor = FlightDescriptor::new_path(vec![name.to_string()]);
@@ -607,6 +651,26 @@ impl Client {
         self.do_get(&request.to_ticket()).await?.concat().await
     }
 
+    /// An online read across feature sets (see [`MultiOnlineRequest`]) as one batch.
+    ///
+    /// ```no_run
+    /// # async fn run(client: featherstore_client::Client) -> featherstore_client::Result<()> {
+    /// use featherstore_client::MultiOnlineRequest;
+    ///
+    /// let rows = client
+    ///     .online_multi(
+    ///         MultiOnlineRequest::service("fraud_model")
+    ///             .entity("user_id", ["u1"])
+    ///             .entity("merchant_id", vec![7_i64]),
+    ///     )
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn online_multi(&self, request: MultiOnlineRequest) -> Result<RecordBatch> {
+        self.do_get(&request.to_ticket()).await?.concat().await
+    }
+
     // ---- history ---------------------------------------------------------------------------
 
     /// Every row of the entities with `start <= event time < end`, all features, ordered by
@@ -715,6 +779,30 @@ impl Client {
                 "training data needs at least one feature, as \"set:feature\" or \"set:*\"".into(),
             ));
         }
+        self.exchange_training(entity_batches, options.command(&features))
+            .await
+    }
+
+    /// As [`Client::training_data`], reading the features of a stored feature service.
+    pub async fn training_data_for_service<B>(
+        &self,
+        entity_batches: B,
+        feature_service: &str,
+        options: TrainingDataOptions,
+    ) -> Result<BatchStream>
+    where
+        B: IntoIterator<Item = RecordBatch>,
+        B::IntoIter: Send + 'static,
+    {
+        let batches = futures::stream::iter(entity_batches.into_iter().map(Ok));
+        let command = options.service_command(feature_service);
+        self.exchange_training(batches, command).await
+    }
+
+    async fn exchange_training<B>(&self, entity_batches: B, command: Value) -> Result<BatchStream>
+    where
+        B: Stream<Item = Result<RecordBatch>> + Send + 'static,
+    {
         let mut batches = Box::pin(entity_batches);
         // The command travels on the first message, which needs a schema: at least one batch
         // (it may be empty).
@@ -725,8 +813,7 @@ impl Client {
             )
         })??;
         let batches = same_schema(futures::stream::once(async { Ok(first) }).chain(batches));
-        let command = options.command(&features).to_string();
-        let descriptor = FlightDescriptor::new_cmd(command);
+        let descriptor = FlightDescriptor::new_cmd(command.to_string());
         let data = encode(batches, descriptor);
         let stream = self.flight_client().do_exchange(data).await?;
         Ok(BatchStream::new(stream))

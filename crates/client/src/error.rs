@@ -162,6 +162,7 @@ fn error_code_of(code: Code) -> Option<ErrorCode> {
         Code::NotFound => ErrorCode::NotFound,
         Code::InvalidArgument => ErrorCode::InvalidArgument,
         Code::AlreadyExists => ErrorCode::AlreadyExists,
+        Code::FailedPrecondition => ErrorCode::FailedPrecondition,
         Code::ResourceExhausted | Code::OutOfRange => ErrorCode::TooLarge,
         Code::Unauthenticated => ErrorCode::Unauthenticated,
         Code::PermissionDenied => ErrorCode::Forbidden,
@@ -171,7 +172,6 @@ fn error_code_of(code: Code) -> Option<ErrorCode> {
         Code::Ok
         | Code::Cancelled
         | Code::Unknown
-        | Code::FailedPrecondition
         | Code::Aborted
         | Code::Unimplemented
         | Code::DataLoss => return None,

@@ -69,7 +69,8 @@ pub use client::{
 pub use conform::{conform_batch, conform_rows, ConformError};
 pub use error::{code_name, Code, Error, ErrorCode, Result};
 pub use request::{
-    Entities, EntityKey, HistoryRequest, OnlineRequest, Timestamp, TrainingDataOptions,
+    Entities, EntityKey, HistoryRequest, MultiOnlineRequest, OnlineRequest, Timestamp,
+    TrainingDataOptions,
 };
 pub use response::{
     AckStream, BatchStream, FeatureSetInfo, FeatureSetStats, FeatureSetUpdate, IngestAck,
@@ -78,5 +79,5 @@ pub use response::{
 
 pub use featherstore_core::evolution::Change;
 pub use featherstore_core::{
-    AsOf, EntityKeys, EntityType, FeatureSetSpec, FeatureSpec, FeatureType,
+    AsOf, EntityKeys, EntityType, FeatureServiceSpec, FeatureSetSpec, FeatureSpec, FeatureType,
 };

@@ -5,7 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::SystemTime;
 
-use featherstore_core::ticket::{HistoryTicket, OnlineTicket};
+use featherstore_core::ticket::{HistoryTicket, MultiOnlineTicket, OnlineTicket};
 use featherstore_core::time::{format_timestamp, parse_timestamp};
 use featherstore_core::{AsOf, EntityKeys};
 use serde::{Serialize, Serializer};
@@ -303,6 +303,72 @@ impl OnlineRequest {
     }
 }
 
+/// An online read across feature sets: a stored feature service's features, or
+/// `set:feature` / `set:*` references, for entity rows given column-wise (one key column per
+/// entity name of the sets read). The answer has one row per entity row, in order: the key
+/// columns, then the features in reference order.
+///
+/// ```
+/// use featherstore_client::MultiOnlineRequest;
+///
+/// let request = MultiOnlineRequest::service("fraud_model")
+///     .entity("user_id", ["u1", "u2"])
+///     .entity("merchant_id", vec![7_i64, 9])
+///     .full_names(true);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct MultiOnlineRequest {
+    ticket: MultiOnlineTicket,
+}
+
+impl MultiOnlineRequest {
+    /// The features of a stored feature service.
+    pub fn service(name: impl Into<String>) -> Self {
+        Self::reading(Some(name.into()), None)
+    }
+
+    /// `set:feature` or `set:*` references, in output order.
+    pub fn features<I: IntoIterator<Item = S>, S: Into<String>>(references: I) -> Self {
+        Self::reading(None, Some(names(references)))
+    }
+
+    fn reading(feature_service: Option<String>, features: Option<Vec<String>>) -> Self {
+        MultiOnlineRequest {
+            ticket: MultiOnlineTicket {
+                feature_service,
+                features,
+                entities: Default::default(),
+                full_names: false,
+                with_timestamps: false,
+            },
+        }
+    }
+
+    /// The key column of entity `name`: one key per entity row.
+    pub fn entity(mut self, name: impl Into<String>, keys: impl Into<Entities>) -> Self {
+        self.ticket
+            .entities
+            .insert(name.into(), keys.into().to_json());
+        self
+    }
+
+    /// Name features `set__feature` instead of `feature`.
+    pub fn full_names(mut self, full_names: bool) -> Self {
+        self.ticket.full_names = full_names;
+        self
+    }
+
+    /// Add each set's event time, as `set__event_timestamp`, after the features.
+    pub fn with_timestamps(mut self, with_timestamps: bool) -> Self {
+        self.ticket.with_timestamps = with_timestamps;
+        self
+    }
+
+    pub(crate) fn to_ticket(&self) -> featherstore_core::Ticket {
+        featherstore_core::Ticket::MultiOnline(self.ticket.clone())
+    }
+}
+
 /// A history read: every row with `start <= event time < end` (PROTOCOL.md, "Retrieval").
 /// Everything but the feature set is optional: all entities, unbounded, all features.
 ///
@@ -422,11 +488,20 @@ impl TrainingDataOptions {
     }
 
     pub(crate) fn command(&self, features: &[String]) -> Value {
+        self.command_reading("features", Value::from(features))
+    }
+
+    /// The command reading a stored feature service's features.
+    pub(crate) fn service_command(&self, service: &str) -> Value {
+        self.command_reading("feature_service", Value::from(service))
+    }
+
+    fn command_reading(&self, key: &str, what: Value) -> Value {
         let mut command = serde_json::json!({
             "type": "training_data",
-            "features": features,
             "full_names": self.full_names,
         });
+        command[key] = what;
         if let Some(timestamp) = &self.timestamp {
             command["timestamp"] = Value::from(timestamp.as_str());
         }

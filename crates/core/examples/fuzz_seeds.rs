@@ -78,6 +78,14 @@ fn main() {
             r#"{"type": "history", "feature_set": "by_id"}"#,
         ),
         ("unknown_type", r#"{"type": "sql", "query": "select 1"}"#),
+        (
+            "online_service",
+            r#"{"type": "online", "feature_service": "fraud_model", "entities": {"user_id": ["u1", "u2"], "merchant_id": [7, 9]}}"#,
+        ),
+        (
+            "online_references",
+            r#"{"type": "online", "features": ["a:x", "b:*"], "entities": {"id": [1], "k": ["x"]}, "full_names": true, "with_timestamps": true}"#,
+        ),
     ] {
         corpus.write("ticket", name, ticket.as_bytes());
     }

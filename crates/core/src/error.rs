@@ -13,6 +13,8 @@ pub enum ErrorCode {
     NotFound,
     InvalidArgument,
     AlreadyExists,
+    /// The request is valid but the state refuses it (deleting a set a feature service uses).
+    FailedPrecondition,
     TooLarge,
     Unauthenticated,
     Forbidden,
@@ -31,10 +33,11 @@ pub enum ErrorCode {
 pub const ERROR_CODE_METADATA: &str = "x-featherstore-error-code";
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 11] = [
         ErrorCode::NotFound,
         ErrorCode::InvalidArgument,
         ErrorCode::AlreadyExists,
+        ErrorCode::FailedPrecondition,
         ErrorCode::TooLarge,
         ErrorCode::Unauthenticated,
         ErrorCode::Forbidden,
@@ -50,6 +53,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::InvalidArgument => "invalid_argument",
             ErrorCode::AlreadyExists => "already_exists",
+            ErrorCode::FailedPrecondition => "failed_precondition",
             ErrorCode::TooLarge => "too_large",
             ErrorCode::Unauthenticated => "unauthenticated",
             ErrorCode::Forbidden => "forbidden",
@@ -93,6 +97,8 @@ pub enum Error {
     #[error("{0}")]
     AlreadyExists(String),
     #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
     TooLarge(String),
     #[error("{0}")]
     TooManyRequests(String),
@@ -115,6 +121,7 @@ impl Error {
             Error::NotFound(_) => ErrorCode::NotFound,
             Error::InvalidArgument(_) | Error::Ipc(_) => ErrorCode::InvalidArgument,
             Error::AlreadyExists(_) => ErrorCode::AlreadyExists,
+            Error::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
             Error::TooLarge(_) => ErrorCode::TooLarge,
             Error::TooManyRequests(_) => ErrorCode::TooManyRequests,
             Error::Unavailable(_) => ErrorCode::Unavailable,
@@ -134,6 +141,11 @@ impl Error {
     /// No feature set of this name: the one wording of this error, in every layer.
     pub fn no_such_set(name: &str) -> Self {
         Error::NotFound(format!("feature set {name:?} does not exist"))
+    }
+
+    /// No feature service of this name: the one wording of this error, in every layer.
+    pub fn no_such_service(name: &str) -> Self {
+        Error::NotFound(format!("feature service {name:?} does not exist"))
     }
 
     /// A feature that `set` does not declare: the one wording of this error.

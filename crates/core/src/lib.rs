@@ -11,6 +11,7 @@ pub mod ipc;
 #[cfg(any(test, feature = "test-support"))]
 pub mod ipc_testing;
 pub mod json;
+pub mod service;
 pub mod spec;
 pub mod ticket;
 pub mod time;
@@ -19,7 +20,8 @@ pub mod types;
 
 pub use entity::EntityKeys;
 pub use error::{Error, ErrorCode, Result, ERROR_CODE_METADATA};
+pub use service::FeatureServiceSpec;
 pub use spec::{EntitySpec, FeatureSetSpec, FeatureSpec};
-pub use ticket::{HistoryTicket, OnlineTicket, Ticket};
+pub use ticket::{HistoryTicket, MultiOnlineTicket, OnlineRequest, OnlineTicket, Ticket};
 pub use training::{AsOf, OutputFeature, TrainingDataCommand};
 pub use types::{EntityType, FeatureType};

@@ -66,7 +66,7 @@ pub fn is_valid_name(name: &str) -> bool {
         && name.len() <= MAX_NAME_LEN
 }
 
-fn check_name(what: &str, name: &str) -> Result<()> {
+pub(crate) fn check_name(what: &str, name: &str) -> Result<()> {
     if is_valid_name(name) {
         Ok(())
     } else {

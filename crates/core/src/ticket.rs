@@ -2,16 +2,84 @@
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use std::collections::BTreeMap;
 
+use serde_json::{Map, Value};
+
+use crate::service::check_references;
 use crate::time::parse_timestamp;
 use crate::{Error, Result};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A DoGet ticket. Parsed by [`Ticket::from_json`]: an online ticket naming a
+/// `feature_set` is the single-set read of PROTOCOL.md, any other online ticket a read across
+/// sets ([`MultiOnlineTicket`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Ticket {
     Online(OnlineTicket),
     History(HistoryTicket),
+    #[serde(rename = "online")]
+    MultiOnline(MultiOnlineTicket),
+}
+
+/// The online request of either kind, as `POST /v1/online` takes it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OnlineRequest {
+    Set(OnlineTicket),
+    Multi(MultiOnlineTicket),
+}
+
+/// An online read across feature sets: a feature service, or feature references, and the
+/// entity rows column-wise, one key column per entity name of the referenced sets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MultiOnlineTicket {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature_service: Option<String>,
+    /// `set:feature` or `set:*` references, in place of a service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<Vec<String>>,
+    /// Entity name to its keys, one per entity row; every column has the same length.
+    pub entities: BTreeMap<String, Vec<Value>>,
+    /// Name features `set__feature` instead of `feature`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub full_names: bool,
+    /// Adds each set's event time, named `set__event_timestamp`, after the features.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub with_timestamps: bool,
+}
+
+impl MultiOnlineTicket {
+    /// Exactly one of `feature_service` and `features`, and well-formed references.
+    fn check(self) -> Result<Self> {
+        match (&self.feature_service, &self.features) {
+            (Some(_), Some(_)) => Err(Error::invalid(
+                "an online request takes \"feature_service\" or \"features\", not both",
+            )),
+            (None, None) => Err(Error::invalid(
+                "an online request needs \"feature_set\", \"feature_service\" or \"features\" (set:feature references)",
+            )),
+            (None, Some(references)) => {
+                check_references(references)?;
+                Ok(self)
+            }
+            (Some(_), None) => Ok(self),
+        }
+    }
+
+    /// The number of entity rows: the length of the key columns, which must all agree.
+    pub fn rows(&self) -> Result<usize> {
+        let mut lengths = self.entities.iter().map(|(name, keys)| (name, keys.len()));
+        let Some((first_name, rows)) = lengths.next() else {
+            return Ok(0);
+        };
+        match lengths.find(|&(_, len)| len != rows) {
+            Some((name, len)) => Err(Error::invalid(format!(
+                "key columns differ in length: {first_name:?} has {rows} keys, {name:?} has {len}"
+            ))),
+            None => Ok(rows),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,31 +114,95 @@ pub struct HistoryTicket {
 
 impl Ticket {
     pub fn from_json(bytes: &[u8]) -> Result<Self> {
-        serde_json::from_slice(bytes).map_err(|e| {
+        let invalid = |e: &dyn std::fmt::Display| {
             Error::invalid(format!(
                 "invalid ticket: {e}; expected JSON with \"type\" \"online\" or \"history\""
             ))
-        })
+        };
+        let mut object: Map<String, Value> =
+            serde_json::from_slice(bytes).map_err(|e| invalid(&e))?;
+        match object.remove("type") {
+            Some(Value::String(kind)) if kind == "online" => {
+                Ok(match OnlineRequest::from_object(object, "ticket")? {
+                    OnlineRequest::Set(ticket) => Ticket::Online(ticket),
+                    OnlineRequest::Multi(ticket) => Ticket::MultiOnline(ticket),
+                })
+            }
+            Some(Value::String(kind)) if kind == "history" => {
+                serde_json::from_value(Value::Object(object))
+                    .map(Ticket::History)
+                    .map_err(|e| invalid(&e))
+            }
+            Some(other) => Err(invalid(&format_args!("\"type\" is {other}"))),
+            None => Err(invalid(&"no \"type\"")),
+        }
+    }
+}
+
+/// The `entities` of a read across sets is an object of key columns (arrays); said plainly,
+/// since serde's message would not name the field.
+fn check_entity_columns(entities: Option<&Value>) -> Result<()> {
+    let expected = "expected {\"entity_name\": [keys, ...], ...}, one key column per entity";
+    match entities {
+        None => Err(Error::invalid(format!(
+            "an online request without \"feature_set\" needs \"entities\": {expected}"
+        ))),
+        Some(Value::Object(columns)) => match columns.iter().find(|(_, keys)| !keys.is_array()) {
+            Some((name, keys)) => Err(Error::invalid(format!(
+                "\"entities\" key column {name:?} is {keys}, not an array; {expected}"
+            ))),
+            None => Ok(()),
+        },
+        Some(other) => Err(Error::invalid(format!(
+            "\"entities\" is {other}; {expected}"
+        ))),
+    }
+}
+
+impl OnlineRequest {
+    /// The body of `POST /v1/online`: either kind of online ticket.
+    pub fn from_json(bytes: &[u8]) -> Result<Self> {
+        Self::from_object(route_object(bytes, "online")?, "online request")
+    }
+
+    /// A ticket naming a `feature_set` is a single-set read; any other a read across sets.
+    fn from_object(object: Map<String, Value>, what: &str) -> Result<Self> {
+        let invalid = |e: serde_json::Error| Error::invalid(format!("invalid {what}: {e}"));
+        if object.contains_key("feature_set") {
+            serde_json::from_value(Value::Object(object))
+                .map(OnlineRequest::Set)
+                .map_err(invalid)
+        } else {
+            check_entity_columns(object.get("entities"))?;
+            let ticket: MultiOnlineTicket =
+                serde_json::from_value(Value::Object(object)).map_err(invalid)?;
+            ticket.check().map(OnlineRequest::Multi)
+        }
     }
 }
 
 /// The body of an HTTP retrieval route: its ticket, where `"type"` may be left out but, if
 /// given, must be the route's `kind`.
 fn route_body<T: DeserializeOwned>(bytes: &[u8], kind: &str) -> Result<T> {
-    let invalid = |e: serde_json::Error| Error::invalid(format!("invalid {kind} request: {e}"));
-    let mut value: Value = serde_json::from_slice(bytes).map_err(invalid)?;
-    if let Some(object) = value.as_object_mut() {
-        match object.remove("type") {
-            None => {}
-            Some(Value::String(t)) if t == kind => {}
-            Some(other) => {
-                return Err(Error::invalid(format!(
-                    "\"type\" is {other} but this route takes {kind:?} requests"
-                )))
-            }
+    let object = route_object(bytes, kind)?;
+    serde_json::from_value(Value::Object(object))
+        .map_err(|e| Error::invalid(format!("invalid {kind} request: {e}")))
+}
+
+/// The JSON object of an HTTP retrieval route's body, its `"type"` checked and removed.
+fn route_object(bytes: &[u8], kind: &str) -> Result<Map<String, Value>> {
+    let mut object: Map<String, Value> = serde_json::from_slice(bytes)
+        .map_err(|e| Error::invalid(format!("invalid {kind} request: {e}")))?;
+    match object.remove("type") {
+        None => {}
+        Some(Value::String(t)) if t == kind => {}
+        Some(other) => {
+            return Err(Error::invalid(format!(
+                "\"type\" is {other} but this route takes {kind:?} requests"
+            )))
         }
     }
-    serde_json::from_value(value).map_err(invalid)
+    Ok(object)
 }
 
 impl OnlineTicket {
@@ -151,6 +283,70 @@ mod tests {
         let err = HistoryTicket::from_json(b"[").unwrap_err();
         assert!(
             err.to_string().starts_with("invalid history request: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn online_tickets_without_a_feature_set_read_across_sets() {
+        let ticket = Ticket::from_json(
+            br#"{"type": "online", "feature_service": "fraud", "entities": {"user_id": ["u1", "u2"], "merchant_id": [7, 9]}}"#,
+        )
+        .unwrap();
+        let Ticket::MultiOnline(multi) = &ticket else {
+            panic!("{ticket:?}")
+        };
+        assert_eq!(multi.rows().unwrap(), 2);
+        let json = serde_json::to_vec(&ticket).unwrap();
+        assert_eq!(Ticket::from_json(&json).unwrap(), ticket);
+        let body = br#"{"features": ["a:x", "b:*"], "entities": {"id": [1]}, "full_names": true}"#;
+        assert!(matches!(
+            OnlineRequest::from_json(body).unwrap(),
+            OnlineRequest::Multi(t) if t.full_names && t.features.as_ref().unwrap().len() == 2
+        ));
+        let single = br#"{"type": "online", "feature_set": "s", "entities": ["a"]}"#;
+        assert!(matches!(
+            OnlineRequest::from_json(single).unwrap(),
+            OnlineRequest::Set(_)
+        ));
+        for (bad, expected) in [
+            (
+                r#"{"type": "online", "entities": {"id": [1]}}"#,
+                "feature_service",
+            ),
+            (r#"{"type": "online", "feature_service": "s"}"#, "entities"),
+            (
+                r#"{"type": "online", "feature_service": "s", "features": ["a:x"], "entities": {}}"#,
+                "not both",
+            ),
+            (
+                r#"{"type": "online", "features": ["a"], "entities": {}}"#,
+                "set:feature",
+            ),
+            (
+                r#"{"type": "online", "feature_service": "s", "entities": [1]}"#,
+                "entities",
+            ),
+            (
+                r#"{"type": "online", "feature_service": "s", "entities": {"id": 1}}"#,
+                "entities",
+            ),
+            (
+                r#"{"type": "online", "feature_service": "s", "entities": {}, "x": 1}"#,
+                "unknown field",
+            ),
+        ] {
+            let err = Ticket::from_json(bad.as_bytes()).unwrap_err();
+            assert_eq!(err.code(), crate::ErrorCode::InvalidArgument, "{bad}");
+            assert!(err.to_string().contains(expected), "{bad}: {err}");
+        }
+        let uneven = br#"{"feature_service": "s", "entities": {"a": [1, 2], "b": [1]}}"#;
+        let OnlineRequest::Multi(uneven) = OnlineRequest::from_json(uneven).unwrap() else {
+            panic!()
+        };
+        let err = uneven.rows().unwrap_err().to_string();
+        assert!(
+            err.contains("\"a\" has 2") && err.contains("\"b\" has 1"),
             "{err}"
         );
     }

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::service::{reference_sets, resolve_references};
 use crate::spec::{FeatureSetSpec, DEFAULT_TIMESTAMP};
 use crate::{Error, Result};
 
@@ -12,8 +13,12 @@ pub struct TrainingDataCommand {
     /// Always `"training_data"`.
     #[serde(rename = "type")]
     pub kind: String,
-    /// `set:feature` or `set:*`, in output order.
+    /// `set:feature` or `set:*`, in output order; empty when `feature_service` is given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub features: Vec<String>,
+    /// A stored feature service whose references are read in place of `features`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature_service: Option<String>,
     /// The entity rows' time column.
     #[serde(default = "default_timestamp")]
     pub timestamp: String,
@@ -83,22 +88,20 @@ impl TrainingDataCommand {
                 command.kind
             )));
         }
-        if command.features.is_empty() {
-            return Err(Error::invalid("training_data needs at least one feature"));
+        match (&command.feature_service, command.features.is_empty()) {
+            (None, true) => Err(Error::invalid(
+                "invalid training_data command: it needs \"features\" (at least one) or \"feature_service\"",
+            )),
+            (Some(_), false) => Err(Error::invalid(
+                "invalid training_data command: it takes \"features\" or \"feature_service\", not both",
+            )),
+            _ => Ok(command),
         }
-        Ok(command)
     }
 
     /// The distinct set names referenced, in first-mention order.
     pub fn set_names(&self) -> Result<Vec<String>> {
-        let mut names: Vec<String> = Vec::new();
-        for reference in &self.features {
-            let (set, _) = split_reference(reference)?;
-            if !names.iter().any(|n| n == set) {
-                names.push(set.to_string());
-            }
-        }
-        Ok(names)
+        reference_sets(&self.features)
     }
 
     /// Resolves every reference against `specs` (in [`set_names`](Self::set_names) order),
@@ -109,66 +112,24 @@ impl TrainingDataCommand {
         specs: &[&FeatureSetSpec],
         input_columns: &[String],
     ) -> Result<Vec<OutputFeature>> {
-        let mut outputs: Vec<OutputFeature> = Vec::new();
-        for reference in &self.features {
-            let (set_name, feature_name) = split_reference(reference)?;
-            let set = specs
-                .iter()
-                .position(|s| s.name == set_name)
-                .expect("specs follow set_names");
-            let spec = specs[set];
-            let features: Vec<usize> = if feature_name == "*" {
-                (0..spec.features.len()).collect()
-            } else {
-                vec![spec
-                    .feature(feature_name)
-                    .map(|(i, _)| i)
-                    .ok_or_else(|| Error::undeclared_feature(set_name, feature_name))?]
-            };
-            for feature in features {
-                let feature_name = &spec.features[feature].name;
-                let name = if self.full_names {
-                    format!("{set_name}__{feature_name}")
-                } else {
-                    feature_name.clone()
-                };
-                if outputs.iter().any(|o| o.name == name) || input_columns.contains(&name) {
-                    return Err(Error::invalid(format!(
-                        "output column {name:?} appears twice (from {reference:?}); set \"full_names\": true to name features set__feature"
-                    )));
-                }
-                outputs.push(OutputFeature { set, feature, name });
-            }
-        }
-        Ok(outputs)
+        resolve_references(&self.features, specs, self.full_names, input_columns)
     }
-}
 
-fn split_reference(reference: &str) -> Result<(&str, &str)> {
-    reference
-        .split_once(':')
-        .filter(|(s, f)| !s.is_empty() && !f.is_empty())
-        .ok_or_else(|| {
-            Error::invalid(format!(
-                "feature reference {reference:?} must be \"set:feature\" or \"set:*\""
-            ))
-        })
+    /// The command reading `references` (a feature service's) in place of its
+    /// `feature_service`.
+    pub fn with_service_features(self, references: Vec<String>) -> Self {
+        TrainingDataCommand {
+            features: references,
+            feature_service: None,
+            ..self
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn spec(name: &str, features: &[&str]) -> FeatureSetSpec {
-        let features: Vec<_> = features
-            .iter()
-            .map(|f| serde_json::json!({"name": f, "type": "float32"}))
-            .collect();
-        serde_json::from_value(serde_json::json!({
-            "name": name, "entity": {"name": "id", "type": "int64"}, "features": features
-        }))
-        .unwrap()
-    }
+    use crate::service::tests::spec;
 
     #[test]
     fn resolves_in_order_asked_and_expands_stars() {
@@ -204,6 +165,12 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("full_names"));
+        let both = br#"{"type": "training_data", "features": ["a:x"], "feature_service": "s"}"#;
+        assert!(TrainingDataCommand::from_json(both).is_err());
+        let service =
+            TrainingDataCommand::from_json(br#"{"type": "training_data", "feature_service": "s"}"#)
+                .unwrap();
+        assert_eq!(service.feature_service.as_deref(), Some("s"));
         let full = TrainingDataCommand {
             full_names: true,
             ..clash

@@ -30,11 +30,11 @@ pub(crate) const MIN_TOKEN_LENGTH: usize = 16;
 pub(crate) enum Operation {
     /// Online, history and training data reads.
     ReadData,
-    /// Get, list, describe a feature set, its schema or flight info.
+    /// Get, list, describe a feature set (its schema, flight info) or a feature service.
     Describe,
     /// DoPut, `POST .../rows`.
     Ingest,
-    /// Create, update, delete a feature set.
+    /// Create, update, delete a feature set; create, delete a feature service.
     Manage,
     /// `/metrics` on the HTTP port: it names every feature set.
     Metrics,
@@ -56,9 +56,9 @@ impl Operation {
     fn describe(self) -> &'static str {
         match self {
             Operation::ReadData => "read feature data",
-            Operation::Describe => "describe feature sets",
+            Operation::Describe => "describe feature sets and services",
             Operation::Ingest => "ingest",
-            Operation::Manage => "create, update or delete feature sets",
+            Operation::Manage => "create, update or delete feature sets and services",
             Operation::Metrics => "read the metrics",
             Operation::Discover => "call the server",
         }
@@ -80,10 +80,16 @@ impl Operation {
     /// The operation of a Flight action.
     pub(crate) fn of_action(action: &str) -> Operation {
         match action {
-            "get_feature_set" | "list_feature_sets" | "list_feature_set_versions" => {
-                Operation::Describe
-            }
-            "create_feature_set" | "update_feature_set" | "delete_feature_set" => Operation::Manage,
+            "get_feature_set"
+            | "list_feature_sets"
+            | "list_feature_set_versions"
+            | "get_feature_service"
+            | "list_feature_services" => Operation::Describe,
+            "create_feature_set"
+            | "update_feature_set"
+            | "delete_feature_set"
+            | "create_feature_service"
+            | "delete_feature_service" => Operation::Manage,
             _ => Operation::Discover,
         }
     }
@@ -98,10 +104,16 @@ impl Operation {
             ("GET", "/metrics") => Operation::Metrics,
             (
                 "GET",
-                "/v1/feature-sets" | "/v1/feature-sets/{name}" | "/v1/feature-sets/{name}/versions",
+                "/v1/feature-sets"
+                | "/v1/feature-sets/{name}"
+                | "/v1/feature-sets/{name}/versions"
+                | "/v1/feature-services"
+                | "/v1/feature-services/{name}",
             ) => Operation::Describe,
-            ("POST", "/v1/feature-sets")
-            | ("DELETE" | "PUT" | "PATCH", "/v1/feature-sets/{name}") => Operation::Manage,
+            ("POST", "/v1/feature-sets" | "/v1/feature-services")
+            | ("DELETE" | "PUT" | "PATCH", "/v1/feature-sets/{name}")
+            | ("DELETE", "/v1/feature-services/{name}")
+            | ("POST", "/v1/feature-sets/{name}/online/rebuild") => Operation::Manage,
             ("POST", "/v1/feature-sets/{name}/rows") => Operation::Ingest,
             ("POST", "/v1/online" | "/v1/history" | "/v1/training-data") => Operation::ReadData,
             _ => Operation::Discover,

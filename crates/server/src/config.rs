@@ -18,7 +18,29 @@ pub struct Config {
     pub logging: LoggingConfig,
     pub tracing: TracingConfig,
     pub auth: AuthConfig,
+    pub online: OnlineConfig,
 }
+
+/// Where the online values live (docs/configuration.md, docs/deployment.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnlineBackend {
+    /// In this process's memory, rebuilt from the offline store at start (the default).
+    #[default]
+    Memory,
+    /// In a Redis or Redis Cluster shared by every server configured with it.
+    Redis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct OnlineConfig {
+    pub backend: OnlineBackend,
+    pub redis: RedisConfig,
+}
+
+/// `online.redis`: url, cluster, key_prefix, pool_size, timeout_ms.
+pub use featherstore_store::online::RedisConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -425,6 +447,8 @@ pub struct Overrides {
     pub http_port: Option<u16>,
     pub flight_port: Option<u16>,
     pub metrics_port: Option<u16>,
+    /// `--online redis://...`: the Redis online backend at this URL.
+    pub online_url: Option<String>,
 }
 
 impl Config {
@@ -474,6 +498,10 @@ impl Config {
         }
         if let Some(port) = o.metrics_port {
             self.metrics.prometheus_port = port;
+        }
+        if let Some(url) = &o.online_url {
+            self.online.backend = OnlineBackend::Redis;
+            self.online.redis.url = url.clone();
         }
     }
 
@@ -719,5 +747,36 @@ mod tests {
         let documented: Config = Figment::from(Yaml::string(yaml)).extract().unwrap();
         assert_eq!(documented.storage.parquet, ParquetConfig::default());
         assert_eq!(documented.storage.delta, DeltaConfig::default());
+        assert_eq!(documented.online, OnlineConfig::default());
+    }
+
+    #[test]
+    fn online_section_from_file_env_and_flag() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.yaml",
+                "online:\n  redis:\n    cluster: true\n    key_prefix: team\n",
+            )?;
+            jail.set_env("FEATHERSTORE_ONLINE__REDIS__TIMEOUT_MS", "50");
+            let flags = Overrides {
+                online_url: Some("redis://10.0.0.1:7000".into()),
+                ..Overrides::default()
+            };
+            let config = Config::load(Some(Path::new("c.yaml")), &flags)?;
+            assert_eq!(config.online.backend, OnlineBackend::Redis);
+            assert_eq!(
+                config.online.redis,
+                RedisConfig {
+                    url: "redis://10.0.0.1:7000".into(),
+                    cluster: true,
+                    key_prefix: "team".into(),
+                    pool_size: 4,
+                    timeout_ms: 50,
+                }
+            );
+            let memory = Config::load(None, &Overrides::default())?;
+            assert_eq!(memory.online.backend, OnlineBackend::Memory);
+            Ok(())
+        });
     }
 }

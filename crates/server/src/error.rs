@@ -95,6 +95,7 @@ fn grpc_code(code: ErrorCode) -> tonic::Code {
         ErrorCode::NotFound => tonic::Code::NotFound,
         ErrorCode::InvalidArgument => tonic::Code::InvalidArgument,
         ErrorCode::AlreadyExists => tonic::Code::AlreadyExists,
+        ErrorCode::FailedPrecondition => tonic::Code::FailedPrecondition,
         ErrorCode::TooLarge | ErrorCode::TooManyRequests => tonic::Code::ResourceExhausted,
         ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
         ErrorCode::Forbidden => tonic::Code::PermissionDenied,
@@ -124,7 +125,7 @@ pub(crate) fn http_status(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::InvalidArgument => StatusCode::BAD_REQUEST,
-        ErrorCode::AlreadyExists => StatusCode::CONFLICT,
+        ErrorCode::AlreadyExists | ErrorCode::FailedPrecondition => StatusCode::CONFLICT,
         ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,

@@ -282,6 +282,29 @@ async fn serve_connection<I>(
     }
 }
 
+/// How often a server with a shared online backend takes in the registry's changes: a set
+/// created through another server is usable here within this (plus one storage call).
+const REGISTRY_SYNC_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Takes the shared registry's changes into this server until it stops; a failure (Redis
+/// unreachable) is logged and tried again at the next tick.
+async fn sync_registry(store: Arc<FeatureStore>, mut stopped: watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval(REGISTRY_SYNC_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.sync_registry()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "the shared registry could not be read"),
+            Err(e) => tracing::error!(error = %e, "the registry sync task failed"),
+        }
+    }
+}
+
 /// Starts trace export if configured, opens storage (rebuilding the online index), binds the
 /// three ports and starts serving.
 pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
@@ -333,7 +356,16 @@ async fn start_serving(config: &Config) -> Result<RunningServer, StartError> {
     let store = tokio::task::spawn_blocking(move || {
         let offline = open_offline(&open_config)?;
         let spool_dir = open_config.data_dir().join("tmp");
-        Ok::<_, StartError>(FeatureStore::open(offline, limits, spool_dir)?)
+        let online: Box<dyn featherstore_store::online::OnlineStore> = match open_config
+            .online
+            .backend
+        {
+            config::OnlineBackend::Memory => Box::new(featherstore_store::online::MemoryStore),
+            config::OnlineBackend::Redis => Box::new(
+                featherstore_store::online::RedisStore::connect(open_config.online.redis.clone())?,
+            ),
+        };
+        Ok::<_, StartError>(FeatureStore::open_with(offline, online, limits, spool_dir)?)
     })
     .await
     .map_err(|e| StartError::Config(format!("storage startup task failed: {e}")))??;
@@ -356,6 +388,9 @@ async fn start_serving(config: &Config) -> Result<RunningServer, StartError> {
     let (stop, stopped) = watch::channel(false);
     let header_timeout = seconds(config.server.header_read_timeout_seconds);
     let mut tasks = JoinSet::new();
+    if store.online_is_remote() {
+        tasks.spawn(sync_registry(store.clone(), stopped.clone()));
+    }
     serve_http(
         &mut tasks,
         "HTTP",

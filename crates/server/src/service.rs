@@ -4,8 +4,12 @@
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
+use featherstore_core::service::reference_sets;
 use featherstore_core::time::format_timestamp;
-use featherstore_core::{Error as DomainError, FeatureSetSpec, HistoryTicket, OnlineTicket};
+use featherstore_core::{
+    Error as DomainError, FeatureServiceSpec, FeatureSetSpec, HistoryTicket, MultiOnlineTicket,
+    OnlineTicket, TrainingDataCommand,
+};
 use featherstore_store::query::training::TrainingPlan;
 use featherstore_store::{BatchSink, Error as StoreError, FeatureStore};
 use serde_json::{json, Value};
@@ -157,6 +161,10 @@ fn spec_json(spec: &FeatureSetSpec) -> Value {
     serde_json::to_value(spec).expect("specs serialize")
 }
 
+fn service_json(service: &FeatureServiceSpec) -> Value {
+    serde_json::to_value(service).expect("services serialize")
+}
+
 /// Runs `work` on the blocking pool and streams the batches it produces, as it produces them.
 /// A client that takes no batch for `idle` has its stream ended with DEADLINE_EXCEEDED and the
 /// work stopped, so that it cannot hold a storage connection forever. Dropping the stream
@@ -244,14 +252,116 @@ fn record_count(span: &Span, field: &str, n: usize) {
 }
 
 impl AppState {
-    /// Online values for an online ticket, from memory only.
-    pub(crate) fn online(&self, ticket: &OnlineTicket) -> ApiResult<RecordBatch> {
+    /// Online values for an online ticket: from memory on the request's task, or from a
+    /// remote online store (Redis) on the blocking pool, so that a slow Redis holds no
+    /// runtime worker (the store bounds each wait by its timeout).
+    pub(crate) async fn online(&self, ticket: &OnlineTicket) -> ApiResult<RecordBatch> {
         let span = Span::current();
         span.record("feature_set", ticket.feature_set.as_str());
         record_count(&span, "entities", ticket.entities.len());
-        let batch = self.store.online(ticket)?;
+        let batch = if self.store.online_is_remote() {
+            let (store, ticket) = (self.store.clone(), ticket.clone());
+            blocking(move || Ok(store.online(&ticket)?)).await?
+        } else {
+            self.store.online(ticket)?
+        };
         record_count(&span, "rows", batch.num_rows());
         Ok(batch)
+    }
+
+    /// Online values across feature sets (a feature service, or references). The caller must
+    /// be allowed every set read.
+    pub(crate) async fn online_multi(
+        &self,
+        access: &Access,
+        ticket: &MultiOnlineTicket,
+    ) -> ApiResult<RecordBatch> {
+        if let Some(references) = &ticket.features {
+            // Before resolving, so that a NOT_FOUND says nothing of sets the caller may not see.
+            for set in reference_sets(references)? {
+                access.require_set(&set)?;
+            }
+        }
+        let plan = self.store.online_plan(ticket)?;
+        for set in plan.set_names() {
+            access.require_set(set)?;
+        }
+        let span = Span::current();
+        span.record(
+            "feature_set",
+            plan.set_names().collect::<Vec<_>>().join(",").as_str(),
+        );
+        let batch = if self.store.online_is_remote() {
+            let (store, ticket) = (self.store.clone(), ticket.clone());
+            blocking(move || Ok(store.online_multi(&plan, &ticket)?)).await?
+        } else {
+            self.store.online_multi(&plan, ticket)?
+        };
+        record_count(&span, "entities", batch.num_rows());
+        record_count(&span, "rows", batch.num_rows());
+        Ok(batch)
+    }
+
+    /// A training data command as the store runs it: a `feature_service` replaced by its
+    /// references, every set of which the caller must be allowed.
+    pub(crate) fn training_command(
+        &self,
+        access: &Access,
+        command: TrainingDataCommand,
+    ) -> ApiResult<TrainingDataCommand> {
+        let command = self.store.expand_training(command)?;
+        for set in command.set_names()? {
+            access.require_set(&set)?;
+        }
+        Ok(command)
+    }
+
+    /// Creates a feature service; returns the stored service and whether it is new.
+    pub(crate) async fn create_service(
+        &self,
+        access: &Access,
+        body: &[u8],
+    ) -> ApiResult<(Value, bool)> {
+        let service = FeatureServiceSpec::from_json(body)?;
+        let sets = service.set_names()?;
+        for set in &sets {
+            access.require_set(set)?;
+        }
+        Span::current().record("feature_set", sets.join(",").as_str());
+        let store = self.store.clone();
+        let (stored, created) = blocking(move || Ok(store.create_service(service)?)).await?;
+        Ok((service_json(&stored), created))
+    }
+
+    /// A stored feature service; the caller must be allowed every set it reads.
+    pub(crate) fn describe_service(&self, access: &Access, name: &str) -> ApiResult<Value> {
+        let service = self.store.get_service(name)?;
+        for set in service.set_names()? {
+            access.require_set(&set)?;
+        }
+        Ok(service_json(&service))
+    }
+
+    /// The feature services the caller may see: those whose every set it may see.
+    pub(crate) fn list_services(&self, access: &Access) -> Value {
+        Value::Array(
+            self.store
+                .list_services()
+                .iter()
+                .filter(|service| {
+                    service
+                        .set_names()
+                        .is_ok_and(|sets| sets.iter().all(|set| access.sees(set)))
+                })
+                .map(|service| service_json(service))
+                .collect(),
+        )
+    }
+
+    pub(crate) async fn delete_service(&self, access: &Access, name: String) -> ApiResult<()> {
+        self.describe_service(access, &name)?;
+        let store = self.store.clone();
+        blocking(move || Ok(store.delete_service(&name)?)).await
     }
 
     /// Plans a history ticket, then streams its rows as storage reads them; returns their

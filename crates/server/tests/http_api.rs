@@ -15,7 +15,10 @@ async fn registry_ingest_and_reads_over_http() {
         let client = http();
         assert_eq!(
             send(client.get(format!("{base}/health"))).await,
-            (StatusCode::OK, json!({"status": "ok"}))
+            (
+                StatusCode::OK,
+                json!({"status": "ok", "online": {"backend": "memory", "state": "ok"}})
+            )
         );
 
         let created = send(

@@ -23,6 +23,12 @@ pub enum Error {
     /// The object store under the Delta Lake backend (`crate::delta`).
     #[error("object store: {0}")]
     ObjectStore(#[from] deltalake::ObjectStoreError),
+    /// The Redis online backend failed to answer (unreachable, restarting, or refusing).
+    #[error("the online store (Redis) is unavailable: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The Redis online backend did not answer in time.
+    #[error("the online store (Redis) did not answer within {timeout_ms} ms")]
+    OnlineTimeout { timeout_ms: u64 },
     /// The consumer of a result stream went away; the producer stops.
     #[error("the receiver of the results went away")]
     Cancelled,
@@ -36,6 +42,8 @@ impl Error {
             Error::Delta(e) => crate::delta::error_code(e),
             // The object store is unreachable or failing: retrying later may succeed.
             Error::ObjectStore(_) => ErrorCode::Unavailable,
+            // A remote online store that cannot answer now: the caller may retry.
+            Error::Redis(_) | Error::OnlineTimeout { .. } => ErrorCode::Unavailable,
             _ => ErrorCode::Internal,
         }
     }

@@ -2,9 +2,9 @@
 //! from the index and history from the offline store. Calls that touch storage block; the
 //! server runs them off its async runtime.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,12 +15,14 @@ use featherstore_core::coerce::coerce_batch;
 use featherstore_core::evolution::{self, Change};
 use featherstore_core::time::{format_timestamp, now_micros};
 use featherstore_core::{
-    EntityKeys, FeatureSetSpec, HistoryTicket, OnlineTicket, TrainingDataCommand,
+    EntityKeys, FeatureServiceSpec, FeatureSetSpec, HistoryTicket, MultiOnlineTicket, OnlineTicket,
+    TrainingDataCommand,
 };
 use parking_lot::{Mutex, RwLock};
 use tracing::{debug_span, field, info};
 
 use crate::metrics::{Operation, OperationMetrics};
+use crate::multi_online::OnlinePlan;
 use crate::offline::OfflineStore;
 use crate::online::{MemoryStore, OnlineSet, OnlineStore};
 use crate::query::sql::INGESTED_AT_OUTPUT;
@@ -61,14 +63,24 @@ pub struct FeatureStore {
     /// Where large requests spool to disk (training data entity rows).
     spool_dir: PathBuf,
     sets: RwLock<BTreeMap<String, Arc<FeatureSet>>>,
-    /// Serialises create and delete.
+    /// Serialises create and delete (of sets and services).
     registry: Mutex<()>,
+    services: RwLock<BTreeMap<String, Arc<FeatureServiceSpec>>>,
+    /// Bumped after every change of the registry that can change what a resolved online plan
+    /// reads (a set updated or deleted, a service created or deleted): a cached plan of an
+    /// older generation is resolved again.
+    generation: AtomicU64,
+    /// Resolved plans of feature services, by service name, then `full_names` (0 or 1):
+    /// looked up by `&str`, so that a read allocates no key.
+    plans: RwLock<HashMap<String, [Option<Arc<OnlinePlan>>; 2]>>,
     limits: Limits,
     operations: OperationMetrics,
     /// Set by [`close`](FeatureStore::close): ingest is refused from then on.
     closed: AtomicBool,
     /// The server time batches are stored as ingested at (UTC µs); see [`Clock`].
     clock: RwLock<Clock>,
+    /// The shared registry's version this server last took in (a shared online backend).
+    registry_seen: Mutex<Option<u64>>,
 }
 
 /// Where ingest times come from: the system clock, or another for tests (to ingest "late"
@@ -93,7 +105,9 @@ impl FeatureStore {
         Self::open_with(offline, Box::new(MemoryStore), limits, spool_dir)
     }
 
-    /// Loads every stored spec and rebuilds each set's online values from the offline store.
+    /// Loads every stored spec and rebuilds each set's online values from the offline store;
+    /// with a shared online backend (Redis), which holds every server's values already, opens
+    /// them instead, and joins the shared registry (see [`sync_registry`](Self::sync_registry)).
     pub fn open_with(
         offline: Box<dyn OfflineStore>,
         online: Box<dyn OnlineStore>,
@@ -108,7 +122,9 @@ impl FeatureStore {
             let _timer = operations.start(Operation::IndexRebuild);
             let spec = Arc::new(spec);
             let index = online.open_set(spec.clone())?;
-            offline.latest(&spec, &mut |batch| index.apply(&index.prepare(&batch)?))?;
+            if online.shared_registry().is_none() {
+                offline.latest(&spec, &mut |batch| index.apply(&index.prepare(&batch)?))?;
+            }
             info!(
                 feature_set = %spec.name,
                 entities = index.entities(),
@@ -124,17 +140,160 @@ impl FeatureStore {
                 }),
             );
         }
-        Ok(FeatureStore {
+        let services = offline
+            .load_services()?
+            .into_iter()
+            .map(|service| (service.name.clone(), Arc::new(service)))
+            .collect();
+        let store = FeatureStore {
             offline,
             online,
             spool_dir,
             sets: RwLock::new(sets),
             registry: Mutex::new(()),
+            services: RwLock::new(services),
+            generation: AtomicU64::new(0),
+            plans: RwLock::new(HashMap::new()),
             limits,
             operations,
             closed: AtomicBool::new(false),
             clock: RwLock::new(Arc::new(now_micros)),
-        })
+            registry_seen: Mutex::new(None),
+        };
+        if let Some(shared) = store.online.shared_registry() {
+            // Sets this server has that the shared registry lacks (it stored them before it
+            // shared a backend) are published; then the shared ones are taken.
+            for set in store.list() {
+                if let Some(other) = shared.publish(&set.spec, false)? {
+                    if !other.same_definition(&set.spec) {
+                        tracing::warn!(
+                            feature_set = %set.spec.name,
+                            "this server's definition differs from the shared registry's; \
+                             the shared one is used"
+                        );
+                    }
+                }
+            }
+            store.sync_registry()?;
+        }
+        Ok(store)
+    }
+
+    /// The online backend's name (`memory`, `redis`).
+    pub fn online_backend_name(&self) -> &'static str {
+        self.online.name()
+    }
+
+    /// Whether the online backend can serve now (`/health`). Blocks up to its timeout.
+    pub fn check_online(&self) -> Result<()> {
+        self.online.check()
+    }
+
+    /// Whether online reads wait on a network (a remote backend): the server then runs them
+    /// on its blocking pool.
+    pub fn online_is_remote(&self) -> bool {
+        self.online.shared_registry().is_some()
+    }
+
+    /// Takes the changes of the shared registry (a remote online backend's) into this server:
+    /// sets created, updated or deleted through another server are created, updated or
+    /// deleted here (in this server's offline store and registry). Cheap when nothing changed
+    /// (one counter read); the server calls it every quarter second. Blocks.
+    pub fn sync_registry(&self) -> Result<()> {
+        let Some(shared) = self.online.shared_registry() else {
+            return Ok(());
+        };
+        let mut version = shared.version()?;
+        if version.is_some() && *self.registry_seen.lock() == version {
+            return Ok(());
+        }
+        let _registry = self.registry.lock();
+        if version.is_none() {
+            // The backend lost the registry (Redis restarted without its data): a missing set
+            // is not a deleted one. This server's sets are published again; their values
+            // come back with `featherstore online rebuild`.
+            tracing::warn!("the shared registry is gone; publishing this server's sets again");
+            for set in self.list() {
+                shared.publish(&set.spec, false)?;
+            }
+            version = shared.version()?;
+        }
+        let specs = shared.specs()?;
+        for spec in &specs {
+            match self.get(&spec.name) {
+                Err(_) => self.adopt(spec.clone())?,
+                Ok(set) if set.spec.version < spec.version => {
+                    self.take_version(&set, Arc::new(spec.clone()))?
+                }
+                Ok(_) => {}
+            }
+        }
+        for set in self.list() {
+            if !specs.iter().any(|spec| spec.name == set.spec.name) {
+                info!(feature_set = %set.spec.name, "deleted through another server");
+                let mut deleted = set.ingest.lock();
+                self.offline.delete(&set.spec.name)?;
+                *deleted = true;
+                self.sets.write().remove(&set.spec.name);
+            }
+        }
+        // Resolved service plans name the sets and features seen before.
+        self.registry_changed();
+        *self.registry_seen.lock() = version;
+        Ok(())
+    }
+
+    /// Writes a set's latest values from this server's offline store into its online values
+    /// again (after Redis lost its data, say), calling `progress` with the rows applied so
+    /// far. The set's ingest waits meanwhile; values newer than the offline store's (ingested
+    /// through another server) are kept, as every apply keeps the newest. Returns the rows
+    /// applied. Blocks.
+    pub fn rebuild_online(&self, name: &str, progress: &mut dyn FnMut(usize)) -> Result<usize> {
+        let set = self.get(name)?;
+        let _ingest = set.ingest.lock();
+        let _span = tracing::info_span!("index.rebuild", feature_set = %set.spec.name).entered();
+        let _timer = self.operations.start(Operation::IndexRebuild);
+        let mut rows = 0;
+        self.offline.latest(&set.spec, &mut |batch| {
+            set.index.apply(&set.index.prepare(&batch)?)?;
+            rows += batch.num_rows();
+            progress(rows);
+            Ok(())
+        })?;
+        Ok(rows)
+    }
+
+    /// Makes `spec` with its online values the set served under its name.
+    fn register(&self, spec: Arc<FeatureSetSpec>, index: Box<dyn OnlineSet>) {
+        self.sets.write().insert(
+            spec.name.clone(),
+            Arc::new(FeatureSet {
+                spec,
+                index,
+                ingest: Mutex::new(false),
+            }),
+        );
+    }
+
+    /// Stores a set created through another server (its spec from the shared registry).
+    fn adopt(&self, spec: FeatureSetSpec) -> Result<()> {
+        info!(feature_set = %spec.name, "created through another server");
+        let spec = Arc::new(spec);
+        let index = self.online.open_set(spec.clone())?;
+        self.offline.create(&spec)?;
+        self.register(spec, index);
+        Ok(())
+    }
+
+    /// Stores a version of `set` made through another server; its online values are shared.
+    fn take_version(&self, set: &FeatureSet, spec: Arc<FeatureSetSpec>) -> Result<()> {
+        info!(feature_set = %spec.name, version = spec.version.unwrap_or(1), "updated through another server");
+        let mut retired = set.ingest.lock();
+        let index = self.online.open_set(spec.clone())?;
+        self.offline.update(&set.spec, &spec)?;
+        *retired = true;
+        self.register(spec, index);
+        Ok(())
     }
 
     /// Replaces the clock ingest times are read from (tests: simulated late arrivals, clocks
@@ -188,6 +347,21 @@ impl FeatureStore {
         }
         spec.version = Some(1);
         spec.created_at = Some(format_timestamp(now_micros()));
+        if let Some(shared) = self.online.shared_registry() {
+            // Created through another server since the last sync: the same definition is
+            // that set, a different one is refused as it would be here.
+            if let Some(other) = shared.publish(&spec, false)? {
+                if !other.same_definition(&spec) {
+                    return Err(DomainError::AlreadyExists(format!(
+                        "feature set {:?} already exists with a different definition (version {})",
+                        spec.name,
+                        other.version.unwrap_or(1)
+                    ))
+                    .into());
+                }
+                spec = other;
+            }
+        }
         let spec = Arc::new(spec);
         let index = self.online.open_set(spec.clone())?;
         {
@@ -228,9 +402,23 @@ impl FeatureStore {
         let _span = debug_span!("storage.update_set").entered();
         let _timer = self.operations.start(Operation::UpdateSet);
         let index = self.online.open_set(spec.clone())?;
-        self.offline.latest(&set.spec, &mut |batch| {
-            index.apply(&index.prepare(&coerce_batch(&spec, &batch)?)?)
-        })?;
+        match self.online.shared_registry() {
+            // The shared values are read under the new version as they are (added features
+            // null): nothing to rebuild.
+            Some(shared) => {
+                if let Some(other) = shared.publish(&spec, true)? {
+                    return Err(DomainError::AlreadyExists(format!(
+                        "feature set {:?} was changed through another server meanwhile (its version {} is as new); try again",
+                        spec.name,
+                        other.version.unwrap_or(1)
+                    ))
+                    .into());
+                }
+            }
+            None => self.offline.latest(&set.spec, &mut |batch| {
+                index.apply(&index.prepare(&coerce_batch(&spec, &batch)?)?)
+            })?,
+        }
         self.offline.update(&set.spec, &spec)?;
         *retired = true;
         self.sets.write().insert(
@@ -241,6 +429,7 @@ impl FeatureStore {
                 ingest: Mutex::new(false),
             }),
         );
+        self.registry_changed();
         // The old index is not emptied: a reader may still hold the old version, and its
         // values go with the last reference to it.
         Ok((spec, changes))
@@ -272,9 +461,30 @@ impl FeatureStore {
         self.offline.spec_versions(&set.spec)
     }
 
+    /// Deletes a set and all its data; refused (FAILED_PRECONDITION) while a feature service
+    /// reads it.
     pub fn delete(&self, name: &str) -> Result<()> {
         let _registry = self.registry.lock();
         let set = self.get(name)?;
+        let users: Vec<String> = self
+            .services
+            .read()
+            .values()
+            .filter(|service| {
+                service
+                    .set_names()
+                    .is_ok_and(|sets| sets.iter().any(|s| s == name))
+            })
+            .map(|service| format!("{:?}", service.name))
+            .collect();
+        if !users.is_empty() {
+            return Err(DomainError::FailedPrecondition(format!(
+                "feature set {name:?} is used by feature service {}; delete or change {} first",
+                users.join(", "),
+                if users.len() == 1 { "it" } else { "them" }
+            ))
+            .into());
+        }
         let mut deleted = set.ingest.lock();
         {
             let _span = debug_span!("storage.delete_set").entered();
@@ -283,6 +493,10 @@ impl FeatureStore {
         }
         *deleted = true;
         self.sets.write().remove(name);
+        self.registry_changed();
+        if let Some(shared) = self.online.shared_registry() {
+            shared.unpublish(name)?;
+        }
         // After the offline store: a set whose history is gone must not be served online, and
         // a set being deleted stays readable until its deletion is durable.
         set.index.remove()
@@ -350,6 +564,125 @@ impl FeatureStore {
         // Its duration is in the `index_lookup` histogram.
         let _timer = self.operations.start(Operation::IndexLookup);
         set.index.lookup(&keys, &features, now_micros())
+    }
+
+    /// Resolves the features of an online read across sets: a feature service's (its plan is
+    /// cached until the registry changes) or the request's own references.
+    pub fn online_plan(&self, ticket: &MultiOnlineTicket) -> Result<Arc<OnlinePlan>> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let Some(name) = &ticket.feature_service else {
+            let references = ticket.features.as_deref().unwrap_or_default();
+            let plan = OnlinePlan::resolve(references, ticket.full_names, generation, |set| {
+                self.get(set)
+            })?;
+            return Ok(Arc::new(plan));
+        };
+        let variant = usize::from(ticket.full_names);
+        if let Some(Some(plan)) = self.plans.read().get(name.as_str()).map(|p| &p[variant]) {
+            if plan.generation == generation {
+                return Ok(plan.clone());
+            }
+        }
+        let service = self.get_service(name)?;
+        let plan = Arc::new(OnlinePlan::resolve(
+            &service.features,
+            ticket.full_names,
+            generation,
+            |set| self.get(set),
+        )?);
+        // A plan resolved while the registry changed carries the older generation: the next
+        // read resolves it again.
+        self.plans.write().entry(name.clone()).or_default()[variant] = Some(plan.clone());
+        Ok(plan)
+    }
+
+    /// Online values of a read across sets, planned by [`online_plan`](Self::online_plan):
+    /// one row per entity row, in request order.
+    pub fn online_multi(
+        &self,
+        plan: &OnlinePlan,
+        ticket: &MultiOnlineTicket,
+    ) -> Result<RecordBatch> {
+        self.check_entities(ticket.rows()?, "online")?;
+        let keys = plan.keys(&ticket.entities)?;
+        let _timer = self.operations.start(Operation::IndexLookup);
+        plan.read(&keys, ticket.with_timestamps, now_micros())
+    }
+
+    /// Something a resolved online plan depends on changed.
+    fn registry_changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.plans.write().clear();
+    }
+
+    /// Stores a feature service after checking that every set and feature it references
+    /// exists. Returns the stored service and whether it was created: the same definition
+    /// again is a no-op, a different one under an existing name is ALREADY_EXISTS.
+    pub fn create_service(
+        &self,
+        mut service: FeatureServiceSpec,
+    ) -> Result<(Arc<FeatureServiceSpec>, bool)> {
+        service.validate()?;
+        let _registry = self.registry.lock();
+        if let Some(existing) = self.services.read().get(&service.name) {
+            if existing.same_definition(&service) {
+                return Ok((existing.clone(), false));
+            }
+            return Err(DomainError::AlreadyExists(format!(
+                "feature service {:?} already exists with a different definition",
+                service.name
+            ))
+            .into());
+        }
+        // Full names: a service whose short names clash is still readable with them.
+        OnlinePlan::resolve(&service.features, true, 0, |set| self.get(set))?;
+        service.created_at = Some(format_timestamp(now_micros()));
+        let service = Arc::new(service);
+        {
+            let _span = debug_span!("storage.save_service").entered();
+            self.offline.save_service(&service)?;
+        }
+        self.services
+            .write()
+            .insert(service.name.clone(), service.clone());
+        self.registry_changed();
+        Ok((service, true))
+    }
+
+    pub fn get_service(&self, name: &str) -> Result<Arc<FeatureServiceSpec>> {
+        self.services
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| DomainError::no_such_service(name).into())
+    }
+
+    pub fn list_services(&self) -> Vec<Arc<FeatureServiceSpec>> {
+        self.services.read().values().cloned().collect()
+    }
+
+    pub fn delete_service(&self, name: &str) -> Result<()> {
+        let _registry = self.registry.lock();
+        self.get_service(name)?;
+        {
+            let _span = debug_span!("storage.delete_service").entered();
+            self.offline.delete_service(name)?;
+        }
+        self.services.write().remove(name);
+        self.registry_changed();
+        Ok(())
+    }
+
+    /// A training data command with its `feature_service` replaced by the service's
+    /// references (a command naming features is returned as it is).
+    pub fn expand_training(&self, command: TrainingDataCommand) -> Result<TrainingDataCommand> {
+        match &command.feature_service {
+            None => Ok(command),
+            Some(name) => {
+                let service = self.get_service(name)?;
+                Ok(command.with_service_features(service.features.clone()))
+            }
+        }
     }
 
     /// Refuses a request naming more entities than `max_online_entities` (a history ticket's
@@ -434,11 +767,19 @@ impl FeatureStore {
     }
 
     /// Checks a training data command against the stored sets and the entity rows' schema.
+    /// A command naming a feature service reads the service's features.
     pub fn plan_training(
         &self,
         command: &TrainingDataCommand,
         input_schema: SchemaRef,
     ) -> Result<TrainingPlan> {
+        let expanded;
+        let command = if command.feature_service.is_some() {
+            expanded = self.expand_training(command.clone())?;
+            &expanded
+        } else {
+            command
+        };
         let sets = command
             .set_names()?
             .iter()

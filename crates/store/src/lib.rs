@@ -16,6 +16,7 @@ pub mod duckdb;
 mod error;
 mod feature_store;
 pub mod metrics;
+mod multi_online;
 mod offline;
 pub mod online;
 pub mod parquet;
@@ -24,5 +25,6 @@ mod types;
 
 pub use error::{Error, Result};
 pub use feature_store::{Clock, FeatureSet, FeatureStore, Limits};
+pub use multi_online::{OnlinePlan, TIMESTAMP_SUFFIX};
 pub use offline::{OfflineStore, RelationWork};
 pub use types::{BatchSink, HistoryQuery, IngestView, SetStats, StorageStats};

@@ -47,6 +47,15 @@ pub struct HistogramSnapshot {
 }
 
 impl Histogram {
+    /// An empty histogram, usable in a `static`.
+    pub const fn new() -> Self {
+        Histogram {
+            buckets: [const { AtomicU64::new(0) }; DURATION_BUCKETS.len() + 1],
+            count: AtomicU64::new(0),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+
     pub fn observe(&self, elapsed: Duration) {
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         let bucket = BUCKET_NANOS.partition_point(|&bound| bound < nanos);
@@ -378,6 +387,48 @@ fn micros(elapsed: Duration) -> u64 {
 
 /// The Parquet backend's activity counters.
 pub static PARQUET: ParquetActivity = ParquetActivity::new();
+
+/// Round trips of the Redis online backend, process-wide: every request it sends to Redis
+/// (a pipeline or a concurrent group of commands is one), those that failed or timed out, and
+/// their latency.
+#[derive(Debug)]
+pub struct RedisActivity {
+    round_trips: Counter,
+    errors: Counter,
+    latency: Histogram,
+}
+
+impl RedisActivity {
+    const fn new() -> Self {
+        RedisActivity {
+            round_trips: Counter::new(),
+            errors: Counter::new(),
+            latency: Histogram::new(),
+        }
+    }
+
+    pub(crate) fn record(&self, elapsed: Duration, failed: bool) {
+        self.round_trips.add(1);
+        if failed {
+            self.errors.add(1);
+        }
+        self.latency.observe(elapsed);
+    }
+
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips.get()
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.errors.get()
+    }
+
+    pub fn latency(&self) -> HistogramSnapshot {
+        self.latency.snapshot()
+    }
+}
+
+pub static REDIS: RedisActivity = RedisActivity::new();
 
 #[cfg(test)]
 mod tests {

@@ -11,11 +11,20 @@
 use arrow::array::RecordBatch;
 use duckdb::Connection;
 use featherstore_core::time::now_micros;
-use featherstore_core::FeatureSetSpec;
+use featherstore_core::{FeatureServiceSpec, FeatureSetSpec};
 
 use crate::query::{reads, ConnectionPool};
 use crate::types::{BatchSink, HistoryQuery, IngestView, SetStats, StorageStats};
 use crate::Result;
+
+/// A stored feature service document, read back by a backend; unreadable is corruption.
+pub(crate) fn parse_service(name: &str, json: &[u8]) -> Result<FeatureServiceSpec> {
+    serde_json::from_slice(json).map_err(|e| {
+        crate::Error::Corrupt(format!(
+            "stored feature service {name:?} is unreadable: {e}"
+        ))
+    })
+}
 
 /// Work on a DuckDB connection where each of the requested sets' stored rows is readable as
 /// the SQL relation at the same index (canonical columns plus `_seq`).
@@ -48,6 +57,16 @@ pub trait OfflineStore: Send + Sync {
 
     /// Removes a set's spec and all its data, durably.
     fn delete(&self, name: &str) -> Result<()>;
+
+    /// Every stored feature service, as persisted by
+    /// [`save_service`](OfflineStore::save_service), ordered by name.
+    fn load_services(&self) -> Result<Vec<FeatureServiceSpec>>;
+
+    /// Stores a feature service durably, replacing one of the same name whole or not at all.
+    fn save_service(&self, service: &FeatureServiceSpec) -> Result<()>;
+
+    /// Removes a stored feature service durably; one that is not stored is no error.
+    fn delete_service(&self, name: &str) -> Result<()>;
 
     /// Stores a canonical batch whole or not at all; durable when it returns. Its rows are
     /// stored as ingested at `ingested_at` (UTC microseconds), or at the set's latest ingest

@@ -11,7 +11,9 @@ use std::time::Duration;
 use arrow::array::TimestampMicrosecondArray;
 use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::Int64Type;
-use featherstore_core::{ErrorCode, FeatureSetSpec, HistoryTicket, OnlineTicket};
+use featherstore_core::{
+    ErrorCode, FeatureServiceSpec, FeatureSetSpec, HistoryTicket, OnlineTicket,
+};
 use featherstore_store::delta::{DeltaOptions, DeltaStore};
 use featherstore_store::query::EngineSettings;
 use featherstore_store::{FeatureStore, HistoryQuery, Limits, OfflineStore};
@@ -306,4 +308,46 @@ fn the_cache_keeps_no_more_than_its_bound_between_queries() {
     assert_eq!(scan(&store).unwrap().len(), 3);
     // ...and none stays once it is done.
     assert_eq!(store.cache_usage(), (0, 0));
+}
+
+fn service(name: &str, features: &[&str], created_at: &str) -> FeatureServiceSpec {
+    FeatureServiceSpec {
+        name: name.into(),
+        features: features.iter().map(|f| f.to_string()).collect(),
+        description: None,
+        tags: Default::default(),
+        created_at: Some(created_at.into()),
+    }
+}
+
+/// Feature services live in the bucket beside the specs: every server on it sees them, the
+/// same definition stored again (by another server) is no error, a different one under a
+/// taken name is refused rather than silently replacing what the other servers serve.
+#[test]
+fn feature_services_are_shared_through_the_bucket_with_conditional_puts() {
+    let s3 = S3Server::start();
+    s3.create_bucket("services");
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let first = s3_store(s3.address, "services", dirs[0].path());
+    let second = s3_store(s3.address, "services", dirs[1].path());
+    assert!(first.load_services().unwrap().is_empty());
+    let b = service("b", &["s:*"], "2026-01-01T00:00:00Z");
+    let a = service("a", &["s:n"], "2026-01-01T00:00:00Z");
+    first.save_service(&b).unwrap();
+    first.save_service(&a).unwrap();
+    assert_eq!(second.load_services().unwrap(), [a.clone(), b.clone()]);
+
+    second
+        .save_service(&service("a", &["s:n"], "2026-02-02T00:00:00Z"))
+        .unwrap();
+    let clash = second
+        .save_service(&service("a", &["s:e"], "2026-02-02T00:00:00Z"))
+        .unwrap_err();
+    assert_eq!(clash.code(), ErrorCode::AlreadyExists, "{clash}");
+    assert_eq!(first.load_services().unwrap(), [a, b.clone()], "unchanged");
+
+    second.delete_service("a").unwrap();
+    second.delete_service("a").unwrap();
+    assert_eq!(first.load_services().unwrap(), [b]);
+    s3.stop();
 }

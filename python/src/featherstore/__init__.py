@@ -19,6 +19,7 @@ from ._table import FeatureTable
 from .client import Client
 from .errors import (
     AlreadyExistsError,
+    FailedPreconditionError,
     FeatherStoreError,
     InternalError,
     InvalidArgumentError,
@@ -39,6 +40,7 @@ __all__ = [
     "NotFoundError",
     "InvalidArgumentError",
     "AlreadyExistsError",
+    "FailedPreconditionError",
     "ResourceExhaustedError",
     "UnauthenticatedError",
     "PermissionDeniedError",

@@ -6,7 +6,7 @@ import contextlib
 import datetime as _dt
 import json
 import os
-from typing import Any, Dict, Generator, Iterator, List, Optional, Sequence, Union
+from typing import Any, Dict, Generator, Iterator, List, Mapping, Optional, Sequence, Union
 
 import pyarrow as pa
 import pyarrow.flight as flight
@@ -272,6 +272,88 @@ class Client:
         """
         self._action("delete_feature_set", {"name": name})
 
+    # ---- feature services -------------------------------------------------------------
+
+    def create_feature_service(self, service: Dict[str, Any]) -> Dict[str, Any]:
+        """Stores a feature service: ``{"name", "features": ["set:feature", "set:*"],
+        "description"?, "tags"?}``; returns it as stored (with ``created_at``). The same
+        service again is a no-op.
+
+        Raises:
+            NotFoundError: a referenced feature set or feature does not exist.
+            AlreadyExistsError: a different service is stored under that name.
+            InvalidArgumentError: a bad name or reference.
+        """
+        return self._action("create_feature_service", service)
+
+    def get_feature_service(self, name: str) -> Dict[str, Any]:
+        """A stored feature service.
+
+        Raises:
+            NotFoundError: no feature service has that name.
+        """
+        return self._action("get_feature_service", {"name": name})
+
+    def list_feature_services(self) -> List[Dict[str, Any]]:
+        """Every stored feature service, by name."""
+        return list(self._action("list_feature_services", {}) or [])
+
+    def delete_feature_service(self, name: str) -> None:
+        """Deletes a feature service (its feature sets and their data stay).
+
+        Raises:
+            NotFoundError: no feature service has that name.
+        """
+        self._action("delete_feature_service", {"name": name})
+
+    def get_online_features_multi(
+        self,
+        entities: Mapping[str, Any],
+        *,
+        feature_service: Optional[str] = None,
+        features: Optional[Sequence[str]] = None,
+        full_names: bool = False,
+        with_timestamps: bool = False,
+    ) -> FeatureTable:
+        """Online values across feature sets: a feature service's features, or
+        ``"set:feature"`` / ``"set:*"`` references, for entity rows given column-wise.
+
+        Args:
+            entities: one key column per entity name of the sets read, e.g.
+                ``{"user_id": ["u1", "u2"], "merchant_id": [7, 9]}`` (lists, Series or
+                arrays), all of one length: one entity row per position.
+            feature_service: the name of a stored feature service; or
+            features: feature references, in output order.
+            full_names: name features ``set__feature`` instead of ``feature``.
+            with_timestamps: add each set's event time as ``set__event_timestamp``.
+
+        Returns:
+            A :class:`FeatureTable`: one row per entity row, in order, with the key columns,
+            then the features in reference order (nulls for unknown entities and values past
+            a set's ttl).
+
+        Raises:
+            NotFoundError: an unknown service, set or feature.
+            InvalidArgumentError: a missing or extra key column, key columns of different
+                lengths, a key of the wrong type, or a name clash without `full_names`.
+            ResourceExhaustedError: more entity rows than the server allows in one request.
+        """
+        if (feature_service is None) == (features is None):
+            raise TypeError("give exactly one of feature_service and features")
+        ticket: Dict[str, Any] = {
+            "type": "online",
+            "entities": {name: _arrow.entity_list(keys) for name, keys in entities.items()},
+            "full_names": bool(full_names),
+            "with_timestamps": bool(with_timestamps),
+        }
+        if feature_service is not None:
+            ticket["feature_service"] = feature_service
+        else:
+            if isinstance(features, str):
+                raise TypeError("features must be a list of 'set:feature' strings, not one string")
+            ticket["features"] = list(features or [])
+        return self._do_get(ticket)
+
     def get_schema(self, name: str) -> pa.Schema:
         """The Arrow schema of feature set `name`: its entity, timestamp and feature columns
         with their Arrow types (Flight ``GetSchema``)."""
@@ -469,21 +551,27 @@ class Client:
     def _exchange(
         self,
         entity_df: Any,
-        features: Sequence[str],
+        features: Optional[Sequence[str]],
         timestamp: str,
         full_names: bool,
         batch_rows: Optional[int],
         as_of: Optional[str] = None,
+        feature_service: Optional[str] = None,
     ) -> Generator[Union[pa.Schema, pa.RecordBatch], None, None]:
         """Runs the training-data DoExchange: yields the result schema, then its batches."""
         if isinstance(features, str):
             raise TypeError("features must be a list of 'set:feature' strings, not one string")
-        command = {
+        if (feature_service is None) == (features is None):
+            raise TypeError("give exactly one of features and feature_service")
+        command: Dict[str, Any] = {
             "type": "training_data",
-            "features": list(features),
             "timestamp": timestamp,
             "full_names": bool(full_names),
         }
+        if feature_service is not None:
+            command["feature_service"] = feature_service
+        else:
+            command["features"] = list(features or [])
         if as_of is not None:
             command["as_of"] = as_of
         schema, batches = _arrow.record_batches(entity_df, batch_rows or self.batch_rows)
@@ -524,12 +612,13 @@ class Client:
     def iter_training_data(
         self,
         entity_df: Any,
-        features: Sequence[str],
+        features: Optional[Sequence[str]] = None,
         timestamp: str = "event_timestamp",
         full_names: bool = False,
         *,
         batch_rows: Optional[int] = None,
         as_of: Optional[str] = None,
+        feature_service: Optional[str] = None,
     ) -> Iterator[pa.RecordBatch]:
         """Streams a point-in-time correct training set (DoExchange ``training_data``).
 
@@ -539,6 +628,8 @@ class Client:
                 pass through unchanged.
             features: ``"set:feature"`` references; ``"set:*"`` means all of a set's
                 features in spec order.
+            feature_service: a stored feature service whose features are read, in place of
+                `features` (give exactly one of them).
             timestamp: the name of the time column in `entity_df`.
             full_names: name the added columns ``set__feature`` instead of ``feature``.
             batch_rows: rows per batch sent (default: the client's ``batch_rows``).
@@ -559,7 +650,13 @@ class Client:
                 `full_names`, or an `as_of` other than ``"event_time"``/``"ingest_time"``.
         """
         stream = self._exchange(
-            entity_df, features, timestamp, full_names, batch_rows, as_of=as_of
+            entity_df,
+            features,
+            timestamp,
+            full_names,
+            batch_rows,
+            as_of=as_of,
+            feature_service=feature_service,
         )
         try:
             next(stream)  # the schema
@@ -571,12 +668,13 @@ class Client:
     def get_training_data(
         self,
         entity_df: Any,
-        features: Sequence[str],
+        features: Optional[Sequence[str]] = None,
         timestamp: str = "event_timestamp",
         full_names: bool = False,
         *,
         batch_rows: Optional[int] = None,
         as_of: Optional[str] = None,
+        feature_service: Optional[str] = None,
     ) -> FeatureTable:
         """The whole point-in-time correct training set, rows in the order of `entity_df`.
 
@@ -593,7 +691,13 @@ class Client:
                 `full_names`, or an `as_of` other than ``"event_time"``/``"ingest_time"``.
         """
         stream = self._exchange(
-            entity_df, features, timestamp, full_names, batch_rows, as_of=as_of
+            entity_df,
+            features,
+            timestamp,
+            full_names,
+            batch_rows,
+            as_of=as_of,
+            feature_service=feature_service,
         )
         try:
             schema = next(stream)

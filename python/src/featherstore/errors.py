@@ -16,6 +16,7 @@ __all__ = [
     "NotFoundError",
     "InvalidArgumentError",
     "AlreadyExistsError",
+    "FailedPreconditionError",
     "ResourceExhaustedError",
     "UnauthenticatedError",
     "PermissionDeniedError",
@@ -66,6 +67,13 @@ class AlreadyExistsError(FeatherStoreError):
     default_code = "ALREADY_EXISTS"
 
 
+class FailedPreconditionError(FeatherStoreError):
+    """The state refuses the call: deleting a feature set a feature service uses
+    (Flight ``FAILED_PRECONDITION``)."""
+
+    default_code = "FAILED_PRECONDITION"
+
+
 class ResourceExhaustedError(FeatherStoreError):
     """A request over a configured limit (Flight ``RESOURCE_EXHAUSTED``)."""
 
@@ -106,6 +114,7 @@ _BY_CODE: dict = {
     "NOT_FOUND": NotFoundError,
     "INVALID_ARGUMENT": InvalidArgumentError,
     "ALREADY_EXISTS": AlreadyExistsError,
+    "FAILED_PRECONDITION": FailedPreconditionError,
     "RESOURCE_EXHAUSTED": ResourceExhaustedError,
     "UNAUTHENTICATED": UnauthenticatedError,
     "PERMISSION_DENIED": PermissionDeniedError,

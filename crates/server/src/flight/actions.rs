@@ -31,6 +31,19 @@ const ACTIONS: &[(&str, &str)] = &[
         "delete_feature_set",
         "{\"name\"}: delete a set and all its data",
     ),
+    (
+        "create_feature_service",
+        "Create a feature service (name, features: [\"set:feature\" | \"set:*\"]); the same again is a no-op",
+    ),
+    (
+        "get_feature_service",
+        "{\"name\"}: the stored feature service",
+    ),
+    ("list_feature_services", "{}: every stored feature service"),
+    (
+        "delete_feature_service",
+        "{\"name\"}: delete a feature service (its sets stay)",
+    ),
 ];
 
 pub(super) fn list() -> Vec<ActionType> {
@@ -68,6 +81,13 @@ pub(super) async fn do_action(
         "list_feature_sets" => state.list_sets(access),
         "delete_feature_set" => {
             state.delete_set(parse_name(body)?).await?;
+            json!({"deleted": true})
+        }
+        "create_feature_service" => state.create_service(access, body).await?.0,
+        "get_feature_service" => state.describe_service(access, &parse_name(body)?)?,
+        "list_feature_services" => state.list_services(access),
+        "delete_feature_service" => {
+            state.delete_service(access, parse_name(body)?).await?;
             json!({"deleted": true})
         }
         other => {

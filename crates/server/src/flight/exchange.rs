@@ -38,9 +38,7 @@ pub(super) async fn do_exchange(
             ApiError::invalid("the first DoExchange message must carry a descriptor whose cmd is a training_data command")
         })
         .and_then(|d| Ok(TrainingDataCommand::from_json(&d.cmd)?))?;
-    for set in command.set_names()? {
-        access.require_set(&set)?;
-    }
+    let command = state.training_command(access, command)?;
 
     let mut messages = decoded_messages(first, input);
     // The decoder refuses a record batch before the schema: the first message is the schema.

@@ -20,19 +20,15 @@ pub(super) async fn do_get(
     ticket: Ticket,
 ) -> ApiResult<FlightStream<arrow_flight::FlightData>> {
     let request = Request::from_json(&ticket.ticket)?;
-    access.require_set(match &request {
-        Request::Online(ticket) => &ticket.feature_set,
-        Request::History(ticket) => &ticket.feature_set,
-    })?;
     let batches = match request {
         Request::Online(ticket) => {
-            let batch = state.online(&ticket)?;
-            encode(
-                batch.schema(),
-                futures::stream::once(async { Ok(batch) }).boxed(),
-            )
+            access.require_set(&ticket.feature_set)?;
+            one_batch(state.online(&ticket).await?)
         }
+        // Checks access to each set it reads.
+        Request::MultiOnline(ticket) => one_batch(state.online_multi(access, &ticket).await?),
         Request::History(ticket) => {
+            access.require_set(&ticket.feature_set)?;
             let (schema, batches) = state.history((Api::Flight, "do_get_stream"), &ticket)?;
             // Streamed after the handler returns: in the call's span, which lasts until the end.
             traces::in_span(
@@ -42,6 +38,13 @@ pub(super) async fn do_get(
         }
     };
     Ok(batches)
+}
+
+fn one_batch(batch: RecordBatch) -> FlightStream<arrow_flight::FlightData> {
+    encode(
+        batch.schema(),
+        futures::stream::once(async { Ok(batch) }).boxed(),
+    )
 }
 
 pub(super) fn encode(

@@ -3,12 +3,12 @@
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Extension, Path, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Json;
 use http::{HeaderMap, StatusCode};
-use serde_json::Value;
+use serde_json::{json, Value};
 
-use super::{arrow_ipc, read_body, sends_arrow};
+use super::{arrow_ipc, read_body, sends_arrow, stored};
 use crate::auth::Access;
 use crate::error::ApiResult;
 use crate::service::{blocking, AppState};
@@ -28,12 +28,7 @@ pub(super) async fn create(
 ) -> ApiResult<Response> {
     let body = read_body(&state, body).await?;
     let (spec, created) = state.create_set(&access, &body).await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Json(spec)).into_response())
+    Ok(stored(created, spec))
 }
 
 pub(super) async fn describe(
@@ -79,6 +74,18 @@ pub(super) async fn delete(
     let Path(name) = name?;
     state.delete_set(name).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Re-materialises a set's online values from this server's offline store (after Redis lost
+/// its data, say): 200 `{"rows": n}`, the latest rows written.
+pub(super) async fn rebuild_online(
+    State(state): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let Path(name) = name?;
+    let store = state.store.clone();
+    let rows = blocking(move || Ok(store.rebuild_online(&name, &mut |_| {})?)).await?;
+    Ok(Json(json!({ "rows": rows })))
 }
 
 /// JSON `{"rows": [...]}` or an Arrow IPC stream; either way one batch. 200 `{"rows": n}`.

@@ -1,5 +1,7 @@
-//! `GET /health`: 200 `{"status": "ok"}` while the server can serve; 503
-//! `{"status": "degraded", "stalled": [...]}` when its storage layer is stalled.
+//! `GET /health`: 200 `{"status": "ok", "online": {...}}` while the server can serve; 503
+//! `{"status": "degraded", "stalled": [...], "online": {...}}` when its storage layer is
+//! stalled or its online store (Redis) does not answer. `online` names the online backend and
+//! its state (`ok`, `unavailable`, or `unknown` when not checked).
 
 use std::time::Duration;
 
@@ -35,28 +37,42 @@ pub(super) async fn health(State(state): State<AppState>) -> Response {
             }));
         }
     }
+    // The online store's state, checked with the storage probe (a remote one answers within
+    // its timeout).
+    let mut online = json!({"backend": state.store.online_backend_name(), "state": "unknown"});
     if stalled.is_empty() {
         let probe = PROBE_TIMEOUT.min(threshold);
         let store = state.store.clone();
         let probed = tokio::task::spawn_blocking(move || {
-            [Purpose::Read, Purpose::Write]
+            let failed = [Purpose::Read, Purpose::Write]
                 .into_iter()
                 .filter(|&purpose| !store.probe_storage(purpose, probe))
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>();
+            (failed, store.check_online())
         });
         // The blocking pool itself may be saturated: that is a stall as well.
         match tokio::time::timeout(probe * 3, probed).await {
-            Ok(Ok(failed)) => stalled.extend(failed.into_iter().map(|purpose| {
-                json!({
-                    "component": "storage",
-                    "purpose": purpose.as_str(),
-                    "reason": format!(
-                        "no connection for {} became free within {:.1} s",
-                        purpose.as_str(),
-                        probe.as_secs_f64()
-                    ),
-                })
-            })),
+            Ok(Ok((failed, online_check))) => {
+                stalled.extend(failed.into_iter().map(|purpose| {
+                    json!({
+                        "component": "storage",
+                        "purpose": purpose.as_str(),
+                        "reason": format!(
+                            "no connection for {} became free within {:.1} s",
+                            purpose.as_str(),
+                            probe.as_secs_f64()
+                        ),
+                    })
+                }));
+                online["state"] = json!(if online_check.is_ok() {
+                    "ok"
+                } else {
+                    "unavailable"
+                });
+                if let Err(e) = online_check {
+                    stalled.push(json!({"component": "online_store", "reason": e.to_string()}));
+                }
+            }
             Ok(Err(e)) => stalled.push(json!({
                 "component": "storage",
                 "reason": format!("the storage probe failed: {e}"),
@@ -68,14 +84,14 @@ pub(super) async fn health(State(state): State<AppState>) -> Response {
         }
     }
     if stalled.is_empty() {
-        Json(json!({"status": "ok"})).into_response()
+        Json(json!({"status": "ok", "online": online})).into_response()
     } else {
         // Not an error body, but an unavailable server all the same: its status and its
         // `code` label come from the one mapping.
         let code = ErrorCode::Unavailable;
         let mut response = (
             http_status(code),
-            Json(json!({"status": "degraded", "stalled": stalled})),
+            Json(json!({"status": "degraded", "stalled": stalled, "online": online})),
         )
             .into_response();
         response.extensions_mut().insert(code);

@@ -1,6 +1,7 @@
 //! The HTTP/REST API (PROTOCOL.md, "HTTP"): JSON by default, Arrow IPC streams on request.
 
 mod arrow_ipc;
+mod feature_services;
 mod feature_sets;
 mod guard;
 mod health;
@@ -52,6 +53,18 @@ pub(crate) fn router(state: AppState, authenticator: Option<Arc<Authenticator>>)
             get(feature_sets::versions),
         )
         .route("/v1/feature-sets/{name}/rows", post(feature_sets::ingest))
+        .route(
+            "/v1/feature-sets/{name}/online/rebuild",
+            post(feature_sets::rebuild_online),
+        )
+        .route(
+            "/v1/feature-services",
+            get(feature_services::list).post(feature_services::create),
+        )
+        .route(
+            "/v1/feature-services/{name}",
+            get(feature_services::describe).delete(feature_services::delete),
+        )
         .route("/v1/online", post(retrieval::online))
         .route("/v1/history", post(retrieval::history))
         .route("/v1/training-data", post(retrieval::training_data))
@@ -182,6 +195,17 @@ pub(crate) fn sends_arrow(headers: &HeaderMap) -> bool {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with(ARROW_STREAM))
+}
+
+/// The answer of a create route: 201 with the stored document, or 200 when the same one was
+/// stored already.
+pub(crate) fn stored(created: bool, document: serde_json::Value) -> Response {
+    let status = if created {
+        http::StatusCode::CREATED
+    } else {
+        http::StatusCode::OK
+    };
+    (status, axum::Json(document)).into_response()
 }
 
 pub(crate) fn streamed(content_type: &'static str, body: Body) -> Response {

@@ -9,7 +9,7 @@ use axum::extract::{Extension, Query, State};
 use axum::response::Response;
 use bytes::Bytes;
 use featherstore_core::json::write_rows;
-use featherstore_core::{AsOf, HistoryTicket, OnlineTicket, TrainingDataCommand};
+use featherstore_core::{AsOf, HistoryTicket, OnlineRequest, TrainingDataCommand};
 use http::HeaderMap;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -24,6 +24,8 @@ use crate::service::AppState;
 use crate::telemetry::metrics::Api;
 
 const JSON: &str = "application/json";
+/// A guess of a JSON cell's size (key and value) to size an answer's buffer once.
+const JSON_BYTES_PER_CELL: usize = 16;
 
 pub(super) async fn online(
     State(state): State<AppState>,
@@ -32,9 +34,13 @@ pub(super) async fn online(
     body: Body,
 ) -> ApiResult<Response> {
     let body = read_body(&state, body).await?;
-    let ticket = OnlineTicket::from_json(&body)?;
-    access.require_set(&ticket.feature_set)?;
-    let batch = state.online(&ticket)?;
+    let batch = match OnlineRequest::from_json(&body)? {
+        OnlineRequest::Set(ticket) => {
+            access.require_set(&ticket.feature_set)?;
+            state.online(&ticket).await?
+        }
+        OnlineRequest::Multi(ticket) => state.online_multi(&access, &ticket).await?,
+    };
     let (encoding, content_type) = Encoding::negotiate(&headers, &batch.schema())?;
     Ok(streamed(content_type, Body::from(encoding.whole(&batch)?)))
 }
@@ -57,6 +63,16 @@ impl Encoding {
 
     /// One batch as a whole body.
     fn whole(mut self, batch: &RecordBatch) -> ApiResult<Vec<u8>> {
+        if let Encoding::Json { first } = &mut self {
+            // Rows written straight into the body: no chunk per part to copy together.
+            let mut body = Vec::with_capacity(
+                JSON_BYTES_PER_CELL * batch.num_rows() * batch.num_columns() + 16,
+            );
+            body.extend_from_slice(b"{\"rows\":[");
+            write_rows(batch, &mut body, first)?;
+            body.extend_from_slice(b"]}");
+            return Ok(body);
+        }
         let mut body = self.start()?.to_vec();
         body.extend_from_slice(&self.batch(batch)?);
         body.extend_from_slice(&self.finish()?);
@@ -132,10 +148,7 @@ pub(super) async fn training_data(
     body: Body,
 ) -> ApiResult<Response> {
     let Query(params) = params?;
-    let command = training_command(params, &headers)?;
-    for set in command.set_names()? {
-        access.require_set(&set)?;
-    }
+    let command = state.training_command(&access, training_command(params, &headers)?)?;
     let body = read_body(&state, body).await?;
     let (schema, entity_batches) = arrow_ipc::decode_batches(body)?;
     let plan = state.store.plan_training(&command, schema)?;
@@ -152,6 +165,8 @@ pub(super) async fn training_data(
 #[serde(deny_unknown_fields)]
 pub(super) struct TrainingParams {
     features: Option<String>,
+    /// A feature service, in place of `features`.
+    feature_service: Option<String>,
     timestamp: Option<String>,
     full_names: Option<bool>,
     /// `event_time` (the default) or `ingest_time`; checked by the command.
@@ -164,14 +179,16 @@ fn training_command(params: TrainingParams, headers: &HeaderMap) -> ApiResult<Tr
     if let Some(header) = headers.get(COMMAND_HEADER) {
         return Ok(TrainingDataCommand::from_json(header.as_bytes())?);
     }
-    let features = params.features.ok_or_else(|| {
-        ApiError::invalid(
-            "training data needs ?features=set:feature,set:* or an X-FeatherStore-Command header",
-        )
-    })?;
+    if params.features.is_none() && params.feature_service.is_none() {
+        return Err(ApiError::invalid(
+            "training data needs ?features=set:feature,set:*, ?feature_service=name or an X-FeatherStore-Command header",
+        ));
+    }
+    let features = params.features.unwrap_or_default();
     let command = serde_json::json!({
         "type": "training_data",
         "features": features.split(',').map(str::trim).filter(|f| !f.is_empty()).collect::<Vec<_>>(),
+        "feature_service": params.feature_service,
         "timestamp": params.timestamp.unwrap_or_else(|| featherstore_core::spec::DEFAULT_TIMESTAMP.into()),
         "full_names": params.full_names.unwrap_or(false),
         "as_of": params.as_of.unwrap_or_else(|| AsOf::default().as_str().into()),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use arrow::array::{Array, RecordBatch};
 use featherstore_core::time::{now_micros, MICROS_PER_SECOND};
-use featherstore_store::metrics::{HistogramSnapshot, Operation, DURATION_BUCKETS, PARQUET};
+use featherstore_store::metrics::{HistogramSnapshot, Operation, DURATION_BUCKETS, PARQUET, REDIS};
 use featherstore_store::FeatureStore;
 use prometheus::core::{Collector, Desc};
 
@@ -317,6 +317,9 @@ impl Metrics {
         }
         let mut families = self.registry.gather();
         families.push(operation_family(store));
+        if store.online_is_remote() {
+            families.extend(redis_families());
+        }
         families.sort_by(|a, b| a.name().cmp(b.name()));
         let mut out = Vec::new();
         TextEncoder::new()
@@ -398,6 +401,46 @@ fn operation_family(store: &FeatureStore) -> MetricFamily {
         .collect();
     family.set_metric(metrics);
     family
+}
+
+/// The Redis online backend's round trips (`featherstore_redis_round_trips_total`), those that
+/// failed or timed out (`featherstore_redis_errors_total`) and their latency
+/// (`featherstore_redis_round_trip_duration_seconds`); only with the Redis backend.
+fn redis_families() -> Vec<MetricFamily> {
+    let counter = |name: &str, help: &str, value: u64| {
+        let mut counter = proto::Counter::default();
+        counter.set_value(value as f64);
+        let mut metric = proto::Metric::default();
+        metric.set_counter(counter);
+        let mut family = MetricFamily::default();
+        family.set_name(name.into());
+        family.set_help(help.into());
+        family.set_field_type(MetricType::COUNTER);
+        family.set_metric(vec![metric]);
+        family
+    };
+    let mut latency = MetricFamily::default();
+    latency.set_name("featherstore_redis_round_trip_duration_seconds".into());
+    latency.set_help(
+        "Latency of the online store's Redis round trips (a pipeline, or a group of commands \
+         sent at once, is one)"
+            .into(),
+    );
+    latency.set_field_type(MetricType::HISTOGRAM);
+    latency.set_metric(vec![histogram_metric(vec![], &REDIS.latency())]);
+    vec![
+        counter(
+            "featherstore_redis_round_trips_total",
+            "Round trips of the online store to Redis",
+            REDIS.round_trips(),
+        ),
+        counter(
+            "featherstore_redis_errors_total",
+            "Round trips of the online store to Redis that failed or timed out",
+            REDIS.errors(),
+        ),
+        latency,
+    ]
 }
 
 /// The Parquet backend's activity counters as `featherstore_parquet_*_total`; microsecond

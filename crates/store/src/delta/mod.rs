@@ -44,7 +44,7 @@ use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableError, ObjectStore, Path};
 use featherstore_core::spec::is_valid_name;
-use featherstore_core::{ErrorCode, FeatureSetSpec};
+use featherstore_core::{ErrorCode, FeatureServiceSpec, FeatureSetSpec};
 use futures::{StreamExt, TryStreamExt};
 use parking_lot::{Condvar, Mutex};
 use url::Url;
@@ -338,9 +338,9 @@ impl Inner {
                 .map_err(Error::io(format!("creating {}", dir.display())))?;
         }
         let options = self.storage_options.clone();
-        self.run(async move {
-            Ok(DeltaTable::try_from_url_with_storage_options(url, options).await?)
-        })
+        self.run(
+            async move { Ok(DeltaTable::try_from_url_with_storage_options(url, options).await?) },
+        )
     }
 
     fn load_specs(&self) -> Result<Vec<FeatureSetSpec>> {
@@ -845,6 +845,26 @@ impl OfflineStore for DeltaStore {
 
     fn delete(&self, name: &str) -> Result<()> {
         self.inner.delete(name)
+    }
+
+    fn load_services(&self) -> Result<Vec<FeatureServiceSpec>> {
+        let store = Arc::clone(&self.inner.store);
+        self.inner
+            .run(async move { registry::load_services(store.as_ref()).await })
+    }
+
+    fn save_service(&self, service: &FeatureServiceSpec) -> Result<()> {
+        let store = Arc::clone(&self.inner.store);
+        let service = service.clone();
+        self.inner
+            .run(async move { registry::put_service(store.as_ref(), &service).await })
+    }
+
+    fn delete_service(&self, name: &str) -> Result<()> {
+        let store = Arc::clone(&self.inner.store);
+        let name = name.to_string();
+        self.inner
+            .run(async move { registry::remove_service(store.as_ref(), &name).await })
     }
 
     fn append_at(&self, spec: &FeatureSetSpec, batch: &RecordBatch, now: i64) -> Result<()> {

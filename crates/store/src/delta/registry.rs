@@ -9,15 +9,19 @@
 //! Each version is written once, with a conditional put (`PutMode::Create`): of two servers
 //! creating the same set, or updating it to the same version, one wins and the other gets
 //! ALREADY_EXISTS / ABORTED. The set's current spec is its greatest version.
+//!
+//! Feature services are one object each, `{uri}/_featherstore/services/{name}.json`, also
+//! written with a conditional put (`put_service`).
 
 use std::collections::BTreeMap;
 
 use deltalake::logstore::object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use deltalake::{ObjectStore, ObjectStoreError, Path};
 use featherstore_core::spec::is_valid_name;
-use featherstore_core::FeatureSetSpec;
+use featherstore_core::{FeatureServiceSpec, FeatureSetSpec};
 use futures::TryStreamExt;
 
+use crate::offline::parse_service;
 use crate::{Error, Result};
 
 const SPECS: &str = "_featherstore/specs";
@@ -120,6 +124,92 @@ pub(super) async fn remove(store: &dyn ObjectStore, set: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Where the feature services live: one JSON object per service, beside the specs.
+const SERVICES: &str = "_featherstore/services";
+
+fn service_path(name: &str) -> Path {
+    Path::from(format!("{SERVICES}/{name}.json"))
+}
+
+/// The service a registry object holds, from its path.
+fn parse_service_path(path: &Path) -> Option<String> {
+    let mut parts = path.parts();
+    let (first, second, file) = (parts.next()?, parts.next()?, parts.next()?);
+    if first.as_ref() != "_featherstore" || second.as_ref() != "services" {
+        return None;
+    }
+    let name = file.as_ref().strip_suffix(".json")?;
+    (parts.next().is_none() && is_valid_name(name)).then(|| name.to_string())
+}
+
+/// Every stored feature service, ordered by name.
+pub(super) async fn load_services(store: &dyn ObjectStore) -> Result<Vec<FeatureServiceSpec>> {
+    let objects: Vec<_> = store
+        .list(Some(&Path::from(SERVICES)))
+        .try_collect()
+        .await?;
+    let mut names: Vec<String> = objects
+        .iter()
+        .filter_map(|object| parse_service_path(&object.location))
+        .collect();
+    names.sort_unstable();
+    let mut services = Vec::with_capacity(names.len());
+    for name in names {
+        match store.get(&service_path(&name)).await {
+            Ok(found) => services.push(parse_service(&name, &found.bytes().await?)?),
+            // Deleted by another server since the listing.
+            Err(ObjectStoreError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(services)
+}
+
+/// Stores a service under its name with a conditional put, so that of two servers creating
+/// the same name at once one wins. The same definition stored already (by another server, or
+/// by this put when its answer was lost) is no error; a different one is ALREADY_EXISTS: each
+/// server only stores a service it does not know, and replacing another server's would leave
+/// the servers serving different definitions under one name.
+pub(super) async fn put_service(
+    store: &dyn ObjectStore,
+    service: &FeatureServiceSpec,
+) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(service)
+        .map_err(|e| Error::Corrupt(format!("encoding feature service {:?}: {e}", service.name)))?;
+    let options = PutOptions {
+        mode: PutMode::Create,
+        ..PutOptions::default()
+    };
+    let path = service_path(&service.name);
+    match store
+        .put_opts(&path, PutPayload::from(bytes), options)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(ObjectStoreError::AlreadyExists { .. } | ObjectStoreError::Precondition { .. }) => {
+            let stored = store.get(&path).await?.bytes().await?;
+            if parse_service(&service.name, &stored)?.same_definition(service) {
+                Ok(())
+            } else {
+                Err(featherstore_core::Error::AlreadyExists(format!(
+                    "feature service {:?} was stored meanwhile by another server with a different definition",
+                    service.name
+                ))
+                .into())
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Removes a stored service; one that is not stored is no error.
+pub(super) async fn remove_service(store: &dyn ObjectStore, name: &str) -> Result<()> {
+    match store.delete(&service_path(name)).await {
+        Ok(()) | Err(ObjectStoreError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[cfg(test)]

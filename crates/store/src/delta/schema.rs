@@ -74,7 +74,11 @@ fn with_type(array: ArrayRef, target: &DataType) -> Result<ArrayRef> {
     if array.data_type() == target {
         return Ok(array);
     }
-    let data = array.to_data().into_builder().data_type(target.clone()).build()?;
+    let data = array
+        .to_data()
+        .into_builder()
+        .data_type(target.clone())
+        .build()?;
     Ok(make_array(data))
 }
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use arrow::array::RecordBatch;
 use featherstore_core::time::now_micros;
-use featherstore_core::FeatureSetSpec;
+use featherstore_core::{FeatureServiceSpec, FeatureSetSpec};
 use parking_lot::Mutex;
 
 use crate::offline::{OfflineStore, RelationWork};
@@ -18,6 +18,8 @@ const SPECS_TABLE: &str = "featherstore_specs";
 /// Every version of every spec, the current one included (its copy in `SPECS_TABLE` is what
 /// startup loads).
 const VERSIONS_TABLE: &str = "featherstore_spec_versions";
+/// Feature services: name and JSON document.
+const SERVICES_TABLE: &str = "featherstore_services";
 
 pub struct DuckDbStore {
     /// The database file; DuckDB keeps its write-ahead log beside it (`{path}.wal`).
@@ -48,7 +50,8 @@ impl DuckDbStore {
         pool.get(Purpose::Write)?.execute_batch(&format!(
             "CREATE TABLE IF NOT EXISTS {SPECS_TABLE} (name VARCHAR PRIMARY KEY, spec VARCHAR NOT NULL);
              CREATE TABLE IF NOT EXISTS {VERSIONS_TABLE} (name VARCHAR NOT NULL, version BIGINT NOT NULL,
-                 spec VARCHAR NOT NULL, PRIMARY KEY (name, version))"
+                 spec VARCHAR NOT NULL, PRIMARY KEY (name, version));
+             CREATE TABLE IF NOT EXISTS {SERVICES_TABLE} (name VARCHAR PRIMARY KEY, spec VARCHAR NOT NULL)"
         ))?;
         let store = DuckDbStore {
             path: path.to_path_buf(),
@@ -262,6 +265,43 @@ impl OfflineStore for DuckDbStore {
         })?;
         self.cursors.lock().remove(name);
         Ok(())
+    }
+
+    fn load_services(&self) -> Result<Vec<FeatureServiceSpec>> {
+        let conn = self.pool.get(Purpose::Read)?;
+        let mut statement = conn.prepare(&format!(
+            "SELECT name, spec FROM {SERVICES_TABLE} ORDER BY name"
+        ))?;
+        let rows = statement.query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+        })?;
+        let mut services = Vec::new();
+        for row in rows {
+            let (name, json) = row?;
+            services.push(crate::offline::parse_service(&name, json.as_bytes())?);
+        }
+        Ok(services)
+    }
+
+    fn save_service(&self, service: &FeatureServiceSpec) -> Result<()> {
+        let json = serde_json::to_string(service).expect("services serialize");
+        self.transaction(|conn| {
+            conn.execute(
+                &format!("INSERT OR REPLACE INTO {SERVICES_TABLE} VALUES (?, ?)"),
+                [&service.name, &json],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn delete_service(&self, name: &str) -> Result<()> {
+        self.transaction(|conn| {
+            conn.execute(
+                &format!("DELETE FROM {SERVICES_TABLE} WHERE name = ?"),
+                [name],
+            )?;
+            Ok(())
+        })
     }
 
     fn append_at(&self, spec: &FeatureSetSpec, batch: &RecordBatch, now: i64) -> Result<()> {

@@ -345,3 +345,97 @@ impl Gather {
         })
     }
 }
+
+/// The compact row encoding of a remote backend (Redis): per feature, a tag byte (0: null)
+/// then the value: fixed-width values as their little-endian bytes, bools in the tag (1:
+/// false, 2: true), strings and binaries as a u32 length and the bytes. No Arrow framing, so
+/// one row of a few features is tens of bytes.
+impl Source<'_> {
+    /// Appends row `row` of this column, of type `t`, to `out`.
+    pub(super) fn encode(&self, t: FeatureType, row: usize, out: &mut Vec<u8>) {
+        match self {
+            Source::Fixed { bytes, nulls } => match fixed_width(t) {
+                Some(w) if nulls.is_none_or(|n| n.is_valid(row)) => {
+                    out.push(1);
+                    out.extend_from_slice(&bytes.as_slice()[row * w..(row + 1) * w]);
+                }
+                _ => out.push(0),
+            },
+            Source::Bool(values) => {
+                out.push(match values.is_valid(row).then(|| values.value(row)) {
+                    None => 0,
+                    Some(false) => 1,
+                    Some(true) => 2,
+                })
+            }
+            source @ Source::Bytes { .. } => match bytes_of(source, row) {
+                None => out.push(0),
+                Some(value) => {
+                    out.push(1);
+                    // An Arrow array with i32 offsets: every value is under 2 GiB.
+                    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+                    out.extend_from_slice(value);
+                }
+            },
+        }
+    }
+}
+
+/// Splits `n` bytes off the front of `input`.
+fn take<'a>(input: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    let (head, rest) = (input.len() >= n).then(|| input.split_at(n))?;
+    *input = rest;
+    Some(head)
+}
+
+impl Gather {
+    /// Appends the next value of an encoded row (see [`Source::encode`]) of type `t`,
+    /// consuming it from `input`; `None` when the bytes are not a value of that type (the
+    /// stored row is corrupt), leaving this gather unchanged.
+    pub(super) fn push_encoded(&mut self, t: FeatureType, input: &mut &[u8]) -> Option<()> {
+        let tag = *take(input, 1)?.first()?;
+        match (self, tag) {
+            (gather, 0) => gather.push(None),
+            (
+                Gather::Fixed {
+                    width,
+                    bytes,
+                    valid,
+                },
+                1,
+            ) => {
+                bytes.extend_from_slice(take(input, *width)?);
+                valid.push(true);
+            }
+            (Gather::Bool(values), 1 | 2) => values.push(Some(tag == 2)),
+            (Gather::Bytes(builder), 1) => {
+                let len = u32::from_le_bytes(take(input, 4)?.try_into().ok()?) as usize;
+                let value = take(input, len)?;
+                if t == FeatureType::String && std::str::from_utf8(value).is_err() {
+                    return None;
+                }
+                builder.append_value(value);
+            }
+            _ => return None,
+        }
+        Some(())
+    }
+
+    /// Skips the next value of an encoded row of type `t` (a feature not asked for).
+    pub(super) fn skip_encoded(t: FeatureType, input: &mut &[u8]) -> Option<()> {
+        let tag = *take(input, 1)?.first()?;
+        match (fixed_width(t), t, tag) {
+            (_, _, 0) => {}
+            (Some(width), _, 1) => {
+                take(input, width)?;
+            }
+            (None, FeatureType::Bool, 1 | 2) => {}
+            (None, FeatureType::String | FeatureType::Binary, 1) => {
+                let len = u32::from_le_bytes(take(input, 4)?.try_into().ok()?) as usize;
+                take(input, len)?;
+            }
+            _ => return None,
+        }
+        Some(())
+    }
+}

@@ -10,13 +10,13 @@ use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::array::RecordBatch;
 use featherstore_core::{EntityKeys, EntityType, FeatureSetSpec};
 use hashbrown::HashMap;
 use parking_lot::RwLock;
 
 use super::column::{Gather, Source, ValueColumn};
-use super::interface::{BatchKeys, OnlineSet, OnlineStore, PreparedBatch};
+use super::interface::{lookup_batch, BatchKeys, OnlineSet, OnlineStore, PreparedBatch};
 use crate::Result;
 
 const SHARDS: usize = 32;
@@ -95,6 +95,10 @@ pub struct MemoryStore;
 impl OnlineStore for MemoryStore {
     fn open_set(&self, spec: Arc<FeatureSetSpec>) -> Result<Box<dyn OnlineSet>> {
         Ok(Box::new(OnlineIndex::new(spec)))
+    }
+
+    fn name(&self) -> &'static str {
+        "memory"
     }
 }
 
@@ -238,21 +242,7 @@ impl OnlineSet for OnlineIndex {
             }
         }
 
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(features.len() + 2);
-        columns.push(match keys {
-            EntityKeys::String(keys) => Arc::new(StringArray::from_iter_values(keys)),
-            EntityKeys::Int64(keys) => Arc::new(Int64Array::from(keys.clone())),
-        });
-        for (gather, &f) in gathers.into_iter().zip(features) {
-            columns.push(gather.finish(self.spec.features[f].feature_type)?);
-        }
-        columns.push(Arc::new(
-            TimestampMicrosecondArray::from(timestamps).with_timezone("UTC"),
-        ));
-        Ok(RecordBatch::try_new(
-            self.spec.projected_schema(features, true),
-            columns,
-        )?)
+        lookup_batch(&self.spec, keys, features, gathers, timestamps)
     }
 
     /// Frees every value now, even while a reader still holds the set.

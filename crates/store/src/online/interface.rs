@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use arrow::array::{
+    Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 use featherstore_core::{EntityKeys, EntityType, FeatureSetSpec};
 
@@ -15,6 +17,40 @@ pub trait OnlineStore: Send + Sync {
     /// The online values of `spec`'s set: empty for a set just created, or what the backend
     /// already holds for it.
     fn open_set(&self, spec: Arc<FeatureSetSpec>) -> Result<Box<dyn OnlineSet>>;
+
+    /// The backend's name, as `/health` and the logs report it.
+    fn name(&self) -> &'static str;
+
+    /// Whether the backend can serve now (a remote one answers within its timeout).
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// The registry shared by every server of this backend, if its values outlive this
+    /// process and are shared with other servers: then the values are never rebuilt from
+    /// this server's offline store on their own (at start or at an update), since they hold
+    /// what every server ingested.
+    fn shared_registry(&self) -> Option<&dyn SharedRegistry> {
+        None
+    }
+}
+
+/// The feature set registry of a shared online backend: what sets exist, for every server.
+pub trait SharedRegistry: Send + Sync {
+    /// Publishes a new set (`update` false) or a new version of one. Returns `None` when
+    /// published, or the spec that holds the name (a set created elsewhere, or a version as
+    /// new or newer) when refused.
+    fn publish(&self, spec: &FeatureSetSpec, update: bool) -> Result<Option<FeatureSetSpec>>;
+
+    /// Removes a deleted set.
+    fn unpublish(&self, name: &str) -> Result<()>;
+
+    /// A counter that changes at every publish and unpublish: cheap to poll. `None` when the
+    /// registry is gone altogether (the backend lost its data).
+    fn version(&self) -> Result<Option<u64>>;
+
+    /// Every published spec.
+    fn specs(&self) -> Result<Vec<FeatureSetSpec>>;
 }
 
 /// The online values of one feature set. Every backend keeps these rules:
@@ -131,4 +167,30 @@ impl<'a> PreparedBatch<'a> {
             sources,
         })
     }
+}
+
+/// The answer of a lookup: the entities as asked, each feature's gathered values, and the
+/// event times (`None` for nulls), in the spec's projected schema.
+pub(super) fn lookup_batch(
+    spec: &FeatureSetSpec,
+    keys: &EntityKeys,
+    features: &[usize],
+    gathers: Vec<column::Gather>,
+    timestamps: Vec<Option<i64>>,
+) -> Result<RecordBatch> {
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(features.len() + 2);
+    columns.push(match keys {
+        EntityKeys::String(keys) => Arc::new(StringArray::from_iter_values(keys)),
+        EntityKeys::Int64(keys) => Arc::new(Int64Array::from(keys.clone())),
+    });
+    for (gather, &f) in gathers.into_iter().zip(features) {
+        columns.push(gather.finish(spec.features[f].feature_type)?);
+    }
+    columns.push(Arc::new(
+        TimestampMicrosecondArray::from(timestamps).with_timezone("UTC"),
+    ));
+    Ok(RecordBatch::try_new(
+        spec.projected_schema(features, true),
+        columns,
+    )?)
 }

@@ -9,12 +9,37 @@ use arrow::datatypes::{Float32Type, Int64Type, TimestampMicrosecondType};
 use featherstore_core::coerce::coerce_batch;
 use featherstore_core::{EntityKeys, FeatureSetSpec};
 
-use super::{MemoryStore, OnlineSet, OnlineStore};
+use featherstore_testkit::redis::Redis;
+
+use super::{MemoryStore, OnlineSet, OnlineStore, RedisConfig, RedisStore};
+
+/// One Redis single node and one 3-node Redis Cluster for the whole test binary (they die
+/// with it); every test run uses set names of its own in them.
+fn redis_servers() -> &'static (Redis, Redis) {
+    static SERVERS: std::sync::OnceLock<(Redis, Redis)> = std::sync::OnceLock::new();
+    SERVERS.get_or_init(|| (Redis::single(), Redis::cluster()))
+}
+
+fn redis_store(redis: &Redis) -> RedisStore {
+    RedisStore::connect(RedisConfig {
+        url: redis.url(),
+        cluster: redis.is_cluster(),
+        key_prefix: "conformance".into(),
+        pool_size: 2,
+        timeout_ms: 2000,
+    })
+    .unwrap()
+}
 
 /// The online conformance tests: every test runs against each backend here, which must give
 /// the same answers. A new backend is one line.
 fn backends() -> Vec<(&'static str, Box<dyn OnlineStore>)> {
-    vec![("memory", Box::new(MemoryStore))]
+    let (single, cluster) = redis_servers();
+    vec![
+        ("memory", Box::new(MemoryStore)),
+        ("redis", Box::new(redis_store(single))),
+        ("redis cluster", Box::new(redis_store(cluster))),
+    ]
 }
 
 /// Runs `test` on a fresh, empty set of `spec` in every backend. Each run gets a set name of

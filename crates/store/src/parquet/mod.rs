@@ -6,6 +6,7 @@
 //! {dir}/{set}/_manifest.json                     live data files + flushed watermark
 //! {dir}/{set}/_log/NNN….arrows                   Arrow IPC segments: acknowledged appends
 //! {dir}/{set}/date=YYYY-MM-DD/part-NNN.parquet   rows sorted by entity, event time, `_seq`
+//! {dir}/.services/{name}.json                    a feature service (written atomically)
 //! ```
 //!
 //! An append is durable once its batch is in the log (fsynced); it is then added to an
@@ -23,6 +24,7 @@ mod log;
 mod manifest;
 mod memtable;
 mod options;
+mod services;
 mod set;
 mod writer;
 
@@ -36,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use featherstore_core::spec::is_valid_name;
-use featherstore_core::FeatureSetSpec;
+use featherstore_core::{FeatureServiceSpec, FeatureSetSpec};
 use parking_lot::{Condvar, Mutex, RwLock};
 
 pub use options::{Compression, ParquetOptions, UnknownCompression};
@@ -412,6 +414,18 @@ impl OfflineStore for ParquetStore {
 
     fn append_at(&self, spec: &FeatureSetSpec, batch: &RecordBatch, now: i64) -> Result<()> {
         self.inner.append(spec, batch, now)
+    }
+
+    fn load_services(&self) -> Result<Vec<FeatureServiceSpec>> {
+        services::load(&self.inner.dir)
+    }
+
+    fn save_service(&self, service: &FeatureServiceSpec) -> Result<()> {
+        services::save(&self.inner.dir, service)
+    }
+
+    fn delete_service(&self, name: &str) -> Result<()> {
+        services::delete(&self.inner.dir, name)
     }
 
     fn pool(&self) -> &ConnectionPool {

@@ -1,0 +1,188 @@
+//! The suite's data: float32 feature sets keyed by int64 entities, and the training set of
+//! the earlier training-data bench (8 float32 + 8 int64 features over 30 days).
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float32Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use featherstore_client::{Client, FeatureSetSpec};
+
+use crate::BenchError;
+
+/// Rows per ingest batch (the 64k-row batches).
+pub const BATCH_ROWS: usize = 65_536;
+/// 2026-01-01T00:00:00Z in microseconds.
+const START: i64 = 1_767_225_600_000_000;
+const SPAN: u64 = 30 * 86_400 * 1_000_000;
+
+/// A deterministic xorshift source, so every run reads and writes the same keys.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+}
+
+/// Creates `name`: int64 `entity_id`, float32 `f0..f{features}`.
+pub async fn create_float_set(
+    client: &Client,
+    name: &str,
+    features: usize,
+) -> Result<(), BenchError> {
+    let features: Vec<_> = (0..features)
+        .map(|f| serde_json::json!({"name": format!("f{f}"), "type": "float32"}))
+        .collect();
+    let spec = serde_json::json!({
+        "name": name,
+        "entity": {"name": "entity_id", "type": "int64"},
+        "features": features,
+    });
+    create(client, &spec).await
+}
+
+/// Creates `name` with 8 float32 (`f0..f7`) and 8 int64 (`i0..i7`) features.
+pub async fn create_training_set(client: &Client, name: &str) -> Result<(), BenchError> {
+    let features: Vec<_> = (0..8)
+        .flat_map(|f| {
+            [
+                serde_json::json!({"name": format!("f{f}"), "type": "float32"}),
+                serde_json::json!({"name": format!("i{f}"), "type": "int64"}),
+            ]
+        })
+        .collect();
+    let spec = serde_json::json!({
+        "name": name,
+        "entity": {"name": "entity_id", "type": "int64"},
+        "features": features,
+    });
+    create(client, &spec).await
+}
+
+async fn create(client: &Client, spec: &serde_json::Value) -> Result<(), BenchError> {
+    let spec = FeatureSetSpec::from_json(spec.to_string().as_bytes())
+        .map_err(|e| BenchError::Setup(format!("bench spec: {e}")))?;
+    client.create_feature_set(&spec).await?;
+    Ok(())
+}
+
+fn timestamps(values: impl Iterator<Item = i64>) -> ArrayRef {
+    Arc::new(TimestampMicrosecondArray::from_iter_values(values).with_timezone("UTC"))
+}
+
+/// Rows of a float set: the given keys, `features` float32 values each, event times
+/// `event_time`.
+pub fn float_batch(
+    rng: &mut Rng,
+    keys: impl Iterator<Item = i64>,
+    features: usize,
+    event_time: i64,
+) -> RecordBatch {
+    let keys = Int64Array::from_iter_values(keys);
+    let rows = keys.len();
+    let mut fields = vec![Field::new("entity_id", DataType::Int64, false)];
+    let mut columns: Vec<ArrayRef> = vec![Arc::new(keys)];
+    for f in 0..features {
+        fields.push(Field::new(format!("f{f}"), DataType::Float32, true));
+        columns.push(Arc::new(Float32Array::from_iter_values(
+            (0..rows).map(|_| rng.below(1_000_000) as f32 / 1000.0),
+        )));
+    }
+    fields.push(Field::new(
+        "event_timestamp",
+        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        false,
+    ));
+    columns.push(timestamps(std::iter::repeat_n(event_time, rows)));
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("consistent columns")
+}
+
+/// One row per entity `0..entities` in 64k-row batches, event time `START`.
+pub fn latest_rows(rng: &mut Rng, entities: u64, features: usize) -> Vec<RecordBatch> {
+    (0..entities)
+        .step_by(BATCH_ROWS)
+        .map(|first| {
+            let last = (first + BATCH_ROWS as u64).min(entities);
+            float_batch(rng, (first as i64)..(last as i64), features, START)
+        })
+        .collect()
+}
+
+/// `rows` rows over random entities below `entities`, in 64k-row batches, event times
+/// spread over 30 days.
+pub fn random_rows(rng: &mut Rng, rows: usize, entities: u64, features: usize) -> Vec<RecordBatch> {
+    (0..rows)
+        .step_by(BATCH_ROWS)
+        .map(|first| {
+            let n = BATCH_ROWS.min(rows - first);
+            let keys: Vec<i64> = (0..n).map(|_| rng.below(entities) as i64).collect();
+            let event_time = START + rng.below(SPAN) as i64;
+            float_batch(rng, keys.into_iter(), features, event_time)
+        })
+        .collect()
+}
+
+/// Rows of the training set (`create_training_set`): random entities below `entities`,
+/// event times over 30 days.
+pub fn training_rows(rng: &mut Rng, rows: usize, entities: u64) -> RecordBatch {
+    let mut columns: Vec<(String, ArrayRef)> = vec![(
+        "entity_id".into(),
+        Arc::new(Int64Array::from_iter_values(
+            (0..rows).map(|_| rng.below(entities) as i64),
+        )),
+    )];
+    for f in 0..8 {
+        columns.push((
+            format!("f{f}"),
+            Arc::new(Float32Array::from_iter_values(
+                (0..rows).map(|_| rng.below(1000) as f32),
+            )),
+        ));
+        columns.push((
+            format!("i{f}"),
+            Arc::new(Int64Array::from_iter_values(
+                (0..rows).map(|_| rng.below(1000) as i64),
+            )),
+        ));
+    }
+    columns.push((
+        "event_timestamp".into(),
+        timestamps((0..rows).map(|_| START + rng.below(SPAN) as i64)),
+    ));
+    RecordBatch::try_from_iter(columns).expect("consistent columns")
+}
+
+/// Entity rows of a training-data request: key, time, and a pass-through label.
+pub fn entity_rows(rng: &mut Rng, first: usize, rows: usize, entities: u64) -> RecordBatch {
+    RecordBatch::try_from_iter(vec![
+        (
+            "entity_id",
+            Arc::new(Int64Array::from_iter_values(
+                (0..rows).map(|_| rng.below(entities) as i64),
+            )) as ArrayRef,
+        ),
+        (
+            "event_timestamp",
+            timestamps((0..rows).map(|_| START + rng.below(SPAN) as i64)),
+        ),
+        (
+            "label",
+            Arc::new(Int64Array::from_iter_values(
+                (first..first + rows).map(|i| i as i64),
+            )) as ArrayRef,
+        ),
+    ])
+    .expect("consistent columns")
+}
+
+/// Arrow bytes of the batches (buffers as held in memory), for MB/s.
+pub fn arrow_bytes(batches: &[RecordBatch]) -> usize {
+    batches.iter().map(RecordBatch::get_array_memory_size).sum()
+}

@@ -1,0 +1,259 @@
+//! The Redis online backend end to end: servers sharing one real Redis (values and registry),
+//! and Redis going away and coming back. Each test starts its own `redis-server` on a free
+//! loopback port (scripts/setup-redis.sh installs it).
+
+use std::time::{Duration, Instant};
+
+use arrow::array::AsArray;
+use arrow::datatypes::Int64Type;
+use featherstore_server::config::{Backend, OnlineBackend};
+use featherstore_testkit::flight::get;
+use featherstore_testkit::http::{assert_error, get_json, metric, post_json, send};
+use featherstore_testkit::redis::Redis;
+use featherstore_testkit::*;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+async fn server_on(redis: &Redis, backend: Backend, timeout_ms: u64) -> TestServer {
+    let url = redis.url();
+    let cluster = redis.is_cluster();
+    TestServer::start_with(backend, move |config| {
+        config.online.backend = OnlineBackend::Redis;
+        config.online.redis.url = url;
+        config.online.redis.cluster = cluster;
+        config.online.redis.timeout_ms = timeout_ms;
+    })
+    .await
+}
+
+/// Polls `check` every 20 ms until it holds; panics after `limit`.
+async fn within<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < limit, "{what} not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn online_ticket(entities: &[&str]) -> Value {
+    json!({"feature_set": "user_features", "entities": entities, "features": ["age"]})
+}
+
+/// The same read as a Flight DoGet ticket.
+fn flight_ticket(entities: &[&str]) -> Value {
+    let mut ticket = online_ticket(entities);
+    ticket["type"] = json!("online");
+    ticket
+}
+
+async fn ingest(base: &str, rows: Value) -> (StatusCode, Value) {
+    post_json(&format!("{base}/v1/feature-sets/user_features/rows"), &rows).await
+}
+
+#[tokio::test]
+async fn two_servers_share_the_registry_and_the_values() {
+    for redis in [Redis::single(), Redis::cluster()] {
+        let a = server_on(&redis, Backend::Duckdb, 1000).await;
+        let b = server_on(&redis, Backend::Parquet, 1000).await;
+        let created = send(
+            http()
+                .post(format!("{}/v1/feature-sets", a.http))
+                .body(USER_SPEC),
+        )
+        .await;
+        assert_eq!(created.0, StatusCode::CREATED, "{}", created.1);
+
+        // Created through A: usable through B within a second, without a restart.
+        within(Duration::from_secs(1), "the set on B", || async {
+            get_json(&format!("{}/v1/feature-sets/user_features", b.http))
+                .await
+                .0
+                == StatusCode::OK
+        })
+        .await;
+
+        let rows = json!({"rows": [
+            {"user_id": "u1", "event_timestamp": "2026-01-01T00:00:00Z", "age": 30},
+            {"user_id": "u2", "event_timestamp": "2026-01-01T00:00:00Z", "age": 40}
+        ]});
+        assert_eq!(
+            ingest(&a.http, rows).await,
+            (StatusCode::OK, json!({"rows": 2}))
+        );
+        // Acknowledged by A: visible through B, over HTTP and Flight.
+        let read = post_json(
+            &format!("{}/v1/online", b.http),
+            &online_ticket(&["u2", "zz", "u1"]),
+        )
+        .await;
+        assert_eq!(read.0, StatusCode::OK, "{}", read.1);
+        let ages: Vec<Value> = read.1["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["age"].clone())
+            .collect();
+        assert_eq!(ages, [json!(40), Value::Null, json!(30)]);
+        let mut flight = b.flight().await;
+        let batches = get(&mut flight, flight_ticket(&["u1", "u2"]))
+            .await
+            .unwrap();
+        let batch = concat(&batches);
+        let ages: Vec<_> = batch.column(1).as_primitive::<Int64Type>().iter().collect();
+        assert_eq!(ages, [Some(30), Some(40)]);
+
+        // An older event through B never rolls back A's newer value.
+        let older = json!({"rows": [{"user_id": "u1", "event_timestamp": "2025-01-01T00:00:00Z", "age": 1}]});
+        assert_eq!(ingest(&b.http, older).await.0, StatusCode::OK);
+        let read = post_json(&format!("{}/v1/online", a.http), &online_ticket(&["u1"])).await;
+        assert_eq!(read.1["rows"][0]["age"], 30);
+
+        // A gone at once (its tasks aborted, no shutdown): B keeps serving.
+        drop(a);
+        let read = post_json(&format!("{}/v1/online", b.http), &online_ticket(&["u1"])).await;
+        assert_eq!(read.1["rows"][0]["age"], 30);
+
+        // Deleted through B: gone from a new server on the same Redis too.
+        let deleted =
+            send(http().delete(format!("{}/v1/feature-sets/user_features", b.http))).await;
+        assert_eq!(deleted.0, StatusCode::NO_CONTENT, "{}", deleted.1);
+        let c = server_on(&redis, Backend::Duckdb, 1000).await;
+        assert_eq!(
+            get_json(&format!("{}/v1/feature-sets/user_features", c.http))
+                .await
+                .0,
+            StatusCode::NOT_FOUND
+        );
+    }
+}
+
+/// A server starting on a Redis that already holds values serves them at once.
+#[tokio::test]
+async fn a_new_server_serves_the_values_already_in_redis() {
+    let redis = Redis::single();
+    let a = server_on(&redis, Backend::Duckdb, 1000).await;
+    send(
+        http()
+            .post(format!("{}/v1/feature-sets", a.http))
+            .body(USER_SPEC),
+    )
+    .await;
+    let rows =
+        json!({"rows": [{"user_id": "u1", "event_timestamp": "2026-01-01T00:00:00Z", "age": 7}]});
+    assert_eq!(ingest(&a.http, rows).await.0, StatusCode::OK);
+    // An empty offline store: nothing to rebuild from, the values come from Redis.
+    let b = server_on(&redis, Backend::Parquet, 1000).await;
+    let read = post_json(&format!("{}/v1/online", b.http), &online_ticket(&["u1"])).await;
+    assert_eq!(read.1["rows"][0]["age"], 7, "{}", read.1);
+}
+
+#[tokio::test]
+async fn redis_down_fails_reads_fast_and_ingest_unacknowledged_then_recovers() {
+    let mut redis = Redis::single();
+    let server = server_on(&redis, Backend::Duckdb, 200).await;
+    let base = server.http.clone();
+    send(
+        http()
+            .post(format!("{base}/v1/feature-sets"))
+            .body(USER_SPEC),
+    )
+    .await;
+    let rows =
+        json!({"rows": [{"user_id": "u1", "event_timestamp": "2026-01-01T00:00:00Z", "age": 7}]});
+    assert_eq!(ingest(&base, rows.clone()).await.0, StatusCode::OK);
+    let before = server.metrics_text().await;
+    assert!(
+        metric(&before, "featherstore_redis_round_trips_total") > 0.0,
+        "{before}"
+    );
+
+    redis.stop_node(0);
+    // Reads fail fast as UNAVAILABLE, over HTTP and Flight, many at once, and the server's
+    // other routes stay responsive meanwhile.
+    let started = Instant::now();
+    let (url, ticket) = (format!("{base}/v1/online"), online_ticket(&["u1"]));
+    let reads = (0..16).map(|_| post_json(&url, &ticket));
+    for read in futures::future::join_all(reads).await {
+        assert_error(
+            &read,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Redis",
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "16 reads took {:?}",
+        started.elapsed()
+    );
+    let mut flight = server.flight().await;
+    let status = get(&mut flight, flight_ticket(&["u1"])).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
+    let listed = get_json(&format!("{base}/v1/feature-sets")).await;
+    assert_eq!(listed.0, StatusCode::OK);
+    let health = get_json(&format!("{base}/health")).await;
+    assert_eq!(health.0, StatusCode::SERVICE_UNAVAILABLE, "{}", health.1);
+    assert_eq!(
+        health.1["online"],
+        json!({"backend": "redis", "state": "unavailable"})
+    );
+    // Ingest is not acknowledged while the values cannot reach Redis.
+    let refused = ingest(&base, rows.clone()).await;
+    assert_error(
+        &refused,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "Redis",
+    );
+    let after = server.metrics_text().await;
+    assert!(
+        metric(&after, "featherstore_redis_errors_total") > 0.0,
+        "{after}"
+    );
+
+    // Back (empty: no persistence): the server recovers by itself, without a restart.
+    redis.start_node(0);
+    within(Duration::from_secs(10), "reads answering again", || async {
+        post_json(&format!("{base}/v1/online"), &online_ticket(&["u1"]))
+            .await
+            .0
+            == StatusCode::OK
+    })
+    .await;
+    assert_eq!(get_json(&format!("{base}/health")).await.0, StatusCode::OK);
+    // The registry is published again by the server; ingest works again.
+    within(Duration::from_secs(5), "ingest accepted again", || async {
+        ingest(&base, rows.clone()).await.0 == StatusCode::OK
+    })
+    .await;
+    let read = post_json(&format!("{base}/v1/online"), &online_ticket(&["u1"])).await;
+    assert_eq!(read.1["rows"][0]["age"], 7);
+
+    // A value only in the offline store (Redis lost it) comes back with a rebuild.
+    let lost =
+        json!({"rows": [{"user_id": "u2", "event_timestamp": "2026-01-01T00:00:00Z", "age": 9}]});
+    assert_eq!(ingest(&base, lost).await.0, StatusCode::OK);
+    redis.stop_node(0);
+    redis.start_node(0);
+    within(
+        Duration::from_secs(10),
+        "u2 gone with Redis's data",
+        || async {
+            let read = post_json(&format!("{base}/v1/online"), &online_ticket(&["u2"])).await;
+            read.0 == StatusCode::OK && read.1["rows"][0]["age"].is_null()
+        },
+    )
+    .await;
+    let rebuilt = post_json(
+        &format!("{base}/v1/feature-sets/user_features/online/rebuild"),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(rebuilt, (StatusCode::OK, json!({"rows": 2})));
+    let read = post_json(&format!("{base}/v1/online"), &online_ticket(&["u1", "u2"])).await;
+    assert_eq!(read.1["rows"][1]["age"], 9, "{}", read.1);
+}
