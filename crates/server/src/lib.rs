@@ -16,13 +16,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use featherstore_store::duckdb::DuckDbStore;
+use featherstore_store::online::MemoryStore;
 use featherstore_store::query::EngineSettings;
-use featherstore_store::{FeatureStore, Limits, OfflineStore};
+use featherstore_store::{FeatureStore, Limits, OfflineStore, SnapshotOptions};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::{Backend, Config};
+
+/// The online snapshots' directory in the data directory: a name no feature set can have (the
+/// Parquet backend keeps a directory per set there).
+const ONLINE_SNAPSHOT_DIR: &str = ".online";
+/// Rows applied to a set between two snapshots of its online values (or four times its
+/// entities, if more): bounds what a start after a crash recomputes.
+const ONLINE_SNAPSHOT_ROWS: u64 = 1_000_000;
 use crate::limits::seconds;
 use crate::service::AppState;
 use crate::telemetry::Metrics;
@@ -356,16 +364,27 @@ async fn start_serving(config: &Config) -> Result<RunningServer, StartError> {
     let store = tokio::task::spawn_blocking(move || {
         let offline = open_offline(&open_config)?;
         let spool_dir = open_config.data_dir().join("tmp");
-        let online: Box<dyn featherstore_store::online::OnlineStore> = match open_config
-            .online
-            .backend
-        {
-            config::OnlineBackend::Memory => Box::new(featherstore_store::online::MemoryStore),
-            config::OnlineBackend::Redis => Box::new(
-                featherstore_store::online::RedisStore::connect(open_config.online.redis.clone())?,
-            ),
-        };
-        Ok::<_, StartError>(FeatureStore::open_with(offline, online, limits, spool_dir)?)
+        // Snapshots of the online values are this process's own: a shared backend (Redis)
+        // holds every server's values already and needs none.
+        let (online, snapshots): (Box<dyn featherstore_store::online::OnlineStore>, _) =
+            match open_config.online.backend {
+                config::OnlineBackend::Memory => (
+                    Box::new(MemoryStore),
+                    Some(SnapshotOptions {
+                        dir: open_config.data_dir().join(ONLINE_SNAPSHOT_DIR),
+                        rows: ONLINE_SNAPSHOT_ROWS,
+                    }),
+                ),
+                config::OnlineBackend::Redis => (
+                    Box::new(featherstore_store::online::RedisStore::connect(
+                        open_config.online.redis.clone(),
+                    )?),
+                    None,
+                ),
+            };
+        Ok::<_, StartError>(FeatureStore::open_snapshotted(
+            offline, online, limits, spool_dir, snapshots,
+        )?)
     })
     .await
     .map_err(|e| StartError::Config(format!("storage startup task failed: {e}")))??;

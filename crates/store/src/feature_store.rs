@@ -19,7 +19,7 @@ use featherstore_core::{
     TrainingDataCommand,
 };
 use parking_lot::{Mutex, RwLock};
-use tracing::{debug_span, field, info};
+use tracing::{debug, debug_span, field, info, warn};
 
 use crate::metrics::{Operation, OperationMetrics};
 use crate::multi_online::OnlinePlan;
@@ -28,6 +28,7 @@ use crate::online::{MemoryStore, OnlineSet, OnlineStore};
 use crate::query::sql::INGESTED_AT_OUTPUT;
 use crate::query::training::{self, EntityRows, TrainingPlan};
 use crate::query::{Purpose, Waiting};
+use crate::snapshot::{Loaded, Snapshots, Unusable};
 use crate::types::{BatchSink, HistoryQuery, IngestView, SetStats, StorageStats};
 use crate::Result;
 
@@ -55,6 +56,37 @@ pub struct FeatureSet {
     /// `true` once this version of the set takes no more batches: it was deleted, or updated
     /// (then the registry holds its successor, and an ingest waiting here retries there).
     ingest: Mutex<bool>,
+    /// Rows applied since the last snapshot of the online values (or since start, when the
+    /// snapshot on disk is not this index's); from [`STALE`] up until a snapshot matches.
+    unsnapshotted: AtomicU64,
+    /// Held while a snapshot of the set is written: one at a time.
+    snapshotting: Mutex<()>,
+}
+
+/// Rows since the last snapshot of a set whose snapshot on disk is not of its current index:
+/// due at once, and far from overflowing as rows are added.
+const STALE: u64 = u64::MAX / 2;
+
+impl FeatureSet {
+    fn new(spec: Arc<FeatureSetSpec>, index: Box<dyn OnlineSet>, unsnapshotted: u64) -> Self {
+        FeatureSet {
+            spec,
+            index,
+            ingest: Mutex::new(false),
+            unsnapshotted: AtomicU64::new(unsnapshotted),
+            snapshotting: Mutex::new(()),
+        }
+    }
+}
+
+/// Where and how often the online values are snapshotted (see [`crate::snapshot`]).
+#[derive(Debug, Clone)]
+pub struct SnapshotOptions {
+    pub dir: PathBuf,
+    /// A set's values are snapshotted once this many rows (or four times its entities, if
+    /// more) were applied since its last snapshot: a start after a crash recomputes at most
+    /// that many rows.
+    pub rows: u64,
 }
 
 pub struct FeatureStore {
@@ -77,6 +109,7 @@ pub struct FeatureStore {
     operations: OperationMetrics,
     /// Set by [`close`](FeatureStore::close): ingest is refused from then on.
     closed: AtomicBool,
+    snapshots: Option<(Snapshots, u64)>,
     /// The server time batches are stored as ingested at (UTC µs); see [`Clock`].
     clock: RwLock<Clock>,
     /// The shared registry's version this server last took in (a shared online backend).
@@ -114,31 +147,64 @@ impl FeatureStore {
         limits: Limits,
         spool_dir: PathBuf,
     ) -> Result<Self> {
+        Self::open_snapshotted(offline, online, limits, spool_dir, None)
+    }
+
+    /// [`open_with`](Self::open_with), loading each set's online values from its snapshot in
+    /// `snapshots.dir` topped up with the rows stored after it, where one is usable, and
+    /// keeping the snapshots up to date from then on.
+    pub fn open_snapshotted(
+        offline: Box<dyn OfflineStore>,
+        online: Box<dyn OnlineStore>,
+        limits: Limits,
+        spool_dir: PathBuf,
+        snapshots: Option<SnapshotOptions>,
+    ) -> Result<Self> {
         let operations = OperationMetrics::default();
+        let snapshots = snapshots.map(|options| (Snapshots::new(options.dir), options.rows));
         let mut sets = BTreeMap::new();
         for spec in offline.load_specs()? {
             let started = std::time::Instant::now();
             let _span = tracing::info_span!("index.rebuild", feature_set = %spec.name).entered();
             let _timer = operations.start(Operation::IndexRebuild);
             let spec = Arc::new(spec);
-            let index = online.open_set(spec.clone())?;
-            if online.shared_registry().is_none() {
-                offline.latest(&spec, &mut |batch| index.apply(&index.prepare(&batch)?))?;
+            // A shared backend (Redis) holds every server's values already: nothing to load,
+            // and no local snapshot to keep (it would go stale through the other servers).
+            let shared = online.shared_registry().is_some();
+            let loaded = match &snapshots {
+                Some((snapshots, _)) if !shared => snapshots.load(&spec, online.as_ref()),
+                _ => Err(Unusable::Missing),
+            };
+            let (index, after, unsnapshotted) = match loaded {
+                Ok(Loaded { index, covered_seq }) => (index, covered_seq, None),
+                Err(unusable) => {
+                    if !matches!(unusable, Unusable::Missing) {
+                        warn!(feature_set = %spec.name, reason = %unusable, "online snapshot not used; rebuilding from the offline store");
+                    }
+                    (online.open_set(spec.clone())?, None, Some(STALE))
+                }
+            };
+            let from_snapshot = index.entities();
+            let mut topped_up = 0u64;
+            if !shared {
+                offline.latest_after(&spec, after, &mut |batch| {
+                    topped_up += batch.num_rows() as u64;
+                    index.apply(&index.prepare(&batch)?)
+                })?;
             }
             info!(
                 feature_set = %spec.name,
                 entities = index.entities(),
+                from_snapshot,
+                topped_up,
                 elapsed_ms = started.elapsed().as_millis() as u64,
-                "online index rebuilt"
+                "online index loaded"
             );
-            sets.insert(
-                spec.name.clone(),
-                Arc::new(FeatureSet {
-                    spec,
-                    index,
-                    ingest: Mutex::new(false),
-                }),
-            );
+            let set = FeatureSet::new(spec, index, unsnapshotted.unwrap_or(topped_up));
+            sets.insert(set.spec.name.clone(), Arc::new(set));
+        }
+        if let Some((snapshots, _)) = &snapshots {
+            snapshots.remove_others(&sets)?;
         }
         let services = offline
             .load_services()?
@@ -157,6 +223,7 @@ impl FeatureStore {
             limits,
             operations,
             closed: AtomicBool::new(false),
+            snapshots,
             clock: RwLock::new(Arc::new(now_micros)),
             registry_seen: Mutex::new(None),
         };
@@ -267,11 +334,8 @@ impl FeatureStore {
     fn register(&self, spec: Arc<FeatureSetSpec>, index: Box<dyn OnlineSet>) {
         self.sets.write().insert(
             spec.name.clone(),
-            Arc::new(FeatureSet {
-                spec,
-                index,
-                ingest: Mutex::new(false),
-            }),
+            // Due a snapshot at once: one on disk under this name is of another spec.
+            Arc::new(FeatureSet::new(spec, index, STALE)),
         );
     }
 
@@ -369,11 +433,7 @@ impl FeatureStore {
             let _timer = self.operations.start(Operation::CreateSet);
             self.offline.create(&spec)?;
         }
-        let set = Arc::new(FeatureSet {
-            spec: spec.clone(),
-            index,
-            ingest: Mutex::new(false),
-        });
+        let set = Arc::new(FeatureSet::new(spec.clone(), index, 0));
         self.sets.write().insert(spec.name.clone(), set);
         Ok((spec, true))
     }
@@ -421,14 +481,8 @@ impl FeatureStore {
         }
         self.offline.update(&set.spec, &spec)?;
         *retired = true;
-        self.sets.write().insert(
-            spec.name.clone(),
-            Arc::new(FeatureSet {
-                spec: spec.clone(),
-                index,
-                ingest: Mutex::new(false),
-            }),
-        );
+        // Its snapshot on disk is of the old version: replaced at the next snapshot.
+        self.register(spec.clone(), index);
         self.registry_changed();
         // The old index is not emptied: a reader may still hold the old version, and its
         // values go with the last reference to it.
@@ -497,6 +551,14 @@ impl FeatureStore {
         if let Some(shared) = self.online.shared_registry() {
             shared.unpublish(name)?;
         }
+        // Before taking `snapshotting`, which a snapshot holds while it takes `ingest`.
+        drop(deleted);
+        if let Some((snapshots, _)) = &self.snapshots {
+            // A set created later under this name starts from no snapshot (one left by a
+            // crash here is of another spec, and not used).
+            let _writing = set.snapshotting.lock();
+            snapshots.remove(name);
+        }
         // After the offline store: a set whose history is gone must not be served online, and
         // a set being deleted stays readable until its deletion is durable.
         set.index.remove()
@@ -550,7 +612,49 @@ impl FeatureStore {
             let _timer = self.operations.start(Operation::IndexApply);
             set.index.apply(&indexed)?;
         }
+        drop(retired);
+        let unsnapshotted = set.unsnapshotted.fetch_add(rows as u64, Ordering::Relaxed);
+        if let Some((_, every)) = &self.snapshots {
+            let due = (*every).max(4 * set.index.entities() as u64);
+            if unsnapshotted.saturating_add(rows as u64) >= due {
+                // The batch is stored and applied: a snapshot that fails is only logged, and
+                // the next start recomputes more rows.
+                if let Err(e) = self.snapshot(set) {
+                    warn!(feature_set = %set.spec.name, error = %e, "online snapshot failed");
+                }
+            }
+        }
         Ok(Some(rows))
+    }
+
+    /// Writes a snapshot of a set's online values, unless one is being written. Blocks.
+    fn snapshot(&self, set: &FeatureSet) -> Result<()> {
+        let Some((snapshots, _)) = &self.snapshots else {
+            return Ok(());
+        };
+        let Some(_writing) = set.snapshotting.try_lock() else {
+            return Ok(());
+        };
+        let started = std::time::Instant::now();
+        let _span = debug_span!("index.snapshot").entered();
+        // Every row up to `covered` is applied once the appends that stored them let go of
+        // the set (each holds it from before its rows are visible until they are applied):
+        // the export, after that, holds them all.
+        let covered = self.offline.max_seq(&set.spec)?;
+        let before = set.unsnapshotted.load(Ordering::Relaxed);
+        if *set.ingest.lock() {
+            return Ok(());
+        }
+        if snapshots.write(set.index.as_ref(), covered)? {
+            set.unsnapshotted.fetch_sub(before, Ordering::Relaxed);
+            debug!(
+                feature_set = %set.spec.name,
+                entities = set.index.entities(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "online snapshot written"
+            );
+        }
+        Ok(())
     }
 
     /// Online values for an online ticket, from memory only.
@@ -847,14 +951,27 @@ impl FeatureStore {
 
     /// For a planned shutdown: refuses further ingest, waits for the batches being stored,
     /// then makes every stored row durable in its final form (Parquet: the logs are written
-    /// into Parquet files, so the next start replays nothing). Blocks.
+    /// into Parquet files, so the next start replays nothing), and snapshots the online values
+    /// of every set changed since its last snapshot (so the next start recomputes nothing).
+    /// Blocks.
     pub fn close(&self) -> Result<()> {
         self.closed.store(true, Ordering::Release);
         for set in self.list() {
             drop(set.ingest.lock());
         }
-        let _span = tracing::info_span!("storage.flush").entered();
-        self.offline.flush()
+        {
+            let _span = tracing::info_span!("storage.flush").entered();
+            self.offline.flush()?;
+        }
+        for set in self.list() {
+            if set.unsnapshotted.load(Ordering::Relaxed) > 0 {
+                // Everything is stored: without the snapshot the next start is only slower.
+                if let Err(e) = self.snapshot(&set) {
+                    warn!(feature_set = %set.spec.name, error = %e, "online snapshot failed");
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn stats(&self, name: &str) -> Result<SetStats> {

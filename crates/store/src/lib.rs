@@ -21,10 +21,11 @@ mod offline;
 pub mod online;
 pub mod parquet;
 pub mod query;
+mod snapshot;
 mod types;
 
 pub use error::{Error, Result};
-pub use feature_store::{Clock, FeatureSet, FeatureStore, Limits};
+pub use feature_store::{Clock, FeatureSet, FeatureStore, Limits, SnapshotOptions};
 pub use multi_online::{OnlinePlan, TIMESTAMP_SUFFIX};
 pub use offline::{OfflineStore, RelationWork};
 pub use types::{BatchSink, HistoryQuery, IngestView, SetStats, StorageStats};

@@ -133,9 +133,32 @@ pub trait OfflineStore: Send + Sync {
     /// Exactly one row per entity, all features: its online value ignoring TTL (greatest event
     /// time, ties to the later ingest). Used to rebuild the online index at startup.
     fn latest(&self, spec: &FeatureSetSpec, sink: BatchSink<'_>) -> Result<()> {
+        self.latest_after(spec, None, sink)
+    }
+
+    /// [`latest`](OfflineStore::latest) among the rows ingested after ingest sequence `after`
+    /// (all rows when `None`): tops up an online snapshot that covers the rows up to `after`.
+    fn latest_after(
+        &self,
+        spec: &FeatureSetSpec,
+        after: Option<i64>,
+        sink: BatchSink<'_>,
+    ) -> Result<()> {
         self.query_relations(&[spec], &mut |conn, relations| {
-            reads::latest(conn, &relations[0], spec, sink)
+            reads::latest(conn, &relations[0], spec, after, sink)
         })
+    }
+
+    /// The greatest ingest sequence of a set's stored rows (`None` when it has none): every
+    /// row ingested later gets a greater one. The caller serialises it with appends to the set
+    /// when it needs the rows applied so far.
+    fn max_seq(&self, spec: &FeatureSetSpec) -> Result<Option<i64>> {
+        let mut seq = None;
+        self.query_relations(&[spec], &mut |conn, relations| {
+            seq = reads::max_seq(conn, &relations[0])?;
+            Ok(())
+        })?;
+        Ok(seq)
     }
 
     /// Rows, distinct entities and the greatest event time of a set.

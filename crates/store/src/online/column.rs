@@ -24,15 +24,62 @@ fn fixed_width(t: FeatureType) -> Option<usize> {
     }
 }
 
+/// Makes room for `additional` more items, growing by a quarter rather than doubling: the
+/// index lives as long as the process, and a doubled buffer would leave up to half of it
+/// unused for good. Still amortised O(1) per item.
+pub(super) fn grow<T>(items: &mut Vec<T>, additional: usize) {
+    if items.capacity() - items.len() < additional {
+        items.reserve_exact(additional.max(items.len() / 4).max(64));
+    }
+}
+
+/// One bit per slot.
+#[derive(Default)]
+pub(super) struct Bits {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl Bits {
+    fn push(&mut self, bit: bool) {
+        if self.len.is_multiple_of(64) {
+            grow(&mut self.words, 1);
+            self.words.push(0);
+        }
+        self.len += 1;
+        self.set(self.len - 1, bit);
+    }
+
+    fn set(&mut self, i: usize, bit: bool) {
+        let mask = 1u64 << (i % 64);
+        if bit {
+            self.words[i / 64] |= mask;
+        } else {
+            self.words[i / 64] &= !mask;
+        }
+    }
+
+    pub(super) fn get(&self, i: usize) -> bool {
+        self.words[i / 64] & (1u64 << (i % 64)) != 0
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.words.capacity() * size_of::<u64>()
+    }
+}
+
 /// The stored values of one feature, indexed by slot.
 pub(super) enum ValueColumn {
     /// Primitive and vector values as raw little-endian bytes, `width` per slot.
     Fixed {
         width: usize,
         bytes: Vec<u8>,
-        valid: Vec<bool>,
+        valid: Bits,
     },
-    Bool(Vec<Option<bool>>),
+    Bool {
+        values: Bits,
+        valid: Bits,
+    },
     /// Strings (already validated UTF-8) and binaries.
     Bytes(Vec<Option<Box<[u8]>>>),
 }
@@ -148,9 +195,12 @@ impl ValueColumn {
             (_, Some(width)) => ValueColumn::Fixed {
                 width,
                 bytes: Vec::new(),
-                valid: Vec::new(),
+                valid: Bits::default(),
             },
-            (FeatureType::Bool, None) => ValueColumn::Bool(Vec::new()),
+            (FeatureType::Bool, None) => ValueColumn::Bool {
+                values: Bits::default(),
+                valid: Bits::default(),
+            },
             _ => ValueColumn::Bytes(Vec::new()),
         }
     }
@@ -163,15 +213,18 @@ impl ValueColumn {
                 bytes,
                 valid,
             } => {
+                grow(bytes, *width);
                 bytes.resize(bytes.len() + *width, 0);
                 valid.push(false);
-                valid.len() - 1
+                valid.len - 1
             }
-            ValueColumn::Bool(values) => {
-                values.push(None);
-                values.len() - 1
+            ValueColumn::Bool { values, valid } => {
+                values.push(false);
+                valid.push(false);
+                valid.len - 1
             }
             ValueColumn::Bytes(values) => {
+                grow(values, 1);
                 values.push(None);
                 values.len() - 1
             }
@@ -194,10 +247,12 @@ impl ValueColumn {
                 let w = *width;
                 bytes[slot * w..(slot + 1) * w]
                     .copy_from_slice(&from.as_slice()[row * w..(row + 1) * w]);
-                valid[slot] = nulls.is_none_or(|n| n.is_valid(row));
+                valid.set(slot, nulls.is_none_or(|n| n.is_valid(row)));
             }
-            (ValueColumn::Bool(values), Source::Bool(from)) => {
-                values[slot] = from.is_valid(row).then(|| from.value(row));
+            (ValueColumn::Bool { values, valid }, Source::Bool(from)) => {
+                let is_valid = from.is_valid(row);
+                valid.set(slot, is_valid);
+                values.set(slot, is_valid && from.value(row));
             }
             (ValueColumn::Bytes(values), source @ Source::Bytes { .. }) => {
                 let new = bytes_of(source, row);
@@ -213,8 +268,8 @@ impl ValueColumn {
 
     pub(super) fn memory_bytes(&self) -> usize {
         match self {
-            ValueColumn::Fixed { bytes, valid, .. } => bytes.capacity() + valid.capacity(),
-            ValueColumn::Bool(values) => values.capacity() * size_of::<Option<bool>>(),
+            ValueColumn::Fixed { bytes, valid, .. } => bytes.capacity() + valid.memory_bytes(),
+            ValueColumn::Bool { values, valid } => values.memory_bytes() + valid.memory_bytes(),
             ValueColumn::Bytes(values) => {
                 values.capacity() * size_of::<Option<Box<[u8]>>>()
                     + values.iter().flatten().map(|v| v.len()).sum::<usize>()
@@ -282,7 +337,7 @@ impl Gather {
                 )),
             ) => {
                 bytes.extend_from_slice(&from[slot * *width..(slot + 1) * *width]);
-                valid.push(from_valid[slot]);
+                valid.push(from_valid.get(slot));
             }
             (
                 Gather::Fixed {
@@ -295,9 +350,16 @@ impl Gather {
                 bytes.resize(bytes.len() + *width, 0);
                 valid.push(false);
             }
-            (Gather::Bool(values), Some((ValueColumn::Bool(from), slot))) => {
-                values.push(from[slot])
-            }
+            (
+                Gather::Bool(values),
+                Some((
+                    ValueColumn::Bool {
+                        values: from,
+                        valid,
+                    },
+                    slot,
+                )),
+            ) => values.push(valid.get(slot).then(|| from.get(slot))),
             (Gather::Bool(values), None) => values.push(None),
             (Gather::Bytes(builder), Some((ValueColumn::Bytes(from), slot))) => {
                 builder.append_option(from[slot].as_deref())

@@ -6,32 +6,100 @@
 //! and a copy per feature into Arrow buffers: no storage I/O and no SQL. Ingest locks one shard
 //! at a time for a bounded number of rows, so reads never wait behind a whole large batch.
 
-use std::hash::{BuildHasher, Hash};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{
+    ArrayRef, BinaryArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use arrow::buffer::{OffsetBuffer, ScalarBuffer};
 use featherstore_core::{EntityKeys, EntityType, FeatureSetSpec};
-use hashbrown::HashMap;
+use hashbrown::HashTable;
 use parking_lot::RwLock;
 
-use super::column::{Gather, Source, ValueColumn};
+use super::column::{grow, Gather, Source, ValueColumn};
 use super::interface::{lookup_batch, BatchKeys, OnlineSet, OnlineStore, PreparedBatch};
+use crate::types::BatchSink;
 use crate::Result;
 
 const SHARDS: usize = 32;
 /// Rows applied per shard lock hold: bounds how long a read can wait behind an ingest.
 const ROWS_PER_LOCK: usize = 1024;
+/// Entities per batch of [`OnlineSet::export`].
+const EXPORT_ROWS: usize = 65_536;
 
 type Hasher = hashbrown::DefaultHashBuilder;
 
-enum Keys {
-    String(HashMap<Box<str>, u32>),
-    Int64(HashMap<i64, u32>),
+/// The entity keys of a shard, by slot: the hash table holds only slot numbers and finds a
+/// key's slot by comparing against these, so a key is stored once and no entity has a heap
+/// allocation of its own.
+enum KeyColumn {
+    Int64(Vec<i64>),
+    /// Key `slot` is `bytes[ends[slot - 1]..ends[slot]]` (from 0 for slot 0): UTF-8, as checked
+    /// when its batch was prepared.
+    String {
+        ends: Vec<usize>,
+        bytes: Vec<u8>,
+    },
+}
+
+/// A key as hashed and compared: the hash of a string key is that of its bytes.
+#[derive(Clone, Copy)]
+enum Key<'a> {
+    Int64(i64),
+    String(&'a [u8]),
+}
+
+impl KeyColumn {
+    fn get(&self, slot: usize) -> Key<'_> {
+        match self {
+            KeyColumn::Int64(keys) => Key::Int64(keys[slot]),
+            KeyColumn::String { ends, bytes } => {
+                let start = slot.checked_sub(1).map_or(0, |before| ends[before]);
+                Key::String(&bytes[start..ends[slot]])
+            }
+        }
+    }
+
+    fn push(&mut self, key: Key<'_>) {
+        match (self, key) {
+            (KeyColumn::Int64(keys), Key::Int64(key)) => {
+                grow(keys, 1);
+                keys.push(key);
+            }
+            (KeyColumn::String { ends, bytes }, Key::String(key)) => {
+                grow(bytes, key.len());
+                bytes.extend_from_slice(key);
+                grow(ends, 1);
+                ends.push(bytes.len());
+            }
+            _ => unreachable!("shard keys follow the spec"),
+        }
+    }
+
+    fn memory_bytes(&self) -> usize {
+        match self {
+            KeyColumn::Int64(keys) => keys.capacity() * size_of::<i64>(),
+            KeyColumn::String { ends, bytes } => {
+                ends.capacity() * size_of::<usize>() + bytes.capacity()
+            }
+        }
+    }
+}
+
+fn same(a: Key<'_>, b: Key<'_>) -> bool {
+    match (a, b) {
+        (Key::Int64(a), Key::Int64(b)) => a == b,
+        (Key::String(a), Key::String(b)) => a == b,
+        _ => false,
+    }
 }
 
 struct Shard {
-    keys: Keys,
+    /// Slot numbers, hashed by their key.
+    slots: HashTable<u32>,
+    keys: KeyColumn,
     timestamps: Vec<i64>,
     columns: Vec<ValueColumn>,
 }
@@ -39,9 +107,13 @@ struct Shard {
 impl Shard {
     fn new(spec: &FeatureSetSpec) -> Self {
         Shard {
+            slots: HashTable::new(),
             keys: match spec.entity.entity_type {
-                EntityType::String => Keys::String(HashMap::new()),
-                EntityType::Int64 => Keys::Int64(HashMap::new()),
+                EntityType::String => KeyColumn::String {
+                    ends: Vec::new(),
+                    bytes: Vec::new(),
+                },
+                EntityType::Int64 => KeyColumn::Int64(Vec::new()),
             },
             timestamps: Vec::new(),
             columns: spec
@@ -56,35 +128,90 @@ impl Shard {
         self.timestamps.len()
     }
 
-    /// Writes row `row` of the batch into `slot` (a new slot when `None`), unless the stored
-    /// value is newer. Equal event times go to this, the later, ingest.
+    fn find(&self, hash: u64, key: Key<'_>) -> Option<usize> {
+        self.slots
+            .find(hash, |&slot| same(self.keys.get(slot as usize), key))
+            .map(|&slot| slot as usize)
+    }
+
+    /// Writes row `row` of the batch as the value of `key`, unless the stored value is newer.
+    /// Equal event times go to this, the later, ingest.
     fn upsert(
         &mut self,
-        slot: Option<u32>,
+        hasher: &Hasher,
+        hash: u64,
+        key: Key<'_>,
         row: usize,
         timestamp: i64,
         sources: &[Source<'_>],
-    ) -> Option<u32> {
-        match slot {
+    ) {
+        match self.find(hash, key) {
             Some(slot) => {
-                let s = slot as usize;
-                if timestamp >= self.timestamps[s] {
-                    self.timestamps[s] = timestamp;
+                if timestamp >= self.timestamps[slot] {
+                    self.timestamps[slot] = timestamp;
                     for (column, source) in self.columns.iter_mut().zip(sources) {
-                        column.set(s, source, row);
+                        column.set(slot, source, row);
                     }
                 }
-                None
             }
             None => {
                 let slot = self.len() as u32;
+                self.keys.push(key);
+                grow(&mut self.timestamps, 1);
                 self.timestamps.push(timestamp);
                 for (column, source) in self.columns.iter_mut().zip(sources) {
                     column.push(source, row);
                 }
-                Some(slot)
+                let keys = &self.keys;
+                self.slots.insert_unique(hash, slot, |&slot| {
+                    hash_key(hasher, keys.get(slot as usize))
+                });
             }
         }
+    }
+
+    /// The canonical batch of the values of `slots` (entity, features, timestamp).
+    fn export(&self, spec: &FeatureSetSpec, slots: std::ops::Range<usize>) -> Result<RecordBatch> {
+        let rows = slots.len();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(spec.features.len() + 2);
+        columns.push(match &self.keys {
+            KeyColumn::Int64(keys) => Arc::new(Int64Array::from(keys[slots.clone()].to_vec())),
+            KeyColumn::String { ends, bytes } => {
+                let first = slots.start.checked_sub(1).map_or(0, |before| ends[before]);
+                let offsets: Vec<i32> = std::iter::once(first)
+                    .chain(ends[slots.clone()].iter().copied())
+                    .map(|end| i32::try_from(end - first))
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(|_| {
+                        crate::Error::Corrupt("an export batch holds over 2 GiB of keys".into())
+                    })?;
+                let last = ends[slots.end - 1];
+                let binary = BinaryArray::new(
+                    OffsetBuffer::new(ScalarBuffer::from(offsets)),
+                    bytes[first..last].to_vec().into(),
+                    None,
+                );
+                Arc::new(StringArray::try_from_binary(binary)?)
+            }
+        });
+        for (column, feature) in self.columns.iter().zip(&spec.features) {
+            let mut gather = Gather::new(feature.feature_type, rows);
+            for slot in slots.clone() {
+                gather.push(Some((column, slot)));
+            }
+            columns.push(gather.finish(feature.feature_type)?);
+        }
+        columns.push(Arc::new(
+            TimestampMicrosecondArray::from(self.timestamps[slots].to_vec()).with_timezone("UTC"),
+        ));
+        Ok(RecordBatch::try_new(spec.arrow_schema(), columns)?)
+    }
+}
+
+fn hash_key(hasher: &Hasher, key: Key<'_>) -> u64 {
+    match key {
+        Key::Int64(key) => hasher.hash_one(key),
+        Key::String(key) => hasher.hash_one(key),
     }
 }
 
@@ -123,12 +250,8 @@ impl OnlineIndex {
         }
     }
 
-    fn shard_of<K: Hash + ?Sized>(&self, key: &K) -> usize {
-        (self.hasher.hash_one(key) >> 32) as usize % SHARDS
-    }
-
-    fn read_shard<K: Hash + ?Sized>(&self, key: &K) -> parking_lot::RwLockReadGuard<'_, Shard> {
-        self.shards[self.shard_of(key)].read()
+    fn shard_of(hash: u64) -> usize {
+        (hash >> 32) as usize % SHARDS
     }
 }
 
@@ -146,52 +269,29 @@ impl OnlineSet for OnlineIndex {
         let timestamps = batch.timestamps;
         let sources = &batch.sources;
 
-        let mut rows_by_shard: Vec<Vec<u32>> = vec![Vec::new(); SHARDS];
-        match batch.keys {
-            BatchKeys::String(keys) => {
-                for row in 0..n {
-                    rows_by_shard[self.shard_of(keys.value(row))].push(row as u32);
-                }
-            }
-            BatchKeys::Int64(keys) => {
-                for (row, key) in keys.iter().enumerate() {
-                    rows_by_shard[self.shard_of(key)].push(row as u32);
-                }
-            }
+        let key_of = |row: usize| match batch.keys {
+            BatchKeys::String(keys) => Key::String(keys.value(row).as_bytes()),
+            BatchKeys::Int64(keys) => Key::Int64(keys[row]),
+        };
+        let mut rows_by_shard: Vec<Vec<(u64, u32)>> = vec![Vec::new(); SHARDS];
+        for row in 0..n {
+            let hash = hash_key(&self.hasher, key_of(row));
+            rows_by_shard[Self::shard_of(hash)].push((hash, row as u32));
         }
 
         for (shard, rows) in self.shards.iter().zip(&rows_by_shard) {
             for chunk in rows.chunks(ROWS_PER_LOCK) {
                 let mut shard = shard.write();
-                for &row in chunk {
+                for &(hash, row) in chunk {
                     let row = row as usize;
-                    let ts = timestamps[row];
-                    match batch.keys {
-                        BatchKeys::String(keys) => {
-                            let key = keys.value(row);
-                            let slot = match &shard.keys {
-                                Keys::String(map) => map.get(key).copied(),
-                                Keys::Int64(_) => unreachable!("shard keys follow the spec"),
-                            };
-                            if let Some(new) = shard.upsert(slot, row, ts, sources) {
-                                if let Keys::String(map) = &mut shard.keys {
-                                    map.insert(key.into(), new);
-                                }
-                            }
-                        }
-                        BatchKeys::Int64(keys) => {
-                            let key = keys[row];
-                            let slot = match &shard.keys {
-                                Keys::Int64(map) => map.get(&key).copied(),
-                                Keys::String(_) => unreachable!("shard keys follow the spec"),
-                            };
-                            if let Some(new) = shard.upsert(slot, row, ts, sources) {
-                                if let Keys::Int64(map) = &mut shard.keys {
-                                    map.insert(key, new);
-                                }
-                            }
-                        }
-                    }
+                    shard.upsert(
+                        &self.hasher,
+                        hash,
+                        key_of(row),
+                        row,
+                        timestamps[row],
+                        sources,
+                    );
                 }
             }
         }
@@ -219,27 +319,17 @@ impl OnlineSet for OnlineIndex {
                 gather.push(slot.map(|s| (&shard.columns[f], s)));
             }
         };
+        let mut probe = |key: Key<'_>| {
+            let hash = hash_key(&self.hasher, key);
+            let shard = self.shards[Self::shard_of(hash)].read();
+            let slot = shard.find(hash, key).map(|s| s as u32);
+            read(&shard, slot);
+        };
         match keys {
-            EntityKeys::String(keys) => {
-                for key in keys {
-                    let shard = self.read_shard(key.as_str());
-                    let slot = match &shard.keys {
-                        Keys::String(map) => map.get(key.as_str()).copied(),
-                        Keys::Int64(_) => None,
-                    };
-                    read(&shard, slot);
-                }
-            }
-            EntityKeys::Int64(keys) => {
-                for key in keys {
-                    let shard = self.read_shard(key);
-                    let slot = match &shard.keys {
-                        Keys::Int64(map) => map.get(key).copied(),
-                        Keys::String(_) => None,
-                    };
-                    read(&shard, slot);
-                }
-            }
+            EntityKeys::String(keys) => keys
+                .iter()
+                .for_each(|key| probe(Key::String(key.as_bytes()))),
+            EntityKeys::Int64(keys) => keys.iter().for_each(|&key| probe(Key::Int64(key))),
         }
 
         lookup_batch(&self.spec, keys, features, gathers, timestamps)
@@ -270,14 +360,11 @@ impl OnlineSet for OnlineIndex {
             .iter()
             .map(|s| {
                 let shard = s.read();
-                let keys = match &shard.keys {
-                    Keys::String(map) => {
-                        map.capacity() * (size_of::<Box<str>>() + 5)
-                            + map.keys().map(|k| k.len()).sum::<usize>()
-                    }
-                    Keys::Int64(map) => map.capacity() * (size_of::<i64>() + 5),
-                };
-                keys + shard.timestamps.capacity() * size_of::<i64>()
+                // A bucket of the table: its slot number and a control byte; the table holds
+                // at most 7 entries per 8 buckets.
+                shard.slots.capacity() * 8 / 7 * (size_of::<u32>() + 1)
+                    + shard.keys.memory_bytes()
+                    + shard.timestamps.capacity() * size_of::<i64>()
                     + shard
                         .columns
                         .iter()
@@ -285,5 +372,26 @@ impl OnlineSet for OnlineIndex {
                         .sum::<usize>()
             })
             .sum()
+    }
+
+    /// Every value held, shard by shard: a value applied meanwhile may or may not be in it.
+    fn export(&self, sink: BatchSink<'_>) -> Result<bool> {
+        for shard in &self.shards {
+            let mut first = 0;
+            loop {
+                let batch = {
+                    let shard = shard.read();
+                    if first >= shard.len() {
+                        break;
+                    }
+                    let end = shard.len().min(first + EXPORT_ROWS);
+                    let batch = shard.export(&self.spec, first..end)?;
+                    first = end;
+                    batch
+                };
+                sink(batch)?;
+            }
+        }
+        Ok(true)
     }
 }

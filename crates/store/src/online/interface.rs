@@ -10,6 +10,7 @@ use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 use featherstore_core::{EntityKeys, EntityType, FeatureSetSpec};
 
 use super::column::{self, Source};
+use crate::types::BatchSink;
 use crate::{Error, Result};
 
 /// An online backend: creates the online values of each feature set.
@@ -95,6 +96,14 @@ pub trait OnlineSet: Send + Sync {
 
     /// Approximate bytes held in this process.
     fn memory_bytes(&self) -> usize;
+
+    /// Hands every value held to `sink` as canonical batches (entity, features, timestamp),
+    /// for a snapshot that a restart applies instead of rebuilding from the offline store. A
+    /// value applied while it runs may or may not be in them. `false` (the default) when the
+    /// backend keeps no snapshots: its values outlive the process by themselves.
+    fn export(&self, _sink: BatchSink<'_>) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 /// The entity keys of a prepared batch.

@@ -10,14 +10,14 @@ use crate::{Error, Result};
 /// Suffix of files being written; any left at open are debris of a crash.
 pub(super) const TMP_SUFFIX: &str = ".tmp";
 
-pub(super) fn tmp_path(path: &Path) -> PathBuf {
+pub(crate) fn tmp_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(TMP_SUFFIX);
     PathBuf::from(name)
 }
 
 /// Makes the entries of `dir` (files created, renamed or removed in it) durable.
-pub(super) fn sync_dir(dir: &Path) -> Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(Error::io(format!("syncing directory {}", dir.display())))
@@ -40,7 +40,7 @@ pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Renames a fully synced file into place and makes the new name durable.
-pub(super) fn rename_durably(from: &Path, to: &Path) -> Result<()> {
+pub(crate) fn rename_durably(from: &Path, to: &Path) -> Result<()> {
     fs::rename(from, to).map_err(Error::io(format!(
         "renaming {} to {}",
         from.display(),
@@ -49,12 +49,12 @@ pub(super) fn rename_durably(from: &Path, to: &Path) -> Result<()> {
     sync_dir(parent(to))
 }
 
-pub(super) fn parent(path: &Path) -> &Path {
+pub(crate) fn parent(path: &Path) -> &Path {
     path.parent().unwrap_or(Path::new("."))
 }
 
 /// Creates `dir` if missing and makes its name durable in its parent.
-pub(super) fn create_dir_durably(dir: &Path) -> Result<()> {
+pub(crate) fn create_dir_durably(dir: &Path) -> Result<()> {
     match fs::create_dir(dir) {
         Ok(()) => sync_dir(parent(dir)),
         Err(e) if e.kind() == ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
@@ -64,7 +64,7 @@ pub(super) fn create_dir_durably(dir: &Path) -> Result<()> {
 
 /// Removes a file that is no longer referenced. Failure only leaves garbage that the next
 /// open deletes, so it is logged, not returned.
-pub(super) fn remove_quietly(path: &Path) {
+pub(crate) fn remove_quietly(path: &Path) {
     if let Err(e) = fs::remove_file(path) {
         if e.kind() != ErrorKind::NotFound {
             tracing::warn!(path = %path.display(), error = %e, "could not remove unreferenced file");
@@ -73,7 +73,7 @@ pub(super) fn remove_quietly(path: &Path) {
 }
 
 /// The entries of `dir`, sorted by name; none when it does not exist.
-pub(super) fn list_dir(dir: &Path) -> Result<Vec<fs::DirEntry>> {
+pub(crate) fn list_dir(dir: &Path) -> Result<Vec<fs::DirEntry>> {
     let context = || format!("listing {}", dir.display());
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,

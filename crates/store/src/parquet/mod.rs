@@ -17,7 +17,7 @@
 
 mod commit;
 mod compact;
-mod durable;
+pub(crate) mod durable;
 mod engine;
 mod flush;
 mod log;

@@ -51,15 +51,24 @@ pub(crate) fn max_ingested_at(conn: &Connection, relation: &str) -> Result<Optio
     })?)
 }
 
-/// One row per entity, all features: the greatest event time, ties to the later ingest.
+/// One row per entity, all features: the greatest event time, ties to the later ingest;
+/// only among rows ingested after sequence `after` when given.
 pub(crate) fn latest(
     conn: &Connection,
     relation: &str,
     spec: &FeatureSetSpec,
+    after: Option<i64>,
     sink: BatchSink<'_>,
 ) -> Result<()> {
     let schema = spec.arrow_schema();
-    sql::stream_query(conn, &sql::latest(spec, relation), &schema, sink)
+    sql::stream_query(conn, &sql::latest(spec, relation, after), &schema, sink)
+}
+
+/// The greatest ingest sequence of the relation's rows.
+pub(crate) fn max_seq(conn: &Connection, relation: &str) -> Result<Option<i64>> {
+    Ok(conn.query_row(&sql::max_seq(relation), [], |row| {
+        row.get::<_, Option<i64>>(0)
+    })?)
 }
 
 /// Rows, distinct entities and the greatest event time.

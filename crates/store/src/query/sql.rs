@@ -245,16 +245,25 @@ pub(crate) fn history(
     )
 }
 
-/// One row per entity: the greatest event time, ties to the greatest ingest sequence.
-pub(crate) fn latest(spec: &FeatureSetSpec, source: &str) -> String {
+/// One row per entity: the greatest event time, ties to the greatest ingest sequence; only
+/// among rows ingested after sequence `after` when given.
+pub(crate) fn latest(spec: &FeatureSetSpec, source: &str, after: Option<i64>) -> String {
     let all: Vec<usize> = (0..spec.features.len()).collect();
+    let filter = after
+        .map(|seq| format!(" WHERE {} > {seq}", ident(SEQ_COLUMN)))
+        .unwrap_or_default();
     format!(
-        "SELECT {} FROM {source} QUALIFY row_number() OVER (PARTITION BY {} ORDER BY {} DESC, {} DESC) = 1",
+        "SELECT {} FROM {source}{filter} QUALIFY row_number() OVER (PARTITION BY {} ORDER BY {} DESC, {} DESC) = 1",
         select_list(spec, &all),
         ident(&spec.entity.name),
         ident(&spec.timestamp),
         ident(SEQ_COLUMN)
     )
+}
+
+/// The greatest ingest sequence of a set's rows (NULL when it has none).
+pub(crate) fn max_seq(source: &str) -> String {
+    format!("SELECT max({}) FROM {source}", ident(SEQ_COLUMN))
 }
 
 /// The greatest ingest time of a set's rows (UTC microseconds; NULL when it has none).
