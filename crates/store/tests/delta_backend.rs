@@ -310,6 +310,31 @@ fn the_cache_keeps_no_more_than_its_bound_between_queries() {
     assert_eq!(store.cache_usage(), (0, 0));
 }
 
+/// The registry's folder sits beside the tables: a set of its name is refused, not written
+/// into the registry.
+#[test]
+fn a_set_named_as_the_registry_folder_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = DeltaStore::open(file_options(dir.path()), &engine()).unwrap();
+    store.create(&spec()).unwrap();
+    let mut clash = spec();
+    clash.name = "_featherstore".into();
+    let refused = store.create(&clash).unwrap_err();
+    assert!(
+        matches!(&refused, featherstore_store::Error::Domain(e) if e.to_string().contains("reserved")),
+        "{refused:?}"
+    );
+    // The registry is intact: the first set is still listed, alone.
+    let reopened = DeltaStore::open(file_options(dir.path()), &engine()).unwrap();
+    let names: Vec<String> = reopened
+        .load_specs()
+        .unwrap()
+        .into_iter()
+        .map(|spec| spec.name)
+        .collect();
+    assert_eq!(names, [spec().name]);
+}
+
 fn service(name: &str, features: &[&str], created_at: &str) -> FeatureServiceSpec {
     FeatureServiceSpec {
         name: name.into(),

@@ -398,6 +398,7 @@ impl Inner {
     }
 
     fn create(&self, spec: &FeatureSetSpec) -> Result<()> {
+        registry::check_set_name(&spec.name)?;
         let store = Arc::clone(&self.store);
         let claimed = {
             let spec = spec.clone();

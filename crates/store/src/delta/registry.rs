@@ -24,7 +24,24 @@ use futures::TryStreamExt;
 use crate::offline::parse_service;
 use crate::{Error, Result};
 
+/// The folder of the registry under the table root, beside the tables: no feature set may
+/// take its name (see [`check_set_name`]).
+pub(super) const REGISTRY_DIR: &str = "_featherstore";
+
 const SPECS: &str = "_featherstore/specs";
+
+/// A set's table is the folder named after it, so a set named as the registry's folder
+/// would write its table into the registry (and read specs as data files).
+pub(super) fn check_set_name(name: &str) -> Result<()> {
+    if name == REGISTRY_DIR {
+        return Err(featherstore_core::Error::invalid(format!(
+            "the feature set name {name:?} is reserved by the Delta backend (its registry \
+             folder); choose another name"
+        ))
+        .into());
+    }
+    Ok(())
+}
 
 fn set_prefix(set: &str) -> Path {
     Path::from(format!("{SPECS}/{set}"))
@@ -38,7 +55,7 @@ fn version_path(set: &str, version: u64) -> Path {
 fn parse_path(path: &Path) -> Option<(String, u64)> {
     let mut parts = path.parts();
     let (first, second) = (parts.next()?, parts.next()?);
-    if first.as_ref() != "_featherstore" || second.as_ref() != "specs" {
+    if first.as_ref() != REGISTRY_DIR || second.as_ref() != "specs" {
         return None;
     }
     let set = parts.next()?.as_ref().to_string();
@@ -137,7 +154,7 @@ fn service_path(name: &str) -> Path {
 fn parse_service_path(path: &Path) -> Option<String> {
     let mut parts = path.parts();
     let (first, second, file) = (parts.next()?, parts.next()?, parts.next()?);
-    if first.as_ref() != "_featherstore" || second.as_ref() != "services" {
+    if first.as_ref() != REGISTRY_DIR || second.as_ref() != "services" {
         return None;
     }
     let name = file.as_ref().strip_suffix(".json")?;
