@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Runs every test: formatting and lints, the Rust workspace (unit, backend conformance,
-# integration tests that start real servers on loopback), then the Python package against the
-# real server binary. Installs what it needs (prebuilt DuckDB, a Python virtualenv).
+# integration tests that start real servers on loopback, S3 included), then the Python package against the
+# real server binary. Installs what it needs (prebuilt DuckDB, moto, a Python virtualenv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup-duckdb.sh
+# The S3-compatible server (moto) the Delta Lake backend's tests start on loopback.
+FEATHERSTORE_MOTO_SERVER="$(./scripts/setup-s3.sh | tail -n 1)"
+export FEATHERSTORE_MOTO_SERVER
 ./scripts/setup-redis.sh
 
 echo "== cargo fmt --check"

@@ -12,6 +12,7 @@ use featherstore_server::telemetry::logging;
 enum BackendArg {
     Duckdb,
     Parquet,
+    Delta,
 }
 
 #[derive(Args)]
@@ -45,6 +46,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), String> {
         backend: args.backend.map(|b| match b {
             BackendArg::Duckdb => Backend::Duckdb,
             BackendArg::Parquet => Backend::Parquet,
+            BackendArg::Delta => Backend::Delta,
         }),
         data_dir: args.data_dir,
         host: args.host,

@@ -1,6 +1,7 @@
 //! Server configuration: defaults, overridden by a YAML file, overridden by `FEATHERSTORE_…`
 //! environment variables (`__` separates levels), overridden by command-line flags.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Serialized, Yaml};
@@ -47,6 +48,8 @@ pub enum Backend {
     #[default]
     Duckdb,
     Parquet,
+    /// Delta Lake tables in an object store (`storage.delta`).
+    Delta,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,6 +58,7 @@ pub struct StorageConfig {
     pub backend: Backend,
     pub duckdb: DuckDbConfig,
     pub parquet: ParquetConfig,
+    pub delta: DeltaConfig,
     /// DuckDB connections (concurrent storage calls).
     pub connections: usize,
     /// Of `connections`, how many reads may never take: writes (ingest, create, delete,
@@ -83,6 +87,31 @@ pub struct ParquetConfig {
     pub flush_interval_seconds: u64,
     /// Compact a date partition once it has this many small files.
     pub compact_min_files: usize,
+}
+
+/// The Delta Lake backend (docs/configuration.md "storage.delta").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeltaConfig {
+    /// Where the tables live: `s3://bucket/prefix` or `file:///dir`. When empty, `--data-dir
+    /// DIR` puts them in `file://DIR/delta`.
+    pub uri: String,
+    /// Passed to the object store (`endpoint`, `region`, `allow_http`, ...); `AWS_*`
+    /// environment variables apply too.
+    #[serde(deserialize_with = "option_texts")]
+    pub storage_options: BTreeMap<String, String>,
+    /// Local copies of data files for queries.
+    pub cache_dir: PathBuf,
+    /// Bytes the cache keeps once no query reads them.
+    pub cache_max_bytes: u64,
+    /// Compact a date partition once it has this many small files.
+    pub compact_min_files: usize,
+    /// Files smaller than this are small; a compacted file is one of them merged.
+    pub compact_target_bytes: u64,
+    /// Checkpoint a table's log once this many commits followed the last checkpoint.
+    pub checkpoint_interval: u64,
+    /// How often the background thread looks for compaction and checkpoint work.
+    pub maintenance_interval_seconds: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -281,6 +310,7 @@ impl Default for StorageConfig {
             backend: Backend::Duckdb,
             duckdb: DuckDbConfig::default(),
             parquet: ParquetConfig::default(),
+            delta: DeltaConfig::default(),
             connections: 4,
             write_connections: 1,
         }
@@ -307,6 +337,53 @@ impl Default for ParquetConfig {
             flush_rows: options.flush_rows,
             flush_interval_seconds: options.flush_interval.as_secs(),
             compact_min_files: options.compact_min_files,
+        }
+    }
+}
+
+/// Object store options are text, but `allow_http: true` in YAML, or `true` in an environment
+/// variable (which figment reads as a boolean), is a boolean by then: scalars are taken as
+/// their text.
+fn option_texts<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Flag(bool),
+        Integer(i64),
+        Float(f64),
+    }
+    let options = BTreeMap::<String, Scalar>::deserialize(deserializer)?;
+    Ok(options
+        .into_iter()
+        .map(|(key, value)| {
+            let text = match value {
+                Scalar::Text(text) => text,
+                Scalar::Flag(flag) => flag.to_string(),
+                Scalar::Integer(n) => n.to_string(),
+                Scalar::Float(x) => x.to_string(),
+            };
+            (key, text)
+        })
+        .collect())
+}
+
+impl Default for DeltaConfig {
+    /// The store's defaults (`DeltaOptions::new`): they are defined there only.
+    fn default() -> Self {
+        let cache_dir = PathBuf::from("./data/cache");
+        let options = featherstore_store::delta::DeltaOptions::new("", cache_dir.clone());
+        DeltaConfig {
+            uri: options.uri,
+            storage_options: BTreeMap::new(),
+            cache_dir,
+            cache_max_bytes: options.cache_max_bytes,
+            compact_min_files: options.compact_min_files,
+            compact_target_bytes: options.compact_target_bytes,
+            checkpoint_interval: options.checkpoint_interval,
+            maintenance_interval_seconds: options.maintenance_interval.as_secs_f64(),
         }
     }
 }
@@ -405,6 +482,10 @@ impl Config {
         if let Some(dir) = &o.data_dir {
             self.storage.duckdb.path = dir.join("features.db");
             self.storage.parquet.directory = dir.join("parquet");
+            self.storage.delta.cache_dir = dir.join("cache");
+            if self.storage.delta.uri.is_empty() {
+                self.storage.delta.uri = format!("file://{}", dir.join("delta").display());
+            }
         }
         if let Some(host) = &o.host {
             self.server.host = host.clone();
@@ -447,6 +528,20 @@ impl Config {
                 "storage.write_connections ({}) must be less than storage.connections ({}), which must be at least 1",
                 s.write_connections, s.connections
             ));
+        }
+        if s.backend == Backend::Delta {
+            if s.delta.uri.is_empty() {
+                return Err(
+                    "storage.delta.uri must name where the tables live (s3://bucket/prefix or file:///dir)"
+                        .into(),
+                );
+            }
+            let interval = s.delta.maintenance_interval_seconds;
+            if !(interval > 0.0 && interval.is_finite()) {
+                return Err(format!(
+                    "storage.delta.maintenance_interval_seconds must be a positive number of seconds, not {interval}"
+                ));
+            }
         }
         let l = &self.limits;
         for (key, value) in [
@@ -507,6 +602,13 @@ impl Config {
                 .map(Path::to_path_buf)
                 .unwrap_or_default(),
             Backend::Parquet => self.storage.parquet.directory.clone(),
+            Backend::Delta => self
+                .storage
+                .delta
+                .cache_dir
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
         }
     }
 }
@@ -516,6 +618,31 @@ impl Config {
 mod tests {
     use super::*;
     use figment::Jail;
+
+    #[test]
+    fn object_store_options_are_text_whatever_their_yaml_or_env_type() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.yaml",
+                "storage:\n  delta:\n    storage_options:\n      allow_http: true\n      max_retries: 2\n",
+            )?;
+            jail.set_env(
+                "FEATHERSTORE_STORAGE__DELTA__STORAGE_OPTIONS__VIRTUAL_HOSTED_STYLE_REQUEST",
+                "false",
+            );
+            jail.set_env(
+                "FEATHERSTORE_STORAGE__DELTA__STORAGE_OPTIONS__ENDPOINT",
+                "http://127.0.0.1:9000",
+            );
+            let config = Config::load(Some(Path::new("c.yaml")), &Overrides::default())?;
+            let options = &config.storage.delta.storage_options;
+            assert_eq!(options["allow_http"], "true");
+            assert_eq!(options["max_retries"], "2");
+            assert_eq!(options["virtual_hosted_style_request"], "false");
+            assert_eq!(options["endpoint"], "http://127.0.0.1:9000");
+            Ok(())
+        });
+    }
 
     #[test]
     fn layers_file_env_and_flags() {
@@ -619,6 +746,7 @@ mod tests {
             .expect("docs/configuration.md starts with the YAML of every setting");
         let documented: Config = Figment::from(Yaml::string(yaml)).extract().unwrap();
         assert_eq!(documented.storage.parquet, ParquetConfig::default());
+        assert_eq!(documented.storage.delta, DeltaConfig::default());
         assert_eq!(documented.online, OnlineConfig::default());
     }
 

@@ -153,6 +153,21 @@ fn open_offline(config: &Config) -> Result<Box<dyn OfflineStore>, StartError> {
                 &engine,
             )?)
         }
+        Backend::Delta => {
+            let d = &config.storage.delta;
+            let mut options =
+                featherstore_store::delta::DeltaOptions::new(d.uri.clone(), d.cache_dir.clone());
+            options.storage_options = d.storage_options.clone().into_iter().collect();
+            options.cache_max_bytes = d.cache_max_bytes;
+            options.compact_min_files = d.compact_min_files;
+            options.compact_target_bytes = d.compact_target_bytes;
+            options.checkpoint_interval = d.checkpoint_interval;
+            options.maintenance_interval =
+                std::time::Duration::from_secs_f64(d.maintenance_interval_seconds);
+            Box::new(featherstore_store::delta::DeltaStore::open(
+                options, &engine,
+            )?)
+        }
     })
 }
 
@@ -381,6 +396,7 @@ async fn start_serving(config: &Config) -> Result<RunningServer, StartError> {
         metrics: Arc::new(Metrics::for_backend(match config.storage.backend {
             Backend::Duckdb => "duckdb",
             Backend::Parquet => "parquet",
+            Backend::Delta => "delta",
         })),
         max_message_bytes: config.limits.max_message_bytes,
         guards: guards.clone(),

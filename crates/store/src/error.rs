@@ -17,6 +17,12 @@ pub enum Error {
     },
     #[error("{0}")]
     Corrupt(String),
+    /// The Delta Lake backend's table operations (`crate::delta`).
+    #[error("delta lake: {0}")]
+    Delta(#[from] deltalake::DeltaTableError),
+    /// The object store under the Delta Lake backend (`crate::delta`).
+    #[error("object store: {0}")]
+    ObjectStore(#[from] deltalake::ObjectStoreError),
     /// The Redis online backend failed to answer (unreachable, restarting, or refusing).
     #[error("the online store (Redis) is unavailable: {0}")]
     Redis(#[from] redis::RedisError),
@@ -33,6 +39,9 @@ impl Error {
     pub fn code(&self) -> ErrorCode {
         match self {
             Error::Domain(e) => e.code(),
+            Error::Delta(e) => crate::delta::error_code(e),
+            // The object store is unreachable or failing: retrying later may succeed.
+            Error::ObjectStore(_) => ErrorCode::Unavailable,
             // A remote online store that cannot answer now: the caller may retry.
             Error::Redis(_) | Error::OnlineTimeout { .. } => ErrorCode::Unavailable,
             _ => ErrorCode::Internal,

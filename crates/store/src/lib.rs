@@ -2,7 +2,7 @@
 //! interfaces:
 //!
 //! - [`OfflineStore`]: durable history, one backend per storage format ([`duckdb`],
-//!   [`parquet`]); every read is the shared SQL of [`query`] run by DuckDB over the relations
+//!   [`parquet`], [`delta`]); every read is the shared SQL of [`query`] run by DuckDB over the relations
 //!   a backend exposes.
 //! - [`online::OnlineStore`] / [`online::OnlineSet`]: the latest value of every entity,
 //!   served without storage I/O; [`online::OnlineIndex`] in memory is the default.
@@ -11,6 +11,7 @@
 //! [`parquet`], [`online`]), the engine's settings and cancellation ([`query`]) and the
 //! storage metrics ([`metrics`]).
 
+pub mod delta;
 pub mod duckdb;
 mod error;
 mod feature_store;

@@ -9,6 +9,7 @@ use arrow::array::{
 use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 use featherstore_core::coerce::coerce_batch;
 use featherstore_core::{EntityKeys, FeatureSetSpec};
+use featherstore_store::delta::{DeltaOptions, DeltaStore};
 use featherstore_store::duckdb::DuckDbStore;
 use featherstore_store::parquet::{ParquetOptions, ParquetStore};
 use featherstore_store::query::EngineSettings;
@@ -35,7 +36,16 @@ fn open_parquet(dir: &Path) -> Box<dyn OfflineStore> {
     Box::new(ParquetStore::open(&dir.join("parquet"), options, &engine()).unwrap())
 }
 
-const BACKENDS: [(&str, Open); 2] = [("duckdb", open_duckdb), ("parquet", open_parquet)];
+fn open_delta(dir: &Path) -> Box<dyn OfflineStore> {
+    let uri = format!("file://{}", dir.join("delta").display());
+    Box::new(DeltaStore::open(DeltaOptions::new(uri, dir.join("cache")), &engine()).unwrap())
+}
+
+const BACKENDS: [(&str, Open); 3] = [
+    ("duckdb", open_duckdb),
+    ("parquet", open_parquet),
+    ("delta", open_delta),
+];
 
 fn spec() -> FeatureSetSpec {
     let mut spec = FeatureSetSpec::from_json(

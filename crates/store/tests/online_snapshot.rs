@@ -10,6 +10,7 @@ use arrow::array::{
 };
 use arrow::datatypes::Int64Type;
 use featherstore_core::{FeatureSetSpec, OnlineTicket};
+use featherstore_store::delta::{DeltaOptions, DeltaStore};
 use featherstore_store::duckdb::DuckDbStore;
 use featherstore_store::online::MemoryStore;
 use featherstore_store::parquet::{ParquetOptions, ParquetStore};
@@ -38,7 +39,16 @@ fn open_parquet(dir: &Path) -> Box<dyn OfflineStore> {
     Box::new(ParquetStore::open(&dir.join("parquet"), options, &engine()).unwrap())
 }
 
-const BACKENDS: [(&str, Open); 2] = [("duckdb", open_duckdb), ("parquet", open_parquet)];
+fn open_delta(dir: &Path) -> Box<dyn OfflineStore> {
+    let uri = format!("file://{}", dir.join("delta").display());
+    Box::new(DeltaStore::open(DeltaOptions::new(uri, dir.join("cache")), &engine()).unwrap())
+}
+
+const BACKENDS: [(&str, Open); 3] = [
+    ("duckdb", open_duckdb),
+    ("parquet", open_parquet),
+    ("delta", open_delta),
+];
 
 fn snapshot_dir(dir: &Path) -> PathBuf {
     dir.join("online")

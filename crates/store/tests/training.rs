@@ -12,6 +12,7 @@ use arrow::array::{
 };
 use arrow::datatypes::{Float32Type, Int64Type};
 use featherstore_core::{FeatureSetSpec, TrainingDataCommand};
+use featherstore_store::delta::{DeltaOptions, DeltaStore};
 use featherstore_store::duckdb::DuckDbStore;
 use featherstore_store::parquet::{ParquetOptions, ParquetStore};
 use featherstore_store::query::EngineSettings;
@@ -39,6 +40,19 @@ fn stores(dir: &std::path::Path) -> Vec<(&'static str, Box<dyn OfflineStore>)> {
         (
             "parquet",
             Box::new(ParquetStore::open(&dir.join("parquet"), parquet_options, &engine).unwrap()),
+        ),
+        (
+            "delta",
+            Box::new(
+                DeltaStore::open(
+                    DeltaOptions::new(
+                        format!("file://{}", dir.join("delta").display()),
+                        dir.join("cache"),
+                    ),
+                    &engine,
+                )
+                .unwrap(),
+            ),
         ),
     ]
 }

@@ -2,6 +2,8 @@
 //!
 //! - [`fixtures`]: the shared feature sets and batches, and a deterministic random source
 //!   (always built: the core and store benchmarks need no more).
+//! - [`s3`]: a real S3-compatible server (moto) on loopback, and a relay that can cut it off
+//!   (always built: the store's Delta Lake tests need it).
 //! - [`redis`]: real Redis servers (a single node, a 3-node cluster) on free loopback ports
 //!   for the Redis online backend (always built: the store's conformance tests use them).
 //! - With the `server` feature: [`TestServer`] (a server in this process on port 0, either
@@ -17,6 +19,7 @@
 
 pub mod fixtures;
 pub mod redis;
+pub mod s3;
 
 #[cfg(feature = "server")]
 pub mod certs;

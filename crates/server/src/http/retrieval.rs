@@ -116,7 +116,24 @@ pub(super) async fn history(
     access.require_set(&ticket.feature_set)?;
     let (schema, batches) = state.history((Api::Http, "POST /v1/history (stream)"), &ticket)?;
     let (encoding, content_type) = Encoding::negotiate(&headers, &schema)?;
+    // A store that cannot be read (an unreachable object store) fails before the first
+    // batch: that is a 503, not a 200 whose body breaks off.
+    let batches = after_first(batches).await?;
     Ok(streamed(content_type, encoded_body(encoding, batches)))
+}
+
+/// Waits for the first item of `batches`: its error, or the whole stream again. Failures
+/// before any result (a bad input, an unreachable store) then get their own status instead
+/// of a 200 whose stream breaks off.
+async fn after_first<S>(mut batches: S) -> ApiResult<impl Stream<Item = S::Item> + Unpin>
+where
+    S: Stream<Item = ApiResult<RecordBatch>> + Unpin,
+{
+    let first = match batches.next().await {
+        Some(Err(e)) => return Err(e),
+        first => first,
+    };
+    Ok(tokio_stream::iter(first).chain(batches))
 }
 
 /// `POST /v1/training-data`: an Arrow IPC stream of entity rows in, the rows with their
@@ -139,14 +156,8 @@ pub(super) async fn training_data(
     let counted_as = (Api::Http, "POST /v1/training-data (stream)");
     let batches = state.training_data(counted_as, plan, entity_batches.into_iter().map(Ok));
     // The entity rows are all read and checked before the join's first result: waiting for
-    // it lets a bad entity row (a time out of range, say) be a 400 rather than a 200 whose
-    // stream breaks off.
-    let mut batches = batches;
-    let first = match batches.next().await {
-        Some(Err(e)) => return Err(e),
-        first => first,
-    };
-    let batches = tokio_stream::iter(first).chain(batches);
+    // it lets a bad entity row (a time out of range, say) be a 400.
+    let batches = after_first(batches).await?;
     Ok(streamed(ARROW_STREAM, encoded_body(encoding, batches)))
 }
 

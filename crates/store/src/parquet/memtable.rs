@@ -8,7 +8,7 @@ use duckdb::Connection;
 use featherstore_core::{FeatureSetSpec, FeatureType};
 use parking_lot::Mutex;
 
-use crate::query::sql::{self, ident, literal};
+use crate::query::sql::{self, ident};
 use crate::Result;
 
 /// Names of memtable tables that no snapshot lists any more, waiting to be dropped.
@@ -98,20 +98,20 @@ pub(super) fn select_rows(
         .map(|f| {
             format!(
                 "CAST(NULL AS {}) AS {}",
-                column_sql_type(spec, f.name()),
+                sql::storage_column_sql_type(spec, f.name()),
                 ident(f.name())
             )
         })
         .collect();
     let mut sources = vec![format!("SELECT {} WHERE false", typed_nulls.join(", "))];
     if !files.is_empty() {
-        sources.push(format!("SELECT * FROM {}", read_parquet(files)));
+        sources.push(format!("SELECT * FROM {}", sql::read_parquet(files)));
     }
     if let Some((files, ingested_at)) = without_ingest_times.filter(|(f, _)| !f.is_empty()) {
         sources.push(format!(
             "SELECT *, make_timestamp({ingested_at}::BIGINT) AS {} FROM {}",
             ident(sql::INGESTED_AT_COLUMN),
-            read_parquet(files)
+            sql::read_parquet(files)
         ));
     }
     sources.extend(
@@ -142,29 +142,4 @@ pub(super) fn select_rows(
         columns.join(", "),
         sources.join(" UNION ALL BY NAME ")
     )
-}
-
-/// The SQL type of a storage column of `spec`.
-/// `read_parquet` of data files, their columns matched by name.
-fn read_parquet(files: &[&str]) -> String {
-    let files: Vec<String> = files.iter().map(|f| literal(f)).collect();
-    // Without `hive_partitioning = false` DuckDB would add a `date` column from the paths.
-    format!(
-        "read_parquet([{}], hive_partitioning = false, union_by_name = true)",
-        files.join(", ")
-    )
-}
-
-fn column_sql_type(spec: &FeatureSetSpec, column: &str) -> String {
-    if column == spec.entity.name {
-        sql::entity_sql_type(spec.entity.entity_type).to_string()
-    } else if column == spec.timestamp || column == sql::INGESTED_AT_COLUMN {
-        "TIMESTAMP".to_string()
-    } else if let Some((_, feature)) = spec.feature(column) {
-        sql::feature_sql_type(feature.feature_type)
-    } else {
-        // `_seq` (`sql::SEQ_COLUMN`), the one other storage column; a storage column added
-        // later needs its type here.
-        "BIGINT".to_string()
-    }
 }

@@ -85,6 +85,31 @@ pub(crate) fn create_table(spec: &FeatureSetSpec, table: &str) -> String {
     sql
 }
 
+/// `read_parquet` of data files, their columns matched by name.
+pub(crate) fn read_parquet(files: &[&str]) -> String {
+    let files: Vec<String> = files.iter().map(|f| literal(f)).collect();
+    // Without `hive_partitioning = false` DuckDB would add columns from partition paths.
+    format!(
+        "read_parquet([{}], hive_partitioning = false, union_by_name = true)",
+        files.join(", ")
+    )
+}
+
+/// The SQL type of a storage column of `spec`.
+pub(crate) fn storage_column_sql_type(spec: &FeatureSetSpec, column: &str) -> String {
+    if column == spec.entity.name {
+        entity_sql_type(spec.entity.entity_type).to_string()
+    } else if column == spec.timestamp || column == INGESTED_AT_COLUMN {
+        "TIMESTAMP".to_string()
+    } else if let Some((_, feature)) = spec.feature(column) {
+        feature_sql_type(feature.feature_type)
+    } else {
+        // `_seq` (`SEQ_COLUMN`), the one other storage column; a storage column added later
+        // needs its type here.
+        "BIGINT".to_string()
+    }
+}
+
 /// The Arrow schema of stored rows: canonical columns with zone-less timestamps, then the
 /// ingest time and the ingest sequence (last, where versions before ingest times had it too).
 pub(crate) fn storage_schema(spec: &FeatureSetSpec) -> SchemaRef {
