@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup-duckdb.sh
 ./scripts/setup-redis.sh
+./scripts/setup-chromium.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -515,6 +515,44 @@ impl AppState {
         )
     }
 
+    /// The specs of the sets the caller may see, each with its `stats` as
+    /// [`describe_set`](Self::describe_set) gives them plus `freshness_seconds` (now minus
+    /// the newest event time). A set deleted meanwhile is left out.
+    pub(crate) async fn list_sets_with_stats(&self, access: &Access) -> ApiResult<Value> {
+        let sets: Vec<Arc<FeatureSetSpec>> = self
+            .store
+            .list()
+            .iter()
+            .filter(|s| access.sees(&s.spec.name))
+            .map(|s| s.spec.clone())
+            .collect();
+        let store = self.store.clone();
+        let listed = blocking(move || {
+            let mut listed = Vec::with_capacity(sets.len());
+            for spec in sets {
+                let stats = match store.stats(&spec.name) {
+                    Ok(stats) => stats,
+                    Err(e) if e.code() == featherstore_core::ErrorCode::NotFound => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                let now = featherstore_core::time::now_micros();
+                let mut value = spec_json(&spec);
+                value["stats"] = json!({
+                    "rows": stats.rows,
+                    "entities": stats.entities,
+                    "latest_event_timestamp": stats.latest_event_timestamp.map(format_timestamp),
+                    "freshness_seconds": stats.latest_event_timestamp.map(|latest| {
+                        (now - latest) as f64 / featherstore_core::time::MICROS_PER_SECOND as f64
+                    }),
+                });
+                listed.push(value);
+            }
+            Ok(listed)
+        })
+        .await?;
+        Ok(Value::Array(listed))
+    }
+
     pub(crate) async fn delete_set(&self, name: String) -> ApiResult<()> {
         let store = self.store.clone();
         blocking(move || Ok(store.delete(&name)?)).await
