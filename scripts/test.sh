@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 ./scripts/setup-duckdb.sh
 ./scripts/setup-redis.sh
 ./scripts/setup-chromium.sh
+# The web console bundle the server embeds must be what console/ builds to.
+./scripts/build-console.sh --check
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

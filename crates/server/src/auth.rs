@@ -101,7 +101,7 @@ impl Operation {
         };
         Some(match (method.as_str(), route) {
             // The console's page and scripts: it asks for a token and sends it on its API calls.
-            (_, "/health") | ("GET", "/" | "/ui" | "/ui/{*path}") => return None,
+            (_, "/health") | ("GET", "/" | "/ui" | "/ui/" | "/ui/{*path}") => return None,
             ("GET", "/metrics") => Operation::Metrics,
             (
                 "GET",
@@ -596,7 +596,7 @@ mod tests {
             Some(Manage)
         );
         assert_eq!(Operation::of_http_route(&Method::GET, None), Some(Discover));
-        for open in ["/", "/ui", "/ui/{*path}"] {
+        for open in ["/", "/ui", "/ui/", "/ui/{*path}"] {
             assert_eq!(Operation::of_http_route(&Method::GET, Some(open)), None);
         }
         let get = |route| Operation::of_http_route(&Method::GET, Some(route));

@@ -59,17 +59,15 @@ pub(super) async fn index() -> Response {
     serve(&ASSETS[0])
 }
 
-/// `GET /ui/{*path}`: one of its assets; the page itself for an empty path.
+/// `GET /ui/{*path}`: one of its assets.
 pub(super) async fn asset(path: Result<Path<String>, PathRejection>) -> ApiResult<Response> {
     let Path(path) = path?;
-    let wanted = if path.is_empty() { "index.html" } else { path.as_str() };
     ASSETS
         .iter()
-        .find(|asset| asset.path == wanted)
+        .find(|asset| asset.path == path)
         .map(serve)
         .ok_or_else(|| {
-            featherstore_core::Error::not_found(format!("the console has no file {path:?}"))
-                .into()
+            featherstore_core::Error::not_found(format!("the console has no file {path:?}")).into()
         })
 }
 
@@ -154,7 +152,12 @@ mod tests {
                 if path.is_dir() {
                     dirs.push(path);
                 } else {
-                    files.push(path.strip_prefix(&dist).unwrap().to_string_lossy().into_owned());
+                    files.push(
+                        path.strip_prefix(&dist)
+                            .unwrap()
+                            .to_string_lossy()
+                            .into_owned(),
+                    );
                 }
             }
         }

@@ -80,6 +80,7 @@ pub(crate) fn router(state: AppState, authenticator: Option<Arc<Authenticator>>)
         .route("/metrics", get(metrics))
         .route("/", get(console::root))
         .route(console::UI, get(console::index))
+        .route("/ui/", get(console::index))
         .route("/ui/{*path}", get(console::asset))
         .fallback(not_found)
         // Bodies are read with the configured limit by `read_body`, which answers 413 with
@@ -151,12 +152,12 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
 }
 
 /// The `code` label of an answer: the code an error response carries (see
-/// `ApiError::into_response`), `ok` for a success. Anything else is an answer of the HTTP
+/// `ApiError::into_response`), `ok` for a success or a redirect (`/` to the console). Anything else is an answer of the HTTP
 /// framework itself (405 for a method a route does not take): `other`.
 fn code_label(response: &Response) -> &'static str {
     match response.extensions().get::<ErrorCode>() {
         Some(code) => code.as_str(),
-        None if response.status().is_success() => "ok",
+        None if response.status().is_success() || response.status().is_redirection() => "ok",
         None => "other",
     }
 }

@@ -171,7 +171,18 @@ mod tests {
         assert_eq!(parse_bucket("2h").unwrap(), 7_200 * MICROS_PER_SECOND);
         assert_eq!(parse_bucket("1d").unwrap(), 86_400 * MICROS_PER_SECOND);
         for bad in [
-            "", "s", "0", "0h", "-5", "+5", "1.5h", "1w", "367d", "1 h", "é", "99999999999999999999",
+            "",
+            "s",
+            "0",
+            "0h",
+            "-5",
+            "+5",
+            "1.5h",
+            "1w",
+            "367d",
+            "1 h",
+            "é",
+            "99999999999999999999",
             "18446744073709551615s",
         ] {
             assert!(parse_bucket(bad).is_err(), "{bad:?}");

@@ -21,7 +21,17 @@ pub const MAX_FRESHNESS_BUCKETS: usize = 1_000;
 /// Buckets a freshness series aims at when its width is left to the server.
 const AUTO_BUCKETS: i64 = 120;
 /// The widths (seconds) the server picks from: a minute to a week.
-const AUTO_WIDTHS: [i64; 9] = [60, 300, 900, 3_600, 6 * 3_600, 12 * 3_600, 86_400, 7 * 86_400, 30 * 86_400];
+const AUTO_WIDTHS: [i64; 9] = [
+    60,
+    300,
+    900,
+    3_600,
+    6 * 3_600,
+    12 * 3_600,
+    86_400,
+    7 * 86_400,
+    30 * 86_400,
+];
 const MICROS: i64 = 1_000_000;
 
 /// What a distribution samples and how finely it bins.
@@ -157,7 +167,8 @@ pub(crate) fn distribution(
         distribution.min = row.get(3)?;
         distribution.max = row.get(4)?;
         distribution.mean = row.get(5)?;
-        if let (Some(bin), Some(n)) = (row.get::<_, Option<i64>>(6)?, row.get::<_, Option<i64>>(7)?) {
+        if let (Some(bin), Some(n)) = (row.get::<_, Option<i64>>(6)?, row.get::<_, Option<i64>>(7)?)
+        {
             counts.push((bin, count(n)));
         }
     }
@@ -170,13 +181,22 @@ fn count(n: i64) -> u64 {
 }
 
 /// Every bin of the range, empty ones included, with the counts DuckDB found.
-fn equal_width_bins(lo: Option<f64>, hi: Option<f64>, bins: usize, counts: &[(i64, u64)]) -> Vec<Bin> {
+fn equal_width_bins(
+    lo: Option<f64>,
+    hi: Option<f64>,
+    bins: usize,
+    counts: &[(i64, u64)],
+) -> Vec<Bin> {
     let (Some(lo), Some(hi)) = (lo, hi) else {
         return Vec::new();
     };
     if hi <= lo {
         let count = counts.iter().map(|&(_, n)| n).sum();
-        return vec![Bin { lower: lo, upper: hi, count }];
+        return vec![Bin {
+            lower: lo,
+            upper: hi,
+            count,
+        }];
     }
     let edge = |i: usize| {
         if i == bins {
@@ -316,12 +336,7 @@ pub(crate) fn freshness(
     let mut result = statement.query([])?;
     let mut per_bucket: Vec<(i64, u64, Option<i64>, Option<i64>)> = Vec::new();
     while let Some(row) = result.next()? {
-        per_bucket.push((
-            row.get(0)?,
-            count(row.get(1)?),
-            row.get(2)?,
-            row.get(3)?,
-        ));
+        per_bucket.push((row.get(0)?, count(row.get(1)?), row.get(2)?, row.get(3)?));
     }
     let mut latest = per_bucket
         .iter()
@@ -372,9 +387,19 @@ mod tests {
         assert_eq!(bins.len(), 5);
         assert_eq!((bins[0].lower, bins[0].upper, bins[0].count), (0.0, 2.0, 3));
         assert_eq!(bins[2].count, 0);
-        assert_eq!((bins[4].lower, bins[4].upper, bins[4].count), (8.0, 10.0, 1));
+        assert_eq!(
+            (bins[4].lower, bins[4].upper, bins[4].count),
+            (8.0, 10.0, 1)
+        );
         let single = equal_width_bins(Some(4.0), Some(4.0), 5, &[(0, 7)]);
-        assert_eq!(single, vec![Bin { lower: 4.0, upper: 4.0, count: 7 }]);
+        assert_eq!(
+            single,
+            vec![Bin {
+                lower: 4.0,
+                upper: 4.0,
+                count: 7
+            }]
+        );
         assert!(equal_width_bins(None, None, 5, &[]).is_empty());
         let wide = equal_width_bins(Some(-f64::MAX), Some(f64::MAX), 2, &[(0, 1), (1, 1)]);
         assert_eq!(wide[0].upper, 0.0);
@@ -395,8 +420,21 @@ mod tests {
     #[test]
     fn checks_bucket_and_range() {
         let bad = |q: FreshnessQuery| q.check().unwrap_err().to_string();
-        assert!(bad(FreshnessQuery { bucket_micros: Some(0), ..Default::default() }).contains("at least 1 s"));
-        assert!(bad(FreshnessQuery { bucket_micros: Some(1_500_000), ..Default::default() }).contains("whole number"));
-        assert!(bad(FreshnessQuery { start: Some(5), end: Some(5), ..Default::default() }).contains("before end"));
+        assert!(bad(FreshnessQuery {
+            bucket_micros: Some(0),
+            ..Default::default()
+        })
+        .contains("at least 1 s"));
+        assert!(bad(FreshnessQuery {
+            bucket_micros: Some(1_500_000),
+            ..Default::default()
+        })
+        .contains("whole number"));
+        assert!(bad(FreshnessQuery {
+            start: Some(5),
+            end: Some(5),
+            ..Default::default()
+        })
+        .contains("before end"));
     }
 }

@@ -22,7 +22,9 @@ fn label<'a>(metric: &'a Metric, name: &str) -> &'a str {
 }
 
 fn metrics_of(families: &[MetricFamily]) -> impl Iterator<Item = &Metric> {
-    families.iter().flat_map(|family| family.get_metric().iter())
+    families
+        .iter()
+        .flat_map(|family| family.get_metric().iter())
 }
 
 /// Cumulative counts per bucket of [`LATENCY_BUCKETS`], then the total (the `+Inf` bucket).
@@ -70,7 +72,8 @@ impl Metrics {
         let mut requests: Vec<Value> = counts
             .iter()
             .map(|((api, method), &(count, errors))| {
-                let mut row = json!({"api": api, "method": method, "count": count, "errors": errors});
+                let mut row =
+                    json!({"api": api, "method": method, "count": count, "errors": errors});
                 if let Some(cumulative) = per_method.get(&(api.clone(), method.clone())) {
                     add_quantiles(&mut row, cumulative);
                 }
@@ -127,11 +130,16 @@ pub(crate) fn quantile_ms(cumulative: &[u64], q: f64) -> Option<f64> {
             } else {
                 1.0
             };
-            return Some((lower + (bound - lower) * fraction) * 1_000.0);
+            return Some(to_ms(lower + (bound - lower) * fraction));
         }
         below = (bound, count);
     }
-    LATENCY_BUCKETS.last().map(|bound| bound * 1_000.0)
+    LATENCY_BUCKETS.last().copied().map(to_ms)
+}
+
+/// Seconds as milliseconds to the microsecond: the buckets are no finer.
+fn to_ms(seconds: f64) -> f64 {
+    (seconds * 1_000_000.0).round() / 1_000.0
 }
 
 #[cfg(test)]
@@ -166,7 +174,10 @@ mod tests {
         let summary = metrics.request_summary();
         let first = &summary["requests"][0];
         assert_eq!(first["method"], "GET /x");
-        assert_eq!((first["count"].as_u64(), first["errors"].as_u64()), (Some(4), Some(1)));
+        assert_eq!(
+            (first["count"].as_u64(), first["errors"].as_u64()),
+            (Some(4), Some(1))
+        );
         let p50 = first["p50_ms"].as_f64().unwrap();
         assert!(p50 > 0.05 && p50 <= 0.1, "{p50}");
         assert_eq!(summary["latency"]["http"]["count"], 4);
