@@ -24,7 +24,7 @@ function route() {
     link.classList.toggle("active", link.dataset.nav === page);
   }
   showTokenState();
-  main.replaceChildren(h("p", { class: "loading" }, "Loading…"));
+  show(main, h("p", { class: "loading" }, "Loading…"));
   const pages = {
     sets: () => (name ? setPage(name, current) : setsPage(current)),
     services: () => (name ? servicePage(name, current) : servicesPage(current)),
@@ -34,16 +34,21 @@ function route() {
   render().catch((e) => showError(e, current));
 }
 
+/** Replaces `target`'s children; absent ones (`cond && node`) are left out. */
+function show(target, ...children) {
+  target.replaceChildren(...children.filter((c) => c !== null && c !== undefined && c !== false && c !== ""));
+}
+
 /** Whether `current` is still the page on screen. */
 const live = (current) => current === generation;
 
 function showError(error, current) {
   if (!live(current)) return;
   if (error instanceof ApiError && error.status === 401) {
-    main.replaceChildren(tokenForm(token() ? "The token was not accepted." : null));
+    show(main, tokenForm(token() ? "The token was not accepted." : null));
     return;
   }
-  main.replaceChildren(errorBox(error));
+  show(main, errorBox(error));
 }
 
 function errorBox(error) {
@@ -95,7 +100,7 @@ document.getElementById("token-change").addEventListener("click", () => {
   leave();
   leave = () => {};
   generation++;
-  main.replaceChildren(tokenForm(null));
+  show(main, tokenForm(null));
 });
 document.getElementById("token-clear").addEventListener("click", () => {
   setToken(null);
@@ -160,7 +165,7 @@ async function setsPage(current) {
   };
   search.addEventListener("input", draw);
   draw();
-  main.replaceChildren(h("h1", {}, "Feature sets"), h("div", { class: "toolbar" }, search, " ", count), holder);
+  show(main, h("h1", {}, "Feature sets"), h("div", { class: "toolbar" }, search, " ", count), holder);
 }
 
 async function setPage(name, current) {
@@ -174,7 +179,7 @@ async function setPage(name, current) {
     stats.latest_event_timestamp && (Date.now() - Date.parse(stats.latest_event_timestamp)) / 1000;
   const freshnessChart = h("div", { id: "freshness-chart", class: "chart" });
   const histograms = h("div", { id: "histograms", class: "histograms" });
-  main.replaceChildren(
+  show(main, 
     h("p", { class: "crumbs" }, h("a", { href: "#/sets" }, "Feature sets"), " / ", name),
     h("h1", { id: "set-name" }, spec.name),
     spec.description && h("p", { class: "description" }, spec.description),
@@ -416,7 +421,7 @@ function drawHistory(spec, rows, result) {
 async function servicesPage(current) {
   const services = await api("/v1/feature-services");
   if (!live(current)) return;
-  main.replaceChildren(
+  show(main, 
     h("h1", {}, "Feature services"),
     services.length
       ? table(
@@ -437,7 +442,7 @@ async function servicesPage(current) {
 async function servicePage(name, current) {
   const service = await api(`/v1/feature-services/${enc(name)}`);
   if (!live(current)) return;
-  main.replaceChildren(
+  show(main, 
     h("p", { class: "crumbs" }, h("a", { href: "#/services" }, "Feature services"), " / ", name),
     h("h1", { id: "service-name" }, service.name),
     service.description && h("p", { class: "description" }, service.description),
@@ -494,7 +499,7 @@ async function serverPage(current) {
   const rateChart = h("div", { id: "rate-chart", class: "chart" });
   const latencyChart = h("div", { id: "latency-chart", class: "chart" });
   const methods = h("div", { id: "server-methods" });
-  main.replaceChildren(
+  show(main, 
     h("h1", {}, "Server"),
     summary,
     section("Requests per second", rateChart),
@@ -512,7 +517,7 @@ async function serverPage(current) {
       : null;
     const bounds = latency.length ? latency[0].bounds_ms : [];
     summary.replaceChildren(
-      cards("server-cards", [
+      ...[cards("server-cards", [
         ["Status", stats.status],
         ["Version", stats.version],
         ["Storage backend", stats.storage.backend],
@@ -527,6 +532,7 @@ async function serverPage(current) {
       stats.stalled && stats.stalled.length
         ? h("div", { class: "error" }, stats.stalled.map((s) => `${s.component}: ${s.reason}`).join("; "))
         : null,
+      ].filter(Boolean),
     );
     methods.replaceChildren(
       table(
