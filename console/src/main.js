@@ -412,7 +412,13 @@ function drawHistory(spec, rows, result) {
   timeChart(
     chart,
     xs,
-    numeric.map((f) => ({ label: f.name, values: xs.map((x) => byTime.get(x)[f.name] ?? null) })),
+    // The second feature on its own axis: features of different magnitudes stay readable.
+    numeric.map((f, i) => ({
+      label: f.name,
+      values: xs.map((x) => byTime.get(x)[f.name] ?? null),
+      scale: i === 1 ? "y2" : "y",
+    })),
+    { yLabel: numeric[0].name, y2Label: numeric.length > 1 ? numeric[1].name : "" },
   );
 }
 
