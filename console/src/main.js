@@ -333,20 +333,22 @@ function columnsOf(spec) {
   return [spec.entity.name, ...featureNames(spec), spec.timestamp];
 }
 
-function lookupForm(spec) {
-  const input = h("input", { id: "lookup-keys", placeholder: `${spec.entity.name} keys, comma separated`, size: 40 });
-  const result = h("div", { id: "lookup-result" });
+/**
+ * A one-field form of entity keys: `run(keys, result)` answers into `result`; its errors
+ * are shown there.
+ */
+function keyForm(ids, placeholder, label, loading, spec, run) {
+  const input = h("input", { id: ids.input, placeholder, size: 40 });
+  const result = h("div", { id: ids.result });
   const form = h(
     "form",
     {
-      id: "lookup-form",
+      id: ids.form,
       onsubmit: async (event) => {
         event.preventDefault();
-        result.replaceChildren(h("p", { class: "loading" }, "Looking up…"));
+        result.replaceChildren(h("p", { class: "loading" }, loading));
         try {
-          const entities = parseKeys(spec, input.value);
-          const answer = await api("/v1/online", { feature_set: spec.name, entities });
-          result.replaceChildren(rowsTable("lookup-table", answer.rows, columnsOf(spec)));
+          await run(parseKeys(spec, input.value), result);
         } catch (e) {
           result.replaceChildren(errorBox(e));
         }
@@ -354,38 +356,28 @@ function lookupForm(spec) {
     },
     input,
     " ",
-    h("button", { id: "lookup-submit", type: "submit" }, "Look up"),
+    h("button", { id: ids.submit, type: "submit" }, label),
   );
   return h("div", {}, form, result);
+}
+
+function lookupForm(spec) {
+  const ids = { input: "lookup-keys", result: "lookup-result", form: "lookup-form", submit: "lookup-submit" };
+  return keyForm(ids, `${spec.entity.name} keys, comma separated`, "Look up", "Looking up…", spec, async (entities, result) => {
+    const answer = await api("/v1/online", { feature_set: spec.name, entities });
+    result.replaceChildren(rowsTable("lookup-table", answer.rows, columnsOf(spec)));
+  });
 }
 
 const HISTORY_ROWS_SHOWN = 500;
 
 function historyForm(spec) {
-  const input = h("input", { id: "history-key", placeholder: `one ${spec.entity.name}`, size: 30 });
-  const result = h("div", { id: "history-result" });
-  const form = h(
-    "form",
-    {
-      id: "history-form",
-      onsubmit: async (event) => {
-        event.preventDefault();
-        result.replaceChildren(h("p", { class: "loading" }, "Reading history…"));
-        try {
-          const entities = parseKeys(spec, input.value);
-          if (entities.length !== 1) throw new Error("enter exactly one entity key");
-          const answer = await api("/v1/history", { feature_set: spec.name, entities });
-          drawHistory(spec, answer.rows, result);
-        } catch (e) {
-          result.replaceChildren(errorBox(e));
-        }
-      },
-    },
-    input,
-    " ",
-    h("button", { id: "history-submit", type: "submit" }, "Show history"),
-  );
-  return h("div", {}, form, result);
+  const ids = { input: "history-key", result: "history-result", form: "history-form", submit: "history-submit" };
+  return keyForm(ids, `one ${spec.entity.name}`, "Show history", "Reading history…", spec, async (entities, result) => {
+    if (entities.length !== 1) throw new Error("enter exactly one entity key");
+    const answer = await api("/v1/history", { feature_set: spec.name, entities });
+    drawHistory(spec, answer.rows, result);
+  });
 }
 
 function drawHistory(spec, rows, result) {

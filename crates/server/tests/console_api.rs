@@ -49,16 +49,47 @@ async fn get(server: &TestServer, path: &str) -> (StatusCode, Value) {
     send(http().get(format!("{}{path}", server.http))).await
 }
 
+/// `GET path`, which must answer 200: its JSON body.
+async fn ok(server: &TestServer, path: &str) -> Value {
+    let (status, body) = get(server, path).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{:?} {path}: {body}",
+        server.backend
+    );
+    body
+}
+
+/// Values counted in a distribution's bins.
+fn binned(distribution: &Value) -> u64 {
+    distribution["bins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["count"].as_u64().unwrap())
+        .sum()
+}
+
+/// The server stats' row of one HTTP route.
+fn requests_of<'a>(stats: &'a Value, method: &str) -> &'a Value {
+    stats["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["api"] == "http" && r["method"] == method)
+        .unwrap_or_else(|| panic!("no {method} in {stats}"))
+}
+
 #[tokio::test]
 async fn distribution_bins_a_sample_of_the_stored_rows() {
     for backend in BACKENDS {
         let server = with_rows(backend).await;
-        let (status, ages) = get(
+        let ages = ok(
             &server,
             "/v1/feature-sets/user_features/distribution?feature=age&bins=5",
         )
         .await;
-        assert_eq!(status, StatusCode::OK, "{backend:?}: {ages}");
         assert_eq!(ages["type"], "int64");
         assert_eq!(
             ages["sampled"], 11,
@@ -82,39 +113,26 @@ async fn distribution_bins_a_sample_of_the_stored_rows() {
             (Some(0.0), Some(9.0))
         );
 
-        let (status, ctr) = get(
+        let ctr = ok(
             &server,
             "/v1/feature-sets/user_features/distribution?feature=ctr_7d&bins=3",
         )
         .await;
-        assert_eq!(status, StatusCode::OK, "{ctr}");
         assert_eq!(
             (ctr["nulls"].as_u64(), ctr["non_finite"].as_u64()),
             (Some(1), Some(1))
         );
-        let binned: u64 = ctr["bins"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|b| b["count"].as_u64().unwrap())
-            .sum();
-        assert_eq!(binned, 9, "NaN and null are in no bin: {ctr}");
+        assert_eq!(binned(&ctr), 9, "NaN and null are in no bin: {ctr}");
 
         // A sample smaller than the set: exactly that many rows, each counted once.
-        let (status, sampled) = get(
+        let sampled = ok(
             &server,
             "/v1/feature-sets/user_features/distribution?feature=age&sample=4&bins=200",
         )
         .await;
-        assert_eq!(status, StatusCode::OK, "{sampled}");
         assert_eq!(sampled["sampled"], 4);
-        let binned: u64 = sampled["bins"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|b| b["count"].as_u64().unwrap())
-            .sum();
-        assert_eq!(binned + sampled["nulls"].as_u64().unwrap(), 4, "{sampled}");
+        let nulls = sampled["nulls"].as_u64().unwrap();
+        assert_eq!(binned(&sampled) + nulls, 4, "{sampled}");
     }
 }
 
@@ -122,12 +140,11 @@ async fn distribution_bins_a_sample_of_the_stored_rows() {
 async fn distribution_of_a_constant_or_empty_feature() {
     for backend in BACKENDS {
         let (server, _) = TestServer::with_set(backend, USER_SPEC).await;
-        let (status, empty) = get(
+        let empty = ok(
             &server,
             "/v1/feature-sets/user_features/distribution?feature=age",
         )
         .await;
-        assert_eq!(status, StatusCode::OK, "{empty}");
         assert_eq!(empty["sampled"], 0);
         assert_eq!(empty["bins"], json!([]));
         assert_eq!(empty["min"], Value::Null);
@@ -185,13 +202,8 @@ async fn distribution_refuses_bad_requests() {
     let missing = get(&server, "/v1/feature-sets/nope/distribution?feature=age").await;
     assert_error(&missing, StatusCode::NOT_FOUND, "not_found", "nope");
     // Nothing refused was counted as a server fault.
-    let (_, stats) = get(&server, "/v1/server/stats").await;
-    let route = stats["requests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["method"] == "GET /v1/feature-sets/{name}/distribution")
-        .unwrap();
+    let stats = ok(&server, "/v1/server/stats").await;
+    let route = requests_of(&stats, "GET /v1/feature-sets/{name}/distribution");
     assert_eq!(route["count"], 15);
     assert_eq!(route["errors"], 15);
 }
@@ -200,12 +212,11 @@ async fn distribution_refuses_bad_requests() {
 async fn freshness_follows_ingest_over_time() {
     for backend in BACKENDS {
         let server = with_rows(backend).await;
-        let (status, series) = get(
+        let series = ok(
             &server,
             "/v1/feature-sets/user_features/freshness?bucket=1h",
         )
         .await;
-        assert_eq!(status, StatusCode::OK, "{backend:?}: {series}");
         assert_eq!(series["bucket_seconds"], 3_600);
         let buckets = series["buckets"].as_array().unwrap();
         // One ingest, now: the bucket holding it is the last one.
@@ -224,12 +235,11 @@ async fn freshness_follows_ingest_over_time() {
         );
 
         // Earlier than the first ingest: buckets with nothing in them yet.
-        let (status, before) = get(
+        let before = ok(
             &server,
             "/v1/feature-sets/user_features/freshness?bucket=1d&start=2026-01-01&end=2026-01-03",
         )
         .await;
-        assert_eq!(status, StatusCode::OK, "{before}");
         assert_eq!(
             before["buckets"],
             json!([
@@ -285,11 +295,9 @@ async fn freshness_refuses_bad_requests() {
 async fn the_set_list_can_carry_stats() {
     for backend in BACKENDS {
         let server = with_rows(backend).await;
-        let (status, plain) = get(&server, "/v1/feature-sets").await;
-        assert_eq!(status, StatusCode::OK);
+        let plain = ok(&server, "/v1/feature-sets").await;
         assert!(plain[0].get("stats").is_none(), "{plain}");
-        let (status, listed) = get(&server, "/v1/feature-sets?stats=true").await;
-        assert_eq!(status, StatusCode::OK, "{listed}");
+        let listed = ok(&server, "/v1/feature-sets?stats=true").await;
         let stats = &listed[0]["stats"];
         assert_eq!(
             (stats["rows"].as_u64(), stats["entities"].as_u64()),
@@ -312,8 +320,7 @@ async fn server_stats_report_backend_state_and_requests() {
         for _ in 0..3 {
             assert_eq!(get(&server, "/v1/feature-sets").await.0, StatusCode::OK);
         }
-        let (status, stats) = get(&server, "/v1/server/stats").await;
-        assert_eq!(status, StatusCode::OK, "{stats}");
+        let stats = ok(&server, "/v1/server/stats").await;
         let name = match backend {
             Backend::Duckdb => "duckdb",
             Backend::Parquet => "parquet",
@@ -324,12 +331,7 @@ async fn server_stats_report_backend_state_and_requests() {
         assert_eq!(stats["online"], json!({"backend": "memory", "state": "ok"}));
         assert_eq!(stats["feature_sets"], 1);
         assert!(stats["storage"]["bytes"].as_u64().unwrap() > 0, "{stats}");
-        let list = stats["requests"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["api"] == "http" && r["method"] == "GET /v1/feature-sets")
-            .unwrap();
+        let list = requests_of(&stats, "GET /v1/feature-sets");
         assert_eq!(
             (list["count"].as_u64(), list["errors"].as_u64()),
             (Some(3), Some(0))

@@ -85,7 +85,6 @@ pub(super) async fn freshness(
         start: params.start.as_deref().map(parse_timestamp).transpose()?,
         end: params.end.as_deref().map(parse_timestamp).transpose()?,
     };
-    query.check()?;
     let store = state.store.clone();
     let set = name.clone();
     let found = interruptible(move || Ok(store.freshness(&set, &query)?)).await?;

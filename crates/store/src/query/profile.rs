@@ -276,7 +276,8 @@ pub struct FreshnessBucket {
     pub max_lag_micros: Option<i64>,
 }
 
-/// The freshness series of `relation` as of `now` (UTC microseconds).
+/// The freshness series of `relation` as of `now` (UTC microseconds), for a query that
+/// passed [`FreshnessQuery::check`].
 pub(crate) fn freshness(
     conn: &Connection,
     relation: &str,
@@ -284,7 +285,6 @@ pub(crate) fn freshness(
     query: &FreshnessQuery,
     now: i64,
 ) -> Result<Freshness> {
-    query.check()?;
     let ingested = ident(INGESTED_AT_COLUMN);
     let event = ident(&spec.timestamp);
     let end = query.end.unwrap_or(now);
