@@ -152,6 +152,22 @@ pub(crate) async fn blocking<T: Send + 'static>(
     outcome
 }
 
+/// [`blocking`] storage work whose query is interrupted when the request is dropped (its
+/// client went away, or the request timeout answered 504), so it holds no connection after.
+pub(crate) async fn interruptible<T: Send + 'static>(
+    work: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    struct CancelOnDrop(Cancellation);
+    impl Drop for CancelOnDrop {
+        fn drop(&mut self) {
+            self.0.cancel();
+        }
+    }
+    let cancellation = Cancellation::default();
+    let _cancel = CancelOnDrop(cancellation.clone());
+    blocking(move || cancellation.scope(work)).await
+}
+
 /// Parses `{"name": ...}`, the body of the get and delete actions.
 pub(crate) fn parse_name(body: &[u8]) -> ApiResult<String> {
     Ok(featherstore_core::action::parse_name(body)?)
@@ -527,7 +543,7 @@ impl AppState {
             .map(|s| s.spec.clone())
             .collect();
         let store = self.store.clone();
-        let listed = blocking(move || {
+        let listed = interruptible(move || {
             let mut listed = Vec::with_capacity(sets.len());
             for spec in sets {
                 let stats = match store.stats(&spec.name) {

@@ -6,13 +6,12 @@ use axum::extract::{Path, Query, State};
 use axum::Json;
 use featherstore_core::time::{format_timestamp, parse_timestamp, MICROS_PER_SECOND};
 use featherstore_store::query::profile::{Bin, FreshnessQuery};
-use featherstore_store::query::Cancellation;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::Span;
 
 use crate::error::{ApiError, ApiResult};
-use crate::service::{blocking, AppState};
+use crate::service::{interruptible, AppState};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -140,22 +139,6 @@ fn parse_bucket(text: &str) -> ApiResult<i64> {
         .ok()
         .and_then(|s| s.checked_mul(MICROS_PER_SECOND))
         .ok_or_else(invalid)
-}
-
-/// [`blocking`] storage work whose query is interrupted when the request is dropped (its
-/// client went away, or the request timeout answered 504), so it holds no connection after.
-async fn interruptible<T: Send + 'static>(
-    work: impl FnOnce() -> ApiResult<T> + Send + 'static,
-) -> ApiResult<T> {
-    struct CancelOnDrop(Cancellation);
-    impl Drop for CancelOnDrop {
-        fn drop(&mut self) {
-            self.0.cancel();
-        }
-    }
-    let cancellation = Cancellation::default();
-    let _cancel = CancelOnDrop(cancellation.clone());
-    blocking(move || cancellation.scope(work)).await
 }
 
 #[cfg(test)]
