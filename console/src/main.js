@@ -262,8 +262,9 @@ async function drawFreshness(name, container, current) {
       {
         yLabel: "seconds",
         y2Label: "rows",
-        // One bucket would otherwise be drawn across years.
-        xRange: [Date.parse(series.buckets[0].start) / 1000, xs[xs.length - 1]],
+        // One bucket would otherwise be drawn across years; half a bucket more on the right
+        // keeps the last bar whole.
+        xRange: [Date.parse(series.buckets[0].start) / 1000, xs[xs.length - 1] + series.bucket_seconds / 2],
       },
     );
     container.appendChild(h("p", { class: "muted" }, `bucket: ${age(series.bucket_seconds)}`));
