@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 FEATHERSTORE_MOTO_SERVER="$(./scripts/setup-s3.sh | tail -n 1)"
 export FEATHERSTORE_MOTO_SERVER
 ./scripts/setup-redis.sh
+./scripts/setup-chromium.sh
+# The web console bundle the server embeds must be what console/ builds to.
+./scripts/build-console.sh --check
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

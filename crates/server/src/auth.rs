@@ -100,16 +100,20 @@ impl Operation {
             return Some(Operation::Discover);
         };
         Some(match (method.as_str(), route) {
-            (_, "/health") => return None,
+            // The console's page and scripts: it asks for a token and sends it on its API calls.
+            (_, "/health") | ("GET", "/" | "/ui" | "/ui/" | "/ui/{*path}") => return None,
             ("GET", "/metrics") => Operation::Metrics,
             (
                 "GET",
                 "/v1/feature-sets"
                 | "/v1/feature-sets/{name}"
                 | "/v1/feature-sets/{name}/versions"
+                | "/v1/feature-sets/{name}/freshness"
                 | "/v1/feature-services"
-                | "/v1/feature-services/{name}",
+                | "/v1/feature-services/{name}"
+                | "/v1/server/stats",
             ) => Operation::Describe,
+            ("GET", "/v1/feature-sets/{name}/distribution") => Operation::ReadData,
             ("POST", "/v1/feature-sets" | "/v1/feature-services")
             | ("DELETE" | "PUT" | "PATCH", "/v1/feature-sets/{name}")
             | ("DELETE", "/v1/feature-services/{name}")
@@ -592,6 +596,13 @@ mod tests {
             Some(Manage)
         );
         assert_eq!(Operation::of_http_route(&Method::GET, None), Some(Discover));
+        for open in ["/", "/ui", "/ui/", "/ui/{*path}"] {
+            assert_eq!(Operation::of_http_route(&Method::GET, Some(open)), None);
+        }
+        let get = |route| Operation::of_http_route(&Method::GET, Some(route));
+        assert_eq!(get("/v1/feature-sets/{name}/distribution"), Some(ReadData));
+        assert_eq!(get("/v1/feature-sets/{name}/freshness"), Some(Describe));
+        assert_eq!(get("/v1/server/stats"), Some(Describe));
         assert_eq!(Manage.scope(), Some(Scope::Admin));
         assert_eq!(Discover.scope(), None);
     }

@@ -152,6 +152,22 @@ pub(crate) async fn blocking<T: Send + 'static>(
     outcome
 }
 
+/// [`blocking`] storage work whose query is interrupted when the request is dropped (its
+/// client went away, or the request timeout answered 504), so it holds no connection after.
+pub(crate) async fn interruptible<T: Send + 'static>(
+    work: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    struct CancelOnDrop(Cancellation);
+    impl Drop for CancelOnDrop {
+        fn drop(&mut self) {
+            self.0.cancel();
+        }
+    }
+    let cancellation = Cancellation::default();
+    let _cancel = CancelOnDrop(cancellation.clone());
+    blocking(move || cancellation.scope(work)).await
+}
+
 /// Parses `{"name": ...}`, the body of the get and delete actions.
 pub(crate) fn parse_name(body: &[u8]) -> ApiResult<String> {
     Ok(featherstore_core::action::parse_name(body)?)
@@ -513,6 +529,44 @@ impl AppState {
                 .map(|s| spec_json(&s.spec))
                 .collect(),
         )
+    }
+
+    /// The specs of the sets the caller may see, each with its `stats` as
+    /// [`describe_set`](Self::describe_set) gives them plus `freshness_seconds` (now minus
+    /// the newest event time). A set deleted meanwhile is left out.
+    pub(crate) async fn list_sets_with_stats(&self, access: &Access) -> ApiResult<Value> {
+        let sets: Vec<Arc<FeatureSetSpec>> = self
+            .store
+            .list()
+            .iter()
+            .filter(|s| access.sees(&s.spec.name))
+            .map(|s| s.spec.clone())
+            .collect();
+        let store = self.store.clone();
+        let listed = interruptible(move || {
+            let mut listed = Vec::with_capacity(sets.len());
+            for spec in sets {
+                let stats = match store.stats(&spec.name) {
+                    Ok(stats) => stats,
+                    Err(e) if e.code() == featherstore_core::ErrorCode::NotFound => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                let now = featherstore_core::time::now_micros();
+                let mut value = spec_json(&spec);
+                value["stats"] = json!({
+                    "rows": stats.rows,
+                    "entities": stats.entities,
+                    "latest_event_timestamp": stats.latest_event_timestamp.map(format_timestamp),
+                    "freshness_seconds": stats.latest_event_timestamp.map(|latest| {
+                        (now - latest) as f64 / featherstore_core::time::MICROS_PER_SECOND as f64
+                    }),
+                });
+                listed.push(value);
+            }
+            Ok(listed)
+        })
+        .await?;
+        Ok(Value::Array(listed))
     }
 
     pub(crate) async fn delete_set(&self, name: String) -> ApiResult<()> {

@@ -34,6 +34,8 @@ use crate::Result;
 
 use featherstore_core::Error as DomainError;
 
+mod profile;
+
 /// Request limits enforced by the domain service (PROTOCOL.md, "Limits").
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {

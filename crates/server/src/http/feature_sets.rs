@@ -1,11 +1,12 @@
 //! `/v1/feature-sets`: the registry, and ingest of rows.
 
 use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Extension, Path, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Extension, Path, Query, State};
 use axum::response::Response;
 use axum::Json;
 use http::{HeaderMap, StatusCode};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{arrow_ipc, read_body, sends_arrow, stored};
@@ -13,11 +14,25 @@ use crate::auth::Access;
 use crate::error::ApiResult;
 use crate::service::{blocking, AppState};
 
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct ListParams {
+    /// Adds each set's `stats` (rows, entities, newest event time, freshness): a count over
+    /// each set's stored rows, so only on request.
+    #[serde(default)]
+    stats: bool,
+}
+
 pub(super) async fn list(
     State(state): State<AppState>,
     Extension(access): Extension<Access>,
-) -> Json<Value> {
-    Json(state.list_sets(&access))
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(params) = params?;
+    if params.stats {
+        Ok(Json(state.list_sets_with_stats(&access).await?))
+    } else {
+        Ok(Json(state.list_sets(&access)))
+    }
 }
 
 /// 201 with the stored spec; 200 when the same spec already exists.

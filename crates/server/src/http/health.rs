@@ -18,10 +18,35 @@ use crate::service::AppState;
 /// The longest the probe waits for a connection: a probe must answer fast.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
+pub(super) async fn health(State(state): State<AppState>) -> Response {
+    let Checked { stalled, online } = check(&state).await;
+    if stalled.is_empty() {
+        Json(json!({"status": "ok", "online": online})).into_response()
+    } else {
+        // Not an error body, but an unavailable server all the same: its status and its
+        // `code` label come from the one mapping.
+        let code = ErrorCode::Unavailable;
+        let mut response = (
+            http_status(code),
+            Json(json!({"status": "degraded", "stalled": stalled, "online": online})),
+        )
+            .into_response();
+        response.extensions_mut().insert(code);
+        response
+    }
+}
+
+/// What the health check found: the stalled components (none when the server can serve)
+/// and the online store's backend and state.
+pub(super) struct Checked {
+    pub stalled: Vec<Value>,
+    pub online: Value,
+}
+
 /// Storage is stalled when a storage call has waited for a connection longer than
 /// `limits.storage_stall_seconds`, or when the probe gets no connection (for reads, or for
 /// writes) within a second.
-pub(super) async fn health(State(state): State<AppState>) -> Response {
+pub(super) async fn check(state: &AppState) -> Checked {
     let threshold = state.guards.storage_stall;
     let mut stalled: Vec<Value> = Vec::new();
     if let Some(waiting) = state.store.storage_waiting() {
@@ -83,18 +108,5 @@ pub(super) async fn health(State(state): State<AppState>) -> Response {
             })),
         }
     }
-    if stalled.is_empty() {
-        Json(json!({"status": "ok", "online": online})).into_response()
-    } else {
-        // Not an error body, but an unavailable server all the same: its status and its
-        // `code` label come from the one mapping.
-        let code = ErrorCode::Unavailable;
-        let mut response = (
-            http_status(code),
-            Json(json!({"status": "degraded", "stalled": stalled, "online": online})),
-        )
-            .into_response();
-        response.extensions_mut().insert(code);
-        response
-    }
+    Checked { stalled, online }
 }

@@ -1,10 +1,12 @@
 //! The HTTP/REST API (PROTOCOL.md, "HTTP"): JSON by default, Arrow IPC streams on request.
 
 mod arrow_ipc;
+mod console;
 mod feature_services;
 mod feature_sets;
 mod guard;
 mod health;
+mod profile;
 mod retrieval;
 
 use std::sync::Arc;
@@ -30,7 +32,8 @@ use crate::telemetry::traces;
 
 pub(crate) const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 
-/// The API router; with an authenticator, every route but `/health` needs a token.
+/// The API router; with an authenticator, every route but `/health` and the console's
+/// assets (`/`, `/ui`) needs a token.
 pub(crate) fn router(state: AppState, authenticator: Option<Arc<Authenticator>>) -> Router {
     let auth = HttpAuth {
         authenticator,
@@ -52,6 +55,11 @@ pub(crate) fn router(state: AppState, authenticator: Option<Arc<Authenticator>>)
             "/v1/feature-sets/{name}/versions",
             get(feature_sets::versions),
         )
+        .route(
+            "/v1/feature-sets/{name}/distribution",
+            get(profile::distribution),
+        )
+        .route("/v1/feature-sets/{name}/freshness", get(profile::freshness))
         .route("/v1/feature-sets/{name}/rows", post(feature_sets::ingest))
         .route(
             "/v1/feature-sets/{name}/online/rebuild",
@@ -68,7 +76,12 @@ pub(crate) fn router(state: AppState, authenticator: Option<Arc<Authenticator>>)
         .route("/v1/online", post(retrieval::online))
         .route("/v1/history", post(retrieval::history))
         .route("/v1/training-data", post(retrieval::training_data))
+        .route("/v1/server/stats", get(console::stats))
         .route("/metrics", get(metrics))
+        .route("/", get(console::root))
+        .route(console::UI, get(console::index))
+        .route("/ui/", get(console::index))
+        .route("/ui/{*path}", get(console::asset))
         .fallback(not_found)
         // Bodies are read with the configured limit by `read_body`, which answers 413 with
         // the JSON error body instead of axum's plain-text one.
@@ -139,12 +152,12 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
 }
 
 /// The `code` label of an answer: the code an error response carries (see
-/// `ApiError::into_response`), `ok` for a success. Anything else is an answer of the HTTP
+/// `ApiError::into_response`), `ok` for a success or a redirect (`/` to the console). Anything else is an answer of the HTTP
 /// framework itself (405 for a method a route does not take): `other`.
 fn code_label(response: &Response) -> &'static str {
     match response.extensions().get::<ErrorCode>() {
         Some(code) => code.as_str(),
-        None if response.status().is_success() => "ok",
+        None if response.status().is_success() || response.status().is_redirection() => "ok",
         None => "other",
     }
 }

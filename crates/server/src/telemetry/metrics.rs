@@ -20,6 +20,8 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+mod summary;
+
 /// Request latency buckets from 25 µs: online reads are sub-millisecond.
 const LATENCY_BUCKETS: &[f64] = &[
     0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
@@ -218,6 +220,11 @@ impl Metrics {
             storage_files,
             auth_failures,
         }
+    }
+
+    /// The storage backend's name (`duckdb`, `parquet`).
+    pub fn backend(&self) -> &'static str {
+        self.backend
     }
 
     /// Counts a request refused by auth; `reason` is an `auth::Refusal` label.

@@ -3,6 +3,7 @@
 
 pub mod cancel;
 mod pool;
+pub mod profile;
 pub(crate) mod reads;
 pub(crate) mod sql;
 pub use reads::history_schema;
