@@ -103,7 +103,12 @@ fn the_store_contract_holds_on_s3() {
     {
         let store = s3_store(s3.address, "contract", dir.path());
         store.create(&spec()).unwrap();
-        let again = store.create(&spec()).unwrap_err();
+        // The same definition again is that set (another server on the bucket, told of it
+        // by a shared registry, takes it in); another definition under its name is refused.
+        store.create(&spec()).unwrap();
+        let mut other = spec();
+        other.description = Some("another definition".into());
+        let again = store.create(&other).unwrap_err();
         assert_eq!(again.code(), ErrorCode::AlreadyExists);
         store
             .append(&spec(), &batch(&[("b", 1, 10), ("a", 2, 20), ("a", 3, 5)]))
