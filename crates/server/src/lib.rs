@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use featherstore_store::duckdb::DuckDbStore;
+use featherstore_store::query::adhoc::AdhocSettings;
 use featherstore_store::query::EngineSettings;
 use featherstore_store::{FeatureStore, Limits, OfflineStore};
 use tokio::net::TcpListener;
@@ -365,6 +366,11 @@ async fn start_serving(config: &Config) -> Result<RunningServer, StartError> {
         })),
         max_message_bytes: config.limits.max_message_bytes,
         guards: guards.clone(),
+        flight_sql: config.flight_sql.enabled.then(|| AdhocSettings {
+            timeout: Duration::from_millis(config.flight_sql.query_timeout_ms),
+            memory_limit: config.flight_sql.memory_limit.clone(),
+            threads: config.flight_sql.threads,
+        }),
     };
     let addr = |l: &TcpListener| l.local_addr().expect("bound listener has an address");
     let (http_addr, flight_addr, metrics_addr) = (addr(&http), addr(&flight), addr(&metrics));

@@ -20,6 +20,7 @@ use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use arrow::datatypes::SchemaRef;
+use featherstore_store::query::adhoc::AdhocSettings;
 use featherstore_store::query::Cancellation;
 use futures::Stream;
 use tokio::sync::mpsc::error::TrySendError;
@@ -39,6 +40,8 @@ pub(crate) struct AppState {
     pub metrics: Arc<Metrics>,
     pub max_message_bytes: usize,
     pub guards: Arc<Guards>,
+    /// The limits of a Flight SQL query; `None`: Flight SQL is disabled.
+    pub flight_sql: Option<AdhocSettings>,
 }
 
 /// Result batches buffered between a storage thread and the client: bounds memory.

@@ -1,0 +1,254 @@
+//! Ad-hoc, read-only SQL over the feature sets (the Flight SQL API): every set the caller may
+//! read is a view named after it, holding its stored rows (entity, features, event time),
+//! executed by DuckDB.
+//!
+//! Each query runs in a DuckDB database of its own, in memory, opened for it and dropped after
+//! it, which holds nothing but the views: the store's databases, files and connections are
+//! out of its reach. That database is locked down before the query's text is even parsed:
+//!
+//! - no file or network access (`enable_external_access = false`), no extension installed or
+//!   loaded, nothing spilled to disk, its memory capped (`memory_limit`), and its
+//!   configuration locked (`lock_configuration`), so no statement can undo any of this;
+//! - the text must be exactly one query, and table functions other than value generators are
+//!   refused ([`guard`]);
+//! - the views read rows through `featherstore_scan`, which only knows the sets of its own
+//!   query ([`scan`]);
+//! - the query is interrupted when it runs past its timeout.
+
+mod guard;
+mod scan;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use duckdb::{Config, Connection, Statement};
+use featherstore_core::FeatureSetSpec;
+use parking_lot::{Condvar, Mutex};
+
+use self::scan::{with_context, FeatureSetScan, QueryContext, SCAN_FUNCTION};
+use super::cancel::{self, Cancellation};
+use super::sql::{ident, literal};
+use crate::types::BatchSink;
+use crate::{Error, FeatureStore, Result};
+
+/// The catalog and schema the feature sets' views live in.
+pub const CATALOG: &str = "featherstore";
+pub const SCHEMA: &str = "main";
+
+/// Limits of one ad-hoc query.
+#[derive(Debug, Clone)]
+pub struct AdhocSettings {
+    /// Wall time from the start of the query to its last result batch.
+    pub timeout: Duration,
+    /// DuckDB's `memory_limit` for the query's database, e.g. `"1GB"`.
+    pub memory_limit: String,
+    /// DuckDB worker threads of the query.
+    pub threads: usize,
+}
+
+/// The sets a caller may read: each is a view of that name.
+pub type ReadableSets = Vec<Arc<FeatureSetSpec>>;
+
+/// The result schema of `sql`, without reading any stored row (the scans come back empty).
+pub fn schema(
+    store: &Arc<FeatureStore>,
+    sets: ReadableSets,
+    settings: &AdhocSettings,
+    sql: &str,
+) -> Result<SchemaRef> {
+    Query::open(store, sets, settings, true)?.execute(sql, |statement| {
+        Ok(statement.stream_arrow([])?.get_schema())
+    })
+}
+
+/// Runs `sql`, handing each result batch to `sink` as DuckDB produces it: the result is never
+/// collected whole.
+pub fn run(
+    store: &Arc<FeatureStore>,
+    sets: ReadableSets,
+    settings: &AdhocSettings,
+    sql: &str,
+    sink: BatchSink<'_>,
+) -> Result<()> {
+    Query::open(store, sets, settings, false)?.execute(sql, |statement| {
+        drop(statement.stream_arrow([])?);
+        // `step` reports fetch errors; the iterator of `stream_arrow` would panic.
+        while let Some(chunk) = statement.step()? {
+            let batch = RecordBatch::from(&chunk);
+            if batch.num_rows() > 0 {
+                sink(batch)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+struct Query {
+    conn: Connection,
+    context: Arc<QueryContext>,
+    timeout: Duration,
+    memory_limit: String,
+}
+
+/// The query's own database: locked down, with a view per readable set.
+impl Query {
+    fn open(
+        store: &Arc<FeatureStore>,
+        sets: ReadableSets,
+        settings: &AdhocSettings,
+        schema_only: bool,
+    ) -> Result<Query> {
+        let config = Config::default()
+            .enable_external_access(false)?
+            .enable_autoload_extension(false)?
+            .with("autoinstall_known_extensions", "false")?
+            .max_memory(&settings.memory_limit)
+            .map_err(|e| {
+                featherstore_core::Error::invalid(format!(
+                    "flight_sql.memory_limit {:?} is not a DuckDB memory size: {e}",
+                    settings.memory_limit
+                ))
+            })?
+            // Spilling would write files; a query over its memory limit fails instead.
+            .with("temp_directory", "")?
+            .threads(i64::try_from(settings.threads.max(1)).unwrap_or(1))?;
+        // A named in-memory database: its catalog is `featherstore`.
+        let conn = Connection::open_with_flags(format!(":memory:{CATALOG}"), config)?;
+        conn.register_table_function::<FeatureSetScan>(SCAN_FUNCTION)?;
+        let context = Arc::new(QueryContext {
+            store: store.clone(),
+            sets: sets
+                .into_iter()
+                .map(|spec| (spec.name.clone(), spec))
+                .collect::<HashMap<_, _>>(),
+            schema_only,
+            failure: Mutex::new(None),
+            stopped: Cancellation::default(),
+        });
+        let mut setup = String::new();
+        for name in context.sets.keys() {
+            setup.push_str(&format!(
+                "CREATE VIEW {SCHEMA}.{} AS SELECT * FROM {SCAN_FUNCTION}({});",
+                ident(name),
+                literal(name)
+            ));
+        }
+        setup.push_str("SET lock_configuration = true;");
+        with_context(&context, || conn.execute_batch(&setup))?;
+        Ok(Query {
+            conn,
+            context,
+            timeout: settings.timeout,
+            memory_limit: settings.memory_limit.clone(),
+        })
+    }
+
+    /// Checks `sql`, prepares it and hands the statement to `work`, within the query's
+    /// timeout and cancellation.
+    fn execute<T>(self, sql: &str, work: impl FnOnce(&mut Statement<'_>) -> Result<T>) -> Result<T> {
+        guard::check(&self.conn, sql)?;
+        // The request's cancellation (client gone) interrupts the query, as it does storage.
+        let request = cancel::current();
+        let _registered = request.as_ref().map(|c| c.running(&self.conn));
+        let watchdog = Watchdog::start(&self.conn, self.timeout, self.context.stopped.clone());
+        let result = with_context(&self.context, || {
+            let mut statement = self.conn.prepare(sql)?;
+            work(&mut statement)
+        });
+        let timed_out = watchdog.finish();
+        self.context.stopped.cancel();
+        let failure = self.context.failure.lock().take();
+        result.map_err(|e| {
+            if timed_out {
+                featherstore_core::Error::DeadlineExceeded(format!(
+                    "the query ran longer than its {} ms limit (flight_sql.query_timeout_ms) and was stopped",
+                    self.timeout.as_millis()
+                ))
+                .into()
+            } else if request.as_ref().is_some_and(Cancellation::is_cancelled) {
+                Error::Cancelled
+            } else if let Some(failure) = failure {
+                failure
+            } else {
+                classify(e, &self.memory_limit)
+            }
+        })
+    }
+}
+
+/// DuckDB's errors about a query are the query's: INVALID_ARGUMENT with DuckDB's message, but
+/// a query over its memory limit is RESOURCE_EXHAUSTED and a fault of the engine INTERNAL.
+fn classify(error: Error, memory_limit: &str) -> Error {
+    let Error::DuckDb(duckdb) = &error else {
+        return error;
+    };
+    let message = duckdb.to_string();
+    if message.starts_with("Out of Memory Error") {
+        featherstore_core::Error::TooLarge(format!(
+            "the query needs more memory than its limit of {memory_limit} (flight_sql.memory_limit): {message}"
+        ))
+        .into()
+    } else if ["INTERNAL Error", "FATAL Error", "IO Error", "INTERRUPT Error"]
+        .iter()
+        .any(|fault| message.starts_with(fault))
+    {
+        error
+    } else {
+        featherstore_core::Error::invalid(message).into()
+    }
+}
+
+/// Interrupts a query's connection once its time is up, from a thread of its own.
+struct Watchdog {
+    state: Arc<(Mutex<WatchState>, Condvar)>,
+}
+
+#[derive(Default)]
+struct WatchState {
+    finished: bool,
+    fired: bool,
+}
+
+impl Watchdog {
+    fn start(conn: &Connection, timeout: Duration, stopped: Cancellation) -> Watchdog {
+        let state: Arc<(Mutex<WatchState>, Condvar)> = Arc::default();
+        let interrupt = conn.interrupt_handle();
+        let watched = state.clone();
+        let spawned = std::thread::Builder::new()
+            .name("featherstore-sql-timeout".into())
+            .spawn(move || {
+                let (lock, finished) = &*watched;
+                let mut state = lock.lock();
+                let deadline = std::time::Instant::now() + timeout;
+                while !state.finished {
+                    if finished.wait_until(&mut state, deadline).timed_out() {
+                        if !state.finished {
+                            state.fired = true;
+                            stopped.cancel();
+                            interrupt.interrupt();
+                        }
+                        return;
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            // Without its watchdog the query would run unbounded: stop it at once instead.
+            tracing::error!(error = %e, "could not start a query's timeout thread");
+            state.0.lock().fired = true;
+            conn.interrupt_handle().interrupt();
+        }
+        Watchdog { state }
+    }
+
+    /// Ends the watch; whether the time ran out first.
+    fn finish(self) -> bool {
+        let (lock, finished) = &*self.state;
+        let mut state = lock.lock();
+        state.finished = true;
+        finished.notify_all();
+        state.fired
+    }
+}
