@@ -222,8 +222,7 @@ async fn queries_catalog_and_prepared_statements() {
             })
             .await
             .unwrap();
-        let none = concat(&fetch(&mut client, info).await);
-        assert_eq!(none.num_rows(), 0);
+        assert_eq!(concat_rows(&fetch(&mut client, info).await), 0);
         let info = client.get_table_types().await.unwrap();
         let types = concat(&fetch(&mut client, info).await);
         assert_eq!(types.column(0).as_string::<i32>().value(0), "TABLE");

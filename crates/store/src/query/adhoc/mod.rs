@@ -112,11 +112,10 @@ impl Query {
                     settings.memory_limit
                 ))
             })?
-            // Spilling would write files; a query over its memory limit fails instead.
-            .with("temp_directory", "")?
+            // Spilling would write files: a query over its memory limit fails instead.
+            .with("max_temp_directory_size", "0B")?
             .threads(i64::try_from(settings.threads.max(1)).unwrap_or(1))?;
-        // A named in-memory database: its catalog is `featherstore`.
-        let conn = Connection::open_with_flags(format!(":memory:{CATALOG}"), config)?;
+        let conn = Connection::open_in_memory_with_flags(config)?;
         conn.register_table_function::<FeatureSetScan>(SCAN_FUNCTION)?;
         let context = Arc::new(QueryContext {
             store: store.clone(),
@@ -128,7 +127,11 @@ impl Query {
             failure: Mutex::new(None),
             stopped: Cancellation::default(),
         });
-        let mut setup = String::new();
+        // The views live in an attached in-memory database named like the catalog clients
+        // see; it is the default one, so that plain names find them.
+        let mut setup = format!("ATTACH ':memory:' AS {CATALOG}; USE {CATALOG};");
+        // Times with a zone come back labelled UTC, as everywhere in the API.
+        setup.push_str("SET TimeZone = 'UTC';");
         for name in context.sets.keys() {
             setup.push_str(&format!(
                 "CREATE VIEW {SCHEMA}.{} AS SELECT * FROM {SCAN_FUNCTION}({});",
