@@ -357,6 +357,15 @@ async fn start_serving(config: &Config) -> Result<RunningServer, StartError> {
     .map_err(|e| StartError::Config(format!("storage startup task failed: {e}")))??;
 
     let store = Arc::new(store);
+    let flight_sql = config.flight_sql.enabled.then(|| AdhocSettings {
+        timeout: Duration::from_millis(config.flight_sql.query_timeout_ms),
+        memory_limit: config.flight_sql.memory_limit.clone(),
+        threads: config.flight_sql.threads,
+    });
+    if let Some(settings) = &flight_sql {
+        featherstore_store::query::adhoc::check_settings(settings)
+            .map_err(|e| StartError::Config(format!("flight_sql: {e}")))?;
+    }
     let guards = Arc::new(limits::Guards::new(&config.limits));
     let state = AppState {
         store: store.clone(),
@@ -366,11 +375,7 @@ async fn start_serving(config: &Config) -> Result<RunningServer, StartError> {
         })),
         max_message_bytes: config.limits.max_message_bytes,
         guards: guards.clone(),
-        flight_sql: config.flight_sql.enabled.then(|| AdhocSettings {
-            timeout: Duration::from_millis(config.flight_sql.query_timeout_ms),
-            memory_limit: config.flight_sql.memory_limit.clone(),
-            threads: config.flight_sql.threads,
-        }),
+        flight_sql,
     };
     let addr = |l: &TcpListener| l.local_addr().expect("bound listener has an address");
     let (http_addr, flight_addr, metrics_addr) = (addr(&http), addr(&flight), addr(&metrics));

@@ -93,6 +93,48 @@ struct Query {
     memory_limit: String,
 }
 
+/// Checks the settings by opening (and dropping) a query database with them: a bad
+/// `memory_limit` is found when the server starts, not at the first query.
+pub fn check_settings(settings: &AdhocSettings) -> Result<()> {
+    lock(&sandbox(settings)?)
+}
+
+/// A query's own database, in memory, before its views: no file or network access, no
+/// extension installed or loaded, no spilling, its memory capped, the views' catalog as the
+/// default one. [`lock`] it once the views are made.
+fn sandbox(settings: &AdhocSettings) -> Result<Connection> {
+    let invalid = |e: duckdb::Error| -> Error {
+        featherstore_core::Error::invalid(format!(
+            "flight_sql.memory_limit {:?} is not a DuckDB memory size: {e}",
+            settings.memory_limit
+        ))
+        .into()
+    };
+    let config = Config::default()
+        .enable_external_access(false)?
+        .enable_autoload_extension(false)?
+        .with("autoinstall_known_extensions", "false")?
+        .max_memory(&settings.memory_limit)
+        .map_err(invalid)?
+        // Spilling would write files: a query over its memory limit fails instead.
+        .with("max_temp_directory_size", "0B")?
+        .threads(i64::try_from(settings.threads.max(1)).unwrap_or(1))?;
+    let conn = Connection::open_in_memory_with_flags(config).map_err(invalid)?;
+    conn.register_table_function::<FeatureSetScan>(SCAN_FUNCTION)?;
+    // The views live in an attached in-memory database named like the catalog clients see;
+    // it is the default one, so that plain names find them. Times with a zone come back
+    // labelled UTC, as everywhere in the API.
+    conn.execute_batch(&format!(
+        "ATTACH ':memory:' AS {CATALOG}; USE {CATALOG}; SET TimeZone = 'UTC';"
+    ))?;
+    Ok(conn)
+}
+
+/// From here on no statement can change a setting of the database.
+fn lock(conn: &Connection) -> Result<()> {
+    Ok(conn.execute_batch("SET lock_configuration = true;")?)
+}
+
 /// The query's own database: locked down, with a view per readable set.
 impl Query {
     fn open(
@@ -101,22 +143,7 @@ impl Query {
         settings: &AdhocSettings,
         schema_only: bool,
     ) -> Result<Query> {
-        let config = Config::default()
-            .enable_external_access(false)?
-            .enable_autoload_extension(false)?
-            .with("autoinstall_known_extensions", "false")?
-            .max_memory(&settings.memory_limit)
-            .map_err(|e| {
-                featherstore_core::Error::invalid(format!(
-                    "flight_sql.memory_limit {:?} is not a DuckDB memory size: {e}",
-                    settings.memory_limit
-                ))
-            })?
-            // Spilling would write files: a query over its memory limit fails instead.
-            .with("max_temp_directory_size", "0B")?
-            .threads(i64::try_from(settings.threads.max(1)).unwrap_or(1))?;
-        let conn = Connection::open_in_memory_with_flags(config)?;
-        conn.register_table_function::<FeatureSetScan>(SCAN_FUNCTION)?;
+        let conn = sandbox(settings)?;
         let context = Arc::new(QueryContext {
             store: store.clone(),
             sets: sets
@@ -127,20 +154,20 @@ impl Query {
             failure: Mutex::new(None),
             stopped: Cancellation::default(),
         });
-        // The views live in an attached in-memory database named like the catalog clients
-        // see; it is the default one, so that plain names find them.
-        let mut setup = format!("ATTACH ':memory:' AS {CATALOG}; USE {CATALOG};");
-        // Times with a zone come back labelled UTC, as everywhere in the API.
-        setup.push_str("SET TimeZone = 'UTC';");
-        for name in context.sets.keys() {
-            setup.push_str(&format!(
-                "CREATE VIEW {SCHEMA}.{} AS SELECT * FROM {SCAN_FUNCTION}({});",
-                ident(name),
-                literal(name)
-            ));
-        }
-        setup.push_str("SET lock_configuration = true;");
-        with_context(&context, || conn.execute_batch(&setup))?;
+        let views: String = context
+            .sets
+            .keys()
+            .map(|name| {
+                format!(
+                    "CREATE VIEW {SCHEMA}.{} AS SELECT * FROM {SCAN_FUNCTION}({});",
+                    ident(name),
+                    literal(name)
+                )
+            })
+            .collect();
+        // Views bind their scan when made: inside the query's context.
+        with_context(&context, || conn.execute_batch(&views))?;
+        lock(&conn)?;
         Ok(Query {
             conn,
             context,
@@ -253,5 +280,96 @@ impl Watchdog {
         state.finished = true;
         finished.notify_all();
         state.fired
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> AdhocSettings {
+        AdhocSettings {
+            timeout: Duration::from_secs(5),
+            memory_limit: "100MB".into(),
+            threads: 1,
+        }
+    }
+
+    /// The database a query runs in refuses every way out by itself, without the guard in
+    /// front of it: each statement here is sent to DuckDB directly.
+    #[test]
+    fn the_query_database_refuses_files_network_extensions_and_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret.csv");
+        std::fs::write(&secret, "a\n1\n").unwrap();
+        let secret = secret.display().to_string();
+        let conn = sandbox(&settings()).unwrap();
+        lock(&conn).unwrap();
+        for attack in [
+            format!("SELECT * FROM read_csv('{secret}')"),
+            format!("SELECT * FROM '{secret}'"),
+            format!("SELECT * FROM read_text('{secret}')"),
+            format!("SELECT * FROM glob('{}/*')", dir.path().display()),
+            format!("COPY (SELECT 1) TO '{secret}.out'"),
+            format!("ATTACH '{secret}.db' AS other"),
+            "SELECT * FROM read_csv('http://127.0.0.1:9/x.csv')".into(),
+            "INSTALL httpfs".into(),
+            "LOAD httpfs".into(),
+            "SET enable_external_access = true".into(),
+            "SET memory_limit = '100GB'".into(),
+            "SET lock_configuration = false".into(),
+            "RESET lock_configuration".into(),
+            "SET allowed_directories = ['/']".into(),
+            "SELECT * FROM featherstore_scan('anything')".into(),
+        ] {
+            let outcome = conn.execute_batch(&attack);
+            assert!(outcome.is_err(), "{attack} was allowed");
+        }
+        assert!(!std::path::Path::new(&format!("{secret}.out")).exists());
+        assert!(!std::path::Path::new(&format!("{secret}.db")).exists());
+        let limit: String = conn
+            .query_row("SELECT current_setting('memory_limit')", [], |row| row.get(0))
+            .unwrap();
+        assert!(limit.starts_with("95") || limit.contains("MiB"), "{limit}");
+    }
+
+    #[test]
+    fn the_guard_accepts_one_query_and_refuses_the_rest() {
+        let conn = sandbox(&settings()).unwrap();
+        for query in [
+            "SELECT 1",
+            "WITH a AS (SELECT 1 AS x) SELECT x FROM a",
+            "SELECT * FROM range(3)",
+            "FROM generate_series(1, 3)",
+            "VALUES (1), (2)",
+            "SELECT 1;",
+        ] {
+            guard::check(&conn, query).unwrap_or_else(|e| panic!("{query}: {e}"));
+        }
+        for refused in [
+            "SELECT 1; SELECT 2",
+            "CREATE TABLE t (a INT)",
+            "SELECT * FROM read_csv('x.csv')",
+            "SELECT * FROM (SELECT * FROM READ_PARQUET('x'))",
+            "SELECT (SELECT count(*) FROM glob('*'))",
+            "PRAGMA version",
+            "SELEC 1",
+        ] {
+            let error = guard::check(&conn, refused).expect_err(refused);
+            assert_eq!(
+                error.code(),
+                featherstore_core::ErrorCode::InvalidArgument,
+                "{refused}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_memory_limit_is_found_by_the_settings_check() {
+        let mut bad = settings();
+        bad.memory_limit = "lots".into();
+        let error = check_settings(&bad).expect_err("refused");
+        assert!(error.to_string().contains("flight_sql.memory_limit"), "{error}");
+        check_settings(&settings()).unwrap();
     }
 }
