@@ -29,7 +29,7 @@ def filled_set(client: featherstore.Client, user_set: str) -> str:
 
 @pytest.fixture
 def connection(server: ServerProcess):
-    with flightsql.connect(server.flight) as conn:
+    with flightsql.connect(server.flight, autocommit=True) as conn:
         yield conn
 
 

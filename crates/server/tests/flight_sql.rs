@@ -128,7 +128,12 @@ async fn queries_catalog_and_prepared_statements() {
         .await;
         let batch = concat(&batches);
         assert_eq!(batch.num_rows(), 3, "{backend:?}");
-        let users: Vec<&str> = batch.column(0).as_string::<i32>().iter().flatten().collect();
+        let users: Vec<&str> = batch
+            .column(0)
+            .as_string::<i32>()
+            .iter()
+            .flatten()
+            .collect();
         assert_eq!(users, ["u1", "u2", "u3"]);
         let counts = batch.column(1).as_primitive::<Int64Type>();
         assert_eq!(counts.values(), &[2, 1, 1]);
@@ -139,7 +144,13 @@ async fn queries_catalog_and_prepared_statements() {
         assert!((ctr.value(0) - 0.375).abs() < 1e-6);
 
         // Every column, with the set's types; timestamps in UTC; embeddings as arrays.
-        let all = concat(&query(&mut client, "SELECT * FROM user_features ORDER BY event_timestamp, user_id").await);
+        let all = concat(
+            &query(
+                &mut client,
+                "SELECT * FROM user_features ORDER BY event_timestamp, user_id",
+            )
+            .await,
+        );
         assert_eq!(all.num_rows(), 4);
         assert_eq!(
             column_names(&all),
@@ -181,18 +192,24 @@ async fn queries_catalog_and_prepared_statements() {
         for _ in 0..2 {
             let info = prepared.execute().await.unwrap();
             let rows = concat(&fetch(&mut client, info).await);
-            assert_eq!(rows.column(1).as_primitive::<Int64Type>().values(), &[31, 40]);
+            assert_eq!(
+                rows.column(1).as_primitive::<Int64Type>().values(),
+                &[31, 40]
+            );
         }
         prepared.close().await.unwrap();
 
         // Catalog requests.
         let info = client.get_catalogs().await.unwrap();
         let catalogs = concat(&fetch(&mut client, info).await);
-        assert_eq!(catalogs.column(0).as_string::<i32>().value(0), "featherstore");
+        assert_eq!(
+            catalogs.column(0).as_string::<i32>().value(0),
+            "featherstore"
+        );
         let info = client
             .get_db_schemas(CommandGetDbSchemas {
-            catalog: None,
-            db_schema_filter_pattern: None,
+                catalog: None,
+                db_schema_filter_pattern: None,
             })
             .await
             .unwrap();
@@ -200,25 +217,28 @@ async fn queries_catalog_and_prepared_statements() {
         assert_eq!(schemas.column(1).as_string::<i32>().value(0), "main");
         let info = client
             .get_tables(CommandGetTables {
-            catalog: None,
-            db_schema_filter_pattern: None,
-            table_name_filter_pattern: Some("user%".into()),
-            table_types: vec![],
-            include_schema: true,
+                catalog: None,
+                db_schema_filter_pattern: None,
+                table_name_filter_pattern: Some("user%".into()),
+                table_types: vec![],
+                include_schema: true,
             })
             .await
             .unwrap();
         let tables = concat(&fetch(&mut client, info).await);
         assert_eq!(tables.num_rows(), 1);
-        assert_eq!(tables.column(2).as_string::<i32>().value(0), "user_features");
+        assert_eq!(
+            tables.column(2).as_string::<i32>().value(0),
+            "user_features"
+        );
         assert_eq!(tables.column(3).as_string::<i32>().value(0), "TABLE");
         let schema_bytes = tables.column(4).as_binary::<i32>().value(0);
         let schema = arrow::ipc::convert::try_schema_from_ipc_buffer(schema_bytes).unwrap();
         assert_eq!(schema.fields().len(), 5, "{schema:?}");
         let info = client
             .get_tables(CommandGetTables {
-            table_name_filter_pattern: Some("nothing%".into()),
-            ..CommandGetTables::default()
+                table_name_filter_pattern: Some("nothing%".into()),
+                ..CommandGetTables::default()
             })
             .await
             .unwrap();
@@ -227,7 +247,10 @@ async fn queries_catalog_and_prepared_statements() {
         let types = concat(&fetch(&mut client, info).await);
         assert_eq!(types.column(0).as_string::<i32>().value(0), "TABLE");
         let info = client
-            .get_sql_info(vec![SqlInfo::FlightSqlServerName, SqlInfo::FlightSqlServerReadOnly])
+            .get_sql_info(vec![
+                SqlInfo::FlightSqlServerName,
+                SqlInfo::FlightSqlServerReadOnly,
+            ])
             .await
             .unwrap();
         let sql_info = concat(&fetch(&mut client, info).await);
@@ -327,10 +350,18 @@ async fn anything_but_a_query_is_refused() {
         ];
         for sql in &hostile {
             let status = statement_status(&server, sql).await;
-            assert_eq!(status.code(), Code::InvalidArgument, "{backend:?} {sql}: {status}");
+            assert_eq!(
+                status.code(),
+                Code::InvalidArgument,
+                "{backend:?} {sql}: {status}"
+            );
             // The same query in a ticket of its own, skipping GetFlightInfo.
             let status = ticket_status(&server, sql).await;
-            assert_eq!(status.code(), Code::InvalidArgument, "{backend:?} ticket {sql}: {status}");
+            assert_eq!(
+                status.code(),
+                Code::InvalidArgument,
+                "{backend:?} ticket {sql}: {status}"
+            );
         }
         // The file reads did not happen behind the refusal, and writes left nothing.
         assert!(!std::path::Path::new(&format!("{secret}.out")).exists());
@@ -407,7 +438,11 @@ async fn a_slow_query_is_stopped_at_its_timeout() {
         .await;
         assert_eq!(status.code(), Code::DeadlineExceeded, "{status}");
         assert!(status.message().contains("query_timeout_ms"), "{status}");
-        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
         // A query reading a set, stopped mid-scan, leaves storage usable.
         let status = ticket_status(
             &server,
@@ -434,7 +469,10 @@ async fn a_query_over_its_memory_limit_is_resource_exhausted() {
     )
     .await;
     assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
-    assert!(status.message().contains("flight_sql.memory_limit"), "{status}");
+    assert!(
+        status.message().contains("flight_sql.memory_limit"),
+        "{status}"
+    );
     server.shutdown().await;
 }
 
@@ -509,15 +547,27 @@ async fn with_auth_on_queries_need_read_scope_and_see_only_their_sets() {
     let mut users = as_token(Some(USERS_ONLY)).await;
     let count = concat(&query(&mut users, "SELECT count(*) FROM user_features").await);
     assert_eq!(count.column(0).as_primitive::<Int64Type>().value(0), 1);
-    let refused = failure(users.execute("SELECT * FROM item_features".into(), None).await);
+    let refused = failure(
+        users
+            .execute("SELECT * FROM item_features".into(), None)
+            .await,
+    );
     assert_eq!(refused, Code::InvalidArgument);
     let info = users.get_tables(CommandGetTables::default()).await.unwrap();
     let tables = concat(&fetch(&mut users, info).await);
-    let names: Vec<&str> = tables.column(2).as_string::<i32>().iter().flatten().collect();
+    let names: Vec<&str> = tables
+        .column(2)
+        .as_string::<i32>()
+        .iter()
+        .flatten()
+        .collect();
     assert_eq!(names, ["user_features"]);
 
     let mut admin_sql = as_token(Some(ADMIN)).await;
-    let info = admin_sql.get_tables(CommandGetTables::default()).await.unwrap();
+    let info = admin_sql
+        .get_tables(CommandGetTables::default())
+        .await
+        .unwrap();
     assert_eq!(concat(&fetch(&mut admin_sql, info).await).num_rows(), 2);
     server.shutdown().await;
 }

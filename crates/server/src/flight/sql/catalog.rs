@@ -8,9 +8,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use arrow_flight::error::FlightError;
 use arrow_flight::sql::metadata::{GetCatalogsBuilder, SqlInfoData, SqlInfoDataBuilder};
-use arrow_flight::sql::{
-    Command, CommandGetTableTypes, SqlInfo, SqlSupportedCaseSensitivity, SqlSupportedTransaction,
-};
+use arrow_flight::sql::{Command, SqlInfo, SqlSupportedCaseSensitivity, SqlSupportedTransaction};
 use featherstore_store::query::adhoc::{CATALOG, SCHEMA};
 
 use super::super::get::one_batch;
@@ -57,7 +55,7 @@ pub(super) fn schema(command: &Command) -> Option<SchemaRef> {
         Command::CommandGetCatalogs(_) => GetCatalogsBuilder::new().schema(),
         Command::CommandGetDbSchemas(c) => c.clone().into_builder().schema(),
         Command::CommandGetTables(c) => c.clone().into_builder().schema(),
-        Command::CommandGetTableTypes(c) => c.clone().into_builder().schema(),
+        Command::CommandGetTableTypes(c) => c.into_builder().schema(),
         Command::CommandGetSqlInfo(c) => c.clone().into_builder(sql_info()).schema(),
         _ => return None,
     })
@@ -82,7 +80,7 @@ pub(super) fn do_get(
         }
         Command::CommandGetTables(c) => tables(state, access, c.clone()),
         Command::CommandGetTableTypes(c) => {
-            let mut builder = CommandGetTableTypes::into_builder(c.clone());
+            let mut builder = c.into_builder();
             builder.append(TABLE_TYPE);
             builder.build()
         }

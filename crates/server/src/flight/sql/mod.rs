@@ -34,9 +34,10 @@ pub(super) fn command(bytes: &[u8]) -> Option<ApiResult<Command>> {
     if !any.type_url.starts_with(TYPE_URL_PREFIX) {
         return None;
     }
-    Some(Command::try_from(any).map_err(|e| {
-        ApiError::invalid(format!("the Flight SQL command does not decode: {e}"))
-    }))
+    Some(
+        Command::try_from(any)
+            .map_err(|e| ApiError::invalid(format!("the Flight SQL command does not decode: {e}"))),
+    )
 }
 
 /// Whether an action is one of Flight SQL's that this server answers.
@@ -169,11 +170,10 @@ pub(super) async fn schema(
         }
         command => catalog::schema(command).ok_or_else(|| unsupported(command))?,
     };
-    Ok(arrow_flight::SchemaAsIpc::new(
-        &schema,
-        &arrow::ipc::writer::IpcWriteOptions::default(),
+    Ok(
+        arrow_flight::SchemaAsIpc::new(&schema, &arrow::ipc::writer::IpcWriteOptions::default())
+            .try_into()?,
     )
-    .try_into()?)
 }
 
 pub(super) async fn do_get(
@@ -201,8 +201,9 @@ pub(super) async fn do_action(
     action: Action,
 ) -> ApiResult<FlightStream<arrow_flight::Result>> {
     let settings = admit(state, access)?;
-    let any = Any::decode(action.body.as_ref())
-        .map_err(|e| ApiError::invalid(format!("the {} body does not decode: {e}", action.r#type)))?;
+    let any = Any::decode(action.body.as_ref()).map_err(|e| {
+        ApiError::invalid(format!("the {} body does not decode: {e}", action.r#type))
+    })?;
     let body = if action.r#type == CREATE_PREPARED_STATEMENT {
         statements::create_prepared(state, access, &settings, &any).await?
     } else {

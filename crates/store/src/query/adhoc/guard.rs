@@ -20,8 +20,9 @@ fn refuse(message: impl Into<String>) -> Error {
 
 /// Accepts `sql` if it is exactly one read-only query; otherwise INVALID_ARGUMENT saying why.
 pub(super) fn check(conn: &Connection, sql: &str) -> Result<()> {
-    let parsed: String =
-        conn.query_row("SELECT json_serialize_sql(?::VARCHAR)", [sql], |row| row.get(0))?;
+    let parsed: String = conn.query_row("SELECT json_serialize_sql(?::VARCHAR)", [sql], |row| {
+        row.get(0)
+    })?;
     // serde_json's recursion limit (128) bounds the walk below: a deeper query is refused.
     let tree: Value = serde_json::from_str(&parsed)
         .map_err(|e| refuse(format!("the query is nested too deeply to be checked: {e}")))?;

@@ -178,7 +178,11 @@ impl Query {
 
     /// Checks `sql`, prepares it and hands the statement to `work`, within the query's
     /// timeout and cancellation.
-    fn execute<T>(self, sql: &str, work: impl FnOnce(&mut Statement<'_>) -> Result<T>) -> Result<T> {
+    fn execute<T>(
+        self,
+        sql: &str,
+        work: impl FnOnce(&mut Statement<'_>) -> Result<T>,
+    ) -> Result<T> {
         guard::check(&self.conn, sql)?;
         // The request's cancellation (client gone) interrupts the query, as it does storage.
         let request = cancel::current();
@@ -221,9 +225,14 @@ fn classify(error: Error, memory_limit: &str) -> Error {
             "the query needs more memory than its limit of {memory_limit} (flight_sql.memory_limit): {message}"
         ))
         .into()
-    } else if ["INTERNAL Error", "FATAL Error", "IO Error", "INTERRUPT Error"]
-        .iter()
-        .any(|fault| message.starts_with(fault))
+    } else if [
+        "INTERNAL Error",
+        "FATAL Error",
+        "IO Error",
+        "INTERRUPT Error",
+    ]
+    .iter()
+    .any(|fault| message.starts_with(fault))
     {
         error
     } else {
@@ -328,7 +337,9 @@ mod tests {
         assert!(!std::path::Path::new(&format!("{secret}.out")).exists());
         assert!(!std::path::Path::new(&format!("{secret}.db")).exists());
         let limit: String = conn
-            .query_row("SELECT current_setting('memory_limit')", [], |row| row.get(0))
+            .query_row("SELECT current_setting('memory_limit')", [], |row| {
+                row.get(0)
+            })
             .unwrap();
         assert!(limit.starts_with("95") || limit.contains("MiB"), "{limit}");
     }
@@ -369,7 +380,10 @@ mod tests {
         let mut bad = settings();
         bad.memory_limit = "lots".into();
         let error = check_settings(&bad).expect_err("refused");
-        assert!(error.to_string().contains("flight_sql.memory_limit"), "{error}");
+        assert!(
+            error.to_string().contains("flight_sql.memory_limit"),
+            "{error}"
+        );
         check_settings(&settings()).unwrap();
     }
 }

@@ -162,7 +162,10 @@ impl VTab for FeatureSetScan {
                     return record_batch_to_duckdb_data_chunk(&slice, output);
                 }
             }
-            match next_batch(&bind.context, state.rows.as_ref().ok_or("scan not started")?) {
+            match next_batch(
+                &bind.context,
+                state.rows.as_ref().ok_or("scan not started")?,
+            ) {
                 Some(Ok(batch)) => {
                     state.current = Some(batch);
                     state.offset = 0;
