@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import featherstore
-from conftest import ServerProcess, unique, user_rows, user_spec, utc
+from conftest import ServerProcess, user_rows, utc
 
 flightsql = pytest.importorskip("adbc_driver_flightsql.dbapi")
 adbc_manager = pytest.importorskip("adbc_driver_manager")
@@ -14,13 +14,14 @@ adbc_manager = pytest.importorskip("adbc_driver_manager")
 
 @pytest.fixture
 def filled_set(client: featherstore.Client, user_set: str) -> str:
+    # (user, day of January 2026, age, ctr_7d)
+    rows = [("u1", 1, 30, 0.1), ("u1", 3, 32, 0.3), ("u2", 5, 50, None)]
     client.ingest(
         user_set,
         user_rows(
             [
-                {"user_id": "u1", "event_timestamp": utc(2026, 1, 1), "age": 30, "ctr_7d": 0.1},
-                {"user_id": "u1", "event_timestamp": utc(2026, 1, 3), "age": 32, "ctr_7d": 0.3},
-                {"user_id": "u2", "event_timestamp": utc(2026, 1, 5), "age": 50, "country": "SE"},
+                {"user_id": u, "event_timestamp": utc(2026, 1, day), "age": age, "ctr_7d": ctr}
+                for u, day, age, ctr in rows
             ]
         ),
     )

@@ -281,6 +281,13 @@ async fn queries_catalog_and_prepared_statements() {
     }
 }
 
+/// `SELECT count(*)` of a set, over Flight SQL.
+async fn count_rows(server: &TestServer, set: &str) -> i64 {
+    let mut client = sql_client(server).await;
+    let count = concat(&query(&mut client, &format!("SELECT count(*) FROM {set}")).await);
+    count.column(0).as_primitive::<Int64Type>().value(0)
+}
+
 fn concat_rows(batches: &[RecordBatch]) -> usize {
     batches.iter().map(RecordBatch::num_rows).sum()
 }
@@ -398,9 +405,7 @@ async fn anything_but_a_query_is_refused() {
         assert_eq!(err.code(), Code::InvalidArgument, "{err}");
 
         // The data is all there, and the server still answers queries.
-        let mut client = sql_client(&server).await;
-        let count = concat(&query(&mut client, "SELECT count(*) FROM user_features").await);
-        assert_eq!(count.column(0).as_primitive::<Int64Type>().value(0), 4);
+        assert_eq!(count_rows(&server, "user_features").await, 4);
         server.shutdown().await;
     }
 }
@@ -450,9 +455,7 @@ async fn a_slow_query_is_stopped_at_its_timeout() {
         )
         .await;
         assert_eq!(status.code(), Code::DeadlineExceeded, "{status}");
-        let mut client = sql_client(&server).await;
-        let count = concat(&query(&mut client, "SELECT count(*) FROM user_features").await);
-        assert_eq!(count.column(0).as_primitive::<Int64Type>().value(0), 4);
+        assert_eq!(count_rows(&server, "user_features").await, 4);
         server.shutdown().await;
     }
 }
@@ -570,4 +573,50 @@ async fn with_auth_on_queries_need_read_scope_and_see_only_their_sets() {
         .unwrap();
     assert_eq!(concat(&fetch(&mut admin_sql, info).await).num_rows(), 2);
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn queries_ended_early_or_abandoned_give_their_storage_connection_back() {
+    for backend in BACKENDS {
+        // One read connection, and a short wait for it: a scan that kept it would make the
+        // next read fail with UNAVAILABLE.
+        let server = TestServer::start_with(backend, |config| {
+            config.storage.connections = 2;
+            config.storage.write_connections = 1;
+            config.limits.storage_wait_seconds = 2.0;
+        })
+        .await;
+        let mut flight = server.flight().await;
+        featherstore_testkit::flight::fill_float_set(&mut flight, "floats", 200_000).await;
+        let mut client = sql_client(&server).await;
+        for _ in 0..3 {
+            let first = concat(&query(&mut client, "SELECT id, f0 FROM floats LIMIT 5").await);
+            assert_eq!(first.num_rows(), 5, "{backend:?}");
+        }
+        // A client that reads one batch of a large result and goes away.
+        let info = client
+            .execute("SELECT * FROM floats".into(), None)
+            .await
+            .unwrap();
+        let ticket = info.endpoint[0].ticket.clone().unwrap();
+        let mut stream = client.do_get(ticket).await.unwrap();
+        use futures::StreamExt;
+        stream.next().await.expect("a first batch").unwrap();
+        drop(stream);
+        let started = Instant::now();
+        let history = get(
+            &mut flight,
+            serde_json::json!({"type": "history", "feature_set": "floats", "entities": [7]}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{backend:?}: {e}"));
+        assert_eq!(concat_rows(&history), 1);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(count_rows(&server, "floats").await, 200_000);
+        server.shutdown().await;
+    }
 }

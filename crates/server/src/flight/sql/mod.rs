@@ -47,7 +47,7 @@ pub(super) fn is_sql_action(action: &str) -> bool {
 
 /// The Flight SQL actions, for ListActions.
 pub(super) fn actions() -> Vec<ActionType> {
-    [
+    super::actions::action_types(&[
         (
             CREATE_PREPARED_STATEMENT,
             "Flight SQL: prepare a read-only query (ActionCreatePreparedStatementRequest)",
@@ -56,13 +56,7 @@ pub(super) fn actions() -> Vec<ActionType> {
             CLOSE_PREPARED_STATEMENT,
             "Flight SQL: close a prepared statement (ActionClosePreparedStatementRequest)",
         ),
-    ]
-    .into_iter()
-    .map(|(name, description)| ActionType {
-        r#type: name.to_string(),
-        description: description.to_string(),
-    })
-    .collect()
+    ])
 }
 
 /// The span and metrics name of a Flight SQL call.
@@ -123,6 +117,19 @@ fn info_for(
         ))
 }
 
+/// The query a command runs, if it runs one: a statement's text, or the text a prepared
+/// statement's (or a statement ticket's) handle holds.
+fn query_of(command: &Command) -> Option<ApiResult<&str>> {
+    Some(match command {
+        Command::CommandStatementQuery(query) => Ok(query.query.as_str()),
+        Command::CommandPreparedStatementQuery(prepared) => {
+            statements::handle_sql(&prepared.prepared_statement_handle)
+        }
+        Command::TicketStatementQuery(ticket) => statements::handle_sql(&ticket.statement_handle),
+        _ => return None,
+    })
+}
+
 pub(super) async fn flight_info(
     state: &AppState,
     access: &Access,
@@ -130,24 +137,17 @@ pub(super) async fn flight_info(
     descriptor: FlightDescriptor,
 ) -> ApiResult<FlightInfo> {
     let settings = admit(state, access)?;
-    match command {
-        Command::CommandStatementQuery(query) => {
-            let schema = statements::schema(state, access, &settings, &query.query).await?;
-            let ticket = TicketStatementQuery {
-                statement_handle: query.query.into(),
-            };
-            info_for(descriptor, &schema, ticket.as_any())
-        }
-        Command::CommandPreparedStatementQuery(prepared) => {
-            let sql = statements::handle_sql(&prepared.prepared_statement_handle)?;
+    match query_of(&command) {
+        Some(sql) => {
+            let sql = sql?;
             let schema = statements::schema(state, access, &settings, sql).await?;
             let ticket = TicketStatementQuery {
-                statement_handle: prepared.prepared_statement_handle,
+                statement_handle: sql.to_string().into(),
             };
             info_for(descriptor, &schema, ticket.as_any())
         }
         // Catalog requests: the ticket is the command itself.
-        command => {
+        None => {
             let schema = catalog::schema(&command).ok_or_else(|| unsupported(&command))?;
             info_for(descriptor, &schema, command.into_any())
         }
@@ -160,15 +160,9 @@ pub(super) async fn schema(
     command: Command,
 ) -> ApiResult<SchemaResult> {
     let settings = admit(state, access)?;
-    let schema = match &command {
-        Command::CommandStatementQuery(query) => {
-            statements::schema(state, access, &settings, &query.query).await?
-        }
-        Command::CommandPreparedStatementQuery(prepared) => {
-            let sql = statements::handle_sql(&prepared.prepared_statement_handle)?;
-            statements::schema(state, access, &settings, sql).await?
-        }
-        command => catalog::schema(command).ok_or_else(|| unsupported(command))?,
+    let schema = match query_of(&command) {
+        Some(sql) => statements::schema(state, access, &settings, sql?).await?,
+        None => catalog::schema(&command).ok_or_else(|| unsupported(&command))?,
     };
     Ok(
         arrow_flight::SchemaAsIpc::new(&schema, &arrow::ipc::writer::IpcWriteOptions::default())
@@ -182,16 +176,9 @@ pub(super) async fn do_get(
     command: Command,
 ) -> ApiResult<FlightStream<arrow_flight::FlightData>> {
     let settings = admit(state, access)?;
-    match command {
-        Command::TicketStatementQuery(ticket) => {
-            let sql = statements::handle_sql(&ticket.statement_handle)?.to_string();
-            statements::stream(state, access, settings, sql).await
-        }
-        Command::CommandPreparedStatementQuery(prepared) => {
-            let sql = statements::handle_sql(&prepared.prepared_statement_handle)?.to_string();
-            statements::stream(state, access, settings, sql).await
-        }
-        command => catalog::do_get(state, access, &command).ok_or_else(|| unsupported(&command))?,
+    match query_of(&command) {
+        Some(sql) => statements::stream(state, access, settings, sql?.to_string()).await,
+        None => catalog::do_get(state, access, &command).ok_or_else(|| unsupported(&command))?,
     }
 }
 
