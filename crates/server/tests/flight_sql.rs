@@ -277,6 +277,24 @@ async fn queries_catalog_and_prepared_statements() {
             .collect();
         assert!(actions.contains(&"create_feature_set".to_string()));
         assert!(actions.contains(&"CreatePreparedStatement".to_string()));
+
+        // Counted like every Flight call: the planning call, the DoGet, and the stream's end.
+        let metrics = server.metrics_text().await;
+        for method in [
+            "sql_statement",
+            "sql_do_get",
+            "sql_do_get_stream",
+            "sql_create_prepared_statement",
+            "sql_prepared_statement",
+            "sql_close_prepared_statement",
+            "sql_get_tables",
+            "sql_get_sql_info",
+        ] {
+            let line = format!(
+                "featherstore_requests_total{{api=\"flight\",code=\"ok\",method=\"{method}\"}}"
+            );
+            assert!(metrics.contains(&line), "{backend:?}: no {line}");
+        }
         server.shutdown().await;
     }
 }
@@ -404,6 +422,13 @@ async fn anything_but_a_query_is_refused() {
             .expect("refused");
         assert_eq!(err.code(), Code::InvalidArgument, "{err}");
 
+        let metrics = server.metrics_text().await;
+        assert!(
+            metrics.contains(
+                "featherstore_requests_total{api=\"flight\",code=\"invalid_argument\",method=\"sql_statement\"}"
+            ),
+            "refusals are counted"
+        );
         // The data is all there, and the server still answers queries.
         assert_eq!(count_rows(&server, "user_features").await, 4);
         server.shutdown().await;
