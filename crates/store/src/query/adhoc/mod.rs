@@ -354,9 +354,21 @@ mod tests {
             "FROM generate_series(1, 3)",
             "VALUES (1), (2)",
             "SELECT 1;",
+            r#"SELECT '{"type":"TABLE_FUNCTION","function":{"function_name":"read_csv"}}' AS v"#,
+            r#"SELECT 1 AS "a""type"":""TABLE_FUNCTION""""#,
         ] {
             guard::check(&conn, query).unwrap_or_else(|e| panic!("{query}: {e}"));
         }
+        // A long expression nests the parse tree hundreds of levels deep.
+        let terms: Vec<String> = (0..300).map(|i| i.to_string()).collect();
+        guard::check(&conn, &format!("SELECT {}", terms.join(" + "))).unwrap();
+        let nested = format!(
+            "SELECT * FROM {}read_csv('x.csv'){}",
+            "(SELECT * FROM ".repeat(40),
+            ")".repeat(40)
+        );
+        let error = guard::check(&conn, &nested).expect_err("a file read deep inside");
+        assert!(error.to_string().contains("read_csv"), "{error}");
         for refused in [
             "SELECT 1; SELECT 2",
             "CREATE TABLE t (a INT)",
