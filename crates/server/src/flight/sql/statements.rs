@@ -17,6 +17,7 @@ use featherstore_core::FeatureSetSpec;
 use featherstore_store::query::adhoc::{self, AdhocSettings};
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
+use tokio::sync::oneshot;
 
 use super::super::get::encode;
 use super::super::{flight_error, FlightStream};
@@ -59,19 +60,36 @@ pub(super) async fn schema(
     blocking(move || Ok(adhoc::schema(&store, sets, &settings, &sql)?)).await
 }
 
-/// Runs `sql` and streams its result as DuckDB produces it.
+/// Runs `sql` and streams its result as DuckDB produces it. The call answers once the query
+/// has started and its schema is known: a query refused or failing before that fails the
+/// call itself, and an empty result still has its schema.
 pub(super) async fn stream(
     state: &AppState,
     access: &Access,
     settings: AdhocSettings,
     sql: String,
 ) -> ApiResult<FlightStream<arrow_flight::FlightData>> {
-    // Known before the first batch, so that an empty result still has its schema.
-    let schema = schema(state, access, &settings, &sql).await?;
     let (store, sets) = (state.store.clone(), readable_sets(state, access));
-    let batches = state.stream_blocking((Api::Flight, "sql_do_get_stream"), move |sink| {
-        adhoc::run(&store, sets, &settings, &sql, sink)
+    let (schema_tx, schema_rx) = oneshot::channel();
+    let mut batches = state.stream_blocking((Api::Flight, "sql_do_get_stream"), move |sink| {
+        let mut schema_tx = Some(schema_tx);
+        let mut announce = |schema| {
+            if let Some(tx) = schema_tx.take() {
+                let _ = tx.send(schema);
+            }
+        };
+        adhoc::run(&store, sets, &settings, &sql, &mut announce, sink)
     });
+    let schema = match schema_rx.await {
+        Ok(schema) => schema,
+        // The query ended before its schema: its error is the stream's only item.
+        Err(_) => {
+            return Err(match batches.next().await {
+                Some(Err(e)) => e,
+                _ => ApiError::Internal("the query ended without a schema or an error".into()),
+            })
+        }
+    };
     // Streamed after the handler returns: in the call's span, which lasts until the end.
     Ok(traces::in_span(
         tracing::Span::current(),
