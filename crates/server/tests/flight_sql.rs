@@ -645,3 +645,79 @@ async fn queries_ended_early_or_abandoned_give_their_storage_connection_back() {
         server.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn every_feature_type_reads_back_as_stored() {
+    let spec = serde_json::json!({
+        "name": "all_types",
+        "entity": {"name": "id", "type": "int64"},
+        "features": [
+            {"name": "b", "type": "bool"},
+            {"name": "i32", "type": "int32"},
+            {"name": "i64", "type": "int64"},
+            {"name": "f32", "type": "float32"},
+            {"name": "f64", "type": "float64"},
+            {"name": "s", "type": "string"},
+            {"name": "bin", "type": "binary"},
+            {"name": "d", "type": "date"},
+            {"name": "ts", "type": "timestamp"},
+            {"name": "v32", "type": "float32[3]"},
+            {"name": "v64", "type": "float64[2]"}
+        ]
+    });
+    let rows = serde_json::json!({"rows": [
+        {"id": 1, "event_timestamp": "2026-01-01T00:00:00Z", "b": true, "i32": -5, "i64": 1234567890123_i64,
+         "f32": 0.5, "f64": 2.25, "s": "été", "bin": "AAEC", "d": "2026-02-03",
+         "ts": "2026-03-04T05:06:07.123456Z", "v32": [1.0, 2.0, 3.0], "v64": [0.1, 0.2]},
+        {"id": 2, "event_timestamp": "2026-01-02T00:00:00Z"}
+    ]});
+    for backend in BACKENDS {
+        let server = TestServer::start(backend).await;
+        let mut flight = server.flight().await;
+        featherstore_testkit::flight::create_set(&mut flight, &spec.to_string()).await;
+        let (status, body) = featherstore_testkit::http::post_json(
+            &format!("{}/v1/feature-sets/all_types/rows", server.http),
+            &rows,
+        )
+        .await;
+        assert!(status.is_success(), "{body}");
+        let history = concat(
+            &get(
+                &mut flight,
+                serde_json::json!({"type": "history", "feature_set": "all_types"}),
+            )
+            .await
+            .unwrap(),
+        );
+        let mut client = sql_client(&server).await;
+        let sql = concat(
+            &query(
+                &mut client,
+                "SELECT * FROM all_types ORDER BY id, event_timestamp",
+            )
+            .await,
+        );
+        assert_eq!(column_names(&sql), column_names(&history), "{backend:?}");
+        for (i, field) in history.schema().fields().iter().enumerate() {
+            let (want, got) = (history.column(i), sql.column(i));
+            match (field.data_type(), got.data_type()) {
+                // The list's item field is named by DuckDB; the values are what count.
+                (DataType::FixedSizeList(_, n), DataType::FixedSizeList(_, m)) => {
+                    assert_eq!(n, m, "{backend:?} {}", field.name());
+                    assert_eq!(
+                        want.as_fixed_size_list().values(),
+                        got.as_fixed_size_list().values(),
+                        "{backend:?} {}",
+                        field.name()
+                    );
+                    assert_eq!(want.nulls(), got.nulls(), "{backend:?} {}", field.name());
+                }
+                (want_type, got_type) => {
+                    assert_eq!(want_type, got_type, "{backend:?} {}", field.name());
+                    assert_eq!(want, got, "{backend:?} {}", field.name());
+                }
+            }
+        }
+        server.shutdown().await;
+    }
+}
