@@ -84,17 +84,8 @@ async fn statement_status(server: &TestServer, sql: &str) -> tonic::Status {
     let descriptor = FlightDescriptor::new_cmd(command.as_any().encode_to_vec());
     match client.get_flight_info(descriptor).await {
         Err(e) => to_status(e),
-        Ok(info) => {
-            // Planned: running it must fail.
-            let ticket = info.endpoint[0].ticket.clone().unwrap();
-            match client.do_get(ticket).await {
-                Err(e) => to_status(e),
-                Ok(stream) => match stream.try_collect::<Vec<_>>().await {
-                    Err(e) => to_status(e),
-                    Ok(batches) => panic!("{sql} was accepted: {batches:?}"),
-                },
-            }
-        }
+        // Planned: running it must fail.
+        Ok(info) => refusal(&mut client, info.endpoint[0].ticket.clone().unwrap(), sql).await,
     }
 }
 
@@ -104,7 +95,20 @@ async fn ticket_status(server: &TestServer, sql: &str) -> tonic::Status {
     let ticket = TicketStatementQuery {
         statement_handle: sql.as_bytes().to_vec().into(),
     };
-    let ticket = Ticket::new(ticket.as_any().encode_to_vec());
+    refusal(
+        &mut client,
+        Ticket::new(ticket.as_any().encode_to_vec()),
+        sql,
+    )
+    .await
+}
+
+/// The status a DoGet of `ticket` fails with, when it starts or mid-stream.
+async fn refusal(
+    client: &mut arrow_flight::FlightClient,
+    ticket: Ticket,
+    sql: &str,
+) -> tonic::Status {
     match client.do_get(ticket).await {
         Err(e) => to_status(e),
         Ok(stream) => match stream.try_collect::<Vec<_>>().await {
