@@ -32,6 +32,8 @@ pub struct FlightSqlConfig {
     pub memory_limit: String,
     /// DuckDB worker threads of one query.
     pub threads: usize,
+    /// Queries running at once (each with up to `memory_limit`); more are UNAVAILABLE.
+    pub max_concurrent_queries: usize,
 }
 
 impl Default for FlightSqlConfig {
@@ -41,6 +43,7 @@ impl Default for FlightSqlConfig {
             query_timeout_ms: 30_000,
             memory_limit: "1GB".into(),
             threads: 2,
+            max_concurrent_queries: 4,
         }
     }
 }
@@ -474,12 +477,15 @@ impl Config {
             ));
         }
         let q = &self.flight_sql;
-        if q.query_timeout_ms == 0 || q.threads == 0 || q.memory_limit.trim().is_empty() {
-            return Err(
-                "flight_sql.query_timeout_ms and flight_sql.threads must be at least 1, and \
+        if q.query_timeout_ms == 0
+            || q.threads == 0
+            || q.max_concurrent_queries == 0
+            || q.memory_limit.trim().is_empty()
+        {
+            return Err("flight_sql.query_timeout_ms, flight_sql.threads and \
+                 flight_sql.max_concurrent_queries must be at least 1, and \
                  flight_sql.memory_limit a DuckDB memory size such as \"1GB\""
-                    .into(),
-            );
+                .into());
         }
         let l = &self.limits;
         for (key, value) in [

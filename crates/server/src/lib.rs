@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 
 use crate::config::{Backend, Config};
 use crate::limits::seconds;
-use crate::service::AppState;
+use crate::service::{AppState, FlightSql};
 use crate::telemetry::Metrics;
 
 pub use error::ApiError;
@@ -357,13 +357,18 @@ async fn start_serving(config: &Config) -> Result<RunningServer, StartError> {
     .map_err(|e| StartError::Config(format!("storage startup task failed: {e}")))??;
 
     let store = Arc::new(store);
-    let flight_sql = config.flight_sql.enabled.then(|| AdhocSettings {
-        timeout: Duration::from_millis(config.flight_sql.query_timeout_ms),
-        memory_limit: config.flight_sql.memory_limit.clone(),
-        threads: config.flight_sql.threads,
+    let flight_sql = config.flight_sql.enabled.then(|| FlightSql {
+        settings: AdhocSettings {
+            timeout: Duration::from_millis(config.flight_sql.query_timeout_ms),
+            memory_limit: config.flight_sql.memory_limit.clone(),
+            threads: config.flight_sql.threads,
+        },
+        running: Arc::new(tokio::sync::Semaphore::new(
+            config.flight_sql.max_concurrent_queries,
+        )),
     });
-    if let Some(settings) = &flight_sql {
-        featherstore_store::query::adhoc::check_settings(settings)
+    if let Some(sql) = &flight_sql {
+        featherstore_store::query::adhoc::check_settings(&sql.settings)
             .map_err(|e| StartError::Config(format!("flight_sql: {e}")))?;
     }
     let guards = Arc::new(limits::Guards::new(&config.limits));

@@ -725,3 +725,46 @@ async fn every_feature_type_reads_back_as_stored() {
         server.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn queries_over_the_concurrency_limit_are_unavailable() {
+    let server = server_with_users_config(Backend::Duckdb, |config| {
+        config.flight_sql.max_concurrent_queries = 1;
+        config.flight_sql.query_timeout_ms = 3_000;
+    })
+    .await;
+    // One query runs: it holds the only permit while its stream is open, unread.
+    let mut client = server.flight().await;
+    let ticket = TicketStatementQuery {
+        statement_handle: "SELECT u.user_id, r.range FROM user_features u, range(100000000000) r"
+            .as_bytes()
+            .to_vec()
+            .into(),
+    };
+    let running = client
+        .do_get(Ticket::new(ticket.as_any().encode_to_vec()))
+        .await
+        .expect("the first query starts");
+    let status = statement_status(&server, "SELECT 1").await;
+    assert_eq!(status.code(), Code::Unavailable, "{status}");
+    assert!(
+        status.message().contains("max_concurrent_queries"),
+        "{status}"
+    );
+    // Its client goes away: the query stops and queries run again.
+    drop(running);
+    let started = Instant::now();
+    loop {
+        let mut sql = sql_client(&server).await;
+        match sql.execute("SELECT 1".into(), None).await {
+            Ok(_) => break,
+            Err(e) => assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "still refused: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(count_rows(&server, "user_features").await, 4);
+    server.shutdown().await;
+}

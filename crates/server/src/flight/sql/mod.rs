@@ -12,13 +12,12 @@ mod statements;
 
 use arrow_flight::sql::{Any, Command, ProstMessageExt, TicketStatementQuery};
 use arrow_flight::{Action, ActionType, FlightDescriptor, FlightInfo, SchemaResult, Ticket};
-use featherstore_store::query::adhoc::AdhocSettings;
 use prost::Message;
 
 use super::FlightStream;
 use crate::auth::{Access, Operation};
 use crate::error::{ApiError, ApiResult};
-use crate::service::AppState;
+use crate::service::{AppState, FlightSql};
 
 /// Flight SQL's prepared statement actions (arrow-flight keeps its names crate-private).
 const CREATE_PREPARED_STATEMENT: &str = "CreatePreparedStatement";
@@ -84,7 +83,7 @@ pub(super) fn action_name(action: &str) -> &'static str {
 }
 
 /// Flight SQL reads feature data: read scope, and Flight SQL enabled.
-fn admit(state: &AppState, access: &Access) -> ApiResult<AdhocSettings> {
+fn admit(state: &AppState, access: &Access) -> ApiResult<FlightSql> {
     access.require(Operation::ReadData)?;
     state.flight_sql.clone().ok_or_else(|| {
         featherstore_core::Error::FailedPrecondition(
@@ -136,11 +135,11 @@ pub(super) async fn flight_info(
     command: Command,
     descriptor: FlightDescriptor,
 ) -> ApiResult<FlightInfo> {
-    let settings = admit(state, access)?;
+    let limits = admit(state, access)?;
     match query_of(&command) {
         Some(sql) => {
             let sql = sql?;
-            let schema = statements::schema(state, access, &settings, sql).await?;
+            let schema = statements::schema(state, access, &limits, sql).await?;
             let ticket = TicketStatementQuery {
                 statement_handle: sql.to_string().into(),
             };
@@ -159,9 +158,9 @@ pub(super) async fn schema(
     access: &Access,
     command: Command,
 ) -> ApiResult<SchemaResult> {
-    let settings = admit(state, access)?;
+    let limits = admit(state, access)?;
     let schema = match query_of(&command) {
-        Some(sql) => statements::schema(state, access, &settings, sql?).await?,
+        Some(sql) => statements::schema(state, access, &limits, sql?).await?,
         None => catalog::schema(&command).ok_or_else(|| unsupported(&command))?,
     };
     Ok(
@@ -175,9 +174,9 @@ pub(super) async fn do_get(
     access: &Access,
     command: Command,
 ) -> ApiResult<FlightStream<arrow_flight::FlightData>> {
-    let settings = admit(state, access)?;
+    let limits = admit(state, access)?;
     match query_of(&command) {
-        Some(sql) => statements::stream(state, access, settings, sql?.to_string()).await,
+        Some(sql) => statements::stream(state, access, limits, sql?.to_string()).await,
         None => catalog::do_get(state, access, &command).ok_or_else(|| unsupported(&command))?,
     }
 }
@@ -187,12 +186,12 @@ pub(super) async fn do_action(
     access: &Access,
     action: Action,
 ) -> ApiResult<FlightStream<arrow_flight::Result>> {
-    let settings = admit(state, access)?;
+    let limits = admit(state, access)?;
     let any = Any::decode(action.body.as_ref()).map_err(|e| {
         ApiError::invalid(format!("the {} body does not decode: {e}", action.r#type))
     })?;
     let body = if action.r#type == CREATE_PREPARED_STATEMENT {
-        statements::create_prepared(state, access, &settings, &any).await?
+        statements::create_prepared(state, access, &limits, &any).await?
     } else {
         statements::close_prepared(&any)?;
         return Ok(Box::pin(futures::stream::empty()));

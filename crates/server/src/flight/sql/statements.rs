@@ -14,16 +14,15 @@ use arrow_flight::sql::{
 use arrow_flight::{IpcMessage, SchemaAsIpc};
 use bytes::Bytes;
 use featherstore_core::FeatureSetSpec;
-use featherstore_store::query::adhoc::{self, AdhocSettings};
+use featherstore_store::query::adhoc;
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
-use tokio::sync::oneshot;
 
 use super::super::get::encode;
 use super::super::{flight_error, FlightStream};
 use crate::auth::Access;
 use crate::error::{ApiError, ApiResult};
-use crate::service::{blocking, AppState};
+use crate::service::{blocking, AppState, FlightSql};
 use crate::telemetry::metrics::Api;
 use crate::telemetry::traces;
 
@@ -48,48 +47,44 @@ fn readable_sets(state: &AppState, access: &Access) -> Vec<Arc<FeatureSetSpec>> 
 pub(super) async fn schema(
     state: &AppState,
     access: &Access,
-    settings: &AdhocSettings,
+    sql_limits: &FlightSql,
     sql: &str,
 ) -> ApiResult<SchemaRef> {
+    let permit = sql_limits.permit()?;
     let (store, sets, settings, sql) = (
         state.store.clone(),
         readable_sets(state, access),
-        settings.clone(),
+        sql_limits.settings.clone(),
         sql.to_string(),
     );
-    blocking(move || Ok(adhoc::schema(&store, sets, &settings, &sql)?)).await
+    blocking(move || {
+        let _running = permit;
+        Ok(adhoc::schema(&store, sets, &settings, &sql)?)
+    })
+    .await
 }
 
-/// Runs `sql` and streams its result as DuckDB produces it. The call answers once the query
-/// has started and its schema is known: a query refused or failing before that fails the
-/// call itself, and an empty result still has its schema.
+/// Runs `sql` and streams its result as DuckDB produces it.
 pub(super) async fn stream(
     state: &AppState,
     access: &Access,
-    settings: AdhocSettings,
+    sql_limits: FlightSql,
     sql: String,
 ) -> ApiResult<FlightStream<arrow_flight::FlightData>> {
-    let (store, sets) = (state.store.clone(), readable_sets(state, access));
-    let (schema_tx, schema_rx) = oneshot::channel();
-    let mut batches = state.stream_blocking((Api::Flight, "sql_do_get_stream"), move |sink| {
-        let mut schema_tx = Some(schema_tx);
-        let mut announce = |schema| {
-            if let Some(tx) = schema_tx.take() {
-                let _ = tx.send(schema);
-            }
-        };
-        adhoc::run(&store, sets, &settings, &sql, &mut announce, sink)
+    // Learnt on empty tables, before the query runs: an empty result still has its schema,
+    // and the call answers at once, however long the query takes to its first row.
+    let schema = schema(state, access, &sql_limits, &sql).await?;
+    let permit = sql_limits.permit()?;
+    let (store, sets, settings) = (
+        state.store.clone(),
+        readable_sets(state, access),
+        sql_limits.settings,
+    );
+    let batches = state.stream_blocking((Api::Flight, "sql_do_get_stream"), move |sink| {
+        // Held until the query's work ends, however slowly its stream is read.
+        let _running = permit;
+        adhoc::run(&store, sets, &settings, &sql, sink)
     });
-    let schema = match schema_rx.await {
-        Ok(schema) => schema,
-        // The query ended before its schema: its error is the stream's only item.
-        Err(_) => {
-            return Err(match batches.next().await {
-                Some(Err(e)) => e,
-                _ => ApiError::Internal("the query ended without a schema or an error".into()),
-            })
-        }
-    };
     // Streamed after the handler returns: in the call's span, which lasts until the end.
     Ok(traces::in_span(
         tracing::Span::current(),
@@ -100,7 +95,7 @@ pub(super) async fn stream(
 pub(super) async fn create_prepared(
     state: &AppState,
     access: &Access,
-    settings: &AdhocSettings,
+    sql_limits: &FlightSql,
     body: &Any,
 ) -> ApiResult<Bytes> {
     let request: ActionCreatePreparedStatementRequest = unpack(body)?;
@@ -109,7 +104,7 @@ pub(super) async fn create_prepared(
             "transactions are not supported: this Flight SQL server is read-only",
         ));
     }
-    let schema = schema(state, access, settings, &request.query).await?;
+    let schema = schema(state, access, sql_limits, &request.query).await?;
     let IpcMessage(dataset_schema) =
         SchemaAsIpc::new(&schema, &IpcWriteOptions::default()).try_into()?;
     let result = ActionCreatePreparedStatementResult {

@@ -64,19 +64,17 @@ pub fn schema(
     })
 }
 
-/// Runs `sql`, handing its result schema to `schema` once it is known (before any batch),
-/// then each result batch to `sink` as DuckDB produces it: the result is never collected
-/// whole.
+/// Runs `sql`, handing each result batch to `sink` as DuckDB produces it: the result is never
+/// collected whole.
 pub fn run(
     store: &Arc<FeatureStore>,
     sets: ReadableSets,
     settings: &AdhocSettings,
     sql: &str,
-    schema: &mut dyn FnMut(SchemaRef),
     sink: BatchSink<'_>,
 ) -> Result<()> {
     Query::open(store, sets, settings, false)?.execute(sql, |statement| {
-        schema(statement.stream_arrow([])?.get_schema());
+        drop(statement.stream_arrow([])?);
         // `step` reports fetch errors; the iterator of `stream_arrow` would panic.
         while let Some(chunk) = statement.step()? {
             let batch = RecordBatch::from(&chunk);
