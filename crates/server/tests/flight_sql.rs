@@ -176,6 +176,16 @@ async fn queries_catalog_and_prepared_statements() {
         );
         assert_eq!(filtered.num_rows(), 2, "rows at 200 s and 300 s");
 
+        // DuckDB's other read-only forms.
+        for sql in [
+            "DESCRIBE user_features",
+            "SUMMARIZE user_features",
+            "FROM user_features SELECT user_id",
+            "VALUES (1), (2)",
+            "SELECT * FROM information_schema.tables",
+        ] {
+            assert!(concat_rows(&query(&mut client, sql).await) > 0, "{sql}");
+        }
         // An empty result still has its schema.
         let info = client
             .execute("SELECT user_id FROM user_features WHERE false".into(), None)
