@@ -19,6 +19,34 @@ pub struct Config {
     pub tracing: TracingConfig,
     pub auth: AuthConfig,
     pub online: OnlineConfig,
+    pub flight_sql: FlightSqlConfig,
+}
+
+/// `flight_sql`: read-only SQL over the feature sets on the Flight port (docs/flight-sql.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlightSqlConfig {
+    pub enabled: bool,
+    /// Wall time of one query, from its start to its last result batch.
+    pub query_timeout_ms: u64,
+    /// DuckDB `memory_limit` of one query, e.g. `"1GB"`.
+    pub memory_limit: String,
+    /// DuckDB worker threads of one query.
+    pub threads: usize,
+    /// Queries running at once (each with up to `memory_limit`); more are UNAVAILABLE.
+    pub max_concurrent_queries: usize,
+}
+
+impl Default for FlightSqlConfig {
+    fn default() -> Self {
+        FlightSqlConfig {
+            enabled: true,
+            query_timeout_ms: 30_000,
+            memory_limit: "1GB".into(),
+            threads: 2,
+            max_concurrent_queries: 4,
+        }
+    }
 }
 
 /// Where the online values live (docs/configuration.md, docs/deployment.md).
@@ -542,6 +570,17 @@ impl Config {
                     "storage.delta.maintenance_interval_seconds must be a positive number of seconds, not {interval}"
                 ));
             }
+        }
+        let q = &self.flight_sql;
+        if q.query_timeout_ms == 0
+            || q.threads == 0
+            || q.max_concurrent_queries == 0
+            || q.memory_limit.trim().is_empty()
+        {
+            return Err("flight_sql.query_timeout_ms, flight_sql.threads and \
+                 flight_sql.max_concurrent_queries must be at least 1, and \
+                 flight_sql.memory_limit a DuckDB memory size such as \"1GB\""
+                .into());
         }
         let l = &self.limits;
         for (key, value) in [

@@ -39,6 +39,17 @@ impl From<arrow::error::ArrowError> for ApiError {
     }
 }
 
+/// Flight's errors met while answering (building a catalog batch): an Arrow error keeps its
+/// type; a transport error cannot happen there and would be the server's fault.
+impl From<arrow_flight::error::FlightError> for ApiError {
+    fn from(e: arrow_flight::error::FlightError) -> Self {
+        match e {
+            arrow_flight::error::FlightError::Arrow(e) => e.into(),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
 impl ApiError {
     pub fn code(&self) -> ErrorCode {
         match self {

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use featherstore_store::duckdb::DuckDbStore;
 use featherstore_store::online::MemoryStore;
+use featherstore_store::query::adhoc::AdhocSettings;
 use featherstore_store::query::EngineSettings;
 use featherstore_store::{FeatureStore, Limits, OfflineStore, SnapshotOptions};
 use tokio::net::TcpListener;
@@ -32,7 +33,7 @@ const ONLINE_SNAPSHOT_DIR: &str = ".online";
 /// entities, if more): bounds what a start after a crash recomputes.
 const ONLINE_SNAPSHOT_ROWS: u64 = 1_000_000;
 use crate::limits::seconds;
-use crate::service::AppState;
+use crate::service::{AppState, FlightSql};
 use crate::telemetry::Metrics;
 
 pub use error::ApiError;
@@ -390,6 +391,20 @@ async fn start_serving(config: &Config) -> Result<RunningServer, StartError> {
     .map_err(|e| StartError::Config(format!("storage startup task failed: {e}")))??;
 
     let store = Arc::new(store);
+    let flight_sql = config.flight_sql.enabled.then(|| FlightSql {
+        settings: AdhocSettings {
+            timeout: Duration::from_millis(config.flight_sql.query_timeout_ms),
+            memory_limit: config.flight_sql.memory_limit.clone(),
+            threads: config.flight_sql.threads,
+        },
+        running: Arc::new(tokio::sync::Semaphore::new(
+            config.flight_sql.max_concurrent_queries,
+        )),
+    });
+    if let Some(sql) = &flight_sql {
+        featherstore_store::query::adhoc::check_settings(&sql.settings)
+            .map_err(|e| StartError::Config(format!("flight_sql: {e}")))?;
+    }
     let guards = Arc::new(limits::Guards::new(&config.limits));
     let state = AppState {
         store: store.clone(),
@@ -400,6 +415,7 @@ async fn start_serving(config: &Config) -> Result<RunningServer, StartError> {
         })),
         max_message_bytes: config.limits.max_message_bytes,
         guards: guards.clone(),
+        flight_sql,
     };
     let addr = |l: &TcpListener| l.local_addr().expect("bound listener has an address");
     let (http_addr, flight_addr, metrics_addr) = (addr(&http), addr(&flight), addr(&metrics));

@@ -20,6 +20,7 @@ use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use arrow::datatypes::SchemaRef;
+use featherstore_store::query::adhoc::AdhocSettings;
 use featherstore_store::query::Cancellation;
 use futures::Stream;
 use tokio::sync::mpsc::error::TrySendError;
@@ -39,6 +40,30 @@ pub(crate) struct AppState {
     pub metrics: Arc<Metrics>,
     pub max_message_bytes: usize,
     pub guards: Arc<Guards>,
+    /// Flight SQL's limits; `None`: Flight SQL is disabled.
+    pub flight_sql: Option<FlightSql>,
+}
+
+/// The limits of Flight SQL queries.
+#[derive(Clone)]
+pub(crate) struct FlightSql {
+    pub settings: AdhocSettings,
+    /// One permit per query allowed to run at once (`flight_sql.max_concurrent_queries`).
+    pub running: Arc<tokio::sync::Semaphore>,
+}
+
+impl FlightSql {
+    /// A permit to run one query, held until the query ends; none free is UNAVAILABLE.
+    pub(crate) fn permit(&self) -> ApiResult<tokio::sync::OwnedSemaphorePermit> {
+        self.running.clone().try_acquire_owned().map_err(|_| {
+            featherstore_core::Error::Unavailable(
+                "too many Flight SQL queries are running (flight_sql.max_concurrent_queries); \
+                 retry later"
+                    .into(),
+            )
+            .into()
+        })
+    }
 }
 
 /// Result batches buffered between a storage thread and the client: bounds memory.

@@ -1000,6 +1000,12 @@ impl FeatureStore {
         result
     }
 
+    /// The offline store, for the engine of ad-hoc queries (`query::adhoc`), which reads it
+    /// as every other read does.
+    pub(crate) fn offline(&self) -> &dyn OfflineStore {
+        self.offline.as_ref()
+    }
+
     /// The storage call that has waited longest for a connection, if any waits now.
     pub fn storage_waiting(&self) -> Option<Waiting> {
         self.offline.pool().longest_wait()

@@ -47,7 +47,12 @@ const ACTIONS: &[(&str, &str)] = &[
 ];
 
 pub(super) fn list() -> Vec<ActionType> {
-    ACTIONS
+    action_types(ACTIONS)
+}
+
+/// ListActions entries of `(name, description)` pairs.
+pub(super) fn action_types(actions: &[(&str, &str)]) -> Vec<ActionType> {
+    actions
         .iter()
         .map(|(name, description)| ActionType {
             r#type: name.to_string(),

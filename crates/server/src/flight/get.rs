@@ -40,7 +40,7 @@ pub(super) async fn do_get(
     Ok(batches)
 }
 
-fn one_batch(batch: RecordBatch) -> FlightStream<arrow_flight::FlightData> {
+pub(super) fn one_batch(batch: RecordBatch) -> FlightStream<arrow_flight::FlightData> {
     encode(
         batch.schema(),
         futures::stream::once(async { Ok(batch) }).boxed(),

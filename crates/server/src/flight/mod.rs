@@ -8,6 +8,7 @@ mod catalog;
 mod exchange;
 mod get;
 mod put;
+mod sql;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -227,6 +228,15 @@ impl FlightService for FlightApi {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let (metadata, extensions, descriptor) = request.into_parts();
+        if let Some(command) = sql::command(&descriptor.cmd) {
+            let method = command.as_ref().map_or("sql_unsupported", sql::method_name);
+            return self
+                .observed(&metadata, method, None, async {
+                    sql::flight_info(&self.state, &access_of(&extensions)?, command?, descriptor)
+                        .await
+                })
+                .await;
+        }
         let name = descriptor_set(&descriptor);
         self.observed(&metadata, "get_flight_info", name.as_deref(), async {
             require_descriptor_set(&extensions, name.as_deref())?;
@@ -249,6 +259,13 @@ impl FlightService for FlightApi {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
         let (metadata, extensions, descriptor) = request.into_parts();
+        if let Some(command) = sql::command(&descriptor.cmd) {
+            return self
+                .observed(&metadata, "sql_get_schema", None, async {
+                    sql::schema(&self.state, &access_of(&extensions)?, command?).await
+                })
+                .await;
+        }
         let name = descriptor_set(&descriptor);
         self.observed(&metadata, "get_schema", name.as_deref(), async {
             require_descriptor_set(&extensions, name.as_deref())?;
@@ -262,6 +279,14 @@ impl FlightService for FlightApi {
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
         let (metadata, extensions, ticket) = request.into_parts();
+        if let Some(command) = sql::command(&ticket.ticket) {
+            let method = command.as_ref().map_or("sql_unsupported", sql::method_name);
+            return self
+                .observed(&metadata, method, None, async {
+                    sql::do_get(&self.state, &access_of(&extensions)?, command?).await
+                })
+                .await;
+        }
         self.observed(&metadata, "do_get", None, async {
             get::do_get(&self.state, &access_of(&extensions)?, ticket).await
         })
@@ -295,6 +320,14 @@ impl FlightService for FlightApi {
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
         let (metadata, extensions, action) = request.into_parts();
+        if sql::is_sql_action(&action.r#type) {
+            let method = sql::action_name(&action.r#type);
+            return self
+                .observed(&metadata, method, None, async {
+                    sql::do_action(&self.state, &access_of(&extensions)?, action).await
+                })
+                .await;
+        }
         let method = actions::method_name(&action.r#type);
         // create/update_feature_set: the service checks the name (from the spec).
         let name = match method {
@@ -319,7 +352,8 @@ impl FlightService for FlightApi {
         &self,
         _request: Request<Empty>,
     ) -> Result<Response<Self::ListActionsStream>, Status> {
-        let actions = actions::list();
+        let mut actions = actions::list();
+        actions.extend(sql::actions());
         Ok(Response::new(Box::pin(futures::stream::iter(
             actions.into_iter().map(Ok),
         ))))

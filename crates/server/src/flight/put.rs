@@ -37,6 +37,7 @@ pub(super) async fn do_put(
             "the first DoPut message must carry a descriptor with path [feature_set_name]",
         )
     })?;
+    super::sql::refuse_put(&descriptor)?;
     let name = set_from_path(&descriptor.path)?;
     access.require_set(&name)?;
     state.require_set(&name)?;

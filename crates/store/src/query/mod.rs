@@ -1,6 +1,7 @@
 //! The query engine shared by every offline backend: DuckDB connections, and the SQL they run
 //! (history scans, latest values, statistics, training data) over relations of stored rows.
 
+pub mod adhoc;
 pub mod cancel;
 mod pool;
 pub mod profile;
