@@ -9,36 +9,18 @@ use arrow::array::{
 use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 use featherstore_core::coerce::coerce_batch;
 use featherstore_core::{EntityKeys, FeatureSetSpec};
-use featherstore_store::delta::{DeltaOptions, DeltaStore};
-use featherstore_store::duckdb::DuckDbStore;
-use featherstore_store::parquet::{ParquetOptions, ParquetStore};
-use featherstore_store::query::EngineSettings;
+use featherstore_store::parquet::ParquetOptions;
 use featherstore_store::{HistoryQuery, OfflineStore, SetStats};
 
-type Open = fn(&Path) -> Box<dyn OfflineStore>;
-
-fn engine() -> EngineSettings {
-    EngineSettings {
-        connections: 2,
-        ..EngineSettings::default()
-    }
-}
-
-fn open_duckdb(dir: &Path) -> Box<dyn OfflineStore> {
-    Box::new(DuckDbStore::open(&dir.join("features.db"), &engine()).unwrap())
-}
+mod common;
+use common::{open_delta, open_duckdb, open_parquet_with, Open};
 
 fn open_parquet(dir: &Path) -> Box<dyn OfflineStore> {
     let options = ParquetOptions {
         flush_rows: 3, // small, so cases cover flushed files and the log together
         ..ParquetOptions::default()
     };
-    Box::new(ParquetStore::open(&dir.join("parquet"), options, &engine()).unwrap())
-}
-
-fn open_delta(dir: &Path) -> Box<dyn OfflineStore> {
-    let uri = format!("file://{}", dir.join("delta").display());
-    Box::new(DeltaStore::open(DeltaOptions::new(uri, dir.join("cache")), &engine()).unwrap())
+    open_parquet_with(dir, options)
 }
 
 const BACKENDS: [(&str, Open); 3] = [

@@ -13,26 +13,13 @@ use arrow::array::{
 };
 use arrow::datatypes::{Float64Type, Int64Type};
 use featherstore_core::{FeatureSetSpec, HistoryTicket, OnlineTicket, TrainingDataCommand};
-use featherstore_store::delta::{DeltaOptions, DeltaStore};
-use featherstore_store::duckdb::DuckDbStore;
 use featherstore_store::parquet::{ParquetOptions, ParquetStore};
-use featherstore_store::query::EngineSettings;
 use featherstore_store::{FeatureStore, Limits, OfflineStore};
 
+mod common;
+use common::{engine, open_delta, open_duckdb, open_parquet_with, Open};
+
 const SECOND: i64 = 1_000_000;
-
-type Open = fn(&Path) -> Box<dyn OfflineStore>;
-
-fn engine() -> EngineSettings {
-    EngineSettings {
-        connections: 4,
-        ..EngineSettings::default()
-    }
-}
-
-fn open_duckdb(dir: &Path) -> Box<dyn OfflineStore> {
-    Box::new(DuckDbStore::open(&dir.join("features.db"), &engine()).unwrap())
-}
 
 fn open_parquet(dir: &Path) -> Box<dyn OfflineStore> {
     let options = ParquetOptions {
@@ -41,12 +28,7 @@ fn open_parquet(dir: &Path) -> Box<dyn OfflineStore> {
         compact_min_files: 2,
         ..ParquetOptions::default()
     };
-    Box::new(ParquetStore::open(&dir.join("parquet"), options, &engine()).unwrap())
-}
-
-fn open_delta(dir: &Path) -> Box<dyn OfflineStore> {
-    let uri = format!("file://{}", dir.join("delta").display());
-    Box::new(DeltaStore::open(DeltaOptions::new(uri, dir.join("cache")), &engine()).unwrap())
+    open_parquet_with(dir, options)
 }
 
 const BACKENDS: [(&str, Open); 3] = [

@@ -10,25 +10,12 @@ use arrow::array::{
 };
 use arrow::datatypes::Int64Type;
 use featherstore_core::{FeatureSetSpec, OnlineTicket};
-use featherstore_store::delta::{DeltaOptions, DeltaStore};
-use featherstore_store::duckdb::DuckDbStore;
 use featherstore_store::online::MemoryStore;
-use featherstore_store::parquet::{ParquetOptions, ParquetStore};
-use featherstore_store::query::EngineSettings;
+use featherstore_store::parquet::ParquetOptions;
 use featherstore_store::{FeatureStore, Limits, OfflineStore, SnapshotOptions};
 
-type Open = fn(&Path) -> Box<dyn OfflineStore>;
-
-fn engine() -> EngineSettings {
-    EngineSettings {
-        connections: 4,
-        ..EngineSettings::default()
-    }
-}
-
-fn open_duckdb(dir: &Path) -> Box<dyn OfflineStore> {
-    Box::new(DuckDbStore::open(&dir.join("features.db"), &engine()).unwrap())
-}
+mod common;
+use common::{open_delta, open_duckdb, open_parquet_with, Open};
 
 fn open_parquet(dir: &Path) -> Box<dyn OfflineStore> {
     let options = ParquetOptions {
@@ -36,12 +23,7 @@ fn open_parquet(dir: &Path) -> Box<dyn OfflineStore> {
         flush_rows: 3,
         ..ParquetOptions::default()
     };
-    Box::new(ParquetStore::open(&dir.join("parquet"), options, &engine()).unwrap())
-}
-
-fn open_delta(dir: &Path) -> Box<dyn OfflineStore> {
-    let uri = format!("file://{}", dir.join("delta").display());
-    Box::new(DeltaStore::open(DeltaOptions::new(uri, dir.join("cache")), &engine()).unwrap())
+    open_parquet_with(dir, options)
 }
 
 const BACKENDS: [(&str, Open); 3] = [
