@@ -14,7 +14,8 @@ use crate::telemetry::traces;
 /// wins) or the configured level, and the OpenTelemetry layer, which stays off until trace
 /// export starts. A second call is a no-op.
 pub fn init(config: &LoggingConfig) {
-    let filter = EnvFilter::try_from_default_env()
+    let wanted = std::env::var(EnvFilter::DEFAULT_ENV).unwrap_or_else(|_| config.level.clone());
+    let filter = EnvFilter::try_new(quiet_libraries(&wanted))
         .or_else(|_| EnvFilter::try_new(&config.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
@@ -29,4 +30,31 @@ pub fn init(config: &LoggingConfig) {
         .with(fmt)
         .with(traces::layer())
         .try_init();
+}
+
+/// The Delta kernel logs at ERROR what it also returns as an error (a table without commits
+/// yet, met by every create), and the server logs each error it gets once, with context: its
+/// own logs are off unless the filter names it.
+const QUIET_LIBRARIES: &str = "buoyant_kernel=off";
+
+fn quiet_libraries(directives: &str) -> String {
+    if directives.contains("buoyant_kernel") {
+        directives.to_string()
+    } else {
+        format!("{directives},{QUIET_LIBRARIES}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quiet_libraries;
+
+    #[test]
+    fn the_delta_kernel_is_quiet_unless_named() {
+        assert_eq!(quiet_libraries("info"), "info,buoyant_kernel=off");
+        assert_eq!(
+            quiet_libraries("warn,buoyant_kernel=debug"),
+            "warn,buoyant_kernel=debug"
+        );
+    }
 }
