@@ -15,9 +15,19 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 async fn server_on(redis: &Redis, backend: Backend, timeout_ms: u64) -> TestServer {
+    server_in(tempdir(), redis, backend, timeout_ms).await
+}
+
+/// [`server_on`] a data directory (a restart).
+async fn server_in(
+    dir: tempfile::TempDir,
+    redis: &Redis,
+    backend: Backend,
+    timeout_ms: u64,
+) -> TestServer {
     let url = redis.url();
     let cluster = redis.is_cluster();
-    TestServer::start_with(backend, move |config| {
+    TestServer::start_in(dir, backend, move |config| {
         config.online.backend = OnlineBackend::Redis;
         config.online.redis.url = url;
         config.online.redis.cluster = cluster;
@@ -256,4 +266,67 @@ async fn redis_down_fails_reads_fast_and_ingest_unacknowledged_then_recovers() {
     assert_eq!(rebuilt, (StatusCode::OK, json!({"rows": 2})));
     let read = post_json(&format!("{base}/v1/online"), &online_ticket(&["u1", "u2"])).await;
     assert_eq!(read.1["rows"][1]["age"], 9, "{}", read.1);
+}
+
+/// The ages of every stored row of the set (history, the offline store), by entity.
+async fn stored_ages(base: &str) -> Vec<(String, Value)> {
+    let history = post_json(
+        &format!("{base}/v1/history"),
+        &json!({"feature_set": "user_features", "features": ["age"]}),
+    )
+    .await;
+    assert_eq!(history.0, StatusCode::OK, "{}", history.1);
+    history.1["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["user_id"].as_str().unwrap().to_string(), r["age"].clone()))
+        .collect()
+}
+
+/// A batch whose values cannot reach Redis is reported as failed and is not stored offline
+/// either: history never shows it, not even after a restart (the Parquet log replayed).
+#[tokio::test]
+async fn a_batch_redis_refused_is_not_stored_offline() {
+    for backend in BACKENDS {
+        let mut redis = Redis::single();
+        let server = server_on(&redis, backend, 200).await;
+        let base = server.http.clone();
+        let created = send(
+            http()
+                .post(format!("{base}/v1/feature-sets"))
+                .body(USER_SPEC),
+        )
+        .await;
+        assert_eq!(created.0, StatusCode::CREATED, "{}", created.1);
+        let stored = json!({"rows": [{"user_id": "u1", "event_timestamp": "2026-01-01T00:00:00Z", "age": 7}]});
+        assert_eq!(ingest(&base, stored).await.0, StatusCode::OK);
+
+        redis.stop_node(0);
+        let refused = json!({"rows": [
+            {"user_id": "u1", "event_timestamp": "2026-01-02T00:00:00Z", "age": 8},
+            {"user_id": "u9", "event_timestamp": "2026-01-02T00:00:00Z", "age": 9}
+        ]});
+        assert_error(
+            &ingest(&base, refused).await,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Redis",
+        );
+        let only_the_first = vec![("u1".to_string(), json!(7))];
+        assert_eq!(stored_ages(&base).await, only_the_first, "{backend:?}");
+
+        redis.start_node(0);
+        let dir = server.shutdown().await;
+        let server = server_in(dir, &redis, backend, 200).await;
+        assert_eq!(
+            stored_ages(&server.http).await,
+            only_the_first,
+            "{backend:?} after a restart"
+        );
+        // The set takes batches again, numbered after the one acknowledged.
+        let next = json!({"rows": [{"user_id": "u2", "event_timestamp": "2026-01-03T00:00:00Z", "age": 2}]});
+        assert_eq!(ingest(&server.http, next).await.0, StatusCode::OK);
+        assert_eq!(stored_ages(&server.http).await.len(), 2, "{backend:?}");
+    }
 }

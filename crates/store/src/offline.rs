@@ -30,6 +30,10 @@ pub(crate) fn parse_service(name: &str, json: &[u8]) -> Result<FeatureServiceSpe
 /// the SQL relation at the same index (canonical columns plus `_seq`).
 pub type RelationWork<'a> = &'a mut dyn FnMut(&Connection, &[String]) -> Result<()>;
 
+/// Work run by [`OfflineStore::append_publishing`] before the batch is committed; its error
+/// takes the batch back.
+pub type Publish<'a> = &'a mut dyn FnMut() -> Result<()>;
+
 /// A storage backend. Calls block (disk, DuckDB, network): async callers run them off the
 /// runtime.
 ///
@@ -72,8 +76,30 @@ pub trait OfflineStore: Send + Sync {
     /// stored as ingested at `ingested_at` (UTC microseconds), or at the set's latest ingest
     /// time if that is later: ingest times never decrease within a set, whatever the clock
     /// does, also across restarts (the backend recovers the latest from its stored rows).
-    fn append_at(&self, spec: &FeatureSetSpec, batch: &RecordBatch, ingested_at: i64)
-        -> Result<()>;
+    ///
+    /// `publish` runs once, after every step of the append that can fail but its commit
+    /// (the batch is written, durably where the backend writes ahead, and not yet visible to
+    /// reads): if it fails, the batch is taken back and its error returned, so a batch whose
+    /// publication failed is not stored. It is how a remote online store gets the batch
+    /// (see `FeatureStore::ingest`). The commit after it fails only on a fault of the
+    /// machine itself (an in-memory DuckDB commit, a database file that cannot be written).
+    fn append_publishing(
+        &self,
+        spec: &FeatureSetSpec,
+        batch: &RecordBatch,
+        ingested_at: i64,
+        publish: Publish<'_>,
+    ) -> Result<()>;
+
+    /// [`append_publishing`](OfflineStore::append_publishing) with nothing to publish.
+    fn append_at(
+        &self,
+        spec: &FeatureSetSpec,
+        batch: &RecordBatch,
+        ingested_at: i64,
+    ) -> Result<()> {
+        self.append_publishing(spec, batch, ingested_at, &mut || Ok(()))
+    }
 
     /// [`append_at`](OfflineStore::append_at) the current time.
     fn append(&self, spec: &FeatureSetSpec, batch: &RecordBatch) -> Result<()> {

@@ -8,6 +8,7 @@ use duckdb::Connection;
 use featherstore_core::{FeatureSetSpec, FeatureType};
 use parking_lot::Mutex;
 
+use crate::offline::Publish;
 use crate::query::sql::{self, ident, literal};
 use crate::Result;
 
@@ -55,13 +56,19 @@ pub(super) fn drop_dead_tables(conn: &Connection, graveyard: &Graveyard) {
 }
 
 /// Appends a storage batch in one transaction: all of its rows become visible, or none.
-pub(super) fn insert(conn: &Connection, table: &str, batch: RecordBatch) -> Result<()> {
+/// `publish` runs before the commit; its error rolls the rows back.
+pub(super) fn insert(
+    conn: &Connection,
+    table: &str,
+    batch: RecordBatch,
+    publish: Publish<'_>,
+) -> Result<()> {
     conn.execute_batch("BEGIN TRANSACTION")?;
     let appended = (|| -> Result<()> {
         let mut appender = conn.appender(table)?;
         appender.append_record_batch(batch)?;
         appender.flush()?;
-        Ok(())
+        publish()
     })();
     match appended {
         Ok(()) => {
