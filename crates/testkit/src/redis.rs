@@ -1,6 +1,6 @@
 //! Real Redis servers for the tests of the Redis online backend: a single node or a 3-node
-//! Redis Cluster, each node a `redis-server` child on a free loopback port, without
-//! persistence, in a temporary directory. `scripts/setup-redis.sh` installs the binaries.
+//! Redis Cluster, each node a `redis-server` child on a free loopback port, in a temporary
+//! directory, without persistence (or with, for [`Redis::single_persistent`]). `scripts/setup-redis.sh` installs the binaries.
 //!
 //! Dropping a [`Redis`] kills its nodes. A node also dies within a second of the test
 //! process (a watchdog shell per node), so a server kept in a `static` for a whole test
@@ -26,6 +26,9 @@ pub struct Redis {
     nodes: Vec<Node>,
     dir: PathBuf,
     cluster: bool,
+    /// Every write in the append-only file, fsynced before it is answered: a node killed
+    /// and started again has all its data.
+    persistent: bool,
 }
 
 fn free_port() -> u16 {
@@ -58,12 +61,18 @@ fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
 impl Redis {
     /// One node.
     pub fn single() -> Self {
-        Self::start(1, false)
+        Self::start(1, false, false)
+    }
+
+    /// One node that keeps its data through [`stop_node`](Self::stop_node) and
+    /// [`start_node`](Self::start_node).
+    pub fn single_persistent() -> Self {
+        Self::start(1, false, true)
     }
 
     /// Three primaries, no replicas, every slot assigned.
     pub fn cluster() -> Self {
-        let redis = Self::start(3, true);
+        let redis = Self::start(3, true, false);
         let nodes: Vec<String> = redis
             .nodes
             .iter()
@@ -91,7 +100,7 @@ impl Redis {
         redis
     }
 
-    fn start(nodes: usize, cluster: bool) -> Self {
+    fn start(nodes: usize, cluster: bool, persistent: bool) -> Self {
         static DIRS: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "featherstore-redis-{}-{}",
@@ -109,6 +118,7 @@ impl Redis {
                 .collect(),
             dir,
             cluster,
+            persistent,
         };
         for i in 0..nodes {
             redis.start_node(i);
@@ -125,7 +135,7 @@ impl Redis {
         self.cluster
     }
 
-    /// Kills node `i` (SIGKILL): its data is gone (no persistence), its port closed.
+    /// Kills node `i` (SIGKILL): its port closed, its data gone unless persistent.
     pub fn stop_node(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         for child in [node.server.take(), node.watchdog.take()]
@@ -146,7 +156,12 @@ impl Redis {
         let mut command = Command::new("redis-server");
         command
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args(["--save", "", "--protected-mode", "no"])
+            .args(if self.persistent {
+                ["--appendonly", "yes", "--appendfsync", "always"]
+            } else {
+                ["--appendonly", "no", "--appendfsync", "everysec"]
+            })
             .arg("--dir")
             .arg(&dir);
         if self.cluster {
