@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
 use featherstore_server::config::{Backend, OnlineBackend};
+use featherstore_testkit::certs::TestCerts;
 use featherstore_testkit::flight::get;
 use featherstore_testkit::http::{assert_error, get_json, metric, post_json, send};
 use featherstore_testkit::redis::Redis;
@@ -329,4 +330,55 @@ async fn a_batch_redis_refused_is_not_stored_offline() {
         assert_eq!(ingest(&server.http, next).await.0, StatusCode::OK);
         assert_eq!(stored_ages(&server.http).await.len(), 2, "{backend:?}");
     }
+}
+
+/// `rediss://`: a server reaches a Redis speaking TLS whose certificate a CA of its
+/// `ca_file` signs, and serves as over plain TCP; without that CA (the system's CAs do not
+/// know the test CA) it does not start, and says why.
+#[tokio::test]
+async fn rediss_verifies_redis_with_the_ca_file() {
+    let certs = TestCerts::generate();
+    let redis = Redis::single_tls(&certs.server_cert, &certs.server_key);
+    let tls_url = redis.tls_url();
+    let with_ca = |ca_file: Option<std::path::PathBuf>| {
+        let url = tls_url.clone();
+        move |config: &mut featherstore_server::config::Config| {
+            config.online.backend = OnlineBackend::Redis;
+            config.online.redis.url = url;
+            config.online.redis.ca_file = ca_file;
+            config.online.redis.timeout_ms = 1000;
+        }
+    };
+    let server = TestServer::start_with(Backend::Parquet, with_ca(Some(certs.ca.clone()))).await;
+    let base = server.http.clone();
+    let created = send(
+        http()
+            .post(format!("{base}/v1/feature-sets"))
+            .body(USER_SPEC),
+    )
+    .await;
+    assert_eq!(created.0, StatusCode::CREATED, "{}", created.1);
+    let rows =
+        json!({"rows": [{"user_id": "u1", "event_timestamp": "2026-01-01T00:00:00Z", "age": 7}]});
+    assert_eq!(ingest(&base, rows).await.0, StatusCode::OK);
+    let read = post_json(&format!("{base}/v1/online"), &online_ticket(&["u1"])).await;
+    assert_eq!(read.1["rows"][0]["age"], 7, "{}", read.1);
+    // The values went through TLS into the one Redis: its plain port sees them too.
+    let plain = server_on(&redis, Backend::Duckdb, 1000).await;
+    let read = post_json(
+        &format!("{}/v1/online", plain.http),
+        &online_ticket(&["u1"]),
+    )
+    .await;
+    assert_eq!(read.1["rows"][0]["age"], 7, "{}", read.1);
+
+    let dir = tempdir();
+    let mut config = featherstore_server::config::Config::ephemeral(dir.path(), Backend::Duckdb);
+    with_ca(None)(&mut config);
+    let refused = featherstore_server::start(&config)
+        .await
+        .err()
+        .expect("no server without a CA that signs Redis's certificate")
+        .to_string();
+    assert!(refused.to_lowercase().contains("certificate"), "{refused}");
 }

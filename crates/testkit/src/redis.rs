@@ -7,7 +7,7 @@
 //! binary never outlives it.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -17,6 +17,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 struct Node {
     port: u16,
+    /// The TLS port, when the node speaks TLS too.
+    tls_port: Option<u16>,
     server: Option<Child>,
     watchdog: Option<Child>,
 }
@@ -29,6 +31,8 @@ pub struct Redis {
     /// Every write in the append-only file, fsynced before it is answered: a node killed
     /// and started again has all its data.
     persistent: bool,
+    /// Certificate and key (PEM files) of the TLS port, if any.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 fn free_port() -> u16 {
@@ -70,6 +74,17 @@ impl Redis {
         Self::start(1, false, true)
     }
 
+    /// One node that also speaks TLS ([`tls_url`](Self::tls_url)) with this certificate
+    /// and key (PEM files); it asks clients for no certificate.
+    pub fn single_tls(cert: &Path, key: &Path) -> Self {
+        Self::start_with(
+            1,
+            false,
+            false,
+            Some((cert.to_path_buf(), key.to_path_buf())),
+        )
+    }
+
     /// Three primaries, no replicas, every slot assigned.
     pub fn cluster() -> Self {
         let redis = Self::start(3, true, false);
@@ -101,6 +116,15 @@ impl Redis {
     }
 
     fn start(nodes: usize, cluster: bool, persistent: bool) -> Self {
+        Self::start_with(nodes, cluster, persistent, None)
+    }
+
+    fn start_with(
+        nodes: usize,
+        cluster: bool,
+        persistent: bool,
+        tls: Option<(PathBuf, PathBuf)>,
+    ) -> Self {
         static DIRS: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "featherstore-redis-{}-{}",
@@ -112,6 +136,7 @@ impl Redis {
             nodes: (0..nodes)
                 .map(|_| Node {
                     port: free_port(),
+                    tls_port: tls.is_some().then(free_port),
                     server: None,
                     watchdog: None,
                 })
@@ -119,6 +144,7 @@ impl Redis {
             dir,
             cluster,
             persistent,
+            tls,
         };
         for i in 0..nodes {
             redis.start_node(i);
@@ -129,6 +155,12 @@ impl Redis {
     /// `redis://127.0.0.1:PORT` of the first node (a seed node of a cluster).
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.nodes[0].port)
+    }
+
+    /// `rediss://127.0.0.1:PORT` of the first node's TLS port (a [`single_tls`](Self::single_tls)).
+    pub fn tls_url(&self) -> String {
+        let port = self.nodes[0].tls_port.expect("a node started with TLS");
+        format!("rediss://127.0.0.1:{port}")
     }
 
     pub fn is_cluster(&self) -> bool {
@@ -164,6 +196,19 @@ impl Redis {
             })
             .arg("--dir")
             .arg(&dir);
+        if let (Some((cert, key)), Some(tls_port)) = (&self.tls, self.nodes[i].tls_port) {
+            command
+                .args([
+                    "--tls-port",
+                    &tls_port.to_string(),
+                    "--tls-auth-clients",
+                    "no",
+                ])
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key);
+        }
         if self.cluster {
             command.args([
                 "--cluster-enabled",
