@@ -2,7 +2,7 @@
 //! killed with SIGKILL while the other serves, a restart that serves at once, Redis itself
 //! restarted with and without its data, and `featherstore online rebuild`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
@@ -10,7 +10,7 @@ use featherstore_testkit::child::{ChildServer, Run, Serve};
 use featherstore_testkit::flight::get;
 use featherstore_testkit::http::post_json;
 use featherstore_testkit::redis::Redis;
-use featherstore_testkit::USER_SPEC;
+use featherstore_testkit::{eventually, USER_SPEC};
 use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_featherstore");
@@ -24,12 +24,7 @@ fn serve_on(redis: &Redis, backend: &str) -> Serve {
 }
 
 fn run(server: &ChildServer, args: &[&str]) -> Run {
-    Run::new(
-        BIN,
-        args,
-        &[("FEATHERSTORE_FLIGHT", Some(server.flight.as_str()))],
-        None,
-    )
+    server.cli(BIN, args)
 }
 
 /// Ingests one CSV row `user,age,time` through `server` (the CLI, over Flight).
@@ -92,19 +87,6 @@ async fn assert_serves(server: &ChildServer, users: &[&str], expected: &[Option<
     );
 }
 
-/// Polls `check` every 50 ms until it holds; panics after `limit`.
-async fn within<F, Fut>(limit: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !check().await {
-        assert!(started.elapsed() < limit, "{what} not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Two servers on one Redis: what one acknowledged, the other serves, also after the first
 /// was killed with SIGKILL; the first, restarted, serves at once (nothing rebuilt, even the
 /// values ingested through the other while it was down).
@@ -115,7 +97,7 @@ async fn a_server_killed_with_sigkill_loses_nothing_acknowledged() {
     let b = serve_on(&redis, "parquet").start();
     let spec = a.file("user.json", USER_SPEC);
     run(&a, &["apply", &spec]).ok();
-    within(Duration::from_secs(2), "the set on B", || async {
+    eventually(Duration::from_secs(2), "the set on B", || async {
         http_ages(&b, &["u1"]).await.is_ok()
     })
     .await;
@@ -173,7 +155,7 @@ async fn a_redis_restart_fails_reads_then_they_recover_by_themselves() {
         assert!(refused.contains("navailable"), "{refused}");
 
         redis.start_node(0);
-        within(Duration::from_secs(10), "reads answering again", || async {
+        eventually(Duration::from_secs(10), "reads answering again", || async {
             http_ages(&server, &users).await.is_ok()
         })
         .await;

@@ -37,19 +37,6 @@ async fn server_in(
     .await
 }
 
-/// Polls `check` every 20 ms until it holds; panics after `limit`.
-async fn within<F, Fut>(limit: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !check().await {
-        assert!(started.elapsed() < limit, "{what} not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn online_ticket(entities: &[&str]) -> Value {
     json!({"feature_set": "user_features", "entities": entities, "features": ["age"]})
 }
@@ -59,6 +46,17 @@ fn flight_ticket(entities: &[&str]) -> Value {
     let mut ticket = online_ticket(entities);
     ticket["type"] = json!("online");
     ticket
+}
+
+/// Creates `user_features` through the server at `base`.
+async fn create_user_set(base: &str) {
+    let created = send(
+        http()
+            .post(format!("{base}/v1/feature-sets"))
+            .body(USER_SPEC),
+    )
+    .await;
+    assert_eq!(created.0, StatusCode::CREATED, "{}", created.1);
 }
 
 async fn ingest(base: &str, rows: Value) -> (StatusCode, Value) {
@@ -79,7 +77,7 @@ async fn two_servers_share_the_registry_and_the_values() {
         assert_eq!(created.0, StatusCode::CREATED, "{}", created.1);
 
         // Created through A: usable through B within a second, without a restart.
-        within(Duration::from_secs(1), "the set on B", || async {
+        eventually(Duration::from_secs(1), "the set on B", || async {
             get_json(&format!("{}/v1/feature-sets/user_features", b.http))
                 .await
                 .0
@@ -228,7 +226,7 @@ async fn redis_down_fails_reads_fast_and_ingest_unacknowledged_then_recovers() {
 
     // Back (empty: no persistence): the server recovers by itself, without a restart.
     redis.start_node(0);
-    within(Duration::from_secs(10), "reads answering again", || async {
+    eventually(Duration::from_secs(10), "reads answering again", || async {
         post_json(&format!("{base}/v1/online"), &online_ticket(&["u1"]))
             .await
             .0
@@ -237,7 +235,7 @@ async fn redis_down_fails_reads_fast_and_ingest_unacknowledged_then_recovers() {
     .await;
     assert_eq!(get_json(&format!("{base}/health")).await.0, StatusCode::OK);
     // The registry is published again by the server; ingest works again.
-    within(Duration::from_secs(5), "ingest accepted again", || async {
+    eventually(Duration::from_secs(5), "ingest accepted again", || async {
         ingest(&base, rows.clone()).await.0 == StatusCode::OK
     })
     .await;
@@ -250,7 +248,7 @@ async fn redis_down_fails_reads_fast_and_ingest_unacknowledged_then_recovers() {
     assert_eq!(ingest(&base, lost).await.0, StatusCode::OK);
     redis.stop_node(0);
     redis.start_node(0);
-    within(
+    eventually(
         Duration::from_secs(10),
         "u2 gone with Redis's data",
         || async {
@@ -293,13 +291,7 @@ async fn a_batch_redis_refused_is_not_stored_offline() {
         let mut redis = Redis::single();
         let server = server_on(&redis, backend, 200).await;
         let base = server.http.clone();
-        let created = send(
-            http()
-                .post(format!("{base}/v1/feature-sets"))
-                .body(USER_SPEC),
-        )
-        .await;
-        assert_eq!(created.0, StatusCode::CREATED, "{}", created.1);
+        create_user_set(&base).await;
         let stored = json!({"rows": [{"user_id": "u1", "event_timestamp": "2026-01-01T00:00:00Z", "age": 7}]});
         assert_eq!(ingest(&base, stored).await.0, StatusCode::OK);
 
@@ -351,13 +343,7 @@ async fn rediss_verifies_redis_with_the_ca_file() {
     };
     let server = TestServer::start_with(Backend::Parquet, with_ca(Some(certs.ca.clone()))).await;
     let base = server.http.clone();
-    let created = send(
-        http()
-            .post(format!("{base}/v1/feature-sets"))
-            .body(USER_SPEC),
-    )
-    .await;
-    assert_eq!(created.0, StatusCode::CREATED, "{}", created.1);
+    create_user_set(&base).await;
     let rows =
         json!({"rows": [{"user_id": "u1", "event_timestamp": "2026-01-01T00:00:00Z", "age": 7}]});
     assert_eq!(ingest(&base, rows).await.0, StatusCode::OK);
