@@ -76,29 +76,27 @@ pub trait OfflineStore: Send + Sync {
     /// stored as ingested at `ingested_at` (UTC microseconds), or at the set's latest ingest
     /// time if that is later: ingest times never decrease within a set, whatever the clock
     /// does, also across restarts (the backend recovers the latest from its stored rows).
-    ///
-    /// `publish` runs once, after every step of the append that can fail but its commit
-    /// (the batch is written, durably where the backend writes ahead, and not yet visible to
-    /// reads): if it fails, the batch is taken back and its error returned, so a batch whose
-    /// publication failed is not stored. It is how a remote online store gets the batch
-    /// (see `FeatureStore::ingest`). The commit after it fails only on a fault of the
-    /// machine itself (an in-memory DuckDB commit, a database file that cannot be written).
+    fn append_at(&self, spec: &FeatureSetSpec, batch: &RecordBatch, ingested_at: i64)
+        -> Result<()>;
+
+    /// [`append_at`](OfflineStore::append_at), running `publish` once, before the batch is
+    /// committed: if it fails, the batch is not stored and its error is returned. It is how
+    /// a remote online store gets the batch (see `FeatureStore::ingest`). A backend runs it
+    /// after every step of the append that can fail but its commit (the batch written,
+    /// durably where the backend writes ahead, not yet visible to reads), so that the commit
+    /// after a successful `publish` fails only on a fault of the machine itself. The
+    /// default runs it before the whole append: a backend without such a point still never
+    /// stores a batch whose publication failed, but an append that fails after `publish`
+    /// leaves the batch published only.
     fn append_publishing(
         &self,
         spec: &FeatureSetSpec,
         batch: &RecordBatch,
         ingested_at: i64,
         publish: Publish<'_>,
-    ) -> Result<()>;
-
-    /// [`append_publishing`](OfflineStore::append_publishing) with nothing to publish.
-    fn append_at(
-        &self,
-        spec: &FeatureSetSpec,
-        batch: &RecordBatch,
-        ingested_at: i64,
     ) -> Result<()> {
-        self.append_publishing(spec, batch, ingested_at, &mut || Ok(()))
+        publish()?;
+        self.append_at(spec, batch, ingested_at)
     }
 
     /// [`append_at`](OfflineStore::append_at) the current time.

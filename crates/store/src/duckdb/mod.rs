@@ -304,6 +304,11 @@ impl OfflineStore for DuckDbStore {
         })
     }
 
+    fn append_at(&self, spec: &FeatureSetSpec, batch: &RecordBatch, now: i64) -> Result<()> {
+        self.append_publishing(spec, batch, now, &mut || Ok(()))
+    }
+
+    /// Publishes after the rows are written, before they are committed: see the trait.
     fn append_publishing(
         &self,
         spec: &FeatureSetSpec,

@@ -420,6 +420,11 @@ impl OfflineStore for ParquetStore {
         self.inner.delete(name)
     }
 
+    fn append_at(&self, spec: &FeatureSetSpec, batch: &RecordBatch, now: i64) -> Result<()> {
+        self.inner.append(spec, batch, now, &mut || Ok(()))
+    }
+
+    /// Publishes after the rows are written, before they are committed: see the trait.
     fn append_publishing(
         &self,
         spec: &FeatureSetSpec,
