@@ -152,6 +152,11 @@ pub(crate) async fn blocking<T: Send + 'static>(
     outcome
 }
 
+/// Parses `{"name": ...}`, the body of the get and delete actions.
+pub(crate) fn parse_name(body: &[u8]) -> ApiResult<String> {
+    Ok(featherstore_core::action::parse_name(body)?)
+}
+
 /// Progress updates of a rebuild held for its reader; more are dropped until it reads.
 const REBUILD_PROGRESS_QUEUE: usize = 4;
 
@@ -163,11 +168,6 @@ pub(crate) struct Rebuild {
     pub(crate) progress: mpsc::Receiver<u64>,
     /// The rows written, once the rebuild is over.
     pub(crate) finished: futures::future::BoxFuture<'static, ApiResult<u64>>,
-}
-
-/// Parses `{"name": ...}`, the body of the get and delete actions.
-pub(crate) fn parse_name(body: &[u8]) -> ApiResult<String> {
-    Ok(featherstore_core::action::parse_name(body)?)
 }
 
 fn spec_json(spec: &FeatureSetSpec) -> Value {

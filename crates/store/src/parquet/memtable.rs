@@ -8,7 +8,6 @@ use duckdb::Connection;
 use featherstore_core::{FeatureSetSpec, FeatureType};
 use parking_lot::Mutex;
 
-use crate::offline::Publish;
 use crate::query::sql::{self, ident, literal};
 use crate::Result;
 
@@ -61,7 +60,7 @@ pub(super) fn insert(
     conn: &Connection,
     table: &str,
     batch: RecordBatch,
-    publish: Publish<'_>,
+    publish: crate::offline::Publish<'_>,
 ) -> Result<()> {
     conn.execute_batch("BEGIN TRANSACTION")?;
     let appended = (|| -> Result<()> {
