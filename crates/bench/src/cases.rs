@@ -12,6 +12,7 @@ use futures::TryStreamExt;
 
 use crate::data::{self, Rng};
 use crate::load::{self, Call, HttpCall, Mode, Target};
+use crate::redis::RedisServer;
 use crate::report::{self, Document, Machine, Record};
 use crate::server::{self, ChildServer, ServeCommand};
 use crate::{Args, BenchError, Profile};
@@ -22,6 +23,9 @@ const SETS: [&str; 3] = ["bench", "bench_b", "bench_c"];
 const SERVICE: &str = "bench_service";
 const ENTITY_COUNTS: [usize; 4] = [1, 10, 100, 1000];
 const CONCURRENCIES: [usize; 3] = [1, 16, 64];
+/// Entities per read and concurrencies of the memory-versus-Redis cases.
+const BACKEND_ENTITY_COUNTS: [usize; 2] = [1, 100];
+const BACKEND_CONCURRENCIES: [usize; 2] = [1, 16];
 /// Distinct requests per case, cycled (so the client does not build JSON while timing).
 const REQUESTS_PER_CASE: usize = 64;
 
@@ -65,6 +69,7 @@ pub async fn run_suite(args: Args) -> Result<(), BenchError> {
                 backend: profile.backend.clone(),
                 data_dir: dir.path().join("data"),
                 startup_timeout: Duration::from_secs(600),
+                online: None,
             };
             let child = command.spawn()?;
             (child.target.clone(), Some((child, command, dir)))
@@ -96,6 +101,9 @@ pub async fn run_suite(args: Args) -> Result<(), BenchError> {
         suite.memory().await?;
     }
     suite.floor_and_online().await?;
+    if suite.profile.runs("redis") {
+        suite.online_backends().await?;
+    }
     if suite.profile.runs("open") {
         suite.open_loop().await?;
     }
@@ -189,20 +197,7 @@ impl Suite {
 
     /// Checks one call of a case answers what it should before timing it.
     async fn check(&self, case: &str, call: &Call, rows: usize) -> Result<(), BenchError> {
-        let answered = match call {
-            Call::Http(HttpCall::PostJson(path, body)) => {
-                let answer = http_post(&self.target, path, body.clone()).await?;
-                answer["rows"].as_array().map_or(0, Vec::len)
-            }
-            _ => load::probe(&self.target, call).await?,
-        };
-        if answered != rows {
-            return Err(BenchError::Check {
-                case: case.into(),
-                message: format!("answered {answered} rows, expected {rows}"),
-            });
-        }
-        Ok(())
+        check_on(&self.target, case, call, rows).await
     }
 
     async fn measure(
@@ -214,14 +209,24 @@ impl Suite {
         mode: Mode,
         entities: usize,
     ) -> Result<(), BenchError> {
-        let latency = load::run(
-            &self.target,
-            Arc::new(calls),
-            concurrency,
-            mode,
-            self.duration(),
-        )
-        .await?;
+        let target = self.target.clone();
+        let calls = Arc::new(calls);
+        self.measure_on(&target, case, label, calls, concurrency, mode, entities)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn measure_on(
+        &mut self,
+        target: &Target,
+        case: String,
+        label: String,
+        calls: Arc<Vec<Call>>,
+        concurrency: usize,
+        mode: Mode,
+        entities: usize,
+    ) -> Result<(), BenchError> {
+        let latency = load::run(target, calls, concurrency, mode, self.duration()).await?;
         eprintln!(
             "  {case}: p50 {:.3} ms, p99 {:.3} ms, {:.0} requests/s",
             latency.p50_ms, latency.p99_ms, latency.requests_per_s
@@ -234,6 +239,68 @@ impl Suite {
             entities,
             latency,
         ));
+        Ok(())
+    }
+
+    /// Online reads from the memory backend (the suite's server) and from the Redis backend
+    /// (a second server, on a redis-server of this run, holding the same `bench` set), case
+    /// by case in turn, so that both see the same machine: `backends.{memory|redis}.
+    /// {protocol}.e{entities}.c{concurrency}`. Needs a server the suite started (one
+    /// targeted may not be on memory).
+    async fn online_backends(&mut self) -> Result<(), BenchError> {
+        let Some((_, command, dir)) = &self.child else {
+            eprintln!("redis cases skipped: they need a server the suite starts");
+            return Ok(());
+        };
+        let redis = RedisServer::start(&dir.path().join("redis"))?;
+        let on_redis = ServeCommand {
+            bin: command.bin.clone(),
+            backend: command.backend.clone(),
+            data_dir: dir.path().join("data-redis"),
+            startup_timeout: command.startup_timeout,
+            online: Some(redis.url()),
+        }
+        .spawn()?;
+        let started = Instant::now();
+        let client = on_redis.target.client().await?;
+        data::create_float_set(&client, SETS[0], self.profile.features).await?;
+        // The same rows as the suite's server got (`load_online_sets`).
+        let batches = data::latest_rows(&mut Rng(42), self.profile.entities, self.profile.features);
+        client.ingest_batches(SETS[0], batches).await?;
+        eprintln!(
+            "loaded {} entities into Redis in {:.1} s",
+            self.profile.entities,
+            started.elapsed().as_secs_f64()
+        );
+        let backends = [
+            ("memory", self.target.clone()),
+            ("redis", on_redis.target.clone()),
+        ];
+        for protocol in ["http", "flight"] {
+            for entities in BACKEND_ENTITY_COUNTS {
+                let calls = Arc::new(self.online_calls(protocol, entities));
+                for (backend, target) in &backends {
+                    let case = format!("backends.{backend}.{protocol}.e{entities}");
+                    check_on(target, &case, &calls[0], entities).await?;
+                }
+                for concurrency in BACKEND_CONCURRENCIES {
+                    for (backend, target) in &backends {
+                        self.measure_on(
+                            target,
+                            format!("backends.{backend}.{protocol}.e{entities}.c{concurrency}"),
+                            format!("{protocol} online read of {entities} entities from the {backend} backend, closed loop"),
+                            calls.clone(),
+                            concurrency,
+                            Mode::Closed,
+                            entities,
+                        )
+                        .await?;
+                    }
+                }
+            }
+        }
+        on_redis.stop()?;
+        drop(redis);
         Ok(())
     }
 
@@ -704,4 +771,22 @@ fn metric(text: &str, series: &str) -> Option<f64> {
         .trim()
         .parse()
         .ok()
+}
+
+/// Checks one call of a case answers what it should before timing it.
+async fn check_on(target: &Target, case: &str, call: &Call, rows: usize) -> Result<(), BenchError> {
+    let answered = match call {
+        Call::Http(HttpCall::PostJson(path, body)) => {
+            let answer = http_post(target, path, body.clone()).await?;
+            answer["rows"].as_array().map_or(0, Vec::len)
+        }
+        _ => load::probe(target, call).await?,
+    };
+    if answered != rows {
+        return Err(BenchError::Check {
+            case: case.into(),
+            message: format!("answered {answered} rows, expected {rows}"),
+        });
+    }
+    Ok(())
 }

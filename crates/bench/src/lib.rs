@@ -9,6 +9,7 @@
 pub mod cases;
 pub mod data;
 pub mod load;
+pub mod redis;
 pub mod report;
 pub mod server;
 
@@ -49,7 +50,7 @@ pub enum BenchError {
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "featherstore-bench",
-    about = "Serving benchmark suite: online reads against the floor, reads during ingest, ingest, history, training data, startup, memory"
+    about = "Serving benchmark suite: online reads against the floor, online reads from memory and from Redis, reads during ingest, ingest, history, training data, startup, memory"
 )]
 pub struct Args {
     /// Flight address of a running server (`http://host:port`); without it the suite starts
@@ -99,8 +100,8 @@ pub struct Args {
     /// Entities of the memory case (default 1,000,000; quick 20,000).
     #[arg(long)]
     pub index_entities: Option<u64>,
-    /// Case groups to skip, comma-separated: open, service, ingest_reads, ingest, history,
-    /// training, startup, memory.
+    /// Case groups to skip, comma-separated: redis, open, service, ingest_reads, ingest,
+    /// history, training, startup, memory.
     #[arg(long, value_delimiter = ',')]
     pub skip: Vec<String>,
     /// Write every figure as JSON here.

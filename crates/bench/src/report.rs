@@ -133,7 +133,7 @@ fn line(
     }
 }
 
-/// The budget lines of issue 11 that the suite measures.
+/// The budget lines of issue 11 (and issue 13's Redis lines) that the suite measures.
 pub fn budget(records: &[Record], profile: &Profile) -> Vec<BudgetLine> {
     let mut lines = Vec::new();
     let http_one = latency(records, "online.http.e1.c16");
@@ -204,6 +204,19 @@ pub fn budget(records: &[Record], profile: &Profile) -> Vec<BudgetLine> {
                 10.0,
             ));
         }
+    }
+    for (entities, limit) in [(1, 1.0), (100, 3.0)] {
+        let case = format!("backends.redis.http.e{entities}.c1");
+        lines.push(line(
+            &format!(
+                "HTTP online from Redis (loopback), {entities} entit{}, concurrency 1: p99 <= {limit} ms",
+                if entities == 1 { "y" } else { "ies" }
+            ),
+            format!("p99 ms of {case} (memory: backends.memory.http.e{entities}.c1)"),
+            latency(records, &case).map(|l| l.p99_ms),
+            "<=",
+            limit,
+        ));
     }
     let startup_rows = find(records, "startup").and_then(|r| r.figures.get("stored_rows"));
     lines.push(line(
@@ -308,7 +321,7 @@ pub fn print(records: &[Record], budget: &[BudgetLine]) {
             println!("note: {}: {}", record.case, record.label);
         }
     }
-    println!("budget (issue 11):");
+    println!("budget (issues 11 and 13):");
     for line in budget {
         let verdict = match line.pass {
             Some(true) => "PASS",

@@ -21,6 +21,8 @@ pub struct ServeCommand {
     pub backend: String,
     pub data_dir: PathBuf,
     pub startup_timeout: Duration,
+    /// `--online`: the Redis holding the online values (memory when `None`).
+    pub online: Option<String>,
 }
 
 impl ServeCommand {
@@ -37,6 +39,7 @@ impl ServeCommand {
             ])
             .arg("--data-dir")
             .arg(&self.data_dir)
+            .args(self.online.iter().flat_map(|url| ["--online", url]))
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -120,11 +120,11 @@ impl Progress {
 }
 
 /// `1 row`, `2,500 rows`.
-fn rows(n: u64) -> String {
+pub(crate) fn rows(n: u64) -> String {
     format!("{} row{}", thousands(n), if n == 1 { "" } else { "s" })
 }
 
-fn style(template: &str) -> ProgressStyle {
+pub(crate) fn style(template: &str) -> ProgressStyle {
     ProgressStyle::with_template(template)
         .expect("valid template")
         .progress_chars("=> ")

@@ -4,6 +4,7 @@ mod admin;
 mod columns;
 mod common;
 mod ingest;
+mod online;
 mod output;
 mod read;
 mod serve;
@@ -51,6 +52,8 @@ enum Command {
     Delete(admin::DeleteArgs),
     /// Feature services: list, describe, delete, and online reads across their sets.
     Service(services::ServiceArgs),
+    /// The online store: `rebuild` a set's online values from the offline store.
+    Online(online::OnlineArgs),
 }
 
 impl Command {
@@ -67,6 +70,7 @@ impl Command {
             Command::Describe(args) => Some(&mut args.server),
             Command::Delete(args) => Some(&mut args.server),
             Command::Service(args) => Some(args.command.server_args()),
+            Command::Online(args) => Some(args.command.server_args()),
         }
     }
 }
@@ -87,6 +91,7 @@ fn main() -> std::process::ExitCode {
         Command::Describe(args) => admin::describe(args).map_err(|e| e.0),
         Command::Delete(args) => admin::delete(args).map_err(|e| e.0),
         Command::Service(args) => services::run(args).map_err(|e| e.0),
+        Command::Online(args) => online::run(args).map_err(|e| e.0),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -24,6 +24,15 @@ fn expected_cases() -> Vec<String> {
             cases.push(format!("open.{protocol}.e{entities}"));
             cases.push(format!("ingest_reads.{protocol}.e{entities}.c1"));
         }
+        for backend in ["memory", "redis"] {
+            for entities in [1, 100] {
+                for concurrency in [1, 16] {
+                    cases.push(format!(
+                        "backends.{backend}.{protocol}.e{entities}.c{concurrency}"
+                    ));
+                }
+            }
+        }
         cases.push(format!("service.{protocol}.one_set"));
         cases.push(format!("service.{protocol}.three_sets"));
     }

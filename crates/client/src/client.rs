@@ -24,6 +24,7 @@ use crate::request::{
 };
 use crate::response::{
     AckStream, BatchStream, FeatureSetInfo, FeatureSetUpdate, IngestAck, IngestSummary,
+    RebuildProgress,
 };
 use crate::{Error, Result, TrainingDataOptions};
 
@@ -395,6 +396,35 @@ impl Client {
                 "delete_feature_set answered {answer}; expected {{\"deleted\": true}}"
             ))),
         }
+    }
+
+    /// Writes a set's latest values from the server's offline store into the online store
+    /// again (after Redis lost its data, say; scope `admin`), calling `progress` as the
+    /// server reports it. Returns the last report (`done`, with the rows written).
+    /// `NOT_FOUND` for an unknown set; the server's error if the rebuild fails part way
+    /// (values written before stay: each is the newest the offline store holds).
+    pub async fn rebuild_online(
+        &self,
+        name: &str,
+        mut progress: impl FnMut(&RebuildProgress),
+    ) -> Result<RebuildProgress> {
+        let body = json!({ "name": name }).to_string();
+        let mut results = self
+            .flight_client()
+            .do_action(Action::new("rebuild_online", body))
+            .await?;
+        while let Some(result) = results.try_next().await? {
+            let report: RebuildProgress = serde_json::from_slice(&result).map_err(|e| {
+                Error::protocol(format!("rebuild_online answered invalid JSON: {e}"))
+            })?;
+            progress(&report);
+            if report.done {
+                return Ok(report);
+            }
+        }
+        Err(Error::protocol(
+            "rebuild_online ended without its final result",
+        ))
     }
 
     // ---- feature services ----------------------------------------------------------------

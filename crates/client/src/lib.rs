@@ -74,7 +74,7 @@ pub use request::{
 };
 pub use response::{
     AckStream, BatchStream, FeatureSetInfo, FeatureSetStats, FeatureSetUpdate, IngestAck,
-    IngestSummary,
+    IngestSummary, RebuildProgress,
 };
 
 pub use featherstore_core::evolution::Change;

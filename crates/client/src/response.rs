@@ -35,6 +35,18 @@ pub struct IngestSummary {
 /// The first rejected batch ends it with an error; batches acknowledged before stay stored.
 pub type AckStream = BoxStream<'static, Result<IngestAck>>;
 
+/// How far a [`Client::rebuild_online`](crate::Client::rebuild_online) has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebuildProgress {
+    /// Latest values written to the online store so far.
+    pub rows: u64,
+    /// The set's entities when the rebuild started: the rows it writes (one each).
+    pub entities: u64,
+    /// The rebuild is over: `rows` were written.
+    #[serde(default)]
+    pub done: bool,
+}
+
 /// A stored feature set: its spec (with `version` and `created_at`) and statistics.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FeatureSetInfo {

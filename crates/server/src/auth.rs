@@ -89,7 +89,8 @@ impl Operation {
             | "update_feature_set"
             | "delete_feature_set"
             | "create_feature_service"
-            | "delete_feature_service" => Operation::Manage,
+            | "delete_feature_service"
+            | "rebuild_online" => Operation::Manage,
             _ => Operation::Discover,
         }
     }
@@ -586,6 +587,7 @@ mod tests {
         assert_eq!(Operation::of_flight_method("DoPut"), Some(Ingest));
         assert_eq!(Operation::of_flight_method("DoExchange"), Some(ReadData));
         assert_eq!(Operation::of_action("delete_feature_set"), Manage);
+        assert_eq!(Operation::of_action("rebuild_online"), Manage);
         assert_eq!(Operation::of_action("list_feature_sets"), Describe);
         assert_eq!(
             Operation::of_http_route(&Method::GET, Some("/health")),

@@ -67,7 +67,7 @@ pub struct OnlineConfig {
     pub redis: RedisConfig,
 }
 
-/// `online.redis`: url, cluster, key_prefix, pool_size, timeout_ms.
+/// `online.redis`: url, ca_file, cluster, key_prefix, pool_size, timeout_ms.
 pub use featherstore_store::online::RedisConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -807,6 +807,7 @@ mod tests {
                 config.online.redis,
                 RedisConfig {
                     url: "redis://10.0.0.1:7000".into(),
+                    ca_file: None,
                     cluster: true,
                     key_prefix: "team".into(),
                     pool_size: 4,

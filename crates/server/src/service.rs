@@ -198,6 +198,19 @@ pub(crate) fn parse_name(body: &[u8]) -> ApiResult<String> {
     Ok(featherstore_core::action::parse_name(body)?)
 }
 
+/// Progress updates of a rebuild held for its reader; more are dropped until it reads.
+const REBUILD_PROGRESS_QUEUE: usize = 4;
+
+/// A rebuild of a set's online values under way ([`AppState::rebuild_online`]).
+pub(crate) struct Rebuild {
+    /// The set's entities: the rows the rebuild writes (one each).
+    pub(crate) entities: u64,
+    /// Rows written so far; closed when the rebuild ends.
+    pub(crate) progress: mpsc::Receiver<u64>,
+    /// The rows written, once the rebuild is over.
+    pub(crate) finished: futures::future::BoxFuture<'static, ApiResult<u64>>,
+}
+
 fn spec_json(spec: &FeatureSetSpec) -> Value {
     serde_json::to_value(spec).expect("specs serialize")
 }
@@ -597,6 +610,36 @@ impl AppState {
     pub(crate) async fn delete_set(&self, name: String) -> ApiResult<()> {
         let store = self.store.clone();
         blocking(move || Ok(store.delete(&name)?)).await
+    }
+
+    /// Starts writing a set's latest values from the offline store into its online values
+    /// again ([`FeatureStore::rebuild_online`]) on the blocking pool. It runs to its end even
+    /// if nobody waits for it any more: a rebuild stopped half way would have to start over.
+    pub(crate) async fn rebuild_online(&self, name: String) -> ApiResult<Rebuild> {
+        let store = self.store.clone();
+        let counted = name.clone();
+        let entities = blocking(move || Ok(store.stats(&counted)?.entities)).await?;
+        let (report, progress) = mpsc::channel(REBUILD_PROGRESS_QUEUE);
+        let store = self.store.clone();
+        let span = Span::current();
+        let done = tokio::task::spawn_blocking(move || {
+            span.in_scope(|| {
+                // A reader that lags misses updates, never holds the rebuild up.
+                let rows = store.rebuild_online(&name, &mut |rows| {
+                    let _ = report.try_send(rows as u64);
+                })?;
+                Ok(rows as u64)
+            })
+        });
+        let finished = async move {
+            done.await
+                .map_err(|e| ApiError::Internal(format!("the rebuild task failed: {e}")))?
+        };
+        Ok(Rebuild {
+            entities,
+            progress,
+            finished: Box::pin(finished),
+        })
     }
 
     /// Stores one batch durably, as the whole of a request (HTTP); returns its row count.

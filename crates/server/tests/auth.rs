@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use arrow::array::RecordBatch;
 use arrow_flight::flight_service_client::FlightServiceClient;
-use arrow_flight::{FlightClient, FlightDescriptor, HandshakeRequest};
+use arrow_flight::{Action, FlightClient, FlightDescriptor, HandshakeRequest};
 use featherstore_server::config::{AuthConfig, Backend, Config, Scope, TokenConfig};
 use featherstore_testkit::*;
 use futures::TryStreamExt;
@@ -131,10 +131,11 @@ enum FlightOp {
     History,
     Exchange,
     ListActions,
+    RebuildOnline,
     Delete,
 }
 
-const FLIGHT_OPS: [FlightOp; 12] = [
+const FLIGHT_OPS: [FlightOp; 13] = [
     FlightOp::Create,
     FlightOp::Get,
     FlightOp::List,
@@ -146,6 +147,7 @@ const FLIGHT_OPS: [FlightOp; 12] = [
     FlightOp::History,
     FlightOp::Exchange,
     FlightOp::ListActions,
+    FlightOp::RebuildOnline,
     FlightOp::Delete,
 ];
 
@@ -175,7 +177,7 @@ impl FlightOp {
     /// The scope the call needs.
     fn scope(self) -> Option<Scope> {
         match self {
-            FlightOp::Create | FlightOp::Delete => Some(Scope::Admin),
+            FlightOp::Create | FlightOp::Delete | FlightOp::RebuildOnline => Some(Scope::Admin),
             FlightOp::Put => Some(Scope::Write),
             FlightOp::ListActions => None,
             _ => Some(Scope::Read),
@@ -208,6 +210,18 @@ impl FlightOp {
                 .await
                 .map(drop)
                 .map_err(|s| s.code()),
+            // Progress results, then the last: all of them.
+            FlightOp::RebuildOnline => {
+                let results = client
+                    .do_action(Action::new("rebuild_online", name))
+                    .await
+                    .map_err(status)?;
+                results
+                    .try_collect::<Vec<_>>()
+                    .await
+                    .map(drop)
+                    .map_err(status)
+            }
             FlightOp::List => action(client, "list_feature_sets", "{}")
                 .await
                 .map(drop)

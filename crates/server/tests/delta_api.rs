@@ -3,7 +3,7 @@
 //! bucket, and stateless servers sharing one bucket and one Redis.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrow::array::{AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::Int64Type;
@@ -217,18 +217,11 @@ async fn stateless_servers_on_one_bucket_and_one_redis_are_interchangeable() {
     )
     .await;
     assert_eq!(created.0, StatusCode::CREATED, "{created:?}");
-    let started = Instant::now();
-    loop {
-        let on_b = send(http().get(format!("{}/v1/feature-sets/user_features", b.http))).await;
-        if on_b.0 == StatusCode::OK {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "the set is not usable through B within a second: {on_b:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let on_b = format!("{}/v1/feature-sets/user_features", b.http);
+    eventually(Duration::from_secs(1), "the set on B", || async {
+        send(http().get(&on_b)).await.0 == StatusCode::OK
+    })
+    .await;
 
     // u1 aged 30 on day 1 (through A), 31 on day 5 (through B); u2 40 on day 3 (through B).
     assert_eq!(ingest(&a.http, "u1", 30, 1).await.0, StatusCode::OK);

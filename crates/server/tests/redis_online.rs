@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
 use featherstore_server::config::{Backend, OnlineBackend};
+use featherstore_testkit::certs::TestCerts;
 use featherstore_testkit::flight::get;
 use featherstore_testkit::http::{assert_error, get_json, metric, post_json, send};
 use featherstore_testkit::redis::Redis;
@@ -15,28 +16,25 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 async fn server_on(redis: &Redis, backend: Backend, timeout_ms: u64) -> TestServer {
+    server_in(tempdir(), redis, backend, timeout_ms).await
+}
+
+/// [`server_on`] a data directory (a restart).
+async fn server_in(
+    dir: tempfile::TempDir,
+    redis: &Redis,
+    backend: Backend,
+    timeout_ms: u64,
+) -> TestServer {
     let url = redis.url();
     let cluster = redis.is_cluster();
-    TestServer::start_with(backend, move |config| {
+    TestServer::start_in(dir, backend, move |config| {
         config.online.backend = OnlineBackend::Redis;
         config.online.redis.url = url;
         config.online.redis.cluster = cluster;
         config.online.redis.timeout_ms = timeout_ms;
     })
     .await
-}
-
-/// Polls `check` every 20 ms until it holds; panics after `limit`.
-async fn within<F, Fut>(limit: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !check().await {
-        assert!(started.elapsed() < limit, "{what} not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn online_ticket(entities: &[&str]) -> Value {
@@ -48,6 +46,17 @@ fn flight_ticket(entities: &[&str]) -> Value {
     let mut ticket = online_ticket(entities);
     ticket["type"] = json!("online");
     ticket
+}
+
+/// Creates `user_features` through the server at `base`.
+async fn create_user_set(base: &str) {
+    let created = send(
+        http()
+            .post(format!("{base}/v1/feature-sets"))
+            .body(USER_SPEC),
+    )
+    .await;
+    assert_eq!(created.0, StatusCode::CREATED, "{}", created.1);
 }
 
 async fn ingest(base: &str, rows: Value) -> (StatusCode, Value) {
@@ -68,7 +77,7 @@ async fn two_servers_share_the_registry_and_the_values() {
         assert_eq!(created.0, StatusCode::CREATED, "{}", created.1);
 
         // Created through A: usable through B within a second, without a restart.
-        within(Duration::from_secs(1), "the set on B", || async {
+        eventually(Duration::from_secs(1), "the set on B", || async {
             get_json(&format!("{}/v1/feature-sets/user_features", b.http))
                 .await
                 .0
@@ -147,7 +156,7 @@ async fn feature_services_are_shared_through_the_registry() {
     let created = post_json(&format!("{}/v1/feature-services", a.http), &service).await;
     assert_eq!(created.0, StatusCode::CREATED, "{}", created.1);
     let on_b = format!("{}/v1/feature-services/scoring", b.http);
-    within(Duration::from_secs(1), "the service on B", || async {
+    eventually(Duration::from_secs(1), "the service on B", || async {
         get_json(&on_b).await.0 == StatusCode::OK
     })
     .await;
@@ -189,7 +198,7 @@ async fn feature_services_are_shared_through_the_registry() {
     let deleted = send(http().delete(&on_b)).await;
     assert_eq!(deleted.0, StatusCode::NO_CONTENT, "{}", deleted.1);
     let on_a = format!("{}/v1/feature-services/scoring", a.http);
-    within(Duration::from_secs(1), "the deletion on A", || async {
+    eventually(Duration::from_secs(1), "the deletion on A", || async {
         get_json(&on_a).await.0 == StatusCode::NOT_FOUND
     })
     .await;
@@ -284,7 +293,7 @@ async fn redis_down_fails_reads_fast_and_ingest_unacknowledged_then_recovers() {
 
     // Back (empty: no persistence): the server recovers by itself, without a restart.
     redis.start_node(0);
-    within(Duration::from_secs(10), "reads answering again", || async {
+    eventually(Duration::from_secs(10), "reads answering again", || async {
         post_json(&format!("{base}/v1/online"), &online_ticket(&["u1"]))
             .await
             .0
@@ -293,7 +302,7 @@ async fn redis_down_fails_reads_fast_and_ingest_unacknowledged_then_recovers() {
     .await;
     assert_eq!(get_json(&format!("{base}/health")).await.0, StatusCode::OK);
     // The registry is published again by the server; ingest works again.
-    within(Duration::from_secs(5), "ingest accepted again", || async {
+    eventually(Duration::from_secs(5), "ingest accepted again", || async {
         ingest(&base, rows.clone()).await.0 == StatusCode::OK
     })
     .await;
@@ -306,7 +315,7 @@ async fn redis_down_fails_reads_fast_and_ingest_unacknowledged_then_recovers() {
     assert_eq!(ingest(&base, lost).await.0, StatusCode::OK);
     redis.stop_node(0);
     redis.start_node(0);
-    within(
+    eventually(
         Duration::from_secs(10),
         "u2 gone with Redis's data",
         || async {
@@ -323,4 +332,106 @@ async fn redis_down_fails_reads_fast_and_ingest_unacknowledged_then_recovers() {
     assert_eq!(rebuilt, (StatusCode::OK, json!({"rows": 2})));
     let read = post_json(&format!("{base}/v1/online"), &online_ticket(&["u1", "u2"])).await;
     assert_eq!(read.1["rows"][1]["age"], 9, "{}", read.1);
+}
+
+/// The ages of every stored row of the set (history, the offline store), by entity.
+async fn stored_ages(base: &str) -> Vec<(String, Value)> {
+    let history = post_json(
+        &format!("{base}/v1/history"),
+        &json!({"feature_set": "user_features", "features": ["age"]}),
+    )
+    .await;
+    assert_eq!(history.0, StatusCode::OK, "{}", history.1);
+    history.1["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["user_id"].as_str().unwrap().to_string(), r["age"].clone()))
+        .collect()
+}
+
+/// A batch whose values cannot reach Redis is reported as failed and is not stored offline
+/// either: history never shows it, not even after a restart (the Parquet log replayed).
+#[tokio::test]
+async fn a_batch_redis_refused_is_not_stored_offline() {
+    for backend in BACKENDS {
+        let mut redis = Redis::single();
+        let server = server_on(&redis, backend, 200).await;
+        let base = server.http.clone();
+        create_user_set(&base).await;
+        let stored = json!({"rows": [{"user_id": "u1", "event_timestamp": "2026-01-01T00:00:00Z", "age": 7}]});
+        assert_eq!(ingest(&base, stored).await.0, StatusCode::OK);
+
+        redis.stop_node(0);
+        let refused = json!({"rows": [
+            {"user_id": "u1", "event_timestamp": "2026-01-02T00:00:00Z", "age": 8},
+            {"user_id": "u9", "event_timestamp": "2026-01-02T00:00:00Z", "age": 9}
+        ]});
+        assert_error(
+            &ingest(&base, refused).await,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Redis",
+        );
+        let only_the_first = vec![("u1".to_string(), json!(7))];
+        assert_eq!(stored_ages(&base).await, only_the_first, "{backend:?}");
+
+        redis.start_node(0);
+        let dir = server.shutdown().await;
+        let server = server_in(dir, &redis, backend, 200).await;
+        assert_eq!(
+            stored_ages(&server.http).await,
+            only_the_first,
+            "{backend:?} after a restart"
+        );
+        // The set takes batches again, numbered after the one acknowledged.
+        let next = json!({"rows": [{"user_id": "u2", "event_timestamp": "2026-01-03T00:00:00Z", "age": 2}]});
+        assert_eq!(ingest(&server.http, next).await.0, StatusCode::OK);
+        assert_eq!(stored_ages(&server.http).await.len(), 2, "{backend:?}");
+    }
+}
+
+/// `rediss://`: a server reaches a Redis speaking TLS whose certificate a CA of its
+/// `ca_file` signs, and serves as over plain TCP; without that CA (the system's CAs do not
+/// know the test CA) it does not start, and says why.
+#[tokio::test]
+async fn rediss_verifies_redis_with_the_ca_file() {
+    let certs = TestCerts::generate();
+    let redis = Redis::single_tls(&certs.server_cert, &certs.server_key);
+    let tls_url = redis.tls_url();
+    let with_ca = |ca_file: Option<std::path::PathBuf>| {
+        let url = tls_url.clone();
+        move |config: &mut featherstore_server::config::Config| {
+            config.online.backend = OnlineBackend::Redis;
+            config.online.redis.url = url;
+            config.online.redis.ca_file = ca_file;
+            config.online.redis.timeout_ms = 1000;
+        }
+    };
+    let server = TestServer::start_with(Backend::Parquet, with_ca(Some(certs.ca.clone()))).await;
+    let base = server.http.clone();
+    create_user_set(&base).await;
+    let rows =
+        json!({"rows": [{"user_id": "u1", "event_timestamp": "2026-01-01T00:00:00Z", "age": 7}]});
+    assert_eq!(ingest(&base, rows).await.0, StatusCode::OK);
+    let read = post_json(&format!("{base}/v1/online"), &online_ticket(&["u1"])).await;
+    assert_eq!(read.1["rows"][0]["age"], 7, "{}", read.1);
+    // The values went through TLS into the one Redis: its plain port sees them too.
+    let plain = server_on(&redis, Backend::Duckdb, 1000).await;
+    let read = post_json(
+        &format!("{}/v1/online", plain.http),
+        &online_ticket(&["u1"]),
+    )
+    .await;
+    assert_eq!(read.1["rows"][0]["age"], 7, "{}", read.1);
+
+    let dir = tempdir();
+    let mut config = featherstore_server::config::Config::ephemeral(dir.path(), Backend::Duckdb);
+    with_ca(None)(&mut config);
+    let refused = featherstore_server::start(&config)
+        .await
+        .err()
+        .expect("no server without a CA that signs Redis's certificate")
+        .to_string();
+    assert!(refused.to_lowercase().contains("certificate"), "{refused}");
 }

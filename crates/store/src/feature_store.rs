@@ -612,10 +612,10 @@ impl FeatureStore {
     /// index. Returns the rows stored. Blocks on storage.
     ///
     /// All or nothing: every check (the batch's, and the online store's own in
-    /// [`OnlineSet::prepare`]) runs before the durable append, and what follows it cannot
-    /// fail with the in-memory online store, so a batch reported as failed was not stored and
-    /// one stored is in the index. (A remote online store can fail after the append: see
-    /// [`OnlineSet::apply`].)
+    /// [`OnlineSet::prepare`]) runs before the durable append, and the index applies the
+    /// batch before the offline store commits it ([`OfflineStore::append_publishing`]): an
+    /// apply that fails (a remote online store, unreachable) takes the batch back, so a batch
+    /// reported as failed was not stored and one stored is in the index.
     pub fn ingest(&self, name: &str, batch: &RecordBatch) -> Result<usize> {
         loop {
             let set = self.get(name)?;
@@ -645,16 +645,35 @@ impl FeatureStore {
             )
             .into());
         }
-        {
-            let _span = debug_span!("storage.append", rows = count(rows)).entered();
-            let _timer = self.operations.start(Operation::Append);
-            let now = (self.clock.read())();
-            self.offline.append_at(&set.spec, &batch, now)?;
-        }
-        {
+        let apply = || {
             let _span = debug_span!("index.apply", rows = count(rows)).entered();
             let _timer = self.operations.start(Operation::IndexApply);
-            set.index.apply(&indexed)?;
+            set.index.apply(&indexed)
+        };
+        let now = (self.clock.read())();
+        let span = debug_span!("storage.append", rows = count(rows));
+        let mut timer = self.operations.start(Operation::Append);
+        if self.online_is_remote() {
+            // A remote index can fail (unreachable): it gets the batch inside the append,
+            // before the offline store commits it, and its failure takes the batch back, so
+            // a batch reported as failed is in neither (docs/architecture.md, "Ingest with
+            // Redis").
+            span.in_scope(|| {
+                self.offline
+                    .append_publishing(&set.spec, &batch, now, &mut || {
+                        let applying = std::time::Instant::now();
+                        let applied = apply();
+                        timer.exclude(applying.elapsed());
+                        applied
+                    })
+            })?;
+            drop(timer);
+        } else {
+            // The in-memory index cannot fail: it gets the batch once it is committed, so
+            // it never shows a value that a failed commit left out of the offline store.
+            span.in_scope(|| self.offline.append_at(&set.spec, &batch, now))?;
+            drop(timer);
+            apply()?;
         }
         drop(retired);
         let unsnapshotted = set.unsnapshotted.fetch_add(rows as u64, Ordering::Relaxed);

@@ -27,5 +27,5 @@ mod types;
 pub use error::{Error, Result};
 pub use feature_store::{Clock, FeatureSet, FeatureStore, Limits, SnapshotOptions};
 pub use multi_online::{OnlinePlan, TIMESTAMP_SUFFIX};
-pub use offline::{OfflineStore, RelationWork};
+pub use offline::{OfflineStore, Publish, RelationWork};
 pub use types::{BatchSink, HistoryQuery, IngestView, SetStats, StorageStats};

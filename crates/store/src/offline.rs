@@ -30,6 +30,10 @@ pub(crate) fn parse_service(name: &str, json: &[u8]) -> Result<FeatureServiceSpe
 /// the SQL relation at the same index (canonical columns plus `_seq`).
 pub type RelationWork<'a> = &'a mut dyn FnMut(&Connection, &[String]) -> Result<()>;
 
+/// Work run by [`OfflineStore::append_publishing`] before the batch is committed; its error
+/// takes the batch back.
+pub type Publish<'a> = &'a mut dyn FnMut() -> Result<()>;
+
 /// A storage backend. Calls block (disk, DuckDB, network): async callers run them off the
 /// runtime.
 ///
@@ -74,6 +78,26 @@ pub trait OfflineStore: Send + Sync {
     /// does, also across restarts (the backend recovers the latest from its stored rows).
     fn append_at(&self, spec: &FeatureSetSpec, batch: &RecordBatch, ingested_at: i64)
         -> Result<()>;
+
+    /// [`append_at`](OfflineStore::append_at), running `publish` once, before the batch is
+    /// committed: if it fails, the batch is not stored and its error is returned. It is how
+    /// a remote online store gets the batch (see `FeatureStore::ingest`). A backend runs it
+    /// after every step of the append that can fail but its commit (the batch written,
+    /// durably where the backend writes ahead, not yet visible to reads), so that the commit
+    /// after a successful `publish` fails only on a fault of the machine itself. The
+    /// default runs it before the whole append: a backend without such a point still never
+    /// stores a batch whose publication failed, but an append that fails after `publish`
+    /// leaves the batch published only.
+    fn append_publishing(
+        &self,
+        spec: &FeatureSetSpec,
+        batch: &RecordBatch,
+        ingested_at: i64,
+        publish: Publish<'_>,
+    ) -> Result<()> {
+        publish()?;
+        self.append_at(spec, batch, ingested_at)
+    }
 
     /// [`append_at`](OfflineStore::append_at) the current time.
     fn append(&self, spec: &FeatureSetSpec, batch: &RecordBatch) -> Result<()> {

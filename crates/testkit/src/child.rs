@@ -296,6 +296,16 @@ impl ChildServer {
         flight::connect(&self.flight).await
     }
 
+    /// Runs the client command `bin ARGS` against this server (`FEATHERSTORE_FLIGHT`).
+    pub fn cli(&self, bin: &str, args: &[&str]) -> Run {
+        Run::new(
+            bin,
+            args,
+            &[("FEATHERSTORE_FLIGHT", Some(self.flight.as_str()))],
+            None,
+        )
+    }
+
     /// Sends SIGTERM (a planned shutdown); does not wait for the exit.
     pub fn terminate(&self) {
         let sent = Command::new("kill")

@@ -41,6 +41,20 @@ pub use http::http;
 #[cfg(feature = "server")]
 pub use server::{TestServer, BACKENDS};
 
+/// Polls `check` every 20 ms until it holds; panics after `limit`, naming `what`.
+#[cfg(feature = "server")]
+pub async fn eventually<F, Fut>(limit: std::time::Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < limit, "{what} not within {limit:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// A new temporary directory; removed when dropped.
 #[cfg(feature = "server")]
 pub fn tempdir() -> tempfile::TempDir {

@@ -1,13 +1,13 @@
 //! Real Redis servers for the tests of the Redis online backend: a single node or a 3-node
-//! Redis Cluster, each node a `redis-server` child on a free loopback port, without
-//! persistence, in a temporary directory. `scripts/setup-redis.sh` installs the binaries.
+//! Redis Cluster, each node a `redis-server` child on a free loopback port, in a temporary
+//! directory, without persistence (or with, for [`Redis::single_persistent`]). `scripts/setup-redis.sh` installs the binaries.
 //!
 //! Dropping a [`Redis`] kills its nodes. A node also dies within a second of the test
 //! process (a watchdog shell per node), so a server kept in a `static` for a whole test
 //! binary never outlives it.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -17,6 +17,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 struct Node {
     port: u16,
+    /// The TLS port, when the node speaks TLS too.
+    tls_port: Option<u16>,
     server: Option<Child>,
     watchdog: Option<Child>,
 }
@@ -26,6 +28,11 @@ pub struct Redis {
     nodes: Vec<Node>,
     dir: PathBuf,
     cluster: bool,
+    /// Every write in the append-only file, fsynced before it is answered: a node killed
+    /// and started again has all its data.
+    persistent: bool,
+    /// Certificate and key (PEM files) of the TLS port, if any.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 fn free_port() -> u16 {
@@ -58,12 +65,29 @@ fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
 impl Redis {
     /// One node.
     pub fn single() -> Self {
-        Self::start(1, false)
+        Self::start(1, false, false)
+    }
+
+    /// One node that keeps its data through [`stop_node`](Self::stop_node) and
+    /// [`start_node`](Self::start_node).
+    pub fn single_persistent() -> Self {
+        Self::start(1, false, true)
+    }
+
+    /// One node that also speaks TLS ([`tls_url`](Self::tls_url)) with this certificate
+    /// and key (PEM files); it asks clients for no certificate.
+    pub fn single_tls(cert: &Path, key: &Path) -> Self {
+        Self::start_with(
+            1,
+            false,
+            false,
+            Some((cert.to_path_buf(), key.to_path_buf())),
+        )
     }
 
     /// Three primaries, no replicas, every slot assigned.
     pub fn cluster() -> Self {
-        let redis = Self::start(3, true);
+        let redis = Self::start(3, true, false);
         let nodes: Vec<String> = redis
             .nodes
             .iter()
@@ -91,7 +115,16 @@ impl Redis {
         redis
     }
 
-    fn start(nodes: usize, cluster: bool) -> Self {
+    fn start(nodes: usize, cluster: bool, persistent: bool) -> Self {
+        Self::start_with(nodes, cluster, persistent, None)
+    }
+
+    fn start_with(
+        nodes: usize,
+        cluster: bool,
+        persistent: bool,
+        tls: Option<(PathBuf, PathBuf)>,
+    ) -> Self {
         static DIRS: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "featherstore-redis-{}-{}",
@@ -103,12 +136,15 @@ impl Redis {
             nodes: (0..nodes)
                 .map(|_| Node {
                     port: free_port(),
+                    tls_port: tls.is_some().then(free_port),
                     server: None,
                     watchdog: None,
                 })
                 .collect(),
             dir,
             cluster,
+            persistent,
+            tls,
         };
         for i in 0..nodes {
             redis.start_node(i);
@@ -121,11 +157,17 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.nodes[0].port)
     }
 
+    /// `rediss://127.0.0.1:PORT` of the first node's TLS port (a [`single_tls`](Self::single_tls)).
+    pub fn tls_url(&self) -> String {
+        let port = self.nodes[0].tls_port.expect("a node started with TLS");
+        format!("rediss://127.0.0.1:{port}")
+    }
+
     pub fn is_cluster(&self) -> bool {
         self.cluster
     }
 
-    /// Kills node `i` (SIGKILL): its data is gone (no persistence), its port closed.
+    /// Kills node `i` (SIGKILL): its port closed, its data gone unless persistent.
     pub fn stop_node(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         for child in [node.server.take(), node.watchdog.take()]
@@ -146,9 +188,27 @@ impl Redis {
         let mut command = Command::new("redis-server");
         command
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args(["--save", "", "--protected-mode", "no"])
+            .args(if self.persistent {
+                ["--appendonly", "yes", "--appendfsync", "always"]
+            } else {
+                ["--appendonly", "no", "--appendfsync", "everysec"]
+            })
             .arg("--dir")
             .arg(&dir);
+        if let (Some((cert, key)), Some(tls_port)) = (&self.tls, self.nodes[i].tls_port) {
+            command
+                .args([
+                    "--tls-port",
+                    &tls_port.to_string(),
+                    "--tls-auth-clients",
+                    "no",
+                ])
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key);
+        }
         if self.cluster {
             command.args([
                 "--cluster-enabled",

@@ -2,12 +2,13 @@
 
 use arrow_flight::{Action, ActionType};
 use bytes::Bytes;
+use futures::StreamExt;
 use serde_json::{json, Value};
 
 use super::FlightStream;
 use crate::auth::Access;
 use crate::error::{ApiError, ApiResult};
-use crate::service::{parse_name, AppState};
+use crate::service::{parse_name, AppState, Rebuild};
 
 const ACTIONS: &[(&str, &str)] = &[
     (
@@ -44,6 +45,10 @@ const ACTIONS: &[(&str, &str)] = &[
         "delete_feature_service",
         "{\"name\"}: delete a feature service (its sets stay)",
     ),
+    (
+        "rebuild_online",
+        "{\"name\"}: write a set's latest values from the offline store into the online store again; streams {\"rows\", \"entities\"} progress, then {\"rows\", \"entities\", \"done\": true}",
+    ),
 ];
 
 pub(super) fn list() -> Vec<ActionType> {
@@ -75,6 +80,9 @@ pub(super) async fn do_action(
     action: Action,
 ) -> ApiResult<FlightStream<arrow_flight::Result>> {
     let body = action.body.as_ref();
+    if action.r#type == "rebuild_online" {
+        return rebuild_online(state, parse_name(body)?).await;
+    }
     let result: Value = match action.r#type.as_str() {
         "create_feature_set" => state.create_set(access, body).await?.0,
         "update_feature_set" => state.update_set(access, body).await?,
@@ -106,8 +114,34 @@ pub(super) async fn do_action(
             )))
         }
     };
-    let body = Bytes::from(serde_json::to_vec(&result).expect("JSON values serialize"));
     Ok(Box::pin(futures::stream::once(async move {
-        Ok(arrow_flight::Result { body })
+        Ok(json_result(&result))
     })))
+}
+
+fn json_result(value: &Value) -> arrow_flight::Result {
+    let body = Bytes::from(serde_json::to_vec(value).expect("JSON values serialize"));
+    arrow_flight::Result { body }
+}
+
+/// `rebuild_online`: a result per progress update, `{"rows", "entities"}`, then the last,
+/// `{"rows", "entities", "done": true}` (or the rebuild's error).
+async fn rebuild_online(
+    state: &AppState,
+    name: String,
+) -> ApiResult<FlightStream<arrow_flight::Result>> {
+    let Rebuild {
+        entities,
+        mut progress,
+        finished,
+    } = state.rebuild_online(name).await?;
+    let progress = futures::stream::poll_fn(move |cx| progress.poll_recv(cx))
+        .map(move |rows| Ok(json_result(&json!({"rows": rows, "entities": entities}))));
+    let done = futures::stream::once(async move {
+        let rows = finished.await?;
+        Ok(json_result(
+            &json!({"rows": rows, "entities": entities, "done": true}),
+        ))
+    });
+    Ok(Box::pin(progress.chain(done)))
 }

@@ -36,11 +36,12 @@ use crate::telemetry::metrics::Api;
 use crate::telemetry::traces;
 
 /// Calls that store: exempt from the request timeout.
-const WRITES: [&str; 4] = [
+const WRITES: [&str; 5] = [
     "do_put",
     "create_feature_set",
     "update_feature_set",
     "delete_feature_set",
+    "rebuild_online",
 ];
 
 pub(crate) use admission::AdmissionLayer;
@@ -331,7 +332,9 @@ impl FlightService for FlightApi {
         let method = actions::method_name(&action.r#type);
         // create/update_feature_set: the service checks the name (from the spec).
         let name = match method {
-            "delete_feature_set" | "list_feature_set_versions" => parse_name(&action.body).ok(),
+            "delete_feature_set" | "list_feature_set_versions" | "rebuild_online" => {
+                parse_name(&action.body).ok()
+            }
             "get_feature_set" => featherstore_core::action::parse_name_version(&action.body)
                 .ok()
                 .map(|(name, _)| name),

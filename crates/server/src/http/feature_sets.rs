@@ -98,8 +98,7 @@ pub(super) async fn rebuild_online(
     name: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Value>> {
     let Path(name) = name?;
-    let store = state.store.clone();
-    let rows = blocking(move || Ok(store.rebuild_online(&name, &mut |_| {})?)).await?;
+    let rows = state.rebuild_online(name).await?.finished.await?;
     Ok(Json(json!({ "rows": rows })))
 }
 

@@ -8,7 +8,7 @@ use featherstore_core::time::now_micros;
 use featherstore_core::{FeatureServiceSpec, FeatureSetSpec};
 use parking_lot::Mutex;
 
-use crate::offline::{OfflineStore, RelationWork};
+use crate::offline::{OfflineStore, Publish, RelationWork};
 use crate::query::sql::{self, ident, INGESTED_AT_COLUMN, SEQ_COLUMN};
 use crate::query::{ConnectionPool, EngineSettings, PooledConnection, Purpose};
 use crate::types::StorageStats;
@@ -305,8 +305,19 @@ impl OfflineStore for DuckDbStore {
     }
 
     fn append_at(&self, spec: &FeatureSetSpec, batch: &RecordBatch, now: i64) -> Result<()> {
+        self.append_publishing(spec, batch, now, &mut || Ok(()))
+    }
+
+    /// Publishes after the rows are written, before they are committed: see the trait.
+    fn append_publishing(
+        &self,
+        spec: &FeatureSetSpec,
+        batch: &RecordBatch,
+        now: i64,
+        publish: Publish<'_>,
+    ) -> Result<()> {
         if batch.num_rows() == 0 {
-            return Ok(());
+            return publish();
         }
         let rows = batch.num_rows() as i64;
         let result = self.transaction(|conn| {
@@ -323,7 +334,8 @@ impl OfflineStore for DuckDbStore {
             let mut appender = conn.appender_with_columns(&table(&spec.name), &columns)?;
             appender.append_record_batch(stored)?;
             appender.flush()?;
-            Ok(())
+            // Inside the transaction: a failed publication rolls the rows back.
+            publish()
         });
         if result.is_err() {
             // The sequence numbers handed out were not used; reload them on the next append.

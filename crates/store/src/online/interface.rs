@@ -87,8 +87,10 @@ pub trait OnlineSet: Send + Sync {
 
     /// Applies a prepared batch. The caller serialises the applies of one set, in ingest
     /// order. The in-memory backend cannot fail here; a remote one can (its store is
-    /// unreachable): the batch is then reported as failed, and applying it again later is
-    /// harmless, since the same rows win the same ties.
+    /// unreachable): the caller then takes the batch back out of the offline store and
+    /// reports it as failed. Rows applied before the failure stay (each is a value newer
+    /// than the one it replaced), and applying the batch again is harmless, since the same
+    /// rows win the same ties.
     fn apply(&self, batch: &PreparedBatch<'_>) -> Result<()>;
 
     /// Online values of `keys` in request order (duplicates included): entity, the chosen

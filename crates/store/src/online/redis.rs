@@ -32,7 +32,7 @@ use futures::future::join_all;
 use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use redis::{Cmd, ErrorKind, Pipeline, ServerErrorKind, Value};
+use redis::{Cmd, ErrorKind, Pipeline, ServerErrorKind, TlsCertificates, Value};
 
 use super::column::Gather;
 use super::interface::{
@@ -46,8 +46,11 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS (when built in).
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS.
     pub url: String,
+    /// PEM file of the CA certificates that sign Redis's TLS certificate (a `rediss://`
+    /// URL); without it, the system's trusted CAs.
+    pub ca_file: Option<std::path::PathBuf>,
     /// The URL is one seed node of a Redis Cluster.
     pub cluster: bool,
     /// Prefix of every key, so that several deployments can share one Redis.
@@ -62,6 +65,7 @@ impl Default for RedisConfig {
     fn default() -> Self {
         RedisConfig {
             url: "redis://127.0.0.1:6379/0".into(),
+            ca_file: None,
             cluster: false,
             key_prefix: "fs".into(),
             pool_size: 4,
@@ -372,20 +376,42 @@ impl RedisStore {
     }
 }
 
+/// The CA of `ca_file`, for a `rediss://` URL.
+fn tls_certificates(config: &RedisConfig) -> Result<Option<TlsCertificates>> {
+    let Some(path) = &config.ca_file else {
+        return Ok(None);
+    };
+    let root_cert = std::fs::read(path).map_err(Error::io(format!(
+        "reading online.redis.ca_file {}",
+        path.display()
+    )))?;
+    Ok(Some(TlsCertificates {
+        client_tls: None,
+        root_cert: Some(root_cert),
+    }))
+}
+
 async fn connect_all(config: &RedisConfig, timeout: Duration) -> Result<Vec<Connection>> {
     let mut connections = Vec::with_capacity(config.pool_size.max(1));
+    let certificates = tls_certificates(config)?;
     if config.cluster {
-        let client = redis::cluster::ClusterClient::builder([config.url.as_str()])
+        let mut builder = redis::cluster::ClusterClient::builder([config.url.as_str()])
             .connection_timeout(timeout)
             .response_timeout(timeout)
             // Fail fast while a node is down: the caller's timeout bounds the wait anyway.
-            .retries(1)
-            .build()?;
+            .retries(1);
+        if let Some(certificates) = certificates {
+            builder = builder.certs(certificates);
+        }
+        let client = builder.build()?;
         for _ in 0..config.pool_size.max(1) {
             connections.push(Connection::Cluster(client.get_async_connection().await?));
         }
     } else {
-        let client = redis::Client::open(config.url.as_str())?;
+        let client = match certificates {
+            Some(certificates) => redis::Client::build_with_tls(config.url.as_str(), certificates)?,
+            None => redis::Client::open(config.url.as_str())?,
+        };
         let manager = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))

@@ -27,6 +27,7 @@ fn redis_store(redis: &Redis) -> RedisStore {
         key_prefix: "conformance".into(),
         pool_size: 2,
         timeout_ms: 2000,
+        ca_file: None,
     })
     .unwrap()
 }

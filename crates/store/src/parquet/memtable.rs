@@ -55,13 +55,19 @@ pub(super) fn drop_dead_tables(conn: &Connection, graveyard: &Graveyard) {
 }
 
 /// Appends a storage batch in one transaction: all of its rows become visible, or none.
-pub(super) fn insert(conn: &Connection, table: &str, batch: RecordBatch) -> Result<()> {
+/// `publish` runs before the commit; its error rolls the rows back.
+pub(super) fn insert(
+    conn: &Connection,
+    table: &str,
+    batch: RecordBatch,
+    publish: crate::offline::Publish<'_>,
+) -> Result<()> {
     conn.execute_batch("BEGIN TRANSACTION")?;
     let appended = (|| -> Result<()> {
         let mut appender = conn.appender(table)?;
         appender.append_record_batch(batch)?;
         appender.flush()?;
-        Ok(())
+        publish()
     })();
     match appended {
         Ok(()) => {

@@ -46,7 +46,7 @@ pub use options::{Compression, ParquetOptions, UnknownCompression};
 use self::durable::{list_dir, sync_dir};
 use self::engine::Engine;
 use self::set::{read_spec, SetState, Snapshot};
-use crate::offline::{OfflineStore, RelationWork};
+use crate::offline::{OfflineStore, Publish, RelationWork};
 use crate::query::sql;
 use crate::query::{ConnectionPool, EngineSettings, Purpose};
 use crate::{Error, Result, StorageStats};
@@ -332,9 +332,15 @@ impl Inner {
         Ok(())
     }
 
-    fn append(&self, spec: &FeatureSetSpec, batch: &RecordBatch, now: i64) -> Result<()> {
+    fn append(
+        &self,
+        spec: &FeatureSetSpec,
+        batch: &RecordBatch,
+        now: i64,
+        publish: Publish<'_>,
+    ) -> Result<()> {
         if batch.num_rows() == 0 {
-            return Ok(());
+            return publish();
         }
         let set = self.set(&spec.name)?;
         {
@@ -354,7 +360,9 @@ impl Inner {
             // Likewise: a log record that could not be taken back may be replayed later.
             ingest.last_ingested_at = ingested_at;
             let mark = ingest.log.append(&stored)?;
-            let inserted = memtable::insert(&conn, &ingest.table.name, stored);
+            // Published in the memtable's transaction, before it commits: a failed
+            // publication leaves the batch in neither the memtable nor the log.
+            let inserted = memtable::insert(&conn, &ingest.table.name, stored, publish);
             if let Err(e) = inserted {
                 ingest.log.undo(mark);
                 return Err(e);
@@ -413,7 +421,18 @@ impl OfflineStore for ParquetStore {
     }
 
     fn append_at(&self, spec: &FeatureSetSpec, batch: &RecordBatch, now: i64) -> Result<()> {
-        self.inner.append(spec, batch, now)
+        self.inner.append(spec, batch, now, &mut || Ok(()))
+    }
+
+    /// Publishes after the rows are written, before they are committed: see the trait.
+    fn append_publishing(
+        &self,
+        spec: &FeatureSetSpec,
+        batch: &RecordBatch,
+        now: i64,
+        publish: Publish<'_>,
+    ) -> Result<()> {
+        self.inner.append(spec, batch, now, publish)
     }
 
     fn load_services(&self) -> Result<Vec<FeatureServiceSpec>> {
