@@ -331,6 +331,7 @@ pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
 
 async fn start_serving(config: &Config) -> Result<RunningServer, StartError> {
     config.validate().map_err(StartError::Config)?;
+    tls::install_crypto_provider();
     let authenticator =
         auth::Authenticator::from_config(&config.auth).map_err(StartError::Config)?;
     let (http_tls, flight_tls) = match &config.server.tls {

@@ -73,11 +73,6 @@ pub(crate) fn flight_config(
     use tonic::transport::{Certificate, Identity, ServerTlsConfig};
     // Checked here, with the same messages as the HTTP port; tonic parses them again.
     http_config(config)?;
-    // tonic builds the port's rustls config with the process-wide provider, and rustls can
-    // pick none by itself when two are compiled in (the Delta backend's AWS SDK brings
-    // aws-lc-rs): it would panic. Ours is ring, as on the HTTP port. An error means one is
-    // installed already (by an earlier start, or a program embedding the server).
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let identity = Identity::from_pem(
         read("cert_file", &config.cert_file)?,
         read("key_file", &config.key_file)?,
@@ -91,4 +86,14 @@ pub(crate) fn flight_config(
             .client_auth_optional(false);
     }
     Ok(tls)
+}
+
+/// Makes ring the process's rustls provider. tonic (the Flight port's TLS) and the Redis
+/// client (`rediss://`) build their rustls configs with the process-wide provider, and rustls
+/// picks none by itself when two are compiled in (the Delta backend's AWS SDK brings
+/// aws-lc-rs): they would panic. Ours is ring, as on the HTTP port. Called before anything
+/// else starts; an error means one is installed already (by an earlier start, or by a program
+/// embedding the server), which is then used.
+pub(crate) fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }

@@ -289,12 +289,15 @@ impl FeatureStore {
         }
         let _registry = self.registry.lock();
         if version.is_none() {
-            // The backend lost the registry (Redis restarted without its data): a missing set
-            // is not a deleted one. This server's sets are published again; their values
-            // come back with `featherstore online rebuild`.
-            tracing::warn!(
-                "the shared registry is gone; publishing this server's sets and services again"
-            );
+            // No registry: the backend lost it (Redis restarted without its data), or it was
+            // never written (a new Redis, and no server has a set yet). A missing set is not a
+            // deleted one: this server's sets are published again; their values come back
+            // with `featherstore online rebuild`.
+            if self.registry_seen.lock().is_some() {
+                tracing::warn!(
+                    "the shared registry is gone; publishing this server's sets and services again"
+                );
+            }
             for set in self.list() {
                 shared.publish(&set.spec, false)?;
             }
