@@ -32,7 +32,7 @@ import pyarrow as pa
 # The bench suite's training data: 30 days from 2026-01-01, int64 entities (crates/bench/src/data.rs).
 START_US = 1_767_225_600_000_000
 SPAN_US = 30 * 86_400 * 1_000_000
-SKIPPED = "open,service,ingest_reads,memory,startup"
+SKIPPED = "open,service,ingest_reads,memory,startup,redis"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
 
 
