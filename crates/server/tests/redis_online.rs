@@ -145,13 +145,7 @@ async fn feature_services_are_shared_through_the_registry() {
     let redis = Redis::single();
     let a = server_on(&redis, Backend::Duckdb, 1000).await;
     let b = server_on(&redis, Backend::Parquet, 1000).await;
-    let created = send(
-        http()
-            .post(format!("{}/v1/feature-sets", a.http))
-            .body(USER_SPEC),
-    )
-    .await;
-    assert_eq!(created.0, StatusCode::CREATED, "{}", created.1);
+    create_user_set(&a.http).await;
     let service = json!({"name": "scoring", "features": ["user_features:age"]});
     let created = post_json(&format!("{}/v1/feature-services", a.http), &service).await;
     assert_eq!(created.0, StatusCode::CREATED, "{}", created.1);
