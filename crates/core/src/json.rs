@@ -545,13 +545,7 @@ fn write_cell(array: &dyn Array, row: usize, out: &mut Vec<u8>) -> Result<()> {
         DataType::Boolean => write_json(out, &array.as_boolean().value(row)),
         DataType::Int32 => write_json(out, &array.as_primitive::<Int32Type>().value(row)),
         DataType::Int64 => write_json(out, &array.as_primitive::<Int64Type>().value(row)),
-        DataType::Float32 => {
-            let x = array.as_primitive::<Float32Type>().value(row);
-            match float32_widened(x) {
-                Some(widened) => write_json(out, &widened),
-                None => write_json(out, &()),
-            }
-        }
+        DataType::Float32 => write_float32(out, array.as_primitive::<Float32Type>().value(row)),
         // serde_json writes a non-finite f64 as null, as `cell_to_json` answers it.
         DataType::Float64 => write_json(out, &array.as_primitive::<Float64Type>().value(row)),
         DataType::Utf8 => write_json(out, array.as_string::<i32>().value(row)),
@@ -587,6 +581,23 @@ fn write_cell(array: &dyn Array, row: usize, out: &mut Vec<u8>) -> Result<()> {
             Ok(())
         }
         _ => write_json(out, &cell_to_json(array, row)),
+    }
+}
+
+/// Writes a float32 as [`float32_to_json`] renders it. Where both print plain decimals
+/// (`1e-4 <= |x| < 1e11`, and zero), ryu's float32 digits are already serde_json's rendering
+/// of the widened float64, so they are written at once: the round trip through a float64
+/// (format, parse, format again) was most of the cost of a JSON online answer. Elsewhere
+/// their notations differ (`1e-5` against `1e-05`, say), and the value goes the long way.
+fn write_float32(out: &mut Vec<u8>, x: f32) -> Result<()> {
+    if x == 0.0 || (1e-4..1e11).contains(&x.abs()) {
+        let mut digits = ryu::Buffer::new();
+        out.extend_from_slice(digits.format_finite(x).as_bytes());
+        return Ok(());
+    }
+    match float32_widened(x) {
+        Some(widened) => write_json(out, &widened),
+        None => write_json(out, &()),
     }
 }
 
@@ -965,6 +976,37 @@ mod tests {
         assert_eq!(back[0]["event_timestamp"], "0001-01-01T00:00:00Z");
         assert_eq!(back[1]["t"], "9999-12-31T23:59:59.999999Z");
         assert_eq!(back[1]["d"], "9999-12-31");
+    }
+
+    #[test]
+    fn float32_cells_are_written_as_their_json_value_renders() {
+        // Bit patterns across the whole float32 range (every exponent, both signs), plus the
+        // edges of the direct path.
+        let mut values: Vec<f32> = (0..u32::MAX / 7919)
+            .map(|i| f32::from_bits(i.wrapping_mul(7919)))
+            .collect();
+        for edge in [
+            1e-4f32,
+            1e11,
+            0.0,
+            -0.0,
+            f32::MIN_POSITIVE,
+            f32::MAX,
+            f32::NAN,
+        ] {
+            values.extend([edge, -edge, edge.next_up(), edge.next_down()]);
+        }
+        for x in values {
+            let mut direct = Vec::new();
+            write_float32(&mut direct, x).unwrap();
+            let through_value = serde_json::to_vec(&float32_to_json(x)).unwrap();
+            assert_eq!(
+                String::from_utf8(direct).unwrap(),
+                String::from_utf8(through_value).unwrap(),
+                "{x:e} (bits {:#x})",
+                x.to_bits()
+            );
+        }
     }
 
     #[test]

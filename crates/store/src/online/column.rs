@@ -336,7 +336,14 @@ impl Gather {
                     slot,
                 )),
             ) => {
-                bytes.extend_from_slice(&from[slot * *width..(slot + 1) * *width]);
+                let start = slot * *width;
+                // A constant width lets the copy compile to one move instead of a memcpy call
+                // per value (the call was most of a lookup's time).
+                match *width {
+                    4 => bytes.extend_from_slice(&from[start..start + 4]),
+                    8 => bytes.extend_from_slice(&from[start..start + 8]),
+                    width => bytes.extend_from_slice(&from[start..start + width]),
+                }
                 valid.push(from_valid.get(slot));
             }
             (
@@ -373,7 +380,8 @@ impl Gather {
         Ok(match self {
             Gather::Fixed { bytes, valid, .. } => {
                 let rows = valid.len();
-                let nulls = NullBuffer::from(valid);
+                // No null buffer when every value is there (the usual answer).
+                let nulls = valid.contains(&false).then(|| NullBuffer::from(valid));
                 let data_type = t.arrow_type();
                 let data = match &data_type {
                     DataType::FixedSizeList(item, n) => {
@@ -384,13 +392,13 @@ impl Gather {
                         ArrayData::builder(data_type)
                             .len(rows)
                             .add_child_data(child)
-                            .nulls(Some(nulls))
+                            .nulls(nulls)
                             .build()?
                     }
                     _ => ArrayData::builder(data_type)
                         .len(rows)
                         .add_buffer(bytes.into())
-                        .nulls(Some(nulls))
+                        .nulls(nulls)
                         .build()?,
                 };
                 make_array(data)

@@ -19,7 +19,9 @@ use hashbrown::HashTable;
 use parking_lot::RwLock;
 
 use super::column::{grow, Gather, Source, ValueColumn};
-use super::interface::{lookup_batch, BatchKeys, OnlineSet, OnlineStore, PreparedBatch};
+use super::interface::{
+    lookup_batch, AnswerSchema, BatchKeys, OnlineSet, OnlineStore, PreparedBatch,
+};
 use crate::types::BatchSink;
 use crate::Result;
 
@@ -232,6 +234,7 @@ impl OnlineStore for MemoryStore {
 /// The online values of one feature set, in memory.
 pub struct OnlineIndex {
     spec: Arc<FeatureSetSpec>,
+    answer_schema: AnswerSchema,
     shards: Vec<RwLock<Shard>>,
     hasher: Hasher,
     latest_event_timestamp: AtomicI64,
@@ -243,6 +246,7 @@ impl OnlineIndex {
             .map(|_| RwLock::new(Shard::new(&spec)))
             .collect();
         OnlineIndex {
+            answer_schema: AnswerSchema::new(&spec),
             spec,
             shards,
             hasher: Hasher::default(),
@@ -332,7 +336,8 @@ impl OnlineSet for OnlineIndex {
             EntityKeys::Int64(keys) => keys.iter().for_each(|&key| probe(Key::Int64(key))),
         }
 
-        lookup_batch(&self.spec, keys, features, gathers, timestamps)
+        let schema = self.answer_schema.of(&self.spec, features);
+        lookup_batch(&self.spec, schema, keys, features, gathers, timestamps)
     }
 
     /// Frees every value now, even while a reader still holds the set.

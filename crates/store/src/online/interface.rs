@@ -6,7 +6,7 @@ use std::sync::Arc;
 use arrow::array::{
     Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
-use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
+use arrow::datatypes::{Int64Type, SchemaRef, TimestampMicrosecondType};
 use featherstore_core::{EntityKeys, EntityType, FeatureServiceSpec, FeatureSetSpec};
 
 use super::column::{self, Source};
@@ -191,10 +191,37 @@ impl<'a> PreparedBatch<'a> {
     }
 }
 
+/// The schema of a set's online answers, built once for the usual read of every feature (a
+/// schema per read was a dozen allocations on the hottest path).
+pub(super) struct AnswerSchema {
+    every_feature: SchemaRef,
+}
+
+impl AnswerSchema {
+    pub(super) fn new(spec: &FeatureSetSpec) -> Self {
+        let every: Vec<usize> = (0..spec.features.len()).collect();
+        AnswerSchema {
+            every_feature: spec.projected_schema(&every, true),
+        }
+    }
+
+    /// The answer schema of a read of `features`.
+    pub(super) fn of(&self, spec: &FeatureSetSpec, features: &[usize]) -> SchemaRef {
+        let every = features.len() == spec.features.len()
+            && features.iter().enumerate().all(|(i, &f)| i == f);
+        if every {
+            self.every_feature.clone()
+        } else {
+            spec.projected_schema(features, true)
+        }
+    }
+}
+
 /// The answer of a lookup: the entities as asked, each feature's gathered values, and the
-/// event times (`None` for nulls), in the spec's projected schema.
+/// event times (`None` for nulls), in `schema` (from [`AnswerSchema::of`]).
 pub(super) fn lookup_batch(
     spec: &FeatureSetSpec,
+    schema: SchemaRef,
     keys: &EntityKeys,
     features: &[usize],
     gathers: Vec<column::Gather>,
@@ -211,8 +238,5 @@ pub(super) fn lookup_batch(
     columns.push(Arc::new(
         TimestampMicrosecondArray::from(timestamps).with_timezone("UTC"),
     ));
-    Ok(RecordBatch::try_new(
-        spec.projected_schema(features, true),
-        columns,
-    )?)
+    Ok(RecordBatch::try_new(schema, columns)?)
 }

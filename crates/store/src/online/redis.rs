@@ -36,7 +36,7 @@ use redis::{Cmd, ErrorKind, Pipeline, ServerErrorKind, TlsCertificates, Value};
 
 use super::column::Gather;
 use super::interface::{
-    lookup_batch, BatchKeys, OnlineSet, OnlineStore, PreparedBatch, SharedRegistry,
+    lookup_batch, AnswerSchema, BatchKeys, OnlineSet, OnlineStore, PreparedBatch, SharedRegistry,
 };
 use crate::metrics::REDIS;
 use crate::{Error, Result};
@@ -538,6 +538,7 @@ impl OnlineStore for RedisStore {
         let meta_key = self.shared.key("m", &spec.name);
         let value_prefix = self.shared.key("v", &spec.name);
         let set = RedisSet {
+            answer_schema: AnswerSchema::new(&spec),
             spec,
             shared: self.shared.clone(),
             meta_key,
@@ -620,6 +621,7 @@ impl SharedRegistry for RedisStore {
 /// One set's values in Redis.
 struct RedisSet {
     spec: Arc<FeatureSetSpec>,
+    answer_schema: AnswerSchema,
     shared: Arc<Shared>,
     meta_key: String,
     value_prefix: String,
@@ -807,7 +809,8 @@ impl OnlineSet for RedisSet {
                 }
             }
         }
-        lookup_batch(&self.spec, keys, features, gathers, timestamps)
+        let schema = self.answer_schema.of(&self.spec, features);
+        lookup_batch(&self.spec, schema, keys, features, gathers, timestamps)
     }
 
     /// Deletes every key of the set, node by node (SCAN, then UNLINK of what it found),
