@@ -392,15 +392,17 @@ async fn start_serving(config: &Config) -> Result<RunningServer, StartError> {
     .map_err(|e| StartError::Config(format!("storage startup task failed: {e}")))??;
 
     let store = Arc::new(store);
-    let flight_sql = config.flight_sql.enabled.then(|| FlightSql {
-        settings: AdhocSettings {
-            timeout: Duration::from_millis(config.flight_sql.query_timeout_ms),
-            memory_limit: config.flight_sql.memory_limit.clone(),
-            threads: config.flight_sql.threads,
-        },
-        running: Arc::new(tokio::sync::Semaphore::new(
-            config.flight_sql.max_concurrent_queries,
-        )),
+    let flight_sql = config.flight_sql.enabled.then(|| {
+        Arc::new(FlightSql {
+            settings: AdhocSettings {
+                timeout: Duration::from_millis(config.flight_sql.query_timeout_ms),
+                memory_limit: config.flight_sql.memory_limit.clone(),
+                threads: config.flight_sql.threads,
+            },
+            running: Arc::new(tokio::sync::Semaphore::new(
+                config.flight_sql.max_concurrent_queries,
+            )),
+        })
     });
     if let Some(sql) = &flight_sql {
         featherstore_store::query::adhoc::check_settings(&sql.settings)

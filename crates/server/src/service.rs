@@ -40,8 +40,9 @@ pub(crate) struct AppState {
     pub metrics: Arc<Metrics>,
     pub max_message_bytes: usize,
     pub guards: Arc<Guards>,
-    /// Flight SQL's limits; `None`: Flight SQL is disabled.
-    pub flight_sql: Option<FlightSql>,
+    /// Flight SQL's limits; `None`: Flight SQL is disabled. Behind an `Arc`, as every field:
+    /// the state is cloned several times per request (each middleware layer takes a copy).
+    pub flight_sql: Option<Arc<FlightSql>>,
 }
 
 /// The limits of Flight SQL queries.

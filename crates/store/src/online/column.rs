@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    make_array, Array, ArrayData, ArrayRef, AsArray, BinaryBuilder, BooleanArray, GenericByteArray,
-    StringArray,
+    make_array, Array, ArrayData, ArrayRef, AsArray, BinaryBuilder, BooleanArray,
+    BooleanBufferBuilder, GenericByteArray, StringArray,
 };
 use arrow::buffer::{Buffer, MutableBuffer, NullBuffer};
 use arrow::datatypes::{ByteArrayType, DataType};
@@ -68,14 +68,137 @@ impl Bits {
     }
 }
 
-/// The stored values of one feature, indexed by slot.
-pub(super) enum ValueColumn {
-    /// Primitive and vector values as raw little-endian bytes, `width` per slot.
-    Fixed {
+/// Where a feature's values live in a shard.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Place {
+    /// In each slot's record ([`Records`]): `width` bytes at `offset`, present when validity
+    /// bit `bit` of the record is set.
+    Record {
+        offset: usize,
         width: usize,
-        bytes: Vec<u8>,
-        valid: Bits,
+        bit: usize,
     },
+    /// In the shard's value column `index` (bools, strings and binaries).
+    Column(usize),
+}
+
+/// How a set's values are laid out in a shard: every fixed-width feature packed into one
+/// record per slot, then a validity bit per fixed-width feature; the others in a column each.
+#[derive(Debug)]
+pub(super) struct Layout {
+    /// By feature index.
+    pub(super) places: Vec<Place>,
+    /// The feature type of each value column.
+    pub(super) column_types: Vec<FeatureType>,
+    /// Bytes per record, validity bits included.
+    stride: usize,
+    /// Where a record's validity bits start.
+    valid_at: usize,
+}
+
+impl Layout {
+    pub(super) fn new(features: &[FeatureSpec]) -> Self {
+        let mut places = Vec::with_capacity(features.len());
+        let mut column_types = Vec::new();
+        let mut offset = 0;
+        let mut bits = 0;
+        for feature in features {
+            let t = feature.feature_type;
+            places.push(match fixed_width(t) {
+                Some(width) => {
+                    let place = Place::Record {
+                        offset,
+                        width,
+                        bit: bits,
+                    };
+                    offset += width;
+                    bits += 1;
+                    place
+                }
+                None => {
+                    column_types.push(t);
+                    Place::Column(column_types.len() - 1)
+                }
+            });
+        }
+        Layout {
+            places,
+            column_types,
+            stride: offset + bits.div_ceil(8),
+            valid_at: offset,
+        }
+    }
+}
+
+/// The fixed-width values of a shard, one record of [`Layout::stride`] bytes per slot. A
+/// lookup reads an entity's numbers from one or two cache lines; a column per feature cost a
+/// cache miss per feature per entity, most of a lookup's time.
+#[derive(Default)]
+pub(super) struct Records {
+    bytes: Vec<u8>,
+}
+
+impl Records {
+    /// Appends an all-null record.
+    pub(super) fn push(&mut self, layout: &Layout) {
+        grow(&mut self.bytes, layout.stride);
+        self.bytes.resize(self.bytes.len() + layout.stride, 0);
+    }
+
+    pub(super) fn record(&self, layout: &Layout, slot: usize) -> &[u8] {
+        &self.bytes[slot * layout.stride..(slot + 1) * layout.stride]
+    }
+
+    /// Writes row `row` of `source`, a fixed-width column, at `place` of record `slot`.
+    pub(super) fn set(
+        &mut self,
+        layout: &Layout,
+        slot: usize,
+        place: Place,
+        source: &Source<'_>,
+        row: usize,
+    ) {
+        let (
+            Place::Record { offset, width, bit },
+            Source::Fixed {
+                bytes: from, nulls, ..
+            },
+        ) = (place, source)
+        else {
+            unreachable!("fixed-width features have a record place and a fixed source")
+        };
+        let record = &mut self.bytes[slot * layout.stride..(slot + 1) * layout.stride];
+        record[offset..offset + width]
+            .copy_from_slice(&from.as_slice()[row * width..(row + 1) * width]);
+        let mask = 1u8 << (bit % 8);
+        let flags = &mut record[layout.valid_at + bit / 8];
+        if nulls.is_none_or(|n| n.is_valid(row)) {
+            *flags |= mask;
+        } else {
+            *flags &= !mask;
+        }
+    }
+
+    pub(super) fn memory_bytes(&self) -> usize {
+        self.bytes.capacity()
+    }
+}
+
+/// The value at `place` of `record`, if present.
+pub(super) fn record_value<'r>(
+    layout: &Layout,
+    record: &'r [u8],
+    place: Place,
+) -> Option<&'r [u8]> {
+    let Place::Record { offset, width, bit } = place else {
+        return None;
+    };
+    let present = record[layout.valid_at + bit / 8] & (1u8 << (bit % 8)) != 0;
+    present.then(|| &record[offset..offset + width])
+}
+
+/// The stored values of one bool, string or binary feature, indexed by slot.
+pub(super) enum ValueColumn {
     Bool {
         values: Bits,
         valid: Bits,
@@ -190,14 +313,10 @@ impl<'a> Source<'a> {
 }
 
 impl ValueColumn {
+    /// The column of a bool, string or binary feature (fixed-width ones live in records).
     pub(super) fn new(t: FeatureType) -> Self {
-        match (t, fixed_width(t)) {
-            (_, Some(width)) => ValueColumn::Fixed {
-                width,
-                bytes: Vec::new(),
-                valid: Bits::default(),
-            },
-            (FeatureType::Bool, None) => ValueColumn::Bool {
+        match t {
+            FeatureType::Bool => ValueColumn::Bool {
                 values: Bits::default(),
                 valid: Bits::default(),
             },
@@ -208,16 +327,6 @@ impl ValueColumn {
     /// Appends a slot holding row `row` of `source`.
     pub(super) fn push(&mut self, source: &Source<'_>, row: usize) {
         let slot = match self {
-            ValueColumn::Fixed {
-                width,
-                bytes,
-                valid,
-            } => {
-                grow(bytes, *width);
-                bytes.resize(bytes.len() + *width, 0);
-                valid.push(false);
-                valid.len - 1
-            }
             ValueColumn::Bool { values, valid } => {
                 values.push(false);
                 valid.push(false);
@@ -234,21 +343,6 @@ impl ValueColumn {
 
     pub(super) fn set(&mut self, slot: usize, source: &Source<'_>, row: usize) {
         match (self, source) {
-            (
-                ValueColumn::Fixed {
-                    width,
-                    bytes,
-                    valid,
-                },
-                Source::Fixed {
-                    bytes: from, nulls, ..
-                },
-            ) => {
-                let w = *width;
-                bytes[slot * w..(slot + 1) * w]
-                    .copy_from_slice(&from.as_slice()[row * w..(row + 1) * w]);
-                valid.set(slot, nulls.is_none_or(|n| n.is_valid(row)));
-            }
             (ValueColumn::Bool { values, valid }, Source::Bool(from)) => {
                 let is_valid = from.is_valid(row);
                 valid.set(slot, is_valid);
@@ -268,7 +362,6 @@ impl ValueColumn {
 
     pub(super) fn memory_bytes(&self) -> usize {
         match self {
-            ValueColumn::Fixed { bytes, valid, .. } => bytes.capacity() + valid.memory_bytes(),
             ValueColumn::Bool { values, valid } => values.memory_bytes() + valid.memory_bytes(),
             ValueColumn::Bytes(values) => {
                 values.capacity() * size_of::<Option<Box<[u8]>>>()
@@ -299,7 +392,11 @@ pub(super) enum Gather {
         width: usize,
         /// Arrow-aligned, so the bytes become a Float32/Int64/... buffer without a copy.
         bytes: MutableBuffer,
-        valid: Vec<bool>,
+        /// Values so far.
+        rows: usize,
+        /// Validity, kept from the first null on: an answer with every value (the usual one)
+        /// allocates none.
+        nulls: Option<BooleanBufferBuilder>,
     },
     Bool(Vec<Option<bool>>),
     Bytes(BinaryBuilder),
@@ -311,77 +408,97 @@ impl Gather {
             (_, Some(width)) => Gather::Fixed {
                 width,
                 bytes: MutableBuffer::with_capacity(rows * width),
-                valid: Vec::with_capacity(rows),
+                rows: 0,
+                nulls: None,
             },
             (FeatureType::Bool, None) => Gather::Bool(Vec::with_capacity(rows)),
             _ => Gather::Bytes(BinaryBuilder::with_capacity(rows, rows * 16)),
         }
     }
 
-    /// Appends the value at `slot` of `column`, or a null.
-    pub(super) fn push(&mut self, value: Option<(&ValueColumn, usize)>) {
-        match (self, value) {
-            (
-                Gather::Fixed {
-                    width,
-                    bytes,
-                    valid,
-                },
-                Some((
-                    ValueColumn::Fixed {
-                        bytes: from,
-                        valid: from_valid,
-                        ..
-                    },
-                    slot,
-                )),
-            ) => {
-                let start = slot * *width;
-                // A constant width lets the copy compile to one move instead of a memcpy call
-                // per value (the call was most of a lookup's time).
-                match *width {
-                    4 => bytes.extend_from_slice(&from[start..start + 4]),
-                    8 => bytes.extend_from_slice(&from[start..start + 8]),
-                    width => bytes.extend_from_slice(&from[start..start + width]),
-                }
-                valid.push(from_valid.get(slot));
-            }
-            (
-                Gather::Fixed {
-                    width,
-                    bytes,
-                    valid,
-                },
-                None,
-            ) => {
+    /// Appends a null.
+    pub(super) fn push_null(&mut self) {
+        match self {
+            Gather::Fixed {
+                width,
+                bytes,
+                rows,
+                nulls,
+            } => {
                 bytes.resize(bytes.len() + *width, 0);
-                valid.push(false);
+                nulls
+                    .get_or_insert_with(|| {
+                        let mut valid = BooleanBufferBuilder::new(*rows + 1);
+                        valid.append_n(*rows, true);
+                        valid
+                    })
+                    .append(false);
+                *rows += 1;
             }
-            (
-                Gather::Bool(values),
-                Some((
-                    ValueColumn::Bool {
-                        values: from,
-                        valid,
-                    },
-                    slot,
-                )),
-            ) => values.push(valid.get(slot).then(|| from.get(slot))),
-            (Gather::Bool(values), None) => values.push(None),
-            (Gather::Bytes(builder), Some((ValueColumn::Bytes(from), slot))) => {
-                builder.append_option(from[slot].as_deref())
+            Gather::Bool(values) => values.push(None),
+            Gather::Bytes(builder) => builder.append_null(),
+        }
+    }
+
+    /// Appends a fixed-width value: its `width` little-endian bytes.
+    pub(super) fn push_fixed(&mut self, value: &[u8]) {
+        let Gather::Fixed {
+            bytes, rows, nulls, ..
+        } = self
+        else {
+            unreachable!("fixed-width values are gathered for fixed-width features")
+        };
+        // A constant length lets the copy compile to one move instead of a memcpy call per
+        // value.
+        match value.len() {
+            4 => bytes.extend_from_slice(&value[..4]),
+            8 => bytes.extend_from_slice(&value[..8]),
+            _ => bytes.extend_from_slice(value),
+        }
+        if let Some(nulls) = nulls {
+            nulls.append(true);
+        }
+        *rows += 1;
+    }
+
+    /// Appends the value of a shard's feature at `place` for `slot`, whose fixed-width values
+    /// are `record`.
+    pub(super) fn push_stored(
+        &mut self,
+        layout: &Layout,
+        record: &[u8],
+        columns: &[ValueColumn],
+        place: Place,
+        slot: usize,
+    ) {
+        match (self, place) {
+            (gather, Place::Record { .. }) => match record_value(layout, record, place) {
+                Some(value) => gather.push_fixed(value),
+                None => gather.push_null(),
+            },
+            (Gather::Bool(values), Place::Column(i)) => match &columns[i] {
+                ValueColumn::Bool {
+                    values: from,
+                    valid,
+                } => values.push(valid.get(slot).then(|| from.get(slot))),
+                ValueColumn::Bytes(_) => unreachable!("a bool feature has a bool column"),
+            },
+            (Gather::Bytes(builder), Place::Column(i)) => match &columns[i] {
+                ValueColumn::Bytes(from) => builder.append_option(from[slot].as_deref()),
+                ValueColumn::Bool { .. } => unreachable!("a byte feature has a byte column"),
+            },
+            (Gather::Fixed { .. }, Place::Column(_)) => {
+                unreachable!("fixed-width features live in records")
             }
-            (Gather::Bytes(builder), None) => builder.append_null(),
-            _ => unreachable!("gathers are made for their column's type"),
         }
     }
 
     pub(super) fn finish(self, t: FeatureType) -> Result<ArrayRef> {
         Ok(match self {
-            Gather::Fixed { bytes, valid, .. } => {
-                let rows = valid.len();
-                // No null buffer when every value is there (the usual answer).
-                let nulls = valid.contains(&false).then(|| NullBuffer::from(valid));
+            Gather::Fixed {
+                bytes, rows, nulls, ..
+            } => {
+                let nulls = nulls.map(|mut valid| NullBuffer::new(valid.finish()));
                 let data_type = t.arrow_type();
                 let data = match &data_type {
                     DataType::FixedSizeList(item, n) => {
@@ -465,17 +582,13 @@ impl Gather {
     pub(super) fn push_encoded(&mut self, t: FeatureType, input: &mut &[u8]) -> Option<()> {
         let tag = *take(input, 1)?.first()?;
         match (self, tag) {
-            (gather, 0) => gather.push(None),
-            (
-                Gather::Fixed {
-                    width,
-                    bytes,
-                    valid,
-                },
-                1,
-            ) => {
-                bytes.extend_from_slice(take(input, *width)?);
-                valid.push(true);
+            (gather, 0) => gather.push_null(),
+            (gather @ Gather::Fixed { .. }, 1) => {
+                let Gather::Fixed { width, .. } = gather else {
+                    return None;
+                };
+                let value = take(input, *width)?;
+                gather.push_fixed(value);
             }
             (Gather::Bool(values), 1 | 2) => values.push(Some(tag == 2)),
             (Gather::Bytes(builder), 1) => {

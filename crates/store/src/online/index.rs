@@ -18,7 +18,7 @@ use featherstore_core::{EntityKeys, EntityType, FeatureSetSpec};
 use hashbrown::HashTable;
 use parking_lot::RwLock;
 
-use super::column::{grow, Gather, Source, ValueColumn};
+use super::column::{grow, Gather, Layout, Place, Records, Source, ValueColumn};
 use super::interface::{
     lookup_batch, AnswerSchema, BatchKeys, OnlineSet, OnlineStore, PreparedBatch,
 };
@@ -103,11 +103,14 @@ struct Shard {
     slots: HashTable<u32>,
     keys: KeyColumn,
     timestamps: Vec<i64>,
+    /// The fixed-width values, a record per slot.
+    records: Records,
+    /// The other values, a column per feature ([`Layout::column_types`]).
     columns: Vec<ValueColumn>,
 }
 
 impl Shard {
-    fn new(spec: &FeatureSetSpec) -> Self {
+    fn new(spec: &FeatureSetSpec, layout: &Layout) -> Self {
         Shard {
             slots: HashTable::new(),
             keys: match spec.entity.entity_type {
@@ -118,11 +121,30 @@ impl Shard {
                 EntityType::Int64 => KeyColumn::Int64(Vec::new()),
             },
             timestamps: Vec::new(),
-            columns: spec
-                .features
+            records: Records::default(),
+            columns: layout
+                .column_types
                 .iter()
-                .map(|f| ValueColumn::new(f.feature_type))
+                .map(|&t| ValueColumn::new(t))
                 .collect(),
+        }
+    }
+
+    /// Writes row `row` of a batch's feature columns into `slot`.
+    fn write(&mut self, layout: &Layout, slot: usize, sources: &[Source<'_>], row: usize) {
+        for (&place, source) in layout.places.iter().zip(sources) {
+            match place {
+                Place::Record { .. } => self.records.set(layout, slot, place, source, row),
+                Place::Column(i) => self.columns[i].set(slot, source, row),
+            }
+        }
+    }
+
+    /// Appends the values of `features` at `slot` to their gathers.
+    fn gather(&self, layout: &Layout, slot: usize, features: &[usize], gathers: &mut [Gather]) {
+        let record = self.records.record(layout, slot);
+        for (gather, &f) in gathers.iter_mut().zip(features) {
+            gather.push_stored(layout, record, &self.columns, layout.places[f], slot);
         }
     }
 
@@ -138,8 +160,10 @@ impl Shard {
 
     /// Writes row `row` of the batch as the value of `key`, unless the stored value is newer.
     /// Equal event times go to this, the later, ingest.
+    #[allow(clippy::too_many_arguments)]
     fn upsert(
         &mut self,
+        layout: &Layout,
         hasher: &Hasher,
         hash: u64,
         key: Key<'_>,
@@ -151,9 +175,7 @@ impl Shard {
             Some(slot) => {
                 if timestamp >= self.timestamps[slot] {
                     self.timestamps[slot] = timestamp;
-                    for (column, source) in self.columns.iter_mut().zip(sources) {
-                        column.set(slot, source, row);
-                    }
+                    self.write(layout, slot, sources, row);
                 }
             }
             None => {
@@ -161,9 +183,13 @@ impl Shard {
                 self.keys.push(key);
                 grow(&mut self.timestamps, 1);
                 self.timestamps.push(timestamp);
-                for (column, source) in self.columns.iter_mut().zip(sources) {
-                    column.push(source, row);
+                self.records.push(layout);
+                for (&place, source) in layout.places.iter().zip(sources) {
+                    if let Place::Column(i) = place {
+                        self.columns[i].push(source, row);
+                    }
                 }
+                self.write(layout, slot as usize, sources, row);
                 let keys = &self.keys;
                 self.slots.insert_unique(hash, slot, |&slot| {
                     hash_key(hasher, keys.get(slot as usize))
@@ -173,7 +199,12 @@ impl Shard {
     }
 
     /// The canonical batch of the values of `slots` (entity, features, timestamp).
-    fn export(&self, spec: &FeatureSetSpec, slots: std::ops::Range<usize>) -> Result<RecordBatch> {
+    fn export(
+        &self,
+        spec: &FeatureSetSpec,
+        layout: &Layout,
+        slots: std::ops::Range<usize>,
+    ) -> Result<RecordBatch> {
         let rows = slots.len();
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(spec.features.len() + 2);
         columns.push(match &self.keys {
@@ -196,10 +227,10 @@ impl Shard {
                 Arc::new(StringArray::try_from_binary(binary)?)
             }
         });
-        for (column, feature) in self.columns.iter().zip(&spec.features) {
+        for (f, feature) in spec.features.iter().enumerate() {
             let mut gather = Gather::new(feature.feature_type, rows);
             for slot in slots.clone() {
-                gather.push(Some((column, slot)));
+                self.gather(layout, slot, &[f], std::slice::from_mut(&mut gather));
             }
             columns.push(gather.finish(feature.feature_type)?);
         }
@@ -234,6 +265,7 @@ impl OnlineStore for MemoryStore {
 /// The online values of one feature set, in memory.
 pub struct OnlineIndex {
     spec: Arc<FeatureSetSpec>,
+    layout: Layout,
     answer_schema: AnswerSchema,
     shards: Vec<RwLock<Shard>>,
     hasher: Hasher,
@@ -242,10 +274,12 @@ pub struct OnlineIndex {
 
 impl OnlineIndex {
     pub fn new(spec: Arc<FeatureSetSpec>) -> Self {
+        let layout = Layout::new(&spec.features);
         let shards = (0..SHARDS)
-            .map(|_| RwLock::new(Shard::new(&spec)))
+            .map(|_| RwLock::new(Shard::new(&spec, &layout)))
             .collect();
         OnlineIndex {
+            layout,
             answer_schema: AnswerSchema::new(&spec),
             spec,
             shards,
@@ -289,6 +323,7 @@ impl OnlineSet for OnlineIndex {
                 for &(hash, row) in chunk {
                     let row = row as usize;
                     shard.upsert(
+                        &self.layout,
                         &self.hasher,
                         hash,
                         key_of(row),
@@ -319,8 +354,9 @@ impl OnlineSet for OnlineIndex {
                 .map(|s| s as usize)
                 .filter(|&s| cutoff.is_none_or(|c| shard.timestamps[s] >= c));
             timestamps.push(slot.map(|s| shard.timestamps[s]));
-            for (gather, &f) in gathers.iter_mut().zip(features) {
-                gather.push(slot.map(|s| (&shard.columns[f], s)));
+            match slot {
+                Some(slot) => shard.gather(&self.layout, slot, features, &mut gathers),
+                None => gathers.iter_mut().for_each(Gather::push_null),
             }
         };
         let mut probe = |key: Key<'_>| {
@@ -343,7 +379,7 @@ impl OnlineSet for OnlineIndex {
     /// Frees every value now, even while a reader still holds the set.
     fn remove(&self) -> Result<()> {
         for shard in &self.shards {
-            *shard.write() = Shard::new(&self.spec);
+            *shard.write() = Shard::new(&self.spec, &self.layout);
         }
         self.latest_event_timestamp
             .store(i64::MIN, Ordering::Relaxed);
@@ -370,6 +406,7 @@ impl OnlineSet for OnlineIndex {
                 shard.slots.capacity() * 8 / 7 * (size_of::<u32>() + 1)
                     + shard.keys.memory_bytes()
                     + shard.timestamps.capacity() * size_of::<i64>()
+                    + shard.records.memory_bytes()
                     + shard
                         .columns
                         .iter()
@@ -390,7 +427,7 @@ impl OnlineSet for OnlineIndex {
                         break;
                     }
                     let end = shard.len().min(first + EXPORT_ROWS);
-                    let batch = shard.export(&self.spec, first..end)?;
+                    let batch = shard.export(&self.spec, &self.layout, first..end)?;
                     first = end;
                     batch
                 };

@@ -689,7 +689,7 @@ impl RedisSet {
         let event_time = i64::from_le_bytes(*time);
         if cutoff.is_some_and(|c| event_time < c) {
             timestamps.push(None);
-            gathers.iter_mut().for_each(|g| g.push(None));
+            gathers.iter_mut().for_each(|g| g.push_null());
             return Ok(());
         }
         // Where each stored feature starts; features added after the row was written (by a
@@ -707,7 +707,7 @@ impl RedisSet {
                 Some(start) => gather
                     .push_encoded(self.spec.features[f].feature_type, &mut &start[..])
                     .ok_or_else(corrupt)?,
-                None => gather.push(None),
+                None => gather.push_null(),
             }
         }
         timestamps.push(Some(event_time));
@@ -805,7 +805,7 @@ impl OnlineSet for RedisSet {
                 }
                 None => {
                     timestamps.push(None);
-                    gathers.iter_mut().for_each(|g| g.push(None));
+                    gathers.iter_mut().for_each(|g| g.push_null());
                 }
             }
         }

@@ -10,6 +10,8 @@
 mod catalog;
 mod statements;
 
+use std::sync::Arc;
+
 use arrow_flight::sql::{Any, Command, ProstMessageExt, TicketStatementQuery};
 use arrow_flight::{Action, ActionType, FlightDescriptor, FlightInfo, SchemaResult, Ticket};
 use prost::Message;
@@ -83,7 +85,7 @@ pub(super) fn action_name(action: &str) -> &'static str {
 }
 
 /// Flight SQL reads feature data: read scope, and Flight SQL enabled.
-fn admit(state: &AppState, access: &Access) -> ApiResult<FlightSql> {
+fn admit(state: &AppState, access: &Access) -> ApiResult<Arc<FlightSql>> {
     access.require(Operation::ReadData)?;
     state.flight_sql.clone().ok_or_else(|| {
         featherstore_core::Error::FailedPrecondition(

@@ -68,7 +68,7 @@ pub(super) async fn schema(
 pub(super) async fn stream(
     state: &AppState,
     access: &Access,
-    sql_limits: FlightSql,
+    sql_limits: Arc<FlightSql>,
     sql: String,
 ) -> ApiResult<FlightStream<arrow_flight::FlightData>> {
     // Learnt on empty tables, before the query runs: an empty result still has its schema,
@@ -78,7 +78,7 @@ pub(super) async fn stream(
     let (store, sets, settings) = (
         state.store.clone(),
         readable_sets(state, access),
-        sql_limits.settings,
+        sql_limits.settings.clone(),
     );
     let batches = state.stream_blocking((Api::Flight, "sql_do_get_stream"), move |sink| {
         // Held until the query's work ends, however slowly its stream is read.
