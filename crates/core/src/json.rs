@@ -585,13 +585,15 @@ fn write_cell(array: &dyn Array, row: usize, out: &mut Vec<u8>) -> Result<()> {
 }
 
 /// Writes a float32 as [`float32_to_json`] renders it. Where both print plain decimals
-/// (`1e-4 <= |x| < 1e11`, and zero), ryu's float32 digits are already serde_json's rendering
-/// of the widened float64, so they are written at once: the round trip through a float64
-/// (format, parse, format again) was most of the cost of a JSON online answer. Elsewhere
-/// their notations differ (`1e-5` against `1e-05`, say), and the value goes the long way.
+/// (`1e-4 <= |x| < 1e11`, and zero), the shortest float32 digits (zmij, the formatter
+/// serde_json uses for float64) are already serde_json's
+/// rendering of the widened float64, so they are written at once: the round trip through a
+/// float64 (format, parse, format again) was most of the cost of a JSON online answer.
+/// Elsewhere the notations differ (`1e-5` against `1e-05`, say), and the value goes the long
+/// way.
 fn write_float32(out: &mut Vec<u8>, x: f32) -> Result<()> {
     if x == 0.0 || (1e-4..1e11).contains(&x.abs()) {
-        let mut digits = ryu::Buffer::new();
+        let mut digits = zmij::Buffer::new();
         out.extend_from_slice(digits.format_finite(x).as_bytes());
         return Ok(());
     }
