@@ -419,6 +419,7 @@ async fn start_serving(config: &Config) -> Result<RunningServer, StartError> {
         max_message_bytes: config.limits.max_message_bytes,
         guards: guards.clone(),
         flight_sql,
+        schema_messages: Arc::default(),
     };
     let addr = |l: &TcpListener| l.local_addr().expect("bound listener has an address");
     let (http_addr, flight_addr, metrics_addr) = (addr(&http), addr(&flight), addr(&metrics));

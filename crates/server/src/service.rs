@@ -29,6 +29,7 @@ use tracing::Span;
 
 use crate::auth::Access;
 use crate::error::{ApiError, ApiResult};
+use crate::flight::SchemaMessages;
 use crate::limits::{Guards, Rejection};
 use crate::telemetry::metrics::Api;
 use crate::telemetry::Metrics;
@@ -43,6 +44,8 @@ pub(crate) struct AppState {
     /// Flight SQL's limits; `None`: Flight SQL is disabled. Behind an `Arc`, as every field:
     /// the state is cloned several times per request (each middleware layer takes a copy).
     pub flight_sql: Option<Arc<FlightSql>>,
+    /// The encoded schema messages of Flight online answers.
+    pub schema_messages: Arc<SchemaMessages>,
 }
 
 /// The limits of Flight SQL queries.

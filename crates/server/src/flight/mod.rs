@@ -45,6 +45,7 @@ const WRITES: [&str; 5] = [
 ];
 
 pub(crate) use admission::AdmissionLayer;
+pub(crate) use get::SchemaMessages;
 
 pub(crate) struct FlightApi {
     state: AppState,
