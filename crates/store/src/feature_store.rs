@@ -700,7 +700,9 @@ impl FeatureStore {
         let apply = || {
             let _span = debug_span!("index.apply", rows = count(rows)).entered();
             let _timer = self.operations.start(Operation::IndexApply);
-            indexed.iter().try_for_each(|prepared| set.index.apply(prepared))
+            indexed
+                .iter()
+                .try_for_each(|prepared| set.index.apply(prepared))
         };
         let now = (self.clock.read())();
         let span = debug_span!("storage.append", rows = count(rows));

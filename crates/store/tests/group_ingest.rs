@@ -93,7 +93,9 @@ fn online(store: &FeatureStore, entities: &[&str]) -> Vec<Option<i64>> {
             .unwrap();
     let values = store.online(&ticket).unwrap();
     let n = values.column(1).as_primitive::<Int64Type>();
-    (0..n.len()).map(|i| n.is_valid(i).then(|| n.value(i))).collect()
+    (0..n.len())
+        .map(|i| n.is_valid(i).then(|| n.value(i)))
+        .collect()
 }
 
 #[test]
@@ -114,14 +116,25 @@ fn a_group_stores_the_batches_before_the_first_refused_one_in_order_and_durably(
         let ingested = store.ingest_all("s", &group);
         assert_eq!(ingested.rows, vec![2, 1], "{backend}");
         let refused = ingested.refused.expect("the third batch is refused");
-        assert!(refused.to_string().contains("event_timestamp"), "{backend}: {refused}");
-        assert_eq!(online(&store, &["a", "b", "c"]), [Some(2), Some(10), None], "{backend}");
+        assert!(
+            refused.to_string().contains("event_timestamp"),
+            "{backend}: {refused}"
+        );
+        assert_eq!(
+            online(&store, &["a", "b", "c"]),
+            [Some(2), Some(10), None],
+            "{backend}"
+        );
         assert_eq!(history(&store), [1, 2, 10], "{backend}");
 
         drop(store);
         let store = open(dir.path(), offline);
         assert_eq!(history(&store), [1, 2, 10], "{backend} after a restart");
-        assert_eq!(online(&store, &["a", "b"]), [Some(2), Some(10)], "{backend}");
+        assert_eq!(
+            online(&store, &["a", "b"]),
+            [Some(2), Some(10)],
+            "{backend}"
+        );
     }
 }
 
@@ -138,6 +151,9 @@ fn a_group_whose_first_batch_is_refused_stores_nothing() {
         assert!(ingested.refused.is_some(), "{backend}");
         assert!(history(&store).is_empty(), "{backend}");
         let unknown = store.ingest_all("nope", &[batch(&[("a", 1, T)])]);
-        assert!(unknown.rows.is_empty() && unknown.refused.is_some(), "{backend}");
+        assert!(
+            unknown.rows.is_empty() && unknown.refused.is_some(),
+            "{backend}"
+        );
     }
 }

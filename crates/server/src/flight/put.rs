@@ -31,7 +31,7 @@ const ACK_BUFFER: usize = 2;
 /// decoded and the group being stored, and its copy as one batch).
 const LOOKAHEAD: usize = 4;
 /// A group stops taking waiting batches at this many bytes.
-const GROUP_BYTES: usize = 8 << 20;
+const GROUP_BYTES: usize = 64 << 20;
 
 pub(super) async fn do_put(
     state: AppState,
