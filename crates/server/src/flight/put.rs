@@ -69,26 +69,18 @@ pub(super) async fn do_put(
             let reading = read_batches(&state, messages, admitted_tx);
             let storing = store_batches(&state, &name, admitted, &tx);
             tokio::pin!(reading, storing);
-            let outcome = tokio::select! {
+            let (total, failure) = tokio::select! {
                 // Stopped storing (an error, or a client gone): reading stops with it.
                 stored = &mut storing => stored,
                 // The input ended (a failure to read it is the last item): store the rest.
                 () = &mut reading => storing.await,
             };
-            let code = match &outcome {
-                Ok(total) => {
-                    span.record("rows", *total as i64);
-                    "ok"
-                }
-                Err((total, e)) => {
-                    span.record("rows", *total as i64);
-                    e.code().as_str()
-                }
-            };
+            span.record("rows", total as i64);
+            let code = failure.as_ref().map_or("ok", |e| e.code().as_str());
             state
                 .metrics
                 .observe("flight", "do_put_stream", code, started.elapsed());
-            if let Err((_, e)) = outcome {
+            if let Some(e) = failure {
                 if let Some(reason) = e.rejection() {
                     state.metrics.rejected(Api::Flight, reason);
                 }
@@ -129,19 +121,22 @@ async fn read_batches(
 }
 
 /// Stores the admitted batches, each group of those waiting with one commit, and
-/// acknowledges each batch once it is durable. Returns the rows stored, with the error that
+/// acknowledges each batch once it is durable. Returns the rows stored, and the error that
 /// ended the call if one did.
 async fn store_batches(
     state: &AppState,
     name: &str,
     mut admitted: mpsc::Receiver<ApiResult<AdmittedBatch>>,
     acks: &mpsc::Sender<Result<PutResult, Status>>,
-) -> Result<usize, (usize, ApiError)> {
+) -> (usize, Option<ApiError>) {
     let idle = state.guards.stream_idle;
     let mut index = 0usize;
     let mut total = 0usize;
     while let Some(first) = admitted.recv().await {
-        let first = first.map_err(|e| (total, e))?;
+        let first = match first {
+            Ok(first) => first,
+            Err(e) => return (total, Some(e)),
+        };
         let mut bytes = first.bytes;
         let mut group = vec![first];
         // A failure that followed the group's batches: reported once they are stored.
@@ -170,13 +165,13 @@ async fn store_batches(
             // stalled: stop; what was acknowledged is stored.
             match tokio::time::timeout(idle, acks.send(Ok(ack))).await {
                 Ok(Ok(())) => {}
-                Ok(Err(_)) | Err(_) => return Ok(total),
+                Ok(Err(_)) | Err(_) => return (total, None),
             }
             index += 1;
         }
         if let Some(e) = refused.or(after) {
-            return Err((total, e));
+            return (total, Some(e));
         }
     }
-    Ok(total)
+    (total, None)
 }
