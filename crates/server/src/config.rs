@@ -269,6 +269,9 @@ pub struct LimitsConfig {
     pub storage_wait_seconds: f64,
     /// `/health` answers 503 "degraded" once a storage call has waited this long.
     pub storage_stall_seconds: f64,
+    /// Bytes of stored rows training data requests may hold in memory at once (all requests)
+    /// to join as of event time without DuckDB; beyond it they join in DuckDB. 0: never.
+    pub training_memory_bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -452,6 +455,7 @@ impl Default for LimitsConfig {
             ingest_wait_seconds: 10.0,
             storage_wait_seconds: 30.0,
             storage_stall_seconds: 5.0,
+            training_memory_bytes: featherstore_store::Limits::default().training_memory_bytes,
         }
     }
 }

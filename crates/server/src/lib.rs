@@ -361,6 +361,7 @@ async fn start_serving(config: &Config) -> Result<RunningServer, StartError> {
 
     let limits = Limits {
         max_online_entities: config.limits.max_online_entities,
+        training_memory_bytes: config.limits.training_memory_bytes,
     };
     let open_config = config.clone();
     let store = tokio::task::spawn_blocking(move || {

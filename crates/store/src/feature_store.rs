@@ -26,7 +26,7 @@ use crate::multi_online::OnlinePlan;
 use crate::offline::OfflineStore;
 use crate::online::{MemoryStore, OnlineSet, OnlineStore};
 use crate::query::sql::INGESTED_AT_OUTPUT;
-use crate::query::training::{self, EntityRows, TrainingPlan};
+use crate::query::training::{self, EntityRows, MemoryBudget, TrainingPlan};
 use crate::query::{Purpose, Waiting};
 use crate::snapshot::{Loaded, Snapshots, Unusable};
 use crate::types::{BatchSink, HistoryQuery, IngestView, Ingested, SetStats, StorageStats};
@@ -40,12 +40,17 @@ mod profile;
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_online_entities: usize,
+    /// Bytes of stored rows (and their index) that training data requests may hold in memory
+    /// at once, over all requests, to join as of event time without DuckDB; a request that
+    /// would take more joins in DuckDB instead. 0 always joins in DuckDB.
+    pub training_memory_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_online_entities: 100_000,
+            training_memory_bytes: 1 << 30,
         }
     }
 }
@@ -108,6 +113,8 @@ pub struct FeatureStore {
     /// looked up by `&str`, so that a read allocates no key.
     plans: RwLock<HashMap<String, [Option<Arc<OnlinePlan>>; 2]>>,
     limits: Limits,
+    /// Shared by the training data requests that join in memory: `limits.training_memory_bytes`.
+    training_memory: Arc<MemoryBudget>,
     operations: OperationMetrics,
     /// Set by [`close`](FeatureStore::close): ingest is refused from then on.
     closed: AtomicBool,
@@ -222,6 +229,7 @@ impl FeatureStore {
             services: RwLock::new(services),
             generation: AtomicU64::new(0),
             plans: RwLock::new(HashMap::new()),
+            training_memory: MemoryBudget::new(limits.training_memory_bytes),
             limits,
             operations,
             closed: AtomicBool::new(false),
@@ -1042,7 +1050,6 @@ impl FeatureStore {
             rows = field::Empty
         );
         let _entered = span.enter();
-        let specs: Vec<&FeatureSetSpec> = plan.sets.iter().map(Arc::as_ref).collect();
         // Time waiting for entity rows (the network) or for the client is not the join's.
         let timer = std::cell::RefCell::new(self.operations.start(Operation::Training));
         let (mut entities, mut rows) = (0usize, 0usize);
@@ -1066,10 +1073,13 @@ impl FeatureStore {
         // slowly, or stops, holds none.
         let result =
             training::spool(plan, &mut counted_rows, &self.spool_dir).and_then(|spooled| {
-                self.offline
-                    .query_relations(&specs, &mut |conn, relations| {
-                        training::run(conn, relations, plan, &spooled, &mut counted_sink)
-                    })
+                training::join(
+                    self.offline.as_ref(),
+                    plan,
+                    &spooled,
+                    &self.training_memory,
+                    &mut counted_sink,
+                )
             });
         span.record("entities", count(entities));
         span.record("rows", count(rows));

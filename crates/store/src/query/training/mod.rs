@@ -1,11 +1,12 @@
 //! Point-in-time correct training data: entity rows joined, as of each row's time, with the
-//! feature values valid then (DuckDB `ASOF LEFT JOIN`). Never a value from after the row's
-//! time; ties on event time go to the later ingest; values older than a set's TTL are null.
+//! feature values valid then. Never a value from after the row's time; ties on event time go
+//! to the later ingest; values older than a set's TTL are null.
 //!
-//! Entity rows stream in: their key columns go to a DuckDB temp table (which spills under the
-//! memory limit), the whole rows to an Arrow IPC spool file. The join streams out in input
-//! order and is zipped with the spool, so passthrough columns (labels) keep their exact types
-//! and memory stays bounded.
+//! Entity rows stream in to an Arrow IPC spool file. As of event time, when the stored rows
+//! fit the training memory budget, they are joined in memory ([`in_memory`]). Otherwise their
+//! key columns go to a DuckDB temp table (which spills under the memory limit) and a DuckDB
+//! `ASOF LEFT JOIN` streams out in input order, zipped with the spool. Either way passthrough
+//! columns (labels) keep their exact types and memory stays bounded.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Seek, SeekFrom};
@@ -23,8 +24,12 @@ use featherstore_core::coerce::{coerce_key, coerce_timestamp, coerce_timestamp_r
 use featherstore_core::{AsOf, EntityType, FeatureSetSpec, OutputFeature, TrainingDataCommand};
 
 use super::sql::{entity_sql_type, ident, stream_query, INGESTED_AT_COLUMN, SEQ_COLUMN};
+use crate::offline::OfflineStore;
 use crate::types::BatchSink;
 use crate::{Error, Result};
+
+mod in_memory;
+pub(crate) use in_memory::MemoryBudget;
 
 /// 2^64: event time and ingest sequence packed into one ASOF ordering key,
 /// `time * 2^64 + seq`, so the join's single inequality also breaks ties by ingest order.
@@ -137,13 +142,7 @@ impl TrainingPlan {
     fn join_sql(&self, keys_table: &str, relations: &[String]) -> String {
         let mut joins = String::new();
         for (i, spec) in self.sets.iter().enumerate() {
-            let mut used: Vec<usize> = self
-                .outputs
-                .iter()
-                .filter(|o| o.set == i)
-                .map(|o| o.feature)
-                .collect();
-            used.dedup();
+            let used = self.used_features(i);
             if used.is_empty() {
                 continue;
             }
@@ -180,18 +179,20 @@ impl TrainingPlan {
         )
     }
 
-    /// Checks that the key and timestamp columns of an entity-row batch convert; its rows
-    /// count from `first_row` in messages, as the client counts them.
-    fn check_keys(&self, batch: &RecordBatch, first_row: usize) -> Result<()> {
-        for (name, entity_type) in &self.keys {
-            coerce_key(name, *entity_type, self.column(batch, name)?)?;
+    /// The features of set `set` that outputs use, each once, in first-use order.
+    fn used_features(&self, set: usize) -> Vec<usize> {
+        let mut used: Vec<usize> = Vec::new();
+        for output in self.outputs.iter().filter(|o| o.set == set) {
+            if !used.contains(&output.feature) {
+                used.push(output.feature);
+            }
         }
-        coerce_timestamp_rows(
-            &self.timestamp,
-            self.column(batch, &self.timestamp)?,
-            first_row,
-        )?;
-        Ok(())
+        used
+    }
+
+    /// The index, in [`entity_keys`](Self::entity_keys), of set `set`'s key.
+    fn set_key(&self, set: usize) -> Option<usize> {
+        self.set_keys.get(set).copied()
     }
 
     fn column<'b>(&self, batch: &'b RecordBatch, name: &str) -> Result<&'b ArrayRef> {
@@ -203,6 +204,30 @@ impl TrainingPlan {
         })
     }
 
+    /// The key columns of an entity-row batch (in `keys` order) and its times in UTC
+    /// microseconds; its rows count from `first_row` as the client counts them.
+    fn entity_keys(
+        &self,
+        batch: &RecordBatch,
+        first_row: usize,
+    ) -> Result<(Vec<ArrayRef>, ArrayRef)> {
+        let keys = self
+            .keys
+            .iter()
+            .map(|(name, entity_type)| {
+                Ok(coerce_key(name, *entity_type, self.column(batch, name)?)?)
+            })
+            .collect::<Result<_>>()?;
+        // A time outside the accepted range is refused (it could not be joined), naming its
+        // row as the client counts rows.
+        let times = coerce_timestamp_rows(
+            &self.timestamp,
+            self.column(batch, &self.timestamp)?,
+            first_row,
+        )?;
+        Ok((keys, times))
+    }
+
     /// The key columns of an entity-row batch as stored in the keys table.
     fn key_batch(
         &self,
@@ -210,23 +235,15 @@ impl TrainingPlan {
         first_row: i64,
         schema: &SchemaRef,
     ) -> Result<RecordBatch> {
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.keys.len() + 2);
+        let (keys, times) = self.entity_keys(batch, first_row as usize)?;
         let rows = batch.num_rows() as i64;
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(keys.len() + 2);
         columns.push(Arc::new(Int64Array::from_iter_values(
             first_row..first_row + rows,
         )));
-        for (name, entity_type) in &self.keys {
-            columns.push(coerce_key(name, *entity_type, self.column(batch, name)?)?);
-        }
-        // A time outside the accepted range is refused (it could not be joined), naming its
-        // row as the client counts rows.
-        let ts = coerce_timestamp_rows(
-            &self.timestamp,
-            self.column(batch, &self.timestamp)?,
-            first_row as usize,
-        )?;
+        columns.extend(keys);
         columns.push(arrow::compute::cast(
-            &ts,
+            &times,
             &DataType::Timestamp(TimeUnit::Microsecond, None),
         )?);
         Ok(RecordBatch::try_new(schema.clone(), columns)?)
@@ -349,7 +366,7 @@ pub(crate) fn spool(
             continue;
         }
         // Key conversion errors are the client's: found now, before a connection is taken.
-        plan.check_keys(&batch, rows as usize)?;
+        plan.entity_keys(&batch, rows as usize)?;
         spool.write(&batch)?;
         rows += batch.num_rows() as i64;
     }
@@ -361,10 +378,38 @@ pub(crate) fn spool(
     Ok(SpooledRows { file })
 }
 
+/// Runs `plan` over the spooled entity rows, handing result batches (input columns then
+/// features) to `sink` in input order. As of event time, when the stored rows fit `budget`,
+/// the join runs in memory ([`in_memory`]) and the connection is given back before the
+/// first row is sent; otherwise (and as of ingest time) DuckDB joins.
+pub(crate) fn join(
+    offline: &dyn OfflineStore,
+    plan: &TrainingPlan,
+    entity_rows: &SpooledRows,
+    budget: &Arc<MemoryBudget>,
+    sink: BatchSink<'_>,
+) -> Result<()> {
+    let specs: Vec<&FeatureSetSpec> = plan.sets.iter().map(Arc::as_ref).collect();
+    let mut loaded = None;
+    offline.query_relations(&specs, &mut |conn, relations| {
+        if plan.as_of == AsOf::EventTime {
+            loaded = in_memory::load(conn, relations, plan, budget)?;
+        }
+        match loaded {
+            Some(_) => Ok(()),
+            None => join_in_duckdb(conn, relations, plan, entity_rows, sink),
+        }
+    })?;
+    match loaded {
+        Some(sets) => sets.join(plan, entity_rows, sink),
+        None => Ok(()),
+    }
+}
+
 /// Runs `plan` over the spooled entity rows on `conn`, where set `i` is readable as
 /// `relations[i]`, handing result batches (input columns then features) to `sink` in input
 /// order.
-pub(crate) fn run(
+fn join_in_duckdb(
     conn: &Connection,
     relations: &[String],
     plan: &TrainingPlan,

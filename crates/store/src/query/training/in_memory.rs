@@ -1,0 +1,596 @@
+//! The point-in-time join as of event time, in memory, for requests whose stored rows fit the
+//! training memory budget ([`MemoryBudget`]).
+//!
+//! Each set's stored rows are read once (a plain scan, no sort in DuckDB) and grouped by
+//! entity key, each key's rows ordered by (event time, ingest order). Each entity row then
+//! finds its value by a binary search in its key's rows: the last one at or before its time,
+//! which among equal times is the later ingest. Entity rows are read back from the spool in
+//! order, a slice at a time, so the output keeps input order without a sort, and the
+//! connection is given back before the first row is sent.
+
+use std::hash::Hash;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, PrimitiveArray, RecordBatch, StringArray, UInt32Array,
+};
+use arrow::compute::{concat, take};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimestampMicrosecondType};
+use duckdb::Connection;
+use featherstore_core::{EntityType, FeatureSetSpec};
+use hashbrown::HashMap;
+
+use super::{SpooledRows, TrainingPlan};
+use crate::query::sql::{ident, stream_query, SEQ_COLUMN};
+use crate::types::BatchSink;
+use crate::{Error, Result};
+
+/// Entity rows joined and sent at a time: bounds the output batch whatever the size of the
+/// client's batches.
+const OUTPUT_ROWS: usize = 65_536;
+
+/// Bytes of stored rows that in-memory joins may hold at once, over all requests. A request
+/// that would take more runs in DuckDB instead, which spills under its memory limit.
+#[derive(Debug)]
+pub(crate) struct MemoryBudget {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl MemoryBudget {
+    pub(crate) fn new(limit: usize) -> Arc<Self> {
+        Arc::new(MemoryBudget {
+            limit,
+            used: AtomicUsize::new(0),
+        })
+    }
+
+    fn reservation(self: &Arc<Self>) -> Reservation {
+        Reservation {
+            budget: self.clone(),
+            bytes: 0,
+        }
+    }
+}
+
+/// Part of the budget held by one request, given back when dropped.
+struct Reservation {
+    budget: Arc<MemoryBudget>,
+    bytes: usize,
+}
+
+impl Reservation {
+    /// Takes `bytes` more of the budget; `false`, taking nothing, if it has not that much left.
+    fn grow(&mut self, bytes: usize) -> bool {
+        let budget = &self.budget;
+        let taken = budget
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes)
+                    .filter(|total| *total <= budget.limit)
+            });
+        if taken.is_ok() {
+            self.bytes += bytes;
+        }
+        taken.is_ok()
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// The stored rows of every referenced set, indexed, with the budget they hold.
+pub(crate) struct LoadedSets {
+    /// By set, `None` for a set none of whose features is asked for.
+    sets: Vec<Option<SetRows>>,
+    _reservation: Reservation,
+}
+
+/// Reads and indexes the stored rows of every set `plan` uses, on `conn`; `None` (having
+/// given back what it took) once they would exceed the budget: the caller joins in DuckDB.
+pub(crate) fn load(
+    conn: &Connection,
+    relations: &[String],
+    plan: &TrainingPlan,
+    budget: &Arc<MemoryBudget>,
+) -> Result<Option<LoadedSets>> {
+    let mut reservation = budget.reservation();
+    let mut sets = Vec::with_capacity(plan.sets.len());
+    for (i, spec) in plan.sets.iter().enumerate() {
+        let used = plan.used_features(i);
+        if used.is_empty() {
+            sets.push(None);
+            continue;
+        }
+        let relation = relations
+            .get(i)
+            .ok_or_else(|| Error::Corrupt("a training set has no relation".into()))?;
+        match SetRows::load(conn, relation, spec, used, &mut reservation)? {
+            Some(set) => sets.push(Some(set)),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(LoadedSets {
+        sets,
+        _reservation: reservation,
+    }))
+}
+
+impl LoadedSets {
+    /// Joins the spooled entity rows, in order, and hands the result batches to `sink`.
+    pub(crate) fn join(
+        &self,
+        plan: &TrainingPlan,
+        entity_rows: &SpooledRows,
+        sink: BatchSink<'_>,
+    ) -> Result<()> {
+        let mut first_row = 0usize;
+        for batch in entity_rows.reader()? {
+            let batch = batch?;
+            let mut offset = 0;
+            while offset < batch.num_rows() {
+                let rows = OUTPUT_ROWS.min(batch.num_rows() - offset);
+                let slice = batch.slice(offset, rows);
+                sink(self.join_slice(plan, &slice, first_row + offset)?)?;
+                offset += rows;
+            }
+            first_row += batch.num_rows();
+        }
+        Ok(())
+    }
+
+    fn join_slice(
+        &self,
+        plan: &TrainingPlan,
+        rows: &RecordBatch,
+        first_row: usize,
+    ) -> Result<RecordBatch> {
+        let (keys, times) = plan.entity_keys(rows, first_row)?;
+        let times = times
+            .as_primitive_opt::<TimestampMicrosecondType>()
+            .ok_or_else(|| Error::Corrupt("entity times are not microseconds".into()))?;
+        let mut positions = Vec::with_capacity(self.sets.len());
+        for (i, set) in self.sets.iter().enumerate() {
+            positions.push(match set {
+                Some(set) => {
+                    let key = plan
+                        .set_key(i)
+                        .and_then(|k| keys.get(k))
+                        .ok_or_else(|| Error::Corrupt("a training set has no key".into()))?;
+                    Some(set.locate(key, times)?)
+                }
+                None => None,
+            });
+        }
+        let mut columns = rows.columns().to_vec();
+        for output in &plan.outputs {
+            let value = match (self.sets.get(output.set), positions.get(output.set)) {
+                (Some(Some(set)), Some(Some(positions))) => {
+                    set.values(output.feature, positions)?
+                }
+                _ => return Err(Error::Corrupt("an output's set was not loaded".into())),
+            };
+            columns.push(value);
+        }
+        Ok(RecordBatch::try_new(plan.output_schema.clone(), columns)?)
+    }
+}
+
+/// A stored row as the index sorts it; `row` is its position in the scan. The stored rows
+/// fit the budget, far below 2^32: `u32` halves the index.
+#[derive(Debug, Clone, Copy, Default)]
+struct Entry {
+    time: i64,
+    seq: i64,
+    row: u32,
+}
+
+/// A key's rows: `entries[start..end]`.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+enum KeyIndex {
+    Int(HashMap<i64, Span>),
+    String(HashMap<Box<str>, Span>),
+}
+
+/// One set's stored rows, as the join reads them.
+struct SetRows {
+    /// The features asked for, each with its column of every scanned row, in scan order.
+    values: Vec<(usize, ArrayRef)>,
+    keys: KeyIndex,
+    /// Grouped by key, each key's rows in (event time, ingest order): their event times,
+    /// and their positions in `values`.
+    times: Vec<i64>,
+    rows: Vec<u32>,
+    ttl: Option<i64>,
+}
+
+/// Bytes of index per stored row: its entry while sorting, its group while grouping, and at
+/// most one hash table slot (a key of 8 bytes or a boxed string's 16, a span, a control
+/// byte) at the table's lowest load factor (7/8, rounded to half). The sorted times and
+/// positions kept (12 bytes) are smaller than the entries they are made from.
+fn index_bytes_per_row(entity_type: EntityType) -> usize {
+    let key = match entity_type {
+        EntityType::Int64 => std::mem::size_of::<i64>(),
+        EntityType::String => std::mem::size_of::<Box<str>>(),
+    };
+    std::mem::size_of::<Entry>()
+        + std::mem::size_of::<u32>()
+        + 2 * (key + std::mem::size_of::<Span>() + 1)
+}
+
+impl SetRows {
+    /// `None` once the set's rows would exceed the reservation's budget.
+    fn load(
+        conn: &Connection,
+        relation: &str,
+        spec: &FeatureSetSpec,
+        used: Vec<usize>,
+        reservation: &mut Reservation,
+    ) -> Result<Option<SetRows>> {
+        let mut fields = vec![
+            Field::new("_k", spec.entity.entity_type.arrow_type(), true),
+            Field::new("_t", DataType::Int64, true),
+            Field::new("_s", DataType::Int64, true),
+        ];
+        let mut columns = Vec::with_capacity(used.len());
+        for &f in &used {
+            let feature = spec
+                .features
+                .get(f)
+                .ok_or_else(|| Error::Corrupt("an output names no feature of its set".into()))?;
+            fields.push(Field::new(
+                format!("f{f}"),
+                feature.feature_type.arrow_type(),
+                true,
+            ));
+            columns.push(ident(&feature.name));
+        }
+        let schema: SchemaRef = Arc::new(Schema::new(fields));
+        let sql = format!(
+            "SELECT {entity} AS _k, epoch_us({ts}) AS _t, {seq} AS _s, {columns} FROM {relation}",
+            entity = ident(&spec.entity.name),
+            ts = ident(&spec.timestamp),
+            seq = ident(SEQ_COLUMN),
+            columns = columns.join(", "),
+        );
+        let mut batches = Vec::new();
+        let mut over_budget = false;
+        let scanned = stream_query(conn, &sql, &schema, &mut |batch| {
+            if !reservation.grow(batch.get_array_memory_size()) {
+                over_budget = true;
+                return Err(Error::Corrupt("over the training memory budget".into()));
+            }
+            batches.push(batch);
+            Ok(())
+        });
+        if over_budget {
+            return Ok(None);
+        }
+        scanned?;
+
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        // String keys are copied into the index once per key: at most their column's bytes.
+        let copied_keys: usize = match spec.entity.entity_type {
+            EntityType::Int64 => 0,
+            EntityType::String => batches
+                .iter()
+                .map(|b| b.column(0).get_array_memory_size())
+                .sum(),
+        };
+        let index_bytes = rows
+            .saturating_mul(index_bytes_per_row(spec.entity.entity_type))
+            .saturating_add(copied_keys);
+        if u32::try_from(rows).is_err() || !reservation.grow(index_bytes) {
+            return Ok(None);
+        }
+        let (keys, entries) = index(&batches, spec.entity.entity_type)?;
+        let times = entries.iter().map(|e| e.time).collect();
+        let rows = entries.iter().map(|e| e.row).collect();
+        drop(entries);
+
+        // Each feature's column in one array, so that the join gathers with `take`; a
+        // column's batches are dropped once copied, so this holds one column twice at most.
+        let mut parts: Vec<Vec<ArrayRef>> = vec![Vec::with_capacity(batches.len()); used.len()];
+        for batch in batches {
+            // Past the key, time and sequence columns, in `used` order.
+            for (part, column) in parts.iter_mut().zip(batch.columns().iter().skip(3)) {
+                part.push(column.clone());
+            }
+        }
+        let mut values = Vec::with_capacity(used.len());
+        for (f, part) in used.into_iter().zip(parts) {
+            let arrays: Vec<&dyn Array> = part.iter().map(|c| c.as_ref()).collect();
+            values.push((f, concat(&arrays)?));
+        }
+        Ok(Some(SetRows {
+            values,
+            keys,
+            times,
+            rows,
+            ttl: spec.ttl_micros(),
+        }))
+    }
+
+    /// The position in `values` of each entity row's value, null where it matches nothing.
+    fn locate(
+        &self,
+        keys: &ArrayRef,
+        times: &PrimitiveArray<TimestampMicrosecondType>,
+    ) -> Result<UInt32Array> {
+        let find = |span: Option<&Span>, time: Option<i64>| {
+            span.zip(time)
+                .and_then(|(span, time)| self.find(*span, time))
+        };
+        Ok(match &self.keys {
+            KeyIndex::Int(index) => {
+                let keys = keys
+                    .as_primitive_opt::<Int64Type>()
+                    .ok_or_else(|| Error::Corrupt("entity keys are not int64".into()))?;
+                keys.iter()
+                    .zip(times.iter())
+                    .map(|(key, time)| find(key.and_then(|k| index.get(&k)), time))
+                    .collect()
+            }
+            KeyIndex::String(index) => {
+                let keys = keys
+                    .as_string_opt::<i32>()
+                    .ok_or_else(|| Error::Corrupt("entity keys are not strings".into()))?;
+                keys.iter()
+                    .zip(times.iter())
+                    .map(|(key, time)| find(key.and_then(|k| index.get(k)), time))
+                    .collect()
+            }
+        })
+    }
+
+    /// The last of a key's rows at or before `time` (so, among equal times, the later
+    /// ingest), unless older than the TTL (a value exactly ttl old is kept).
+    fn find(&self, span: Span, time: i64) -> Option<u32> {
+        let range = span.start as usize..span.end as usize;
+        let times = self.times.get(range.clone())?;
+        let last = times.partition_point(|t| *t <= time).checked_sub(1)?;
+        let matched = times.get(last)?;
+        // Both times are in the accepted range (|t| < 2^58): the difference cannot overflow.
+        if self.ttl.is_some_and(|ttl| time - matched > ttl) {
+            return None;
+        }
+        self.rows.get(range)?.get(last).copied()
+    }
+
+    /// Feature `feature`'s values at `positions`.
+    fn values(&self, feature: usize, positions: &UInt32Array) -> Result<ArrayRef> {
+        let (_, column) = self
+            .values
+            .iter()
+            .find(|(f, _)| *f == feature)
+            .ok_or_else(|| Error::Corrupt("an output's feature was not loaded".into()))?;
+        Ok(take(column, positions, None)?)
+    }
+}
+
+/// Groups the scanned rows by key, each key's rows in (event time, ingest order). Rows
+/// without a key or a time match nothing, as in SQL.
+fn index(batches: &[RecordBatch], entity_type: EntityType) -> Result<(KeyIndex, Vec<Entry>)> {
+    fn int64(batch: &RecordBatch, i: usize) -> Result<&PrimitiveArray<Int64Type>> {
+        batch
+            .column(i)
+            .as_primitive_opt::<Int64Type>()
+            .ok_or_else(|| Error::Corrupt("scanned times are not int64".into()))
+    }
+    let mut columns = Vec::with_capacity(batches.len());
+    for batch in batches {
+        columns.push((int64(batch, 1)?, int64(batch, 2)?));
+    }
+    Ok(match entity_type {
+        EntityType::Int64 => {
+            let mut keys = Vec::with_capacity(batches.len());
+            for batch in batches {
+                keys.push(
+                    batch
+                        .column(0)
+                        .as_primitive_opt::<Int64Type>()
+                        .ok_or_else(|| Error::Corrupt("scanned keys are not int64".into()))?,
+                );
+            }
+            let (index, entries) = group(|| {
+                keyed_rows(&keys, &columns, |keys, row| {
+                    keys.is_valid(row).then(|| keys.value(row))
+                })
+            });
+            (KeyIndex::Int(index), entries)
+        }
+        EntityType::String => {
+            let mut keys: Vec<&StringArray> = Vec::with_capacity(batches.len());
+            for batch in batches {
+                keys.push(
+                    batch
+                        .column(0)
+                        .as_string_opt::<i32>()
+                        .ok_or_else(|| Error::Corrupt("scanned keys are not strings".into()))?,
+                );
+            }
+            let (index, entries) = group(|| {
+                keyed_rows(&keys, &columns, |keys, row| {
+                    keys.is_valid(row).then(|| keys.value(row))
+                })
+            });
+            let index = index
+                .into_iter()
+                .map(|(k, span)| (Box::from(k), span))
+                .collect();
+            (KeyIndex::String(index), entries)
+        }
+    })
+}
+
+type TimeColumns<'a> = (&'a PrimitiveArray<Int64Type>, &'a PrimitiveArray<Int64Type>);
+
+/// Every scanned row with a key and a time, as (key, entry).
+fn keyed_rows<'a, A, K: 'a>(
+    keys: &'a [&'a A],
+    times: &'a [TimeColumns<'a>],
+    key: fn(&'a A, usize) -> Option<K>,
+) -> impl Iterator<Item = (K, Entry)> + 'a {
+    let mut first = 0usize;
+    keys.iter()
+        .zip(times)
+        .flat_map(move |(keys, (times, seqs))| {
+            let batch_first = first;
+            first += times.len();
+            (0..times.len()).filter_map(move |row| {
+                let time = times.is_valid(row).then(|| times.value(row))?;
+                Some((
+                    key(keys, row)?,
+                    Entry {
+                        time,
+                        seq: seqs.value(row),
+                        // Fits: the rows were checked against u32 before indexing.
+                        row: (batch_first + row) as u32,
+                    },
+                ))
+            })
+        })
+}
+
+/// A counting sort of `rows()` by key (so the rows are read twice, never copied whole),
+/// then each key's rows sorted by (event time, ingest order).
+fn group<K, I>(rows: impl Fn() -> I) -> (HashMap<K, Span>, Vec<Entry>)
+where
+    K: Hash + Eq,
+    I: Iterator<Item = (K, Entry)>,
+{
+    let mut groups: HashMap<K, u32> = HashMap::new();
+    let mut sizes: Vec<u32> = Vec::new();
+    let mut group_of: Vec<u32> = Vec::new();
+    for (key, _) in rows() {
+        let next = sizes.len() as u32;
+        let group = *groups.entry(key).or_insert(next);
+        if group == next {
+            sizes.push(0);
+        }
+        if let Some(size) = sizes.get_mut(group as usize) {
+            *size += 1;
+        }
+        group_of.push(group);
+    }
+    // `ends[g]` starts at group g's first slot and is moved past each row placed.
+    let mut ends = Vec::with_capacity(sizes.len());
+    let mut total = 0u32;
+    for size in &sizes {
+        ends.push(total);
+        total += size;
+    }
+    let mut entries = vec![Entry::default(); total as usize];
+    for ((_, entry), group) in rows().zip(&group_of) {
+        if let Some(end) = ends.get_mut(*group as usize) {
+            if let Some(slot) = entries.get_mut(*end as usize) {
+                *slot = entry;
+            }
+            *end += 1;
+        }
+    }
+    let span = |group: u32| {
+        let end = ends.get(group as usize).copied().unwrap_or(0);
+        let size = sizes.get(group as usize).copied().unwrap_or(0);
+        Span {
+            start: end - size,
+            end,
+        }
+    };
+    for group in 0..sizes.len() as u32 {
+        let Span { start, end } = span(group);
+        if let Some(rows) = entries.get_mut(start as usize..end as usize) {
+            rows.sort_unstable_by_key(|entry| (entry.time, entry.seq));
+        }
+    }
+    let index = groups
+        .into_iter()
+        .map(|(key, group)| (key, span(group)))
+        .collect();
+    (index, entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reservations_share_the_budget_and_give_it_back() {
+        let budget = MemoryBudget::new(100);
+        let mut first = budget.reservation();
+        assert!(first.grow(60));
+        let mut second = budget.reservation();
+        assert!(!second.grow(41), "over the budget: nothing taken");
+        assert_eq!(budget.used.load(Ordering::Acquire), 60);
+        assert!(second.grow(40));
+        assert!(!first.grow(1));
+        drop(first);
+        assert_eq!(budget.used.load(Ordering::Acquire), 40);
+        drop(second);
+        assert_eq!(budget.used.load(Ordering::Acquire), 0);
+    }
+
+    fn entry(time: i64, seq: i64, row: u32) -> Entry {
+        Entry { time, seq, row }
+    }
+
+    #[test]
+    fn groups_each_keys_rows_by_time_then_ingest_order() {
+        let rows = [
+            ("b", entry(5, 1, 0)),
+            ("a", entry(9, 2, 1)),
+            ("b", entry(5, 0, 2)),
+            ("a", entry(3, 3, 3)),
+            ("b", entry(1, 4, 4)),
+        ];
+        let (index, entries) = group(|| rows.iter().copied());
+        let rows_of = |key: &str| {
+            let span = index[key];
+            entries[span.start as usize..span.end as usize]
+                .iter()
+                .map(|e| e.row)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(rows_of("a"), [3, 1]);
+        assert_eq!(rows_of("b"), [4, 2, 0]);
+        assert_eq!(entries.len(), rows.len());
+    }
+
+    #[test]
+    fn finds_the_last_row_at_or_before_the_time_within_the_ttl() {
+        let (index, entries) = group(|| {
+            [
+                (7i64, entry(10, 0, 0)),
+                (7, entry(20, 1, 1)),
+                (7, entry(20, 2, 2)),
+            ]
+            .into_iter()
+        });
+        let span = index[&7];
+        let set = SetRows {
+            values: Vec::new(),
+            keys: KeyIndex::Int(index),
+            times: entries.iter().map(|e| e.time).collect(),
+            rows: entries.iter().map(|e| e.row).collect(),
+            ttl: Some(5),
+        };
+        assert_eq!(set.find(span, 9), None, "nothing yet");
+        assert_eq!(set.find(span, 10), Some(0), "an equal time is visible");
+        assert_eq!(set.find(span, 15), Some(0), "exactly ttl old is kept");
+        assert_eq!(set.find(span, 16), None, "older than the ttl");
+        assert_eq!(
+            set.find(span, 20),
+            Some(2),
+            "a tie goes to the later ingest"
+        );
+    }
+}
