@@ -653,68 +653,22 @@ impl AppState {
         Ok(rows)
     }
 
-    /// Stores one batch durably; returns its row count.
-    async fn store_batch(&self, name: String, batch: RecordBatch) -> ApiResult<usize> {
-        let admitted = self.admit_batch(batch).await?;
-        let (rows, refused) = self.store_batches(name, vec![admitted]).await;
-        match refused {
-            Some(e) => Err(e),
-            None => Ok(rows.iter().sum()),
-        }
-    }
-
-    /// Reserves a batch's bytes of the ingest budget until it is stored (backpressure: it
-    /// waits for room among the bytes being stored).
-    pub(crate) async fn admit_batch(&self, batch: RecordBatch) -> ApiResult<AdmittedBatch> {
-        let bytes = crate::telemetry::metrics::batch_bytes(&batch);
-        let room = self.guards.ingest_bytes(bytes).await?;
-        Ok(AdmittedBatch {
-            batch,
-            bytes,
-            _room: room,
-        })
-    }
-
-    /// Stores consecutive batches of one stream durably, with one commit
-    /// ([`FeatureStore::ingest_all`]). Returns the rows of each batch stored (the first ones,
-    /// in order) and the error of the batch after them, if one was not stored.
-    pub(crate) async fn store_batches(
-        &self,
-        name: String,
-        group: Vec<AdmittedBatch>,
-    ) -> (Vec<usize>, Option<ApiError>) {
+    /// Stores one batch durably (one of a stream of them); returns its row count.
+    pub(crate) async fn store_batch(&self, name: String, batch: RecordBatch) -> ApiResult<usize> {
         let store = self.store.clone();
         let set = name.clone();
-        let bytes: Vec<usize> = group.iter().map(|b| b.bytes).collect();
-        let ingested = blocking(move || {
-            let batches: Vec<RecordBatch> = group.iter().map(|b| b.batch.clone()).collect();
-            // `group` (its room in the budget) is let go once the batches are stored.
-            Ok(store.ingest_all(&set, &batches))
-        })
-        .await;
-        match ingested {
-            Ok(ingested) => {
-                for (&rows, &bytes) in ingested.rows.iter().zip(&bytes) {
-                    self.metrics.ingested(&name, rows, bytes);
-                }
-                (ingested.rows, ingested.refused.map(ApiError::from))
-            }
-            Err(e) => (Vec::new(), Some(e)),
-        }
+        let bytes = crate::telemetry::metrics::batch_bytes(&batch);
+        // Backpressure: the batch waits for room among the bytes being stored.
+        let _room = self.guards.ingest_bytes(bytes).await?;
+        let rows = blocking(move || Ok(store.ingest(&set, &batch)?)).await?;
+        self.metrics.ingested(&name, rows, bytes);
+        Ok(rows)
     }
 
     /// Checks that a feature set exists (before a stream of work for it starts).
     pub(crate) fn require_set(&self, name: &str) -> ApiResult<()> {
         self.store.get(name).map(|_| ()).map_err(Into::into)
     }
-}
-
-/// A batch of a stream that has its room in the ingest budget, waiting to be stored.
-pub(crate) struct AdmittedBatch {
-    batch: RecordBatch,
-    /// Its size as the budget counts it.
-    pub(crate) bytes: usize,
-    _room: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// The feature set a Flight descriptor names: path `[name]`.

@@ -29,7 +29,7 @@ use crate::query::sql::INGESTED_AT_OUTPUT;
 use crate::query::training::{self, EntityRows, MemoryBudget, TrainingPlan};
 use crate::query::{Purpose, Waiting};
 use crate::snapshot::{Loaded, Snapshots, Unusable};
-use crate::types::{BatchSink, HistoryQuery, IngestView, Ingested, SetStats, StorageStats};
+use crate::types::{BatchSink, HistoryQuery, IngestView, SetStats, StorageStats};
 use crate::Result;
 
 use featherstore_core::Error as DomainError;
@@ -628,70 +628,21 @@ impl FeatureStore {
     /// apply that fails (a remote online store, unreachable) takes the batch back, so a batch
     /// reported as failed was not stored and one stored is in the index.
     pub fn ingest(&self, name: &str, batch: &RecordBatch) -> Result<usize> {
-        let ingested = self.ingest_all(name, std::slice::from_ref(batch));
-        match ingested.refused {
-            Some(e) => Err(e),
-            None => Ok(ingested.rows.iter().sum()),
-        }
-    }
-
-    /// [`ingest`](Self::ingest) of consecutive batches of one set with one durable append
-    /// (one commit, one fsync): a group commit. The batches are checked in order; those
-    /// before the first one refused are stored together, in order, as if one after the
-    /// other (later rows win ties), and the rest are not tried. An append that fails stores
-    /// none of them. Holds a copy of the stored batches while it appends.
-    pub fn ingest_all(&self, name: &str, batches: &[RecordBatch]) -> Ingested {
         loop {
-            let set = match self.get(name) {
-                Ok(set) => set,
-                Err(e) => return Ingested::refused(e),
-            };
-            match self.ingest_into(&set, batches) {
-                Ok(Some(ingested)) => return ingested,
-                Ok(None) => {}
-                Err(e) => return Ingested::refused(e),
+            let set = self.get(name)?;
+            if let Some(rows) = self.ingest_into(&set, batch)? {
+                return Ok(rows);
             }
-            // `set` was updated while these batches waited for it: checked again under the
-            // new version (a batch without the added features gets them as nulls).
+            // `set` was updated while this batch waited for it: checked again under the new
+            // version (a batch without the added features gets them as nulls).
         }
     }
 
-    /// [`ingest_all`](Self::ingest_all) into one version of a set; `None` when that version
-    /// was retired (updated or deleted) before the batches got their turn.
-    fn ingest_into(&self, set: &FeatureSet, batches: &[RecordBatch]) -> Result<Option<Ingested>> {
-        let mut coerced = Vec::with_capacity(batches.len());
-        let mut refused = None;
-        for batch in batches {
-            match coerce_batch(&set.spec, batch) {
-                Ok(batch) => coerced.push(batch),
-                Err(e) => {
-                    refused = Some(e.into());
-                    break;
-                }
-            }
-        }
-        let mut indexed = Vec::with_capacity(coerced.len());
-        for batch in &coerced {
-            match set.index.prepare(batch) {
-                Ok(prepared) => indexed.push(prepared),
-                Err(e) => {
-                    refused = Some(e);
-                    break;
-                }
-            }
-        }
-        let stored = &coerced[..indexed.len()];
-        let Some(first) = stored.first() else {
-            return Ok(Some(Ingested {
-                rows: Vec::new(),
-                refused,
-            }));
-        };
-        let batch = match stored {
-            [one] => one.clone(),
-            // One append of the whole group: its rows in batch order, so ingest order too.
-            _ => arrow::compute::concat_batches(first.schema_ref(), stored)?,
-        };
+    /// [`ingest`](Self::ingest) into one version of a set; `None` when that version was
+    /// retired (updated or deleted) before the batch got its turn.
+    fn ingest_into(&self, set: &FeatureSet, batch: &RecordBatch) -> Result<Option<usize>> {
+        let batch = coerce_batch(&set.spec, batch)?;
+        let indexed = set.index.prepare(&batch)?;
         let rows = batch.num_rows();
         let retired = set.ingest.lock();
         if *retired {
@@ -708,9 +659,7 @@ impl FeatureStore {
         let apply = || {
             let _span = debug_span!("index.apply", rows = count(rows)).entered();
             let _timer = self.operations.start(Operation::IndexApply);
-            indexed
-                .iter()
-                .try_for_each(|prepared| set.index.apply(prepared))
+            set.index.apply(&indexed)
         };
         let now = (self.clock.read())();
         let span = debug_span!("storage.append", rows = count(rows));
@@ -749,10 +698,7 @@ impl FeatureStore {
                 }
             }
         }
-        Ok(Some(Ingested {
-            rows: stored.iter().map(RecordBatch::num_rows).collect(),
-            refused,
-        }))
+        Ok(Some(rows))
     }
 
     /// Writes a snapshot of a set's online values, unless one is being written. Blocks.

@@ -28,4 +28,4 @@ pub use error::{Error, Result};
 pub use feature_store::{Clock, FeatureSet, FeatureStore, Limits, SnapshotOptions};
 pub use multi_online::{OnlinePlan, TIMESTAMP_SUFFIX};
 pub use offline::{OfflineStore, Publish, RelationWork};
-pub use types::{BatchSink, HistoryQuery, IngestView, Ingested, SetStats, StorageStats};
+pub use types::{BatchSink, HistoryQuery, IngestView, SetStats, StorageStats};

@@ -33,25 +33,6 @@ pub struct IngestView {
     pub ingested_before: Option<i64>,
 }
 
-/// What [`FeatureStore::ingest_all`](crate::FeatureStore::ingest_all) did with a group of
-/// batches: the rows of each batch it stored (the first ones given, in order), and why the
-/// batch after them was not stored, if one was not.
-#[derive(Debug)]
-pub struct Ingested {
-    pub rows: Vec<usize>,
-    pub refused: Option<crate::Error>,
-}
-
-impl Ingested {
-    /// Nothing stored, because of `error`.
-    pub(crate) fn refused(error: crate::Error) -> Self {
-        Ingested {
-            rows: Vec::new(),
-            refused: Some(error),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SetStats {
     pub rows: u64,
