@@ -324,21 +324,18 @@ impl ValueColumn {
         }
     }
 
-    /// Appends a slot holding row `row` of `source`.
-    pub(super) fn push(&mut self, source: &Source<'_>, row: usize) {
-        let slot = match self {
+    /// Appends a slot without a value, for [`set`](Self::set) to fill.
+    pub(super) fn push_empty(&mut self) {
+        match self {
             ValueColumn::Bool { values, valid } => {
                 values.push(false);
                 valid.push(false);
-                valid.len - 1
             }
             ValueColumn::Bytes(values) => {
                 grow(values, 1);
                 values.push(None);
-                values.len() - 1
             }
-        };
-        self.set(slot, source, row);
+        }
     }
 
     pub(super) fn set(&mut self, slot: usize, source: &Source<'_>, row: usize) {

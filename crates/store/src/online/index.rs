@@ -184,11 +184,7 @@ impl Shard {
                 grow(&mut self.timestamps, 1);
                 self.timestamps.push(timestamp);
                 self.records.push(layout);
-                for (&place, source) in layout.places.iter().zip(sources) {
-                    if let Place::Column(i) = place {
-                        self.columns[i].push(source, row);
-                    }
-                }
+                self.columns.iter_mut().for_each(ValueColumn::push_empty);
                 self.write(layout, slot as usize, sources, row);
                 let keys = &self.keys;
                 self.slots.insert_unique(hash, slot, |&slot| {

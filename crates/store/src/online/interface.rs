@@ -1,6 +1,7 @@
 //! The online store's interface: what every backend implements, and the checked batch
 //! they apply.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -8,6 +9,7 @@ use arrow::array::{
 };
 use arrow::datatypes::{Int64Type, SchemaRef, TimestampMicrosecondType};
 use featherstore_core::{EntityKeys, EntityType, FeatureServiceSpec, FeatureSetSpec};
+use parking_lot::RwLock;
 
 use super::column::{self, Source};
 use crate::types::BatchSink;
@@ -195,13 +197,21 @@ impl<'a> PreparedBatch<'a> {
 /// schema per read was a dozen allocations on the hottest path).
 pub(super) struct AnswerSchema {
     every_feature: SchemaRef,
+    /// The schemas of reads of fewer features, by feature list: one `Arc` per list, so what
+    /// is cached by schema downstream (Flight's encoded schema messages) is found again.
+    /// Bounded, as the lists come from requests: when full, it starts over.
+    subsets: RwLock<HashMap<Box<[usize]>, SchemaRef>>,
 }
+
+/// Feature lists whose answer schema a set keeps.
+const SUBSET_SCHEMAS: usize = 64;
 
 impl AnswerSchema {
     pub(super) fn new(spec: &FeatureSetSpec) -> Self {
         let every: Vec<usize> = (0..spec.features.len()).collect();
         AnswerSchema {
             every_feature: spec.projected_schema(&every, true),
+            subsets: RwLock::default(),
         }
     }
 
@@ -210,10 +220,18 @@ impl AnswerSchema {
         let every = features.len() == spec.features.len()
             && features.iter().enumerate().all(|(i, &f)| i == f);
         if every {
-            self.every_feature.clone()
-        } else {
-            spec.projected_schema(features, true)
+            return self.every_feature.clone();
         }
+        if let Some(schema) = self.subsets.read().get(features) {
+            return schema.clone();
+        }
+        let schema = spec.projected_schema(features, true);
+        let mut subsets = self.subsets.write();
+        if subsets.len() >= SUBSET_SCHEMAS {
+            subsets.clear();
+        }
+        subsets.insert(features.into(), schema.clone());
+        schema
     }
 }
 

@@ -226,6 +226,25 @@ fn empty_and_unknown_lookups_give_aligned_typed_nulls() {
     });
 }
 
+/// Reads of one feature list answer in one shared schema (what Flight's schema message
+/// cache is keyed by), whichever features and in whichever order the list names.
+#[test]
+fn reads_of_one_feature_list_share_their_schema() {
+    let spec = spec(None);
+    each_backend(&spec, |index| {
+        let schema =
+            |features: &[usize]| index.lookup(&keys(&["x"]), features, 0).unwrap().schema();
+        for features in [&[0, 1, 2][..], &[2, 0], &[1]] {
+            assert!(
+                Arc::ptr_eq(&schema(features), &schema(features)),
+                "{features:?}"
+            );
+        }
+        assert!(!Arc::ptr_eq(&schema(&[2, 0]), &schema(&[0, 2])));
+        assert_eq!(schema(&[2, 0]).field(1).name(), "e");
+    });
+}
+
 /// Every feature type, with nulls, from a sliced batch (non-zero offsets in every buffer):
 /// what is applied comes back from a lookup exactly.
 #[test]

@@ -21,9 +21,13 @@ use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use duckdb::Connection;
 use featherstore_core::coerce::{coerce_key, coerce_timestamp, coerce_timestamp_rows};
-use featherstore_core::{AsOf, EntityType, FeatureSetSpec, OutputFeature, TrainingDataCommand};
+use featherstore_core::{
+    AsOf, EntityType, FeatureSetSpec, FeatureType, OutputFeature, TrainingDataCommand,
+};
 
-use super::sql::{entity_sql_type, ident, stream_query, INGESTED_AT_COLUMN, SEQ_COLUMN};
+use super::sql::{
+    entity_sql_type, feature_sql_type, ident, stream_query, INGESTED_AT_COLUMN, SEQ_COLUMN,
+};
 use crate::offline::OfflineStore;
 use crate::types::BatchSink;
 use crate::{Error, Result};
@@ -34,6 +38,10 @@ pub(crate) use in_memory::MemoryBudget;
 /// 2^64: event time and ingest sequence packed into one ASOF ordering key,
 /// `time * 2^64 + seq`, so the join's single inequality also breaks ties by ingest order.
 const SEQ_SPAN: &str = "18446744073709551616::HUGEINT";
+
+/// The smallest HUGEINT but one: below `time * 2^64 + seq` for every time in the accepted
+/// range (|time| < 2^59).
+const NO_TIME_KEY: &str = "-170141183460469231731687303715884105727::HUGEINT";
 
 /// The entity rows of one request, in arrival order.
 pub type EntityRows<'a> = &'a mut dyn Iterator<Item = Result<RecordBatch>>;
@@ -160,21 +168,35 @@ impl TrainingPlan {
             .iter()
             .map(|o| {
                 let value = format!("s{}.f{}", o.set, o.feature);
-                match self.sets[o.set].ttl_micros() {
-                    // A value exactly ttl old is kept. Written as a difference of two times
-                    // in the accepted range (never more than 2^59), which cannot overflow
-                    // whatever the TTL; `e._t - ttl` could.
-                    Some(ttl) => {
-                        format!("CASE WHEN e._t - s{}._t <= {ttl} THEN {value} END", o.set)
-                    }
-                    None => value,
-                }
+                let Some(ttl) = self.sets[o.set].ttl_micros() else {
+                    return value;
+                };
+                // A value exactly ttl old is kept. Written as a difference of two times in
+                // the accepted range (never more than 2^59), which cannot overflow whatever
+                // the TTL; `e._t - ttl` could.
+                let kept = format!("e._t - s{}._t <= {ttl}", o.set);
+                // DuckDB 1.5 cannot `CASE` a fixed-size array whose rows take different
+                // branches ("Unimplemented type for case expression: FLOAT[3]"); it can a
+                // list, which casts back losslessly (every row has N values).
+                let feature_type = self.sets[o.set].features[o.feature].feature_type;
+                let element = match feature_type {
+                    FeatureType::Float32Vector(_) => FeatureType::Float32,
+                    FeatureType::Float64Vector(_) => FeatureType::Float64,
+                    _ => return format!("CASE WHEN {kept} THEN {value} END"),
+                };
+                format!(
+                    "(CASE WHEN {kept} THEN {value}::{}[] END)::{}",
+                    feature_sql_type(element),
+                    feature_sql_type(feature_type)
+                )
             })
             .collect();
+        // An entity row without a time joins nothing: its key is below every stored key.
+        // A null key would not do, as DuckDB 1.5's ASOF join matches a null with the latest.
         format!(
             "SELECT {} FROM (SELECT *, epoch_us(_ts) AS _t, \
-             epoch_us(_ts)::HUGEINT * {SEQ_SPAN} + ({SEQ_SPAN} - 1) AS _key FROM temp.main.{keys_table}) e\
-             {joins} ORDER BY e._row",
+             coalesce(epoch_us(_ts)::HUGEINT * {SEQ_SPAN} + ({SEQ_SPAN} - 1), {NO_TIME_KEY}) AS _key \
+             FROM temp.main.{keys_table}) e{joins} ORDER BY e._row",
             selected.join(", ")
         )
     }
