@@ -69,7 +69,9 @@ pub enum Decoded {
 }
 
 /// Decodes the messages of one IPC stream in order: the schema first, then record batches.
-#[derive(Debug, Default)]
+/// Once it has the schema, a clone decodes the stream's batches as well (elsewhere: on the
+/// thread that stores them).
+#[derive(Debug, Default, Clone)]
 pub struct MessageDecoder {
     schema: Option<SchemaRef>,
 }
@@ -77,6 +79,11 @@ pub struct MessageDecoder {
 impl MessageDecoder {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Whether the stream's schema message was decoded.
+    pub fn has_schema(&self) -> bool {
+        self.schema.is_some()
     }
 
     /// Checks and decodes one message: `header` is the flatbuffer `Message` (Flight's

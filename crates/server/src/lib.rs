@@ -7,6 +7,7 @@ mod error;
 mod flight;
 mod http;
 mod limits;
+mod priority;
 mod service;
 pub mod telemetry;
 mod tls;
@@ -95,7 +96,7 @@ impl RunningServer {
             while self.tasks.join_next().await.is_some() {}
         }
         let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || store.close()).await {
+        match crate::priority::spawn_storage_work(move || store.close()).await {
             Ok(Ok(())) => tracing::info!("storage flushed"),
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "flushing storage at shutdown failed; the next start replays the log")
@@ -306,7 +307,7 @@ async fn sync_registry(store: Arc<FeatureStore>, mut stopped: watch::Receiver<bo
             _ = stopped.wait_for(|s| *s) => return,
         }
         let store = store.clone();
-        match tokio::task::spawn_blocking(move || store.sync_registry()).await {
+        match crate::priority::spawn_storage_work(move || store.sync_registry()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "the shared registry could not be read"),
             Err(e) => tracing::error!(error = %e, "the registry sync task failed"),
@@ -364,7 +365,7 @@ async fn start_serving(config: &Config) -> Result<RunningServer, StartError> {
         training_memory_bytes: config.limits.training_memory_bytes,
     };
     let open_config = config.clone();
-    let store = tokio::task::spawn_blocking(move || {
+    let store = crate::priority::spawn_storage_work(move || {
         let offline = open_offline(&open_config)?;
         let spool_dir = open_config.data_dir().join("tmp");
         // Snapshots of the online values are this process's own: a shared backend (Redis)

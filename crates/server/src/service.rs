@@ -169,7 +169,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
     let abandoned = Abandoned(Arc::default());
     let skipped = abandoned.0.clone();
     let span = tracing::Span::current();
-    let outcome = tokio::task::spawn_blocking(move || {
+    let outcome = crate::priority::spawn_storage_work(move || {
         if skipped.load(Ordering::Acquire) {
             return Err(ApiError::from(StoreError::Cancelled));
         }
@@ -249,7 +249,7 @@ where
     let runtime = tokio::runtime::Handle::current();
     // The storage work runs in the request's span: its spans are children of it.
     let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || {
+    crate::priority::spawn_storage_work(move || {
         let _entered = span.enter();
         // Queued behind other work while its client went away: nothing to do.
         if tx.is_closed() {
@@ -626,7 +626,7 @@ impl AppState {
         let (report, progress) = mpsc::channel(REBUILD_PROGRESS_QUEUE);
         let store = self.store.clone();
         let span = Span::current();
-        let done = tokio::task::spawn_blocking(move || {
+        let done = crate::priority::spawn_storage_work(move || {
             span.in_scope(|| {
                 // A reader that lags misses updates, never holds the rebuild up.
                 let rows = store.rebuild_online(&name, &mut |rows| {
@@ -648,21 +648,40 @@ impl AppState {
 
     /// Stores one batch durably, as the whole of a request (HTTP); returns its row count.
     pub(crate) async fn ingest(&self, name: String, batch: RecordBatch) -> ApiResult<usize> {
-        let rows = self.store_batch(name, batch).await?;
+        let bytes = crate::telemetry::metrics::batch_bytes(&batch);
+        let rows = self
+            .store_decoded(name, bytes, move || Ok(Some(batch)))
+            .await?
+            .unwrap_or(0);
         record_count(&Span::current(), "rows", rows);
         Ok(rows)
     }
 
-    /// Stores one batch durably (one of a stream of them); returns its row count.
-    pub(crate) async fn store_batch(&self, name: String, batch: RecordBatch) -> ApiResult<usize> {
+    /// Stores durably the batch `decode` gives (`None`: a message without one), on a storage
+    /// thread: decoding a DoPut message there keeps its copies (IPC buffers realigned) off
+    /// the async workers that answer reads. `bytes` is what the batch holds in memory, for
+    /// backpressure: it waits for room among the bytes being stored.
+    pub(crate) async fn store_decoded(
+        &self,
+        name: String,
+        bytes: usize,
+        decode: impl FnOnce() -> ApiResult<Option<RecordBatch>> + Send + 'static,
+    ) -> ApiResult<Option<usize>> {
         let store = self.store.clone();
         let set = name.clone();
-        let bytes = crate::telemetry::metrics::batch_bytes(&batch);
-        // Backpressure: the batch waits for room among the bytes being stored.
         let _room = self.guards.ingest_bytes(bytes).await?;
-        let rows = blocking(move || Ok(store.ingest(&set, &batch)?)).await?;
-        self.metrics.ingested(&name, rows, bytes);
-        Ok(rows)
+        let stored = blocking(move || {
+            let Some(batch) = decode()? else {
+                return Ok(None);
+            };
+            let bytes = crate::telemetry::metrics::batch_bytes(&batch);
+            Ok(Some((store.ingest(&set, &batch)?, bytes)))
+        })
+        .await?;
+        Ok(stored.map(|(rows, bytes)| {
+            self.metrics.ingested(&name, rows, bytes);
+            rows
+        }))
     }
 
     /// Checks that a feature set exists (before a stream of work for it starts).

@@ -3,16 +3,17 @@
 
 use std::time::Instant;
 
+use arrow::buffer::Buffer;
 use arrow_flight::{FlightData, PutResult};
 use bytes::Bytes;
-use featherstore_core::ipc::Decoded;
+use featherstore_core::ipc::{Decoded, MessageDecoder};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 use tracing::Instrument;
 
-use super::{decoded_messages, stream_error, FlightStream};
+use super::{stream_error, FlightStream};
 use crate::auth::Access;
 use crate::error::{ApiError, ApiResult};
 use crate::service::{report_failure, set_from_path, AppState};
@@ -42,7 +43,8 @@ pub(super) async fn do_put(
     access.require_set(&name)?;
     state.require_set(&name)?;
 
-    let mut messages = decoded_messages(first, input);
+    let mut messages = futures::stream::iter([Ok(first)]).chain(input);
+    let mut decoder = MessageDecoder::new();
     let (tx, rx) = mpsc::channel(ACK_BUFFER);
     let failure_tx = tx.clone();
     // The batches are stored after the handler returns, in the call's span: it lasts until
@@ -62,10 +64,27 @@ pub(super) async fn do_put(
                         .await
                         .map_err(|_| state.guards.input_idle("DoPut"))?;
                     let Some(message) = next else { break };
-                    let Decoded::Batch(batch) = message? else {
-                        continue; // the schema
+                    let message = message.map_err(stream_error)?;
+                    // pyarrow may open with a message carrying only the descriptor.
+                    if message.data_header.is_empty() {
+                        continue;
+                    }
+                    if !decoder.has_schema() {
+                        // The schema (anything else is refused here).
+                        decode(&mut decoder, message)?;
+                        continue;
+                    }
+                    // Batches are decoded where they are stored, off the async workers.
+                    let mut decoder = decoder.clone();
+                    let bytes = message.data_body.len();
+                    let batch = move || match decode(&mut decoder, message)? {
+                        Some(Decoded::Batch(batch)) => Ok(Some(batch)),
+                        // A second schema is refused by the decoder: only empty messages.
+                        _ => Ok(None),
                     };
-                    let rows = state.store_batch(name.clone(), batch).await?;
+                    let Some(rows) = state.store_decoded(name.clone(), bytes, batch).await? else {
+                        continue;
+                    };
                     total += rows;
                     let ack = serde_json::json!({"batch": index, "rows": rows});
                     let ack = PutResult {
@@ -100,4 +119,12 @@ pub(super) async fn do_put(
         Err(Status::from(ApiError::Internal(message)))
     });
     Ok(ReceiverStream::new(rx).boxed())
+}
+
+/// Decodes one DoPut message: its header and body.
+fn decode(decoder: &mut MessageDecoder, message: FlightData) -> ApiResult<Option<Decoded>> {
+    let body = Buffer::from(message.data_body);
+    Ok(decoder
+        .decode(&message.data_header, &body)
+        .map_err(featherstore_core::Error::from)?)
 }

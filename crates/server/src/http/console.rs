@@ -100,7 +100,7 @@ fn serve(asset: &Asset) -> Response {
 pub(super) async fn stats(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     let checked = health::check(&state).await;
     let store = state.store.clone();
-    let total = tokio::task::spawn_blocking(move || store.storage_total())
+    let total = crate::priority::spawn_storage_work(move || store.storage_total())
         .await
         .map_err(|e| ApiError::Internal(format!("reading the storage size failed: {e}")))??;
     let storage_state = if checked

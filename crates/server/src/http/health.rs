@@ -68,7 +68,7 @@ pub(super) async fn check(state: &AppState) -> Checked {
     if stalled.is_empty() {
         let probe = PROBE_TIMEOUT.min(threshold);
         let store = state.store.clone();
-        let probed = tokio::task::spawn_blocking(move || {
+        let probed = crate::priority::spawn_storage_work(move || {
             let failed = [Purpose::Read, Purpose::Write]
                 .into_iter()
                 .filter(|&purpose| !store.probe_storage(purpose, probe))

@@ -108,7 +108,7 @@ pub(crate) fn metrics_router(state: AppState) -> Router {
 
 async fn metrics(State(state): State<AppState>) -> Response {
     // Reads index and file sizes: off the async workers.
-    match tokio::task::spawn_blocking(move || state.metrics.render(&state.store)).await {
+    match crate::priority::spawn_storage_work(move || state.metrics.render(&state.store)).await {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
         Err(e) => ApiError::Internal(format!("rendering the metrics failed: {e}")).into_response(),
     }
