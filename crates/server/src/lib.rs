@@ -411,7 +411,7 @@ async fn start_serving(config: &Config) -> Result<RunningServer, StartError> {
             .map_err(|e| StartError::Config(format!("flight_sql: {e}")))?;
     }
     let guards = Arc::new(limits::Guards::new(&config.limits));
-    let state = AppState {
+    let state = AppState::new(service::Shared {
         store: store.clone(),
         metrics: Arc::new(Metrics::for_backend(match config.storage.backend {
             Backend::Duckdb => "duckdb",
@@ -422,7 +422,7 @@ async fn start_serving(config: &Config) -> Result<RunningServer, StartError> {
         guards: guards.clone(),
         flight_sql,
         schema_messages: Arc::default(),
-    };
+    });
     let addr = |l: &TcpListener| l.local_addr().expect("bound listener has an address");
     let (http_addr, flight_addr, metrics_addr) = (addr(&http), addr(&flight), addr(&metrics));
 

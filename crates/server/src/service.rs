@@ -34,15 +34,33 @@ use crate::limits::{Guards, Rejection};
 use crate::telemetry::metrics::Api;
 use crate::telemetry::Metrics;
 
-/// What every request handler shares.
+/// What every request handler shares. One `Arc`: the state is cloned and dropped several
+/// times per request (each middleware layer takes a copy), and on a read of one entity the
+/// reference counts of a state of many `Arc`s were a few percent of the server's CPU.
 #[derive(Clone)]
-pub(crate) struct AppState {
+pub(crate) struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub(crate) fn new(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The state itself ([`AppState`]).
+pub(crate) struct Shared {
     pub store: Arc<FeatureStore>,
     pub metrics: Arc<Metrics>,
     pub max_message_bytes: usize,
     pub guards: Arc<Guards>,
-    /// Flight SQL's limits; `None`: Flight SQL is disabled. Behind an `Arc`, as every field:
-    /// the state is cloned several times per request (each middleware layer takes a copy).
+    /// Flight SQL's limits; `None`: Flight SQL is disabled.
     pub flight_sql: Option<Arc<FlightSql>>,
     /// The encoded schema messages of Flight online answers.
     pub schema_messages: Arc<SchemaMessages>,
