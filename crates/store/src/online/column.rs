@@ -551,7 +551,7 @@ fn primitive<T: ArrowPrimitiveType>(
     t: FeatureType,
 ) -> Result<ArrayRef> {
     let width = size_of::<T::Native>();
-    if values.len() % width != 0 {
+    if !values.len().is_multiple_of(width) {
         return Err(Error::Corrupt(format!(
             "{} bytes gathered for {t} values of {width} bytes",
             values.len()
