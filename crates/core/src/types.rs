@@ -74,6 +74,18 @@ impl FeatureType {
             FeatureType::Float64Vector(n) => vector_type(DataType::Float64, n),
         }
     }
+
+    /// Byte width of a value of this type in Arrow; `None` for bool (bits) and the
+    /// variable-length types.
+    pub fn fixed_width(self) -> Option<usize> {
+        match self {
+            FeatureType::Int32 | FeatureType::Float32 | FeatureType::Date => Some(4),
+            FeatureType::Int64 | FeatureType::Float64 | FeatureType::Timestamp => Some(8),
+            FeatureType::Float32Vector(n) => Some(4 * n),
+            FeatureType::Float64Vector(n) => Some(8 * n),
+            FeatureType::Bool | FeatureType::String | FeatureType::Binary => None,
+        }
+    }
 }
 
 fn vector_type(item: DataType, n: usize) -> DataType {

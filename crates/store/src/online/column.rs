@@ -16,17 +16,6 @@ use featherstore_core::{FeatureSpec, FeatureType};
 
 use crate::{Error, Result};
 
-/// Byte width of a fixed-width feature value; `None` for bool and variable-length types.
-fn fixed_width(t: FeatureType) -> Option<usize> {
-    match t {
-        FeatureType::Int32 | FeatureType::Float32 | FeatureType::Date => Some(4),
-        FeatureType::Int64 | FeatureType::Float64 | FeatureType::Timestamp => Some(8),
-        FeatureType::Float32Vector(n) => Some(4 * n),
-        FeatureType::Float64Vector(n) => Some(8 * n),
-        FeatureType::Bool | FeatureType::String | FeatureType::Binary => None,
-    }
-}
-
 /// Makes room for `additional` more items, growing by a quarter rather than doubling: the
 /// index lives as long as the process, and a doubled buffer would leave up to half of it
 /// unused for good. Still amortised O(1) per item.
@@ -107,7 +96,7 @@ impl Layout {
         let mut bits = 0;
         for feature in features {
             let t = feature.feature_type;
-            places.push(match fixed_width(t) {
+            places.push(match t.fixed_width() {
                 Some(width) => {
                     let place = Place::Record {
                         offset,
@@ -295,12 +284,12 @@ impl<'a> Source<'a> {
             | FeatureType::Float64
             | FeatureType::Date
             | FeatureType::Timestamp => Source::Fixed {
-                bytes: raw_values(array, rows, fixed_width(t).ok_or_else(bad)?).ok_or_else(bad)?,
+                bytes: raw_values(array, rows, t.fixed_width().ok_or_else(bad)?).ok_or_else(bad)?,
                 nulls: array.nulls(),
             },
             FeatureType::Float32Vector(n) | FeatureType::Float64Vector(n) => {
                 let list = array.as_fixed_size_list_opt().ok_or_else(bad)?;
-                let item_width = fixed_width(t).ok_or_else(bad)? / n;
+                let item_width = t.fixed_width().ok_or_else(bad)? / n;
                 let values = list.values().as_ref();
                 let first = list.value_offset(0).max(0) as usize;
                 let bytes = raw_values(values, first + rows * n, item_width)
@@ -404,7 +393,7 @@ pub(super) enum Gather {
 
 impl Gather {
     pub(super) fn new(t: FeatureType, rows: usize) -> Self {
-        match (t, fixed_width(t)) {
+        match (t, t.fixed_width()) {
             (_, Some(width)) => Gather::Fixed {
                 width,
                 bytes: MutableBuffer::with_capacity(rows * width),
@@ -572,7 +561,7 @@ impl Source<'_> {
     /// Appends row `row` of this column, of type `t`, to `out`.
     pub(super) fn encode(&self, t: FeatureType, row: usize, out: &mut Vec<u8>) {
         match self {
-            Source::Fixed { bytes, nulls } => match fixed_width(t) {
+            Source::Fixed { bytes, nulls } => match t.fixed_width() {
                 Some(w) if nulls.is_none_or(|n| n.is_valid(row)) => {
                     out.push(1);
                     out.extend_from_slice(&bytes.as_slice()[row * w..(row + 1) * w]);
@@ -638,7 +627,7 @@ impl Gather {
     /// Skips the next value of an encoded row of type `t` (a feature not asked for).
     pub(super) fn skip_encoded(t: FeatureType, input: &mut &[u8]) -> Option<()> {
         let tag = *take(input, 1)?.first()?;
-        match (fixed_width(t), t, tag) {
+        match (t.fixed_width(), t, tag) {
             (_, _, 0) => {}
             (Some(width), _, 1) => {
                 take(input, width)?;

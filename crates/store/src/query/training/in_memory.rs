@@ -46,6 +46,11 @@ impl MemoryBudget {
         })
     }
 
+    /// Bytes not held by any request now.
+    fn available(&self) -> usize {
+        self.limit.saturating_sub(self.used.load(Ordering::Acquire))
+    }
+
     fn reservation(self: &Arc<Self>) -> Reservation {
         Reservation {
             budget: self.clone(),
@@ -98,6 +103,30 @@ pub(crate) fn load(
     plan: &TrainingPlan,
     budget: &Arc<MemoryBudget>,
 ) -> Result<Option<LoadedSets>> {
+    let relation = |i: usize| {
+        relations
+            .get(i)
+            .ok_or_else(|| Error::Corrupt("a training set has no relation".into()))
+    };
+    // Sets that cannot fit are found before a row is read: their rows are counted (from
+    // metadata) and the least each row takes is known. Found by running out part way through
+    // the scan instead, the rows read so far (up to the whole budget) would be wasted.
+    let mut least = 0usize;
+    for (i, spec) in plan.sets.iter().enumerate() {
+        let used = plan.used_features(i);
+        if !used.is_empty() {
+            let rows: i64 = conn.query_row(
+                &format!("SELECT count(*) FROM {}", relation(i)?),
+                [],
+                |row| row.get(0),
+            )?;
+            let rows = usize::try_from(rows).unwrap_or(usize::MAX);
+            least = least.saturating_add(rows.saturating_mul(least_bytes_per_row(spec, &used)));
+        }
+    }
+    if least > budget.available() {
+        return Ok(None);
+    }
     let mut reservation = budget.reservation();
     let mut sets = Vec::with_capacity(plan.sets.len());
     for (i, spec) in plan.sets.iter().enumerate() {
@@ -106,10 +135,7 @@ pub(crate) fn load(
             sets.push(None);
             continue;
         }
-        let relation = relations
-            .get(i)
-            .ok_or_else(|| Error::Corrupt("a training set has no relation".into()))?;
-        match SetRows::load(conn, relation, spec, used, &mut reservation)? {
+        match SetRows::load(conn, relation(i)?, spec, used, &mut reservation)? {
             Some(set) => sets.push(Some(set)),
             None => return Ok(None),
         }
@@ -225,6 +251,22 @@ fn index_bytes_per_row(entity_type: EntityType) -> usize {
     std::mem::size_of::<Entry>()
         + std::mem::size_of::<u32>()
         + 2 * (key + std::mem::size_of::<Span>() + 1)
+}
+
+/// The fewest bytes of the budget that one stored row of `spec` takes when `used` features are
+/// read ([`SetRows::load`]): its fixed-width columns as scanned (key, time, sequence, values;
+/// strings, binaries and bools count as nothing) and its index entry.
+fn least_bytes_per_row(spec: &FeatureSetSpec, used: &[usize]) -> usize {
+    let key = match spec.entity.entity_type {
+        EntityType::Int64 => size_of::<i64>(),
+        // Its offset; the bytes vary.
+        EntityType::String => size_of::<i32>(),
+    };
+    let values: usize = used
+        .iter()
+        .filter_map(|&f| spec.features.get(f)?.feature_type.fixed_width())
+        .sum();
+    key + 2 * size_of::<i64>() + values + index_bytes_per_row(spec.entity.entity_type)
 }
 
 impl SetRows {
@@ -537,6 +579,49 @@ mod tests {
         assert_eq!(budget.used.load(Ordering::Acquire), 40);
         drop(second);
         assert_eq!(budget.used.load(Ordering::Acquire), 0);
+    }
+
+    /// The up-front check must never refuse rows that fit: per row, it counts no more than
+    /// the scan and the index then reserve.
+    #[test]
+    fn the_least_bytes_of_a_row_are_no_more_than_loading_takes() {
+        let spec = FeatureSetSpec::from_json(
+            br#"{"name": "s", "entity": {"name": "k", "type": "string"},
+                 "features": [{"name": "f", "type": "float32"}, {"name": "l", "type": "int64"},
+                              {"name": "s", "type": "string"}, {"name": "b", "type": "bool"},
+                              {"name": "v", "type": "float64[3]"}]}"#,
+        )
+        .unwrap();
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(&format!(
+            "CREATE TABLE t AS SELECT 'k' || (i % 7) AS k, make_timestamp(i) AS event_timestamp, \
+             i AS {SEQ_COLUMN}, i::FLOAT AS f, i AS l, '' AS s, i % 2 = 0 AS b, \
+             [i, i, i]::DOUBLE[3] AS v FROM range(5000) r(i)"
+        ))
+        .unwrap();
+        let used = vec![0, 1, 2, 3, 4];
+        let least = least_bytes_per_row(&spec, &used) * 5000;
+        let budget = MemoryBudget::new(usize::MAX);
+        let mut reservation = budget.reservation();
+        let loaded = SetRows::load(&conn, "t", &spec, used, &mut reservation).unwrap();
+        assert!(loaded.is_some());
+        assert!(
+            least <= reservation.bytes,
+            "least {least}, reserved {}",
+            reservation.bytes
+        );
+        assert!(least * 2 > reservation.bytes, "a useful bound");
+
+        // A budget that passes the check but not the load: it runs out part way through,
+        // and gives back what it took.
+        let short = MemoryBudget::new(least);
+        let mut reservation = short.reservation();
+        let used = vec![0, 1, 2, 3, 4];
+        assert!(SetRows::load(&conn, "t", &spec, used, &mut reservation)
+            .unwrap()
+            .is_none());
+        drop(reservation);
+        assert_eq!(short.used.load(Ordering::Acquire), 0);
     }
 
     fn entry(time: i64, seq: i64, row: u32) -> Entry {
