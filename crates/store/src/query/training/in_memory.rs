@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, PrimitiveArray, RecordBatch, StringArray, UInt32Array,
+    Array, ArrayAccessor, ArrayRef, AsArray, PrimitiveArray, RecordBatch, UInt32Array,
 };
 use arrow::compute::{concat, take};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimestampMicrosecondType};
@@ -434,37 +434,13 @@ fn index(batches: &[RecordBatch], entity_type: EntityType) -> Result<(KeyIndex, 
     }
     Ok(match entity_type {
         EntityType::Int64 => {
-            let mut keys = Vec::with_capacity(batches.len());
-            for batch in batches {
-                keys.push(
-                    batch
-                        .column(0)
-                        .as_primitive_opt::<Int64Type>()
-                        .ok_or_else(|| Error::Corrupt("scanned keys are not int64".into()))?,
-                );
-            }
-            let (index, entries) = group(|| {
-                keyed_rows(&keys, &columns, |keys, row| {
-                    keys.is_valid(row).then(|| keys.value(row))
-                })
-            });
+            let keys = key_columns(batches, "int64", |c| c.as_primitive_opt::<Int64Type>())?;
+            let (index, entries) = group(|| keyed_rows(&keys, &columns, present));
             (KeyIndex::Int(index), entries)
         }
         EntityType::String => {
-            let mut keys: Vec<&StringArray> = Vec::with_capacity(batches.len());
-            for batch in batches {
-                keys.push(
-                    batch
-                        .column(0)
-                        .as_string_opt::<i32>()
-                        .ok_or_else(|| Error::Corrupt("scanned keys are not strings".into()))?,
-                );
-            }
-            let (index, entries) = group(|| {
-                keyed_rows(&keys, &columns, |keys, row| {
-                    keys.is_valid(row).then(|| keys.value(row))
-                })
-            });
+            let keys = key_columns(batches, "strings", |c| c.as_string_opt::<i32>())?;
+            let (index, entries) = group(|| keyed_rows(&keys, &columns, present));
             let index = index
                 .into_iter()
                 .map(|(k, span)| (Box::from(k), span))
@@ -472,6 +448,26 @@ fn index(batches: &[RecordBatch], entity_type: EntityType) -> Result<(KeyIndex, 
             (KeyIndex::String(index), entries)
         }
     })
+}
+
+/// Each scanned batch's key column (the first) as `A`; `what` names the type in the error.
+fn key_columns<'a, A>(
+    batches: &'a [RecordBatch],
+    what: &str,
+    downcast: impl Fn(&'a ArrayRef) -> Option<&'a A>,
+) -> Result<Vec<&'a A>> {
+    batches
+        .iter()
+        .map(|batch| {
+            downcast(batch.column(0))
+                .ok_or_else(|| Error::Corrupt(format!("scanned keys are not {what}")))
+        })
+        .collect()
+}
+
+/// The key at `row`, unless it is null (a null key matches nothing).
+fn present<A: ArrayAccessor>(keys: A, row: usize) -> Option<A::Item> {
+    keys.is_valid(row).then(|| keys.value(row))
 }
 
 type TimeColumns<'a> = (&'a PrimitiveArray<Int64Type>, &'a PrimitiveArray<Int64Type>);
