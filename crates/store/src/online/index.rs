@@ -223,11 +223,16 @@ impl Shard {
                 Arc::new(StringArray::try_from_binary(binary)?)
             }
         });
-        for (f, feature) in spec.features.iter().enumerate() {
-            let mut gather = Gather::new(feature.feature_type, rows);
-            for slot in slots.clone() {
-                self.gather(layout, slot, &[f], std::slice::from_mut(&mut gather));
-            }
+        let every: Vec<usize> = (0..spec.features.len()).collect();
+        let mut gathers: Vec<Gather> = spec
+            .features
+            .iter()
+            .map(|feature| Gather::new(feature.feature_type, rows))
+            .collect();
+        for slot in slots.clone() {
+            self.gather(layout, slot, &every, &mut gathers);
+        }
+        for (gather, feature) in gathers.into_iter().zip(&spec.features) {
             columns.push(gather.finish(feature.feature_type)?);
         }
         columns.push(Arc::new(
