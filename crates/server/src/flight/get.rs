@@ -63,7 +63,7 @@ fn online_answer(
         return Ok(one_batch(batch));
     }
     let options = IpcWriteOptions::default();
-    let schema = messages.get(&batch.schema_ref().clone(), &options);
+    let schema = messages.get(batch.schema_ref(), &options);
     let mut dictionaries = DictionaryTracker::new(false);
     let (_, data) = IpcDataGenerator::default()
         .encode(
