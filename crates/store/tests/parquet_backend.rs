@@ -17,6 +17,7 @@ use featherstore_core::{ErrorCode, FeatureSetSpec};
 use featherstore_store::parquet::{Compression, ParquetOptions, ParquetStore};
 use featherstore_store::query::EngineSettings;
 use featherstore_store::{Error, HistoryQuery, OfflineStore, SetStats};
+use featherstore_testkit::fixtures::every_type_spec;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 
@@ -267,20 +268,6 @@ fn reopen_replays_the_log_then_reads_the_manifest() {
     assert_eq!(latest(&store), vec![row("a", 1, 4), row("b", 1, 5)]);
 }
 
-fn all_types_spec() -> FeatureSetSpec {
-    FeatureSetSpec::from_json(
-        br#"{"name": "t", "entity": {"name": "k", "type": "int64"},
-             "features": [
-               {"name": "b", "type": "bool"}, {"name": "i", "type": "int32"},
-               {"name": "l", "type": "int64"}, {"name": "f", "type": "float32"},
-               {"name": "d", "type": "float64"}, {"name": "s", "type": "string"},
-               {"name": "bin", "type": "binary"}, {"name": "day", "type": "date"},
-               {"name": "at", "type": "timestamp"}, {"name": "v", "type": "float32[3]"},
-               {"name": "w", "type": "float64[2]"}]}"#,
-    )
-    .unwrap()
-}
-
 /// Every value type, with nulls, for `n` rows spread over three days.
 fn all_types_batch(n: i64) -> RecordBatch {
     let valid = |i: i64| i % 4 != 0;
@@ -359,11 +346,11 @@ fn all_types_batch(n: i64) -> RecordBatch {
         ),
     ])
     .unwrap();
-    coerce_batch(&all_types_spec(), &input).unwrap()
+    coerce_batch(&every_type_spec("t", "int64"), &input).unwrap()
 }
 
 fn scan_all_types(store: &dyn OfflineStore) -> RecordBatch {
-    let spec = all_types_spec();
+    let spec = every_type_spec("t", "int64");
     let query = HistoryQuery {
         features: (0..spec.features.len()).collect(),
         ..HistoryQuery::default()
@@ -381,7 +368,7 @@ fn scan_all_types(store: &dyn OfflineStore) -> RecordBatch {
 #[test]
 fn every_type_reads_back_the_same_from_log_memtable_and_parquet() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = all_types_spec();
+    let spec = every_type_spec("t", "int64");
     let store = open(dir.path(), manual());
     store.create(&spec).unwrap();
     store.append(&spec, &all_types_batch(50)).unwrap();

@@ -17,7 +17,7 @@ use featherstore_store::duckdb::DuckDbStore;
 use featherstore_store::parquet::{ParquetOptions, ParquetStore};
 use featherstore_store::query::EngineSettings;
 use featherstore_store::{FeatureStore, Limits, OfflineStore};
-use featherstore_testkit::fixtures::{column_names, Rng};
+use featherstore_testkit::fixtures::{column_names, every_type_spec, Rng};
 
 const SECOND: i64 = 1_000_000;
 const TTL_SECONDS: i64 = 30;
@@ -510,17 +510,8 @@ fn bad_requests_are_refused_before_any_work() {
 /// both joins answer null for those.
 #[test]
 fn every_feature_type_joins_in_memory_as_in_duckdb() {
-    let spec = FeatureSetSpec::from_json(
-        br#"{"name": "all", "entity": {"name": "k", "type": "string"}, "ttl_seconds": 40,
-             "features": [
-               {"name": "b", "type": "bool"}, {"name": "i", "type": "int32"},
-               {"name": "l", "type": "int64"}, {"name": "f", "type": "float32"},
-               {"name": "d", "type": "float64"}, {"name": "s", "type": "string"},
-               {"name": "bin", "type": "binary"}, {"name": "day", "type": "date"},
-               {"name": "at", "type": "timestamp"}, {"name": "v", "type": "float32[3]"},
-               {"name": "w", "type": "float64[2]"}]}"#,
-    )
-    .unwrap();
+    let mut spec = every_type_spec("all", "string");
+    spec.ttl_seconds = Some(40);
     let (_, merchants_spec) = specs();
     let mut rng = Rng(11);
     let batches: Vec<(RecordBatch, Vec<Fact>)> = (0..6)

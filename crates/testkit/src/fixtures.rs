@@ -155,6 +155,25 @@ pub fn mixed_spec() -> FeatureSetSpec {
     spec
 }
 
+/// A set `name` with one feature of every type (`b` bool, `i` int32, `l` int64, `f` float32,
+/// `d` float64, `s` string, `bin` binary, `day` date, `at` timestamp, `v` float32[3], `w`
+/// float64[2]) and an `entity_type` key `k`: for the tests that take every type through a path.
+pub fn every_type_spec(name: &str, entity_type: &str) -> FeatureSetSpec {
+    let spec = serde_json::json!({
+        "name": name,
+        "entity": {"name": "k", "type": entity_type},
+        "features": [
+            {"name": "b", "type": "bool"}, {"name": "i", "type": "int32"},
+            {"name": "l", "type": "int64"}, {"name": "f", "type": "float32"},
+            {"name": "d", "type": "float64"}, {"name": "s", "type": "string"},
+            {"name": "bin", "type": "binary"}, {"name": "day", "type": "date"},
+            {"name": "at", "type": "timestamp"}, {"name": "v", "type": "float32[3]"},
+            {"name": "w", "type": "float64[2]"}
+        ]
+    });
+    FeatureSetSpec::from_json(spec.to_string().as_bytes()).expect("a valid spec")
+}
+
 const COUNTRIES: [&str; 8] = ["de", "fr", "us", "br", "in", "jp", "ng", "au"];
 
 /// `rows` rows of [`mixed_spec`] for entities `first..first + rows`, as a client sends them
