@@ -52,7 +52,7 @@ use url::Url;
 use self::cache::{FileCache, Pinned};
 use crate::offline::{OfflineStore, RelationWork};
 use crate::query::{sql, ConnectionPool, EngineSettings, Purpose};
-use crate::{Error, Result, StorageStats};
+use crate::{column_encoding, Error, Result, StorageStats};
 
 /// Bits of `_seq` that number the rows of one commit: a batch holds fewer than 2^32 rows.
 const ROW_BITS: u32 = 32;
@@ -604,11 +604,12 @@ impl Inner {
         let Some(read_version) = table.version() else {
             return Err(featherstore_core::Error::no_such_set(&spec.name).into());
         };
-        let writer_properties = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::default()))
-            .build();
-        let mut writer =
-            RecordBatchWriter::for_table(&table)?.with_writer_properties(writer_properties);
+        let writer = RecordBatchWriter::for_table(&table)?;
+        let compressed =
+            WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default()));
+        let writer_properties =
+            column_encoding::without_float_dictionaries(compressed, &writer.arrow_schema())?;
+        let mut writer = writer.with_writer_properties(writer_properties.build());
         let rows = schema::to_table_batch(spec, stored, &writer.arrow_schema())?;
         let metadata = [
             (BATCH_KEY.to_string(), serde_json::Value::from(batch_id)),

@@ -160,8 +160,15 @@ impl Records {
             unreachable!("fixed-width features have a record place and a fixed source")
         };
         let record = &mut self.bytes[slot * layout.stride..(slot + 1) * layout.stride];
-        record[offset..offset + width]
-            .copy_from_slice(&from.as_slice()[row * width..(row + 1) * width]);
+        let to = &mut record[offset..offset + width];
+        let from = &from.as_slice()[row * width..(row + 1) * width];
+        // A constant length lets the copy compile to one move: a memcpy call per value was
+        // half of the index's share of ingest (16 floats a row).
+        match width {
+            4 => to[..4].copy_from_slice(&from[..4]),
+            8 => to[..8].copy_from_slice(&from[..8]),
+            _ => to.copy_from_slice(from),
+        }
         let mask = 1u8 << (bit % 8);
         let flags = &mut record[layout.valid_at + bit / 8];
         if nulls.is_none_or(|n| n.is_valid(row)) {

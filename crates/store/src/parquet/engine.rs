@@ -61,7 +61,9 @@ impl Engine {
         // indices are leaf indices. Rows are written sorted by entity, event time and `_seq`,
         // and ingest times never decrease with `_seq`, so they are sorted by this too.
         let ts_index = set.spec().features.len() + 1;
-        let properties = self.options.writer_properties(&[0, ts_index, ts_index + 1]);
+        let properties = self
+            .options
+            .writer_properties(&schema, &[0, ts_index, ts_index + 1])?;
         let conn = self.pool.get(Purpose::Write)?;
         let mut statement = conn.prepare(sql)?;
         drop(statement.stream_arrow([])?);

@@ -5,12 +5,13 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use arrow::datatypes::Schema;
 use parquet::basic::{BrotliLevel, GzipLevel, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result};
+use crate::{column_encoding, Error, Result};
 
 /// The codec of the Parquet data files, as spelled in configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -128,10 +129,14 @@ impl ParquetOptions {
         ))))
     }
 
-    /// Writer settings of every data file. `sorted_by` are the column indices the rows are
-    /// sorted by (entity, event time, ingest order), recorded in the footer so readers can
-    /// rely on the order.
-    pub(super) fn writer_properties(&self, sorted_by: &[usize]) -> WriterProperties {
+    /// Writer settings of every data file of `schema`. `sorted_by` are the column indices the
+    /// rows are sorted by (entity, event time, ingest order), recorded in the footer so
+    /// readers can rely on the order.
+    pub(super) fn writer_properties(
+        &self,
+        schema: &Schema,
+        sorted_by: &[usize],
+    ) -> Result<WriterProperties> {
         let sorting = sorted_by
             .iter()
             .map(|&column| SortingColumn {
@@ -140,11 +145,11 @@ impl ParquetOptions {
                 nulls_first: false,
             })
             .collect();
-        WriterProperties::builder()
+        let builder = WriterProperties::builder()
             .set_max_row_group_row_count(Some(self.row_group_size))
             .set_compression(self.compression.codec())
-            .set_sorting_columns(Some(sorting))
-            .build()
+            .set_sorting_columns(Some(sorting));
+        Ok(column_encoding::without_float_dictionaries(builder, schema)?.build())
     }
 }
 
