@@ -1,6 +1,7 @@
 //! Per-feature value buffers of the online index, and the copy in (from Arrow arrays) and out
 //! (into Arrow arrays) of single rows.
 
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -82,8 +83,10 @@ pub(super) struct Layout {
     pub(super) places: Vec<Place>,
     /// The feature type of each value column.
     pub(super) column_types: Vec<FeatureType>,
-    /// Bytes per record, validity bits included.
+    /// Bytes of values per record, validity bits included.
     stride: usize,
+    /// 8-byte words per record ([`Records`]): its header, then its values.
+    words: usize,
     /// Where a record's validity bits start.
     valid_at: usize,
 }
@@ -113,43 +116,117 @@ impl Layout {
                 }
             });
         }
+        let stride = offset + bits.div_ceil(8);
         Layout {
             places,
             column_types,
-            stride: offset + bits.div_ceil(8),
+            stride,
+            words: HEADER_WORDS + stride.div_ceil(8),
             valid_at: offset,
         }
     }
+
+    /// Bytes of values per record ([`Records::read`]).
+    pub(super) fn stride(&self) -> usize {
+        self.stride
+    }
 }
 
-/// The fixed-width values of a shard, one record of [`Layout::stride`] bytes per slot. A
-/// lookup reads an entity's numbers from one or two cache lines; a column per feature cost a
-/// cache miss per feature per entity, most of a lookup's time.
+/// Words of a record before its values: a version and the event time.
+const HEADER_WORDS: usize = 2;
+
+/// The event time and fixed-width values of a shard, one record of [`Layout::words`] 8-byte
+/// words per slot: a version, the event time, then [`Layout::stride`] bytes of values and
+/// validity bits. A lookup reads an entity's numbers from one or two cache lines; a column
+/// per feature cost a cache miss per feature per entity, most of a lookup's time.
+///
+/// The words are atomics, so that an ingest rewrites the records of known entities in place
+/// while lookups read the shard: a seqlock per record, whose version is odd while a write is
+/// under way, and a read that saw it odd or changed reads again. Behind a lock, lookups
+/// waited for every ingest that the scheduler took off the CPU in the middle of a shard, for
+/// milliseconds: storage threads run at a lower priority than the readers.
 #[derive(Default)]
 pub(super) struct Records {
-    bytes: Vec<u8>,
+    words: Vec<AtomicU64>,
 }
 
 impl Records {
-    /// Appends an all-null record.
+    /// Appends an all-null record, with no event time yet.
     pub(super) fn push(&mut self, layout: &Layout) {
-        grow(&mut self.bytes, layout.stride);
-        self.bytes.resize(self.bytes.len() + layout.stride, 0);
+        grow(&mut self.words, layout.words);
+        self.words
+            .extend((0..layout.words).map(|_| AtomicU64::new(0)));
     }
 
-    pub(super) fn record(&self, layout: &Layout, slot: usize) -> &[u8] {
-        &self.bytes[slot * layout.stride..(slot + 1) * layout.stride]
+    fn words(&self, layout: &Layout, slot: usize) -> &[AtomicU64] {
+        &self.words[slot * layout.words..(slot + 1) * layout.words]
     }
 
-    /// Writes row `row` of `source`, a fixed-width column, at `place` of record `slot`.
-    pub(super) fn set(
-        &mut self,
-        layout: &Layout,
-        slot: usize,
-        place: Place,
-        source: &Source<'_>,
-        row: usize,
-    ) {
+    /// The event time of `slot`, as last written. For the shard's writer: a reader gets it
+    /// from [`read`](Self::read), consistent with the values.
+    pub(super) fn timestamp(&self, layout: &Layout, slot: usize) -> i64 {
+        self.words(layout, slot)[1].load(Ordering::Relaxed) as i64
+    }
+
+    /// Rewrites record `slot`: event time `timestamp`, then `values` ([`Layout::stride`]
+    /// bytes, from [`stage`]). The writers of a shard take turns.
+    pub(super) fn write(&self, layout: &Layout, slot: usize, timestamp: i64, values: &[u8]) {
+        let words = self.words(layout, slot);
+        let version = words[0].load(Ordering::Relaxed);
+        words[0].store(version.wrapping_add(1), Ordering::Relaxed);
+        // The odd version is visible before any new value.
+        fence(Ordering::Release);
+        words[1].store(timestamp as u64, Ordering::Relaxed);
+        for (word, bytes) in words[HEADER_WORDS..].iter().zip(values.chunks(8)) {
+            let mut le = [0u8; 8];
+            le[..bytes.len()].copy_from_slice(bytes);
+            word.store(u64::from_le_bytes(le), Ordering::Relaxed);
+        }
+        words[0].store(version.wrapping_add(2), Ordering::Release);
+    }
+
+    /// Copies the values of record `slot` into `values` ([`Layout::stride`] bytes) and
+    /// returns its event time, both from one complete write.
+    pub(super) fn read(&self, layout: &Layout, slot: usize, values: &mut Vec<u8>) -> i64 {
+        let words = self.words(layout, slot);
+        let mut attempts = 0u32;
+        loop {
+            let version = words[0].load(Ordering::Acquire);
+            if version.is_multiple_of(2) {
+                values.clear();
+                let timestamp = words[1].load(Ordering::Relaxed) as i64;
+                for word in &words[HEADER_WORDS..] {
+                    values.extend_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
+                }
+                // The values are read before the version is checked again.
+                fence(Ordering::Acquire);
+                if words[0].load(Ordering::Relaxed) == version {
+                    values.truncate(layout.stride);
+                    return timestamp;
+                }
+            }
+            // A write of one record takes nanoseconds; only a writer taken off the CPU in
+            // the middle of it makes a reader wait longer, and then it gives the CPU back.
+            attempts += 1;
+            if attempts < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    pub(super) fn memory_bytes(&self) -> usize {
+        self.words.capacity() * size_of::<AtomicU64>()
+    }
+}
+
+/// Puts row `row` of every fixed-width feature of a batch (`sources`, by feature) into
+/// `record` as [`Records::write`] takes it.
+pub(super) fn stage(layout: &Layout, sources: &[Source<'_>], row: usize, record: &mut Vec<u8>) {
+    record.clear();
+    record.resize(layout.stride, 0);
+    for (&place, source) in layout.places.iter().zip(sources) {
         let (
             Place::Record { offset, width, bit },
             Source::Fixed {
@@ -157,9 +234,11 @@ impl Records {
             },
         ) = (place, source)
         else {
-            unreachable!("fixed-width features have a record place and a fixed source")
+            continue;
         };
-        let record = &mut self.bytes[slot * layout.stride..(slot + 1) * layout.stride];
+        if nulls.is_some_and(|n| n.is_null(row)) {
+            continue;
+        }
         let to = &mut record[offset..offset + width];
         let from = &from.as_slice()[row * width..(row + 1) * width];
         // A constant length lets the copy compile to one move: a memcpy call per value was
@@ -169,17 +248,7 @@ impl Records {
             8 => to[..8].copy_from_slice(&from[..8]),
             _ => to.copy_from_slice(from),
         }
-        let mask = 1u8 << (bit % 8);
-        let flags = &mut record[layout.valid_at + bit / 8];
-        if nulls.is_none_or(|n| n.is_valid(row)) {
-            *flags |= mask;
-        } else {
-            *flags &= !mask;
-        }
-    }
-
-    pub(super) fn memory_bytes(&self) -> usize {
-        self.bytes.capacity()
+        record[layout.valid_at + bit / 8] |= 1u8 << (bit % 8);
     }
 }
 

@@ -1,10 +1,15 @@
 //! The in-memory online store, the embedded default: the latest value of every entity of a
 //! feature set, in memory.
 //!
-//! Entities are spread over shards by key hash; each shard maps a key to a slot and keeps one
-//! columnar value buffer per feature, indexed by slot. A lookup of N entities is N hash probes
-//! and a copy per feature into Arrow buffers: no storage I/O and no SQL. Ingest locks one shard
-//! at a time for a bounded number of rows, so reads never wait behind a whole large batch.
+//! Entities are spread over shards by key hash; each shard maps a key to a slot and keeps a
+//! record of fixed-width values per slot, and a column per bool, string or binary feature. A
+//! lookup of N entities is N hash probes and a copy per feature into Arrow buffers: no storage
+//! I/O and no SQL.
+//!
+//! Ingest rewrites the records of known entities in place, beside the readers ([`Records`]),
+//! and takes a shard for itself only to add entities or, in a set with bool, string or binary
+//! features, to write their columns; then for a bounded number of rows, so that reads never
+//! wait behind a whole large batch.
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -16,9 +21,9 @@ use arrow::array::{
 use arrow::buffer::{OffsetBuffer, ScalarBuffer};
 use featherstore_core::{EntityKeys, EntityType, FeatureSetSpec};
 use hashbrown::HashTable;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
-use super::column::{grow, Gather, Layout, Place, Records, Source, ValueColumn};
+use super::column::{self, grow, Gather, Layout, Place, Records, Source, ValueColumn};
 use super::interface::{
     lookup_batch, AnswerSchema, BatchKeys, OnlineSet, OnlineStore, PreparedBatch,
 };
@@ -26,7 +31,8 @@ use crate::types::BatchSink;
 use crate::Result;
 
 const SHARDS: usize = 32;
-/// Rows applied per shard lock hold: bounds how long a read can wait behind an ingest.
+/// Rows applied per turn at a shard: bounds how long a read can wait behind an ingest that
+/// holds the shard for itself.
 const ROWS_PER_LOCK: usize = 1024;
 /// Entities per batch of [`OnlineSet::export`].
 const EXPORT_ROWS: usize = 65_536;
@@ -80,6 +86,13 @@ impl KeyColumn {
         }
     }
 
+    fn len(&self) -> usize {
+        match self {
+            KeyColumn::Int64(keys) => keys.len(),
+            KeyColumn::String { ends, .. } => ends.len(),
+        }
+    }
+
     fn memory_bytes(&self) -> usize {
         match self {
             KeyColumn::Int64(keys) => keys.capacity() * size_of::<i64>(),
@@ -98,12 +111,19 @@ fn same(a: Key<'_>, b: Key<'_>) -> bool {
     }
 }
 
+/// A shard of a set: its values, and the turn of its writers.
+struct ShardLock {
+    /// Held by each ingest while it applies rows to this shard: the records rewritten in
+    /// place beside the readers have one writer at a time.
+    writer: Mutex<()>,
+    values: RwLock<Shard>,
+}
+
 struct Shard {
     /// Slot numbers, hashed by their key.
     slots: HashTable<u32>,
     keys: KeyColumn,
-    timestamps: Vec<i64>,
-    /// The fixed-width values, a record per slot.
+    /// The event times and fixed-width values, a record per slot.
     records: Records,
     /// The other values, a column per feature ([`Layout::column_types`]).
     columns: Vec<ValueColumn>,
@@ -120,7 +140,6 @@ impl Shard {
                 },
                 EntityType::Int64 => KeyColumn::Int64(Vec::new()),
             },
-            timestamps: Vec::new(),
             records: Records::default(),
             columns: layout
                 .column_types
@@ -130,26 +149,43 @@ impl Shard {
         }
     }
 
-    /// Writes row `row` of a batch's feature columns into `slot`.
-    fn write(&mut self, layout: &Layout, slot: usize, sources: &[Source<'_>], row: usize) {
+    /// Writes row `row` of a batch (event time `timestamp`) into `slot`; `staged` is scratch
+    /// space.
+    fn write(
+        &mut self,
+        layout: &Layout,
+        slot: usize,
+        timestamp: i64,
+        sources: &[Source<'_>],
+        row: usize,
+        staged: &mut Vec<u8>,
+    ) {
         for (&place, source) in layout.places.iter().zip(sources) {
-            match place {
-                Place::Record { .. } => self.records.set(layout, slot, place, source, row),
-                Place::Column(i) => self.columns[i].set(slot, source, row),
+            if let Place::Column(i) = place {
+                self.columns[i].set(slot, source, row);
             }
         }
+        column::stage(layout, sources, row, staged);
+        self.records.write(layout, slot, timestamp, staged);
     }
 
-    /// Appends the values of `features` at `slot` to their gathers.
-    fn gather(&self, layout: &Layout, slot: usize, features: &[usize], gathers: &mut [Gather]) {
-        let record = self.records.record(layout, slot);
+    /// Appends the values of `features` at `slot`, whose fixed-width values are `record`
+    /// ([`Records::read`]), to their gathers.
+    fn gather(
+        &self,
+        layout: &Layout,
+        slot: usize,
+        record: &[u8],
+        features: &[usize],
+        gathers: &mut [Gather],
+    ) {
         for (gather, &f) in gathers.iter_mut().zip(features) {
             gather.push_stored(layout, record, &self.columns, layout.places[f], slot);
         }
     }
 
     fn len(&self) -> usize {
-        self.timestamps.len()
+        self.keys.len()
     }
 
     fn find(&self, hash: u64, key: Key<'_>) -> Option<usize> {
@@ -170,22 +206,20 @@ impl Shard {
         row: usize,
         timestamp: i64,
         sources: &[Source<'_>],
+        staged: &mut Vec<u8>,
     ) {
         match self.find(hash, key) {
             Some(slot) => {
-                if timestamp >= self.timestamps[slot] {
-                    self.timestamps[slot] = timestamp;
-                    self.write(layout, slot, sources, row);
+                if timestamp >= self.records.timestamp(layout, slot) {
+                    self.write(layout, slot, timestamp, sources, row, staged);
                 }
             }
             None => {
                 let slot = self.len() as u32;
                 self.keys.push(key);
-                grow(&mut self.timestamps, 1);
-                self.timestamps.push(timestamp);
                 self.records.push(layout);
                 self.columns.iter_mut().for_each(ValueColumn::push_empty);
-                self.write(layout, slot as usize, sources, row);
+                self.write(layout, slot as usize, timestamp, sources, row, staged);
                 let keys = &self.keys;
                 self.slots.insert_unique(hash, slot, |&slot| {
                     hash_key(hasher, keys.get(slot as usize))
@@ -229,14 +263,17 @@ impl Shard {
             .iter()
             .map(|feature| Gather::new(feature.feature_type, rows))
             .collect();
-        for slot in slots.clone() {
-            self.gather(layout, slot, &every, &mut gathers);
+        let mut timestamps = Vec::with_capacity(rows);
+        let mut record = Vec::new();
+        for slot in slots {
+            timestamps.push(self.records.read(layout, slot, &mut record));
+            self.gather(layout, slot, &record, &every, &mut gathers);
         }
         for (gather, feature) in gathers.into_iter().zip(&spec.features) {
             columns.push(gather.finish(feature.feature_type)?);
         }
         columns.push(Arc::new(
-            TimestampMicrosecondArray::from(self.timestamps[slots].to_vec()).with_timezone("UTC"),
+            TimestampMicrosecondArray::from(timestamps).with_timezone("UTC"),
         ));
         Ok(RecordBatch::try_new(spec.arrow_schema(), columns)?)
     }
@@ -268,7 +305,7 @@ pub struct OnlineIndex {
     spec: Arc<FeatureSetSpec>,
     layout: Layout,
     answer_schema: AnswerSchema,
-    shards: Vec<RwLock<Shard>>,
+    shards: Vec<ShardLock>,
     hasher: Hasher,
     latest_event_timestamp: AtomicI64,
 }
@@ -277,7 +314,10 @@ impl OnlineIndex {
     pub fn new(spec: Arc<FeatureSetSpec>) -> Self {
         let layout = Layout::new(&spec.features);
         let shards = (0..SHARDS)
-            .map(|_| RwLock::new(Shard::new(&spec, &layout)))
+            .map(|_| ShardLock {
+                writer: Mutex::new(()),
+                values: RwLock::new(Shard::new(&spec, &layout)),
+            })
             .collect();
         OnlineIndex {
             layout,
@@ -318,12 +358,38 @@ impl OnlineSet for OnlineIndex {
             rows_by_shard[Self::shard_of(hash)].push((hash, row as u32));
         }
 
+        // Without bool, string or binary features, a known entity's row is one record,
+        // rewritten in place beside the readers; the rest needs the shard to itself.
+        let in_place = self.layout.column_types.is_empty();
+        let mut staged = Vec::new();
+        let mut new_entities = Vec::new();
         for (shard, rows) in self.shards.iter().zip(&rows_by_shard) {
             for chunk in rows.chunks(ROWS_PER_LOCK) {
-                let mut shard = shard.write();
-                for &(hash, row) in chunk {
+                let _turn = shard.writer.lock();
+                new_entities.clear();
+                if in_place {
+                    let values = shard.values.read();
+                    for &(hash, row) in chunk {
+                        let row = row as usize;
+                        let Some(slot) = values.find(hash, key_of(row)) else {
+                            new_entities.push((hash, row as u32));
+                            continue;
+                        };
+                        let timestamp = timestamps[row];
+                        if timestamp >= values.records.timestamp(&self.layout, slot) {
+                            column::stage(&self.layout, sources, row, &mut staged);
+                            values.records.write(&self.layout, slot, timestamp, &staged);
+                        }
+                    }
+                }
+                let exclusive = if in_place { &new_entities[..] } else { chunk };
+                if exclusive.is_empty() {
+                    continue;
+                }
+                let mut values = shard.values.write();
+                for &(hash, row) in exclusive {
                     let row = row as usize;
-                    shard.upsert(
+                    values.upsert(
                         &self.layout,
                         &self.hasher,
                         hash,
@@ -331,6 +397,7 @@ impl OnlineSet for OnlineIndex {
                         row,
                         timestamps[row],
                         sources,
+                        &mut staged,
                     );
                 }
             }
@@ -350,19 +417,25 @@ impl OnlineSet for OnlineIndex {
             .collect();
         let mut timestamps: Vec<Option<i64>> = Vec::with_capacity(keys.len());
 
+        let mut record = Vec::with_capacity(self.layout.stride());
         let mut read = |shard: &Shard, slot: Option<u32>| {
-            let slot = slot
-                .map(|s| s as usize)
-                .filter(|&s| cutoff.is_none_or(|c| shard.timestamps[s] >= c));
-            timestamps.push(slot.map(|s| shard.timestamps[s]));
-            match slot {
-                Some(slot) => shard.gather(&self.layout, slot, features, &mut gathers),
+            let found = slot.map(|s| s as usize).and_then(|slot| {
+                let timestamp = shard.records.read(&self.layout, slot, &mut record);
+                cutoff
+                    .is_none_or(|c| timestamp >= c)
+                    .then_some((slot, timestamp))
+            });
+            timestamps.push(found.map(|(_, timestamp)| timestamp));
+            match found {
+                Some((slot, _)) => {
+                    shard.gather(&self.layout, slot, &record, features, &mut gathers)
+                }
                 None => gathers.iter_mut().for_each(Gather::push_null),
             }
         };
         let mut probe = |key: Key<'_>| {
             let hash = hash_key(&self.hasher, key);
-            let shard = self.shards[Self::shard_of(hash)].read();
+            let shard = self.shards[Self::shard_of(hash)].values.read();
             let slot = shard.find(hash, key).map(|s| s as u32);
             read(&shard, slot);
         };
@@ -380,7 +453,7 @@ impl OnlineSet for OnlineIndex {
     /// Frees every value now, even while a reader still holds the set.
     fn remove(&self) -> Result<()> {
         for shard in &self.shards {
-            *shard.write() = Shard::new(&self.spec, &self.layout);
+            *shard.values.write() = Shard::new(&self.spec, &self.layout);
         }
         self.latest_event_timestamp
             .store(i64::MIN, Ordering::Relaxed);
@@ -388,7 +461,7 @@ impl OnlineSet for OnlineIndex {
     }
 
     fn entities(&self) -> usize {
-        self.shards.iter().map(|s| s.read().len()).sum()
+        self.shards.iter().map(|s| s.values.read().len()).sum()
     }
 
     /// Greatest event time applied so far (UTC microseconds).
@@ -396,17 +469,16 @@ impl OnlineSet for OnlineIndex {
         Some(self.latest_event_timestamp.load(Ordering::Relaxed)).filter(|&t| t != i64::MIN)
     }
 
-    /// Approximate bytes held: keys, slots, timestamps and value buffers.
+    /// Approximate bytes held: keys, slots, records (event times included) and value columns.
     fn memory_bytes(&self) -> usize {
         self.shards
             .iter()
             .map(|s| {
-                let shard = s.read();
+                let shard = s.values.read();
                 // A bucket of the table: its slot number and a control byte; the table holds
                 // at most 7 entries per 8 buckets.
                 shard.slots.capacity() * 8 / 7 * (size_of::<u32>() + 1)
                     + shard.keys.memory_bytes()
-                    + shard.timestamps.capacity() * size_of::<i64>()
                     + shard.records.memory_bytes()
                     + shard
                         .columns
@@ -423,7 +495,7 @@ impl OnlineSet for OnlineIndex {
             let mut first = 0;
             loop {
                 let batch = {
-                    let shard = shard.read();
+                    let shard = shard.values.read();
                     if first >= shard.len() {
                         break;
                     }
