@@ -530,7 +530,7 @@ fn readers_never_see_half_a_row() {
                             .column(3)
                             .as_primitive::<arrow::datatypes::Float64Type>();
                         let ts = out.column(4).as_primitive::<TimestampMicrosecondType>();
-                        for k in 0..ENTITIES as usize {
+                        for (k, seen) in seen.iter_mut().enumerate() {
                             let t = n.value(k);
                             let pair = e.value(k);
                             let pair = pair.as_primitive::<Float32Type>();
@@ -541,8 +541,8 @@ fn readers_never_see_half_a_row() {
                                 "entity {k} at {t}"
                             );
                             assert_eq!(x.value(k), (t + k as i64) as f64, "entity {k} at {t}");
-                            assert!(t >= seen[k], "entity {k} went back from {} to {t}", seen[k]);
-                            seen[k] = t;
+                            assert!(t >= *seen, "entity {k} went back from {seen} to {t}");
+                            *seen = t;
                         }
                     }
                 });
