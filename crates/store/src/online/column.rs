@@ -121,24 +121,24 @@ impl Layout {
             places,
             column_types,
             stride,
-            words: HEADER_WORDS + stride.div_ceil(8),
+            words: (HEADER_BYTES + stride).div_ceil(8),
             valid_at: offset,
         }
     }
 
-    /// Bytes of values per record ([`Records::read`]).
-    pub(super) fn stride(&self) -> usize {
-        self.stride
+    /// Bytes of a record's image ([`Records::read`]).
+    pub(super) fn image_bytes(&self) -> usize {
+        self.words * 8
     }
 }
 
-/// Words of a record before its values: a version and the event time.
-const HEADER_WORDS: usize = 2;
+/// Bytes of a record before its values: a 4-byte version, then the 8-byte event time.
+const HEADER_BYTES: usize = 12;
 
 /// The event time and fixed-width values of a shard, one record of [`Layout::words`] 8-byte
-/// words per slot: a version, the event time, then [`Layout::stride`] bytes of values and
-/// validity bits. A lookup reads an entity's numbers from one or two cache lines; a column
-/// per feature cost a cache miss per feature per entity, most of a lookup's time.
+/// words per slot, holding a version, the event time, then [`Layout::stride`] bytes of values
+/// and validity bits. A lookup reads an entity's numbers from one or two cache lines; a
+/// column per feature cost a cache miss per feature per entity, most of a lookup's time.
 ///
 /// The words are atomics, so that an ingest rewrites the records of known entities in place
 /// while lookups read the shard: a seqlock per record, whose version is odd while a write is
@@ -148,6 +148,15 @@ const HEADER_WORDS: usize = 2;
 #[derive(Default)]
 pub(super) struct Records {
     words: Vec<AtomicU64>,
+}
+
+/// The 8-byte word `i` of a record's image.
+fn word_of(image: &[u8], i: usize) -> u64 {
+    let mut le = [0u8; 8];
+    let bytes = image.get(i * 8..).unwrap_or_default();
+    let n = bytes.len().min(8);
+    le[..n].copy_from_slice(&bytes[..n]);
+    u64::from_le_bytes(le)
 }
 
 impl Records {
@@ -165,44 +174,53 @@ impl Records {
     /// The event time of `slot`, as last written. For the shard's writer: a reader gets it
     /// from [`read`](Self::read), consistent with the values.
     pub(super) fn timestamp(&self, layout: &Layout, slot: usize) -> i64 {
-        self.words(layout, slot)[1].load(Ordering::Relaxed) as i64
-    }
-
-    /// Rewrites record `slot`: event time `timestamp`, then `values` ([`Layout::stride`]
-    /// bytes, from [`stage`]). The writers of a shard take turns.
-    pub(super) fn write(&self, layout: &Layout, slot: usize, timestamp: i64, values: &[u8]) {
         let words = self.words(layout, slot);
-        let version = words[0].load(Ordering::Relaxed);
-        words[0].store(version.wrapping_add(1), Ordering::Relaxed);
-        // The odd version is visible before any new value.
-        fence(Ordering::Release);
-        words[1].store(timestamp as u64, Ordering::Relaxed);
-        for (word, bytes) in words[HEADER_WORDS..].iter().zip(values.chunks(8)) {
-            let mut le = [0u8; 8];
-            le[..bytes.len()].copy_from_slice(bytes);
-            word.store(u64::from_le_bytes(le), Ordering::Relaxed);
-        }
-        words[0].store(version.wrapping_add(2), Ordering::Release);
+        // Bytes 4..12: the high half of word 0, then the low half of word 1.
+        let low = words[0].load(Ordering::Relaxed) >> 32;
+        let high = words[1].load(Ordering::Relaxed) << 32;
+        (low | high) as i64
     }
 
-    /// Copies the values of record `slot` into `values` ([`Layout::stride`] bytes) and
-    /// returns its event time, both from one complete write.
-    pub(super) fn read(&self, layout: &Layout, slot: usize, values: &mut Vec<u8>) -> i64 {
+    /// Rewrites record `slot` from `image` (from [`stage`]). The writers of a shard take
+    /// turns.
+    pub(super) fn write(&self, layout: &Layout, slot: usize, image: &mut [u8]) {
+        let words = self.words(layout, slot);
+        let version = words[0].load(Ordering::Relaxed) as u32;
+        image[..4].copy_from_slice(&version.wrapping_add(1).to_le_bytes());
+        words[0].store(word_of(image, 0), Ordering::Relaxed);
+        // The odd version is visible before any other new word.
+        fence(Ordering::Release);
+        for (i, word) in words.iter().enumerate().skip(1) {
+            word.store(word_of(image, i), Ordering::Relaxed);
+        }
+        image[..4].copy_from_slice(&version.wrapping_add(2).to_le_bytes());
+        words[0].store(word_of(image, 0), Ordering::Release);
+    }
+
+    /// Copies record `slot` into `image` and returns its event time and values
+    /// ([`Layout::stride`] bytes), both from one complete write.
+    pub(super) fn read<'i>(
+        &self,
+        layout: &Layout,
+        slot: usize,
+        image: &'i mut Vec<u8>,
+    ) -> (i64, &'i [u8]) {
         let words = self.words(layout, slot);
         let mut attempts = 0u32;
         loop {
-            let version = words[0].load(Ordering::Acquire);
+            let version = words[0].load(Ordering::Acquire) as u32;
             if version.is_multiple_of(2) {
-                values.clear();
-                let timestamp = words[1].load(Ordering::Relaxed) as i64;
-                for word in &words[HEADER_WORDS..] {
-                    values.extend_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
+                image.clear();
+                for word in words {
+                    image.extend_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
                 }
-                // The values are read before the version is checked again.
+                // The words are read before the version is checked again.
                 fence(Ordering::Acquire);
-                if words[0].load(Ordering::Relaxed) == version {
-                    values.truncate(layout.stride);
-                    return timestamp;
+                if words[0].load(Ordering::Relaxed) as u32 == version {
+                    let mut time = [0u8; 8];
+                    time.copy_from_slice(&image[4..HEADER_BYTES]);
+                    let values = &image[HEADER_BYTES..HEADER_BYTES + layout.stride];
+                    return (i64::from_le_bytes(time), values);
                 }
             }
             // A write of one record takes nanoseconds; only a writer taken off the CPU in
@@ -221,11 +239,19 @@ impl Records {
     }
 }
 
-/// Puts row `row` of every fixed-width feature of a batch (`sources`, by feature) into
-/// `record` as [`Records::write`] takes it.
-pub(super) fn stage(layout: &Layout, sources: &[Source<'_>], row: usize, record: &mut Vec<u8>) {
-    record.clear();
-    record.resize(layout.stride, 0);
+/// The image of a record ([`Records::write`]) for row `row` of a batch (`sources`, by
+/// feature) at event time `timestamp`: every fixed-width feature's value and validity.
+pub(super) fn stage(
+    layout: &Layout,
+    sources: &[Source<'_>],
+    row: usize,
+    timestamp: i64,
+    image: &mut Vec<u8>,
+) {
+    image.clear();
+    image.resize(HEADER_BYTES + layout.stride, 0);
+    image[4..HEADER_BYTES].copy_from_slice(&timestamp.to_le_bytes());
+    let record = &mut image[HEADER_BYTES..];
     for (&place, source) in layout.places.iter().zip(sources) {
         let (
             Place::Record { offset, width, bit },

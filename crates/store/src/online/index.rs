@@ -165,8 +165,8 @@ impl Shard {
                 self.columns[i].set(slot, source, row);
             }
         }
-        column::stage(layout, sources, row, staged);
-        self.records.write(layout, slot, timestamp, staged);
+        column::stage(layout, sources, row, timestamp, staged);
+        self.records.write(layout, slot, staged);
     }
 
     /// Appends the values of `features` at `slot`, whose fixed-width values are `record`
@@ -264,10 +264,11 @@ impl Shard {
             .map(|feature| Gather::new(feature.feature_type, rows))
             .collect();
         let mut timestamps = Vec::with_capacity(rows);
-        let mut record = Vec::new();
+        let mut image = Vec::new();
         for slot in slots {
-            timestamps.push(self.records.read(layout, slot, &mut record));
-            self.gather(layout, slot, &record, &every, &mut gathers);
+            let (timestamp, record) = self.records.read(layout, slot, &mut image);
+            timestamps.push(timestamp);
+            self.gather(layout, slot, record, &every, &mut gathers);
         }
         for (gather, feature) in gathers.into_iter().zip(&spec.features) {
             columns.push(gather.finish(feature.feature_type)?);
@@ -377,8 +378,8 @@ impl OnlineSet for OnlineIndex {
                         };
                         let timestamp = timestamps[row];
                         if timestamp >= values.records.timestamp(&self.layout, slot) {
-                            column::stage(&self.layout, sources, row, &mut staged);
-                            values.records.write(&self.layout, slot, timestamp, &staged);
+                            column::stage(&self.layout, sources, row, timestamp, &mut staged);
+                            values.records.write(&self.layout, slot, &mut staged);
                         }
                     }
                 }
@@ -417,18 +418,18 @@ impl OnlineSet for OnlineIndex {
             .collect();
         let mut timestamps: Vec<Option<i64>> = Vec::with_capacity(keys.len());
 
-        let mut record = Vec::with_capacity(self.layout.stride());
+        let mut image = Vec::with_capacity(self.layout.image_bytes());
         let mut read = |shard: &Shard, slot: Option<u32>| {
             let found = slot.map(|s| s as usize).and_then(|slot| {
-                let timestamp = shard.records.read(&self.layout, slot, &mut record);
+                let (timestamp, record) = shard.records.read(&self.layout, slot, &mut image);
                 cutoff
                     .is_none_or(|c| timestamp >= c)
-                    .then_some((slot, timestamp))
+                    .then_some((slot, timestamp, record))
             });
-            timestamps.push(found.map(|(_, timestamp)| timestamp));
+            timestamps.push(found.map(|(_, timestamp, _)| timestamp));
             match found {
-                Some((slot, _)) => {
-                    shard.gather(&self.layout, slot, &record, features, &mut gathers)
+                Some((slot, _, record)) => {
+                    shard.gather(&self.layout, slot, record, features, &mut gathers)
                 }
                 None => gathers.iter_mut().for_each(Gather::push_null),
             }
