@@ -701,3 +701,70 @@ fn all_types_batch(keys: &[String], times: &[i64], values: &[Option<i64>]) -> Re
     ])
     .unwrap()
 }
+
+/// A request of several output slices (the join in memory answers 64k entity rows at a time):
+/// the answer is whole, in request order, and the same as DuckDB's join, on a spool of batches
+/// both smaller and larger than a slice.
+#[test]
+fn a_request_of_many_slices_joins_in_memory_in_order() {
+    let (users_spec, _) = specs();
+    let facts: Vec<Fact> = (0..600usize)
+        .map(|i| Fact {
+            key: format!("u{}", i % 40),
+            time: (i as i64 % 150) * SECOND,
+            ingest: i + 1,
+            values: vec![Some(i as i64), (i % 5 > 0).then_some((i % 7) as i64)],
+        })
+        .collect();
+    let n = 3 * 65_536 + 5;
+    let rows = RecordBatch::try_from_iter(vec![
+        (
+            "label",
+            Arc::new(Int64Array::from_iter_values(0..n as i64)) as ArrayRef,
+        ),
+        (
+            "user_id",
+            Arc::new(StringArray::from_iter_values(
+                (0..n).map(|i| format!("u{}", i % 45)),
+            )) as ArrayRef,
+        ),
+        (
+            "event_timestamp",
+            Arc::new(
+                TimestampNanosecondArray::from_iter_values(
+                    (0..n as i64).map(|i| (i % 170) * SECOND * 1000),
+                )
+                .with_timezone("UTC"),
+            ) as ArrayRef,
+        ),
+    ])
+    .unwrap();
+    let command = r#"{"type": "training_data", "features": ["users:*"]}"#;
+    let mut answers = Vec::new();
+    for limits in [Limits::default(), IN_DUCKDB] {
+        for chunk in [40_000, 100_000] {
+            let dir = tempfile::tempdir().unwrap();
+            let offline =
+                DuckDbStore::open(&dir.path().join("features.db"), &EngineSettings::default())
+                    .unwrap();
+            let store =
+                FeatureStore::open(Box::new(offline), limits, dir.path().join("tmp")).unwrap();
+            store.create(users_spec.clone()).unwrap();
+            store.ingest("users", &user_batch(&facts)).unwrap();
+            answers.push(run_training(&store, command, rows.clone(), chunk));
+        }
+    }
+    let labels = answers[0].column(0).as_primitive::<Int64Type>();
+    assert!(
+        labels.values().iter().copied().eq(0..n as i64),
+        "request order"
+    );
+    let clicks = answers[0].column(3).as_primitive::<Int64Type>();
+    assert!(clicks.null_count() < n, "rows matched");
+    for (i, answer) in answers.iter().enumerate().skip(1) {
+        assert_eq!(
+            answer, &answers[0],
+            "answer {i} differs from the in-memory join"
+        );
+    }
+}
