@@ -1,5 +1,6 @@
-//! Per-feature value buffers of the online index, and the copy in (from Arrow arrays) and out
-//! (into Arrow arrays) of single rows.
+//! The value buffers of the online index (a record of fixed-width values per slot, a column
+//! per bool, string or binary feature), and the copy in (from Arrow arrays) and out (into
+//! Arrow arrays) of single rows.
 
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -149,6 +149,12 @@ impl Shard {
         }
     }
 
+    /// Whether a row at event time `timestamp` replaces the value of `slot`: unless the stored
+    /// value is newer. Equal event times go to the row, the later ingest.
+    fn is_replaced_by(&self, layout: &Layout, slot: usize, timestamp: i64) -> bool {
+        timestamp >= self.records.timestamp(layout, slot)
+    }
+
     /// Writes row `row` of a batch (event time `timestamp`) into `slot`; `staged` is scratch
     /// space.
     fn write(
@@ -165,6 +171,21 @@ impl Shard {
                 self.columns[i].set(slot, source, row);
             }
         }
+        self.write_record(layout, slot, timestamp, sources, row, staged);
+    }
+
+    /// Writes the event time and fixed-width values of row `row` into `slot`'s record, in
+    /// place beside the readers: all of [`write`](Self::write) for a set without value
+    /// columns.
+    fn write_record(
+        &self,
+        layout: &Layout,
+        slot: usize,
+        timestamp: i64,
+        sources: &[Source<'_>],
+        row: usize,
+        staged: &mut Vec<u8>,
+    ) {
         column::stage(layout, sources, row, timestamp, staged);
         self.records.write(layout, slot, staged);
     }
@@ -194,8 +215,8 @@ impl Shard {
             .map(|&slot| slot as usize)
     }
 
-    /// Writes row `row` of the batch as the value of `key`, unless the stored value is newer.
-    /// Equal event times go to this, the later, ingest.
+    /// Writes row `row` of the batch as the value of `key`, if it replaces the stored one
+    /// ([`is_replaced_by`](Self::is_replaced_by)).
     #[allow(clippy::too_many_arguments)]
     fn upsert(
         &mut self,
@@ -210,7 +231,7 @@ impl Shard {
     ) {
         match self.find(hash, key) {
             Some(slot) => {
-                if timestamp >= self.records.timestamp(layout, slot) {
+                if self.is_replaced_by(layout, slot, timestamp) {
                     self.write(layout, slot, timestamp, sources, row, staged);
                 }
             }
@@ -377,9 +398,15 @@ impl OnlineSet for OnlineIndex {
                             continue;
                         };
                         let timestamp = timestamps[row];
-                        if timestamp >= values.records.timestamp(&self.layout, slot) {
-                            column::stage(&self.layout, sources, row, timestamp, &mut staged);
-                            values.records.write(&self.layout, slot, &mut staged);
+                        if values.is_replaced_by(&self.layout, slot, timestamp) {
+                            values.write_record(
+                                &self.layout,
+                                slot,
+                                timestamp,
+                                sources,
+                                row,
+                                &mut staged,
+                            );
                         }
                     }
                 }
