@@ -236,6 +236,19 @@ struct Timed {
     row: u32,
 }
 
+impl Timed {
+    /// The (time, position) of each of the sorted `entries`, in their order.
+    fn of(entries: &[Entry]) -> Vec<Timed> {
+        entries
+            .iter()
+            .map(|e| Timed {
+                time: e.time,
+                row: e.row,
+            })
+            .collect()
+    }
+}
+
 /// One set's stored rows, as the join reads them.
 struct SetRows {
     /// The features asked for, each with its column of every scanned row, in scan order.
@@ -342,13 +355,7 @@ impl SetRows {
             return Ok(None);
         }
         let (keys, entries) = index(&batches, spec.entity.entity_type)?;
-        let rows = entries
-            .iter()
-            .map(|e| Timed {
-                time: e.time,
-                row: e.row,
-            })
-            .collect();
+        let rows = Timed::of(&entries);
         drop(entries);
 
         // Each feature's column in one array, so that the join gathers with `take`; a
@@ -670,13 +677,7 @@ mod tests {
         let set = SetRows {
             values: Vec::new(),
             keys: KeyIndex::Int(index),
-            rows: entries
-                .iter()
-                .map(|e| Timed {
-                    time: e.time,
-                    row: e.row,
-                })
-                .collect(),
+            rows: Timed::of(&entries),
             ttl: Some(5),
         };
         assert_eq!(set.find(span, 9), None, "nothing yet");
