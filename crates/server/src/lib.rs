@@ -33,6 +33,10 @@ const ONLINE_SNAPSHOT_DIR: &str = ".online";
 /// Rows applied to a set between two snapshots of its online values (or four times its
 /// entities, if more): bounds what a start after a crash recomputes.
 const ONLINE_SNAPSHOT_ROWS: u64 = 1_000_000;
+/// Bytes a Flight client may send on one call ahead of what the server has read (HTTP/2
+/// flow control), and on one connection (see `run`).
+const FLIGHT_STREAM_WINDOW: u32 = 16 * 1024 * 1024;
+const FLIGHT_CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
 use crate::limits::seconds;
 use crate::service::{AppState, FlightSql};
 use crate::telemetry::Metrics;
@@ -455,7 +459,14 @@ async fn start_serving(config: &Config) -> Result<RunningServer, StartError> {
         metrics: state.metrics.clone(),
     };
     let flight_service = flight::service(state, authenticator);
-    let mut flight_server = tonic::transport::Server::builder();
+    // HTTP/2 flow control lets a client send only a window ahead of what the server has
+    // read. hyper's 1 MiB would hold a DoPut client to a quarter of a 64k-row batch while the
+    // one before it is stored; these let it send the next batches meanwhile, which DoPut
+    // then stores together (flight/put.rs). A stream's window is below the message limit,
+    // which a message may fill anyway.
+    let mut flight_server = tonic::transport::Server::builder()
+        .initial_stream_window_size(FLIGHT_STREAM_WINDOW)
+        .initial_connection_window_size(FLIGHT_CONNECTION_WINDOW);
     if let Some(tls) = flight_tls {
         flight_server = flight_server
             .tls_config(tls)

@@ -667,44 +667,83 @@ impl AppState {
     /// Stores one batch durably, as the whole of a request (HTTP); returns its row count.
     pub(crate) async fn ingest(&self, name: String, batch: RecordBatch) -> ApiResult<usize> {
         let bytes = crate::telemetry::metrics::batch_bytes(&batch);
-        let rows = self
-            .store_decoded(name, bytes, move || Ok(Some(batch)))
-            .await?
-            .unwrap_or(0);
+        let stored = self
+            .store_run(name, bytes, move || (vec![batch], None))
+            .await;
+        if let Some(failure) = stored.failure {
+            return Err(failure);
+        }
+        let rows = stored.rows.iter().sum();
         record_count(&Span::current(), "rows", rows);
         Ok(rows)
     }
 
-    /// Stores durably the batch `decode` gives (`None`: a message without one), on a storage
-    /// thread: decoding a DoPut message there keeps its copies (IPC buffers realigned) off
-    /// the async workers that answer reads. `bytes` is what the batch holds in memory, for
-    /// backpressure: it waits for room among the bytes being stored.
-    pub(crate) async fn store_decoded(
+    /// Stores durably, in order, the batches `decode` gives, on a storage thread: decoding
+    /// DoPut messages there keeps their copies (IPC buffers realigned) off the async workers
+    /// that answer reads. `decode` returns the batches, and the error that stopped decoding
+    /// after them. `bytes` is what the batches hold, for backpressure: they wait for room
+    /// among the bytes being stored. Batches that arrived together are stored as one run
+    /// ([`FeatureStore::ingest_run`]).
+    pub(crate) async fn store_run(
         &self,
         name: String,
         bytes: usize,
-        decode: impl FnOnce() -> ApiResult<Option<RecordBatch>> + Send + 'static,
-    ) -> ApiResult<Option<usize>> {
+        decode: impl FnOnce() -> (Vec<RecordBatch>, Option<ApiError>) + Send + 'static,
+    ) -> StoredRun {
         let store = self.store.clone();
         let set = name.clone();
-        let _room = self.guards.ingest_bytes(bytes).await?;
+        let room = match self.guards.ingest_bytes(bytes).await {
+            Ok(room) => room,
+            Err(e) => return StoredRun::failed(e),
+        };
         let stored = blocking(move || {
-            let Some(batch) = decode()? else {
-                return Ok(None);
-            };
-            let bytes = crate::telemetry::metrics::batch_bytes(&batch);
-            Ok(Some((store.ingest(&set, &batch)?, bytes)))
+            let _room = room;
+            let (batches, undecodable) = decode();
+            let (count, outcome) = store.ingest_run(&set, &batches);
+            let stored = &batches[..count];
+            let bytes = stored
+                .iter()
+                .map(crate::telemetry::metrics::batch_bytes)
+                .sum();
+            Ok(StoredRun {
+                rows: stored.iter().map(RecordBatch::num_rows).collect(),
+                failure: outcome.err().map(ApiError::from).or(undecodable),
+                bytes,
+            })
         })
-        .await?;
-        Ok(stored.map(|(rows, bytes)| {
-            self.metrics.ingested(&name, rows, bytes);
-            rows
-        }))
+        .await;
+        match stored {
+            Ok(stored) => {
+                self.metrics
+                    .ingested(&name, stored.rows.iter().sum(), stored.bytes);
+                stored
+            }
+            Err(e) => StoredRun::failed(e),
+        }
     }
 
     /// Checks that a feature set exists (before a stream of work for it starts).
     pub(crate) fn require_set(&self, name: &str) -> ApiResult<()> {
         self.store.get(name).map(|_| ()).map_err(Into::into)
+    }
+}
+
+/// What [`AppState::store_run`] stored: the rows of each batch stored, in order, and the
+/// error that stopped the run (the batches after the stored ones were not stored).
+pub(crate) struct StoredRun {
+    pub(crate) rows: Vec<usize>,
+    pub(crate) failure: Option<ApiError>,
+    /// What the stored batches hold in memory.
+    bytes: usize,
+}
+
+impl StoredRun {
+    fn failed(failure: ApiError) -> StoredRun {
+        StoredRun {
+            rows: Vec::new(),
+            failure: Some(failure),
+            bytes: 0,
+        }
     }
 }
 

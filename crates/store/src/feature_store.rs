@@ -23,7 +23,7 @@ use tracing::{debug, debug_span, field, info, warn};
 
 use crate::metrics::{Operation, OperationMetrics};
 use crate::multi_online::OnlinePlan;
-use crate::offline::OfflineStore;
+use crate::offline::{OfflineStore, BULK_APPEND_ROWS};
 use crate::online::{MemoryStore, OnlineSet, OnlineStore};
 use crate::query::sql::INGESTED_AT_OUTPUT;
 use crate::query::training::{self, EntityRows, MemoryBudget, TrainingPlan};
@@ -636,6 +636,36 @@ impl FeatureStore {
             // `set` was updated while this batch waited for it: checked again under the new
             // version (a batch without the added features gets them as nulls).
         }
+    }
+
+    /// Stores consecutive batches of one set as [`ingest`](Self::ingest) would, one after the
+    /// other: returns how many were stored, and the error that stopped the run at the next
+    /// one (those after it were not tried).
+    ///
+    /// A run of at least [`BULK_APPEND_ROWS`] rows is stored as one batch: DuckDB then takes
+    /// the transaction's row groups into the table as they are, where a smaller append is
+    /// copied into the table a second time at commit. If that fails (a batch refused, or
+    /// storage), nothing of it was stored and the batches are stored one by one, so that the
+    /// caller learns which one fails and why, and the batches before it are kept.
+    pub fn ingest_run(&self, name: &str, batches: &[RecordBatch]) -> (usize, Result<()>) {
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        if batches.len() > 1 && rows >= BULK_APPEND_ROWS {
+            let whole = arrow::compute::concat_batches(&batches[0].schema(), batches);
+            if let Ok(whole) = whole {
+                match self.ingest(name, &whole) {
+                    Ok(_) => return (batches.len(), Ok(())),
+                    Err(e) => {
+                        debug!(feature_set = name, error = %e, "a run of batches was refused whole; storing them one by one")
+                    }
+                }
+            }
+        }
+        for (stored, batch) in batches.iter().enumerate() {
+            if let Err(e) = self.ingest(name, batch) {
+                return (stored, Err(e));
+            }
+        }
+        (batches.len(), Ok(()))
     }
 
     /// [`ingest`](Self::ingest) into one version of a set; `None` when that version was

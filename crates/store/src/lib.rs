@@ -28,5 +28,5 @@ mod types;
 pub use error::{Error, Result};
 pub use feature_store::{Clock, FeatureSet, FeatureStore, Limits, SnapshotOptions};
 pub use multi_online::{OnlinePlan, TIMESTAMP_SUFFIX};
-pub use offline::{OfflineStore, Publish, RelationWork};
+pub use offline::{OfflineStore, Publish, RelationWork, BULK_APPEND_ROWS};
 pub use types::{BatchSink, HistoryQuery, IngestView, SetStats, StorageStats};

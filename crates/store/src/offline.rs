@@ -17,6 +17,12 @@ use crate::query::{reads, ConnectionPool};
 use crate::types::{BatchSink, HistoryQuery, IngestView, SetStats, StorageStats};
 use crate::Result;
 
+/// Rows one append should reach to be stored without a second copy: DuckDB's row group size.
+/// A transaction that appends at least this many rows (through the appender, as both
+/// DuckDB-based backends do, the Parquet one into its memtable) hands its row groups to the
+/// table at commit; a smaller one is appended to the table again, with its statistics.
+pub const BULK_APPEND_ROWS: usize = 122_880;
+
 /// A stored feature service document, read back by a backend; unreadable is corruption.
 pub(crate) fn parse_service(name: &str, json: &[u8]) -> Result<FeatureServiceSpec> {
     serde_json::from_slice(json).map_err(|e| {

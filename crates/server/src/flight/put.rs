@@ -1,13 +1,16 @@
 //! DoPut: ingest. Each decoded batch is stored durably, then acknowledged with one PutResult
-//! `{"batch": i, "rows": n}`; the first rejected batch ends the call with its error.
+//! `{"batch": i, "rows": n}`; the first rejected batch ends the call with its error. Batches
+//! that arrive while earlier ones are being stored are stored together, as one run.
 
+use std::pin::Pin;
 use std::time::Instant;
 
 use arrow::buffer::Buffer;
 use arrow_flight::{FlightData, PutResult};
 use bytes::Bytes;
 use featherstore_core::ipc::{Decoded, MessageDecoder};
-use futures::StreamExt;
+use futures::stream::Peekable;
+use futures::{FutureExt, Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
@@ -21,6 +24,11 @@ use crate::telemetry::metrics::Api;
 
 /// Acknowledgements buffered for a slow client before ingest pauses.
 const ACK_BUFFER: usize = 2;
+
+/// The most message bytes stored as one run: enough for a few 64k-row batches of many
+/// features to reach `featherstore_store::BULK_APPEND_ROWS` together, little enough that a
+/// run's acknowledgements are not held back long.
+const RUN_BYTES: usize = 32 * 1024 * 1024;
 
 pub(super) async fn do_put(
     state: AppState,
@@ -43,7 +51,7 @@ pub(super) async fn do_put(
     access.require_set(&name)?;
     state.require_set(&name)?;
 
-    let mut messages = futures::stream::iter([Ok(first)]).chain(input);
+    let mut messages = futures::stream::iter([Ok(first)]).chain(input).peekable();
     let mut decoder = MessageDecoder::new();
     let (tx, rx) = mpsc::channel(ACK_BUFFER);
     let failure_tx = tx.clone();
@@ -74,29 +82,42 @@ pub(super) async fn do_put(
                         decode(&mut decoder, message)?;
                         continue;
                     }
+                    let run = arrived_run(message, &mut messages);
+                    let bytes = run.iter().map(|m| m.data_body.len()).sum();
                     // Batches are decoded where they are stored, off the async workers.
                     let mut decoder = decoder.clone();
-                    let bytes = message.data_body.len();
-                    let batch = move || match decode(&mut decoder, message)? {
-                        Some(Decoded::Batch(batch)) => Ok(Some(batch)),
-                        // A second schema is refused by the decoder: only empty messages.
-                        _ => Ok(None),
-                    };
-                    let Some(rows) = state.store_decoded(name.clone(), bytes, batch).await? else {
-                        continue;
-                    };
-                    total += rows;
-                    let ack = serde_json::json!({"batch": index, "rows": rows});
-                    let ack = PutResult {
-                        app_metadata: Bytes::from(ack.to_string()),
-                    };
-                    // A client that takes no acknowledgement for the idle timeout is gone or
-                    // stalled: stop; what was acknowledged is stored.
-                    match tokio::time::timeout(idle, tx.send(Ok(ack))).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) | Err(_) => break,
+                    let stored = state
+                        .store_run(name.clone(), bytes, move || {
+                            let mut batches = Vec::with_capacity(run.len());
+                            for message in run {
+                                match decode(&mut decoder, message) {
+                                    Ok(Some(Decoded::Batch(batch))) => batches.push(batch),
+                                    // A second schema is refused by the decoder: only empty
+                                    // messages.
+                                    Ok(_) => {}
+                                    Err(e) => return (batches, Some(e)),
+                                }
+                            }
+                            (batches, None)
+                        })
+                        .await;
+                    for rows in stored.rows {
+                        total += rows;
+                        let ack = serde_json::json!({"batch": index, "rows": rows});
+                        let ack = PutResult {
+                            app_metadata: Bytes::from(ack.to_string()),
+                        };
+                        // A client that takes no acknowledgement for the idle timeout is gone
+                        // or stalled: stop; what was acknowledged is stored.
+                        match tokio::time::timeout(idle, tx.send(Ok(ack))).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) | Err(_) => return Ok(()),
+                        }
+                        index += 1;
                     }
-                    index += 1;
+                    if let Some(failure) = stored.failure {
+                        return Err(failure);
+                    }
                 }
                 Ok(())
             }
@@ -119,6 +140,32 @@ pub(super) async fn do_put(
         Err(Status::from(ApiError::Internal(message)))
     });
     Ok(ReceiverStream::new(rx).boxed())
+}
+
+/// Batch messages that are stored as one run: `first`, then those of `messages` that have
+/// already arrived, up to [`RUN_BYTES`]. A client that sends faster than batches are stored
+/// gets them stored together (see `FeatureStore::ingest_run`); one that waits for each
+/// acknowledgement gets each stored alone. What is not a batch message (the end, an error,
+/// a message without data) is left for the caller's loop.
+fn arrived_run<S>(first: FlightData, messages: &mut Peekable<S>) -> Vec<FlightData>
+where
+    S: Stream<Item = Result<FlightData, Status>> + Unpin,
+{
+    let mut bytes = first.data_body.len();
+    let mut run = vec![first];
+    while bytes < RUN_BYTES {
+        let arrived = Pin::new(&mut *messages).peek().now_or_never();
+        let Some(Some(Ok(next))) = arrived else { break };
+        if next.data_header.is_empty() {
+            break;
+        }
+        let Some(Some(Ok(next))) = messages.next().now_or_never() else {
+            break;
+        };
+        bytes += next.data_body.len();
+        run.push(next);
+    }
+    run
 }
 
 /// Decodes one DoPut message: its header and body.
