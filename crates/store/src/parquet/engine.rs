@@ -1,12 +1,9 @@
-//! The in-memory DuckDB database of a store: it holds the memtables, runs every read, and
-//! turns the results of flush and compaction queries into data files.
-
-use std::sync::atomic::{AtomicU64, Ordering};
+//! The in-memory DuckDB database of a store: it reads the memtables and the data files, runs
+//! every read, and turns the results of flush and compaction queries into data files.
 
 use arrow::array::RecordBatch;
-use featherstore_core::FeatureSetSpec;
 
-use super::memtable::{self, Graveyard, MemTable};
+use super::memtable;
 use super::options::ParquetOptions;
 use super::set::SetState;
 use super::writer::{self, WrittenFile};
@@ -17,35 +14,13 @@ use crate::Result;
 pub(super) struct Engine {
     pub(super) pool: ConnectionPool,
     pub(super) options: ParquetOptions,
-    /// Numbers memtable tables, so a name is never reused (not even by a re-created set
-    /// whose old tables a reader may still be scanning).
-    next_table: AtomicU64,
-    graveyard: Graveyard,
 }
 
 impl Engine {
     pub(super) fn open(options: ParquetOptions, settings: &EngineSettings) -> Result<Self> {
-        Ok(Engine {
-            pool: ConnectionPool::open(None, settings)?,
-            options,
-            next_table: AtomicU64::new(0),
-            graveyard: Graveyard::default(),
-        })
-    }
-
-    pub(super) fn new_memtable(&self, spec: &FeatureSetSpec) -> Result<MemTable> {
-        let number = self.next_table.fetch_add(1, Ordering::Relaxed);
-        let name = format!("mem_{}_{number}", spec.name);
-        let conn = self.pool.get(Purpose::Write)?;
-        MemTable::create(&conn, spec, name, &self.graveyard)
-    }
-
-    pub(super) fn drop_dead_tables(&self) {
-        // Without a connection now, the tables wait in the graveyard for the next call.
-        match self.pool.get(Purpose::Write) {
-            Ok(conn) => memtable::drop_dead_tables(&conn, &self.graveyard),
-            Err(e) => tracing::debug!(error = %e, "dead memtable tables not dropped yet"),
-        }
+        let pool = ConnectionPool::open(None, settings)?;
+        memtable::register(&*pool.get(Purpose::Write)?)?;
+        Ok(Engine { pool, options })
     }
 
     /// Runs a query yielding storage rows sorted by date first, and writes them into new data

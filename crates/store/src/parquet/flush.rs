@@ -3,7 +3,7 @@
 //!
 //! Crash safety comes from the order of the steps (see `commit`): files are written and made
 //! durable under names no manifest lists yet; the new manifest (files + watermark) is written
-//! atomically; only then are the frozen memtable tables and the covered log segments dropped.
+//! atomically; only then are the frozen memtables and the covered log segments dropped.
 //! A crash before the manifest leaves garbage files (deleted at open) and a complete log; a
 //! crash after it leaves log rows under the watermark, which replay skips.
 
@@ -52,14 +52,11 @@ fn flush(engine: &Engine, set: &SetState) -> Result<Option<Vec<WrittenFile>>> {
     if !set.is_alive() {
         return Ok(None);
     }
-    let Some(frozen) = freeze(engine, set)? else {
+    let Some(frozen) = freeze(set)? else {
         return Ok(None);
     };
     let flushed = write_frozen(engine, set, &mut maintenance, &frozen);
-    if flushed.is_ok() {
-        drop(frozen);
-        engine.drop_dead_tables();
-    } else {
+    if flushed.is_err() {
         // The rows stay in the (still readable) frozen tables; the next flush takes them
         // again, and the age trigger must still see them as waiting.
         let mut ingest = set.ingest.lock();
@@ -71,14 +68,14 @@ fn flush(engine: &Engine, set: &SetState) -> Result<Option<Vec<WrittenFile>>> {
     flushed.map(Some)
 }
 
-/// Points appends at a fresh memtable table and log segment, so the rows to flush stop
+/// Points appends at a fresh memtable and log segment, so the rows to flush stop
 /// changing while they are written, yet stay visible to readers.
-fn freeze(engine: &Engine, set: &SetState) -> Result<Option<Frozen>> {
+fn freeze(set: &SetState) -> Result<Option<Frozen>> {
     if !set.has_unflushed(&set.snapshot.read()) {
         return Ok(None);
     }
     // Created before taking the ingest lock: appends wait for nothing but the swap.
-    let table = Arc::new(engine.new_memtable(&set.spec())?);
+    let table = Arc::new(MemTable::new(&set.spec()));
     let mut ingest = set.ingest.lock();
     let upto = set.committed.load(Ordering::Acquire);
     let mut snapshot = set.snapshot.write();

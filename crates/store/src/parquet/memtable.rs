@@ -1,85 +1,221 @@
-//! Unflushed rows live in tables of an in-memory DuckDB database (the "memtable"), so reads
-//! run the same SQL over them as over the Parquet files: a relation that is the union of both.
+//! Unflushed rows live in memory as the Arrow batches that the log made durable (the
+//! "memtable"): an append adds a batch, copying nothing. DuckDB reads them through the table
+//! function `featherstore_memtable(id, rows)`, so reads run the same SQL over them as over the
+//! Parquet files: a relation that is the union of both.
+//!
+//! A DuckDB memtable table, as before, copied every row into DuckDB twice per append (its
+//! transaction's storage, then the table) and updated its statistics each time: most of the
+//! backend's ingest CPU.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 
 use arrow::array::RecordBatch;
+use arrow::compute::concat_batches;
+use arrow::datatypes::SchemaRef;
+use duckdb::core::{DataChunkHandle, LogicalTypeHandle, LogicalTypeId};
+use duckdb::vtab::{
+    record_batch_to_duckdb_data_chunk, to_duckdb_logical_type, BindInfo, InitInfo,
+    TableFunctionInfo, VTab,
+};
 use duckdb::Connection;
 use featherstore_core::{FeatureSetSpec, FeatureType};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 use crate::query::sql::{self, ident};
 use crate::Result;
 
-/// Names of memtable tables that no snapshot lists any more, waiting to be dropped.
-pub(super) type Graveyard = Arc<Mutex<Vec<String>>>;
+/// The table function's SQL name. Registered in the backend's own DuckDB only, which runs no
+/// SQL a client wrote (ad-hoc queries run in an engine of their own).
+const SCAN_FUNCTION: &str = "featherstore_memtable";
 
-/// A memtable table. It is dropped from the database only once no snapshot lists it, so a
-/// reader never loses a table in the middle of its work, however long that takes.
+/// A batch of fewer rows is small: a run of [`SMALL_RUN`] of them at the end of a memtable is
+/// merged into one batch, so that a stream of tiny appends (one row per HTTP request) does not
+/// hold a batch, with its arrays' overhead, per row.
+const SMALL_ROWS: usize = 8_192;
+const SMALL_RUN: usize = 64;
+
+/// Every live memtable, by id: the table function finds its rows here (a DuckDB parameter
+/// cannot carry a reference). Ids are never reused.
+static MEMTABLES: LazyLock<RwLock<HashMap<u64, Arc<Rows>>>> = LazyLock::new(Default::default);
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// A memtable's batches, in append order, and their total rows.
+struct Rows {
+    schema: SchemaRef,
+    batches: RwLock<(Vec<RecordBatch>, usize)>,
+}
+
+impl Rows {
+    /// The first `rows` rows, as batches (the last one sliced).
+    fn first(&self, rows: usize) -> Vec<RecordBatch> {
+        let batches = self.batches.read();
+        let mut left = rows;
+        let mut first = Vec::new();
+        for batch in &batches.0 {
+            if left == 0 {
+                break;
+            }
+            let take = left.min(batch.num_rows());
+            first.push(batch.slice(0, take));
+            left -= take;
+        }
+        first
+    }
+}
+
+/// A memtable of one set under one spec. It leaves the registry when dropped: once no
+/// snapshot lists it, no reader can be scanning it.
 pub(super) struct MemTable {
-    pub(super) name: String,
-    graveyard: Graveyard,
+    id: u64,
+    rows: Arc<Rows>,
 }
 
 impl MemTable {
-    pub(super) fn create(
-        conn: &Connection,
-        spec: &FeatureSetSpec,
-        name: String,
-        graveyard: &Graveyard,
-    ) -> Result<MemTable> {
-        conn.execute_batch(&sql::create_table(spec, &name))?;
-        Ok(MemTable {
-            name,
-            graveyard: graveyard.clone(),
-        })
+    pub(super) fn new(spec: &FeatureSetSpec) -> MemTable {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let rows = Arc::new(Rows {
+            schema: sql::storage_schema(spec),
+            batches: RwLock::default(),
+        });
+        MEMTABLES.write().insert(id, rows.clone());
+        MemTable { id, rows }
+    }
+
+    /// Adds a storage batch; its rows are visible to reads whose relation is made after.
+    pub(super) fn push(&self, batch: RecordBatch) {
+        let mut batches = self.rows.batches.write();
+        let (list, rows) = &mut *batches;
+        *rows += batch.num_rows();
+        list.push(batch);
+        let small = list
+            .iter()
+            .rev()
+            .take_while(|b| b.num_rows() < SMALL_ROWS)
+            .count();
+        if small >= SMALL_RUN {
+            // Same rows, same order: a relation made earlier reads the same first rows. The
+            // batches have the memtable's schema, so this cannot fail; if it did, they would
+            // only stay apart.
+            if let Ok(merged) = concat_batches(&self.rows.schema, &list[list.len() - small..]) {
+                list.truncate(list.len() - small);
+                list.push(merged);
+            }
+        }
+    }
+
+    /// Rows in the memtable now.
+    pub(super) fn rows(&self) -> usize {
+        self.rows.batches.read().1
+    }
+
+    /// Batches holding them (runs of small ones merged).
+    #[cfg(test)]
+    pub(super) fn batches(&self) -> usize {
+        self.rows.batches.read().0.len()
+    }
+
+    /// `SELECT` of the memtable's rows as they are now: rows appended later are not in it.
+    fn select_now(&self) -> String {
+        format!(
+            "SELECT * FROM {SCAN_FUNCTION}({}::UBIGINT, {}::UBIGINT)",
+            self.id,
+            self.rows()
+        )
     }
 }
 
 impl Drop for MemTable {
     fn drop(&mut self) {
-        // Dropping needs a pooled connection, which the thread releasing the last snapshot
-        // may itself be holding: leave it to `drop_dead_tables`.
-        self.graveyard.lock().push(std::mem::take(&mut self.name));
+        MEMTABLES.write().remove(&self.id);
     }
 }
 
-/// Drops the tables that no snapshot lists any more.
-pub(super) fn drop_dead_tables(conn: &Connection, graveyard: &Graveyard) {
-    let dead = std::mem::take(&mut *graveyard.lock());
-    for table in dead {
-        if let Err(e) = conn.execute_batch(&format!("DROP TABLE IF EXISTS {}", ident(&table))) {
-            tracing::warn!(%table, error = %e, "could not drop a memtable table");
-        }
-    }
+/// Makes the table function known to a DuckDB database (once, on any of its connections).
+pub(super) fn register(conn: &Connection) -> Result<()> {
+    conn.register_table_function::<MemTableScan>(SCAN_FUNCTION)?;
+    Ok(())
 }
 
-/// Appends a storage batch in one transaction: all of its rows become visible, or none.
-/// `publish` runs before the commit; its error rolls the rows back.
-pub(super) fn insert(
-    conn: &Connection,
-    table: &str,
-    batch: RecordBatch,
-    publish: crate::offline::Publish<'_>,
-) -> Result<()> {
-    conn.execute_batch("BEGIN TRANSACTION")?;
-    let appended = (|| -> Result<()> {
-        let mut appender = conn.appender(table)?;
-        appender.append_record_batch(batch)?;
-        appender.flush()?;
-        publish()
-    })();
-    match appended {
-        Ok(()) => {
-            conn.execute_batch("COMMIT")?;
-            Ok(())
+struct MemTableScan;
+
+struct ScanBind {
+    /// The rows the call names, and the columns of the query's projection.
+    batches: Vec<RecordBatch>,
+}
+
+struct ScanInit {
+    projection: Vec<usize>,
+    /// The batch being read and the next row in it.
+    cursor: Mutex<(usize, usize)>,
+}
+
+type CallbackResult<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+impl VTab for MemTableScan {
+    type BindData = ScanBind;
+    type InitData = ScanInit;
+
+    fn bind(bind: &BindInfo) -> CallbackResult<ScanBind> {
+        let id = bind.get_parameter(0).to_uint64();
+        let rows = usize::try_from(bind.get_parameter(1).to_uint64())?;
+        let table = MEMTABLES
+            .read()
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| format!("memtable {id} is gone"))?;
+        for field in table.schema.fields() {
+            bind.add_result_column(field.name(), to_duckdb_logical_type(field.data_type())?);
         }
-        Err(e) => {
-            if let Err(rollback) = conn.execute_batch("ROLLBACK") {
-                tracing::error!(error = %rollback, "memtable rollback failed");
+        Ok(ScanBind {
+            batches: table.first(rows),
+        })
+    }
+
+    fn init(init: &InitInfo) -> CallbackResult<ScanInit> {
+        let projection = init
+            .get_column_indices()
+            .into_iter()
+            .map(usize::try_from)
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(ScanInit {
+            projection,
+            cursor: Mutex::new((0, 0)),
+        })
+    }
+
+    fn func(info: &TableFunctionInfo<Self>, output: &mut DataChunkHandle) -> CallbackResult<()> {
+        let batches = &info.get_bind_data().batches;
+        let init = info.get_init_data();
+        let capacity = if output.num_columns() == 0 {
+            0
+        } else {
+            output.flat_vector(0).capacity()
+        };
+        let mut cursor = init.cursor.lock();
+        while let Some(batch) = batches.get(cursor.0) {
+            if cursor.1 < batch.num_rows() && capacity > 0 {
+                let take = capacity.min(batch.num_rows() - cursor.1);
+                let slice = batch.slice(cursor.1, take).project(&init.projection)?;
+                cursor.1 += take;
+                return record_batch_to_duckdb_data_chunk(&slice, output);
             }
-            Err(e)
+            *cursor = (cursor.0 + 1, 0);
         }
+        output.set_len(0);
+        Ok(())
+    }
+
+    fn supports_pushdown() -> bool {
+        true
+    }
+
+    fn parameters() -> Option<Vec<LogicalTypeHandle>> {
+        Some(vec![
+            LogicalTypeHandle::from(LogicalTypeId::UBigint),
+            LogicalTypeHandle::from(LogicalTypeId::UBigint),
+        ])
     }
 }
 
@@ -123,7 +259,8 @@ pub(super) fn select_rows(
     sources.extend(
         tables
             .iter()
-            .map(|t| format!("SELECT * FROM {}", ident(&t.name))),
+            .filter(|t| t.rows() > 0)
+            .map(|t| t.select_now()),
     );
     // Parquet has no fixed-size list: embeddings come back as variable lists (`FLOAT[]`) and
     // are cast back to the memtable's `FLOAT[N]`.

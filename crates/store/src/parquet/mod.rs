@@ -9,8 +9,8 @@
 //! {dir}/.services/{name}.json                    a feature service (written atomically)
 //! ```
 //!
-//! An append is durable once its batch is in the log (fsynced); it is then added to an
-//! in-memory DuckDB table (the memtable) so reads see it at once. Reads run the shared SQL over
+//! An append is durable once its batch is in the log (fsynced); it is then added to the
+//! in-memory Arrow batches that DuckDB reads (the memtable) so reads see it at once. Reads run the shared SQL over
 //! the union of the live Parquet files and the memtable. A background thread flushes the
 //! memtable into Parquet by size or age and compacts small files; the manifest is the single
 //! source of truth, which makes both crash-safe (see `flush` and `compact`).
@@ -45,6 +45,7 @@ pub use options::{Compression, ParquetOptions, UnknownCompression};
 
 use self::durable::{list_dir, sync_dir};
 use self::engine::Engine;
+use self::memtable::MemTable;
 use self::set::{read_spec, SetState, Snapshot};
 use crate::offline::{OfflineStore, Publish, RelationWork};
 use crate::query::sql;
@@ -171,7 +172,7 @@ impl Inner {
                 remove_trash(&path);
             } else if is_valid_name(&name) {
                 if let Some(spec) = read_spec(&path)? {
-                    let table = Arc::new(self.engine.new_memtable(&spec)?);
+                    let table = Arc::new(MemTable::new(&spec));
                     let set = SetState::open(path, spec, &self.engine.pool, table)?;
                     sets.insert(name, Arc::new(set));
                 }
@@ -230,7 +231,6 @@ impl Inner {
                     tracing::error!(feature_set = %set.spec().name, error = %e, "compaction failed; will retry");
                 }
             }
-            self.engine.drop_dead_tables();
         }
     }
 
@@ -257,7 +257,7 @@ impl Inner {
                 format!("feature set {:?} already exists", spec.name),
             )));
         }
-        let table = Arc::new(self.engine.new_memtable(spec)?);
+        let table = Arc::new(MemTable::new(spec));
         let set = SetState::create(self.dir.join(&spec.name), spec, table)?;
         sets.insert(spec.name.clone(), Arc::new(set));
         Ok(())
@@ -279,9 +279,8 @@ impl Inner {
             ingest.log.roll();
             self.sets.write().remove(name);
         }
-        // Its memtable tables go now, or once the last reader still holding them is done.
+        // Its memtables go now, or once the last reader still holding them is done.
         drop(set);
-        self.engine.drop_dead_tables();
         Ok(())
     }
 
@@ -309,7 +308,7 @@ impl Inner {
         let set = self.set(&new.name)?;
         // No flush or compaction runs meanwhile: they write files in the current spec's schema.
         let _maintenance = set.maintenance.lock();
-        let table = Arc::new(self.engine.new_memtable(new)?);
+        let table = Arc::new(MemTable::new(new));
         let mut ingest = set.ingest.lock();
         if !set.is_alive() {
             return Err(featherstore_core::Error::no_such_set(&new.name).into());
@@ -348,8 +347,6 @@ impl Inner {
             if !set.is_alive() {
                 return Err(featherstore_core::Error::no_such_set(&spec.name).into());
             }
-            // Taken before the log append: a batch in the log must reach the memtable.
-            let conn = self.engine.pool.get(Purpose::Write)?;
             let first = ingest.next_seq;
             let rows = batch.num_rows() as i64;
             let ingested_at = now.max(ingest.last_ingested_at);
@@ -360,13 +357,13 @@ impl Inner {
             // Likewise: a log record that could not be taken back may be replayed later.
             ingest.last_ingested_at = ingested_at;
             let mark = ingest.log.append(&stored)?;
-            // Published in the memtable's transaction, before it commits: a failed
+            // Published before the batch joins the memtable, which cannot fail: a failed
             // publication leaves the batch in neither the memtable nor the log.
-            let inserted = memtable::insert(&conn, &ingest.table.name, stored, publish);
-            if let Err(e) = inserted {
+            if let Err(e) = publish() {
                 ingest.log.undo(mark);
                 return Err(e);
             }
+            ingest.table.push(stored);
             set.committed.store(first + rows - 1, Ordering::Release);
             ingest.pending_since.get_or_insert_with(Instant::now);
         }

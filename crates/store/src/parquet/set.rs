@@ -288,20 +288,16 @@ impl SetState {
         let sizes = live_file_sizes(&dir, &manifest)?;
         create_dir_durably(&dir.join(LOG_DIR))?;
         upgrade_to_ingest_times(&dir, &mut manifest, now_micros())?;
-        let replayed = {
-            let conn = pool.get(Purpose::Write)?;
-            // One appender for the whole replay: the open fails whole anyway if any of it does.
-            let mut appender = conn.appender(&table.name)?;
-            let replayed = log::replay(
-                &dir.join(LOG_DIR),
-                &sql::storage_schema(&spec),
-                manifest.flushed_seq,
-                manifest.legacy_ingested_at,
-                |batch| Ok(appender.append_record_batch(batch)?),
-            )?;
-            appender.flush()?;
-            replayed
-        };
+        let replayed = log::replay(
+            &dir.join(LOG_DIR),
+            &sql::storage_schema(&spec),
+            manifest.flushed_seq,
+            manifest.legacy_ingested_at,
+            |batch| {
+                table.push(batch);
+                Ok(())
+            },
+        )?;
         let last_seq = replayed.max_seq.unwrap_or(-1).max(manifest.flushed_seq);
         let set = SetState::assemble(
             spec,

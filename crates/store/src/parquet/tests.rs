@@ -54,43 +54,73 @@ fn count(store: &ParquetStore) -> u64 {
 }
 
 #[test]
-fn a_batch_the_memtable_refuses_is_taken_back_out_of_the_log() {
+fn a_batch_whose_publication_fails_is_taken_back_out_of_the_log() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = open(dir.path());
         store.create(&spec()).unwrap();
         store.append(&spec(), &batch(&["a"])).unwrap();
-        let set = store.inner.set("s").unwrap();
-        let table = set.ingest.lock().table.name.clone();
-        // The memtable insert now fails, after the batch reached the log.
-        store
-            .inner
-            .engine
-            .pool
-            .get(Purpose::Write)
-            .unwrap()
-            .execute_batch(&format!(
-                "ALTER TABLE {} ADD COLUMN extra INTEGER",
-                sql::ident(&table)
-            ))
-            .unwrap();
-        assert!(store.append(&spec(), &batch(&["b", "c"])).is_err());
-        store
-            .inner
-            .engine
-            .pool
-            .get(Purpose::Write)
-            .unwrap()
-            .execute_batch(&format!(
-                "ALTER TABLE {} DROP COLUMN extra",
-                sql::ident(&table)
-            ))
-            .unwrap();
+        // The batch reaches the log, then its publication (to a remote online store) fails.
+        let failed = store.append_publishing(&spec(), &batch(&["b", "c"]), 1, &mut || {
+            Err(Error::Corrupt("the online store is unreachable".into()))
+        });
+        assert!(failed.is_err());
         store.append(&spec(), &batch(&["d"])).unwrap();
         assert_eq!(count(&store), 2);
     }
     let store = open(dir.path());
     assert_eq!(count(&store), 2, "the failed batch is not in the log");
+}
+
+/// The ids of the memtable's rows that a relation made now reads, in order.
+fn memtable_ids(store: &ParquetStore, relation: &str) -> Vec<String> {
+    let conn = store.inner.engine.pool.get(Purpose::Read).unwrap();
+    let mut statement = conn
+        .prepare(&format!("SELECT id FROM {relation} ORDER BY _seq"))
+        .unwrap();
+    statement
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[test]
+fn the_memtable_merges_runs_of_small_batches_and_relations_keep_their_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.create(&spec()).unwrap();
+    let set = store.inner.set("s").unwrap();
+    let relation_now = || {
+        let snapshot = Arc::clone(&set.snapshot.read());
+        snapshot.relation(&spec(), &set, true).unwrap()
+    };
+    let ids: Vec<String> = (0..200).map(|i| format!("e{i}")).collect();
+    let mut early = None;
+    for (i, id) in ids.iter().enumerate() {
+        store.append(&spec(), &batch(&[id.as_str()])).unwrap();
+        if i == 99 {
+            early = Some(relation_now());
+        }
+    }
+    // 200 one-row appends, a run of 64 small batches merged into one each time (the merged
+    // batch, still small, joins the next run): 1 + 10 batches.
+    let table = set.ingest.lock().table.clone();
+    assert_eq!(table.batches(), 11);
+    assert_eq!(table.rows(), 200);
+    assert_eq!(memtable_ids(&store, &relation_now()), ids);
+    // A relation made after the 100th append reads those 100 rows, merged or not since.
+    assert_eq!(memtable_ids(&store, &early.unwrap()), ids[..100].to_vec());
+    // Counting reads no column of the memtable.
+    let conn = store.inner.engine.pool.get(Purpose::Read).unwrap();
+    let rows: i64 = conn
+        .query_row(
+            &format!("SELECT count(*) FROM {}", relation_now()),
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(rows, 200);
 }
 
 #[test]
