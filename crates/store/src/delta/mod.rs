@@ -607,8 +607,10 @@ impl Inner {
         let writer = RecordBatchWriter::for_table(&table)?;
         let compressed =
             WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default()));
-        let writer_properties =
-            column_encoding::without_float_dictionaries(compressed, &writer.arrow_schema())?;
+        let writer_properties = column_encoding::dictionaries_only_where_values_repeat(
+            compressed,
+            &writer.arrow_schema(),
+        )?;
         let mut writer = writer.with_writer_properties(writer_properties.build());
         let rows = schema::to_table_batch(spec, stored, &writer.arrow_schema())?;
         let metadata = [

@@ -149,7 +149,7 @@ impl ParquetOptions {
             .set_max_row_group_row_count(Some(self.row_group_size))
             .set_compression(self.compression.codec())
             .set_sorting_columns(Some(sorting));
-        Ok(column_encoding::without_float_dictionaries(builder, schema)?.build())
+        Ok(column_encoding::dictionaries_only_where_values_repeat(builder, schema)?.build())
     }
 }
 
