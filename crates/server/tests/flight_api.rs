@@ -316,6 +316,89 @@ async fn rejected_batch_ends_the_put_and_keeps_earlier_batches() {
     }
 }
 
+/// Large batches sent at once: DoPut stores those that have arrived together as one run
+/// (`FeatureStore::ingest_run`, which falls back to one batch at a time when the run is
+/// refused); whichever runs the timing makes, the client sees the same: the batches before a
+/// refused one acknowledged and stored, nothing of it or after it. The batches go as one
+/// message each (the encoder would split them at 2 MiB), within the call's flow-control
+/// window. The runs themselves are tested without timing in `flight/put.rs` (which messages
+/// join a run) and `store/tests/ingest_runs.rs` (how a run is stored).
+#[tokio::test]
+async fn a_refused_batch_among_large_ones_sent_at_once_keeps_those_before_it() {
+    const ROWS: usize = 65_536;
+    const BATCHES: usize = 6;
+    const REFUSED: usize = 4;
+    let ids: Vec<String> = (0..1_000).map(|i| format!("u{i}")).collect();
+    let batch = |n: usize| {
+        let rows: Vec<(&str, Option<i64>, Option<f32>, i64)> = (0..ROWS)
+            .map(|i| (ids[i % ids.len()].as_str(), Some(n as i64), Some(0.5), 10))
+            .collect();
+        let batch = user_batch(&rows);
+        if n != REFUSED {
+            return batch;
+        }
+        // A null entity key in its first row.
+        let keys: arrow::array::StringArray = (0..ROWS)
+            .map(|i| (i != 0).then(|| ids[i % ids.len()].as_str()))
+            .collect();
+        let mut columns = batch.columns().to_vec();
+        columns[0] = std::sync::Arc::new(keys);
+        RecordBatch::try_new(batch.schema(), columns).unwrap()
+    };
+    for backend in BACKENDS {
+        let (_server, mut client) = TestServer::with_set(backend, USER_SPEC).await;
+        let batches: Vec<_> = (0..BATCHES).map(|n| Ok(batch(n))).collect();
+        let messages = arrow_flight::encode::FlightDataEncoderBuilder::new()
+            .with_max_flight_data_size(16 * 1024 * 1024)
+            .with_flight_descriptor(Some(FlightDescriptor::new_path(vec![
+                "user_features".into()
+            ])))
+            .build(futures::stream::iter(batches));
+        let (acks, status) = flight::put_messages(&mut client, messages).await;
+        let rows: Vec<serde_json::Value> = acks
+            .iter()
+            .map(|a| serde_json::from_slice(&a.app_metadata).unwrap())
+            .collect();
+        let expected: Vec<_> = (0..REFUSED)
+            .map(|i| json!({"batch": i, "rows": ROWS}))
+            .collect();
+        assert_eq!(rows, expected, "{backend:?}");
+        let error = status.expect_err("the refused batch fails the call");
+        assert_eq!(error.code(), Code::InvalidArgument, "{backend:?}: {error}");
+        assert!(error.message().contains("null"), "{error}");
+
+        let history = get(
+            &mut client,
+            json!({"type": "history", "feature_set": "user_features", "features": ["age"]}),
+        )
+        .await
+        .unwrap();
+        let mut stored = [0usize; BATCHES];
+        for batch in &history {
+            let ages = batch.column_by_name("age").unwrap();
+            for age in ages.as_primitive::<Int64Type>().iter() {
+                stored[age.unwrap() as usize] += 1;
+            }
+        }
+        assert_eq!(stored, [ROWS, ROWS, ROWS, ROWS, 0, 0], "{backend:?}");
+        // The last stored batch holds every entity's latest value (equal event times).
+        let online = get(
+            &mut client,
+            json!({"type": "online", "feature_set": "user_features",
+                   "entities": ["u0", "u999"], "features": ["age"]}),
+        )
+        .await
+        .unwrap();
+        let ages: Vec<Option<i64>> = online[0]
+            .column_by_name("age")
+            .unwrap()
+            .as_primitive::<Int64Type>()
+            .iter()
+            .collect();
+        assert_eq!(ages, [Some(3), Some(3)], "{backend:?}");
+    }
+}
+
 #[tokio::test]
 async fn bad_tickets_and_limits() {
     let server = TestServer::start_with(Backend::Duckdb, |c| {

@@ -175,3 +175,61 @@ fn decode(decoder: &mut MessageDecoder, message: FlightData) -> ApiResult<Option
         .decode(&message.data_header, &body)
         .map_err(featherstore_core::Error::from)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batch message of `bytes` body bytes (the header only has to be non-empty here).
+    fn message(bytes: usize) -> FlightData {
+        FlightData {
+            data_header: Bytes::from_static(b"header"),
+            data_body: Bytes::from(vec![0u8; bytes]),
+            ..FlightData::default()
+        }
+    }
+
+    fn sizes(run: &[FlightData]) -> Vec<usize> {
+        run.iter().map(|m| m.data_body.len()).collect()
+    }
+
+    #[test]
+    fn a_run_takes_the_arrived_batch_messages_up_to_a_message_without_data() {
+        let arrived = vec![
+            Ok(message(1)),
+            Ok(message(2)),
+            Ok(FlightData::default()),
+            Ok(message(3)),
+        ];
+        let mut messages = futures::stream::iter(arrived).peekable();
+        assert_eq!(sizes(&arrived_run(message(0), &mut messages)), [0, 1, 2]);
+        let left = futures::executor::block_on(messages.next())
+            .unwrap()
+            .unwrap();
+        assert!(left.data_header.is_empty(), "the caller's loop gets it");
+    }
+
+    #[test]
+    fn a_run_stops_at_its_byte_limit_an_error_and_what_has_not_arrived() {
+        let mb = 1024 * 1024;
+        let big = (0..4).map(|_| Ok(message(20 * mb)));
+        let mut messages = futures::stream::iter(big).peekable();
+        assert_eq!(
+            sizes(&arrived_run(message(20 * mb), &mut messages)),
+            [20 * mb, 20 * mb]
+        );
+
+        let failed = vec![
+            Ok(message(1)),
+            Err(Status::internal("reset")),
+            Ok(message(2)),
+        ];
+        let mut messages = futures::stream::iter(failed).peekable();
+        assert_eq!(sizes(&arrived_run(message(0), &mut messages)), [0, 1]);
+        let left = futures::executor::block_on(messages.next()).unwrap();
+        assert!(left.is_err(), "the error is left for the caller's loop");
+
+        let mut waiting = futures::stream::pending::<Result<FlightData, Status>>().peekable();
+        assert_eq!(sizes(&arrived_run(message(0), &mut waiting)), [0]);
+    }
+}
