@@ -3,9 +3,9 @@
 //! function `featherstore_memtable(id, rows)`, so reads run the same SQL over them as over the
 //! Parquet files: a relation that is the union of both.
 //!
-//! A DuckDB memtable table, as before, copied every row into DuckDB twice per append (its
-//! transaction's storage, then the table) and updated its statistics each time: most of the
-//! backend's ingest CPU.
+//! The memtable used to be an in-memory DuckDB table, which copied every row into DuckDB twice
+//! per append (its transaction's storage, then the table) and updated its statistics each
+//! time: most of the backend's ingest CPU.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +24,7 @@ use featherstore_core::{FeatureSetSpec, FeatureType};
 use parking_lot::{Mutex, RwLock};
 
 use crate::query::sql::{self, ident};
+use crate::query::table_function::{vector_capacity, CallbackResult};
 use crate::Result;
 
 /// The table function's SQL name. Registered in the backend's own DuckDB only, which runs no
@@ -116,13 +117,16 @@ impl MemTable {
         self.rows.batches.read().0.len()
     }
 
-    /// `SELECT` of the memtable's rows as they are now: rows appended later are not in it.
-    fn select_now(&self) -> String {
-        format!(
-            "SELECT * FROM {SCAN_FUNCTION}({}::UBIGINT, {}::UBIGINT)",
-            self.id,
-            self.rows()
-        )
+    /// `SELECT` of the memtable's rows as they are now (rows appended later are not in it);
+    /// `None` while it has none.
+    fn select_now(&self) -> Option<String> {
+        let rows = self.rows();
+        (rows > 0).then(|| {
+            format!(
+                "SELECT * FROM {SCAN_FUNCTION}({}::UBIGINT, {rows}::UBIGINT)",
+                self.id
+            )
+        })
     }
 }
 
@@ -150,8 +154,6 @@ struct ScanInit {
     /// The batch being read and the next row in it.
     cursor: Mutex<(usize, usize)>,
 }
-
-type CallbackResult<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 impl VTab for MemTableScan {
     type BindData = ScanBind;
@@ -188,11 +190,7 @@ impl VTab for MemTableScan {
     fn func(info: &TableFunctionInfo<Self>, output: &mut DataChunkHandle) -> CallbackResult<()> {
         let batches = &info.get_bind_data().batches;
         let init = info.get_init_data();
-        let capacity = if output.num_columns() == 0 {
-            0
-        } else {
-            output.flat_vector(0).capacity()
-        };
+        let capacity = vector_capacity(output);
         let mut cursor = init.cursor.lock();
         while let Some(batch) = batches.get(cursor.0) {
             if cursor.1 < batch.num_rows() && capacity > 0 {
@@ -256,12 +254,7 @@ pub(super) fn select_rows(
             sql::read_parquet(files)
         ));
     }
-    sources.extend(
-        tables
-            .iter()
-            .filter(|t| t.rows() > 0)
-            .map(|t| t.select_now()),
-    );
+    sources.extend(tables.iter().filter_map(|t| t.select_now()));
     // Parquet has no fixed-size list: embeddings come back as variable lists (`FLOAT[]`) and
     // are cast back to the memtable's `FLOAT[N]`.
     let columns: Vec<String> = schema

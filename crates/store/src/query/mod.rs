@@ -7,6 +7,7 @@ mod pool;
 pub mod profile;
 pub(crate) mod reads;
 pub(crate) mod sql;
+pub(crate) mod table_function;
 pub use reads::history_schema;
 pub use sql::INGESTED_AT_OUTPUT;
 pub mod training;

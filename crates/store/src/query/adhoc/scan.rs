@@ -25,6 +25,7 @@ use featherstore_core::FeatureSetSpec;
 use parking_lot::Mutex;
 
 use super::super::sql::{self, ident};
+use crate::query::table_function::{vector_capacity, CallbackResult};
 use crate::query::Cancellation;
 use crate::{Error, FeatureStore, Result};
 
@@ -97,8 +98,6 @@ impl Drop for ScanInit {
     }
 }
 
-type CallbackResult<T> = std::result::Result<T, Box<dyn std::error::Error>>;
-
 impl VTab for FeatureSetScan {
     type BindData = ScanBind;
     type InitData = ScanInit;
@@ -141,11 +140,7 @@ impl VTab for FeatureSetScan {
         let bind = info.get_bind_data();
         let init = info.get_init_data();
         let mut state = init.state.lock();
-        let capacity = if output.num_columns() == 0 {
-            0
-        } else {
-            output.flat_vector(0).capacity()
-        };
+        let capacity = vector_capacity(output);
         if state.done || capacity == 0 || bind.context.schema_only {
             output.set_len(0);
             return Ok(());
