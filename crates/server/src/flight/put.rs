@@ -30,6 +30,12 @@ const ACK_BUFFER: usize = 2;
 /// run's acknowledgements are not held back long.
 const RUN_BYTES: usize = 32 * 1024 * 1024;
 
+/// Messages smaller than this are stored alone, each acknowledged as soon as it is stored: a
+/// run's acknowledgements all wait for the whole run, and only large batches gain from one
+/// append (a run pays when it reaches `BULK_APPEND_ROWS`, which small batches would take
+/// hundreds of to reach).
+const RUN_MESSAGE_BYTES: usize = 1024 * 1024;
+
 pub(super) async fn do_put(
     state: AppState,
     access: &Access,
@@ -143,20 +149,22 @@ pub(super) async fn do_put(
 }
 
 /// Batch messages that are stored as one run: `first`, then those of `messages` that have
-/// already arrived, up to [`RUN_BYTES`]. A client that sends faster than batches are stored
-/// gets them stored together (see `FeatureStore::ingest_run`); one that waits for each
-/// acknowledgement gets each stored alone. What is not a batch message (the end, an error,
-/// a message without data) is left for the caller's loop.
+/// already arrived, up to [`RUN_BYTES`], if all are of at least [`RUN_MESSAGE_BYTES`]. A
+/// client that sends large batches faster than they are stored gets them stored together
+/// (see `FeatureStore::ingest_run`); one that waits for each acknowledgement, or sends small
+/// batches, gets each stored alone. What is not a large batch message (the end, an error, a
+/// message without data, a small one) is left for the caller's loop.
 fn arrived_run<S>(first: FlightData, messages: &mut Peekable<S>) -> Vec<FlightData>
 where
     S: Stream<Item = Result<FlightData, Status>> + Unpin,
 {
     let mut bytes = first.data_body.len();
+    let large = |message: &FlightData| message.data_body.len() >= RUN_MESSAGE_BYTES;
     let mut run = vec![first];
-    while bytes < RUN_BYTES {
+    while bytes < RUN_BYTES && large(&run[0]) {
         let arrived = Pin::new(&mut *messages).peek().now_or_never();
         let Some(Some(Ok(next))) = arrived else { break };
-        if next.data_header.is_empty() {
+        if next.data_header.is_empty() || !large(next) {
             break;
         }
         let Some(Some(Ok(next))) = messages.next().now_or_never() else {
@@ -193,16 +201,21 @@ mod tests {
         run.iter().map(|m| m.data_body.len()).collect()
     }
 
+    const MB: usize = 1024 * 1024;
+
     #[test]
     fn a_run_takes_the_arrived_batch_messages_up_to_a_message_without_data() {
         let arrived = vec![
-            Ok(message(1)),
-            Ok(message(2)),
+            Ok(message(2 * MB)),
+            Ok(message(3 * MB)),
             Ok(FlightData::default()),
-            Ok(message(3)),
+            Ok(message(4 * MB)),
         ];
         let mut messages = futures::stream::iter(arrived).peekable();
-        assert_eq!(sizes(&arrived_run(message(0), &mut messages)), [0, 1, 2]);
+        assert_eq!(
+            sizes(&arrived_run(message(MB), &mut messages)),
+            [MB, 2 * MB, 3 * MB]
+        );
         let left = futures::executor::block_on(messages.next())
             .unwrap()
             .unwrap();
@@ -211,25 +224,36 @@ mod tests {
 
     #[test]
     fn a_run_stops_at_its_byte_limit_an_error_and_what_has_not_arrived() {
-        let mb = 1024 * 1024;
-        let big = (0..4).map(|_| Ok(message(20 * mb)));
+        let big = (0..4).map(|_| Ok(message(20 * MB)));
         let mut messages = futures::stream::iter(big).peekable();
         assert_eq!(
-            sizes(&arrived_run(message(20 * mb), &mut messages)),
-            [20 * mb, 20 * mb]
+            sizes(&arrived_run(message(20 * MB), &mut messages)),
+            [20 * MB, 20 * MB]
         );
 
         let failed = vec![
-            Ok(message(1)),
+            Ok(message(2 * MB)),
             Err(Status::internal("reset")),
-            Ok(message(2)),
+            Ok(message(3 * MB)),
         ];
         let mut messages = futures::stream::iter(failed).peekable();
-        assert_eq!(sizes(&arrived_run(message(0), &mut messages)), [0, 1]);
+        assert_eq!(
+            sizes(&arrived_run(message(MB), &mut messages)),
+            [MB, 2 * MB]
+        );
         let left = futures::executor::block_on(messages.next()).unwrap();
         assert!(left.is_err(), "the error is left for the caller's loop");
 
         let mut waiting = futures::stream::pending::<Result<FlightData, Status>>().peekable();
-        assert_eq!(sizes(&arrived_run(message(0), &mut waiting)), [0]);
+        assert_eq!(sizes(&arrived_run(message(MB), &mut waiting)), [MB]);
+    }
+
+    #[test]
+    fn small_batch_messages_are_stored_alone() {
+        let arrived = || (0..3).map(|_| Ok(message(MB))).collect::<Vec<_>>();
+        let mut messages = futures::stream::iter(arrived()).peekable();
+        assert_eq!(sizes(&arrived_run(message(10), &mut messages)), [10]);
+        let mut messages = futures::stream::iter(vec![Ok(message(10))]).peekable();
+        assert_eq!(sizes(&arrived_run(message(MB), &mut messages)), [MB]);
     }
 }
