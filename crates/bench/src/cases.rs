@@ -41,17 +41,20 @@ struct Suite {
 }
 
 pub async fn run_suite(args: Args) -> Result<(), BenchError> {
-    let profile = Profile::from_args(&args);
+    let mut profile = Profile::from_args(&args);
     let load_before = report::load_average();
     let (target, child) = match (&args.flight, &args.http) {
-        (Some(flight), Some(http)) => (
-            Target {
+        (Some(flight), Some(http)) => {
+            let target = Target {
                 flight: flight.clone(),
                 http: http.clone(),
                 token: args.token.clone(),
-            },
-            None,
-        ),
+            };
+            // `--backend` chooses a started server's backend; a running server has its own,
+            // which the figures (the ingest line's label among them) must name.
+            profile.backend = running_backend(&target).await?;
+            (target, None)
+        }
         _ => {
             let bin = args
                 .server_bin
@@ -163,6 +166,20 @@ fn flight_call(body: Bytes) -> Call {
 
 fn http_call(body: Bytes) -> Call {
     Call::Http(HttpCall::PostJson("/v1/online".into(), body))
+}
+
+/// The storage backend a running server reports (`GET /v1/server/stats`).
+async fn running_backend(target: &Target) -> Result<String, BenchError> {
+    let stats: serde_json::Value =
+        serde_json::from_slice(&target.http_get("/v1/server/stats").await?)?;
+    stats["storage"]["backend"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            BenchError::Setup(format!(
+                "the running server's /v1/server/stats names no storage backend: {stats}"
+            ))
+        })
 }
 
 impl Suite {

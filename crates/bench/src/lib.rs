@@ -69,7 +69,7 @@ pub struct Args {
     /// The `featherstore` binary to start (default: the one beside this binary).
     #[arg(long)]
     pub server_bin: Option<PathBuf>,
-    /// Backend of a started server.
+    /// Backend of a started server (a running server reports its own, which the figures name).
     #[arg(long, default_value = "duckdb")]
     pub backend: String,
     /// The CI smoke profile: small data, short cases (well under a minute).
