@@ -3,7 +3,10 @@
 //! cannot rot unnoticed. Figures of a debug build are not checked, only that each budget line
 //! was measured.
 
+use std::time::Duration;
+
 use clap::Parser;
+use featherstore_bench::server::ServeCommand;
 use featherstore_bench::{run_suite, Args};
 use serde_json::Value;
 
@@ -94,4 +97,59 @@ async fn quick_profile_runs_every_case() {
         );
     }
     assert!(document["machine"]["load_before"].is_string());
+}
+
+/// Against a running server, the figures name the backend the server reports, whatever
+/// `--backend` (a started server's choice) says.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_server_is_measured_under_its_own_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServeCommand {
+        bin: env!("CARGO_BIN_EXE_featherstore").into(),
+        backend: "parquet".into(),
+        data_dir: dir.path().join("data"),
+        startup_timeout: Duration::from_secs(120),
+        online: None,
+    }
+    .spawn()
+    .unwrap();
+    let json = dir.path().join("bench.json");
+    let args = Args::try_parse_from([
+        "featherstore-bench",
+        "--quick",
+        "--backend",
+        "duckdb",
+        "--flight",
+        &server.target.flight,
+        "--http",
+        &server.target.http,
+        "--skip",
+        "redis,open,service,ingest_reads,history,training,startup,memory",
+        "--json",
+        json.to_str().unwrap(),
+    ])
+    .unwrap();
+    run_suite(args).await.unwrap();
+    server.stop().unwrap();
+
+    let document: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(document["profile"]["backend"], "parquet");
+    let ingest = document["budget"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|line| {
+            line["budget"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("durable ingest")
+        })
+        .unwrap_or_else(|| panic!("no ingest line: {}", document["budget"]));
+    assert!(
+        ingest["budget"]
+            .as_str()
+            .unwrap()
+            .contains("parquet backend"),
+        "{ingest}"
+    );
 }
