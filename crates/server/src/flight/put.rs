@@ -158,10 +158,13 @@ fn arrived_run<S>(first: FlightData, messages: &mut Peekable<S>) -> Vec<FlightDa
 where
     S: Stream<Item = Result<FlightData, Status>> + Unpin,
 {
-    let mut bytes = first.data_body.len();
     let large = |message: &FlightData| message.data_body.len() >= RUN_MESSAGE_BYTES;
+    if !large(&first) {
+        return vec![first];
+    }
+    let mut bytes = first.data_body.len();
     let mut run = vec![first];
-    while bytes < RUN_BYTES && large(&run[0]) {
+    while bytes < RUN_BYTES {
         let arrived = Pin::new(&mut *messages).peek().now_or_never();
         let Some(Some(Ok(next))) = arrived else { break };
         if next.data_header.is_empty() || !large(next) {

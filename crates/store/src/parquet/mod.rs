@@ -11,9 +11,10 @@
 //!
 //! An append is durable once its batch is in the log (fsynced); it is then added to the
 //! in-memory Arrow batches that DuckDB reads (the memtable) so reads see it at once. Reads run
-//! the shared SQL over the union of the live Parquet files and the memtable. A background thread flushes the
-//! memtable into Parquet by size or age and compacts small files; the manifest is the single
-//! source of truth, which makes both crash-safe (see `flush` and `compact`).
+//! the shared SQL over the union of the live Parquet files and the memtable. A background
+//! thread flushes the memtable into Parquet by size or age and compacts small files; the
+//! manifest is the single source of truth, which makes both crash-safe (see `flush` and
+//! `compact`).
 
 mod commit;
 mod compact;
