@@ -354,24 +354,32 @@ impl SetRows {
         if u32::try_from(rows).is_err() || !reservation.grow(index_bytes) {
             return Ok(None);
         }
-        let (keys, entries) = index(&batches, spec.entity.entity_type)?;
-        let rows = Timed::of(&entries);
-        drop(entries);
-
-        // Each feature's column in one array, so that the join gathers with `take`; a
-        // column's batches are dropped once copied, so this holds one column twice at most.
+        // Each feature's column in one array, so that the join gathers with `take`: copied
+        // on a thread of its own while this one groups the rows by their key, time and
+        // sequence columns. A column's parts are dropped once copied, so this holds one
+        // column twice at most.
         let mut parts: Vec<Vec<ArrayRef>> = vec![Vec::with_capacity(batches.len()); used.len()];
+        let mut keyed = Vec::with_capacity(batches.len());
         for batch in batches {
             // Past the key, time and sequence columns, in `used` order.
             for (part, column) in parts.iter_mut().zip(batch.columns().iter().skip(3)) {
                 part.push(column.clone());
             }
+            keyed.push(batch.project(&[0, 1, 2])?);
         }
-        let mut values = Vec::with_capacity(used.len());
-        for (f, part) in used.into_iter().zip(parts) {
-            let arrays: Vec<&dyn Array> = part.iter().map(|c| c.as_ref()).collect();
-            values.push((f, concat(&arrays)?));
-        }
+        let (grouped, values) = std::thread::scope(|scope| {
+            let concatenated = scope.spawn(|| concat_features(used, parts));
+            let grouped = index(&keyed, spec.entity.entity_type);
+            let values = concatenated
+                .join()
+                .unwrap_or_else(|_| Err(Error::Corrupt("concatenating features panicked".into())));
+            (grouped, values)
+        });
+        drop(keyed);
+        let (keys, entries) = grouped?;
+        let values = values?;
+        let rows = Timed::of(&entries);
+        drop(entries);
         Ok(Some(SetRows {
             values,
             keys,
@@ -381,35 +389,51 @@ impl SetRows {
     }
 
     /// The position in `values` of each entity row's value, null where it matches nothing.
+    ///
+    /// The searches run in the order of the keys' rows in [`rows`](Self::rows), not in the
+    /// entity rows' order: they then walk the rows forward, where in input order each one is
+    /// a cache miss (and a TLB miss) of its own, the join's largest cost.
     fn locate(
         &self,
         keys: &ArrayRef,
         times: &PrimitiveArray<TimestampMicrosecondType>,
     ) -> Result<UInt32Array> {
-        let find = |span: Option<&Span>, time: Option<i64>| {
-            span.zip(time)
-                .and_then(|(span, time)| self.find(*span, time))
+        let spans: Vec<Option<Span>> = match &self.keys {
+            KeyIndex::Int(index) => keys
+                .as_primitive_opt::<Int64Type>()
+                .ok_or_else(|| Error::Corrupt("entity keys are not int64".into()))?
+                .iter()
+                .map(|key| key.and_then(|k| index.get(&k)).copied())
+                .collect(),
+            KeyIndex::String(index) => keys
+                .as_string_opt::<i32>()
+                .ok_or_else(|| Error::Corrupt("entity keys are not strings".into()))?
+                .iter()
+                .map(|key| key.and_then(|k| index.get(k)).copied())
+                .collect(),
         };
-        Ok(match &self.keys {
-            KeyIndex::Int(index) => {
-                let keys = keys
-                    .as_primitive_opt::<Int64Type>()
-                    .ok_or_else(|| Error::Corrupt("entity keys are not int64".into()))?;
-                keys.iter()
-                    .zip(times.iter())
-                    .map(|(key, time)| find(key.and_then(|k| index.get(&k)), time))
-                    .collect()
+        // Each matched entity row as (its key's first row, its own index), sorted.
+        let mut order: Vec<u64> = spans
+            .iter()
+            .zip(0u64..)
+            .filter_map(|(span, i)| span.map(|span| (u64::from(span.start) << 32) | i))
+            .collect();
+        order.sort_unstable();
+        let mut positions = vec![None; spans.len()];
+        for packed in order {
+            // The low half is an entity row's index (below 2^32: a slice is far smaller).
+            let i = (packed & u64::from(u32::MAX)) as usize;
+            let found = spans
+                .get(i)
+                .copied()
+                .flatten()
+                .zip(times.is_valid(i).then(|| times.value(i)))
+                .and_then(|(span, time)| self.find(span, time));
+            if let Some(slot) = positions.get_mut(i) {
+                *slot = found;
             }
-            KeyIndex::String(index) => {
-                let keys = keys
-                    .as_string_opt::<i32>()
-                    .ok_or_else(|| Error::Corrupt("entity keys are not strings".into()))?;
-                keys.iter()
-                    .zip(times.iter())
-                    .map(|(key, time)| find(key.and_then(|k| index.get(k)), time))
-                    .collect()
-            }
-        })
+        }
+        Ok(UInt32Array::from(positions))
     }
 
     /// The last of a key's rows at or before `time` (so, among equal times, the later
@@ -434,6 +458,18 @@ impl SetRows {
             .ok_or_else(|| Error::Corrupt("an output's feature was not loaded".into()))?;
         Ok(take(column, positions, None)?)
     }
+}
+
+/// Each `used` feature with its `parts` (in scan order) in one array, the parts dropped as
+/// each is copied.
+fn concat_features(used: Vec<usize>, parts: Vec<Vec<ArrayRef>>) -> Result<Vec<(usize, ArrayRef)>> {
+    used.into_iter()
+        .zip(parts)
+        .map(|(feature, part)| {
+            let arrays: Vec<&dyn Array> = part.iter().map(|c| c.as_ref()).collect();
+            Ok((feature, concat(&arrays)?))
+        })
+        .collect()
 }
 
 /// Groups the scanned rows by key, each key's rows in (event time, ingest order). Rows

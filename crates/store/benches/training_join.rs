@@ -1,0 +1,184 @@
+//! The point-in-time join of training data at the store level, without the network: 1M entity
+//! rows (random keys of 100k entities, random times over 30 days) against 1M stored rows of
+//! 8 float32 + 8 int64 features, on each backend, joined in memory. Prints each request's
+//! seconds, the first one apart (it also pays for the memory it is the first to touch), and
+//! as the floor of the same run the same request against a set of one stored row (spooling
+//! the entity rows and building the output, what any join pays).
+//!
+//! `cargo bench -p featherstore-store --bench training_join` (`-- <requests>`, default 5)
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{ArrayRef, Float32Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
+use featherstore_core::{FeatureSetSpec, TrainingDataCommand};
+use featherstore_store::duckdb::DuckDbStore;
+use featherstore_store::parquet::{ParquetOptions, ParquetStore};
+use featherstore_store::query::EngineSettings;
+use featherstore_store::{FeatureStore, Limits, OfflineStore};
+use featherstore_testkit::fixtures::{load_average, Rng};
+
+const ENTITIES: u64 = 100_000;
+const ROWS: usize = 1_000_000;
+const BATCH_ROWS: usize = 65_536;
+const START: i64 = 1_767_225_600_000_000;
+const SPAN: u64 = 30 * 86_400 * 1_000_000;
+
+fn spec(name: &str) -> FeatureSetSpec {
+    let features: Vec<_> = (0..8)
+        .flat_map(|f| {
+            [
+                serde_json::json!({"name": format!("f{f}"), "type": "float32"}),
+                serde_json::json!({"name": format!("i{f}"), "type": "int64"}),
+            ]
+        })
+        .collect();
+    let spec = serde_json::json!({
+        "name": name,
+        "entity": {"name": "entity_id", "type": "int64"},
+        "features": features,
+    });
+    FeatureSetSpec::from_json(spec.to_string().as_bytes()).expect("a valid spec")
+}
+
+fn times(rng: &mut Rng, rows: usize) -> ArrayRef {
+    Arc::new(
+        TimestampMicrosecondArray::from_iter_values(
+            (0..rows).map(|_| START + rng.below(SPAN) as i64),
+        )
+        .with_timezone("UTC"),
+    )
+}
+
+fn keys(rng: &mut Rng, rows: usize) -> ArrayRef {
+    Arc::new(Int64Array::from_iter_values(
+        (0..rows).map(|_| rng.below(ENTITIES) as i64),
+    ))
+}
+
+fn stored_rows(rng: &mut Rng, rows: usize) -> RecordBatch {
+    let mut columns = vec![("entity_id".to_string(), keys(rng, rows))];
+    for f in 0..8 {
+        let floats = Float32Array::from_iter_values((0..rows).map(|_| rng.below(1000) as f32));
+        let ints = Int64Array::from_iter_values((0..rows).map(|_| rng.below(1000) as i64));
+        columns.push((format!("f{f}"), Arc::new(floats)));
+        columns.push((format!("i{f}"), Arc::new(ints)));
+    }
+    columns.push(("event_timestamp".into(), times(rng, rows)));
+    RecordBatch::try_from_iter(columns).expect("consistent columns")
+}
+
+fn entity_rows(rng: &mut Rng, first: usize, rows: usize) -> RecordBatch {
+    RecordBatch::try_from_iter(vec![
+        ("entity_id", keys(rng, rows)),
+        ("event_timestamp", times(rng, rows)),
+        (
+            "label",
+            Arc::new(Int64Array::from_iter_values(
+                (first..first + rows).map(|i| i as i64),
+            )) as ArrayRef,
+        ),
+    ])
+    .expect("consistent columns")
+}
+
+fn batches(rows: usize, make: impl FnMut(usize, usize) -> RecordBatch) -> Vec<RecordBatch> {
+    let mut make = make;
+    (0..rows)
+        .step_by(BATCH_ROWS)
+        .map(|first| make(first, BATCH_ROWS.min(rows - first)))
+        .collect()
+}
+
+fn main() {
+    let requests: usize = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(5);
+    let mut rng = Rng(42);
+    let stored = batches(ROWS, |_, rows| stored_rows(&mut rng, rows));
+    let entities = batches(ROWS, |first, rows| entity_rows(&mut rng, first, rows));
+    let command = |set: &str| {
+        TrainingDataCommand::from_json(
+            format!(r#"{{"type": "training_data", "features": ["{set}:*"]}}"#).as_bytes(),
+        )
+        .expect("a valid command")
+    };
+    println!(
+        "training join, {ROWS} entity rows x {ROWS} stored rows, 8 float32 + 8 int64 (load {})",
+        load_average()
+    );
+    for backend in ["duckdb", "parquet"] {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        // The server's defaults: a flush's connection leaves reads theirs.
+        let engine = EngineSettings {
+            connections: 4,
+            write_connections: 1,
+            ..EngineSettings::default()
+        };
+        let offline: Box<dyn OfflineStore> = match backend {
+            "duckdb" => Box::new(
+                DuckDbStore::open(&dir.path().join("features.db"), &engine).expect("DuckDB"),
+            ),
+            _ => Box::new(
+                ParquetStore::open(
+                    &dir.path().join("parquet"),
+                    ParquetOptions::default(),
+                    &engine,
+                )
+                .expect("Parquet"),
+            ),
+        };
+        let store = FeatureStore::open(offline, Limits::default(), dir.path().join("spool"))
+            .expect("a store");
+        for (set, rows) in [
+            ("train", &stored[..]),
+            ("one", &[stored[0].slice(0, 1)][..]),
+        ] {
+            store.create(spec(set)).expect("the set");
+            let (ingested, result) = store.ingest_run(set, rows);
+            result.expect("ingested");
+            assert_eq!(ingested, rows.len(), "batches stored");
+        }
+        let time = |set: &str| {
+            let plan = store
+                .plan_training(&command(set), entities[0].schema())
+                .expect("a plan");
+            let mut seconds = Vec::with_capacity(requests);
+            for _ in 0..requests {
+                let mut input = entities.iter().cloned().map(Ok);
+                let mut rows = 0usize;
+                let started = Instant::now();
+                store
+                    .training_data(&plan, &mut input, &mut |batch| {
+                        rows += batch.num_rows();
+                        Ok(())
+                    })
+                    .expect("a join");
+                seconds.push(started.elapsed().as_secs_f64());
+                assert_eq!(rows, ROWS);
+            }
+            seconds
+        };
+        let joined = time("train");
+        let floor = time("one");
+        let median = |seconds: &[f64]| {
+            let mut rest = seconds[1..].to_vec();
+            rest.sort_by(f64::total_cmp);
+            rest.get(rest.len() / 2).copied().unwrap_or(seconds[0])
+        };
+        println!(
+            "{backend:8} first {:.3} s, then median {:.3} s; floor (one stored row) median {:.3} s; join / floor {:.2} (all: {})",
+            joined[0],
+            median(&joined),
+            median(&floor),
+            median(&joined) / median(&floor),
+            joined
+                .iter()
+                .map(|s| format!("{s:.3}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+}
