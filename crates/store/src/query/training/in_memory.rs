@@ -259,16 +259,17 @@ struct SetRows {
     ttl: Option<i64>,
 }
 
-/// Bytes of index per stored row: its entry while sorting, its group while grouping, and at
-/// most one hash table slot (a key of 8 bytes or a boxed string's 16, a span, a control
-/// byte) at the table's lowest load factor (7/8, rounded to half). The [`Timed`] rows kept
-/// (16 bytes) are smaller than the entries they are made from.
+/// Bytes of index per stored row: its key and entry as gathered, its entry while sorting, its
+/// group while grouping, and at most one hash table slot (a key of 8 bytes or a boxed
+/// string's 16, a span, a control byte) at the table's lowest load factor (7/8, rounded to
+/// half). The [`Timed`] rows kept (16 bytes) are smaller than the entries they are made from.
 fn index_bytes_per_row(entity_type: EntityType) -> usize {
     let key = match entity_type {
         EntityType::Int64 => std::mem::size_of::<i64>(),
+        // A borrowed `&str` while gathering, a boxed one in the table: 16 bytes each.
         EntityType::String => std::mem::size_of::<Box<str>>(),
     };
-    std::mem::size_of::<Entry>()
+    key + 2 * std::mem::size_of::<Entry>()
         + std::mem::size_of::<u32>()
         + 2 * (key + std::mem::size_of::<Span>() + 1)
 }
@@ -488,12 +489,14 @@ fn index(batches: &[RecordBatch], entity_type: EntityType) -> Result<(KeyIndex, 
     Ok(match entity_type {
         EntityType::Int64 => {
             let keys = key_columns(batches, "int64", |c| c.as_primitive_opt::<Int64Type>())?;
-            let (index, entries) = group(|| keyed_rows(&keys, &columns, present));
+            let rows = keyed_rows(&keys, &columns, present);
+            let (index, entries) = group(&rows);
             (KeyIndex::Int(index), entries)
         }
         EntityType::String => {
             let keys = key_columns(batches, "strings", |c| c.as_string_opt::<i32>())?;
-            let (index, entries) = group(|| keyed_rows(&keys, &columns, present));
+            let rows = keyed_rows(&keys, &columns, present);
+            let (index, entries) = group(&rows);
             let index = index
                 .into_iter()
                 .map(|(k, span)| (Box::from(k), span))
@@ -525,44 +528,46 @@ fn present<A: ArrayAccessor>(keys: A, row: usize) -> Option<A::Item> {
 
 type TimeColumns<'a> = (&'a PrimitiveArray<Int64Type>, &'a PrimitiveArray<Int64Type>);
 
-/// Every scanned row with a key and a time, as (key, entry).
+/// Every scanned row with a key and a time, as (key, entry), in scan order: gathered once in
+/// a tight loop per batch, as the grouping reads them twice.
 fn keyed_rows<'a, A, K: 'a>(
     keys: &'a [&'a A],
     times: &'a [TimeColumns<'a>],
-    key: fn(&'a A, usize) -> Option<K>,
-) -> impl Iterator<Item = (K, Entry)> + 'a {
-    let mut first = 0usize;
-    keys.iter()
-        .zip(times)
-        .flat_map(move |(keys, (times, seqs))| {
-            let batch_first = first;
-            first += times.len();
-            (0..times.len()).filter_map(move |row| {
-                let time = times.is_valid(row).then(|| times.value(row))?;
-                Some((
-                    key(keys, row)?,
+    key: impl Fn(&'a A, usize) -> Option<K>,
+) -> Vec<(K, Entry)> {
+    let mut rows = Vec::with_capacity(times.iter().map(|(t, _)| t.len()).sum());
+    let mut first = 0u32;
+    for (keys, (times, seqs)) in keys.iter().zip(times) {
+        let all_timed = times.null_count() == 0;
+        let stamped = times.values().iter().zip(seqs.values().iter());
+        for (row, (&time, &seq)) in stamped.enumerate() {
+            if !(all_timed || times.is_valid(row)) {
+                continue;
+            }
+            if let Some(key) = key(keys, row) {
+                rows.push((
+                    key,
                     Entry {
                         time,
-                        seq: seqs.value(row),
+                        seq,
                         // Fits: the rows were checked against u32 before indexing.
-                        row: (batch_first + row) as u32,
+                        row: first + row as u32,
                     },
-                ))
-            })
-        })
+                ));
+            }
+        }
+        first += times.len() as u32;
+    }
+    rows
 }
 
-/// A counting sort of `rows()` by key (so the rows are read twice, never copied whole),
-/// then each key's rows sorted by (event time, ingest order).
-fn group<K, I>(rows: impl Fn() -> I) -> (HashMap<K, Span>, Vec<Entry>)
-where
-    K: Hash + Eq,
-    I: Iterator<Item = (K, Entry)>,
-{
+/// A counting sort of `rows` by key (so they are read twice), then each key's rows sorted
+/// by (event time, ingest order).
+fn group<K: Hash + Eq + Copy>(rows: &[(K, Entry)]) -> (HashMap<K, Span>, Vec<Entry>) {
     let mut groups: HashMap<K, u32> = HashMap::new();
     let mut sizes: Vec<u32> = Vec::new();
     let mut group_of: Vec<u32> = Vec::new();
-    for (key, _) in rows() {
+    for &(key, _) in rows {
         let next = sizes.len() as u32;
         let group = *groups.entry(key).or_insert(next);
         if group == next {
@@ -581,10 +586,10 @@ where
         total += size;
     }
     let mut entries = vec![Entry::default(); total as usize];
-    for ((_, entry), group) in rows().zip(&group_of) {
+    for ((_, entry), group) in rows.iter().zip(&group_of) {
         if let Some(end) = ends.get_mut(*group as usize) {
             if let Some(slot) = entries.get_mut(*end as usize) {
-                *slot = entry;
+                *slot = *entry;
             }
             *end += 1;
         }
@@ -686,7 +691,7 @@ mod tests {
             ("a", entry(3, 3, 3)),
             ("b", entry(1, 4, 4)),
         ];
-        let (index, entries) = group(|| rows.iter().copied());
+        let (index, entries) = group(&rows);
         let rows_of = |key: &str| {
             let span = index[key];
             entries[span.start as usize..span.end as usize]
@@ -701,14 +706,11 @@ mod tests {
 
     #[test]
     fn finds_the_last_row_at_or_before_the_time_within_the_ttl() {
-        let (index, entries) = group(|| {
-            [
-                (7i64, entry(10, 0, 0)),
-                (7, entry(20, 1, 1)),
-                (7, entry(20, 2, 2)),
-            ]
-            .into_iter()
-        });
+        let (index, entries) = group(&[
+            (7i64, entry(10, 0, 0)),
+            (7, entry(20, 1, 1)),
+            (7, entry(20, 2, 2)),
+        ]);
         let span = index[&7];
         let set = SetRows {
             values: Vec::new(),
