@@ -82,8 +82,7 @@ fn entity_rows(rng: &mut Rng, first: usize, rows: usize) -> RecordBatch {
     .expect("consistent columns")
 }
 
-fn batches(rows: usize, make: impl FnMut(usize, usize) -> RecordBatch) -> Vec<RecordBatch> {
-    let mut make = make;
+fn batches(rows: usize, mut make: impl FnMut(usize, usize) -> RecordBatch) -> Vec<RecordBatch> {
     (0..rows)
         .step_by(BATCH_ROWS)
         .map(|first| make(first, BATCH_ROWS.min(rows - first)))
