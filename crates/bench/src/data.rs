@@ -6,6 +6,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Float32Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use featherstore_client::{Client, FeatureSetSpec};
+use featherstore_testkit::fixtures::training_spec;
 
 use crate::BenchError;
 
@@ -50,20 +51,8 @@ pub async fn create_float_set(
 
 /// Creates `name` with 8 float32 (`f0..f7`) and 8 int64 (`i0..i7`) features.
 pub async fn create_training_set(client: &Client, name: &str) -> Result<(), BenchError> {
-    let features: Vec<_> = (0..8)
-        .flat_map(|f| {
-            [
-                serde_json::json!({"name": format!("f{f}"), "type": "float32"}),
-                serde_json::json!({"name": format!("i{f}"), "type": "int64"}),
-            ]
-        })
-        .collect();
-    let spec = serde_json::json!({
-        "name": name,
-        "entity": {"name": "entity_id", "type": "int64"},
-        "features": features,
-    });
-    create(client, &spec).await
+    client.create_feature_set(&training_spec(name)).await?;
+    Ok(())
 }
 
 async fn create(client: &Client, spec: &serde_json::Value) -> Result<(), BenchError> {

@@ -11,35 +11,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::{ArrayRef, Float32Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
-use featherstore_core::{FeatureSetSpec, TrainingDataCommand};
+use featherstore_core::TrainingDataCommand;
 use featherstore_store::duckdb::DuckDbStore;
 use featherstore_store::parquet::{ParquetOptions, ParquetStore};
 use featherstore_store::query::EngineSettings;
 use featherstore_store::{FeatureStore, Limits, OfflineStore};
-use featherstore_testkit::fixtures::{load_average, Rng};
+use featherstore_testkit::fixtures::{load_average, training_spec, Rng};
 
 const ENTITIES: u64 = 100_000;
 const ROWS: usize = 1_000_000;
 const BATCH_ROWS: usize = 65_536;
 const START: i64 = 1_767_225_600_000_000;
 const SPAN: u64 = 30 * 86_400 * 1_000_000;
-
-fn spec(name: &str) -> FeatureSetSpec {
-    let features: Vec<_> = (0..8)
-        .flat_map(|f| {
-            [
-                serde_json::json!({"name": format!("f{f}"), "type": "float32"}),
-                serde_json::json!({"name": format!("i{f}"), "type": "int64"}),
-            ]
-        })
-        .collect();
-    let spec = serde_json::json!({
-        "name": name,
-        "entity": {"name": "entity_id", "type": "int64"},
-        "features": features,
-    });
-    FeatureSetSpec::from_json(spec.to_string().as_bytes()).expect("a valid spec")
-}
 
 fn times(rng: &mut Rng, rows: usize) -> ArrayRef {
     Arc::new(
@@ -135,7 +118,7 @@ fn main() {
             ("train", &stored[..]),
             ("one", &[stored[0].slice(0, 1)][..]),
         ] {
-            store.create(spec(set)).expect("the set");
+            store.create(training_spec(set)).expect("the set");
             let (ingested, result) = store.ingest_run(set, rows);
             result.expect("ingested");
             assert_eq!(ingested, rows.len(), "batches stored");

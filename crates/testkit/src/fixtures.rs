@@ -155,6 +155,25 @@ pub fn mixed_spec() -> FeatureSetSpec {
     spec
 }
 
+/// The training benchmarks' set `name`: an int64 key `entity_id`, 8 float32 (`f0..f7`) and 8
+/// int64 (`i0..i7`) features, interleaved.
+pub fn training_spec(name: &str) -> FeatureSetSpec {
+    let features: Vec<_> = (0..8)
+        .flat_map(|f| {
+            [
+                serde_json::json!({"name": format!("f{f}"), "type": "float32"}),
+                serde_json::json!({"name": format!("i{f}"), "type": "int64"}),
+            ]
+        })
+        .collect();
+    let spec = serde_json::json!({
+        "name": name,
+        "entity": {"name": "entity_id", "type": "int64"},
+        "features": features,
+    });
+    FeatureSetSpec::from_json(spec.to_string().as_bytes()).expect("a valid spec")
+}
+
 /// A set `name` with one feature of every type (`b` bool, `i` int32, `l` int64, `f` float32,
 /// `d` float64, `s` string, `bin` binary, `day` date, `at` timestamp, `v` float32[3], `w`
 /// float64[2]) and an `entity_type` key `k`: for the tests that take every type through a path.
