@@ -92,17 +92,27 @@ async fn fill(server: &TestServer, rows: usize) {
 /// Opens a DoExchange training data call that sends its command and the entity rows'
 /// schema, then nothing, and keeps it open.
 async fn stalled_exchange(server: &TestServer) -> FlightRecordBatchStream {
+    stalled_exchange_after(server, None).await
+}
+
+/// [`stalled_exchange`], sending `rows` (entity rows: `user_id`, `event_timestamp`) before it
+/// stalls.
+async fn stalled_exchange_after(
+    server: &TestServer,
+    rows: Option<RecordBatch>,
+) -> FlightRecordBatchStream {
     let mut client = server.flight().await;
     let command = json!({"type": "training_data", "features": ["user_features:age"]});
     let schema = user_batch(&[]).schema();
-    let schema = arrow::datatypes::Schema::new(vec![
+    let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![
         schema.field_with_name("user_id").unwrap().clone(),
         schema.field_with_name("event_timestamp").unwrap().clone(),
-    ]);
+    ]));
+    let rows = rows.map(|rows| Ok(rows.with_schema(schema.clone()).unwrap()));
     let input = FlightDataEncoderBuilder::new()
-        .with_schema(std::sync::Arc::new(schema))
+        .with_schema(schema)
         .with_flight_descriptor(Some(FlightDescriptor::new_cmd(command.to_string())))
-        .build(futures::stream::pending());
+        .build(futures::stream::iter(rows).chain(futures::stream::pending()));
     client.do_exchange(input).await.expect("the call starts")
 }
 
@@ -126,6 +136,35 @@ async fn stalled_training_exchanges_hold_no_storage_connection() {
         let mut held = Vec::new();
         for _ in 0..8 {
             held.push(stalled_exchange(&server).await);
+        }
+        put_promptly(&server, two_rows())
+            .await
+            .unwrap_or_else(|e| panic!("{backend:?}: {e}"));
+        history_promptly(&server)
+            .await
+            .unwrap_or_else(|e| panic!("{backend:?}: {e}"));
+        assert_eq!(health(&server).await.0, 200, "{backend:?}");
+        drop(held);
+    }
+}
+
+/// The stored rows load beside the spool once entity rows arrive: a client that sends some
+/// and then stalls must not keep the connection the load took.
+#[tokio::test]
+async fn training_exchanges_stalled_after_their_first_rows_hold_no_storage_connection() {
+    for backend in BACKENDS {
+        let server = start(backend, |_| {}).await;
+        fill(&server, 10_000).await;
+        let first_rows = user_batch(&[("u1", None, None, 5_000), ("u2", None, None, 5_000)]);
+        let first_rows = first_rows
+            .project(&[
+                first_rows.schema().index_of("user_id").unwrap(),
+                first_rows.schema().index_of("event_timestamp").unwrap(),
+            ])
+            .unwrap();
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            held.push(stalled_exchange_after(&server, Some(first_rows.clone())).await);
         }
         put_promptly(&server, two_rows())
             .await

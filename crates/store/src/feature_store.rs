@@ -1045,18 +1045,16 @@ impl FeatureStore {
             timer.borrow_mut().exclude(handing.elapsed());
             sent
         };
-        // Every entity row is received before a connection is taken: a client that sends
-        // slowly, or stops, holds none.
-        let result =
-            training::spool(plan, &mut counted_rows, &self.spool_dir).and_then(|spooled| {
-                training::join(
-                    self.offline.as_ref(),
-                    plan,
-                    &spooled,
-                    &self.training_memory,
-                    &mut counted_sink,
-                )
-            });
+        // No connection is held while waiting for the client: the stored rows load beside the
+        // spool at their own pace, and the join starts once every entity row is in.
+        let result = training::spool_and_join(
+            self.offline.as_ref(),
+            plan,
+            &mut counted_rows,
+            &self.spool_dir,
+            &self.training_memory,
+            &mut counted_sink,
+        );
         span.record("entities", count(entities));
         span.record("rows", count(rows));
         result

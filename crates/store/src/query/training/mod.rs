@@ -3,7 +3,8 @@
 //! to the later ingest; values older than a set's TTL are null.
 //!
 //! Entity rows stream in to an Arrow IPC spool file. As of event time, when the stored rows
-//! fit the training memory budget, they are joined in memory ([`in_memory`]). Otherwise their
+//! fit the training memory budget, they are loaded while the entity rows arrive and joined in
+//! memory ([`in_memory`]). Otherwise their
 //! key columns go to a DuckDB temp table (which spills under the memory limit) and a DuckDB
 //! `ASOF LEFT JOIN` streams out in input order, zipped with the spool. Either way passthrough
 //! columns (labels) keep their exact types and memory stays bounded.
@@ -29,6 +30,7 @@ use super::sql::{
     entity_sql_type, feature_sql_type, ident, stream_query, INGESTED_AT_COLUMN, SEQ_COLUMN,
 };
 use crate::offline::OfflineStore;
+use crate::query::cancel;
 use crate::types::BatchSink;
 use crate::{Error, Result};
 
@@ -344,8 +346,8 @@ impl Drop for TempTable<'_> {
 }
 
 /// The entity rows of a request, received whole and spooled to a temporary file (Arrow IPC)
-/// before the join takes a connection: a client that sends its rows slowly, or stops, holds
-/// no connection while it does.
+/// before the join starts: a client that sends its rows slowly, or stops, holds no
+/// connection while it does.
 pub(crate) struct SpooledRows {
     file: File,
 }
@@ -364,7 +366,7 @@ impl SpooledRows {
 
 /// Receives every entity row of a request into a spool file in `spool_dir`, checking each
 /// batch against the plan. Memory stays bounded by one batch.
-pub(crate) fn spool(
+fn spool(
     plan: &TrainingPlan,
     entity_rows: EntityRows<'_>,
     spool_dir: &Path,
@@ -387,7 +389,7 @@ pub(crate) fn spool(
         if batch.num_rows() == 0 {
             continue;
         }
-        // Key conversion errors are the client's: found now, before a connection is taken.
+        // Key conversion errors are the client's: found now, before the join starts.
         plan.entity_keys(&batch, rows as usize)?;
         spool.write(&batch)?;
         rows += batch.num_rows() as i64;
@@ -400,31 +402,60 @@ pub(crate) fn spool(
     Ok(SpooledRows { file })
 }
 
-/// Runs `plan` over the spooled entity rows, handing result batches (input columns then
-/// features) to `sink` in input order. As of event time, when the stored rows fit `budget`,
-/// the join runs in memory ([`in_memory`]) and the connection is given back before the
-/// first row is sent; otherwise (and as of ingest time) DuckDB joins.
-pub(crate) fn join(
+/// Spools `entity_rows` and runs `plan` over them, handing result batches (input columns then
+/// features) to `sink` in input order.
+///
+/// As of event time, the stored rows are loaded into memory ([`in_memory`]) on a second thread
+/// while the entity rows arrive, once the first batch of them has. The load reads at its own
+/// pace, never the client's: it holds its connection only while it reads, and a client that
+/// sends nothing past its schema holds nothing. What it loaded (within `budget`) is joined
+/// once the last entity row is spooled, with no connection. When the stored rows do not fit
+/// the budget, and as of ingest time, DuckDB joins once every entity row is spooled.
+pub(crate) fn spool_and_join(
     offline: &dyn OfflineStore,
     plan: &TrainingPlan,
-    entity_rows: &SpooledRows,
+    entity_rows: EntityRows<'_>,
+    spool_dir: &Path,
     budget: &Arc<MemoryBudget>,
     sink: BatchSink<'_>,
 ) -> Result<()> {
     let specs: Vec<&FeatureSetSpec> = plan.sets.iter().map(Arc::as_ref).collect();
-    let mut loaded = None;
-    offline.query_relations(&specs, &mut |conn, relations| {
-        if plan.as_of == AsOf::EventTime {
+    let first = entity_rows.next();
+    let load_beside = plan.as_of == AsOf::EventTime && matches!(first, Some(Ok(_)));
+    let mut rows = first.into_iter().chain(entity_rows);
+    // The request's cancellation reaches the loading thread's connection too.
+    let cancellation = cancel::current();
+    let load = || -> Result<Option<in_memory::LoadedSets>> {
+        let mut loaded = None;
+        offline.query_relations(&specs, &mut |conn, relations| {
             loaded = in_memory::load(conn, relations, plan, budget)?;
-        }
-        match loaded {
-            Some(_) => Ok(()),
-            None => join_in_duckdb(conn, relations, plan, entity_rows, sink),
-        }
-    })?;
-    match loaded {
-        Some(sets) => sets.join(plan, entity_rows, sink),
-        None => Ok(()),
+            Ok(())
+        })?;
+        Ok(loaded)
+    };
+    let (spooled, loaded) = std::thread::scope(|scope| {
+        let loading = load_beside.then(|| {
+            scope.spawn(|| match &cancellation {
+                Some(cancellation) => cancellation.scope(load),
+                None => load(),
+            })
+        });
+        let spooled = spool(plan, &mut rows, spool_dir);
+        let loaded = match loading {
+            Some(loading) => loading
+                .join()
+                .unwrap_or_else(|_| Err(Error::Corrupt("loading the stored rows panicked".into()))),
+            None => Ok(None),
+        };
+        (spooled, loaded)
+    });
+    // The client's errors (a bad batch, a key that does not convert) come first.
+    let spooled = spooled?;
+    match loaded? {
+        Some(sets) => sets.join(plan, &spooled, sink),
+        None => offline.query_relations(&specs, &mut |conn, relations| {
+            join_in_duckdb(conn, relations, plan, &spooled, sink)
+        }),
     }
 }
 
