@@ -126,54 +126,39 @@ async fn metric(server: &TestServer, sample: &str) -> f64 {
     http::metric(&server.metrics_text().await, sample)
 }
 
+/// Stalled before any entity row, and after the first ones: the stored rows load beside the
+/// spool once entity rows arrive, and the load must not keep its connection while the client
+/// stalls.
 #[tokio::test]
 async fn stalled_training_exchanges_hold_no_storage_connection() {
+    let first_rows = user_batch(&[("u1", None, None, 5_000), ("u2", None, None, 5_000)]);
+    let first_rows = first_rows
+        .project(&[
+            first_rows.schema().index_of("user_id").unwrap(),
+            first_rows.schema().index_of("event_timestamp").unwrap(),
+        ])
+        .unwrap();
     for backend in BACKENDS {
-        let server = start(backend, |_| {}).await;
-        fill(&server, 10).await;
-        // Twice the pool: before entity rows were spooled first, each of these held a
-        // connection while it waited for rows, and ingest waited behind them forever.
-        let mut held = Vec::new();
-        for _ in 0..8 {
-            held.push(stalled_exchange(&server).await);
+        for sent in [None, Some(first_rows.clone())] {
+            // A server per case: one client may hold only so many streams.
+            let server = start(backend, |_| {}).await;
+            fill(&server, 10_000).await;
+            let case = format!("{backend:?}, entity rows sent: {}", sent.is_some());
+            // Twice the pool: before entity rows were spooled first, each of these held a
+            // connection while it waited for rows, and ingest waited behind them forever.
+            let mut held = Vec::new();
+            for _ in 0..8 {
+                held.push(stalled_exchange_after(&server, sent.clone()).await);
+            }
+            put_promptly(&server, two_rows())
+                .await
+                .unwrap_or_else(|e| panic!("{case}: {e}"));
+            history_promptly(&server)
+                .await
+                .unwrap_or_else(|e| panic!("{case}: {e}"));
+            assert_eq!(health(&server).await.0, 200, "{case}");
+            drop(held);
         }
-        put_promptly(&server, two_rows())
-            .await
-            .unwrap_or_else(|e| panic!("{backend:?}: {e}"));
-        history_promptly(&server)
-            .await
-            .unwrap_or_else(|e| panic!("{backend:?}: {e}"));
-        assert_eq!(health(&server).await.0, 200, "{backend:?}");
-        drop(held);
-    }
-}
-
-/// The stored rows load beside the spool once entity rows arrive: a client that sends some
-/// and then stalls must not keep the connection the load took.
-#[tokio::test]
-async fn training_exchanges_stalled_after_their_first_rows_hold_no_storage_connection() {
-    for backend in BACKENDS {
-        let server = start(backend, |_| {}).await;
-        fill(&server, 10_000).await;
-        let first_rows = user_batch(&[("u1", None, None, 5_000), ("u2", None, None, 5_000)]);
-        let first_rows = first_rows
-            .project(&[
-                first_rows.schema().index_of("user_id").unwrap(),
-                first_rows.schema().index_of("event_timestamp").unwrap(),
-            ])
-            .unwrap();
-        let mut held = Vec::new();
-        for _ in 0..8 {
-            held.push(stalled_exchange_after(&server, Some(first_rows.clone())).await);
-        }
-        put_promptly(&server, two_rows())
-            .await
-            .unwrap_or_else(|e| panic!("{backend:?}: {e}"));
-        history_promptly(&server)
-            .await
-            .unwrap_or_else(|e| panic!("{backend:?}: {e}"));
-        assert_eq!(health(&server).await.0, 200, "{backend:?}");
-        drop(held);
     }
 }
 
