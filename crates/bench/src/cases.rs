@@ -645,7 +645,7 @@ impl Suite {
                 .step_by(data::BATCH_ROWS)
                 .map(|first| {
                     let rows = data::BATCH_ROWS.min(entity_rows - first);
-                    data::entity_rows(&mut rng, first, rows, entities)
+                    data::training_entity_rows(&mut rng, first, rows, entities)
                 })
                 .collect();
             let started = Instant::now();

@@ -6,31 +6,16 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Float32Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use featherstore_client::{Client, FeatureSetSpec};
-use featherstore_testkit::fixtures::training_spec;
+use featherstore_testkit::fixtures::{training_spec, JAN_1_2026_MICROS, THIRTY_DAYS_MICROS};
 
 use crate::BenchError;
 
+// The training data and the deterministic random source every case draws from (so every run
+// reads and writes the same keys) are the store benchmarks' too.
+pub use featherstore_testkit::fixtures::{training_entity_rows, training_rows, Rng};
+
 /// Rows per ingest batch (the 64k-row batches).
 pub const BATCH_ROWS: usize = 65_536;
-/// 2026-01-01T00:00:00Z in microseconds.
-const START: i64 = 1_767_225_600_000_000;
-const SPAN: u64 = 30 * 86_400 * 1_000_000;
-
-/// A deterministic xorshift source, so every run reads and writes the same keys.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-}
 
 /// Creates `name`: int64 `entity_id`, float32 `f0..f{features}`.
 pub async fn create_float_set(
@@ -93,13 +78,18 @@ pub fn float_batch(
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("consistent columns")
 }
 
-/// One row per entity `0..entities` in 64k-row batches, event time `START`.
+/// One row per entity `0..entities` in 64k-row batches, event time 2026-01-01.
 pub fn latest_rows(rng: &mut Rng, entities: u64, features: usize) -> Vec<RecordBatch> {
     (0..entities)
         .step_by(BATCH_ROWS)
         .map(|first| {
             let last = (first + BATCH_ROWS as u64).min(entities);
-            float_batch(rng, (first as i64)..(last as i64), features, START)
+            float_batch(
+                rng,
+                (first as i64)..(last as i64),
+                features,
+                JAN_1_2026_MICROS,
+            )
         })
         .collect()
 }
@@ -112,63 +102,10 @@ pub fn random_rows(rng: &mut Rng, rows: usize, entities: u64, features: usize) -
         .map(|first| {
             let n = BATCH_ROWS.min(rows - first);
             let keys: Vec<i64> = (0..n).map(|_| rng.below(entities) as i64).collect();
-            let event_time = START + rng.below(SPAN) as i64;
+            let event_time = JAN_1_2026_MICROS + rng.below(THIRTY_DAYS_MICROS) as i64;
             float_batch(rng, keys.into_iter(), features, event_time)
         })
         .collect()
-}
-
-/// Rows of the training set (`create_training_set`): random entities below `entities`,
-/// event times over 30 days.
-pub fn training_rows(rng: &mut Rng, rows: usize, entities: u64) -> RecordBatch {
-    let mut columns: Vec<(String, ArrayRef)> = vec![(
-        "entity_id".into(),
-        Arc::new(Int64Array::from_iter_values(
-            (0..rows).map(|_| rng.below(entities) as i64),
-        )),
-    )];
-    for f in 0..8 {
-        columns.push((
-            format!("f{f}"),
-            Arc::new(Float32Array::from_iter_values(
-                (0..rows).map(|_| rng.below(1000) as f32),
-            )),
-        ));
-        columns.push((
-            format!("i{f}"),
-            Arc::new(Int64Array::from_iter_values(
-                (0..rows).map(|_| rng.below(1000) as i64),
-            )),
-        ));
-    }
-    columns.push((
-        "event_timestamp".into(),
-        timestamps((0..rows).map(|_| START + rng.below(SPAN) as i64)),
-    ));
-    RecordBatch::try_from_iter(columns).expect("consistent columns")
-}
-
-/// Entity rows of a training-data request: key, time, and a pass-through label.
-pub fn entity_rows(rng: &mut Rng, first: usize, rows: usize, entities: u64) -> RecordBatch {
-    RecordBatch::try_from_iter(vec![
-        (
-            "entity_id",
-            Arc::new(Int64Array::from_iter_values(
-                (0..rows).map(|_| rng.below(entities) as i64),
-            )) as ArrayRef,
-        ),
-        (
-            "event_timestamp",
-            timestamps((0..rows).map(|_| START + rng.below(SPAN) as i64)),
-        ),
-        (
-            "label",
-            Arc::new(Int64Array::from_iter_values(
-                (first..first + rows).map(|i| i as i64),
-            )) as ArrayRef,
-        ),
-    ])
-    .expect("consistent columns")
 }
 
 /// Arrow bytes of the batches (buffers as held in memory), for MB/s.

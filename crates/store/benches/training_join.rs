@@ -7,63 +7,21 @@
 //!
 //! `cargo bench -p featherstore-store --bench training_join` (`-- <requests>`, default 5)
 
-use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{ArrayRef, Float32Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
+use arrow::array::RecordBatch;
 use featherstore_core::TrainingDataCommand;
 use featherstore_store::duckdb::DuckDbStore;
 use featherstore_store::parquet::{ParquetOptions, ParquetStore};
 use featherstore_store::query::EngineSettings;
 use featherstore_store::{FeatureStore, Limits, OfflineStore};
-use featherstore_testkit::fixtures::{load_average, training_spec, Rng};
+use featherstore_testkit::fixtures::{
+    load_average, training_entity_rows, training_rows, training_spec, Rng,
+};
 
 const ENTITIES: u64 = 100_000;
 const ROWS: usize = 1_000_000;
 const BATCH_ROWS: usize = 65_536;
-const START: i64 = 1_767_225_600_000_000;
-const SPAN: u64 = 30 * 86_400 * 1_000_000;
-
-fn times(rng: &mut Rng, rows: usize) -> ArrayRef {
-    Arc::new(
-        TimestampMicrosecondArray::from_iter_values(
-            (0..rows).map(|_| START + rng.below(SPAN) as i64),
-        )
-        .with_timezone("UTC"),
-    )
-}
-
-fn keys(rng: &mut Rng, rows: usize) -> ArrayRef {
-    Arc::new(Int64Array::from_iter_values(
-        (0..rows).map(|_| rng.below(ENTITIES) as i64),
-    ))
-}
-
-fn stored_rows(rng: &mut Rng, rows: usize) -> RecordBatch {
-    let mut columns = vec![("entity_id".to_string(), keys(rng, rows))];
-    for f in 0..8 {
-        let floats = Float32Array::from_iter_values((0..rows).map(|_| rng.below(1000) as f32));
-        let ints = Int64Array::from_iter_values((0..rows).map(|_| rng.below(1000) as i64));
-        columns.push((format!("f{f}"), Arc::new(floats)));
-        columns.push((format!("i{f}"), Arc::new(ints)));
-    }
-    columns.push(("event_timestamp".into(), times(rng, rows)));
-    RecordBatch::try_from_iter(columns).expect("consistent columns")
-}
-
-fn entity_rows(rng: &mut Rng, first: usize, rows: usize) -> RecordBatch {
-    RecordBatch::try_from_iter(vec![
-        ("entity_id", keys(rng, rows)),
-        ("event_timestamp", times(rng, rows)),
-        (
-            "label",
-            Arc::new(Int64Array::from_iter_values(
-                (first..first + rows).map(|i| i as i64),
-            )) as ArrayRef,
-        ),
-    ])
-    .expect("consistent columns")
-}
 
 fn batches(rows: usize, mut make: impl FnMut(usize, usize) -> RecordBatch) -> Vec<RecordBatch> {
     (0..rows)
@@ -79,8 +37,10 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(5);
     let mut rng = Rng(42);
-    let stored = batches(ROWS, |_, rows| stored_rows(&mut rng, rows));
-    let entities = batches(ROWS, |first, rows| entity_rows(&mut rng, first, rows));
+    let stored = batches(ROWS, |_, rows| training_rows(&mut rng, rows, ENTITIES));
+    let entities = batches(ROWS, |first, rows| {
+        training_entity_rows(&mut rng, first, rows, ENTITIES)
+    });
     let command = |set: &str| {
         TrainingDataCommand::from_json(
             format!(r#"{{"type": "training_data", "features": ["{set}:*"]}}"#).as_bytes(),

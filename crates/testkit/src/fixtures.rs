@@ -126,7 +126,7 @@ impl Rng {
     }
 
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.next() % n.max(1)
     }
 }
 
@@ -172,6 +172,61 @@ pub fn training_spec(name: &str) -> FeatureSetSpec {
         "features": features,
     });
     FeatureSetSpec::from_json(spec.to_string().as_bytes()).expect("a valid spec")
+}
+
+/// Thirty days in microseconds: the span of the training benchmarks' event times.
+pub const THIRTY_DAYS_MICROS: u64 = 30 * 86_400 * 1_000_000;
+
+/// Random keys below `entities`, as int64.
+fn random_keys(rng: &mut Rng, rows: usize, entities: u64) -> ArrayRef {
+    Arc::new(Int64Array::from_iter_values(
+        (0..rows).map(|_| rng.below(entities) as i64),
+    ))
+}
+
+/// Random UTC event times over the thirty days from 2026-01-01.
+fn random_times(rng: &mut Rng, rows: usize) -> ArrayRef {
+    Arc::new(
+        TimestampMicrosecondArray::from_iter_values(
+            (0..rows).map(|_| JAN_1_2026_MICROS + rng.below(THIRTY_DAYS_MICROS) as i64),
+        )
+        .with_timezone("UTC"),
+    )
+}
+
+/// Rows of the training set ([`training_spec`]): random entities below `entities`, values
+/// below 1,000, event times over 30 days.
+pub fn training_rows(rng: &mut Rng, rows: usize, entities: u64) -> RecordBatch {
+    let mut columns = vec![("entity_id".to_string(), random_keys(rng, rows, entities))];
+    for f in 0..8 {
+        let floats = Float32Array::from_iter_values((0..rows).map(|_| rng.below(1000) as f32));
+        let ints = Int64Array::from_iter_values((0..rows).map(|_| rng.below(1000) as i64));
+        columns.push((format!("f{f}"), Arc::new(floats)));
+        columns.push((format!("i{f}"), Arc::new(ints)));
+    }
+    columns.push(("event_timestamp".into(), random_times(rng, rows)));
+    RecordBatch::try_from_iter(columns).expect("consistent columns")
+}
+
+/// Entity rows of a training data request against [`training_rows`]: key, time, and a
+/// pass-through `label` counting from `first`.
+pub fn training_entity_rows(
+    rng: &mut Rng,
+    first: usize,
+    rows: usize,
+    entities: u64,
+) -> RecordBatch {
+    RecordBatch::try_from_iter(vec![
+        ("entity_id", random_keys(rng, rows, entities)),
+        ("event_timestamp", random_times(rng, rows)),
+        (
+            "label",
+            Arc::new(Int64Array::from_iter_values(
+                (first..first + rows).map(|i| i as i64),
+            )) as ArrayRef,
+        ),
+    ])
+    .expect("consistent columns")
 }
 
 /// A set `name` with one feature of every type (`b` bool, `i` int32, `l` int64, `f` float32,
