@@ -63,6 +63,18 @@ async fn history_promptly(server: &TestServer) -> Result<usize, String> {
     }
 }
 
+/// A DoPut of two rows, then a history read, each within `PROMPT` on a connection of its
+/// own: the well-behaved client beside the misbehaving ones. Panics naming `case`; returns
+/// the history's rows.
+async fn ingest_and_history_promptly(server: &TestServer, case: &str) -> usize {
+    put_promptly(server, two_rows())
+        .await
+        .unwrap_or_else(|e| panic!("{case}: {e}"));
+    history_promptly(server)
+        .await
+        .unwrap_or_else(|e| panic!("{case}: {e}"))
+}
+
 /// Creates user_features and stores `rows` rows (entities `u0..`), in batches of 50,000.
 async fn fill(server: &TestServer, rows: usize) {
     let mut client = server.flight().await;
@@ -150,12 +162,7 @@ async fn stalled_training_exchanges_hold_no_storage_connection() {
             for _ in 0..8 {
                 held.push(stalled_exchange_after(&server, sent.clone()).await);
             }
-            put_promptly(&server, two_rows())
-                .await
-                .unwrap_or_else(|e| panic!("{case}: {e}"));
-            history_promptly(&server)
-                .await
-                .unwrap_or_else(|e| panic!("{case}: {e}"));
+            ingest_and_history_promptly(&server, &case).await;
             assert_eq!(health(&server).await.0, 200, "{case}");
             drop(held);
         }
@@ -216,12 +223,7 @@ async fn stalled_flight_history_readers_release_their_connections() {
             held.push(stalled_flight_reader(&server).await);
         }
         let started = Instant::now();
-        put_promptly(&server, two_rows())
-            .await
-            .unwrap_or_else(|e| panic!("{backend:?}: {e}"));
-        let rows = history_promptly(&server)
-            .await
-            .unwrap_or_else(|e| panic!("{backend:?}: {e}"));
+        let rows = ingest_and_history_promptly(&server, &format!("{backend:?}")).await;
         assert!(rows > 0);
         eprintln!(
             "{backend:?}: ingest and history behind 6 stalled readers took {:?}",
@@ -327,12 +329,7 @@ async fn stalled_http_history_readers_neither_block_storage_nor_outlive_their_cl
         // queued behind them, must come back at once (once it took minutes).
         drop(held);
         let started = Instant::now();
-        put_promptly(&server, two_rows())
-            .await
-            .unwrap_or_else(|e| panic!("{backend:?}, after the readers left: {e}"));
-        history_promptly(&server)
-            .await
-            .unwrap_or_else(|e| panic!("{backend:?}, after the readers left: {e}"));
+        ingest_and_history_promptly(&server, &format!("{backend:?}, after the readers left")).await;
         eprintln!(
             "{backend:?}: ingest and history after 16 stalled HTTP readers left took {:?}",
             started.elapsed()
