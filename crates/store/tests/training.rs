@@ -15,7 +15,7 @@ use featherstore_core::{FeatureSetSpec, TrainingDataCommand};
 use featherstore_store::delta::{DeltaOptions, DeltaStore};
 use featherstore_store::duckdb::DuckDbStore;
 use featherstore_store::parquet::{ParquetOptions, ParquetStore};
-use featherstore_store::query::EngineSettings;
+use featherstore_store::query::{Cancellation, EngineSettings};
 use featherstore_store::{FeatureStore, Limits, OfflineStore};
 use featherstore_testkit::fixtures::{column_names, every_type_spec, Rng};
 
@@ -501,6 +501,59 @@ fn bad_requests_are_refused_before_any_work() {
         r#"{"type": "training_data", "features": ["users:clicks"], "timestamp": "user_id"}"#
     )
     .contains("timestamp"));
+}
+
+/// Entity rows that fail after the first batch (a client's bad batch): by then the stored
+/// rows load beside the spool, and the failure cancels that load, whose rows nothing would
+/// join, through the request's token. The client's error is the one reported.
+#[test]
+fn a_spool_that_fails_cancels_the_load_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for (backend, offline) in stores(dir.path()) {
+        let store =
+            FeatureStore::open(offline, Limits::default(), dir.path().join(backend)).unwrap();
+        store.create(specs().0).unwrap();
+        let fact = Fact {
+            key: "u".into(),
+            time: SECOND,
+            ingest: 0,
+            values: vec![Some(1), Some(2)],
+        };
+        store.ingest("users", &user_batch(&[fact])).unwrap();
+        let rows = RecordBatch::try_from_iter(vec![
+            (
+                "user_id",
+                Arc::new(StringArray::from(vec!["u"])) as ArrayRef,
+            ),
+            (
+                "ts",
+                Arc::new(TimestampMicrosecondArray::from(vec![2 * SECOND])) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        let command = TrainingDataCommand::from_json(
+            br#"{"type": "training_data", "features": ["users:clicks"], "timestamp": "ts"}"#,
+        )
+        .unwrap();
+        let plan = store.plan_training(&command, rows.schema()).unwrap();
+        let mut input = vec![
+            Ok(rows),
+            Err(featherstore_core::Error::InvalidArgument("the client's bad batch".into()).into()),
+        ]
+        .into_iter();
+        let request = Cancellation::default();
+        let failed = request
+            .scope(|| store.training_data(&plan, &mut input, &mut |_| Ok(())))
+            .unwrap_err();
+        assert!(
+            failed.to_string().contains("the client's bad batch"),
+            "{backend}: {failed}"
+        );
+        assert!(
+            request.is_cancelled(),
+            "{backend}: the load beside the spool runs on"
+        );
+    }
 }
 
 /// Every feature type, with nulls, string keys and ties: the join in memory answers exactly

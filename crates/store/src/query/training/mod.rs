@@ -423,8 +423,9 @@ pub(crate) fn spool_and_join(
     let first = entity_rows.next();
     let load_beside = plan.as_of == AsOf::EventTime && matches!(first, Some(Ok(_)));
     let mut rows = first.into_iter().chain(entity_rows);
-    // The request's cancellation reaches the loading thread's connection too.
-    let cancellation = cancel::current();
+    // The request's cancellation reaches the loading thread's connection too; and a spool
+    // that fails cancels the load, whose rows nothing would join.
+    let cancellation = cancel::current().unwrap_or_default();
     let load = || -> Result<Option<in_memory::LoadedSets>> {
         let mut loaded = None;
         offline.query_relations(&specs, &mut |conn, relations| {
@@ -434,13 +435,11 @@ pub(crate) fn spool_and_join(
         Ok(loaded)
     };
     let (spooled, loaded) = std::thread::scope(|scope| {
-        let loading = load_beside.then(|| {
-            scope.spawn(|| match &cancellation {
-                Some(cancellation) => cancellation.scope(load),
-                None => load(),
-            })
-        });
+        let loading = load_beside.then(|| scope.spawn(|| cancellation.scope(load)));
         let spooled = spool(plan, &mut rows, spool_dir);
+        if spooled.is_err() {
+            cancellation.cancel();
+        }
         let loaded = match loading {
             Some(loading) => loading
                 .join()
