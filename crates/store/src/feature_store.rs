@@ -628,12 +628,17 @@ impl FeatureStore {
     /// apply that fails (a remote online store, unreachable) takes the batch back, so a batch
     /// reported as failed was not stored and one stored is in the index.
     pub fn ingest(&self, name: &str, batch: &RecordBatch) -> Result<usize> {
+        self.ingest_together(name, std::slice::from_ref(batch))
+    }
+
+    /// [`ingest`](Self::ingest) of several batches as one: all of them or none.
+    fn ingest_together(&self, name: &str, batches: &[RecordBatch]) -> Result<usize> {
         loop {
             let set = self.get(name)?;
-            if let Some(rows) = self.ingest_into(&set, batch)? {
+            if let Some(rows) = self.ingest_into(&set, batches)? {
                 return Ok(rows);
             }
-            // `set` was updated while this batch waited for it: checked again under the new
+            // `set` was updated while the batches waited for it: checked again under the new
             // version (a batch without the added features gets them as nulls).
         }
     }
@@ -642,21 +647,19 @@ impl FeatureStore {
     /// other: returns how many were stored, and the error that stopped the run at the next
     /// one (those after it were not tried).
     ///
-    /// A run of at least [`BULK_APPEND_ROWS`] rows is stored as one batch: DuckDB then takes
+    /// A run of at least [`BULK_APPEND_ROWS`] rows is stored in one append: DuckDB then takes
     /// the transaction's row groups into the table as they are, where a smaller append is
-    /// copied into the table a second time at commit. If that fails (a batch refused, or
-    /// storage), nothing of it was stored and the batches are stored one by one, so that the
-    /// caller learns which one fails and why, and the batches before it are kept.
+    /// copied into the table a second time at commit, and the Parquet backend fsyncs its log
+    /// once. If that fails (a batch refused, or storage), nothing of it was stored and the
+    /// batches are stored one by one, so that the caller learns which one fails and why, and
+    /// the batches before it are kept.
     pub fn ingest_run(&self, name: &str, batches: &[RecordBatch]) -> (usize, Result<()>) {
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         if batches.len() > 1 && rows >= BULK_APPEND_ROWS {
-            let whole = arrow::compute::concat_batches(&batches[0].schema(), batches);
-            if let Ok(whole) = whole {
-                match self.ingest(name, &whole) {
-                    Ok(_) => return (batches.len(), Ok(())),
-                    Err(e) => {
-                        debug!(feature_set = name, error = %e, "a run of batches was refused whole; storing them one by one")
-                    }
+            match self.ingest_together(name, batches) {
+                Ok(_) => return (batches.len(), Ok(())),
+                Err(e) => {
+                    debug!(feature_set = name, error = %e, "a run of batches was refused whole; storing them one by one")
                 }
             }
         }
@@ -668,12 +671,18 @@ impl FeatureStore {
         (batches.len(), Ok(()))
     }
 
-    /// [`ingest`](Self::ingest) into one version of a set; `None` when that version was
-    /// retired (updated or deleted) before the batch got its turn.
-    fn ingest_into(&self, set: &FeatureSet, batch: &RecordBatch) -> Result<Option<usize>> {
-        let batch = coerce_batch(&set.spec, batch)?;
-        let indexed = set.index.prepare(&batch)?;
-        let rows = batch.num_rows();
+    /// [`ingest_together`](Self::ingest_together) into one version of a set; `None` when
+    /// that version was retired (updated or deleted) before the batches got their turn.
+    fn ingest_into(&self, set: &FeatureSet, batches: &[RecordBatch]) -> Result<Option<usize>> {
+        let batches = batches
+            .iter()
+            .map(|batch| coerce_batch(&set.spec, batch))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let indexed = batches
+            .iter()
+            .map(|batch| set.index.prepare(batch))
+            .collect::<Result<Vec<_>>>()?;
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         let retired = set.ingest.lock();
         if *retired {
             return Ok(None);
@@ -689,7 +698,7 @@ impl FeatureStore {
         let apply = || {
             let _span = debug_span!("index.apply", rows = count(rows)).entered();
             let _timer = self.operations.start(Operation::IndexApply);
-            set.index.apply(&indexed)
+            indexed.iter().try_for_each(|batch| set.index.apply(batch))
         };
         let now = (self.clock.read())();
         let span = debug_span!("storage.append", rows = count(rows));
@@ -701,7 +710,7 @@ impl FeatureStore {
             // Redis").
             span.in_scope(|| {
                 self.offline
-                    .append_publishing(&set.spec, &batch, now, &mut || {
+                    .append_publishing(&set.spec, &batches, now, &mut || {
                         let applying = std::time::Instant::now();
                         let applied = apply();
                         timer.exclude(applying.elapsed());
@@ -712,7 +721,7 @@ impl FeatureStore {
         } else {
             // The in-memory index cannot fail: it gets the batch once it is committed, so
             // it never shows a value that a failed commit left out of the offline store.
-            span.in_scope(|| self.offline.append_at(&set.spec, &batch, now))?;
+            span.in_scope(|| self.offline.append_at(&set.spec, &batches, now))?;
             drop(timer);
             apply()?;
         }

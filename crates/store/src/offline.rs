@@ -18,9 +18,10 @@ use crate::types::{BatchSink, HistoryQuery, IngestView, SetStats, StorageStats};
 use crate::Result;
 
 /// Rows one append should reach to be stored without a second copy: DuckDB's row group size.
-/// A transaction that appends at least this many rows (through the appender, as both
-/// DuckDB-based backends do, the Parquet one into its memtable) hands its row groups to the
-/// table at commit; a smaller one is appended to the table again, with its statistics.
+/// A transaction that appends at least this many rows through the appender hands its row
+/// groups to the table at commit; a smaller one is appended to the table again, with its
+/// statistics. The Parquet backend writes the batches of one append to its log with one
+/// fsync.
 pub const BULK_APPEND_ROWS: usize = 122_880;
 
 /// A stored feature service document, read back by a backend; unreadable is corruption.
@@ -78,36 +79,41 @@ pub trait OfflineStore: Send + Sync {
     /// Removes a stored feature service durably; one that is not stored is no error.
     fn delete_service(&self, name: &str) -> Result<()>;
 
-    /// Stores a canonical batch whole or not at all; durable when it returns. Its rows are
-    /// stored as ingested at `ingested_at` (UTC microseconds), or at the set's latest ingest
-    /// time if that is later: ingest times never decrease within a set, whatever the clock
-    /// does, also across restarts (the backend recovers the latest from its stored rows).
-    fn append_at(&self, spec: &FeatureSetSpec, batch: &RecordBatch, ingested_at: i64)
-        -> Result<()>;
+    /// Stores canonical batches, all of them or none; durable when it returns. Their rows are
+    /// stored in order, as one batch of them all would be (consecutive sequence numbers, one
+    /// ingest time): `ingested_at` (UTC microseconds), or the set's latest ingest time if
+    /// that is later: ingest times never decrease within a set, whatever the clock does, also
+    /// across restarts (the backend recovers the latest from its stored rows).
+    fn append_at(
+        &self,
+        spec: &FeatureSetSpec,
+        batches: &[RecordBatch],
+        ingested_at: i64,
+    ) -> Result<()>;
 
-    /// [`append_at`](OfflineStore::append_at), running `publish` once, before the batch is
-    /// committed: if it fails, the batch is not stored and its error is returned. It is how
-    /// a remote online store gets the batch (see `FeatureStore::ingest`). A backend runs it
-    /// after every step of the append that can fail but its commit (the batch written,
+    /// [`append_at`](OfflineStore::append_at), running `publish` once, before the batches
+    /// are committed: if it fails, they are not stored and its error is returned. It is how
+    /// a remote online store gets them (see `FeatureStore::ingest`). A backend runs it
+    /// after every step of the append that can fail but its commit (the rows written,
     /// durably where the backend writes ahead, not yet visible to reads), so that the commit
     /// after a successful `publish` fails only on a fault of the machine itself. The
     /// default runs it before the whole append: a backend without such a point still never
-    /// stores a batch whose publication failed, but an append that fails after `publish`
-    /// leaves the batch published only.
+    /// stores rows whose publication failed, but an append that fails after `publish`
+    /// leaves them published only.
     fn append_publishing(
         &self,
         spec: &FeatureSetSpec,
-        batch: &RecordBatch,
+        batches: &[RecordBatch],
         ingested_at: i64,
         publish: Publish<'_>,
     ) -> Result<()> {
         publish()?;
-        self.append_at(spec, batch, ingested_at)
+        self.append_at(spec, batches, ingested_at)
     }
 
     /// [`append_at`](OfflineStore::append_at) the current time.
     fn append(&self, spec: &FeatureSetSpec, batch: &RecordBatch) -> Result<()> {
-        self.append_at(spec, batch, now_micros())
+        self.append_at(spec, std::slice::from_ref(batch), now_micros())
     }
 
     /// Runs `work` with every set of `specs` readable as a relation (one per spec, in the same

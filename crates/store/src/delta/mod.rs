@@ -892,8 +892,16 @@ impl OfflineStore for DeltaStore {
             .run(async move { registry::remove_service(store.as_ref(), &name).await })
     }
 
-    fn append_at(&self, spec: &FeatureSetSpec, batch: &RecordBatch, now: i64) -> Result<()> {
-        self.inner.append(spec, batch, now)
+    fn append_at(&self, spec: &FeatureSetSpec, batches: &[RecordBatch], now: i64) -> Result<()> {
+        match batches {
+            [] => Ok(()),
+            [batch] => self.inner.append(spec, batch, now),
+            // One commit per append: its version numbers the rows (`first_seq`).
+            [first, ..] => {
+                let whole = arrow::compute::concat_batches(&first.schema(), batches)?;
+                self.inner.append(spec, &whole, now)
+            }
+        }
     }
 
     fn query_relations(&self, specs: &[&FeatureSetSpec], work: RelationWork<'_>) -> Result<()> {

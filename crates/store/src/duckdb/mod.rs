@@ -304,35 +304,36 @@ impl OfflineStore for DuckDbStore {
         })
     }
 
-    fn append_at(&self, spec: &FeatureSetSpec, batch: &RecordBatch, now: i64) -> Result<()> {
-        self.append_publishing(spec, batch, now, &mut || Ok(()))
+    fn append_at(&self, spec: &FeatureSetSpec, batches: &[RecordBatch], now: i64) -> Result<()> {
+        self.append_publishing(spec, batches, now, &mut || Ok(()))
     }
 
     /// Publishes after the rows are written, before they are committed: see the trait.
     fn append_publishing(
         &self,
         spec: &FeatureSetSpec,
-        batch: &RecordBatch,
+        batches: &[RecordBatch],
         now: i64,
         publish: Publish<'_>,
     ) -> Result<()> {
-        if batch.num_rows() == 0 {
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        if rows == 0 {
             return publish();
         }
-        let rows = batch.num_rows() as i64;
         let result = self.transaction(|conn| {
-            let cursor = self.take_cursor(conn, &spec.name, rows, now)?;
-            let stored =
-                sql::to_storage_batch(spec, batch, cursor.next_seq, cursor.last_ingested_at)?;
+            let cursor = self.take_cursor(conn, &spec.name, rows as i64, now)?;
             // By name: columns added by `update` come last in the table.
-            let columns: Vec<&str> = stored
-                .schema_ref()
-                .fields()
-                .iter()
-                .map(|f| f.name().as_str())
-                .collect();
+            let columns = sql::storage_schema(spec);
+            let columns: Vec<&str> = columns.fields().iter().map(|f| f.name().as_str()).collect();
+            // One appender for every batch: DuckDB writes the rows of a transaction that fill
+            // row groups straight into the table, whichever batch they came from.
             let mut appender = conn.appender_with_columns(&table(&spec.name), &columns)?;
-            appender.append_record_batch(stored)?;
+            let mut next_seq = cursor.next_seq;
+            for batch in batches.iter().filter(|b| b.num_rows() > 0) {
+                let stored = sql::to_storage_batch(spec, batch, next_seq, cursor.last_ingested_at)?;
+                next_seq += batch.num_rows() as i64;
+                appender.append_record_batch(stored)?;
+            }
             appender.flush()?;
             // Inside the transaction: a failed publication rolls the rows back.
             publish()

@@ -111,15 +111,15 @@ impl LogWriter {
         }
     }
 
-    /// Appends `batch` as one message and fsyncs it: durable when this returns. On failure the
-    /// segment is cut back to where it was, so no part of the batch survives.
-    pub(super) fn append(&mut self, batch: &RecordBatch) -> Result<LogMark> {
+    /// Appends `batches` as one message each and fsyncs them once: durable when this returns.
+    /// On failure the segment is cut back to where it was, so no part of them survives.
+    pub(super) fn append(&mut self, batches: &[RecordBatch]) -> Result<LogMark> {
         if self.active.is_none() {
             self.active = Some(self.create_segment()?);
         }
         let segment = self.active.as_mut().expect("created above");
         let mark = LogMark { len: segment.len };
-        match write_batch(segment, batch, &self.options) {
+        match write_batches(segment, batches, &self.options) {
             Ok(len) => {
                 PARQUET.record_log_append(len - segment.len);
                 segment.len = len;
@@ -201,31 +201,36 @@ impl LogWriter {
     }
 }
 
-/// Writes one batch message at the segment's end and fsyncs; returns the new length.
-fn write_batch(
+/// Writes a message per batch at the segment's end and fsyncs once; returns the new length.
+fn write_batches(
     segment: &mut Segment,
-    batch: &RecordBatch,
+    batches: &[RecordBatch],
     options: &IpcWriteOptions,
 ) -> Result<u64> {
-    let (dictionaries, message) = IpcDataGenerator::default().encode(
-        batch,
-        &mut DictionaryTracker::new(false),
-        options,
-        &mut CompressionContext::default(),
-    )?;
-    if !dictionaries.is_empty() {
-        // Storage schemas have no dictionary columns; replay does not read dictionary messages.
-        return Err(Error::Arrow(ArrowError::NotYetImplemented(
-            "dictionary columns in the write-ahead log".into(),
-        )));
+    let mut len = segment.len;
+    for batch in batches {
+        let (dictionaries, message) = IpcDataGenerator::default().encode(
+            batch,
+            &mut DictionaryTracker::new(false),
+            options,
+            &mut CompressionContext::default(),
+        )?;
+        if !dictionaries.is_empty() {
+            // Storage schemas have no dictionary columns; replay does not read dictionary
+            // messages.
+            return Err(Error::Arrow(ArrowError::NotYetImplemented(
+                "dictionary columns in the write-ahead log".into(),
+            )));
+        }
+        // Unbuffered: the few small writes before the body cost nothing next to the fsync.
+        let (meta_len, body_len) = write_message(&mut segment.file, message, options)?;
+        len += (meta_len + body_len) as u64;
     }
-    // Unbuffered: the few small writes before the body cost nothing next to the fsync.
-    let (meta_len, body_len) = write_message(&mut segment.file, message, options)?;
     segment.file.sync_data().map_err(Error::io(format!(
         "appending to log segment {}",
         segment.path.display()
     )))?;
-    Ok(segment.len + (meta_len + body_len) as u64)
+    Ok(len)
 }
 
 /// What replaying a log found.
@@ -569,13 +574,20 @@ mod tests {
     fn undo_takes_an_append_back_and_the_log_goes_on() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = LogWriter::new(dir.path().to_path_buf(), schema(), 0);
-        log.append(&batch(&["a", "b"], 0)).unwrap();
-        let mark = log.append(&batch(&["c"], 2)).unwrap();
+        log.append(&[batch(&["a", "b"], 0)]).unwrap();
+        let mark = log
+            .append(&[batch(&["c"], 2), batch(&["x", "y"], 3)])
+            .unwrap();
         log.undo(mark);
-        log.append(&batch(&["d"], 3)).unwrap();
+        log.append(&[batch(&["d"], 3), batch(&["e", "f"], 4)])
+            .unwrap();
         let (ids, replayed) = replay_ids(dir.path(), -1).unwrap();
-        assert_eq!(ids, ["a", "b", "d"]);
-        assert_eq!(replayed.max_seq, Some(3));
+        assert_eq!(
+            ids,
+            ["a", "b", "d", "e", "f"],
+            "an append of two batches is undone whole"
+        );
+        assert_eq!(replayed.max_seq, Some(5));
         assert_eq!(replayed.next_segment, 1);
     }
 
@@ -583,11 +595,11 @@ mod tests {
     fn replay_skips_flushed_rows_and_drops_flushed_segments() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = LogWriter::new(dir.path().to_path_buf(), schema(), 0);
-        log.append(&batch(&["a", "b"], 0)).unwrap();
+        log.append(&[batch(&["a", "b"], 0)]).unwrap();
         assert_eq!(log.roll(), 1);
-        log.append(&batch(&["c", "d", "e"], 2)).unwrap();
+        log.append(&[batch(&["c", "d", "e"], 2)]).unwrap();
         log.roll();
-        log.append(&batch(&["f"], 5)).unwrap();
+        log.append(&[batch(&["f"], 5)]).unwrap();
         let (ids, replayed) = replay_ids(dir.path(), 3).unwrap();
         assert_eq!(
             ids,
@@ -610,8 +622,8 @@ mod tests {
     fn damage_is_corruption_or_a_torn_tail_never_a_panic() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = LogWriter::new(dir.path().to_path_buf(), schema(), 0);
-        log.append(&batch(&["a"], 0)).unwrap();
-        log.append(&batch(&["b", "c"], 1)).unwrap();
+        log.append(&[batch(&["a"], 0)]).unwrap();
+        log.append(&[batch(&["b", "c"], 1)]).unwrap();
         let path = segment_path(dir.path(), 0);
         let original = fs::read(&path).unwrap();
         for position in 0..original.len() {

@@ -335,11 +335,12 @@ impl Inner {
     fn append(
         &self,
         spec: &FeatureSetSpec,
-        batch: &RecordBatch,
+        batches: &[RecordBatch],
         now: i64,
         publish: Publish<'_>,
     ) -> Result<()> {
-        if batch.num_rows() == 0 {
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        if rows == 0 {
             return publish();
         }
         let set = self.set(&spec.name)?;
@@ -349,23 +350,29 @@ impl Inner {
                 return Err(featherstore_core::Error::no_such_set(&spec.name).into());
             }
             let first = ingest.next_seq;
-            let rows = batch.num_rows() as i64;
             let ingested_at = now.max(ingest.last_ingested_at);
-            let stored = sql::to_storage_batch(spec, batch, first, ingested_at)?;
+            let mut stored = Vec::with_capacity(batches.len());
+            let mut next = first;
+            for batch in batches.iter().filter(|b| b.num_rows() > 0) {
+                stored.push(sql::to_storage_batch(spec, batch, next, ingested_at)?);
+                next += batch.num_rows() as i64;
+            }
             // Consumed even if the append fails: a log record that could not be taken back
             // must not share numbers with a later batch.
-            ingest.next_seq = first + rows;
+            ingest.next_seq = next;
             // Likewise: a log record that could not be taken back may be replayed later.
             ingest.last_ingested_at = ingested_at;
             let mark = ingest.log.append(&stored)?;
-            // Published before the batch joins the memtable, which cannot fail: a failed
-            // publication leaves the batch in neither the memtable nor the log.
+            // Published before the batches join the memtable, which cannot fail: a failed
+            // publication leaves them in neither the memtable nor the log.
             if let Err(e) = publish() {
                 ingest.log.undo(mark);
                 return Err(e);
             }
-            ingest.table.push(stored);
-            set.committed.store(first + rows - 1, Ordering::Release);
+            for batch in stored {
+                ingest.table.push(batch);
+            }
+            set.committed.store(next - 1, Ordering::Release);
             ingest.pending_since.get_or_insert_with(Instant::now);
         }
         let unflushed = set.unflushed_rows();
@@ -418,19 +425,19 @@ impl OfflineStore for ParquetStore {
         self.inner.delete(name)
     }
 
-    fn append_at(&self, spec: &FeatureSetSpec, batch: &RecordBatch, now: i64) -> Result<()> {
-        self.inner.append(spec, batch, now, &mut || Ok(()))
+    fn append_at(&self, spec: &FeatureSetSpec, batches: &[RecordBatch], now: i64) -> Result<()> {
+        self.inner.append(spec, batches, now, &mut || Ok(()))
     }
 
     /// Publishes after the rows are written, before they are committed: see the trait.
     fn append_publishing(
         &self,
         spec: &FeatureSetSpec,
-        batch: &RecordBatch,
+        batches: &[RecordBatch],
         now: i64,
         publish: Publish<'_>,
     ) -> Result<()> {
-        self.inner.append(spec, batch, now, publish)
+        self.inner.append(spec, batches, now, publish)
     }
 
     fn load_services(&self) -> Result<Vec<FeatureServiceSpec>> {

@@ -60,16 +60,17 @@ fn a_batch_whose_publication_fails_is_taken_back_out_of_the_log() {
         let store = open(dir.path());
         store.create(&spec()).unwrap();
         store.append(&spec(), &batch(&["a"])).unwrap();
-        // The batch reaches the log, then its publication (to a remote online store) fails.
-        let failed = store.append_publishing(&spec(), &batch(&["b", "c"]), 1, &mut || {
-            Err(Error::Corrupt("the online store is unreachable".into()))
-        });
+        // Two batches reach the log, then their publication (to a remote online store) fails.
+        let failed =
+            store.append_publishing(&spec(), &[batch(&["b"]), batch(&["c"])], 1, &mut || {
+                Err(Error::Corrupt("the online store is unreachable".into()))
+            });
         assert!(failed.is_err());
         store.append(&spec(), &batch(&["d"])).unwrap();
         assert_eq!(count(&store), 2);
     }
     let store = open(dir.path());
-    assert_eq!(count(&store), 2, "the failed batch is not in the log");
+    assert_eq!(count(&store), 2, "neither failed batch is in the log");
 }
 
 /// The ids of the memtable's rows that a relation made now reads, in order.
