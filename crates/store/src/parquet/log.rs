@@ -23,7 +23,7 @@ use arrow::ipc::writer::{
 };
 use arrow::ipc::{root_as_message, MessageHeader};
 
-use super::durable::{list_dir, remove_quietly, sync_dir};
+use super::durable::{list_dir, remove_quietly, sync_dir, ShortWrites};
 use crate::metrics::PARQUET;
 use crate::query::sql::{self, INGESTED_AT_COLUMN, SEQ_COLUMN};
 use crate::{Error, Result, StorageStats};
@@ -223,7 +223,7 @@ fn write_batches(
             )));
         }
         // Unbuffered: the few small writes before the body cost nothing next to the fsync.
-        let (meta_len, body_len) = write_message(&mut segment.file, message, options)?;
+        let (meta_len, body_len) = write_message(ShortWrites(&mut segment.file), message, options)?;
         len += (meta_len + body_len) as u64;
     }
     segment.file.sync_data().map_err(Error::io(format!(

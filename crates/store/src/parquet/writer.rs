@@ -10,7 +10,9 @@ use featherstore_core::time::{day_of, format_date};
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 
-use super::durable::{create_dir_durably, parent, remove_quietly, rename_durably, tmp_path};
+use super::durable::{
+    create_dir_durably, parent, remove_quietly, rename_durably, tmp_path, ShortWrites,
+};
 use super::manifest::{data_file_path, FileEntry};
 use crate::query::sql::INGESTED_AT_COLUMN;
 use crate::{Error, Result};
@@ -39,7 +41,7 @@ pub(super) fn totals(written: &[WrittenFile]) -> Totals {
 /// One data file being written under its temporary name; removed if never finished.
 struct PartWriter {
     /// Some until finished.
-    writer: Option<ArrowWriter<File>>,
+    writer: Option<ArrowWriter<ShortWrites<File>>>,
     tmp: PathBuf,
     path: PathBuf,
     relative: String,
@@ -73,7 +75,11 @@ impl PartWriter {
             rows: 0,
             finished: false,
         };
-        part.writer = Some(ArrowWriter::try_new(file, schema, Some(properties))?);
+        part.writer = Some(ArrowWriter::try_new(
+            ShortWrites(file),
+            schema,
+            Some(properties),
+        )?);
         Ok(part)
     }
 
@@ -89,7 +95,7 @@ impl PartWriter {
     fn finish(mut self) -> Result<WrittenFile> {
         let mut bytes = 0;
         if let Some(writer) = self.writer.take() {
-            let file = writer.into_inner()?;
+            let file = writer.into_inner()?.into_inner();
             let context = || format!("syncing {}", self.tmp.display());
             file.sync_all().map_err(Error::io(context()))?;
             bytes = file.metadata().map_err(Error::io(context()))?.len();
