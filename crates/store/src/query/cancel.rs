@@ -9,7 +9,7 @@
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use duckdb::{Connection, InterruptHandle};
 use parking_lot::Mutex;
@@ -19,6 +19,8 @@ struct State {
     cancelled: AtomicBool,
     /// The interrupt handle of the connection the work holds, while it holds one.
     running: Mutex<Option<Arc<InterruptHandle>>>,
+    /// Tokens cancelled with this one ([`Cancellation::child`]).
+    children: Mutex<Vec<Weak<State>>>,
 }
 
 /// A request's cancellation token; clones share it.
@@ -47,12 +49,34 @@ impl Cancellation {
         work()
     }
 
-    /// Cancels: waits for a connection end, and the query running now is interrupted.
+    /// Cancels: waits for a connection end, and the query running now is interrupted; the
+    /// same for every child.
     pub fn cancel(&self) {
         self.0.cancelled.store(true, Ordering::Release);
         if let Some(handle) = self.0.running.lock().as_ref() {
             handle.interrupt();
         }
+        let children = std::mem::take(&mut *self.0.children.lock());
+        for child in children.iter().filter_map(Weak::upgrade) {
+            Cancellation(child).cancel();
+        }
+    }
+
+    /// A token cancelled when this one is, which can also be cancelled alone: for work a
+    /// request starts and may stop for reasons of its own, without the request counting as
+    /// cancelled (the API layer takes a cancelled request for a client gone away, and tells
+    /// it nothing).
+    pub(crate) fn child(&self) -> Cancellation {
+        let child = Cancellation::default();
+        let mut children = self.0.children.lock();
+        // Under the lock `cancel` takes the children with, after it sets the flag: a child
+        // made while the parent is being cancelled is either taken or sees the flag.
+        if self.is_cancelled() {
+            child.cancel();
+        }
+        children.retain(|c| c.strong_count() > 0);
+        children.push(Arc::downgrade(&child.0));
+        child
     }
 
     pub fn is_cancelled(&self) -> bool {
@@ -80,5 +104,29 @@ pub(crate) struct Running(Cancellation);
 impl Drop for Running {
     fn drop(&mut self) {
         *self.0 .0.running.lock() = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_child_is_cancelled_with_its_parent_and_alone_without_it() {
+        let parent = Cancellation::default();
+        let alone = parent.child();
+        alone.cancel();
+        assert!(alone.is_cancelled());
+        assert!(
+            !parent.is_cancelled(),
+            "a child's cancellation stays its own"
+        );
+        let with_parent = parent.child();
+        parent.cancel();
+        assert!(with_parent.is_cancelled());
+        assert!(
+            parent.child().is_cancelled(),
+            "made after the parent was cancelled"
+        );
     }
 }

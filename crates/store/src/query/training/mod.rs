@@ -424,8 +424,9 @@ pub(crate) fn spool_and_join(
     let load_beside = plan.as_of == AsOf::EventTime && matches!(first, Some(Ok(_)));
     let mut rows = first.into_iter().chain(entity_rows);
     // The request's cancellation reaches the loading thread's connection too; and a spool
-    // that fails cancels the load, whose rows nothing would join.
-    let cancellation = cancel::current().unwrap_or_default();
+    // that fails cancels the load, whose rows nothing would join, but not the request, whose
+    // client is to hear why.
+    let cancellation = cancel::current().map_or_else(Default::default, |request| request.child());
     let load = || -> Result<Option<in_memory::LoadedSets>> {
         let mut loaded = None;
         offline.query_relations(&specs, &mut |conn, relations| {
