@@ -328,11 +328,10 @@ impl OfflineStore for DuckDbStore {
             // One appender for every batch: DuckDB writes the rows of a transaction that fill
             // row groups straight into the table, whichever batch they came from.
             let mut appender = conn.appender_with_columns(&table(&spec.name), &columns)?;
-            let mut next_seq = cursor.next_seq;
-            for batch in batches.iter().filter(|b| b.num_rows() > 0) {
-                let stored = sql::to_storage_batch(spec, batch, next_seq, cursor.last_ingested_at)?;
-                next_seq += batch.num_rows() as i64;
-                appender.append_record_batch(stored)?;
+            let stored =
+                sql::to_storage_batches(spec, batches, cursor.next_seq, cursor.last_ingested_at)?;
+            for batch in stored {
+                appender.append_record_batch(batch)?;
             }
             appender.flush()?;
             // Inside the transaction: a failed publication rolls the rows back.

@@ -351,12 +351,8 @@ impl Inner {
             }
             let first = ingest.next_seq;
             let ingested_at = now.max(ingest.last_ingested_at);
-            let mut stored = Vec::with_capacity(batches.len());
-            let mut next = first;
-            for batch in batches.iter().filter(|b| b.num_rows() > 0) {
-                stored.push(sql::to_storage_batch(spec, batch, next, ingested_at)?);
-                next += batch.num_rows() as i64;
-            }
+            let stored = sql::to_storage_batches(spec, batches, first, ingested_at)?;
+            let next = first + rows as i64;
             // Consumed even if the append fails: a log record that could not be taken back
             // must not share numbers with a later batch.
             ingest.next_seq = next;

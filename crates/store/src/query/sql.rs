@@ -159,6 +159,26 @@ pub(crate) fn to_storage_batch(
     Ok(RecordBatch::try_new(storage_schema(spec), columns)?)
 }
 
+/// [`to_storage_batch`] of each non-empty batch of one append, their rows numbered on from
+/// `first_seq` in order, as one batch of them all would be.
+pub(crate) fn to_storage_batches(
+    spec: &FeatureSetSpec,
+    batches: &[RecordBatch],
+    first_seq: i64,
+    ingested_at: i64,
+) -> Result<Vec<RecordBatch>> {
+    let mut next_seq = first_seq;
+    batches
+        .iter()
+        .filter(|batch| batch.num_rows() > 0)
+        .map(|batch| {
+            let stored = to_storage_batch(spec, batch, next_seq, ingested_at);
+            next_seq += batch.num_rows() as i64;
+            stored
+        })
+        .collect()
+}
+
 /// `rows` copies of one ingest time, as stored.
 pub(crate) fn ingest_time_column(ingested_at: i64, rows: usize) -> ArrayRef {
     Arc::new(TimestampMicrosecondArray::from_value(ingested_at, rows))
