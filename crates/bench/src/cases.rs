@@ -28,6 +28,12 @@ const BACKEND_ENTITY_COUNTS: [usize; 2] = [1, 100];
 const BACKEND_CONCURRENCIES: [usize; 2] = [1, 16];
 /// Distinct requests per case, cycled (so the client does not build JSON while timing).
 const REQUESTS_PER_CASE: usize = 64;
+/// A throughput case starts once the server has used at most this many clock ticks of CPU
+/// (1/100 s each) over one `SETTLE_WINDOW`: under 4% of a core, nothing left running.
+const SETTLED_TICKS: u64 = 2;
+const SETTLE_WINDOW: Duration = Duration::from_millis(500);
+/// The longest a case waits for the server to settle before it runs anyway.
+const SETTLE_LIMIT: Duration = Duration::from_secs(120);
 
 struct Suite {
     profile: Profile,
@@ -185,6 +191,26 @@ async fn running_backend(target: &Target) -> Result<String, BenchError> {
 impl Suite {
     fn duration(&self) -> Duration {
         self.profile.duration()
+    }
+
+    /// Waits until the server is idle, so that a throughput case measures its own work, not
+    /// the background work an earlier case left (the Parquet backend flushing and compacting
+    /// the rows the reads-during-ingest case wrote takes seconds of CPU). Answers the seconds
+    /// waited, recorded beside the case's figures; `None` when the server's PID is unknown
+    /// (a running server without `--server-pid`): the case then runs at once.
+    async fn settle(&self) -> Option<f64> {
+        let pid = self.server_pid?;
+        let started = Instant::now();
+        let mut before = server::proc_cpu_ticks(pid)?;
+        loop {
+            tokio::time::sleep(SETTLE_WINDOW).await;
+            let now = server::proc_cpu_ticks(pid)?;
+            let waited = started.elapsed();
+            if now.saturating_sub(before) <= SETTLED_TICKS || waited >= SETTLE_LIMIT {
+                return Some(waited.as_secs_f64());
+            }
+            before = now;
+        }
     }
 
     /// `REQUESTS_PER_CASE` key lists of `entities` keys each, the same for every run.
@@ -576,22 +602,25 @@ impl Suite {
             self.profile.features,
         );
         let bytes = data::arrow_bytes(&batches);
+        let settled_after = self.settle().await;
         let started = Instant::now();
         let summary = client.ingest_batches("bench_ingest", batches).await?;
         let seconds = started.elapsed().as_secs_f64();
-        self.records.push(
-            Record::figures(
-                "ingest",
-                format!(
-                    "durable ingest, one DoPut of 64k-row batches x {} float32 features, {} backend",
-                    self.profile.features, self.profile.backend
-                ),
-            )
-            .with("rows", summary.rows as f64)
-            .with("seconds", seconds)
-            .with("rows_per_s", summary.rows as f64 / seconds)
-            .with("mb_per_s", bytes as f64 / 1e6 / seconds),
-        );
+        let mut record = Record::figures(
+            "ingest",
+            format!(
+                "durable ingest, one DoPut of 64k-row batches x {} float32 features, {} backend",
+                self.profile.features, self.profile.backend
+            ),
+        )
+        .with("rows", summary.rows as f64)
+        .with("seconds", seconds)
+        .with("rows_per_s", summary.rows as f64 / seconds)
+        .with("mb_per_s", bytes as f64 / 1e6 / seconds);
+        if let Some(waited) = settled_after {
+            record = record.with("settled_after_s", waited);
+        }
+        self.records.push(record);
         Ok(())
     }
 
@@ -648,6 +677,7 @@ impl Suite {
                     data::training_entity_rows(&mut rng, first, rows, entities)
                 })
                 .collect();
+            let settled_after = self.settle().await;
             let started = Instant::now();
             let mut answer = client
                 .training_data(batches, ["train:*"], TrainingDataOptions::default())
@@ -670,6 +700,9 @@ impl Suite {
             .with("entity_rows", entity_rows as f64)
             .with("feature_rows", stored as f64)
             .with("seconds", seconds);
+            if let Some(waited) = settled_after {
+                record = record.with("settled_after_s", waited);
+            }
             if let Some(pid) = self.server_pid {
                 if let Some(kb) = server::proc_status_kb(pid, "VmHWM:") {
                     record = record.with("server_peak_rss_mb", kb as f64 / 1024.0);

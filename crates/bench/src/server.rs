@@ -122,10 +122,52 @@ pub fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
         .ok()
 }
 
+/// CPU time the process has used (user + system, every thread), in clock ticks (`USER_HZ`,
+/// 100 per second on Linux).
+pub fn proc_cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces: the fields after it start past its closing ')'.
+    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
+    // utime and stime are fields 14 and 15 of the line; the state (field 3) comes first here.
+    let user: u64 = fields.nth(11)?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(user + system)
+}
+
 /// The `featherstore` binary beside this one (both land in the same target directory).
 pub fn sibling_server_binary() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let dir: &Path = exe.parent()?;
     let candidate = dir.join("featherstore");
     candidate.exists().then_some(candidate)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::proc_cpu_ticks;
+
+    #[test]
+    fn cpu_ticks_count_the_time_a_process_runs() {
+        let pid = std::process::id();
+        let before = proc_cpu_ticks(pid).expect("this process's /proc/PID/stat");
+        // Spin for 300 ms of wall time: at least 30 ticks of CPU unless the machine takes
+        // the core away for most of it; 5 leaves room for that.
+        let started = Instant::now();
+        let mut spins = 0u64;
+        while started.elapsed() < Duration::from_millis(300) {
+            spins = std::hint::black_box(spins.wrapping_add(1));
+        }
+        let after = proc_cpu_ticks(pid).expect("this process's /proc/PID/stat");
+        assert!(
+            after >= before + 5,
+            "{before} -> {after} ticks after 300 ms of spinning"
+        );
+    }
+
+    #[test]
+    fn a_process_that_is_gone_has_no_ticks() {
+        assert_eq!(proc_cpu_ticks(u32::MAX), None);
+    }
 }
