@@ -126,12 +126,7 @@ pub fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
 /// 100 per second on Linux).
 pub fn proc_cpu_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces: the fields after it start past its closing ')'.
-    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
-    // utime and stime are fields 14 and 15 of the line; the state (field 3) comes first here.
-    let user: u64 = fields.nth(11)?.parse().ok()?;
-    let system: u64 = fields.next()?.parse().ok()?;
-    Some(user + system)
+    featherstore_testkit::process::stat_cpu_ticks(&stat)
 }
 
 /// The `featherstore` binary beside this one (both land in the same target directory).

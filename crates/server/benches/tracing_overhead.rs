@@ -131,22 +131,15 @@ fn server_cpu_us() -> (f64, f64) {
         .flatten()
     {
         let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        let Some((head, rest)) = stat.rsplit_once(')') else {
+        let Some((head, _)) = stat.rsplit_once(')') else {
             continue;
         };
         let name = head.split_once('(').map_or("", |(_, name)| name);
         if !(name.starts_with(SERVER_THREADS) || name.starts_with(EXPORTER_THREAD)) {
             continue;
         }
-        // After the name: state is the 1st field, utime the 12th, stime the 13th.
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        let us = (ticks(11) + ticks(12)) * 10_000.0;
+        let ticks = featherstore_testkit::process::stat_cpu_ticks(&stat).unwrap_or(0);
+        let us = ticks as f64 * 10_000.0;
         total += us;
         if name.starts_with(EXPORTER_THREAD) {
             exporter += us;

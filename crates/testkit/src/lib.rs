@@ -2,6 +2,8 @@
 //!
 //! - [`fixtures`]: the shared feature sets and batches, and a deterministic random source
 //!   (always built: the core and store benchmarks need no more).
+//! - [`process`]: a process's CPU time from `/proc` (always built: benchmarks of every
+//!   crate use it).
 //! - [`s3`]: a real S3-compatible server (moto) on loopback, and a relay that can cut it off
 //!   (always built: the store's Delta Lake tests need it).
 //! - [`redis`]: real Redis servers (a single node, a 3-node cluster) on free loopback ports
@@ -18,6 +20,7 @@
 //! usual import.
 
 pub mod fixtures;
+pub mod process;
 pub mod redis;
 pub mod s3;
 
