@@ -14,6 +14,7 @@
 mod column_encoding;
 pub mod delta;
 pub mod duckdb;
+mod durable;
 mod error;
 mod feature_store;
 pub mod metrics;
@@ -24,6 +25,7 @@ pub mod parquet;
 pub mod query;
 mod snapshot;
 mod types;
+mod wal;
 
 pub use error::{Error, Result};
 pub use feature_store::{Clock, FeatureSet, FeatureStore, Limits, SnapshotOptions};

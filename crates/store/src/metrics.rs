@@ -7,6 +7,8 @@
 //! - [`PARQUET`]: activity of the Parquet backend (log appends, flushes, compactions),
 //!   process-wide; the backend records its work with the `record_*` methods of
 //!   [`ParquetActivity`] where it happens.
+//! - [`DUCKDB`]: activity of the DuckDB backend (log appends, applies of the log into the
+//!   database), likewise.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -208,16 +210,69 @@ impl Counter {
     }
 }
 
+/// Activity of a backend's write-ahead log (see `wal::log`), summed over every set.
+#[derive(Debug, Default)]
+pub struct LogActivity {
+    /// Batches appended, and the bytes written (batches and segment headers).
+    appends: Counter,
+    bytes: Counter,
+    /// fsyncs of segments: one per append, one per new segment, one per append undone.
+    syncs: Counter,
+}
+
+impl LogActivity {
+    pub const fn new() -> Self {
+        LogActivity {
+            appends: Counter::new(),
+            bytes: Counter::new(),
+            syncs: Counter::new(),
+        }
+    }
+
+    /// A batch appended to the log as a message of `bytes`, and fsynced.
+    pub fn record_append(&self, bytes: u64) {
+        self.appends.add(1);
+        self.bytes.add(bytes);
+        self.syncs.add(1);
+    }
+
+    /// A new log segment started with a schema header of `bytes`, and fsynced.
+    pub fn record_segment(&self, bytes: u64) {
+        self.bytes.add(bytes);
+        self.syncs.add(1);
+    }
+
+    /// A failed append cut back out of its segment, and the cut fsynced.
+    pub fn record_undo(&self) {
+        self.syncs.add(1);
+    }
+
+    fn counters(&self) -> [(&'static str, &'static str, u64); 3] {
+        [
+            (
+                "log_appends",
+                "Batches appended to the write-ahead log",
+                self.appends.get(),
+            ),
+            (
+                "log_bytes",
+                "Bytes written to the write-ahead log",
+                self.bytes.get(),
+            ),
+            (
+                "log_syncs",
+                "fsyncs of write-ahead log segments",
+                self.syncs.get(),
+            ),
+        ]
+    }
+}
+
 /// Activity of the Parquet backend, summed over every set (and every store in the process).
 /// Seconds are counted in microseconds so that rates give mean durations.
 #[derive(Debug, Default)]
 pub struct ParquetActivity {
-    /// Batches appended to the write-ahead log, and the bytes written to it (batches and
-    /// segment headers).
-    log_appends: Counter,
-    log_bytes: Counter,
-    /// fsyncs of log segments: one per append, one per new segment, one per append undone.
-    log_syncs: Counter,
+    pub log: LogActivity,
     /// Flushes of the log into Parquet files that completed, and what they wrote.
     flushes: Counter,
     flushed_rows: Counter,
@@ -237,9 +292,7 @@ pub struct ParquetActivity {
 impl ParquetActivity {
     pub const fn new() -> Self {
         ParquetActivity {
-            log_appends: Counter::new(),
-            log_bytes: Counter::new(),
-            log_syncs: Counter::new(),
+            log: LogActivity::new(),
             flushes: Counter::new(),
             flushed_rows: Counter::new(),
             flushed_files: Counter::new(),
@@ -253,24 +306,6 @@ impl ParquetActivity {
             compaction_micros: Counter::new(),
             compaction_failures: Counter::new(),
         }
-    }
-
-    /// A batch appended to the log as a message of `bytes`, and fsynced.
-    pub fn record_log_append(&self, bytes: u64) {
-        self.log_appends.add(1);
-        self.log_bytes.add(bytes);
-        self.log_syncs.add(1);
-    }
-
-    /// A new log segment started with a schema header of `bytes`, and fsynced.
-    pub fn record_log_segment(&self, bytes: u64) {
-        self.log_bytes.add(bytes);
-        self.log_syncs.add(1);
-    }
-
-    /// A failed append cut back out of its segment, and the cut fsynced.
-    pub fn record_log_undo(&self) {
-        self.log_syncs.add(1);
     }
 
     /// A flush that wrote `rows` into `files` data files of `bytes` in all.
@@ -300,23 +335,9 @@ impl ParquetActivity {
     }
 
     /// Every counter with its metric name suffix and help text, for rendering.
-    pub fn counters(&self) -> [(&'static str, &'static str, u64); 15] {
-        [
-            (
-                "log_appends",
-                "Batches appended to the write-ahead log",
-                self.log_appends.get(),
-            ),
-            (
-                "log_bytes",
-                "Bytes written to the write-ahead log",
-                self.log_bytes.get(),
-            ),
-            (
-                "log_syncs",
-                "fsyncs of write-ahead log segments",
-                self.log_syncs.get(),
-            ),
+    pub fn counters(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let mut counters = self.log.counters().to_vec();
+        counters.extend([
             (
                 "flushes",
                 "Flushes of the log into Parquet files",
@@ -377,7 +398,8 @@ impl ParquetActivity {
                 "Compactions that failed (and will be retried)",
                 self.compaction_failures.get(),
             ),
-        ]
+        ]);
+        counters
     }
 }
 
@@ -387,6 +409,71 @@ fn micros(elapsed: Duration) -> u64 {
 
 /// The Parquet backend's activity counters.
 pub static PARQUET: ParquetActivity = ParquetActivity::new();
+
+/// Activity of the DuckDB backend, summed over every set (and every store in the process).
+#[derive(Debug, Default)]
+pub struct DuckDbActivity {
+    pub log: LogActivity,
+    /// Applies of logged rows into the database that committed, and the rows they moved.
+    applies: Counter,
+    applied_rows: Counter,
+    apply_micros: Counter,
+    apply_failures: Counter,
+}
+
+impl DuckDbActivity {
+    pub const fn new() -> Self {
+        DuckDbActivity {
+            log: LogActivity::new(),
+            applies: Counter::new(),
+            applied_rows: Counter::new(),
+            apply_micros: Counter::new(),
+            apply_failures: Counter::new(),
+        }
+    }
+
+    /// An apply that committed `rows` logged rows into the database.
+    pub fn record_apply(&self, rows: u64, elapsed: Duration) {
+        self.applies.add(1);
+        self.applied_rows.add(rows);
+        self.apply_micros.add(micros(elapsed));
+    }
+
+    pub fn record_apply_failure(&self) {
+        self.apply_failures.add(1);
+    }
+
+    /// Every counter with its metric name suffix and help text, for rendering.
+    pub fn counters(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let mut counters = self.log.counters().to_vec();
+        counters.extend([
+            (
+                "applies",
+                "Applies of logged rows into the database",
+                self.applies.get(),
+            ),
+            (
+                "applied_rows",
+                "Rows moved from the log into the database",
+                self.applied_rows.get(),
+            ),
+            (
+                "apply_micros",
+                "Microseconds spent applying the log",
+                self.apply_micros.get(),
+            ),
+            (
+                "apply_failures",
+                "Applies that failed (and will be retried)",
+                self.apply_failures.get(),
+            ),
+        ]);
+        counters
+    }
+}
+
+/// The DuckDB backend's activity counters.
+pub static DUCKDB: DuckDbActivity = DuckDbActivity::new();
 
 /// Round trips of the Redis online backend, process-wide: every request it sends to Redis
 /// (a pipeline or a concurrent group of commands is one), those that failed or timed out, and

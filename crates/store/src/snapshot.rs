@@ -33,10 +33,8 @@ use arrow::ipc::writer::StreamWriter;
 use featherstore_core::FeatureSetSpec;
 use serde::{Deserialize, Serialize};
 
+use crate::durable::{create_dir_durably, list_dir, remove_quietly, rename_durably, tmp_path};
 use crate::online::{OnlineSet, OnlineStore};
-use crate::parquet::durable::{
-    create_dir_durably, list_dir, remove_quietly, rename_durably, tmp_path,
-};
 use crate::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"FSONLINE";

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use arrow::array::{Array, RecordBatch};
 use featherstore_core::time::{now_micros, MICROS_PER_SECOND};
-use featherstore_store::metrics::{HistogramSnapshot, Operation, DURATION_BUCKETS, PARQUET, REDIS};
+use featherstore_store::metrics::{
+    HistogramSnapshot, Operation, DUCKDB, DURATION_BUCKETS, PARQUET, REDIS,
+};
 use featherstore_store::FeatureStore;
 use prometheus::core::{Collector, Desc};
 
@@ -197,7 +199,8 @@ impl Metrics {
             Box::new(stored_files.clone()),
             Box::new(storage_bytes.clone()),
             Box::new(storage_files.clone()),
-            Box::new(ParquetCollector::new()),
+            Box::new(BackendCollector::new("parquet", || PARQUET.counters())),
+            Box::new(BackendCollector::new("duckdb", || DUCKDB.counters())),
         ] {
             registry.register(collector).expect("unique metric names");
         }
@@ -450,27 +453,24 @@ fn redis_families() -> Vec<MetricFamily> {
     ]
 }
 
-/// The Parquet backend's activity counters as `featherstore_parquet_*_total`; microsecond
+/// A storage backend's activity counters as `featherstore_{backend}_*_total`; microsecond
 /// counters become `_seconds_total`.
-struct ParquetCollector {
+struct BackendCollector {
+    backend: &'static str,
+    counters: fn() -> Vec<(&'static str, &'static str, u64)>,
     descs: Vec<Desc>,
 }
 
-fn parquet_metric_name(key: &str) -> String {
-    match key.strip_suffix("_micros") {
-        Some(stem) => format!("featherstore_parquet_{stem}_seconds_total"),
-        None => format!("featherstore_parquet_{key}_total"),
-    }
-}
-
-impl ParquetCollector {
-    fn new() -> Self {
-        let descs = PARQUET
-            .counters()
+impl BackendCollector {
+    fn new(
+        backend: &'static str,
+        counters: fn() -> Vec<(&'static str, &'static str, u64)>,
+    ) -> Self {
+        let descs = counters()
             .iter()
             .map(|(key, help, _)| {
                 Desc::new(
-                    parquet_metric_name(key),
+                    backend_metric_name(backend, key),
                     help.to_string(),
                     vec![],
                     Default::default(),
@@ -478,18 +478,28 @@ impl ParquetCollector {
                 .expect("valid metric")
             })
             .collect();
-        ParquetCollector { descs }
+        BackendCollector {
+            backend,
+            counters,
+            descs,
+        }
     }
 }
 
-impl Collector for ParquetCollector {
+fn backend_metric_name(backend: &str, key: &str) -> String {
+    match key.strip_suffix("_micros") {
+        Some(stem) => format!("featherstore_{backend}_{stem}_seconds_total"),
+        None => format!("featherstore_{backend}_{key}_total"),
+    }
+}
+
+impl Collector for BackendCollector {
     fn desc(&self) -> Vec<&Desc> {
         self.descs.iter().collect()
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        PARQUET
-            .counters()
+        (self.counters)()
             .iter()
             .map(|&(key, help, value)| {
                 let mut counter = proto::Counter::default();
@@ -501,7 +511,7 @@ impl Collector for ParquetCollector {
                 let mut metric = proto::Metric::default();
                 metric.set_counter(counter);
                 let mut family = MetricFamily::default();
-                family.set_name(parquet_metric_name(key));
+                family.set_name(backend_metric_name(self.backend, key));
                 family.set_help(help.into());
                 family.set_field_type(MetricType::COUNTER);
                 family.set_metric(vec![metric]);

@@ -12,13 +12,13 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::durable::remove_quietly;
 use super::engine::Engine;
-use super::log;
-use super::memtable::MemTable;
 use super::set::{DataFile, Maintenance, SetState, Snapshot};
 use super::writer::WrittenFile;
+use crate::durable::remove_quietly;
 use crate::query::sql::{ident, SEQ_COLUMN};
+use crate::wal::log;
+use crate::wal::memtable::MemTable;
 use crate::Result;
 
 /// What the rewritten rows replace.

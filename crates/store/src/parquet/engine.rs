@@ -3,12 +3,12 @@
 
 use arrow::array::RecordBatch;
 
-use super::memtable;
 use super::options::ParquetOptions;
 use super::set::SetState;
 use super::writer::{self, WrittenFile};
 use crate::query::sql;
 use crate::query::{ConnectionPool, EngineSettings, Purpose};
+use crate::wal::memtable;
 use crate::Result;
 
 pub(super) struct Engine {

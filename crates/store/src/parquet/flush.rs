@@ -13,10 +13,11 @@ use std::time::Instant;
 
 use super::commit::{rewrite, Change, FlushedRows};
 use super::engine::Engine;
-use super::memtable::{self, MemTable};
+use super::rows;
 use super::set::{Maintenance, SetState, Snapshot};
 use super::writer::{self, WrittenFile};
 use crate::metrics::PARQUET;
+use crate::wal::memtable::MemTable;
 use crate::Result;
 
 /// What a flush took out of the ingest path.
@@ -59,11 +60,7 @@ fn flush(engine: &Engine, set: &SetState) -> Result<Option<Vec<WrittenFile>>> {
     if flushed.is_err() {
         // The rows stay in the (still readable) frozen tables; the next flush takes them
         // again, and the age trigger must still see them as waiting.
-        let mut ingest = set.ingest.lock();
-        ingest.pending_since = match (ingest.pending_since, frozen.pending_since) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        set.ingest.lock().still_pending(frozen.pending_since);
     }
     flushed.map(Some)
 }
@@ -87,12 +84,12 @@ fn freeze(set: &SetState) -> Result<Option<Frozen>> {
         flushed_seq: snapshot.flushed_seq,
         tables,
     });
-    ingest.table = table;
+    let (next_segment, pending_since) = ingest.freeze(table);
     Ok(Some(Frozen {
         upto,
         tables: frozen,
-        next_segment: ingest.log.roll(),
-        pending_since: ingest.pending_since.take(),
+        next_segment,
+        pending_since,
     }))
 }
 
@@ -106,7 +103,7 @@ fn write_frozen(
         engine,
         set,
         maintenance,
-        &memtable::select_rows(&set.spec(), &[], None, &frozen.tables),
+        &rows::select_rows(&set.spec(), &[], None, &frozen.tables),
         Change {
             replaced: &[],
             flushed: Some(FlushedRows {

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::durable::write_atomic;
+use crate::durable::write_atomic;
 use crate::{Error, Result};
 
 pub(super) const MANIFEST_FILE: &str = "_manifest.json";

@@ -18,13 +18,11 @@
 
 mod commit;
 mod compact;
-pub(crate) mod durable;
 mod engine;
 mod flush;
-mod log;
 mod manifest;
-mod memtable;
 mod options;
+mod rows;
 mod services;
 mod set;
 mod writer;
@@ -35,22 +33,25 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use featherstore_core::spec::is_valid_name;
 use featherstore_core::{FeatureServiceSpec, FeatureSetSpec};
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::RwLock;
 
 pub use options::{Compression, ParquetOptions, UnknownCompression};
 
-use self::durable::{list_dir, sync_dir};
 use self::engine::Engine;
-use self::memtable::MemTable;
 use self::set::{read_spec, SetState, Snapshot};
+use crate::durable::{self, list_dir, sync_dir};
+use crate::metrics::PARQUET;
 use crate::offline::{OfflineStore, Publish, RelationWork};
 use crate::query::sql;
 use crate::query::{ConnectionPool, EngineSettings, Purpose};
+use crate::wal::log::LogWriter;
+use crate::wal::memtable::MemTable;
+use crate::wal::Background;
 use crate::{Error, Result, StorageStats};
 
 /// A deleted set's directory is renamed to this prefix + its name (the durable step), then
@@ -70,15 +71,8 @@ struct Inner {
     dir: PathBuf,
     engine: Engine,
     sets: RwLock<HashMap<String, Arc<SetState>>>,
-    signal: Mutex<Signal>,
-    wake: Condvar,
-}
-
-#[derive(Default)]
-struct Signal {
-    stop: bool,
-    /// An append crossed `flush_rows`.
-    work: bool,
+    /// Woken when an append crosses `flush_rows`.
+    background: Background,
 }
 
 impl ParquetStore {
@@ -113,8 +107,7 @@ impl ParquetStore {
             engine: Engine::open(options, engine)?,
             dir,
             sets: RwLock::new(HashMap::new()),
-            signal: Mutex::new(Signal::default()),
-            wake: Condvar::new(),
+            background: Background::default(),
         });
         inner.load_sets()?;
         let background = Arc::clone(&inner);
@@ -148,8 +141,7 @@ impl ParquetStore {
 
 impl Drop for ParquetStore {
     fn drop(&mut self) {
-        self.inner.signal.lock().stop = true;
-        self.inner.wake.notify_all();
+        self.inner.background.stop();
         if let Some(thread) = self.maintenance.take() {
             if thread.join().is_err() {
                 tracing::error!("the parquet maintenance thread panicked");
@@ -211,17 +203,7 @@ impl Inner {
         // Fine enough to honour `flush_interval`, coarse enough to cost nothing when idle.
         let tick = (self.engine.options.flush_interval / 4)
             .clamp(Duration::from_millis(10), Duration::from_secs(1));
-        loop {
-            {
-                let mut signal = self.signal.lock();
-                if !signal.stop && !signal.work {
-                    self.wake.wait_for(&mut signal, tick);
-                }
-                if signal.stop {
-                    return;
-                }
-                signal.work = false;
-            }
+        self.background.run(tick, || {
             for set in self.all_sets() {
                 if self.flush_due(&set) {
                     if let Err(e) = flush::flush_set(&self.engine, &set) {
@@ -232,7 +214,7 @@ impl Inner {
                     tracing::error!(feature_set = %set.spec().name, error = %e, "compaction failed; will retry");
                 }
             }
-        }
+        });
     }
 
     fn flush_due(&self, set: &SetState) -> bool {
@@ -244,11 +226,6 @@ impl Inner {
                     .lock()
                     .pending_since
                     .is_some_and(|since| since.elapsed() >= self.engine.options.flush_interval))
-    }
-
-    fn wake_maintenance(&self) {
-        self.signal.lock().work = true;
-        self.wake.notify_one();
     }
 
     fn create(&self, spec: &FeatureSetSpec) -> Result<()> {
@@ -316,7 +293,12 @@ impl Inner {
         }
         set::store_versions(&set.dir, old, new)?;
         let next_segment = ingest.log.roll();
-        ingest.log = log::LogWriter::new(set.log_dir(), sql::storage_schema(new), next_segment);
+        ingest.log = LogWriter::new(
+            set.log_dir(),
+            sql::storage_schema(new),
+            next_segment,
+            &PARQUET.log,
+        );
         {
             let mut snapshot = set.snapshot.write();
             let mut tables = snapshot.tables.clone();
@@ -349,27 +331,8 @@ impl Inner {
             if !set.is_alive() {
                 return Err(featherstore_core::Error::no_such_set(&spec.name).into());
             }
-            let first = ingest.next_seq;
-            let ingested_at = now.max(ingest.last_ingested_at);
-            let stored = sql::to_storage_batches(spec, batches, first, ingested_at)?;
-            let next = first + rows as i64;
-            // Consumed even if the append fails: a log record that could not be taken back
-            // must not share numbers with a later batch.
-            ingest.next_seq = next;
-            // Likewise: a log record that could not be taken back may be replayed later.
-            ingest.last_ingested_at = ingested_at;
-            let mark = ingest.log.append(&stored)?;
-            // Published before the batches join the memtable, which cannot fail: a failed
-            // publication leaves them in neither the memtable nor the log.
-            if let Err(e) = publish() {
-                ingest.log.undo(mark);
-                return Err(e);
-            }
-            for batch in stored {
-                ingest.table.push(batch);
-            }
-            set.committed.store(next - 1, Ordering::Release);
-            ingest.pending_since.get_or_insert_with(Instant::now);
+            let last = ingest.append(spec, batches, rows, now, publish)?;
+            set.committed.store(last, Ordering::Release);
         }
         let unflushed = set.unflushed_rows();
         let flush_rows = self.engine.options.flush_rows as u64;
@@ -379,7 +342,7 @@ impl Inner {
                 tracing::error!(feature_set = %spec.name, error = %e, "flush failed; will retry");
             }
         } else if unflushed >= flush_rows {
-            self.wake_maintenance();
+            self.background.wake();
         }
         Ok(())
     }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use featherstore_core::spec::is_valid_name;
 use featherstore_core::FeatureServiceSpec;
 
-use super::durable::{self, create_dir_durably, list_dir, sync_dir, write_atomic, TMP_SUFFIX};
+use crate::durable::{self, create_dir_durably, list_dir, sync_dir, write_atomic, TMP_SUFFIX};
 use crate::offline::parse_service;
 use crate::{Error, Result};
 

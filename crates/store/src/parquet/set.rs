@@ -13,18 +13,23 @@ use featherstore_core::time::now_micros;
 use featherstore_core::FeatureSetSpec;
 use parking_lot::{Mutex, RwLock};
 
-use super::durable::{create_dir_durably, list_dir, remove_quietly, write_atomic, TMP_SUFFIX};
-use super::log::{self, LogWriter, LOG_DIR};
 use super::manifest::{
     FileEntry, Manifest, DATE_DIR_PREFIX, FORMAT, FORMAT_BEFORE_INGEST_TIMES, MANIFEST_FILE,
     PART_PREFIX,
 };
-use super::memtable::{self, MemTable};
+use super::rows;
+use crate::durable::{create_dir_durably, list_dir, remove_quietly, write_atomic, TMP_SUFFIX};
+use crate::metrics::PARQUET;
 use crate::query::{reads, sql};
 use crate::query::{ConnectionPool, Purpose};
+use crate::wal::log::{self, LogWriter};
+use crate::wal::memtable::MemTable;
+use crate::wal::Ingest;
 use crate::{Error, Result, StorageStats};
 
 const SPEC_FILE: &str = "_spec.json";
+/// The set's write-ahead log directory.
+const LOG_DIR: &str = "_log";
 const VERSION_PREFIX: &str = "_spec.v";
 
 /// A live Parquet file. Compaction retires files; one is deleted when the last snapshot that
@@ -137,19 +142,6 @@ impl Snapshot {
     }
 }
 
-/// The append side of a set; its mutex serialises appends with the start of a flush.
-pub(super) struct Ingest {
-    pub(super) log: LogWriter,
-    /// Next `_seq` to hand out. Numbers of failed appends are not reused (see `LogWriter::undo`).
-    pub(super) next_seq: i64,
-    /// The memtable table that takes appends (the last of the snapshot's).
-    pub(super) table: Arc<MemTable>,
-    /// The latest ingest time of the set's rows (UTC µs): the next append's is never earlier.
-    pub(super) last_ingested_at: i64,
-    /// When the oldest unflushed row was appended (or found in the log at open).
-    pub(super) pending_since: Option<Instant>,
-}
-
 /// Held by flush, compaction and delete: they rewrite the manifest.
 pub(super) struct Maintenance {
     pub(super) next_file: u64,
@@ -213,7 +205,7 @@ impl SetState {
                 )))
             }
         };
-        Ok(memtable::select_rows(
+        Ok(rows::select_rows(
             spec,
             &current,
             without_ingest_times,
@@ -350,7 +342,12 @@ impl SetState {
         SetState {
             legacy_ingested_at: manifest.legacy_ingested_at,
             ingest: Mutex::new(Ingest {
-                log: LogWriter::new(dir.join(LOG_DIR), sql::storage_schema(&spec), next_segment),
+                log: LogWriter::new(
+                    dir.join(LOG_DIR),
+                    sql::storage_schema(&spec),
+                    next_segment,
+                    &PARQUET.log,
+                ),
                 next_seq: last_seq + 1,
                 table: table.clone(),
                 last_ingested_at,

@@ -144,8 +144,8 @@ fn duckdb_reads_the_files_with_the_memtable_column_types() {
             .unwrap()
     };
     let paths: Vec<&str> = snapshot.files.iter().map(|f| f.path.as_str()).collect();
-    let files = types(&memtable::select_rows(&spec(), &paths, None, &[]));
-    let table = types(&memtable::select_rows(&spec(), &[], None, &snapshot.tables));
+    let files = types(&rows::select_rows(&spec(), &paths, None, &[]));
+    let table = types(&rows::select_rows(&spec(), &[], None, &snapshot.tables));
     assert_eq!(files, table);
     let typed: Vec<&str> = files.iter().map(|(_, t)| t.as_str()).collect();
     assert_eq!(

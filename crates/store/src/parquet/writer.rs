@@ -10,10 +10,10 @@ use featherstore_core::time::{day_of, format_date};
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 
-use super::durable::{
+use super::manifest::{data_file_path, FileEntry};
+use crate::durable::{
     create_dir_durably, parent, remove_quietly, rename_durably, tmp_path, ShortWrites,
 };
-use super::manifest::{data_file_path, FileEntry};
 use crate::query::sql::INGESTED_AT_COLUMN;
 use crate::{Error, Result};
 

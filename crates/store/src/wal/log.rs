@@ -1,5 +1,6 @@
-//! The write-ahead log of a set: `_log/NNN….arrows` segments, each an Arrow IPC stream (a
-//! schema message, then one record batch message per append) that any Arrow reader can open.
+//! The write-ahead log of a set: `NNN….arrows` segments in a directory of its own, each an
+//! Arrow IPC stream (a schema message, then one record batch message per append) that any
+//! Arrow reader can open.
 //!
 //! An append is durable once its message is written and the segment fsynced. A crash while
 //! writing leaves at most one incomplete message at the end of a segment (a prefix of it, or
@@ -23,12 +24,11 @@ use arrow::ipc::writer::{
 };
 use arrow::ipc::{root_as_message, MessageHeader};
 
-use super::durable::{list_dir, remove_quietly, sync_dir, ShortWrites};
-use crate::metrics::PARQUET;
+use crate::durable::{list_dir, remove_quietly, sync_dir, ShortWrites};
+use crate::metrics::LogActivity;
 use crate::query::sql::{self, INGESTED_AT_COLUMN, SEQ_COLUMN};
 use crate::{Error, Result, StorageStats};
 
-pub(super) const LOG_DIR: &str = "_log";
 const SEGMENT_SUFFIX: &str = ".arrows";
 /// Marks every message of the current IPC stream format; its absence where a message should
 /// start means the bytes are not a message.
@@ -52,8 +52,8 @@ fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     Ok(found)
 }
 
-/// Deletes the segments numbered below `number`, once their rows are safely in Parquet.
-pub(super) fn remove_segments_below(dir: &Path, number: u64) -> Result<()> {
+/// Deletes the segments numbered below `number`, once their rows are stored for good.
+pub(crate) fn remove_segments_below(dir: &Path, number: u64) -> Result<()> {
     for (_, path) in segments(dir)?.into_iter().filter(|(n, _)| *n < number) {
         remove_quietly(&path);
     }
@@ -62,7 +62,7 @@ pub(super) fn remove_segments_below(dir: &Path, number: u64) -> Result<()> {
 
 /// The segments in `dir` and the bytes they take. A segment removed while this runs (a flush
 /// finishing) is left out.
-pub(super) fn disk_usage(dir: &Path) -> Result<StorageStats> {
+pub(crate) fn disk_usage(dir: &Path) -> Result<StorageStats> {
     let mut usage = StorageStats::default();
     for (_, path) in segments(dir)? {
         match path.metadata() {
@@ -86,34 +86,42 @@ struct Segment {
 
 /// Where a segment stood before an append, to take the append back.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct LogMark {
+pub(crate) struct LogMark {
     len: u64,
 }
 
 /// Appends batches to the newest segment of one set's log.
-pub(super) struct LogWriter {
+pub(crate) struct LogWriter {
     dir: PathBuf,
     schema: SchemaRef,
     /// None until the first append after opening or rolling.
     active: Option<Segment>,
     next_segment: u64,
     options: IpcWriteOptions,
+    /// The backend's counters.
+    activity: &'static LogActivity,
 }
 
 impl LogWriter {
-    pub(super) fn new(dir: PathBuf, schema: SchemaRef, next_segment: u64) -> Self {
+    pub(crate) fn new(
+        dir: PathBuf,
+        schema: SchemaRef,
+        next_segment: u64,
+        activity: &'static LogActivity,
+    ) -> Self {
         LogWriter {
             dir,
             schema,
             active: None,
             next_segment,
             options: IpcWriteOptions::default(),
+            activity,
         }
     }
 
     /// Appends `batches` as one message each and fsyncs them once: durable when this returns.
     /// On failure the segment is cut back to where it was, so no part of them survives.
-    pub(super) fn append(&mut self, batches: &[RecordBatch]) -> Result<LogMark> {
+    pub(crate) fn append(&mut self, batches: &[RecordBatch]) -> Result<LogMark> {
         if self.active.is_none() {
             self.active = Some(self.create_segment()?);
         }
@@ -121,7 +129,7 @@ impl LogWriter {
         let mark = LogMark { len: segment.len };
         match write_batches(segment, batches, &self.options) {
             Ok(len) => {
-                PARQUET.record_log_append(len - segment.len);
+                self.activity.record_append(len - segment.len);
                 segment.len = len;
                 Ok(mark)
             }
@@ -135,7 +143,7 @@ impl LogWriter {
     /// Takes back everything appended since `mark`. If the segment cannot be cut back it is
     /// abandoned: later appends go to a new segment, so they never follow a partial message
     /// (replay drops a torn tail, and would drop them with it).
-    pub(super) fn undo(&mut self, mark: LogMark) {
+    pub(crate) fn undo(&mut self, mark: LogMark) {
         let Some(segment) = self.active.as_mut() else {
             return;
         };
@@ -146,7 +154,7 @@ impl LogWriter {
             .and_then(|()| segment.file.sync_data());
         match cut {
             Ok(()) => {
-                PARQUET.record_log_undo();
+                self.activity.record_undo();
                 segment.len = mark.len;
             }
             Err(e) => {
@@ -161,7 +169,7 @@ impl LogWriter {
 
     /// Closes the active segment: later appends start a new one. Every segment numbered below
     /// the returned number holds only rows appended before this call.
-    pub(super) fn roll(&mut self) -> u64 {
+    pub(crate) fn roll(&mut self) -> u64 {
         self.active = None;
         self.next_segment
     }
@@ -190,7 +198,7 @@ impl LogWriter {
             });
         match written {
             Ok(len) => {
-                PARQUET.record_log_segment(len);
+                self.activity.record_segment(len);
                 Ok(Segment { file, path, len })
             }
             Err(e) => {
@@ -235,11 +243,11 @@ fn write_batches(
 
 /// What replaying a log found.
 #[derive(Debug)]
-pub(super) struct Replayed {
+pub(crate) struct Replayed {
     /// Greatest `_seq` of any logged row, flushed or not.
-    pub(super) max_seq: Option<i64>,
+    pub(crate) max_seq: Option<i64>,
     /// The number for the next segment: past every existing one.
-    pub(super) next_segment: u64,
+    pub(crate) next_segment: u64,
 }
 
 /// Hands every logged row with `_seq > flushed_seq` to `visit`, in log order, one batch (or
@@ -247,7 +255,7 @@ pub(super) struct Replayed {
 /// unflushed row are deleted. Batches come in `schema`: a segment logged by an earlier version
 /// of the set lacks the features added since (null), and one logged before ingest times lacks
 /// `_ingested_at` (`legacy_ingested_at` then).
-pub(super) fn replay(
+pub(crate) fn replay(
     dir: &Path,
     schema: &SchemaRef,
     flushed_seq: i64,
@@ -540,6 +548,7 @@ mod tests {
     use arrow::datatypes::{DataType, Field, Schema};
 
     use super::*;
+    use crate::metrics::PARQUET;
 
     fn schema() -> SchemaRef {
         Arc::new(Schema::new(vec![
@@ -573,7 +582,7 @@ mod tests {
     #[test]
     fn undo_takes_an_append_back_and_the_log_goes_on() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = LogWriter::new(dir.path().to_path_buf(), schema(), 0);
+        let mut log = LogWriter::new(dir.path().to_path_buf(), schema(), 0, &PARQUET.log);
         log.append(&[batch(&["a", "b"], 0)]).unwrap();
         let mark = log
             .append(&[batch(&["c"], 2), batch(&["x", "y"], 3)])
@@ -594,7 +603,7 @@ mod tests {
     #[test]
     fn replay_skips_flushed_rows_and_drops_flushed_segments() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = LogWriter::new(dir.path().to_path_buf(), schema(), 0);
+        let mut log = LogWriter::new(dir.path().to_path_buf(), schema(), 0, &PARQUET.log);
         log.append(&[batch(&["a", "b"], 0)]).unwrap();
         assert_eq!(log.roll(), 1);
         log.append(&[batch(&["c", "d", "e"], 2)]).unwrap();
@@ -621,7 +630,7 @@ mod tests {
     #[test]
     fn damage_is_corruption_or_a_torn_tail_never_a_panic() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = LogWriter::new(dir.path().to_path_buf(), schema(), 0);
+        let mut log = LogWriter::new(dir.path().to_path_buf(), schema(), 0, &PARQUET.log);
         log.append(&[batch(&["a"], 0)]).unwrap();
         log.append(&[batch(&["b", "c"], 1)]).unwrap();
         let path = segment_path(dir.path(), 0);

@@ -1,11 +1,11 @@
-//! Unflushed rows live in memory as the Arrow batches that the log made durable (the
-//! "memtable"): an append adds a batch, copying nothing. DuckDB reads them through the table
-//! function `featherstore_memtable(id, rows)`, so reads run the same SQL over them as over the
-//! Parquet files: a relation that is the union of both.
+//! Rows not yet in a backend's final storage live in memory as the Arrow batches that the log
+//! made durable (the "memtable"): an append adds a batch, copying nothing. DuckDB reads them
+//! through the table function `featherstore_memtable(id, rows)`, so reads run the same SQL
+//! over them as over the stored rows: a relation that is the union of both.
 //!
-//! The memtable used to be an in-memory DuckDB table, which copied every row into DuckDB twice
-//! per append (its transaction's storage, then the table) and updated its statistics each
-//! time: most of the backend's ingest CPU.
+//! The Parquet backend's memtable used to be an in-memory DuckDB table, which copied every
+//! row into DuckDB twice per append (its transaction's storage, then the table) and updated
+//! its statistics each time: most of that backend's ingest CPU.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,15 +20,15 @@ use duckdb::vtab::{
     TableFunctionInfo, VTab,
 };
 use duckdb::Connection;
-use featherstore_core::{FeatureSetSpec, FeatureType};
+use featherstore_core::FeatureSetSpec;
 use parking_lot::{Mutex, RwLock};
 
-use crate::query::sql::{self, ident};
+use crate::query::sql;
 use crate::query::table_function::{vector_capacity, CallbackResult};
 use crate::Result;
 
-/// The table function's SQL name. Registered in the backend's own DuckDB only, which runs no
-/// SQL a client wrote (ad-hoc queries run in an engine of their own).
+/// The table function's SQL name. Registered in the backends' own DuckDB databases only, which
+/// run no SQL a client wrote (ad-hoc queries run in an engine of their own).
 const SCAN_FUNCTION: &str = "featherstore_memtable";
 
 /// A batch of fewer rows is small: a run of [`SMALL_RUN`] of them at the end of a memtable is
@@ -68,13 +68,13 @@ impl Rows {
 
 /// A memtable of one set under one spec. It leaves the registry when dropped: once no
 /// snapshot lists it, no reader can be scanning it.
-pub(super) struct MemTable {
+pub(crate) struct MemTable {
     id: u64,
     rows: Arc<Rows>,
 }
 
 impl MemTable {
-    pub(super) fn new(spec: &FeatureSetSpec) -> MemTable {
+    pub(crate) fn new(spec: &FeatureSetSpec) -> MemTable {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let rows = Arc::new(Rows {
             schema: sql::storage_schema(spec),
@@ -85,7 +85,7 @@ impl MemTable {
     }
 
     /// Adds a storage batch; its rows are visible to reads whose relation is made after.
-    pub(super) fn push(&self, batch: RecordBatch) {
+    pub(crate) fn push(&self, batch: RecordBatch) {
         let mut batches = self.rows.batches.write();
         let (list, rows) = &mut *batches;
         *rows += batch.num_rows();
@@ -107,19 +107,29 @@ impl MemTable {
     }
 
     /// Rows in the memtable now.
-    pub(super) fn rows(&self) -> usize {
+    pub(crate) fn rows(&self) -> usize {
         self.rows.batches.read().1
+    }
+
+    /// Its batches as they are now, in append order.
+    pub(crate) fn batches_now(&self) -> Vec<RecordBatch> {
+        self.rows.batches.read().0.clone()
+    }
+
+    /// The storage schema of its batches.
+    pub(crate) fn schema(&self) -> &SchemaRef {
+        &self.rows.schema
     }
 
     /// Batches holding them (runs of small ones merged).
     #[cfg(test)]
-    pub(super) fn batches(&self) -> usize {
+    pub(crate) fn batches(&self) -> usize {
         self.rows.batches.read().0.len()
     }
 
     /// `SELECT` of the memtable's rows as they are now (rows appended later are not in it);
     /// `None` while it has none.
-    fn select_now(&self) -> Option<String> {
+    pub(crate) fn select_now(&self) -> Option<String> {
         let rows = self.rows();
         (rows > 0).then(|| {
             format!(
@@ -137,7 +147,7 @@ impl Drop for MemTable {
 }
 
 /// Makes the table function known to a DuckDB database (once, on any of its connections).
-pub(super) fn register(conn: &Connection) -> Result<()> {
+pub(crate) fn register(conn: &Connection) -> Result<()> {
     conn.register_table_function::<MemTableScan>(SCAN_FUNCTION)?;
     Ok(())
 }
@@ -215,67 +225,4 @@ impl VTab for MemTableScan {
             LogicalTypeHandle::from(LogicalTypeId::UBigint),
         ])
     }
-}
-
-/// `SELECT` of the stored rows of some data files and memtable tables, in the storage column
-/// order of `spec`. Files and tables written under an earlier version of the set lack the
-/// features added since: columns are matched by name (`union_by_name`, `UNION ALL BY NAME`
-/// after a typed empty row set holding every column), so those read as null and nothing on
-/// disk is rewritten. Columns a later version added are left out.
-///
-/// `without_ingest_times`: files written before ingest times were stored, and the time (UTC
-/// µs) their rows read as ingested at.
-pub(super) fn select_rows(
-    spec: &FeatureSetSpec,
-    files: &[&str],
-    without_ingest_times: Option<(&[&str], i64)>,
-    tables: &[Arc<MemTable>],
-) -> String {
-    let schema = sql::storage_schema(spec);
-    let typed_nulls: Vec<String> = schema
-        .fields()
-        .iter()
-        .map(|f| {
-            format!(
-                "CAST(NULL AS {}) AS {}",
-                sql::storage_column_sql_type(spec, f.name()),
-                ident(f.name())
-            )
-        })
-        .collect();
-    let mut sources = vec![format!("SELECT {} WHERE false", typed_nulls.join(", "))];
-    if !files.is_empty() {
-        sources.push(format!("SELECT * FROM {}", sql::read_parquet(files)));
-    }
-    if let Some((files, ingested_at)) = without_ingest_times.filter(|(f, _)| !f.is_empty()) {
-        sources.push(format!(
-            "SELECT *, make_timestamp({ingested_at}::BIGINT) AS {} FROM {}",
-            ident(sql::INGESTED_AT_COLUMN),
-            sql::read_parquet(files)
-        ));
-    }
-    sources.extend(tables.iter().filter_map(|t| t.select_now()));
-    // Parquet has no fixed-size list: embeddings come back as variable lists (`FLOAT[]`) and
-    // are cast back to the memtable's `FLOAT[N]`.
-    let columns: Vec<String> = schema
-        .fields()
-        .iter()
-        .map(|f| {
-            let column = ident(f.name());
-            match spec
-                .feature(f.name())
-                .map(|(_, feature)| feature.feature_type)
-            {
-                Some(t @ (FeatureType::Float32Vector(_) | FeatureType::Float64Vector(_))) => {
-                    format!("CAST({column} AS {}) AS {column}", sql::feature_sql_type(t))
-                }
-                _ => column,
-            }
-        })
-        .collect();
-    format!(
-        "SELECT {} FROM ({})",
-        columns.join(", "),
-        sources.join(" UNION ALL BY NAME ")
-    )
 }

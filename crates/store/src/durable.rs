@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::{Error, Result};
 
 /// Suffix of files being written; any left at open are debris of a crash.
-pub(super) const TMP_SUFFIX: &str = ".tmp";
+pub(crate) const TMP_SUFFIX: &str = ".tmp";
 
 pub(crate) fn tmp_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
@@ -24,7 +24,7 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 }
 
 /// Replaces `path` with `bytes` all at once: a crash leaves either the old or the new content.
-pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = tmp_path(path);
     let written = File::create(&tmp)
         .and_then(|mut file| {
