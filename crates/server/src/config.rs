@@ -100,6 +100,10 @@ pub struct DuckDbConfig {
     pub path: PathBuf,
     /// DuckDB memory limit, e.g. "4GB"; DuckDB's default when unset.
     pub memory_limit: Option<String>,
+    /// Apply a set's append log to its table once it holds this many rows...
+    pub apply_rows: usize,
+    /// ...or once its oldest row is this old.
+    pub apply_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -350,9 +354,13 @@ impl Default for StorageConfig {
 
 impl Default for DuckDbConfig {
     fn default() -> Self {
+        let options = featherstore_store::duckdb::DuckDbOptions::default();
         DuckDbConfig {
             path: PathBuf::from("./data/features.db"),
             memory_limit: None,
+            apply_rows: options.apply_rows,
+            apply_interval_ms: u64::try_from(options.apply_interval.as_millis())
+                .unwrap_or(u64::MAX),
         }
     }
 }

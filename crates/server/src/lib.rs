@@ -143,7 +143,14 @@ fn open_offline(config: &Config) -> Result<Box<dyn OfflineStore>, StartError> {
         wait_timeout: Some(seconds(config.limits.storage_wait_seconds)),
     };
     Ok(match config.storage.backend {
-        Backend::Duckdb => Box::new(DuckDbStore::open(&config.storage.duckdb.path, &engine)?),
+        Backend::Duckdb => {
+            let d = &config.storage.duckdb;
+            let options = featherstore_store::duckdb::DuckDbOptions {
+                apply_rows: d.apply_rows,
+                apply_interval: std::time::Duration::from_millis(d.apply_interval_ms),
+            };
+            Box::new(DuckDbStore::open_with(&d.path, options, &engine)?)
+        }
         Backend::Parquet => {
             let p = &config.storage.parquet;
             let options = featherstore_store::parquet::ParquetOptions {

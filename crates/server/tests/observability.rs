@@ -746,6 +746,7 @@ async fn traces_and_metrics() {
     assert_eq!((grpc.spans().len(), over_http.spans().len()), before);
 
     parquet_storage_metrics().await;
+    duckdb_storage_metrics().await;
 }
 
 /// Scrapes until `done` holds (the background flush and compaction run on their own clock).
@@ -764,8 +765,9 @@ async fn scrape_until(server: &TestServer, what: &str, done: impl Fn(&Scrape) ->
     }
 }
 
-/// The storage metric names that the docs, the alert rules and the dashboard use.
-fn documented_storage_metrics() -> Vec<String> {
+/// The metric names starting with one of `prefixes` that the docs, the alert rules and the
+/// dashboard use.
+fn documented_metrics(prefixes: &[&str]) -> Vec<String> {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
     let mut names: Vec<String> = [
         "docs/observability.md",
@@ -776,15 +778,7 @@ fn documented_storage_metrics() -> Vec<String> {
     .flat_map(|file| {
         let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
         text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .filter(|word| {
-                [
-                    "featherstore_parquet_",
-                    "featherstore_storage_",
-                    "featherstore_stored_",
-                ]
-                .iter()
-                .any(|prefix| word.starts_with(prefix))
-            })
+            .filter(|word| prefixes.iter().any(|prefix| word.starts_with(prefix)))
             .map(str::to_string)
             .collect::<Vec<_>>()
     })
@@ -884,9 +878,20 @@ async fn parquet_storage_metrics() {
     );
     assert_eq!(appends, 2.0);
 
-    let documented = documented_storage_metrics();
+    let documented = documented_metrics(&[
+        "featherstore_parquet_",
+        "featherstore_storage_",
+        "featherstore_stored_",
+    ]);
     assert!(documented.len() >= 20, "{documented:?}");
-    for name in &documented {
+    assert_documented_moved(&metrics, &documented);
+    server.server.unwrap().shutdown().await;
+}
+
+/// Every name in `documented` is exported, and moved (but the failure counters: the store's
+/// tests move those, a healthy run has none).
+fn assert_documented_moved(metrics: &Scrape, documented: &[String]) {
+    for name in documented {
         let family = metrics
             .family_of(name)
             .unwrap_or_else(|| panic!("{name} is documented but not exported"));
@@ -900,5 +905,52 @@ async fn parquet_storage_metrics() {
             "{name} did not move"
         );
     }
+}
+
+/// The DuckDB backend's counters move with an ingest and the background apply that follows
+/// it; every `featherstore_duckdb_*` metric the docs name is one the server exports.
+async fn duckdb_storage_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir, Backend::Duckdb, |config| {
+        config.storage.duckdb.apply_interval_ms = 100;
+    })
+    .await;
+    let mut client = server.flight().await;
+    action(&mut client, "create_feature_set", USER_SPEC)
+        .await
+        .unwrap();
+    let counter = |metrics: &Scrape, name: &str| metrics.value(name, &[]);
+    let (_, error) = put(
+        &mut client,
+        "user_features",
+        vec![user_batch(&[
+            ("u1", Some(1), None, 100),
+            ("u2", Some(2), None, 160),
+        ])],
+    )
+    .await;
+    assert!(error.is_none(), "{error:?}");
+    let logged = scrape(&server).await;
+    assert!(counter(&logged, "featherstore_duckdb_log_appends_total") >= 1.0);
+    assert!(counter(&logged, "featherstore_duckdb_log_bytes_total") > 0.0);
+    assert!(counter(&logged, "featherstore_duckdb_log_syncs_total") >= 2.0);
+
+    let metrics = scrape_until(&server, "an apply", |m| {
+        counter(m, "featherstore_duckdb_applies_total") >= 1.0
+    })
+    .await;
+    assert!(counter(&metrics, "featherstore_duckdb_applied_rows_total") >= 2.0);
+    assert!(counter(&metrics, "featherstore_duckdb_apply_seconds_total") > 0.0);
+    assert_eq!(
+        metrics.types["featherstore_duckdb_apply_failures_total"],
+        "counter"
+    );
+    assert_eq!(
+        counter(&metrics, "featherstore_duckdb_apply_failures_total"),
+        0.0
+    );
+    let documented = documented_metrics(&["featherstore_duckdb_"]);
+    assert!(documented.len() >= 7, "{documented:?}");
+    assert_documented_moved(&metrics, &documented);
     server.server.unwrap().shutdown().await;
 }

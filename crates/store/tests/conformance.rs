@@ -9,11 +9,20 @@ use arrow::array::{
 use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 use featherstore_core::coerce::coerce_batch;
 use featherstore_core::{EntityKeys, FeatureSetSpec};
+use featherstore_store::duckdb::DuckDbOptions;
 use featherstore_store::parquet::ParquetOptions;
 use featherstore_store::{HistoryQuery, OfflineStore, SetStats};
 
 mod common;
-use common::{open_delta, open_duckdb, open_parquet_with, Open};
+use common::{open_delta, open_duckdb_with, open_parquet_with, Open};
+
+fn open_duckdb(dir: &Path) -> Box<dyn OfflineStore> {
+    let options = DuckDbOptions {
+        apply_rows: 3, // small, so cases cover the tables and the log together
+        ..DuckDbOptions::default()
+    };
+    open_duckdb_with(dir, options)
+}
 
 fn open_parquet(dir: &Path) -> Box<dyn OfflineStore> {
     let options = ParquetOptions {

@@ -51,7 +51,7 @@ use crate::query::sql;
 use crate::query::{ConnectionPool, EngineSettings, Purpose};
 use crate::wal::log::LogWriter;
 use crate::wal::memtable::MemTable;
-use crate::wal::Background;
+use crate::wal::{self, Background, Pressure};
 use crate::{Error, Result, StorageStats};
 
 /// A deleted set's directory is renamed to this prefix + its name (the durable step), then
@@ -218,14 +218,12 @@ impl Inner {
     }
 
     fn flush_due(&self, set: &SetState) -> bool {
-        let rows = set.unflushed_rows();
-        rows >= self.engine.options.flush_rows as u64
-            || (rows > 0
-                && set
-                    .ingest
-                    .lock()
-                    .pending_since
-                    .is_some_and(|since| since.elapsed() >= self.engine.options.flush_interval))
+        wal::is_due(
+            set.unflushed_rows(),
+            set.ingest.lock().pending_since,
+            self.engine.options.flush_rows as u64,
+            self.engine.options.flush_interval,
+        )
     }
 
     fn create(&self, spec: &FeatureSetSpec) -> Result<()> {
@@ -334,15 +332,16 @@ impl Inner {
             let last = ingest.append(spec, batches, rows, now, publish)?;
             set.committed.store(last, Ordering::Release);
         }
-        let unflushed = set.unflushed_rows();
         let flush_rows = self.engine.options.flush_rows as u64;
-        if unflushed >= flush_rows.saturating_mul(BACKPRESSURE_FACTOR) {
-            // The batch is durable and must be acknowledged: a failed flush is only logged.
-            if let Err(e) = flush::flush_set(&self.engine, &set) {
-                tracing::error!(feature_set = %spec.name, error = %e, "flush failed; will retry");
+        match Pressure::of(set.unflushed_rows(), flush_rows, BACKPRESSURE_FACTOR) {
+            Pressure::Low => {}
+            Pressure::Due => self.background.wake(),
+            Pressure::Overdue => {
+                // The batch is durable and must be acknowledged: a failed flush is only logged.
+                if let Err(e) = flush::flush_set(&self.engine, &set) {
+                    tracing::error!(feature_set = %spec.name, error = %e, "flush failed; will retry");
+                }
             }
-        } else if unflushed >= flush_rows {
-            self.background.wake();
         }
         Ok(())
     }

@@ -126,3 +126,39 @@ impl Background {
         self.wake.notify_all();
     }
 }
+
+/// Whether a set's staged rows should move to the final storage now: `rows` of them wait,
+/// the oldest since `pending_since`.
+pub(crate) fn is_due(
+    rows: u64,
+    pending_since: Option<Instant>,
+    threshold: u64,
+    interval: Duration,
+) -> bool {
+    rows >= threshold
+        || (rows > 0 && pending_since.is_some_and(|since| since.elapsed() >= interval))
+}
+
+/// What an append that leaves `rows` staged rows should do about moving them.
+pub(crate) enum Pressure {
+    /// Nothing: the background thread takes them by age.
+    Low,
+    /// Wake the background thread.
+    Due,
+    /// Move them itself: the background thread is not keeping up, and the memtable must not
+    /// grow without bound.
+    Overdue,
+}
+
+impl Pressure {
+    /// Due at `threshold` rows, overdue at `factor` times that.
+    pub(crate) fn of(rows: u64, threshold: u64, factor: u64) -> Pressure {
+        if rows >= threshold.saturating_mul(factor) {
+            Pressure::Overdue
+        } else if rows >= threshold {
+            Pressure::Due
+        } else {
+            Pressure::Low
+        }
+    }
+}

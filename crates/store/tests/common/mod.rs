@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use featherstore_store::delta::{DeltaOptions, DeltaStore};
-use featherstore_store::duckdb::DuckDbStore;
+use featherstore_store::duckdb::{DuckDbOptions, DuckDbStore};
 use featherstore_store::parquet::{ParquetOptions, ParquetStore};
 use featherstore_store::query::EngineSettings;
 use featherstore_store::OfflineStore;
@@ -18,8 +18,16 @@ pub(crate) fn engine() -> EngineSettings {
     }
 }
 
+#[allow(dead_code)] // Each test binary compiles this module; not all use every helper.
 pub(crate) fn open_duckdb(dir: &Path) -> Box<dyn OfflineStore> {
-    Box::new(DuckDbStore::open(&dir.join("features.db"), &engine()).unwrap())
+    open_duckdb_with(dir, DuckDbOptions::default())
+}
+
+/// DuckDB with the test's options (small `apply_rows`, so that its rows are both in the
+/// tables and in the log).
+#[allow(dead_code)] // Each test binary compiles this module; not all use every helper.
+pub(crate) fn open_duckdb_with(dir: &Path, options: DuckDbOptions) -> Box<dyn OfflineStore> {
+    Box::new(DuckDbStore::open_with(&dir.join("features.db"), options, &engine()).unwrap())
 }
 
 /// Parquet with the test's options (small `flush_rows`, so that its rows are both in files
