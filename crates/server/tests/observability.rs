@@ -799,27 +799,10 @@ async fn parquet_storage_metrics() {
     })
     .await;
     let mut client = server.flight().await;
-    action(&mut client, "create_feature_set", USER_SPEC)
-        .await
-        .unwrap();
     let set = [("feature_set", "user_features")];
     let parquet = [("backend", "parquet")];
     let counter = |metrics: &Scrape, name: &str| metrics.value(name, &[]);
-
-    let (_, error) = put(
-        &mut client,
-        "user_features",
-        vec![user_batch(&[
-            ("u1", Some(1), None, 100),
-            ("u2", Some(2), None, 160),
-        ])],
-    )
-    .await;
-    assert!(error.is_none(), "{error:?}");
-    let logged = scrape(&server).await;
-    assert!(counter(&logged, "featherstore_parquet_log_appends_total") >= 1.0);
-    assert!(counter(&logged, "featherstore_parquet_log_bytes_total") > 0.0);
-    assert!(counter(&logged, "featherstore_parquet_log_syncs_total") >= 2.0);
+    let logged = log_two_users(&server, &mut client, "parquet").await;
     // Before the flush the rows are in the log only (unless the flush was quick).
     assert!(logged.value("featherstore_stored_files", &set) >= 1.0);
     assert!(logged.value("featherstore_stored_bytes", &set) > 0.0);
@@ -907,6 +890,29 @@ fn assert_documented_moved(metrics: &Scrape, documented: &[String]) {
     }
 }
 
+/// Creates the user set and stores two rows; the `backend`'s log counters count them.
+async fn log_two_users(server: &TestServer, client: &mut FlightClient, backend: &str) -> Scrape {
+    action(client, "create_feature_set", USER_SPEC)
+        .await
+        .unwrap();
+    let (_, error) = put(
+        client,
+        "user_features",
+        vec![user_batch(&[
+            ("u1", Some(1), None, 100),
+            ("u2", Some(2), None, 160),
+        ])],
+    )
+    .await;
+    assert!(error.is_none(), "{error:?}");
+    let logged = scrape(server).await;
+    let counter = |name: &str| logged.value(&format!("featherstore_{backend}_{name}"), &[]);
+    assert!(counter("log_appends_total") >= 1.0);
+    assert!(counter("log_bytes_total") > 0.0);
+    assert!(counter("log_syncs_total") >= 2.0);
+    logged
+}
+
 /// The DuckDB backend's counters move with an ingest and the background apply that follows
 /// it; every `featherstore_duckdb_*` metric the docs name is one the server exports.
 async fn duckdb_storage_metrics() {
@@ -916,25 +922,8 @@ async fn duckdb_storage_metrics() {
     })
     .await;
     let mut client = server.flight().await;
-    action(&mut client, "create_feature_set", USER_SPEC)
-        .await
-        .unwrap();
     let counter = |metrics: &Scrape, name: &str| metrics.value(name, &[]);
-    let (_, error) = put(
-        &mut client,
-        "user_features",
-        vec![user_batch(&[
-            ("u1", Some(1), None, 100),
-            ("u2", Some(2), None, 160),
-        ])],
-    )
-    .await;
-    assert!(error.is_none(), "{error:?}");
-    let logged = scrape(&server).await;
-    assert!(counter(&logged, "featherstore_duckdb_log_appends_total") >= 1.0);
-    assert!(counter(&logged, "featherstore_duckdb_log_bytes_total") > 0.0);
-    assert!(counter(&logged, "featherstore_duckdb_log_syncs_total") >= 2.0);
-
+    log_two_users(&server, &mut client, "duckdb").await;
     let metrics = scrape_until(&server, "an apply", |m| {
         counter(m, "featherstore_duckdb_applies_total") >= 1.0
     })

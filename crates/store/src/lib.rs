@@ -11,6 +11,7 @@
 //! [`parquet`], [`online`]), the engine's settings and cancellation ([`query`]) and the
 //! storage metrics ([`metrics`]).
 
+mod background;
 mod column_encoding;
 pub mod delta;
 pub mod duckdb;

@@ -28,23 +28,14 @@ use crate::Result;
 
 impl Inner {
     pub(super) fn run_maintenance(&self) {
-        loop {
-            {
-                let mut stop = self.stop.lock();
-                if !*stop {
-                    self.wake
-                        .wait_for(&mut stop, self.options.maintenance_interval);
+        self.background
+            .run(self.options.maintenance_interval, || {
+                for (name, set) in self.all_sets() {
+                    if let Err(e) = self.maintain_set(&name, &set) {
+                        tracing::warn!(feature_set = %name, error = %e, "delta maintenance failed; will retry");
+                    }
                 }
-                if *stop {
-                    return;
-                }
-            }
-            for (name, set) in self.all_sets() {
-                if let Err(e) = self.maintain_set(&name, &set) {
-                    tracing::warn!(feature_set = %name, error = %e, "delta maintenance failed; will retry");
-                }
-            }
-        }
+            });
     }
 
     pub(super) fn maintain_set(&self, name: &str, set: &SetTable) -> Result<()> {

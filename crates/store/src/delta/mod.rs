@@ -29,7 +29,6 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
@@ -46,10 +45,11 @@ use deltalake::{DeltaTable, DeltaTableError, ObjectStore, Path};
 use featherstore_core::spec::is_valid_name;
 use featherstore_core::{ErrorCode, FeatureServiceSpec, FeatureSetSpec};
 use futures::{StreamExt, TryStreamExt};
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 use url::Url;
 
 use self::cache::{FileCache, Pinned};
+use crate::background::{Background, BackgroundThread};
 use crate::offline::{OfflineStore, RelationWork};
 use crate::query::{sql, ConnectionPool, EngineSettings, Purpose};
 use crate::{column_encoding, Error, Result, StorageStats};
@@ -119,7 +119,7 @@ const DEFAULT_STORAGE_OPTIONS: [(&str, &str); 4] = [
 pub struct DeltaStore {
     inner: Arc<Inner>,
     /// The background compaction and checkpoint thread; stopped and joined on drop.
-    maintenance: Option<JoinHandle<()>>,
+    _maintenance: BackgroundThread<Inner>,
 }
 
 struct Inner {
@@ -136,8 +136,8 @@ struct Inner {
     /// Unique per open store: with `next_batch`, names each batch's commit.
     writer_id: String,
     next_batch: AtomicU64,
-    stop: Mutex<bool>,
-    wake: Condvar,
+    /// Stops the maintenance thread.
+    background: Background,
 }
 
 /// One set's table as this server knows it.
@@ -228,20 +228,20 @@ impl DeltaStore {
             sets: Mutex::new(HashMap::new()),
             writer_id,
             next_batch: AtomicU64::new(0),
-            stop: Mutex::new(false),
-            wake: Condvar::new(),
+            background: Background::default(),
         });
         for spec in inner.load_specs()? {
             inner.open_set(&spec.name)?;
         }
-        let background = Arc::clone(&inner);
-        let maintenance = std::thread::Builder::new()
-            .name("delta-maintenance".into())
-            .spawn(move || background.run_maintenance())
-            .map_err(Error::io("starting the delta maintenance thread"))?;
+        let maintenance = BackgroundThread::spawn(
+            "delta-maintenance",
+            &inner,
+            |inner| &inner.background,
+            Inner::run_maintenance,
+        )?;
         Ok(DeltaStore {
             inner,
-            maintenance: Some(maintenance),
+            _maintenance: maintenance,
         })
     }
 
@@ -262,18 +262,6 @@ impl DeltaStore {
     /// Bytes and files in the local cache now.
     pub fn cache_usage(&self) -> (u64, u64) {
         self.inner.cache.usage()
-    }
-}
-
-impl Drop for DeltaStore {
-    fn drop(&mut self) {
-        *self.inner.stop.lock() = true;
-        self.inner.wake.notify_all();
-        if let Some(thread) = self.maintenance.take() {
-            if thread.join().is_err() {
-                tracing::error!("the delta maintenance thread panicked");
-            }
-        }
     }
 }
 

@@ -17,6 +17,7 @@ use crate::metrics::DUCKDB;
 use crate::query::{ConnectionPool, Purpose};
 use crate::wal::log;
 use crate::wal::memtable::MemTable;
+use crate::wal::StagedSet;
 use crate::Result;
 
 /// Moves every acknowledged row of `set` not yet in its table into it, in one transaction.

@@ -20,7 +20,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
@@ -29,6 +28,7 @@ use featherstore_core::{FeatureServiceSpec, FeatureSetSpec};
 use parking_lot::RwLock;
 
 use self::pending::{MemTables, PendingSet};
+use crate::background::{Background, BackgroundThread};
 use crate::durable::{self, create_dir_durably, list_dir, sync_dir};
 use crate::metrics::DUCKDB;
 use crate::offline::{OfflineStore, Publish, RelationWork};
@@ -37,7 +37,7 @@ use crate::query::{reads, ConnectionPool, EngineSettings, PooledConnection, Purp
 use crate::types::StorageStats;
 use crate::wal::log::{self, LogWriter};
 use crate::wal::memtable::{self, MemTable};
-use crate::wal::{self, Background, Pressure};
+use crate::wal::{self, StagedSet};
 use crate::{Error, Result};
 
 const SPECS_TABLE: &str = "featherstore_specs";
@@ -48,10 +48,6 @@ const VERSIONS_TABLE: &str = "featherstore_spec_versions";
 const SERVICES_TABLE: &str = "featherstore_services";
 /// Per set, the greatest `_seq` in its table (see `pending`).
 const APPLIED_TABLE: &str = "featherstore_applied";
-
-/// An append applies by itself once this many times `apply_rows` wait: the background thread
-/// is not keeping up, and the memtables must not grow without bound.
-const BACKPRESSURE_FACTOR: u64 = 4;
 
 /// When a set's logged rows are applied to its table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,8 +86,8 @@ impl DuckDbOptions {
 
 pub struct DuckDbStore {
     inner: Arc<Inner>,
-    /// The background apply thread; stopped and joined on drop.
-    applier: Option<JoinHandle<()>>,
+    /// The background apply thread.
+    _applier: BackgroundThread<Inner>,
 }
 
 struct Inner {
@@ -174,14 +170,15 @@ impl DuckDbStore {
         });
         inner.add_ingest_times(now_micros())?;
         inner.load_sets()?;
-        let background = Arc::clone(&inner);
-        let applier = std::thread::Builder::new()
-            .name("duckdb-apply".into())
-            .spawn(move || background.run_applies())
-            .map_err(Error::io("starting the duckdb apply thread"))?;
+        let applier = BackgroundThread::spawn(
+            "duckdb-apply",
+            &inner,
+            |inner| &inner.background,
+            Inner::run_applies,
+        )?;
         Ok(DuckDbStore {
             inner,
-            applier: Some(applier),
+            _applier: applier,
         })
     }
 
@@ -192,17 +189,6 @@ impl DuckDbStore {
             .all_sets()
             .iter()
             .try_for_each(|set| apply::apply_set(&self.inner.pool, set))
-    }
-}
-
-impl Drop for DuckDbStore {
-    fn drop(&mut self) {
-        self.inner.background.stop();
-        if let Some(thread) = self.applier.take() {
-            if thread.join().is_err() {
-                tracing::error!("the duckdb apply thread panicked");
-            }
-        }
     }
 }
 
@@ -487,30 +473,15 @@ impl Inner {
         now: i64,
         publish: Publish<'_>,
     ) -> Result<()> {
-        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        if rows == 0 {
-            return publish();
-        }
         let set = self.set(&spec.name)?;
-        {
-            let mut ingest = set.ingest.lock();
-            if !set.is_alive() {
-                return Err(featherstore_core::Error::no_such_set(&spec.name).into());
-            }
-            let last = ingest.append(spec, batches, rows, now, publish)?;
-            set.committed.store(last, Ordering::Release);
-        }
-        let apply_rows = self.options.apply_rows as u64;
-        match Pressure::of(set.unapplied_rows(), apply_rows, BACKPRESSURE_FACTOR) {
-            Pressure::Low => {}
-            Pressure::Due => self.background.wake(),
-            Pressure::Overdue => {
-                // The batch is durable and must be acknowledged: a failed apply is only logged.
-                if let Err(e) = apply::apply_set(&self.pool, &set) {
-                    tracing::error!(feature_set = %spec.name, error = %e, "apply failed; will retry");
-                }
-            }
-        }
+        set.append(spec, batches, now, publish)?;
+        wal::relieve(
+            set.unapplied_rows(),
+            self.options.apply_rows as u64,
+            &self.background,
+            &spec.name,
+            || apply::apply_set(&self.pool, &set),
+        );
         Ok(())
     }
 }

@@ -22,7 +22,7 @@ use crate::metrics::DUCKDB;
 use crate::query::sql::{self, ident, literal, SEQ_COLUMN};
 use crate::wal::log::{self, LogWriter};
 use crate::wal::memtable::MemTable;
-use crate::wal::Ingest;
+use crate::wal::{Ingest, StagedSet};
 use crate::Result;
 
 /// The memtables of a set, oldest first; the last one takes appends. Replaced whole, so that
@@ -85,10 +85,6 @@ impl PendingSet {
         *self.spec.write() = Arc::new(spec);
     }
 
-    pub(super) fn is_alive(&self) -> bool {
-        self.alive.load(Ordering::Acquire)
-    }
-
     /// Rows acknowledged but not yet in the table.
     pub(super) fn unapplied_rows(&self) -> u64 {
         let applied = self.applied.load(Ordering::Acquire);
@@ -124,5 +120,19 @@ impl PendingSet {
             name = literal(&name),
         );
         (relation, Some(tables))
+    }
+}
+
+impl StagedSet for PendingSet {
+    fn ingest(&self) -> &Mutex<Ingest> {
+        &self.ingest
+    }
+
+    fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+
+    fn committed(&self) -> &AtomicI64 {
+        &self.committed
     }
 }

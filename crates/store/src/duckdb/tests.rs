@@ -8,6 +8,7 @@ use featherstore_core::coerce::coerce_batch;
 use featherstore_testkit::fixtures::every_type_spec;
 
 use super::*;
+use crate::wal::test_rows::id_rows;
 
 fn spec() -> FeatureSetSpec {
     FeatureSetSpec::from_json(
@@ -17,26 +18,8 @@ fn spec() -> FeatureSetSpec {
     .unwrap()
 }
 
-fn batch_of(spec: &FeatureSetSpec, ids: &[&str]) -> RecordBatch {
-    let input = RecordBatch::try_from_iter(vec![
-        ("id", Arc::new(StringArray::from(ids.to_vec())) as ArrayRef),
-        (
-            "n",
-            Arc::new(Int64Array::from_iter_values(0..ids.len() as i64)),
-        ),
-        (
-            "event_timestamp",
-            Arc::new(TimestampMicrosecondArray::from_iter_values(
-                0..ids.len() as i64,
-            )),
-        ),
-    ])
-    .unwrap();
-    coerce_batch(spec, &input).unwrap()
-}
-
 fn batch(ids: &[&str]) -> RecordBatch {
-    batch_of(&spec(), ids)
+    id_rows(&spec(), ids)
 }
 
 /// Applies only when told to (`DuckDbStore::apply`).

@@ -12,6 +12,7 @@ use super::engine::Engine;
 use super::set::{DataFile, Maintenance, SetState, Snapshot};
 use super::writer::{self, WrittenFile};
 use crate::metrics::PARQUET;
+use crate::wal::StagedSet;
 use crate::Result;
 
 /// Merges the small files of every date partition of `set` that has enough of them.

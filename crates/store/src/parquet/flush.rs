@@ -18,6 +18,7 @@ use super::set::{Maintenance, SetState, Snapshot};
 use super::writer::{self, WrittenFile};
 use crate::metrics::PARQUET;
 use crate::wal::memtable::MemTable;
+use crate::wal::StagedSet;
 use crate::Result;
 
 /// What a flush took out of the ingest path.

@@ -32,7 +32,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
@@ -44,6 +43,7 @@ pub use options::{Compression, ParquetOptions, UnknownCompression};
 
 use self::engine::Engine;
 use self::set::{read_spec, SetState, Snapshot};
+use crate::background::{Background, BackgroundThread};
 use crate::durable::{self, list_dir, sync_dir};
 use crate::metrics::PARQUET;
 use crate::offline::{OfflineStore, Publish, RelationWork};
@@ -51,20 +51,17 @@ use crate::query::sql;
 use crate::query::{ConnectionPool, EngineSettings, Purpose};
 use crate::wal::log::LogWriter;
 use crate::wal::memtable::MemTable;
-use crate::wal::{self, Background, Pressure};
+use crate::wal::{self, StagedSet};
 use crate::{Error, Result, StorageStats};
 
 /// A deleted set's directory is renamed to this prefix + its name (the durable step), then
 /// removed; a leftover is finished off at open. Set names cannot start with a dot.
 const TRASH_PREFIX: &str = ".deleted-";
-/// An append flushes by itself once this many times `flush_rows` wait: the background thread
-/// is not keeping up, and the memtable must not grow without bound.
-const BACKPRESSURE_FACTOR: u64 = 4;
 
 pub struct ParquetStore {
     inner: Arc<Inner>,
-    /// The background flush and compaction thread; stopped and joined on drop.
-    maintenance: Option<JoinHandle<()>>,
+    /// The background flush and compaction thread.
+    _maintenance: BackgroundThread<Inner>,
 }
 
 struct Inner {
@@ -110,14 +107,15 @@ impl ParquetStore {
             background: Background::default(),
         });
         inner.load_sets()?;
-        let background = Arc::clone(&inner);
-        let maintenance = std::thread::Builder::new()
-            .name("parquet-maintenance".into())
-            .spawn(move || background.run_maintenance())
-            .map_err(Error::io("starting the parquet maintenance thread"))?;
+        let maintenance = BackgroundThread::spawn(
+            "parquet-maintenance",
+            &inner,
+            |inner| &inner.background,
+            Inner::run_maintenance,
+        )?;
         Ok(ParquetStore {
             inner,
-            maintenance: Some(maintenance),
+            _maintenance: maintenance,
         })
     }
 
@@ -136,17 +134,6 @@ impl ParquetStore {
             .all_sets()
             .iter()
             .try_for_each(|set| compact::compact_set(&self.inner.engine, set))
-    }
-}
-
-impl Drop for ParquetStore {
-    fn drop(&mut self) {
-        self.inner.background.stop();
-        if let Some(thread) = self.maintenance.take() {
-            if thread.join().is_err() {
-                tracing::error!("the parquet maintenance thread panicked");
-            }
-        }
     }
 }
 
@@ -319,30 +306,15 @@ impl Inner {
         now: i64,
         publish: Publish<'_>,
     ) -> Result<()> {
-        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        if rows == 0 {
-            return publish();
-        }
         let set = self.set(&spec.name)?;
-        {
-            let mut ingest = set.ingest.lock();
-            if !set.is_alive() {
-                return Err(featherstore_core::Error::no_such_set(&spec.name).into());
-            }
-            let last = ingest.append(spec, batches, rows, now, publish)?;
-            set.committed.store(last, Ordering::Release);
-        }
-        let flush_rows = self.engine.options.flush_rows as u64;
-        match Pressure::of(set.unflushed_rows(), flush_rows, BACKPRESSURE_FACTOR) {
-            Pressure::Low => {}
-            Pressure::Due => self.background.wake(),
-            Pressure::Overdue => {
-                // The batch is durable and must be acknowledged: a failed flush is only logged.
-                if let Err(e) = flush::flush_set(&self.engine, &set) {
-                    tracing::error!(feature_set = %spec.name, error = %e, "flush failed; will retry");
-                }
-            }
-        }
+        set.append(spec, batches, now, publish)?;
+        wal::relieve(
+            set.unflushed_rows(),
+            self.engine.options.flush_rows as u64,
+            &self.background,
+            &spec.name,
+            || flush::flush_set(&self.engine, &set),
+        );
         Ok(())
     }
 }

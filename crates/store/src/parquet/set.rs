@@ -24,7 +24,7 @@ use crate::query::{reads, sql};
 use crate::query::{ConnectionPool, Purpose};
 use crate::wal::log::{self, LogWriter};
 use crate::wal::memtable::MemTable;
-use crate::wal::Ingest;
+use crate::wal::{Ingest, StagedSet};
 use crate::{Error, Result, StorageStats};
 
 const SPEC_FILE: &str = "_spec.json";
@@ -169,10 +169,6 @@ impl SetState {
 
     pub(super) fn replace_spec(&self, spec: FeatureSetSpec) {
         *self.spec.write() = Arc::new(spec);
-    }
-
-    pub(super) fn is_alive(&self) -> bool {
-        self.alive.load(Ordering::Acquire)
     }
 
     pub(super) fn log_dir(&self) -> PathBuf {
@@ -366,6 +362,20 @@ impl SetState {
             dir,
             alive,
         }
+    }
+}
+
+impl StagedSet for SetState {
+    fn ingest(&self) -> &Mutex<Ingest> {
+        &self.ingest
+    }
+
+    fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+
+    fn committed(&self) -> &AtomicI64 {
+        &self.committed
     }
 }
 

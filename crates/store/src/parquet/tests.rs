@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
-use featherstore_core::coerce::coerce_batch;
+use arrow::array::RecordBatch;
 use featherstore_core::FeatureSetSpec;
 
 use super::*;
+use crate::wal::test_rows::id_rows;
 
 fn spec() -> FeatureSetSpec {
     FeatureSetSpec::from_json(
@@ -20,21 +20,7 @@ fn spec() -> FeatureSetSpec {
 }
 
 fn batch(ids: &[&str]) -> RecordBatch {
-    let input = RecordBatch::try_from_iter(vec![
-        ("id", Arc::new(StringArray::from(ids.to_vec())) as ArrayRef),
-        (
-            "n",
-            Arc::new(Int64Array::from_iter_values(0..ids.len() as i64)),
-        ),
-        (
-            "event_timestamp",
-            Arc::new(TimestampMicrosecondArray::from_iter_values(
-                0..ids.len() as i64,
-            )),
-        ),
-    ])
-    .unwrap();
-    coerce_batch(&spec(), &input).unwrap()
+    id_rows(&spec(), ids)
 }
 
 fn open(dir: &Path) -> ParquetStore {

@@ -6,19 +6,54 @@
 
 pub(crate) mod log;
 pub(crate) mod memtable;
+#[cfg(test)]
+pub(crate) mod test_rows;
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use featherstore_core::FeatureSetSpec;
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
 use self::log::LogWriter;
 use self::memtable::MemTable;
+use crate::background::Background;
 use crate::offline::Publish;
 use crate::query::sql;
 use crate::Result;
+
+/// A set whose appends go through a log and a memtable.
+pub(crate) trait StagedSet {
+    /// Its append side.
+    fn ingest(&self) -> &Mutex<Ingest>;
+    /// False once the set is deleted.
+    fn is_alive(&self) -> bool;
+    /// Greatest acknowledged `_seq`; -1 when none.
+    fn committed(&self) -> &AtomicI64;
+
+    /// Stores `batches` of `spec` (see [`Ingest::append`]): durable and readable on return.
+    fn append(
+        &self,
+        spec: &FeatureSetSpec,
+        batches: &[RecordBatch],
+        now: i64,
+        publish: Publish<'_>,
+    ) -> Result<()> {
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        if rows == 0 {
+            return publish();
+        }
+        let mut ingest = self.ingest().lock();
+        if !self.is_alive() {
+            return Err(featherstore_core::Error::no_such_set(&spec.name).into());
+        }
+        let last = ingest.append(spec, batches, rows, now, publish)?;
+        self.committed().store(last, Ordering::Release);
+        Ok(())
+    }
+}
 
 /// The append side of a set; its mutex serialises appends with the freezing of the memtable.
 pub(crate) struct Ingest {
@@ -85,48 +120,6 @@ impl Ingest {
     }
 }
 
-/// Wakes a backend's background thread early (appends crossed a threshold) and stops it.
-#[derive(Default)]
-pub(crate) struct Background {
-    signal: Mutex<Signal>,
-    wake: Condvar,
-}
-
-#[derive(Default)]
-struct Signal {
-    stop: bool,
-    work: bool,
-}
-
-impl Background {
-    /// Runs `pass` every `tick`, or sooner when woken, until stopped.
-    pub(crate) fn run(&self, tick: Duration, mut pass: impl FnMut()) {
-        loop {
-            {
-                let mut signal = self.signal.lock();
-                if !signal.stop && !signal.work {
-                    self.wake.wait_for(&mut signal, tick);
-                }
-                if signal.stop {
-                    return;
-                }
-                signal.work = false;
-            }
-            pass();
-        }
-    }
-
-    pub(crate) fn wake(&self) {
-        self.signal.lock().work = true;
-        self.wake.notify_one();
-    }
-
-    pub(crate) fn stop(&self) {
-        self.signal.lock().stop = true;
-        self.wake.notify_all();
-    }
-}
-
 /// Whether a set's staged rows should move to the final storage now: `rows` of them wait,
 /// the oldest since `pending_since`.
 pub(crate) fn is_due(
@@ -139,26 +132,26 @@ pub(crate) fn is_due(
         || (rows > 0 && pending_since.is_some_and(|since| since.elapsed() >= interval))
 }
 
-/// What an append that leaves `rows` staged rows should do about moving them.
-pub(crate) enum Pressure {
-    /// Nothing: the background thread takes them by age.
-    Low,
-    /// Wake the background thread.
-    Due,
-    /// Move them itself: the background thread is not keeping up, and the memtable must not
-    /// grow without bound.
-    Overdue,
-}
+/// An append moves a set's staged rows itself once this many times the background
+/// thread's threshold wait: that thread is not keeping up, and the memtable must not grow
+/// without bound.
+const BACKPRESSURE_FACTOR: u64 = 4;
 
-impl Pressure {
-    /// Due at `threshold` rows, overdue at `factor` times that.
-    pub(crate) fn of(rows: u64, threshold: u64, factor: u64) -> Pressure {
-        if rows >= threshold.saturating_mul(factor) {
-            Pressure::Overdue
-        } else if rows >= threshold {
-            Pressure::Due
-        } else {
-            Pressure::Low
+/// After an append that left `rows` staged rows of set `set`: wakes `background` at
+/// `threshold` rows, and at [`BACKPRESSURE_FACTOR`] times that runs `move_rows` itself. The
+/// batch is durable and must be acknowledged: a failure of `move_rows` is only logged.
+pub(crate) fn relieve(
+    rows: u64,
+    threshold: u64,
+    background: &Background,
+    set: &str,
+    move_rows: impl FnOnce() -> Result<()>,
+) {
+    if rows >= threshold.saturating_mul(BACKPRESSURE_FACTOR) {
+        if let Err(e) = move_rows() {
+            tracing::error!(feature_set = %set, error = %e, "moving logged rows failed; will retry");
         }
+    } else if rows >= threshold {
+        background.wake();
     }
 }
