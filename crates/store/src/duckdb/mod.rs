@@ -23,13 +23,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
+use duckdb::OptionalExt;
 use featherstore_core::time::now_micros;
 use featherstore_core::{FeatureServiceSpec, FeatureSetSpec};
 use parking_lot::RwLock;
 
 use self::pending::{MemTables, PendingSet};
 use crate::background::{Background, BackgroundThread};
-use crate::durable::{self, create_dir_durably, list_dir, sync_dir};
+use crate::durable::{create_dir_durably, list_dir};
 use crate::metrics::DUCKDB;
 use crate::offline::{OfflineStore, Publish, RelationWork};
 use crate::query::sql::{self, ident, INGESTED_AT_COLUMN, SEQ_COLUMN};
@@ -196,11 +197,7 @@ impl Inner {
     /// Opens every stored set's log, and removes the logs of sets that are gone (a delete
     /// interrupted after its commit).
     fn load_sets(&self) -> Result<()> {
-        let created = !self.log_root.exists();
         create_dir_durably(&self.log_root)?;
-        if created {
-            sync_dir(durable::parent(&self.log_root))?;
-        }
         let specs = self.load_specs()?;
         for entry in list_dir(&self.log_root)? {
             let name = entry.file_name();
@@ -233,11 +230,7 @@ impl Inner {
                     [name],
                     |row| row.get(0),
                 )
-                .map(Some)
-                .or_else(|e| match e {
-                    duckdb::Error::QueryReturnedNoRows => Ok(None),
-                    e => Err(e),
-                })?;
+                .optional()?;
             if let Some(seq) = stored {
                 return Ok(seq);
             }
