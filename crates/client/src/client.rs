@@ -40,6 +40,12 @@ pub const CA_FILE_ENV: &str = "FEATHERSTORE_CA_FILE";
 /// Largest message accepted from the server unless configured (the server's own default limit).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
+/// HTTP/2 flow-control windows for what the server sends (training data, history, online
+/// answers): hyper's 2 MiB stream window let the server send only that far ahead of what the
+/// client had read, so a large answer waited on a window update every megabyte or so.
+const RECEIVE_STREAM_WINDOW: u32 = 16 * 1024 * 1024;
+const RECEIVE_CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
+
 /// A connection to a FeatherStore server's Arrow Flight API.
 ///
 /// Cheap to clone: clones share one HTTP/2 connection, and every method takes `&self`, so one
@@ -142,7 +148,9 @@ impl ClientBuilder {
             })?;
         endpoint = endpoint
             .connect_timeout(self.connect_timeout.unwrap_or(Duration::from_secs(10)))
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            .initial_stream_window_size(RECEIVE_STREAM_WINDOW)
+            .initial_connection_window_size(RECEIVE_CONNECTION_WINDOW);
         if let Some(timeout) = self.timeout {
             endpoint = endpoint.timeout(timeout);
         }
