@@ -31,12 +31,11 @@ use parking_lot::RwLock;
 use self::pending::{MemTables, PendingSet};
 use crate::background::{Background, BackgroundThread};
 use crate::durable::{create_dir_durably, list_dir};
-use crate::metrics::DUCKDB;
 use crate::offline::{OfflineStore, Publish, RelationWork};
 use crate::query::sql::{self, ident, INGESTED_AT_COLUMN, SEQ_COLUMN};
 use crate::query::{reads, ConnectionPool, EngineSettings, PooledConnection, Purpose};
 use crate::types::StorageStats;
-use crate::wal::log::{self, LogWriter};
+use crate::wal::log;
 use crate::wal::memtable::{self, MemTable};
 use crate::wal::{self, StagedSet};
 use crate::{Error, Result};
@@ -419,13 +418,7 @@ impl Inner {
             insert_version(conn, old)?;
             insert_version(conn, new)
         })?;
-        let next_segment = ingest.log.roll();
-        ingest.log = LogWriter::new(
-            set.log_dir.clone(),
-            sql::storage_schema(new),
-            next_segment,
-            &DUCKDB.log,
-        );
+        ingest.log.reschema(sql::storage_schema(new));
         {
             let mut tables = set.tables.write();
             let mut next: Vec<Arc<MemTable>> = tables.iter().cloned().collect();

@@ -45,11 +45,9 @@ use self::engine::Engine;
 use self::set::{read_spec, SetState, Snapshot};
 use crate::background::{Background, BackgroundThread};
 use crate::durable::{self, list_dir, sync_dir};
-use crate::metrics::PARQUET;
 use crate::offline::{OfflineStore, Publish, RelationWork};
 use crate::query::sql;
 use crate::query::{ConnectionPool, EngineSettings, Purpose};
-use crate::wal::log::LogWriter;
 use crate::wal::memtable::MemTable;
 use crate::wal::{self, StagedSet};
 use crate::{Error, Result, StorageStats};
@@ -277,13 +275,7 @@ impl Inner {
             return Err(featherstore_core::Error::no_such_set(&new.name).into());
         }
         set::store_versions(&set.dir, old, new)?;
-        let next_segment = ingest.log.roll();
-        ingest.log = LogWriter::new(
-            set.log_dir(),
-            sql::storage_schema(new),
-            next_segment,
-            &PARQUET.log,
-        );
+        ingest.log.reschema(sql::storage_schema(new));
         {
             let mut snapshot = set.snapshot.write();
             let mut tables = snapshot.tables.clone();

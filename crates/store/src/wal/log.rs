@@ -174,6 +174,13 @@ impl LogWriter {
         self.next_segment
     }
 
+    /// Rolls, and writes the segments from now on in `schema`: a new version of the set
+    /// (replay reads each segment by its own header).
+    pub(crate) fn reschema(&mut self, schema: SchemaRef) {
+        self.roll();
+        self.schema = schema;
+    }
+
     fn create_segment(&mut self) -> Result<Segment> {
         let path = segment_path(&self.dir, self.next_segment);
         // Never reuse a number, even if this attempt fails half way.
