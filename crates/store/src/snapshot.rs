@@ -33,7 +33,9 @@ use arrow::ipc::writer::StreamWriter;
 use featherstore_core::FeatureSetSpec;
 use serde::{Deserialize, Serialize};
 
-use crate::durable::{create_dir_durably, list_dir, remove_quietly, rename_durably, tmp_path};
+use crate::durable::{
+    create_dir_durably, list_dir, remove_quietly, rename_durably, tmp_path, ShortWrites,
+};
 use crate::online::{OnlineSet, OnlineStore};
 use crate::{Error, Result};
 
@@ -189,7 +191,7 @@ fn write_file(path: &Path, index: &dyn OnlineSet, covered_seq: Option<i64>) -> R
     let io = |e: std::io::Error| Error::io(format!("writing {}", path.display()))(e);
     let file = File::create(path).map_err(io)?;
     let mut out = Checksummed {
-        inner: BufWriter::with_capacity(1 << 20, file),
+        inner: BufWriter::with_capacity(1 << 20, ShortWrites(file)),
         crc: crc32fast::Hasher::new(),
     };
     let header = serde_json::to_vec(&Header {
@@ -211,7 +213,11 @@ fn write_file(path: &Path, index: &dyn OnlineSet, covered_seq: Option<i64>) -> R
     values.finish()?;
     drop(values);
     let crc = out.crc.clone().finalize();
-    let mut file = out.inner.into_inner().map_err(|e| io(e.into_error()))?;
+    let mut file = out
+        .inner
+        .into_inner()
+        .map_err(|e| io(e.into_error()))?
+        .into_inner();
     file.write_all(&crc.to_le_bytes()).map_err(io)?;
     file.sync_all().map_err(io)?;
     Ok(true)

@@ -29,6 +29,7 @@ use featherstore_core::{
 use super::sql::{
     entity_sql_type, feature_sql_type, ident, stream_query, INGESTED_AT_COLUMN, SEQ_COLUMN,
 };
+use crate::durable::ShortWrites;
 use crate::offline::OfflineStore;
 use crate::query::cancel;
 use crate::types::BatchSink;
@@ -375,7 +376,8 @@ fn spool(
         .map_err(Error::io(format!("creating {}", spool_dir.display())))?;
     let spool =
         tempfile::tempfile_in(spool_dir).map_err(Error::io("creating the training spool file"))?;
-    let mut spool = StreamWriter::try_new(BufWriter::new(spool), &plan.input_schema)?;
+    // Short writes: the spool fills on a storage thread while online reads wait for a core.
+    let mut spool = StreamWriter::try_new(BufWriter::new(ShortWrites(spool)), &plan.input_schema)?;
     let mut rows = 0i64;
     for (index, batch) in entity_rows.enumerate() {
         let batch = batch?;
@@ -398,7 +400,8 @@ fn spool(
     let file: File = spool
         .into_inner()?
         .into_inner()
-        .map_err(|e| Error::io("flushing the training spool file")(e.into_error()))?;
+        .map_err(|e| Error::io("flushing the training spool file")(e.into_error()))?
+        .into_inner();
     Ok(SpooledRows { file })
 }
 
