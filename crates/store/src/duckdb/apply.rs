@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::pending::PendingSet;
-use super::{table, transaction, APPLIED_TABLE};
+use super::{set_watermark, table, transaction, watermark};
 use crate::metrics::DUCKDB;
 use crate::query::{ConnectionPool, Purpose};
 use crate::wal::log;
@@ -47,11 +47,7 @@ fn apply(pool: &ConnectionPool, set: &PendingSet) -> Result<Option<u64>> {
     let (upto, frozen, next_segment, pending_since) = {
         let mut ingest = set.ingest.lock();
         let upto = set.committed.load(Ordering::Acquire);
-        let mut tables = set.tables.write();
-        let frozen: Vec<Arc<MemTable>> = tables.iter().cloned().collect();
-        let mut next = frozen.clone();
-        next.push(fresh.clone());
-        *tables = Arc::new(next);
+        let frozen = set.add_memtable(fresh.clone());
         let (next_segment, pending_since) = ingest.freeze(fresh);
         (upto, frozen, next_segment, pending_since)
     };
@@ -59,7 +55,7 @@ fn apply(pool: &ConnectionPool, set: &PendingSet) -> Result<Option<u64>> {
     let moved = match write_frozen(pool, &name, &frozen, upto) {
         Ok(rows) => rows,
         // A commit that reported failure yet stored the watermark did move the rows.
-        Err(e) if watermark(pool, &name).ok() == Some(upto) => {
+        Err(e) if stored_watermark(pool, &name) == Some(upto) => {
             tracing::warn!(feature_set = %name, error = %e, "apply reported a failure after committing");
             frozen.iter().map(|t| t.rows() as u64).sum()
         }
@@ -71,15 +67,7 @@ fn apply(pool: &ConnectionPool, set: &PendingSet) -> Result<Option<u64>> {
         }
     };
     set.applied.store(upto, Ordering::Release);
-    {
-        let mut tables = set.tables.write();
-        let left: Vec<Arc<MemTable>> = tables
-            .iter()
-            .filter(|t| !frozen.iter().any(|f| Arc::ptr_eq(f, t)))
-            .cloned()
-            .collect();
-        *tables = Arc::new(left);
-    }
+    set.drop_memtables(&frozen);
     if let Err(e) = log::remove_segments_below(&set.log_dir, next_segment) {
         tracing::warn!(feature_set = %name, error = %e, "could not remove applied log segments");
     }
@@ -119,20 +107,13 @@ fn write_frozen(
             }
             appender.flush()?;
         }
-        conn.execute(
-            &format!("INSERT OR REPLACE INTO {APPLIED_TABLE} VALUES (?, ?)"),
-            duckdb::params![name, upto],
-        )?;
+        set_watermark(conn, name, upto)?;
         Ok(rows)
     })
 }
 
-/// The stored watermark of set `name`.
-fn watermark(pool: &ConnectionPool, name: &str) -> Result<i64> {
-    let conn = pool.get(Purpose::Read)?;
-    Ok(conn.query_row(
-        &format!("SELECT seq FROM {APPLIED_TABLE} WHERE name = ?"),
-        [name],
-        |row| row.get(0),
-    )?)
+/// The stored watermark of set `name`, if it can be read.
+fn stored_watermark(pool: &ConnectionPool, name: &str) -> Option<i64> {
+    let conn = pool.get(Purpose::Read).ok()?;
+    watermark(&conn, name).ok().flatten()
 }

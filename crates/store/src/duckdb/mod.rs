@@ -106,6 +106,27 @@ fn table(set: &str) -> String {
     format!("fs_{set}")
 }
 
+/// The stored watermark of set `name`; `None` for a set without one (a database written
+/// before logs).
+fn watermark(conn: &PooledConnection<'_>, name: &str) -> Result<Option<i64>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT seq FROM {APPLIED_TABLE} WHERE name = ?"),
+            [name],
+            |row| row.get(0),
+        )
+        .optional()?)
+}
+
+/// Records `seq` as the watermark of set `name`.
+fn set_watermark(conn: &PooledConnection<'_>, name: &str, seq: i64) -> Result<()> {
+    conn.execute(
+        &format!("INSERT OR REPLACE INTO {APPLIED_TABLE} VALUES (?, ?)"),
+        duckdb::params![name, seq],
+    )?;
+    Ok(())
+}
+
 /// Runs `work` in one transaction on a write connection of `pool`: committed (and so
 /// durable) if it succeeds, rolled back whole otherwise.
 fn transaction<T>(
@@ -223,14 +244,7 @@ impl Inner {
     /// the table itself for a database written before logs.
     fn watermark_at_open(&self, name: &str) -> Result<i64> {
         transaction(&self.pool, |conn| {
-            let stored: Option<i64> = conn
-                .query_row(
-                    &format!("SELECT seq FROM {APPLIED_TABLE} WHERE name = ?"),
-                    [name],
-                    |row| row.get(0),
-                )
-                .optional()?;
-            if let Some(seq) = stored {
+            if let Some(seq) = watermark(conn, name)? {
                 return Ok(seq);
             }
             let seq: i64 = conn.query_row(
@@ -242,10 +256,7 @@ impl Inner {
                 [],
                 |row| row.get(0),
             )?;
-            conn.execute(
-                &format!("INSERT INTO {APPLIED_TABLE} VALUES (?, ?)"),
-                duckdb::params![name, seq],
-            )?;
+            set_watermark(conn, name, seq)?;
             Ok(seq)
         })
     }
@@ -375,10 +386,7 @@ impl Inner {
                 &format!("INSERT INTO {SPECS_TABLE} VALUES (?, ?)"),
                 [&spec.name, &json],
             )?;
-            conn.execute(
-                &format!("INSERT OR REPLACE INTO {APPLIED_TABLE} VALUES (?, -1)"),
-                [&spec.name],
-            )?;
+            set_watermark(conn, &spec.name, -1)?;
             insert_version(conn, spec)
         })?;
         let set = PendingSet::open(spec.clone(), log_dir, -1)?;
@@ -419,12 +427,7 @@ impl Inner {
             insert_version(conn, new)
         })?;
         ingest.log.reschema(sql::storage_schema(new));
-        {
-            let mut tables = set.tables.write();
-            let mut next: Vec<Arc<MemTable>> = tables.iter().cloned().collect();
-            next.push(memtable.clone());
-            *tables = Arc::new(next);
-        }
+        set.add_memtable(memtable.clone());
         ingest.table = memtable;
         set.replace_spec(new.clone());
         Ok(())

@@ -85,6 +85,27 @@ impl PendingSet {
         *self.spec.write() = Arc::new(spec);
     }
 
+    /// Adds `memtable` to the readers' list, last; returns the list as it was.
+    pub(super) fn add_memtable(&self, memtable: Arc<MemTable>) -> Vec<Arc<MemTable>> {
+        let mut tables = self.tables.write();
+        let before: Vec<Arc<MemTable>> = tables.iter().cloned().collect();
+        let mut after = before.clone();
+        after.push(memtable);
+        *tables = Arc::new(after);
+        before
+    }
+
+    /// Takes `gone` (their rows now in the table) out of the readers' list.
+    pub(super) fn drop_memtables(&self, gone: &[Arc<MemTable>]) {
+        let mut tables = self.tables.write();
+        let left: Vec<Arc<MemTable>> = tables
+            .iter()
+            .filter(|t| !gone.iter().any(|g| Arc::ptr_eq(g, t)))
+            .cloned()
+            .collect();
+        *tables = Arc::new(left);
+    }
+
     /// Rows acknowledged but not yet in the table.
     pub(super) fn unapplied_rows(&self) -> u64 {
         let applied = self.applied.load(Ordering::Acquire);
