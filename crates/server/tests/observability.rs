@@ -747,6 +747,7 @@ async fn traces_and_metrics() {
 
     parquet_storage_metrics().await;
     duckdb_storage_metrics().await;
+    training_index_metrics().await;
 }
 
 /// Scrapes until `done` holds (the background flush and compaction run on their own clock).
@@ -942,4 +943,96 @@ async fn duckdb_storage_metrics() {
     assert!(documented.len() >= 7, "{documented:?}");
     assert_documented_moved(&metrics, &documented);
     server.server.unwrap().shutdown().await;
+}
+
+/// Entity rows of `user_features` at `seconds`.
+fn users_at(rows: &[(&str, i64)]) -> arrow::array::RecordBatch {
+    use arrow::array::{ArrayRef, StringArray, TimestampMicrosecondArray};
+    arrow::array::RecordBatch::try_from_iter(vec![
+        (
+            "user_id",
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))) as ArrayRef,
+        ),
+        (
+            "event_timestamp",
+            Arc::new(TimestampMicrosecondArray::from_iter_values(
+                rows.iter().map(|r| r.1 * 1_000_000),
+            )) as ArrayRef,
+        ),
+    ])
+    .unwrap()
+}
+
+/// The kept training indexes' counters and gauge: a first request indexes the set, the next
+/// one reads only the rows stored since, and deleting the set drops its index; every
+/// `featherstore_training_index_*` metric the docs name is one the server exports.
+async fn training_index_metrics() {
+    let server = TestServer::start(Backend::Duckdb).await;
+    let mut client = server.flight().await;
+    let counter = |metrics: &Scrape, name: &str| metrics.value(name, &[]);
+    let before = scrape(&server).await;
+    action(&mut client, "create_feature_set", USER_SPEC)
+        .await
+        .unwrap();
+    let command = json!({"type": "training_data", "features": ["user_features:age"]});
+    let answer_age = |batches: Vec<arrow::array::RecordBatch>| {
+        let out = flight::concat(&batches);
+        let age = out.column_by_name("age").unwrap().clone();
+        age.as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .unwrap()
+            .iter()
+            .collect::<Vec<_>>()
+    };
+    flight::put_ok(
+        &mut client,
+        "user_features",
+        vec![user_batch(&[("u1", Some(1), None, 100)])],
+    )
+    .await;
+    let rows = vec![users_at(&[("u1", 150), ("u2", 150)])];
+    let out = flight::exchange(&server, command.clone(), rows.clone())
+        .await
+        .unwrap();
+    assert_eq!(answer_age(out), [Some(1), None]);
+    flight::put_ok(
+        &mut client,
+        "user_features",
+        vec![user_batch(&[
+            ("u1", Some(2), None, 120),
+            ("u2", Some(3), None, 140),
+        ])],
+    )
+    .await;
+    let out = flight::exchange(&server, command, rows).await.unwrap();
+    assert_eq!(answer_age(out), [Some(2), Some(3)], "the rows stored since");
+    let kept = scrape(&server).await;
+    let moved = |name: &str| counter(&kept, name) - counter(&before, name);
+    assert!(moved("featherstore_training_index_built_total") >= 1.0);
+    assert!(moved("featherstore_training_index_reused_total") >= 1.0);
+    assert!(moved("featherstore_training_index_built_rows_total") >= 1.0);
+    assert!(moved("featherstore_training_index_updated_rows_total") >= 2.0);
+    assert!(counter(&kept, "featherstore_training_index_bytes") > 0.0);
+
+    action(
+        &mut client,
+        "delete_feature_set",
+        &json!({"name": "user_features"}).to_string(),
+    )
+    .await
+    .unwrap();
+    let dropped = scrape(&server).await;
+    assert!(
+        counter(&dropped, "featherstore_training_index_evictions_total")
+            > counter(&kept, "featherstore_training_index_evictions_total")
+    );
+    assert_eq!(counter(&dropped, "featherstore_training_index_bytes"), 0.0);
+    // Every name but the gauge, emptied by the delete: it moved in `kept`.
+    let documented: Vec<String> = documented_metrics(&["featherstore_training_index_"])
+        .into_iter()
+        .filter(|name| name != "featherstore_training_index_bytes")
+        .collect();
+    assert!(documented.len() >= 5, "{documented:?}");
+    assert_documented_moved(&dropped, &documented);
+    server.shutdown().await;
 }

@@ -26,7 +26,7 @@ use crate::multi_online::OnlinePlan;
 use crate::offline::{OfflineStore, BULK_APPEND_ROWS};
 use crate::online::{MemoryStore, OnlineSet, OnlineStore};
 use crate::query::sql::INGESTED_AT_OUTPUT;
-use crate::query::training::{self, EntityRows, MemoryBudget, TrainingPlan};
+use crate::query::training::{self, EntityRows, IndexCache, TrainingPlan};
 use crate::query::{Purpose, Waiting};
 use crate::snapshot::{Loaded, Snapshots, Unusable};
 use crate::types::{BatchSink, HistoryQuery, IngestView, SetStats, StorageStats};
@@ -113,8 +113,9 @@ pub struct FeatureStore {
     /// looked up by `&str`, so that a read allocates no key.
     plans: RwLock<HashMap<String, [Option<Arc<OnlinePlan>>; 2]>>,
     limits: Limits,
-    /// Shared by the training data requests that join in memory: `limits.training_memory_bytes`.
-    training_memory: Arc<MemoryBudget>,
+    /// Shared by the training data requests that join in memory and the indexes they keep
+    /// for the next request: `limits.training_memory_bytes`.
+    training_indexes: IndexCache,
     operations: OperationMetrics,
     /// Set by [`close`](FeatureStore::close): ingest is refused from then on.
     closed: AtomicBool,
@@ -229,7 +230,7 @@ impl FeatureStore {
             services: RwLock::new(services),
             generation: AtomicU64::new(0),
             plans: RwLock::new(HashMap::new()),
-            training_memory: MemoryBudget::new(limits.training_memory_bytes),
+            training_indexes: IndexCache::new(limits.training_memory_bytes),
             limits,
             operations,
             closed: AtomicBool::new(false),
@@ -411,6 +412,7 @@ impl FeatureStore {
         let index = self.online.open_set(spec.clone())?;
         self.offline.update(&set.spec, &spec)?;
         *retired = true;
+        self.training_indexes.forget(&spec.name);
         self.register(spec, index);
         Ok(())
     }
@@ -602,6 +604,7 @@ impl FeatureStore {
         }
         *deleted = true;
         self.sets.write().remove(name);
+        self.training_indexes.forget(name);
         self.registry_changed();
         if let Some(shared) = self.online.shared_registry() {
             shared.unpublish(name)?;
@@ -1061,12 +1064,17 @@ impl FeatureStore {
             plan,
             &mut counted_rows,
             &self.spool_dir,
-            &self.training_memory,
+            &self.training_indexes,
             &mut counted_sink,
         );
         span.record("entities", count(entities));
         span.record("rows", count(rows));
         result
+    }
+
+    /// Memory held by the indexes of stored rows kept for the next training request.
+    pub fn training_index_bytes(&self) -> usize {
+        self.training_indexes.kept_bytes()
     }
 
     /// The offline store, for the engine of ad-hoc queries (`query::adhoc`), which reads it

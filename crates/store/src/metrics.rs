@@ -475,6 +475,88 @@ impl DuckDbActivity {
 /// The DuckDB backend's activity counters.
 pub static DUCKDB: DuckDbActivity = DuckDbActivity::new();
 
+/// Indexes of stored rows that in-memory training joins keep for the next request
+/// (`query::training::index_cache`), process-wide.
+#[derive(Debug, Default)]
+pub struct TrainingIndexActivity {
+    /// Sets a request found indexed by an earlier one, and sets it read whole.
+    reused: Counter,
+    built: Counter,
+    /// Rows read whole into an index, and rows stored since an index was kept read into it.
+    built_rows: Counter,
+    updated_rows: Counter,
+    /// Indexes dropped: idle, for another request's room, or their set changed.
+    evictions: Counter,
+}
+
+impl TrainingIndexActivity {
+    pub const fn new() -> Self {
+        TrainingIndexActivity {
+            reused: Counter::new(),
+            built: Counter::new(),
+            built_rows: Counter::new(),
+            updated_rows: Counter::new(),
+            evictions: Counter::new(),
+        }
+    }
+
+    /// A request looked for a set's kept index: `found` it, or will read the set whole.
+    pub fn record_lookup(&self, found: bool) {
+        match found {
+            true => self.reused.add(1),
+            false => self.built.add(1),
+        }
+    }
+
+    /// `rows` read whole into a new index.
+    pub fn record_built_rows(&self, rows: usize) {
+        self.built_rows.add(rows as u64);
+    }
+
+    /// `rows` stored since an index was kept, read into it.
+    pub fn record_updated_rows(&self, rows: usize) {
+        self.updated_rows.add(rows as u64);
+    }
+
+    pub fn record_evictions(&self, indexes: usize) {
+        self.evictions.add(indexes as u64);
+    }
+
+    /// Every counter with its metric name suffix and help text, for rendering.
+    pub fn counters(&self) -> Vec<(&'static str, &'static str, u64)> {
+        vec![
+            (
+                "reused",
+                "Sets of training requests found indexed by an earlier request",
+                self.reused.get(),
+            ),
+            (
+                "built",
+                "Sets of training requests read whole into a new index",
+                self.built.get(),
+            ),
+            (
+                "built_rows",
+                "Stored rows read whole into training indexes",
+                self.built_rows.get(),
+            ),
+            (
+                "updated_rows",
+                "Stored rows read into a kept training index, stored after it was kept",
+                self.updated_rows.get(),
+            ),
+            (
+                "evictions",
+                "Kept training indexes dropped: idle, for another request, or their set changed",
+                self.evictions.get(),
+            ),
+        ]
+    }
+}
+
+/// The kept training indexes' counters.
+pub static TRAINING_INDEX: TrainingIndexActivity = TrainingIndexActivity::new();
+
 /// Round trips of the Redis online backend, process-wide: every request it sends to Redis
 /// (a pipeline or a concurrent group of commands is one), those that failed or timed out, and
 /// their latency.

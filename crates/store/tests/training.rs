@@ -822,3 +822,94 @@ fn a_request_of_many_slices_joins_in_memory_in_order() {
         );
     }
 }
+
+/// A request keeps the index of the rows it read, and the next one reads only the rows
+/// stored since: after every append (rows older than, tied with and newer than the stored
+/// ones), after an update of the set and after it is deleted and made again, the join still
+/// answers as the reference, in memory and on every backend.
+#[test]
+fn kept_indexes_answer_as_a_fresh_read_after_every_change() {
+    let dir = tempfile::tempdir().unwrap();
+    for (backend, offline) in stores(dir.path()) {
+        let store = FeatureStore::open(offline, Limits::default(), dir.path().join("tmp")).unwrap();
+        let (users_spec, _) = specs();
+        store.create(users_spec.clone()).unwrap();
+        let mut rng = Rng(0xC0FFEE);
+        let (mut facts, mut ingest) = (Vec::new(), 0);
+        let n = 600;
+        let keys: Vec<String> = (0..n).map(|_| format!("u{}", rng.below(25))).collect();
+        let times: Vec<i64> = (0..n).map(|_| rng.below(120) as i64 * SECOND).collect();
+        let rows = RecordBatch::try_from_iter(vec![
+            (
+                "user_id",
+                Arc::new(StringArray::from(keys.clone())) as ArrayRef,
+            ),
+            (
+                "event_timestamp",
+                Arc::new(TimestampMicrosecondArray::from(times.clone())) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        let command = r#"{"type": "training_data", "features": ["users:*"]}"#;
+        let reused_before = training_index_counter("reused");
+        for round in 0..14 {
+            if round == 9 {
+                // Deleted and made again: nothing of the old rows may come back.
+                store.delete("users").unwrap();
+                assert_eq!(store.training_index_bytes(), 0, "{backend}: dropped");
+                store.create(users_spec.clone()).unwrap();
+                facts.clear();
+            }
+            let mut batch = Vec::new();
+            for _ in 0..rng.below(40) + 1 {
+                ingest += 1;
+                batch.push(Fact {
+                    key: format!("u{}", rng.below(25)),
+                    // whole seconds over a narrow span: ties with earlier rounds' rows
+                    time: rng.below(120) as i64 * SECOND,
+                    ingest,
+                    values: vec![Some(rng.below(1000) as i64), Some(rng.below(100) as i64)],
+                });
+            }
+            store.ingest("users", &user_batch(&batch)).unwrap();
+            facts.extend(batch);
+            if round == 5 {
+                // A changed TTL: the index kept under the old version must not answer.
+                let mut longer = users_spec.clone();
+                longer.ttl_seconds = Some(TTL_SECONDS as u64 * 2);
+                store.update(longer).unwrap();
+            }
+            let ttl = match round {
+                5..=8 => TTL_SECONDS * 2,
+                _ => TTL_SECONDS,
+            } * SECOND;
+            let out = run_training(&store, command, rows.clone(), 256);
+            let clicks = out.column(2).as_primitive::<Int64Type>();
+            for i in 0..n {
+                let expected = reference(&facts, &keys[i], times[i], Some(ttl));
+                assert_eq!(
+                    clicks.is_valid(i).then(|| clicks.value(i)),
+                    expected.and_then(|f| f.values[0]),
+                    "{backend} round {round}: row {i} ({} at {})",
+                    keys[i],
+                    times[i]
+                );
+            }
+            assert!(store.training_index_bytes() > 0, "{backend}: kept");
+        }
+        assert!(
+            training_index_counter("reused") >= reused_before + 8,
+            "{backend}: requests read only the rows stored since"
+        );
+    }
+}
+
+/// A counter of the kept training indexes (process-wide, so only ever compared as growing).
+fn training_index_counter(name: &str) -> u64 {
+    featherstore_store::metrics::TRAINING_INDEX
+        .counters()
+        .into_iter()
+        .find(|(key, _, _)| *key == name)
+        .map(|(_, _, value)| value)
+        .unwrap()
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 use arrow::array::{Array, RecordBatch};
 use featherstore_core::time::{now_micros, MICROS_PER_SECOND};
 use featherstore_store::metrics::{
-    HistogramSnapshot, Operation, DUCKDB, DURATION_BUCKETS, PARQUET, REDIS,
+    HistogramSnapshot, Operation, DUCKDB, DURATION_BUCKETS, PARQUET, REDIS, TRAINING_INDEX,
 };
 use featherstore_store::FeatureStore;
 use prometheus::core::{Collector, Desc};
@@ -60,6 +60,7 @@ pub struct Metrics {
     online_entities: IntGaugeVec,
     freshness: GaugeVec,
     index_memory: IntGaugeVec,
+    training_index_bytes: IntGauge,
     stored_bytes: IntGaugeVec,
     stored_files: IntGaugeVec,
     storage_bytes: IntGaugeVec,
@@ -152,6 +153,11 @@ impl Metrics {
             "featherstore_online_index_memory_bytes",
             "Approximate memory held by a set's online index (keys, slots, values)",
         );
+        let training_index_bytes = IntGauge::new(
+            "featherstore_training_index_bytes",
+            "Memory held by indexes of stored rows that training joins keep for the next request",
+        )
+        .expect("valid metric");
         let stored_bytes = per_set_gauge(
             "featherstore_stored_bytes",
             "Bytes a set's offline data takes on disk (backends that store sets apart)",
@@ -199,8 +205,12 @@ impl Metrics {
             Box::new(stored_files.clone()),
             Box::new(storage_bytes.clone()),
             Box::new(storage_files.clone()),
-            Box::new(BackendCollector::new("parquet", || PARQUET.counters())),
-            Box::new(BackendCollector::new("duckdb", || DUCKDB.counters())),
+            Box::new(ActivityCollector::new("parquet", || PARQUET.counters())),
+            Box::new(ActivityCollector::new("duckdb", || DUCKDB.counters())),
+            Box::new(ActivityCollector::new("training_index", || {
+                TRAINING_INDEX.counters()
+            })),
+            Box::new(training_index_bytes.clone()),
         ] {
             registry.register(collector).expect("unique metric names");
         }
@@ -217,6 +227,7 @@ impl Metrics {
             online_entities,
             freshness,
             index_memory,
+            training_index_bytes,
             stored_bytes,
             stored_files,
             storage_bytes,
@@ -285,6 +296,8 @@ impl Metrics {
             gauge.reset();
         }
         self.freshness.reset();
+        self.training_index_bytes
+            .set(i64::try_from(store.training_index_bytes()).unwrap_or(i64::MAX));
         let now = now_micros();
         for set in store.list() {
             let name = set.spec.name.as_str();
@@ -453,24 +466,24 @@ fn redis_families() -> Vec<MetricFamily> {
     ]
 }
 
-/// A storage backend's activity counters as `featherstore_{backend}_*_total`; microsecond
-/// counters become `_seconds_total`.
-struct BackendCollector {
-    backend: &'static str,
+/// A storage component's activity counters (a backend's, the training indexes') as
+/// `featherstore_{component}_*_total`; microsecond counters become `_seconds_total`.
+struct ActivityCollector {
+    component: &'static str,
     counters: fn() -> Vec<(&'static str, &'static str, u64)>,
     descs: Vec<Desc>,
 }
 
-impl BackendCollector {
+impl ActivityCollector {
     fn new(
-        backend: &'static str,
+        component: &'static str,
         counters: fn() -> Vec<(&'static str, &'static str, u64)>,
     ) -> Self {
         let descs = counters()
             .iter()
             .map(|(key, help, _)| {
                 Desc::new(
-                    backend_metric_name(backend, key),
+                    activity_metric_name(component, key),
                     help.to_string(),
                     vec![],
                     Default::default(),
@@ -478,22 +491,22 @@ impl BackendCollector {
                 .expect("valid metric")
             })
             .collect();
-        BackendCollector {
-            backend,
+        ActivityCollector {
+            component,
             counters,
             descs,
         }
     }
 }
 
-fn backend_metric_name(backend: &str, key: &str) -> String {
+fn activity_metric_name(component: &str, key: &str) -> String {
     match key.strip_suffix("_micros") {
-        Some(stem) => format!("featherstore_{backend}_{stem}_seconds_total"),
-        None => format!("featherstore_{backend}_{key}_total"),
+        Some(stem) => format!("featherstore_{component}_{stem}_seconds_total"),
+        None => format!("featherstore_{component}_{key}_total"),
     }
 }
 
-impl Collector for BackendCollector {
+impl Collector for ActivityCollector {
     fn desc(&self) -> Vec<&Desc> {
         self.descs.iter().collect()
     }
@@ -511,7 +524,7 @@ impl Collector for BackendCollector {
                 let mut metric = proto::Metric::default();
                 metric.set_counter(counter);
                 let mut family = MetricFamily::default();
-                family.set_name(backend_metric_name(self.backend, key));
+                family.set_name(activity_metric_name(self.component, key));
                 family.set_help(help.into());
                 family.set_field_type(MetricType::COUNTER);
                 family.set_metric(vec![metric]);

@@ -7,21 +7,28 @@
 //! which among equal times is the later ingest. Entity rows are read back from the spool in
 //! order, a slice at a time, so the output keeps input order without a sort, and the
 //! connection is given back before the first row is sent.
+//!
+//! What a request indexed is kept for the next ones ([`IndexCache`]): a set's index is a list
+//! of runs, each the rows of a range of `_seq`, and a later request reads only the rows
+//! stored since (`_seq` past the last run's) into a run of its own.
 
 use std::hash::Hash;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayAccessor, ArrayRef, AsArray, PrimitiveArray, RecordBatch, UInt32Array,
+    new_null_array, Array, ArrayAccessor, ArrayRef, AsArray, PrimitiveArray, RecordBatch,
+    UInt32Array,
 };
-use arrow::compute::{concat, take};
+use arrow::compute::{concat, interleave, max, take};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimestampMicrosecondType};
 use duckdb::Connection;
 use featherstore_core::{EntityType, FeatureSetSpec};
 use hashbrown::HashMap;
 
+use super::index_cache::IndexCache;
 use super::{SpooledRows, TrainingPlan};
+use crate::metrics::TRAINING_INDEX;
 use crate::query::sql::{ident, stream_query, SEQ_COLUMN};
 use crate::types::BatchSink;
 use crate::{Error, Result};
@@ -46,8 +53,8 @@ impl MemoryBudget {
         })
     }
 
-    /// Bytes not held by any request now.
-    fn available(&self) -> usize {
+    /// Bytes not held by any request or kept index now.
+    pub(super) fn available(&self) -> usize {
         self.limit.saturating_sub(self.used.load(Ordering::Acquire))
     }
 
@@ -88,62 +95,110 @@ impl Drop for Reservation {
     }
 }
 
-/// The stored rows of every referenced set, indexed, with the budget they hold.
+/// The stored rows of every referenced set, indexed.
 pub(crate) struct LoadedSets {
     /// By set, `None` for a set none of whose features is asked for.
-    sets: Vec<Option<SetRows>>,
-    _reservation: Reservation,
+    sets: Vec<Option<Runs>>,
 }
 
-/// Reads and indexes the stored rows of every set `plan` uses, on `conn`; `None` (having
-/// given back what it took) once they would exceed the budget: the caller joins in DuckDB.
+/// How a request gets a set's index.
+enum Source {
+    /// Not asked for.
+    Unused,
+    /// Kept from an earlier request: its runs, then the rows stored since.
+    Kept(Runs),
+    /// Read whole.
+    Scan(Vec<usize>),
+}
+
+/// Reads and indexes the stored rows of every set `plan` uses, on `conn`, starting from what
+/// `cache` kept; `None` (having given back what it took) once they would exceed the budget:
+/// the caller joins in DuckDB.
 pub(crate) fn load(
     conn: &Connection,
     relations: &[String],
     plan: &TrainingPlan,
-    budget: &Arc<MemoryBudget>,
+    cache: &IndexCache,
 ) -> Result<Option<LoadedSets>> {
     let relation = |i: usize| {
         relations
             .get(i)
             .ok_or_else(|| Error::Corrupt("a training set has no relation".into()))
     };
-    // Sets that cannot fit are found before a row is read: their rows are counted (from
-    // metadata) and the least each row takes is known. Found by running out part way through
-    // the scan instead, the rows read so far (up to the whole budget) would be wasted.
+    let sources: Vec<Source> = plan
+        .sets
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            let used = plan.used_features(i);
+            if used.is_empty() {
+                return Source::Unused;
+            }
+            match cache.take(spec, &used) {
+                Some(runs) => Source::Kept(runs),
+                None => Source::Scan(used),
+            }
+        })
+        .collect();
+    // Sets read whole that cannot fit are found before a row is read: their rows are counted
+    // (from metadata) and the least each row takes is known. Found by running out part way
+    // through the scan instead, the rows read so far (up to the whole budget) would be
+    // wasted. Kept indexes of other sets make room first.
     let mut least = 0usize;
-    for (i, spec) in plan.sets.iter().enumerate() {
-        let used = plan.used_features(i);
-        if !used.is_empty() {
+    for (i, (spec, source)) in plan.sets.iter().zip(&sources).enumerate() {
+        if let Source::Scan(used) = source {
             let rows: i64 = conn.query_row(
                 &format!("SELECT count(*) FROM {}", relation(i)?),
                 [],
                 |row| row.get(0),
             )?;
             let rows = usize::try_from(rows).unwrap_or(usize::MAX);
-            least = least.saturating_add(rows.saturating_mul(least_bytes_per_row(spec, &used)));
+            least = least.saturating_add(rows.saturating_mul(least_bytes_per_row(spec, used)));
         }
     }
-    if least > budget.available() {
+    let budget = cache.budget();
+    if least > budget.available() && !cache.make_room(least, &plan.sets) {
         return Ok(None);
     }
-    let mut reservation = budget.reservation();
     let mut sets = Vec::with_capacity(plan.sets.len());
-    for (i, spec) in plan.sets.iter().enumerate() {
-        let used = plan.used_features(i);
-        if used.is_empty() {
-            sets.push(None);
-            continue;
-        }
-        match SetRows::load(conn, relation(i)?, spec, used, &mut reservation)? {
-            Some(set) => sets.push(Some(set)),
-            None => return Ok(None),
-        }
+    for (i, (spec, source)) in plan.sets.iter().zip(sources).enumerate() {
+        let runs = match source {
+            Source::Unused => {
+                sets.push(None);
+                continue;
+            }
+            Source::Kept(mut runs) => {
+                let since = SetRows::load(
+                    conn,
+                    relation(i)?,
+                    spec,
+                    runs.features().to_vec(),
+                    Some(runs.covered()),
+                    budget,
+                )?;
+                match since {
+                    Some(rows) => {
+                        TRAINING_INDEX.record_updated_rows(rows.rows.len());
+                        runs.push(rows);
+                    }
+                    None => return Ok(None),
+                }
+                runs
+            }
+            Source::Scan(used) => {
+                match SetRows::load(conn, relation(i)?, spec, used.clone(), None, budget)? {
+                    Some(rows) => {
+                        TRAINING_INDEX.record_built_rows(rows.rows.len());
+                        Runs::new(used, rows)
+                    }
+                    None => return Ok(None),
+                }
+            }
+        };
+        cache.keep(spec, &runs);
+        sets.push(Some(runs));
     }
-    Ok(Some(LoadedSets {
-        sets,
-        _reservation: reservation,
-    }))
+    Ok(Some(LoadedSets { sets }))
 }
 
 impl LoadedSets {
@@ -249,14 +304,138 @@ impl Timed {
     }
 }
 
-/// One set's stored rows, as the join reads them.
-struct SetRows {
+/// One run of a set's stored rows, as the join reads them.
+pub(super) struct SetRows {
     /// The features asked for, each with its column of every scanned row, in scan order.
     values: Vec<(usize, ArrayRef)>,
     keys: KeyIndex,
     /// Grouped by key, each key's rows in (event time, ingest order).
     rows: Vec<Timed>,
     ttl: Option<i64>,
+    /// The greatest `_seq` the run covers: every stored row up to it is in this run or an
+    /// earlier one.
+    covered: i64,
+    /// The budget the run holds, given back when the last request or cache holding it lets
+    /// go.
+    reservation: Reservation,
+}
+
+/// A set's index: runs of ascending `_seq`, each holding the same features.
+#[derive(Clone)]
+pub(super) struct Runs {
+    features: Vec<usize>,
+    runs: Vec<Arc<SetRows>>,
+}
+
+/// Where each entity row of a slice finds its value.
+enum Located {
+    /// In the only run: a position in it, null where nothing matches.
+    One(UInt32Array),
+    /// In one of several runs, as (1 + run, position), (0, 0) where nothing matches: the
+    /// indices of an `interleave` over a null and each run's column.
+    Many(Vec<(usize, usize)>),
+}
+
+impl Runs {
+    pub(super) fn new(features: Vec<usize>, first: SetRows) -> Runs {
+        Runs {
+            features,
+            runs: vec![Arc::new(first)],
+        }
+    }
+
+    pub(super) fn features(&self) -> &[usize] {
+        &self.features
+    }
+
+    pub(super) fn runs(&self) -> usize {
+        self.runs.len()
+    }
+
+    /// The greatest `_seq` the index covers.
+    pub(super) fn covered(&self) -> i64 {
+        self.runs.last().map_or(-1, |run| run.covered)
+    }
+
+    /// Budget bytes the index holds.
+    pub(super) fn bytes(&self) -> usize {
+        self.runs.iter().map(|run| run.reservation.bytes).sum()
+    }
+
+    /// Adds the rows stored after [`covered`](Self::covered), unless there are none.
+    fn push(&mut self, since: SetRows) {
+        if !since.rows.is_empty() {
+            self.runs.push(Arc::new(since));
+        }
+    }
+
+    fn locate(
+        &self,
+        keys: &ArrayRef,
+        times: &PrimitiveArray<TimestampMicrosecondType>,
+    ) -> Result<Located> {
+        if let [run] = self.runs.as_slice() {
+            let mut positions = vec![None; times.len()];
+            run.locate_each(keys, times, |i, matched| {
+                if let Some(slot) = positions.get_mut(i) {
+                    *slot = Some(matched.row);
+                }
+            })?;
+            return Ok(Located::One(UInt32Array::from(positions)));
+        }
+        // The latest match over the runs; on equal times the later run's, whose rows were
+        // ingested later.
+        let mut best: Vec<Option<(usize, Timed)>> = vec![None; times.len()];
+        for (r, run) in self.runs.iter().enumerate() {
+            run.locate_each(keys, times, |i, matched| {
+                if let Some(slot) = best.get_mut(i) {
+                    if slot.is_none_or(|(_, b)| matched.time >= b.time) {
+                        *slot = Some((r, matched));
+                    }
+                }
+            })?;
+        }
+        Ok(Located::Many(
+            best.iter()
+                .map(|b| b.map_or((0, 0), |(r, m)| (r + 1, m.row as usize)))
+                .collect(),
+        ))
+    }
+
+    /// Feature `feature`'s values where `located`.
+    fn values(&self, feature: usize, located: &Located) -> Result<ArrayRef> {
+        let column = |run: &SetRows| {
+            run.values
+                .iter()
+                .find(|(f, _)| *f == feature)
+                .map(|(_, column)| column.clone())
+                .ok_or_else(|| Error::Corrupt("an output's feature was not loaded".into()))
+        };
+        match located {
+            Located::One(positions) => {
+                let run = self
+                    .runs
+                    .first()
+                    .ok_or_else(|| Error::Corrupt("an index has no run".into()))?;
+                Ok(take(&column(run)?, positions, None)?)
+            }
+            Located::Many(indices) => {
+                let columns = self
+                    .runs
+                    .iter()
+                    .map(|run| column(run))
+                    .collect::<Result<Vec<_>>>()?;
+                let data_type = columns
+                    .first()
+                    .ok_or_else(|| Error::Corrupt("an index has no run".into()))?
+                    .data_type();
+                let null = new_null_array(data_type, 1);
+                let mut arrays: Vec<&dyn Array> = vec![null.as_ref()];
+                arrays.extend(columns.iter().map(|c| c.as_ref()));
+                Ok(interleave(&arrays, indices)?)
+            }
+        }
+    }
 }
 
 /// Bytes of index per stored row: its key and entry as gathered, its entry while sorting, its
@@ -291,14 +470,17 @@ fn least_bytes_per_row(spec: &FeatureSetSpec, used: &[usize]) -> usize {
 }
 
 impl SetRows {
-    /// `None` once the set's rows would exceed the reservation's budget.
-    fn load(
+    /// The set's stored rows (those past `_seq` `after`, if given) with the `used` features;
+    /// `None` once they would exceed the budget.
+    pub(super) fn load(
         conn: &Connection,
         relation: &str,
         spec: &FeatureSetSpec,
         used: Vec<usize>,
-        reservation: &mut Reservation,
+        after: Option<i64>,
+        budget: &Arc<MemoryBudget>,
     ) -> Result<Option<SetRows>> {
+        let mut reservation = budget.reservation();
         let mut fields = vec![
             Field::new("_k", spec.entity.entity_type.arrow_type(), true),
             Field::new("_t", DataType::Int64, true),
@@ -318,12 +500,13 @@ impl SetRows {
             columns.push(ident(&feature.name));
         }
         let schema: SchemaRef = Arc::new(Schema::new(fields));
+        let seq = ident(SEQ_COLUMN);
         let sql = format!(
-            "SELECT {entity} AS _k, epoch_us({ts}) AS _t, {seq} AS _s, {columns} FROM {relation}",
+            "SELECT {entity} AS _k, epoch_us({ts}) AS _t, {seq} AS _s, {columns} FROM {relation}{since}",
             entity = ident(&spec.entity.name),
             ts = ident(&spec.timestamp),
-            seq = ident(SEQ_COLUMN),
             columns = columns.join(", "),
+            since = after.map_or(String::new(), |seq_after| format!(" WHERE {seq} > {seq_after}")),
         );
         let mut batches = Vec::new();
         let mut over_budget = false;
@@ -339,6 +522,11 @@ impl SetRows {
             return Ok(None);
         }
         scanned?;
+        if batches.is_empty() {
+            // No rows (read since an index was kept, or of an empty set): the columns are
+            // still made, empty.
+            batches.push(RecordBatch::new_empty(schema));
+        }
 
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         // String keys are copied into the index once per key: at most their column's bytes.
@@ -361,7 +549,15 @@ impl SetRows {
         // column twice at most.
         let mut parts: Vec<Vec<ArrayRef>> = vec![Vec::with_capacity(batches.len()); used.len()];
         let mut keyed = Vec::with_capacity(batches.len());
+        let mut covered = after.unwrap_or(-1);
         for batch in batches {
+            if let Some(greatest) = batch
+                .column(2)
+                .as_primitive_opt::<Int64Type>()
+                .and_then(max)
+            {
+                covered = covered.max(greatest);
+            }
             // Past the key, time and sequence columns, in `used` order.
             for (part, column) in parts.iter_mut().zip(batch.columns().iter().skip(3)) {
                 part.push(column.clone());
@@ -386,19 +582,22 @@ impl SetRows {
             keys,
             rows,
             ttl: spec.ttl_micros(),
+            covered,
+            reservation,
         }))
     }
 
-    /// The position in `values` of each entity row's value, null where it matches nothing.
+    /// Calls `found` with each entity row that matches a row of this run, and the row.
     ///
     /// The searches run in the order of the keys' rows in [`rows`](Self::rows), not in the
     /// entity rows' order: they then walk the rows forward, where in input order each one is
     /// a cache miss (and a TLB miss) of its own, the join's largest cost.
-    fn locate(
+    fn locate_each(
         &self,
         keys: &ArrayRef,
         times: &PrimitiveArray<TimestampMicrosecondType>,
-    ) -> Result<UInt32Array> {
+        mut found: impl FnMut(usize, Timed),
+    ) -> Result<()> {
         let spans: Vec<Option<Span>> = match &self.keys {
             KeyIndex::Int(index) => keys
                 .as_primitive_opt::<Int64Type>()
@@ -420,26 +619,25 @@ impl SetRows {
             .filter_map(|(span, i)| span.map(|span| (u64::from(span.start) << 32) | i))
             .collect();
         order.sort_unstable();
-        let mut positions = vec![None; spans.len()];
         for packed in order {
             // The low half is an entity row's index (below 2^32: a slice is far smaller).
             let i = (packed & u64::from(u32::MAX)) as usize;
-            let found = spans
+            let matched = spans
                 .get(i)
                 .copied()
                 .flatten()
                 .zip(times.is_valid(i).then(|| times.value(i)))
                 .and_then(|(span, time)| self.find(span, time));
-            if let Some(slot) = positions.get_mut(i) {
-                *slot = found;
+            if let Some(matched) = matched {
+                found(i, matched);
             }
         }
-        Ok(UInt32Array::from(positions))
+        Ok(())
     }
 
     /// The last of a key's rows at or before `time` (so, among equal times, the later
     /// ingest), unless older than the TTL (a value exactly ttl old is kept).
-    fn find(&self, span: Span, time: i64) -> Option<u32> {
+    fn find(&self, span: Span, time: i64) -> Option<Timed> {
         let rows = self.rows.get(span.start as usize..span.end as usize)?;
         let last = rows.partition_point(|r| r.time <= time).checked_sub(1)?;
         let matched = rows.get(last)?;
@@ -447,17 +645,7 @@ impl SetRows {
         if self.ttl.is_some_and(|ttl| time - matched.time > ttl) {
             return None;
         }
-        Some(matched.row)
-    }
-
-    /// Feature `feature`'s values at `positions`.
-    fn values(&self, feature: usize, positions: &UInt32Array) -> Result<ArrayRef> {
-        let (_, column) = self
-            .values
-            .iter()
-            .find(|(f, _)| *f == feature)
-            .ok_or_else(|| Error::Corrupt("an output's feature was not loaded".into()))?;
-        Ok(take(column, positions, None)?)
+        Some(*matched)
     }
 }
 
@@ -656,25 +844,23 @@ mod tests {
         let used = vec![0, 1, 2, 3, 4];
         let least = least_bytes_per_row(&spec, &used) * 5000;
         let budget = MemoryBudget::new(usize::MAX);
-        let mut reservation = budget.reservation();
-        let loaded = SetRows::load(&conn, "t", &spec, used, &mut reservation).unwrap();
-        assert!(loaded.is_some());
-        assert!(
-            least <= reservation.bytes,
-            "least {least}, reserved {}",
-            reservation.bytes
-        );
-        assert!(least * 2 > reservation.bytes, "a useful bound");
+        let loaded = SetRows::load(&conn, "t", &spec, used, None, &budget)
+            .unwrap()
+            .unwrap();
+        let reserved = loaded.reservation.bytes;
+        assert!(least <= reserved, "least {least}, reserved {reserved}");
+        assert!(least * 2 > reserved, "a useful bound");
+        assert_eq!(loaded.covered, 4999, "the greatest _seq read");
+        drop(loaded);
+        assert_eq!(budget.used.load(Ordering::Acquire), 0, "given back");
 
         // A budget that passes the check but not the load: it runs out part way through,
         // and gives back what it took.
         let short = MemoryBudget::new(least);
-        let mut reservation = short.reservation();
         let used = vec![0, 1, 2, 3, 4];
-        assert!(SetRows::load(&conn, "t", &spec, used, &mut reservation)
+        assert!(SetRows::load(&conn, "t", &spec, used, None, &short)
             .unwrap()
             .is_none());
-        drop(reservation);
         assert_eq!(short.used.load(Ordering::Acquire), 0);
     }
 
@@ -717,15 +903,86 @@ mod tests {
             keys: KeyIndex::Int(index),
             rows: Timed::of(&entries),
             ttl: Some(5),
+            covered: 2,
+            reservation: MemoryBudget::new(0).reservation(),
         };
-        assert_eq!(set.find(span, 9), None, "nothing yet");
-        assert_eq!(set.find(span, 10), Some(0), "an equal time is visible");
-        assert_eq!(set.find(span, 15), Some(0), "exactly ttl old is kept");
-        assert_eq!(set.find(span, 16), None, "older than the ttl");
+        let find = |time| set.find(span, time).map(|matched| matched.row);
+        assert_eq!(find(9), None, "nothing yet");
+        assert_eq!(find(10), Some(0), "an equal time is visible");
+        assert_eq!(find(15), Some(0), "exactly ttl old is kept");
+        assert_eq!(find(16), None, "older than the ttl");
+        assert_eq!(find(20), Some(2), "a tie goes to the later ingest");
+    }
+
+    /// A set read in runs (the rows since an index was kept read into runs of their own)
+    /// joins as the same set read whole: each entity row gets the same value, ties on event
+    /// time going to the later ingest whichever runs hold the rows.
+    #[test]
+    fn runs_join_as_the_set_read_whole() {
+        let spec = FeatureSetSpec::from_json(
+            br#"{"name": "s", "entity": {"name": "k", "type": "int64"}, "ttl_seconds": 1,
+                 "features": [{"name": "f", "type": "int64"}, {"name": "s", "type": "string"}]}"#,
+        )
+        .unwrap();
+        let conn = Connection::open_in_memory().unwrap();
+        // Keys 0..7, event times in 0..20 ms so that many rows tie, in the order ingested;
+        // a feature naming the row it came from, so that any wrong pick shows.
+        conn.execute_batch(&format!(
+            "CREATE TABLE t AS SELECT (i * 7919) % 7 AS k,              make_timestamp(((i * 104729) % 20) * 1000) AS event_timestamp,              i AS {SEQ_COLUMN}, i AS f, 'row ' || i AS s FROM range(3000) r(i)"
+        ))
+        .unwrap();
+        let budget = MemoryBudget::new(usize::MAX);
+        let load = |after: Option<i64>, upto: i64| {
+            let relation = format!("(SELECT * FROM t WHERE {SEQ_COLUMN} <= {upto})");
+            SetRows::load(&conn, &relation, &spec, vec![0, 1], after, &budget)
+                .unwrap()
+                .unwrap()
+        };
+        let whole = Runs::new(vec![0, 1], load(None, 2999));
+        let mut runs = Runs::new(vec![0, 1], load(None, 999));
+        for upto in [1000, 1999, 2999, 2999] {
+            let since = load(Some(runs.covered()), upto);
+            runs.push(since);
+        }
         assert_eq!(
-            set.find(span, 20),
-            Some(2),
-            "a tie goes to the later ingest"
+            runs.runs(),
+            4,
+            "the first, then one per read that found rows"
+        );
+        assert_eq!(runs.covered(), 2999);
+
+        // Entity rows at every time around the stored ones, a key that matches nothing, a
+        // null key and a null time.
+        let mut keys: Vec<Option<i64>> = Vec::new();
+        let mut times: Vec<Option<i64>> = Vec::new();
+        for key in 0..8 {
+            for ms in 0..1500 {
+                keys.push(Some(key));
+                times.push(Some(ms * 100));
+            }
+        }
+        keys.extend([None, Some(1)]);
+        times.extend([Some(5000), None]);
+        let keys: ArrayRef = Arc::new(arrow::array::Int64Array::from(keys));
+        let times = PrimitiveArray::<TimestampMicrosecondType>::from(times);
+        let join = |runs: &Runs| {
+            let located = runs.locate(&keys, &times).unwrap();
+            [0, 1].map(|f| runs.values(f, &located).unwrap())
+        };
+        let [whole_f, whole_s] = join(&whole);
+        let [runs_f, runs_s] = join(&runs);
+        assert_eq!(&runs_f, &whole_f);
+        assert_eq!(&runs_s, &whole_s);
+        assert!(whole_f.null_count() > 0 && whole_f.null_count() < whole_f.len());
+        // The last row of a tie: at 19 ms key 0 has many rows; the latest ingested wins.
+        let last_at_19ms = (0..3000i64)
+            .filter(|i| (i * 7919) % 7 == 0 && (i * 104729) % 20 == 19)
+            .max()
+            .unwrap();
+        assert_eq!(
+            whole_f.as_primitive::<Int64Type>().value(190),
+            last_at_19ms,
+            "key 0 at 19 ms"
         );
     }
 }

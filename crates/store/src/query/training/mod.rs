@@ -36,7 +36,8 @@ use crate::types::BatchSink;
 use crate::{Error, Result};
 
 mod in_memory;
-pub(crate) use in_memory::MemoryBudget;
+mod index_cache;
+pub(crate) use index_cache::IndexCache;
 
 /// 2^64: event time and ingest sequence packed into one ASOF ordering key,
 /// `time * 2^64 + seq`, so the join's single inequality also breaks ties by ingest order.
@@ -419,7 +420,7 @@ pub(crate) fn spool_and_join(
     plan: &TrainingPlan,
     entity_rows: EntityRows<'_>,
     spool_dir: &Path,
-    budget: &Arc<MemoryBudget>,
+    indexes: &IndexCache,
     sink: BatchSink<'_>,
 ) -> Result<()> {
     let specs: Vec<&FeatureSetSpec> = plan.sets.iter().map(Arc::as_ref).collect();
@@ -433,7 +434,7 @@ pub(crate) fn spool_and_join(
     let load = || -> Result<Option<in_memory::LoadedSets>> {
         let mut loaded = None;
         offline.query_relations(&specs, &mut |conn, relations| {
-            loaded = in_memory::load(conn, relations, plan, budget)?;
+            loaded = in_memory::load(conn, relations, plan, indexes)?;
             Ok(())
         })?;
         Ok(loaded)

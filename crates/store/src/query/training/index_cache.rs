@@ -1,0 +1,130 @@
+//! Indexes of stored rows kept between training data requests.
+//!
+//! Training data is asked for again and again over the same sets (epochs, hyperparameter
+//! searches, a notebook run twice), and reading and indexing a set's stored rows is most of
+//! an in-memory join's time. So a request keeps what it indexed, within the training memory
+//! budget, and the next request over the set reads only the rows stored since: `_seq`
+//! grows with every append and the rows a read sees are a prefix of it, so the rows past the
+//! index's greatest `_seq` are exactly the new ones. Stored rows are never changed or
+//! removed one by one; a set's index is dropped when the set is updated or deleted (and is
+//! not used for another version of the set).
+//!
+//! An index is dropped when a request needs its budget, and once left unused for
+//! [`IDLE_LIMIT`]. Past [`MAX_RUNS`] runs a set is read whole again, into one run.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use featherstore_core::FeatureSetSpec;
+use hashbrown::HashMap;
+use parking_lot::Mutex;
+
+use super::in_memory::{MemoryBudget, Runs};
+use crate::metrics::TRAINING_INDEX;
+
+/// Runs past which a set is read whole again: each run is searched for every entity row.
+const MAX_RUNS: usize = 8;
+
+/// An index unused this long is dropped (at the next training request), giving its budget
+/// back.
+const IDLE_LIMIT: Duration = Duration::from_secs(600);
+
+struct Kept {
+    spec: Arc<FeatureSetSpec>,
+    runs: Runs,
+    used: Instant,
+}
+
+/// The kept indexes, by set name, and the budget they share with the requests.
+pub(crate) struct IndexCache {
+    budget: Arc<MemoryBudget>,
+    sets: Mutex<HashMap<String, Kept>>,
+}
+
+impl IndexCache {
+    pub(crate) fn new(budget_bytes: usize) -> Self {
+        IndexCache {
+            budget: MemoryBudget::new(budget_bytes),
+            sets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(super) fn budget(&self) -> &Arc<MemoryBudget> {
+        &self.budget
+    }
+
+    /// The index kept for this version of the set, if it holds every feature of `used` and
+    /// has room for one more run. Indexes left idle too long are dropped first.
+    pub(super) fn take(&self, spec: &Arc<FeatureSetSpec>, used: &[usize]) -> Option<Runs> {
+        let mut sets = self.sets.lock();
+        let before = sets.len();
+        sets.retain(|_, kept| kept.used.elapsed() < IDLE_LIMIT);
+        TRAINING_INDEX.record_evictions(before - sets.len());
+        let kept = sets
+            .get(&spec.name)
+            .filter(|kept| {
+                kept.spec == *spec
+                    && kept.runs.runs() < MAX_RUNS
+                    && used.iter().all(|f| kept.runs.features().contains(f))
+            })
+            .map(|kept| kept.runs.clone());
+        TRAINING_INDEX.record_lookup(kept.is_some());
+        kept
+    }
+
+    /// Keeps `runs`, the index of `spec`'s rows a request has just brought up to date.
+    pub(super) fn keep(&self, spec: &Arc<FeatureSetSpec>, runs: &Runs) {
+        let mut sets = self.sets.lock();
+        // A request that read an older index (or a version since replaced) must not undo a
+        // newer one kept meanwhile.
+        if let Some(kept) = sets.get(&spec.name) {
+            if kept.spec == *spec && kept.runs.covered() > runs.covered() {
+                return;
+            }
+        }
+        sets.insert(
+            spec.name.clone(),
+            Kept {
+                spec: spec.clone(),
+                runs: runs.clone(),
+                used: Instant::now(),
+            },
+        );
+    }
+
+    /// Drops the index of set `name` (updated or deleted).
+    pub(crate) fn forget(&self, name: &str) {
+        if self.sets.lock().remove(name).is_some() {
+            TRAINING_INDEX.record_evictions(1);
+        }
+    }
+
+    /// Drops the least recently used indexes of sets other than `keeping` until `bytes` of
+    /// the budget are free; whether they are. An index a request still reads gives its
+    /// budget back when that request ends.
+    pub(super) fn make_room(&self, bytes: usize, keeping: &[Arc<FeatureSetSpec>]) -> bool {
+        let mut sets = self.sets.lock();
+        while self.budget.available() < bytes {
+            let oldest = sets
+                .iter()
+                .filter(|(name, _)| !keeping.iter().any(|spec| &spec.name == *name))
+                .min_by_key(|(_, kept)| kept.used)
+                .map(|(name, _)| name.clone());
+            let Some(name) = oldest else {
+                return false;
+            };
+            sets.remove(&name);
+            TRAINING_INDEX.record_evictions(1);
+        }
+        true
+    }
+
+    /// Budget bytes the kept indexes hold.
+    pub(crate) fn kept_bytes(&self) -> usize {
+        self.sets
+            .lock()
+            .values()
+            .map(|kept| kept.runs.bytes())
+            .sum()
+    }
+}
