@@ -140,21 +140,25 @@ pub(crate) fn load(
             }
         })
         .collect();
-    // Sets read whole that cannot fit are found before a row is read: their rows are counted
-    // (from metadata) and the least each row takes is known. Found by running out part way
-    // through the scan instead, the rows read so far (up to the whole budget) would be
-    // wasted. Kept indexes of other sets make room first.
+    // Rows that cannot fit are found before a row is read: the rows to read (a set whole, or
+    // those stored since its index was kept) are counted (from metadata; `_seq` prunes by
+    // zone maps and row-group statistics) and the least each row takes is known. Found by
+    // running out part way through the scan instead, the rows read so far (up to the whole
+    // budget) would be wasted. Kept indexes of other sets make room first.
     let mut least = 0usize;
     for (i, (spec, source)) in plan.sets.iter().zip(&sources).enumerate() {
-        if let Source::Scan(used) = source {
-            let rows: i64 = conn.query_row(
-                &format!("SELECT count(*) FROM {}", relation(i)?),
-                [],
-                |row| row.get(0),
-            )?;
-            let rows = usize::try_from(rows).unwrap_or(usize::MAX);
-            least = least.saturating_add(rows.saturating_mul(least_bytes_per_row(spec, used)));
-        }
+        let (features, since) = match source {
+            Source::Unused => continue,
+            Source::Kept(runs) => (runs.features(), Some(runs.covered())),
+            Source::Scan(used) => (used.as_slice(), None),
+        };
+        let rows: i64 = conn.query_row(
+            &format!("SELECT count(*) FROM {}{}", relation(i)?, after_seq(since)),
+            [],
+            |row| row.get(0),
+        )?;
+        let rows = usize::try_from(rows).unwrap_or(usize::MAX);
+        least = least.saturating_add(rows.saturating_mul(least_bytes_per_row(spec, features)));
     }
     let budget = cache.budget();
     if least > budget.available() && !cache.make_room(least, &plan.sets) {
@@ -438,6 +442,13 @@ impl Runs {
     }
 }
 
+/// The `WHERE` clause of the rows stored after `_seq` `after`; empty for all rows.
+fn after_seq(after: Option<i64>) -> String {
+    after.map_or(String::new(), |after| {
+        format!(" WHERE {} > {after}", ident(SEQ_COLUMN))
+    })
+}
+
 /// Bytes of index per stored row: its key and entry as gathered, its entry while sorting, its
 /// group while grouping, and at most one hash table slot (a key of 8 bytes or a boxed
 /// string's 16, a span, a control byte) at the table's lowest load factor (7/8, rounded to
@@ -500,13 +511,13 @@ impl SetRows {
             columns.push(ident(&feature.name));
         }
         let schema: SchemaRef = Arc::new(Schema::new(fields));
-        let seq = ident(SEQ_COLUMN);
         let sql = format!(
             "SELECT {entity} AS _k, epoch_us({ts}) AS _t, {seq} AS _s, {columns} FROM {relation}{since}",
             entity = ident(&spec.entity.name),
             ts = ident(&spec.timestamp),
+            seq = ident(SEQ_COLUMN),
             columns = columns.join(", "),
-            since = after.map_or(String::new(), |seq_after| format!(" WHERE {seq} > {seq_after}")),
+            since = after_seq(after),
         );
         let mut batches = Vec::new();
         let mut over_budget = false;
