@@ -913,3 +913,69 @@ fn training_index_counter(name: &str) -> u64 {
         .map(|(_, _, value)| value)
         .unwrap()
 }
+
+/// Rows stored since an index was kept that do not fit what is left of the budget are not
+/// read into it: the request joins in DuckDB, answering as the reference, and the index
+/// stays kept for the sets it still fits.
+#[test]
+fn rows_stored_since_that_do_not_fit_join_in_duckdb() {
+    let dir = tempfile::tempdir().unwrap();
+    for (backend, offline) in stores(dir.path()) {
+        let limits = Limits {
+            training_memory_bytes: 200_000,
+            ..Limits::default()
+        };
+        let store = FeatureStore::open(offline, limits, dir.path().join("tmp")).unwrap();
+        let (users_spec, _) = specs();
+        store.create(users_spec).unwrap();
+        let mut rng = Rng(0xB0D6E7);
+        let (mut facts, mut ingest) = (Vec::new(), 0);
+        let mut append = |facts: &mut Vec<Fact>, rows: usize| {
+            let batch: Vec<Fact> = (0..rows)
+                .map(|_| {
+                    ingest += 1;
+                    Fact {
+                        key: format!("u{}", rng.below(25)),
+                        time: rng.below(120) as i64 * SECOND,
+                        ingest,
+                        values: vec![Some(rng.below(1000) as i64), None],
+                    }
+                })
+                .collect();
+            store.ingest("users", &user_batch(&batch)).unwrap();
+            facts.extend(batch);
+        };
+        let keys: Vec<String> = (0..300).map(|k| format!("u{}", k % 26)).collect();
+        let times: Vec<i64> = (0..300).map(|t| (t % 130) * SECOND).collect();
+        let rows = RecordBatch::try_from_iter(vec![
+            (
+                "user_id",
+                Arc::new(StringArray::from(keys.clone())) as ArrayRef,
+            ),
+            (
+                "event_timestamp",
+                Arc::new(TimestampMicrosecondArray::from(times.clone())) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        let command = r#"{"type": "training_data", "features": ["users:clicks"]}"#;
+        for (round, rows_added) in [200, 3000].into_iter().enumerate() {
+            append(&mut facts, rows_added);
+            let out = run_training(&store, command, rows.clone(), 128);
+            let clicks = out.column(2).as_primitive::<Int64Type>();
+            for i in 0..keys.len() {
+                let expected = reference(&facts, &keys[i], times[i], Some(TTL_SECONDS * SECOND));
+                assert_eq!(
+                    clicks.is_valid(i).then(|| clicks.value(i)),
+                    expected.and_then(|f| f.values[0]),
+                    "{backend} round {round}: row {i}"
+                );
+            }
+            assert!(
+                store.training_index_bytes() > 0,
+                "{backend} round {round}: the first request's index is kept"
+            );
+            assert!(store.training_index_bytes() <= 200_000, "{backend}");
+        }
+    }
+}
