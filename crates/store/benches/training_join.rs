@@ -1,7 +1,8 @@
 //! The point-in-time join of training data at the store level, without the network: 1M entity
 //! rows (random keys of 100k entities, random times over 30 days) against 1M stored rows of
 //! 8 float32 + 8 int64 features, on each backend, joined in memory. Prints each request's
-//! seconds, the first one apart (it also pays for the memory it is the first to touch), and
+//! seconds, the first one apart (it reads and indexes the stored rows, which the later ones
+//! find kept, and pays for the memory it is the first to touch), and
 //! as the floor of the same run the same request against a set of one stored row (spooling
 //! the entity rows and building the output, what any join pays).
 //!
