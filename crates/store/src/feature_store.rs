@@ -1067,6 +1067,14 @@ impl FeatureStore {
             &self.training_indexes,
             &mut counted_sink,
         );
+        // A set updated or deleted while the request ran may have been forgotten before the
+        // request kept its index: that index, of a version no request can ask for again,
+        // goes now.
+        for spec in &plan.sets {
+            if self.get(&spec.name).map_or(true, |set| set.spec != *spec) {
+                self.training_indexes.forget_version(spec);
+            }
+        }
         span.record("entities", count(entities));
         span.record("rows", count(rows));
         result

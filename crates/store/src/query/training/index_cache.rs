@@ -99,6 +99,16 @@ impl IndexCache {
         }
     }
 
+    /// Drops the index of this version of a set, if it is the one kept: a request that read
+    /// a version since replaced or deleted may have kept it after [`forget`](Self::forget).
+    pub(crate) fn forget_version(&self, spec: &FeatureSetSpec) {
+        let mut sets = self.sets.lock();
+        if sets.get(&spec.name).is_some_and(|kept| *kept.spec == *spec) {
+            sets.remove(&spec.name);
+            TRAINING_INDEX.record_evictions(1);
+        }
+    }
+
     /// Drops the least recently used indexes of sets other than `keeping` until `bytes` of
     /// the budget are free; whether they are. An index a request still reads gives its
     /// budget back when that request ends.
