@@ -839,17 +839,7 @@ fn kept_indexes_answer_as_a_fresh_read_after_every_change() {
         let n = 600;
         let keys: Vec<String> = (0..n).map(|_| format!("u{}", rng.below(25))).collect();
         let times: Vec<i64> = (0..n).map(|_| rng.below(120) as i64 * SECOND).collect();
-        let rows = RecordBatch::try_from_iter(vec![
-            (
-                "user_id",
-                Arc::new(StringArray::from(keys.clone())) as ArrayRef,
-            ),
-            (
-                "event_timestamp",
-                Arc::new(TimestampMicrosecondArray::from(times.clone())) as ArrayRef,
-            ),
-        ])
-        .unwrap();
+        let rows = user_entity_rows(&keys, &times);
         let command = r#"{"type": "training_data", "features": ["users:*"]}"#;
         let reused_before = training_index_counter("reused");
         for round in 0..14 {
@@ -947,17 +937,7 @@ fn rows_stored_since_that_do_not_fit_join_in_duckdb() {
         };
         let keys: Vec<String> = (0..300).map(|k| format!("u{}", k % 26)).collect();
         let times: Vec<i64> = (0..300).map(|t| (t % 130) * SECOND).collect();
-        let rows = RecordBatch::try_from_iter(vec![
-            (
-                "user_id",
-                Arc::new(StringArray::from(keys.clone())) as ArrayRef,
-            ),
-            (
-                "event_timestamp",
-                Arc::new(TimestampMicrosecondArray::from(times.clone())) as ArrayRef,
-            ),
-        ])
-        .unwrap();
+        let rows = user_entity_rows(&keys, &times);
         let command = r#"{"type": "training_data", "features": ["users:clicks"]}"#;
         for (round, rows_added) in [200, 3000].into_iter().enumerate() {
             append(&mut facts, rows_added);
@@ -978,4 +958,19 @@ fn rows_stored_since_that_do_not_fit_join_in_duckdb() {
             assert!(store.training_index_bytes() <= 200_000, "{backend}");
         }
     }
+}
+
+/// Entity rows of `users`: a key and a time (microseconds) each.
+fn user_entity_rows(keys: &[String], times: &[i64]) -> RecordBatch {
+    RecordBatch::try_from_iter(vec![
+        (
+            "user_id",
+            Arc::new(StringArray::from(keys.to_vec())) as ArrayRef,
+        ),
+        (
+            "event_timestamp",
+            Arc::new(TimestampMicrosecondArray::from(times.to_vec())) as ArrayRef,
+        ),
+    ])
+    .unwrap()
 }
