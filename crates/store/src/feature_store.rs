@@ -332,6 +332,7 @@ impl FeatureStore {
                 self.offline.delete(&set.spec.name)?;
                 *deleted = true;
                 self.sets.write().remove(&set.spec.name);
+                self.training_indexes.forget(&set.spec.name);
             }
         }
         self.sync_services(shared.services()?)?;
@@ -538,6 +539,7 @@ impl FeatureStore {
         }
         self.offline.update(&set.spec, &spec)?;
         *retired = true;
+        self.training_indexes.forget(&spec.name);
         // Its snapshot on disk is of the old version: replaced at the next snapshot.
         self.register(spec.clone(), index);
         self.registry_changed();

@@ -868,6 +868,7 @@ fn kept_indexes_answer_as_a_fresh_read_after_every_change() {
                 let mut longer = users_spec.clone();
                 longer.ttl_seconds = Some(TTL_SECONDS as u64 * 2);
                 store.update(longer).unwrap();
+                assert_eq!(store.training_index_bytes(), 0, "{backend}: dropped");
             }
             let ttl = match round {
                 5..=8 => TTL_SECONDS * 2,
