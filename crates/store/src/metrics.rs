@@ -502,9 +502,10 @@ impl TrainingIndexActivity {
 
     /// A request looked for a set's kept index: `found` it, or will read the set whole.
     pub fn record_lookup(&self, found: bool) {
-        match found {
-            true => self.reused.add(1),
-            false => self.built.add(1),
+        if found {
+            self.reused.add(1);
+        } else {
+            self.built.add(1);
         }
     }
 

@@ -146,6 +146,8 @@ pub(crate) fn load(
     // running out part way through the scan instead, the rows read so far (up to the whole
     // budget) would be wasted. Kept indexes of other sets make room first.
     let mut least = 0usize;
+    // By set, the rows to read (none for a set not asked for).
+    let mut to_read = vec![0usize; sources.len()];
     for (i, (spec, source)) in plan.sets.iter().zip(&sources).enumerate() {
         let (features, since) = match source {
             Source::Unused => continue,
@@ -159,6 +161,9 @@ pub(crate) fn load(
         )?;
         let rows = usize::try_from(rows).unwrap_or(usize::MAX);
         least = least.saturating_add(rows.saturating_mul(least_bytes_per_row(spec, features)));
+        if let Some(slot) = to_read.get_mut(i) {
+            *slot = rows;
+        }
     }
     let budget = cache.budget();
     if least > budget.available() && !cache.make_room(least, &plan.sets) {
@@ -171,6 +176,8 @@ pub(crate) fn load(
                 sets.push(None);
                 continue;
             }
+            // Nothing stored since the index was kept (as of the count): nothing to read.
+            Source::Kept(runs) if to_read.get(i) == Some(&0) => runs,
             Source::Kept(mut runs) => {
                 let since = SetRows::load(
                     conn,
