@@ -679,8 +679,10 @@ impl Suite {
                 .collect();
             let settled_after = self.settle().await;
             let case = format!("training.{}", n + 1);
-            // The first request reads and indexes the stored rows; the same request again
-            // finds them indexed (the server keeps a request's index for the next one).
+            // The server indexes the stored rows once the ingest pauses (a warm-up, unless
+            // `limits.warm_training_indexes` is off: then the first request does); the
+            // settling above waits for that too. The same request again finds them indexed
+            // either way (the server keeps a request's index for the next one).
             let seconds = training_request(&client, batches.clone(), entity_rows, &case).await?;
             let repeat_seconds = training_request(&client, batches, entity_rows, &case).await?;
             let mut record = Record::figures(

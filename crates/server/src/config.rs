@@ -276,6 +276,10 @@ pub struct LimitsConfig {
     /// Bytes of stored rows training data requests may hold in memory at once (all requests)
     /// to join as of event time without DuckDB; beyond it they join in DuckDB. 0: never.
     pub training_memory_bytes: usize,
+    /// Build each set's training index in the background once ingest into it pauses, within
+    /// what is free of `training_memory_bytes`, so that the first training data request
+    /// after an ingest finds it built.
+    pub warm_training_indexes: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -464,6 +468,7 @@ impl Default for LimitsConfig {
             storage_wait_seconds: 30.0,
             storage_stall_seconds: 5.0,
             training_memory_bytes: featherstore_store::Limits::default().training_memory_bytes,
+            warm_training_indexes: true,
         }
     }
 }

@@ -326,6 +326,33 @@ async fn sync_registry(store: Arc<FeatureStore>, mut stopped: watch::Receiver<bo
     }
 }
 
+/// How often the server looks for sets whose ingest paused, to warm their training index.
+const TRAINING_WARM_INTERVAL: Duration = Duration::from_millis(250);
+
+/// How long ingest into a set must have paused before its training index is warmed: a run of
+/// batches is read once, after it, not batch by batch.
+const TRAINING_WARM_QUIET: Duration = Duration::from_millis(500);
+
+/// Warms the training indexes of sets whose ingest paused
+/// ([`FeatureStore::warm_training_indexes`]) until the server stops, at storage priority.
+async fn warm_training_indexes(store: Arc<FeatureStore>, mut stopped: watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval(TRAINING_WARM_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+        let store = store.clone();
+        let warming = crate::priority::spawn_storage_work(move || {
+            store.warm_training_indexes(TRAINING_WARM_QUIET)
+        });
+        if let Err(e) = warming.await {
+            tracing::error!(error = %e, "the training index warm-up task failed");
+        }
+    }
+}
+
 /// Starts trace export if configured, opens storage (rebuilding the online index), binds the
 /// three ports and starts serving.
 pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
@@ -442,6 +469,9 @@ async fn start_serving(config: &Config) -> Result<RunningServer, StartError> {
     let mut tasks = JoinSet::new();
     if store.online_is_remote() {
         tasks.spawn(sync_registry(store.clone(), stopped.clone()));
+    }
+    if config.limits.warm_training_indexes && config.limits.training_memory_bytes > 0 {
+        tasks.spawn(warm_training_indexes(store.clone(), stopped.clone()));
     }
     serve_http(
         &mut tasks,

@@ -1004,7 +1004,9 @@ async fn training_index_metrics() {
         ])],
     )
     .await;
-    let out = flight::exchange(&server, command, rows).await.unwrap();
+    let out = flight::exchange(&server, command.clone(), rows.clone())
+        .await
+        .unwrap();
     assert_eq!(answer_age(out), [Some(2), Some(3)], "the rows stored since");
     let kept = scrape(&server).await;
     let moved = |name: &str| counter(&kept, name) - counter(&before, name);
@@ -1013,6 +1015,29 @@ async fn training_index_metrics() {
     assert!(moved("featherstore_training_index_built_rows_total") >= 1.0);
     assert!(moved("featherstore_training_index_updated_rows_total") >= 2.0);
     assert!(counter(&kept, "featherstore_training_index_bytes") > 0.0);
+
+    // A pause in ingest brings the kept index up to date before any request asks.
+    flight::put_ok(
+        &mut client,
+        "user_features",
+        vec![user_batch(&[("u2", Some(4), None, 145)])],
+    )
+    .await;
+    featherstore_testkit::eventually(std::time::Duration::from_secs(10), "a warm-up", || async {
+        let now = scrape(&server).await;
+        counter(&now, "featherstore_training_index_warmed_total")
+            > counter(&kept, "featherstore_training_index_warmed_total")
+    })
+    .await;
+    let warmed = scrape(&server).await;
+    assert!(
+        counter(&warmed, "featherstore_training_index_updated_rows_total")
+            > counter(&kept, "featherstore_training_index_updated_rows_total"),
+        "the row stored since was read into the index"
+    );
+    let out = flight::exchange(&server, command, rows).await.unwrap();
+    assert_eq!(answer_age(out), [Some(2), Some(4)], "the warmed index");
+    let kept = scrape(&server).await;
 
     action(
         &mut client,

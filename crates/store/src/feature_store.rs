@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrow::datatypes::SchemaRef;
 
@@ -21,7 +21,7 @@ use featherstore_core::{
 use parking_lot::{Mutex, RwLock};
 use tracing::{debug, debug_span, field, info, warn};
 
-use crate::metrics::{Operation, OperationMetrics};
+use crate::metrics::{Operation, OperationMetrics, TRAINING_INDEX};
 use crate::multi_online::OnlinePlan;
 use crate::offline::{OfflineStore, BULK_APPEND_ROWS};
 use crate::online::{MemoryStore, OnlineSet, OnlineStore};
@@ -68,6 +68,11 @@ pub struct FeatureSet {
     unsnapshotted: AtomicU64,
     /// Held while a snapshot of the set is written: one at a time.
     snapshotting: Mutex<()>,
+    /// When ingest last stored rows that its kept training index lacks, if it has since the
+    /// last warm-up ([`FeatureStore::warm_training_indexes`]).
+    stored_since_warm: Mutex<Option<Instant>>,
+    /// Whether a warm-up has built this version's training index once.
+    warmed: AtomicBool,
 }
 
 /// Rows since the last snapshot of a set whose snapshot on disk is not of its current index:
@@ -82,6 +87,8 @@ impl FeatureSet {
             ingest: Mutex::new(false),
             unsnapshotted: AtomicU64::new(unsnapshotted),
             snapshotting: Mutex::new(()),
+            stored_since_warm: Mutex::new(None),
+            warmed: AtomicBool::new(false),
         }
     }
 }
@@ -211,6 +218,8 @@ impl FeatureStore {
                 "online index loaded"
             );
             let set = FeatureSet::new(spec, index, unsnapshotted.unwrap_or(topped_up));
+            // Its stored rows are due a warm-up of their training index, as if just ingested.
+            *set.stored_since_warm.lock() = Some(Instant::now());
             sets.insert(set.spec.name.clone(), Arc::new(set));
         }
         if let Some((snapshots, _)) = &snapshots {
@@ -731,6 +740,7 @@ impl FeatureStore {
             apply()?;
         }
         drop(retired);
+        *set.stored_since_warm.lock() = Some(Instant::now());
         let unsnapshotted = set.unsnapshotted.fetch_add(rows as u64, Ordering::Relaxed);
         if let Some((_, every)) = &self.snapshots {
             let due = (*every).max(4 * set.index.entities() as u64);
@@ -1069,17 +1079,87 @@ impl FeatureStore {
             &self.training_indexes,
             &mut counted_sink,
         );
-        // A set updated or deleted while the request ran may have been forgotten before the
-        // request kept its index: that index, of a version no request can ask for again,
-        // goes now.
         for spec in &plan.sets {
-            if self.get(&spec.name).map_or(true, |set| set.spec != *spec) {
-                self.training_indexes.forget_version(spec);
-            }
+            self.forget_retired_index(spec);
         }
         span.record("entities", count(entities));
         span.record("rows", count(rows));
         result
+    }
+
+    /// A set updated or deleted while a request or warm-up read it may have been forgotten
+    /// before the index of it was kept: that index, of a version no request can ask for
+    /// again, goes now.
+    fn forget_retired_index(&self, spec: &Arc<FeatureSetSpec>) {
+        if self.get(&spec.name).map_or(true, |set| set.spec != *spec) {
+            self.training_indexes.forget_version(spec);
+        }
+    }
+
+    /// Builds, or brings up to date, ahead of the next training data request, the kept
+    /// training index of each set that ingest stored rows into and then left alone for
+    /// `quiet` (so that a burst of batches is read once, after it), as a request would have
+    /// kept it; returns how many it built or updated. A set's first warm-up (after its
+    /// first ingest, or its stored rows at start) builds its index; later ones only keep
+    /// up to date an index that is still kept, so a set nobody trains on costs one build,
+    /// whose memory is given back once left unused for the kept indexes' idle limit.
+    /// Warm-ups take only budget that is free: a request never waits for one, nor falls
+    /// back to DuckDB for lack of room a warm-up could give back.
+    pub fn warm_training_indexes(&self, quiet: Duration) -> usize {
+        self.training_indexes.drop_idle_indexes();
+        let mut warmed = 0;
+        for set in self.list() {
+            {
+                let mut stored = set.stored_since_warm.lock();
+                match *stored {
+                    Some(at) if at.elapsed() >= quiet => *stored = None,
+                    _ => continue,
+                }
+            }
+            if set.warmed.swap(true, Ordering::AcqRel) && !self.training_indexes.holds(&set.spec) {
+                continue;
+            }
+            let spec = &set.spec;
+            let span = tracing::info_span!(
+                "training_index.warm",
+                feature_set = %spec.name,
+                rows = field::Empty
+            );
+            let _entered = span.enter();
+            let timer = self.operations.start(Operation::TrainingIndexWarm);
+            let mut outcome = training::Warmed::Current;
+            let result = self
+                .offline
+                .query_relations(&[spec.as_ref()], &mut |conn, relations| {
+                    let relation = relations.first().ok_or_else(|| {
+                        crate::Error::Corrupt("a warmed set has no relation".into())
+                    })?;
+                    outcome = training::warm(conn, relation, spec, &self.training_indexes)?;
+                    Ok(())
+                });
+            drop(timer);
+            self.forget_retired_index(spec);
+            match result {
+                Ok(()) => match outcome {
+                    training::Warmed::Built(rows) | training::Warmed::Updated(rows) => {
+                        span.record("rows", count(rows));
+                        TRAINING_INDEX.record_warmed();
+                        warmed += 1;
+                    }
+                    training::Warmed::NoRoom => debug!(
+                        feature_set = %spec.name,
+                        "training index not warmed: its rows do not fit the free training memory"
+                    ),
+                    training::Warmed::Current => {}
+                },
+                // Nothing waits on a warm-up: its failure is logged here, once, and the next
+                // request reads what it needs itself.
+                Err(e) => {
+                    warn!(feature_set = %spec.name, error = %e, "warming a training index failed")
+                }
+            }
+        }
+        warmed
     }
 
     /// Memory held by the indexes of stored rows kept for the next training request.

@@ -89,6 +89,8 @@ impl Histogram {
 pub enum Operation {
     /// An online read from the in-memory index.
     IndexLookup,
+    /// Building or updating a kept training index in the background after ingest.
+    TrainingIndexWarm,
     /// Publishing an ingested batch to the online index.
     IndexApply,
     /// Rebuilding a set's online index from storage at startup.
@@ -108,8 +110,9 @@ pub enum Operation {
 }
 
 impl Operation {
-    pub const ALL: [Operation; 10] = [
+    pub const ALL: [Operation; 11] = [
         Operation::IndexLookup,
+        Operation::TrainingIndexWarm,
         Operation::IndexApply,
         Operation::IndexRebuild,
         Operation::Append,
@@ -125,6 +128,7 @@ impl Operation {
     pub fn as_str(self) -> &'static str {
         match self {
             Operation::IndexLookup => "index_lookup",
+            Operation::TrainingIndexWarm => "training_index_warm",
             Operation::IndexApply => "index_apply",
             Operation::IndexRebuild => "index_rebuild",
             Operation::Append => "append",
@@ -487,6 +491,8 @@ pub struct TrainingIndexActivity {
     updated_rows: Counter,
     /// Indexes dropped: idle, for another request's room, or their set changed.
     evictions: Counter,
+    /// Indexes built or brought up to date in the background after ingest.
+    warmed: Counter,
 }
 
 impl TrainingIndexActivity {
@@ -497,6 +503,7 @@ impl TrainingIndexActivity {
             built_rows: Counter::new(),
             updated_rows: Counter::new(),
             evictions: Counter::new(),
+            warmed: Counter::new(),
         }
     }
 
@@ -521,6 +528,11 @@ impl TrainingIndexActivity {
 
     pub fn record_evictions(&self, indexes: usize) {
         self.evictions.add(indexes as u64);
+    }
+
+    /// An index built or brought up to date after ingest, before any request asked.
+    pub fn record_warmed(&self) {
+        self.warmed.add(1);
     }
 
     /// Every counter with its metric name suffix and help text, for rendering.
@@ -550,6 +562,11 @@ impl TrainingIndexActivity {
                 "evictions",
                 "Kept training indexes dropped: idle, for another request, or their set changed",
                 self.evictions.get(),
+            ),
+            (
+                "warmed",
+                "Training indexes built or brought up to date in the background after ingest",
+                self.warmed.get(),
             ),
         ]
     }

@@ -5,6 +5,7 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::array::{
     Array, ArrayRef, AsArray, Float32Array, Int64Array, RecordBatch, StringArray,
@@ -919,39 +920,14 @@ fn rows_stored_since_that_do_not_fit_join_in_duckdb() {
         let store = FeatureStore::open(offline, limits, dir.path().join("tmp")).unwrap();
         let (users_spec, _) = specs();
         store.create(users_spec).unwrap();
-        let mut rng = Rng(0xB0D6E7);
-        let (mut facts, mut ingest) = (Vec::new(), 0);
-        let mut append = |facts: &mut Vec<Fact>, rows: usize| {
-            let batch: Vec<Fact> = (0..rows)
-                .map(|_| {
-                    ingest += 1;
-                    Fact {
-                        key: format!("u{}", rng.below(25)),
-                        time: rng.below(120) as i64 * SECOND,
-                        ingest,
-                        values: vec![Some(rng.below(1000) as i64), None],
-                    }
-                })
-                .collect();
-            store.ingest("users", &user_batch(&batch)).unwrap();
-            facts.extend(batch);
-        };
-        let keys: Vec<String> = (0..300).map(|k| format!("u{}", k % 26)).collect();
-        let times: Vec<i64> = (0..300).map(|t| (t % 130) * SECOND).collect();
+        let mut users = UserRows::new(0xB0D6E7);
+        let (keys, times) = users.entity_rows();
         let rows = user_entity_rows(&keys, &times);
         let command = r#"{"type": "training_data", "features": ["users:clicks"]}"#;
         for (round, rows_added) in [200, 3000].into_iter().enumerate() {
-            append(&mut facts, rows_added);
+            users.ingest(&store, rows_added);
             let out = run_training(&store, command, rows.clone(), 128);
-            let clicks = out.column(2).as_primitive::<Int64Type>();
-            for i in 0..keys.len() {
-                let expected = reference(&facts, &keys[i], times[i], Some(TTL_SECONDS * SECOND));
-                assert_eq!(
-                    clicks.is_valid(i).then(|| clicks.value(i)),
-                    expected.and_then(|f| f.values[0]),
-                    "{backend} round {round}: row {i}"
-                );
-            }
+            users.check_clicks(&out, &keys, &times, &format!("{backend} round {round}"));
             assert!(
                 store.training_index_bytes() > 0,
                 "{backend} round {round}: the first request's index is kept"
@@ -974,4 +950,168 @@ fn user_entity_rows(keys: &[String], times: &[i64]) -> RecordBatch {
         ),
     ])
     .unwrap()
+}
+
+/// Random rows of `users` (25 keys, whole seconds over two minutes: ties across batches),
+/// ingested batch by batch and kept for the reference.
+struct UserRows {
+    rng: Rng,
+    facts: Vec<Fact>,
+}
+
+impl UserRows {
+    fn new(seed: u64) -> Self {
+        UserRows {
+            rng: Rng(seed),
+            facts: Vec::new(),
+        }
+    }
+
+    fn ingest(&mut self, store: &FeatureStore, rows: usize) {
+        let batch: Vec<Fact> = (0..rows)
+            .map(|i| Fact {
+                key: format!("u{}", self.rng.below(25)),
+                time: self.rng.below(120) as i64 * SECOND,
+                ingest: self.facts.len() + i + 1,
+                values: vec![Some(self.rng.below(1000) as i64), None],
+            })
+            .collect();
+        store.ingest("users", &user_batch(&batch)).unwrap();
+        self.facts.extend(batch);
+    }
+
+    /// 300 entity rows: every key and one never stored, times past the stored ones too.
+    fn entity_rows(&self) -> (Vec<String>, Vec<i64>) {
+        let keys = (0..300).map(|k| format!("u{}", k % 26)).collect();
+        let times = (0..300).map(|t| (t % 130) * SECOND).collect();
+        (keys, times)
+    }
+
+    /// `out`'s clicks are the reference's for each entity row.
+    fn check_clicks(&self, out: &RecordBatch, keys: &[String], times: &[i64], what: &str) {
+        let clicks = out.column(2).as_primitive::<Int64Type>();
+        for i in 0..keys.len() {
+            let expected = reference(&self.facts, &keys[i], times[i], Some(TTL_SECONDS * SECOND));
+            assert_eq!(
+                clicks.is_valid(i).then(|| clicks.value(i)),
+                expected.and_then(|f| f.values[0]),
+                "{what}: row {i}"
+            );
+        }
+    }
+}
+
+/// A warm-up builds a set's index once ingest has paused, with every feature, and brings it
+/// up to date after later ingest; a request then reads it as one an earlier request kept
+/// (its index stays the warm-up's, of every feature, where one of its own would hold one),
+/// answering as the reference.
+#[test]
+fn warmed_indexes_answer_as_a_fresh_read() {
+    let dir = tempfile::tempdir().unwrap();
+    for (backend, offline) in stores(dir.path()) {
+        let store = FeatureStore::open(offline, Limits::default(), dir.path().join("tmp")).unwrap();
+        let (users_spec, _) = specs();
+        store.create(users_spec).unwrap();
+        let mut users = UserRows::new(0x3A7E);
+        let (keys, times) = users.entity_rows();
+        let rows = user_entity_rows(&keys, &times);
+        let command = r#"{"type": "training_data", "features": ["users:clicks"]}"#;
+        users.ingest(&store, 500);
+        assert_eq!(
+            store.warm_training_indexes(Duration::from_secs(3600)),
+            0,
+            "{backend}: ingest has not paused for an hour"
+        );
+        assert_eq!(store.training_index_bytes(), 0, "{backend}");
+        assert_eq!(store.warm_training_indexes(Duration::ZERO), 1, "{backend}");
+        let warmed = store.training_index_bytes();
+        assert!(warmed > 0, "{backend}: built");
+        assert_eq!(
+            store.warm_training_indexes(Duration::ZERO),
+            0,
+            "{backend}: nothing stored since"
+        );
+        let out = run_training(&store, command, rows.clone(), 128);
+        users.check_clicks(&out, &keys, &times, &format!("{backend} warmed"));
+        assert_eq!(
+            store.training_index_bytes(),
+            warmed,
+            "{backend}: the request read the warmed index (of both features), not its own (of clicks)"
+        );
+
+        // Rows stored since: read into the index by the next warm-up, which a request then
+        // reads; until then, by the request itself.
+        for round in 0..3 {
+            users.ingest(&store, 40);
+            if round != 1 {
+                assert_eq!(store.warm_training_indexes(Duration::ZERO), 1, "{backend}");
+                assert!(store.training_index_bytes() > warmed, "{backend}: updated");
+            }
+            let out = run_training(&store, command, rows.clone(), 128);
+            users.check_clicks(&out, &keys, &times, &format!("{backend} round {round}"));
+        }
+    }
+}
+
+/// A warm-up takes only the budget that is free, and a request takes it back: a set whose
+/// warmed index was dropped for a request's room is not read again by later warm-ups, even
+/// with room, as nobody trains on it.
+#[test]
+fn warm_ups_take_only_free_budget_and_yield_to_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    for (backend, offline) in stores(dir.path()) {
+        let limits = Limits {
+            training_memory_bytes: 200_000,
+            ..Limits::default()
+        };
+        let store = FeatureStore::open(offline, limits, dir.path().join("tmp")).unwrap();
+        let (users_spec, merchants_spec) = specs();
+        store.create(users_spec).unwrap();
+        store.create(merchants_spec).unwrap();
+        let mut users = UserRows::new(0xF1EE);
+        users.ingest(&store, 1000);
+        let merchants: Vec<Fact> = (0..1000)
+            .map(|i| Fact {
+                key: (i % 40).to_string(),
+                time: (i % 100) * SECOND,
+                ingest: i as usize + 1,
+                values: vec![Some(i)],
+            })
+            .collect();
+        store
+            .ingest("merchants", &merchant_batch(&merchants))
+            .unwrap();
+        assert_eq!(
+            store.warm_training_indexes(Duration::ZERO),
+            1,
+            "{backend}: one set's index fits the budget, not both"
+        );
+        let warmed = store.training_index_bytes();
+        assert!(warmed > 0 && warmed <= 200_000, "{backend}: {warmed}");
+
+        // A request over users needs the room the warmed merchants index holds (or is the
+        // one warmed): either way it joins in memory and answers as the reference.
+        let (keys, times) = users.entity_rows();
+        let command = r#"{"type": "training_data", "features": ["users:clicks"]}"#;
+        let out = run_training(&store, command, user_entity_rows(&keys, &times), 128);
+        users.check_clicks(&out, &keys, &times, backend);
+        assert!(store.training_index_bytes() <= 200_000, "{backend}");
+
+        // More rows of both: only users, whose index a request keeps, is warmed again.
+        users.ingest(&store, 10);
+        store
+            .ingest("merchants", &merchant_batch(&merchants[..10]))
+            .unwrap();
+        assert_eq!(store.warm_training_indexes(Duration::ZERO), 1, "{backend}");
+        let out = run_training(&store, command, user_entity_rows(&keys, &times), 128);
+        users.check_clicks(&out, &keys, &times, &format!("{backend} after more rows"));
+
+        // With users gone there is room again, and merchants is still not read again.
+        store.delete("users").unwrap();
+        store
+            .ingest("merchants", &merchant_batch(&merchants[..10]))
+            .unwrap();
+        assert_eq!(store.warm_training_indexes(Duration::ZERO), 0, "{backend}");
+        assert_eq!(store.training_index_bytes(), 0, "{backend}");
+    }
 }

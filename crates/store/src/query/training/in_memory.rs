@@ -154,12 +154,7 @@ pub(crate) fn load(
             Source::Kept(runs) => (runs.features(), Some(runs.covered())),
             Source::Scan(used) => (used.as_slice(), None),
         };
-        let rows: i64 = conn.query_row(
-            &format!("SELECT count(*) FROM {}{}", relation(i)?, after_seq(since)),
-            [],
-            |row| row.get(0),
-        )?;
-        let rows = usize::try_from(rows).unwrap_or(usize::MAX);
+        let rows = count_rows(conn, relation(i)?, since)?;
         least = least.saturating_add(rows.saturating_mul(least_bytes_per_row(spec, features)));
         if let Some(slot) = to_read.get_mut(i) {
             *slot = rows;
@@ -210,6 +205,73 @@ pub(crate) fn load(
         sets.push(Some(runs));
     }
     Ok(Some(LoadedSets { sets }))
+}
+
+/// Rows stored in `relation` (past `_seq` `after`, if given): from metadata, `_seq` pruning by
+/// zone maps and row-group statistics.
+fn count_rows(conn: &Connection, relation: &str, after: Option<i64>) -> Result<usize> {
+    let rows: i64 = conn.query_row(
+        &format!("SELECT count(*) FROM {relation}{}", after_seq(after)),
+        [],
+        |row| row.get(0),
+    )?;
+    Ok(usize::try_from(rows).unwrap_or(usize::MAX))
+}
+
+/// What [`warm`] did for a set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Warmed {
+    /// Its kept index already held every stored row (or it has none).
+    Current,
+    /// Rows read whole into a new index.
+    Built(usize),
+    /// Rows stored since its kept index, read into it.
+    Updated(usize),
+    /// Not done: the rows to read do not fit what is free of the budget, which a warm-up
+    /// never takes from a kept index or a request.
+    NoRoom,
+}
+
+/// Brings `spec`'s kept index up to date ahead of the next request, or builds it: the rows
+/// stored since the kept index (its features), or the set whole (every feature). A request
+/// that comes later finds it as if an earlier request had kept it.
+pub(crate) fn warm(
+    conn: &Connection,
+    relation: &str,
+    spec: &Arc<FeatureSetSpec>,
+    cache: &IndexCache,
+) -> Result<Warmed> {
+    let _warming = cache.warming(&spec.name);
+    let kept = cache.kept(spec);
+    let (features, since) = match &kept {
+        Some(runs) => (runs.features().to_vec(), Some(runs.covered())),
+        None => ((0..spec.features.len()).collect::<Vec<_>>(), None),
+    };
+    let rows = count_rows(conn, relation, since)?;
+    if rows == 0 {
+        return Ok(Warmed::Current);
+    }
+    let budget = cache.budget();
+    if rows.saturating_mul(least_bytes_per_row(spec, &features)) > budget.available() {
+        return Ok(Warmed::NoRoom);
+    }
+    let Some(loaded) = SetRows::load(conn, relation, spec, features.clone(), since, budget)? else {
+        return Ok(Warmed::NoRoom);
+    };
+    let read = loaded.rows.len();
+    let (runs, warmed) = match kept {
+        Some(mut runs) => {
+            TRAINING_INDEX.record_updated_rows(read);
+            runs.push(loaded);
+            (runs, Warmed::Updated(read))
+        }
+        None => {
+            TRAINING_INDEX.record_built_rows(read);
+            (Runs::new(features, loaded), Warmed::Built(read))
+        }
+    };
+    cache.keep_warmed(spec, &runs);
+    Ok(warmed)
 }
 
 impl LoadedSets {

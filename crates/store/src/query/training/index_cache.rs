@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use featherstore_core::FeatureSetSpec;
 use hashbrown::HashMap;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use super::in_memory::{MemoryBudget, Runs};
 use crate::metrics::TRAINING_INDEX;
@@ -25,8 +25,8 @@ use crate::metrics::TRAINING_INDEX;
 /// Runs past which a set is read whole again: each run is searched for every entity row.
 const MAX_RUNS: usize = 8;
 
-/// An index unused this long is dropped (at the next training request), giving its budget
-/// back.
+/// An index unused this long is dropped (at the next training request or warm-up), giving
+/// its budget back.
 const IDLE_LIMIT: Duration = Duration::from_secs(600);
 
 struct Kept {
@@ -35,10 +35,34 @@ struct Kept {
     used: Instant,
 }
 
+/// The longest a request waits for a warm-up of a set it reads ([`IndexCache::wait_for_warm_ups`]):
+/// a warm-up reads at most the budget's worth of rows, seconds at most, so this is reached only
+/// if one is stuck; the request then reads the set itself.
+const WARM_UP_WAIT: Duration = Duration::from_secs(30);
+
 /// The kept indexes, by set name, and the budget they share with the requests.
 pub(crate) struct IndexCache {
     budget: Arc<MemoryBudget>,
     sets: Mutex<HashMap<String, Kept>>,
+    /// Names of the sets a warm-up is reading now, and the signal that one ended.
+    warming: Mutex<Vec<String>>,
+    warm_up_ended: Condvar,
+}
+
+/// A warm-up in progress, from [`IndexCache::warming`]; ended when dropped.
+pub(super) struct WarmingUp<'a> {
+    cache: &'a IndexCache,
+    name: String,
+}
+
+impl Drop for WarmingUp<'_> {
+    fn drop(&mut self) {
+        let mut warming = self.cache.warming.lock();
+        if let Some(at) = warming.iter().position(|name| *name == self.name) {
+            warming.swap_remove(at);
+        }
+        self.cache.warm_up_ended.notify_all();
+    }
 }
 
 impl IndexCache {
@@ -46,6 +70,34 @@ impl IndexCache {
         IndexCache {
             budget: MemoryBudget::new(budget_bytes),
             sets: Mutex::new(HashMap::new()),
+            warming: Mutex::new(Vec::new()),
+            warm_up_ended: Condvar::new(),
+        }
+    }
+
+    /// Marks set `name` as being warmed up until the guard is dropped.
+    pub(super) fn warming(&self, name: &str) -> WarmingUp<'_> {
+        self.warming.lock().push(name.to_string());
+        WarmingUp {
+            cache: self,
+            name: name.to_string(),
+        }
+    }
+
+    /// Waits until no warm-up reads any of `specs` (at most [`WARM_UP_WAIT`]): a request that
+    /// came while one ran then reads the index it kept, rather than reading the set a second
+    /// time beside it.
+    pub(super) fn wait_for_warm_ups(&self, specs: &[Arc<FeatureSetSpec>]) {
+        let mut warming = self.warming.lock();
+        let waited = self.warm_up_ended.wait_while_for(
+            &mut warming,
+            |warming| specs.iter().any(|spec| warming.contains(&spec.name)),
+            WARM_UP_WAIT,
+        );
+        if waited.timed_out() {
+            tracing::warn!(
+                "a training index warm-up is still running; the request reads the sets itself"
+            );
         }
     }
 
@@ -56,38 +108,76 @@ impl IndexCache {
     /// The index kept for this version of the set, if it holds every feature of `used` and
     /// has room for one more run. Indexes left idle too long are dropped first.
     pub(super) fn take(&self, spec: &Arc<FeatureSetSpec>, used: &[usize]) -> Option<Runs> {
-        let mut sets = self.sets.lock();
-        let before = sets.len();
-        sets.retain(|_, kept| kept.used.elapsed() < IDLE_LIMIT);
-        TRAINING_INDEX.record_evictions(before - sets.len());
-        let kept = sets
-            .get(&spec.name)
-            .filter(|kept| {
-                kept.spec == *spec
-                    && kept.runs.runs() < MAX_RUNS
-                    && used.iter().all(|f| kept.runs.features().contains(f))
-            })
-            .map(|kept| kept.runs.clone());
+        let kept = self
+            .kept(spec)
+            .filter(|runs| used.iter().all(|f| runs.features().contains(f)));
         TRAINING_INDEX.record_lookup(kept.is_some());
         kept
     }
 
+    /// The index kept for this version of the set, whatever its features, if it has room for
+    /// one more run. Indexes left idle too long are dropped first.
+    pub(super) fn kept(&self, spec: &Arc<FeatureSetSpec>) -> Option<Runs> {
+        let mut sets = self.sets.lock();
+        Self::drop_idle(&mut sets);
+        sets.get(&spec.name)
+            .filter(|kept| kept.spec == *spec && kept.runs.runs() < MAX_RUNS)
+            .map(|kept| kept.runs.clone())
+    }
+
+    fn drop_idle(sets: &mut HashMap<String, Kept>) {
+        let before = sets.len();
+        sets.retain(|_, kept| kept.used.elapsed() < IDLE_LIMIT);
+        TRAINING_INDEX.record_evictions(before - sets.len());
+    }
+
+    /// Whether an index of this version of the set is kept.
+    pub(crate) fn holds(&self, spec: &FeatureSetSpec) -> bool {
+        self.sets
+            .lock()
+            .get(&spec.name)
+            .is_some_and(|kept| *kept.spec == *spec)
+    }
+
+    /// Drops the indexes left unused for [`IDLE_LIMIT`].
+    pub(crate) fn drop_idle_indexes(&self) {
+        Self::drop_idle(&mut self.sets.lock());
+    }
+
     /// Keeps `runs`, the index of `spec`'s rows a request has just brought up to date.
     pub(super) fn keep(&self, spec: &Arc<FeatureSetSpec>, runs: &Runs) {
+        self.keep_used_at(spec, runs, |_| Instant::now());
+    }
+
+    /// Keeps `runs`, brought up to date by a warm-up ([`super::warm`]), which is not a use:
+    /// an index no request uses is dropped [`IDLE_LIMIT`] after it was first kept, however
+    /// often ingest warms it.
+    pub(super) fn keep_warmed(&self, spec: &Arc<FeatureSetSpec>, runs: &Runs) {
+        self.keep_used_at(spec, runs, |kept| {
+            kept.map_or_else(Instant::now, |kept| kept.used)
+        });
+    }
+
+    fn keep_used_at(
+        &self,
+        spec: &Arc<FeatureSetSpec>,
+        runs: &Runs,
+        used: impl FnOnce(Option<&Kept>) -> Instant,
+    ) {
         let mut sets = self.sets.lock();
+        let kept = sets.get(&spec.name).filter(|kept| kept.spec == *spec);
         // A request that read an older index (or a version since replaced) must not undo a
         // newer one kept meanwhile.
-        if let Some(kept) = sets.get(&spec.name) {
-            if kept.spec == *spec && kept.runs.covered() > runs.covered() {
-                return;
-            }
+        if kept.is_some_and(|kept| kept.runs.covered() > runs.covered()) {
+            return;
         }
+        let used = used(kept);
         sets.insert(
             spec.name.clone(),
             Kept {
                 spec: spec.clone(),
                 runs: runs.clone(),
-                used: Instant::now(),
+                used,
             },
         );
     }

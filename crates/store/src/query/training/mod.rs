@@ -37,6 +37,7 @@ use crate::{Error, Result};
 
 mod in_memory;
 mod index_cache;
+pub(crate) use in_memory::{warm, Warmed};
 pub(crate) use index_cache::IndexCache;
 
 /// 2^64: event time and ingest sequence packed into one ASOF ordering key,
@@ -432,6 +433,7 @@ pub(crate) fn spool_and_join(
     // client is to hear why.
     let cancellation = cancel::current().map_or_else(Default::default, |request| request.child());
     let load = || -> Result<Option<in_memory::LoadedSets>> {
+        indexes.wait_for_warm_ups(&plan.sets);
         let mut loaded = None;
         offline.query_relations(&specs, &mut |conn, relations| {
             loaded = in_memory::load(conn, relations, plan, indexes)?;
