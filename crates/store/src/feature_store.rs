@@ -1099,15 +1099,16 @@ impl FeatureStore {
     /// Builds, or brings up to date, ahead of the next training data request, the kept
     /// training index of each set that ingest stored rows into and then left alone for
     /// `quiet` (so that a burst of batches is read once, after it), as a request would have
-    /// kept it; returns how many it built or updated. A set's first warm-up (after its
+    /// kept it; returns what it did for each set it looked at. A set's first warm-up (after its
     /// first ingest, or its stored rows at start) builds its index; later ones only keep
     /// up to date an index that is still kept, so a set nobody trains on costs one build,
     /// whose memory is given back once left unused for the kept indexes' idle limit.
-    /// Warm-ups take only budget that is free: a request never waits for one, nor falls
-    /// back to DuckDB for lack of room a warm-up could give back.
-    pub fn warm_training_indexes(&self, quiet: Duration) -> usize {
+    /// Warm-ups take only budget that is free and drop no kept index for room; a warmed
+    /// index gives its room to a request like any other. A request over a set being warmed
+    /// waits for the warm-up rather than read the set a second time beside it.
+    pub fn warm_training_indexes(&self, quiet: Duration) -> Vec<(String, training::Warmed)> {
         self.training_indexes.drop_idle_indexes();
-        let mut warmed = 0;
+        let mut warmed = Vec::new();
         for set in self.list() {
             {
                 let mut stored = set.stored_since_warm.lock();
@@ -1140,19 +1141,21 @@ impl FeatureStore {
             drop(timer);
             self.forget_retired_index(spec);
             match result {
-                Ok(()) => match outcome {
-                    training::Warmed::Built(rows) | training::Warmed::Updated(rows) => {
-                        span.record("rows", count(rows));
-                        TRAINING_INDEX.record_warmed();
-                        warmed += 1;
+                Ok(()) => {
+                    match outcome {
+                        training::Warmed::Built(rows) | training::Warmed::Updated(rows) => {
+                            span.record("rows", count(rows));
+                            TRAINING_INDEX.record_warmed();
+                        }
+                        training::Warmed::NoRoom => debug!(
+                            feature_set = %spec.name,
+                            "training index not warmed: its rows do not fit the free training memory"
+                        ),
+                        training::Warmed::Current => {}
                     }
-                    training::Warmed::NoRoom => debug!(
-                        feature_set = %spec.name,
-                        "training index not warmed: its rows do not fit the free training memory"
-                    ),
-                    training::Warmed::Current => {}
-                },
-                // Nothing waits on a warm-up: its failure is logged here, once, and the next
+                    warmed.push((spec.name.clone(), outcome));
+                }
+                // No client hears of a warm-up's failure: it is logged here, once, and the next
                 // request reads what it needs itself.
                 Err(e) => {
                     warn!(feature_set = %spec.name, error = %e, "warming a training index failed")

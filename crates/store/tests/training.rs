@@ -16,6 +16,7 @@ use featherstore_core::{FeatureSetSpec, TrainingDataCommand};
 use featherstore_store::delta::{DeltaOptions, DeltaStore};
 use featherstore_store::duckdb::DuckDbStore;
 use featherstore_store::parquet::{ParquetOptions, ParquetStore};
+use featherstore_store::query::training::Warmed;
 use featherstore_store::query::{Cancellation, EngineSettings};
 use featherstore_store::{FeatureStore, Limits, OfflineStore};
 use featherstore_testkit::fixtures::{column_names, every_type_spec, Rng};
@@ -1019,16 +1020,20 @@ fn warmed_indexes_answer_as_a_fresh_read() {
         users.ingest(&store, 500);
         assert_eq!(
             store.warm_training_indexes(Duration::from_secs(3600)),
-            0,
+            [],
             "{backend}: ingest has not paused for an hour"
         );
         assert_eq!(store.training_index_bytes(), 0, "{backend}");
-        assert_eq!(store.warm_training_indexes(Duration::ZERO), 1, "{backend}");
+        assert_eq!(
+            store.warm_training_indexes(Duration::ZERO),
+            [("users".to_string(), Warmed::Built(500))],
+            "{backend}"
+        );
         let warmed = store.training_index_bytes();
         assert!(warmed > 0, "{backend}: built");
         assert_eq!(
             store.warm_training_indexes(Duration::ZERO),
-            0,
+            [],
             "{backend}: nothing stored since"
         );
         let out = run_training(&store, command, rows.clone(), 128);
@@ -1040,11 +1045,24 @@ fn warmed_indexes_answer_as_a_fresh_read() {
         );
 
         // Rows stored since: read into the index by the next warm-up, which a request then
-        // reads; until then, by the request itself.
-        for round in 0..3 {
-            users.ingest(&store, 40);
-            if round != 1 {
-                assert_eq!(store.warm_training_indexes(Duration::ZERO), 1, "{backend}");
+        // reads; until then, by the request itself. 200 rows, a quarter of the index and
+        // more, are read with the rest into one run.
+        for (round, (added, warmed_as)) in [
+            (40, Some(Warmed::Updated(40))),
+            (40, None),
+            (40, Some(Warmed::Updated(40))),
+            (200, Some(Warmed::Built(820))),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            users.ingest(&store, added);
+            if let Some(warmed_as) = warmed_as {
+                assert_eq!(
+                    store.warm_training_indexes(Duration::ZERO),
+                    [("users".to_string(), warmed_as)],
+                    "{backend} round {round}"
+                );
                 assert!(store.training_index_bytes() > warmed, "{backend}: updated");
             }
             let out = run_training(&store, command, rows.clone(), 128);
@@ -1083,7 +1101,10 @@ fn warm_ups_take_only_free_budget_and_yield_to_requests() {
             .unwrap();
         assert_eq!(
             store.warm_training_indexes(Duration::ZERO),
-            1,
+            [
+                ("merchants".to_string(), Warmed::Built(1000)),
+                ("users".to_string(), Warmed::NoRoom)
+            ],
             "{backend}: one set's index fits the budget, not both"
         );
         let warmed = store.training_index_bytes();
@@ -1102,7 +1123,11 @@ fn warm_ups_take_only_free_budget_and_yield_to_requests() {
         store
             .ingest("merchants", &merchant_batch(&merchants[..10]))
             .unwrap();
-        assert_eq!(store.warm_training_indexes(Duration::ZERO), 1, "{backend}");
+        assert_eq!(
+            store.warm_training_indexes(Duration::ZERO),
+            [("users".to_string(), Warmed::Updated(10))],
+            "{backend}"
+        );
         let out = run_training(&store, command, user_entity_rows(&keys, &times), 128);
         users.check_clicks(&out, &keys, &times, &format!("{backend} after more rows"));
 
@@ -1111,7 +1136,7 @@ fn warm_ups_take_only_free_budget_and_yield_to_requests() {
         store
             .ingest("merchants", &merchant_batch(&merchants[..10]))
             .unwrap();
-        assert_eq!(store.warm_training_indexes(Duration::ZERO), 0, "{backend}");
+        assert_eq!(store.warm_training_indexes(Duration::ZERO), [], "{backend}");
         assert_eq!(store.training_index_bytes(), 0, "{backend}");
     }
 }

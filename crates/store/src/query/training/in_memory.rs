@@ -33,6 +33,10 @@ use crate::query::sql::{ident, stream_query, SEQ_COLUMN};
 use crate::types::BatchSink;
 use crate::{Error, Result};
 
+/// A warm-up reads a set whole again, into one run, when the rows stored since its kept index
+/// are at least 1/`WHOLE_AGAIN_DIVISOR` of the rows the index holds.
+const WHOLE_AGAIN_DIVISOR: usize = 4;
+
 /// Entity rows joined and sent at a time: bounds the output batch whatever the size of the
 /// client's batches.
 const OUTPUT_ROWS: usize = 65_536;
@@ -218,12 +222,12 @@ fn count_rows(conn: &Connection, relation: &str, after: Option<i64>) -> Result<u
     Ok(usize::try_from(rows).unwrap_or(usize::MAX))
 }
 
-/// What [`warm`] did for a set.
+/// What a warm-up did for a set ([`crate::FeatureStore::warm_training_indexes`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Warmed {
+pub enum Warmed {
     /// Its kept index already held every stored row (or it has none).
     Current,
-    /// Rows read whole into a new index.
+    /// Rows read whole into a new index (of one run).
     Built(usize),
     /// Rows stored since its kept index, read into it.
     Updated(usize),
@@ -243,18 +247,47 @@ pub(crate) fn warm(
 ) -> Result<Warmed> {
     let _warming = cache.warming(&spec.name);
     let kept = cache.kept(spec);
-    let (features, since) = match &kept {
-        Some(runs) => (runs.features().to_vec(), Some(runs.covered())),
-        None => ((0..spec.features.len()).collect::<Vec<_>>(), None),
-    };
-    let rows = count_rows(conn, relation, since)?;
-    if rows == 0 {
-        return Ok(Warmed::Current);
-    }
+    let features = kept.as_ref().map_or_else(
+        || (0..spec.features.len()).collect::<Vec<_>>(),
+        |runs| runs.features().to_vec(),
+    );
+    let least = least_bytes_per_row(spec, &features);
     let budget = cache.budget();
-    if rows.saturating_mul(least_bytes_per_row(spec, &features)) > budget.available() {
-        return Ok(Warmed::NoRoom);
-    }
+    let fits = |rows: usize| rows.saturating_mul(least) <= budget.available();
+    // A request searches every run and gathers across them (`interleave`), slower than one
+    // `take` over one run: where the rows stored since are a quarter of the index or more
+    // (ingest paused part way through a load, say), the set is read whole again into one
+    // run, beside the kept index that requests read meanwhile. Each such read follows a
+    // growth of a quarter, so over a set's growth they read about five times its rows.
+    let kept = match kept {
+        Some(runs) => {
+            let since = count_rows(conn, relation, Some(runs.covered()))?;
+            if since == 0 {
+                return Ok(Warmed::Current);
+            }
+            let indexed = runs.rows();
+            if since.saturating_mul(WHOLE_AGAIN_DIVISOR) >= indexed
+                && fits(indexed.saturating_add(since))
+            {
+                None
+            } else if fits(since) {
+                Some(runs)
+            } else {
+                return Ok(Warmed::NoRoom);
+            }
+        }
+        None => {
+            let rows = count_rows(conn, relation, None)?;
+            if rows == 0 {
+                return Ok(Warmed::Current);
+            }
+            if !fits(rows) {
+                return Ok(Warmed::NoRoom);
+            }
+            None
+        }
+    };
+    let since = kept.as_ref().map(Runs::covered);
     let Some(loaded) = SetRows::load(conn, relation, spec, features.clone(), since, budget)? else {
         return Ok(Warmed::NoRoom);
     };
@@ -428,6 +461,11 @@ impl Runs {
     /// The greatest `_seq` the index covers.
     pub(super) fn covered(&self) -> i64 {
         self.runs.last().map_or(-1, |run| run.covered)
+    }
+
+    /// Stored rows the index holds (with a key).
+    pub(super) fn rows(&self) -> usize {
+        self.runs.iter().map(|run| run.rows.len()).sum()
     }
 
     /// Budget bytes the index holds.

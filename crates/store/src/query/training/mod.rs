@@ -37,7 +37,8 @@ use crate::{Error, Result};
 
 mod in_memory;
 mod index_cache;
-pub(crate) use in_memory::{warm, Warmed};
+pub(crate) use in_memory::warm;
+pub use in_memory::Warmed;
 pub(crate) use index_cache::IndexCache;
 
 /// 2^64: event time and ingest sequence packed into one ASOF ordering key,
