@@ -1044,25 +1044,39 @@ fn warmed_indexes_answer_as_a_fresh_read() {
             "{backend}: the request read the warmed index (of both features), not its own (of clicks)"
         );
 
-        // Rows stored since: read into the index by the next warm-up, which a request then
-        // reads; until then, by the request itself. 200 rows, a quarter of the index and
-        // more, are read with the rest into one run.
-        for (round, (added, warmed_as)) in [
-            (40, Some(Warmed::Updated(40))),
-            (40, None),
-            (40, Some(Warmed::Updated(40))),
-            (200, Some(Warmed::Built(820))),
+        // Rows stored since: read by the next warm-up into a run of their own (`Updated`), or
+        // with the rest into one run (`Built`) once the index's whole read is old against the
+        // time it took (milliseconds here); until then, by the request itself. 200 rows, a
+        // quarter of the index and more, are always read with the rest, as are 40 rows a
+        // second after the index's whole read.
+        let mut stored = 500;
+        for (round, (added, warm, pause)) in [
+            (40, true, false),
+            (40, false, false),
+            (40, true, false),
+            (200, true, false),
+            (40, true, true),
         ]
         .into_iter()
         .enumerate()
         {
+            if pause {
+                std::thread::sleep(Duration::from_secs(1));
+            }
             users.ingest(&store, added);
-            if let Some(warmed_as) = warmed_as {
-                assert_eq!(
-                    store.warm_training_indexes(Duration::ZERO),
-                    [("users".to_string(), warmed_as)],
-                    "{backend} round {round}"
-                );
+            stored += added;
+            if warm {
+                let outcome = store.warm_training_indexes(Duration::ZERO);
+                let whole = [("users".to_string(), Warmed::Built(stored))];
+                let since = [("users".to_string(), Warmed::Updated(added))];
+                if added == 200 || pause {
+                    assert_eq!(outcome, whole, "{backend} round {round}");
+                } else {
+                    assert!(
+                        outcome == whole || outcome == since,
+                        "{backend} round {round}: {outcome:?}"
+                    );
+                }
                 assert!(store.training_index_bytes() > warmed, "{backend}: updated");
             }
             let out = run_training(&store, command, rows.clone(), 128);

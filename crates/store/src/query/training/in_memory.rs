@@ -15,6 +15,7 @@
 use std::hash::Hash;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arrow::array::{
     new_null_array, Array, ArrayAccessor, ArrayRef, AsArray, PrimitiveArray, RecordBatch,
@@ -34,8 +35,12 @@ use crate::types::BatchSink;
 use crate::{Error, Result};
 
 /// A warm-up reads a set whole again, into one run, when the rows stored since its kept index
-/// are at least 1/`WHOLE_AGAIN_DIVISOR` of the rows the index holds.
+/// are at least 1/`WHOLE_AGAIN_DIVISOR` of the rows the index holds...
 const WHOLE_AGAIN_DIVISOR: usize = 4;
+
+/// ...or once the index's first run is older than this many times the read that made it took:
+/// whole reads of a set then take at most about a tenth of the time.
+const WHOLE_AGAIN_DUTY: u32 = 10;
 
 /// Entity rows joined and sent at a time: bounds the output batch whatever the size of the
 /// client's batches.
@@ -254,11 +259,15 @@ pub(crate) fn warm(
     let least = least_bytes_per_row(spec, &features);
     let budget = cache.budget();
     let fits = |rows: usize| rows.saturating_mul(least) <= budget.available();
-    // A request searches every run and gathers across them (`interleave`), slower than one
-    // `take` over one run: where the rows stored since are a quarter of the index or more
-    // (ingest paused part way through a load, say), the set is read whole again into one
-    // run, beside the kept index that requests read meanwhile. Each such read follows a
-    // growth of a quarter, so over a set's growth they read about five times its rows.
+    // A request searches every run for every entity row and gathers across them
+    // (`interleave`): with a second run, however small, 1M entity rows × 1M stored rows took
+    // 0.63-0.82 s here against 0.46-0.56 s over one run. So a warm-up reads the set whole
+    // again into one run, beside the kept index that requests read meanwhile, where that is
+    // cheap against what it read before: the rows stored since are a quarter of the index or
+    // more (ingest paused part way through a load; each such read follows a growth of a
+    // quarter, so over a set's growth they read about five times its rows), or the index's
+    // last whole read is old against the time it took (a set ingested in small pauses and
+    // trained on meanwhile is read whole at most about a tenth of the time).
     let kept = match kept {
         Some(runs) => {
             let since = count_rows(conn, relation, Some(runs.covered()))?;
@@ -266,9 +275,9 @@ pub(crate) fn warm(
                 return Ok(Warmed::Current);
             }
             let indexed = runs.rows();
-            if since.saturating_mul(WHOLE_AGAIN_DIVISOR) >= indexed
-                && fits(indexed.saturating_add(since))
-            {
+            let whole_again = since.saturating_mul(WHOLE_AGAIN_DIVISOR) >= indexed
+                || runs.whole_read_is_old(WHOLE_AGAIN_DUTY);
+            if whole_again && fits(indexed.saturating_add(since)) {
                 None
             } else if fits(since) {
                 Some(runs)
@@ -424,6 +433,9 @@ pub(super) struct SetRows {
     /// The budget the run holds, given back when the last request or cache holding it lets
     /// go.
     reservation: Reservation,
+    /// When the run's rows were read, and how long that took.
+    read_at: Instant,
+    read_for: Duration,
 }
 
 /// A set's index: runs of ascending `_seq`, each holding the same features.
@@ -461,6 +473,13 @@ impl Runs {
     /// The greatest `_seq` the index covers.
     pub(super) fn covered(&self) -> i64 {
         self.runs.last().map_or(-1, |run| run.covered)
+    }
+
+    /// Whether the index's whole read (its first run) is older than `times` the time it took.
+    fn whole_read_is_old(&self, times: u32) -> bool {
+        self.runs
+            .first()
+            .is_some_and(|run| run.read_at.elapsed() >= run.read_for.saturating_mul(times))
     }
 
     /// Stored rows the index holds (with a key).
@@ -598,6 +617,7 @@ impl SetRows {
         after: Option<i64>,
         budget: &Arc<MemoryBudget>,
     ) -> Result<Option<SetRows>> {
+        let started = Instant::now();
         let mut reservation = budget.reservation();
         let mut fields = vec![
             Field::new("_k", spec.entity.entity_type.arrow_type(), true),
@@ -702,6 +722,8 @@ impl SetRows {
             ttl: spec.ttl_micros(),
             covered,
             reservation,
+            read_at: Instant::now(),
+            read_for: started.elapsed(),
         }))
     }
 
@@ -1023,6 +1045,8 @@ mod tests {
             ttl: Some(5),
             covered: 2,
             reservation: MemoryBudget::new(0).reservation(),
+            read_at: Instant::now(),
+            read_for: Duration::ZERO,
         };
         let find = |time| set.find(span, time).map(|matched| matched.row);
         assert_eq!(find(9), None, "nothing yet");
