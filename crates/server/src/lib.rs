@@ -307,22 +307,32 @@ async fn serve_connection<I>(
 /// created through another server is usable here within this (plus one storage call).
 const REGISTRY_SYNC_INTERVAL: Duration = Duration::from_millis(250);
 
-/// Takes the shared registry's changes into this server until it stops; a failure (Redis
-/// unreachable) is logged and tried again at the next tick.
-async fn sync_registry(store: Arc<FeatureStore>, mut stopped: watch::Receiver<bool>) {
-    let mut ticks = tokio::time::interval(REGISTRY_SYNC_INTERVAL);
+/// Runs `work` at storage priority every `interval` (after the previous run ended) until the
+/// server stops; `work` logs its own failures.
+async fn every(
+    interval: Duration,
+    mut stopped: watch::Receiver<bool>,
+    task: &'static str,
+    work: impl Fn() + Clone + Send + 'static,
+) {
+    let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
             _ = stopped.wait_for(|s| *s) => return,
         }
-        let store = store.clone();
-        match crate::priority::spawn_storage_work(move || store.sync_registry()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "the shared registry could not be read"),
-            Err(e) => tracing::error!(error = %e, "the registry sync task failed"),
+        if let Err(e) = crate::priority::spawn_storage_work(work.clone()).await {
+            tracing::error!(error = %e, task, "a periodic storage task failed");
         }
+    }
+}
+
+/// Takes the shared registry's changes into this server; a failure (Redis unreachable) is
+/// logged and tried again at the next tick.
+fn sync_registry(store: &FeatureStore) {
+    if let Err(e) = store.sync_registry() {
+        tracing::warn!(error = %e, "the shared registry could not be read");
     }
 }
 
@@ -332,26 +342,6 @@ const TRAINING_WARM_INTERVAL: Duration = Duration::from_millis(250);
 /// How long ingest into a set must have paused before its training index is warmed: a run of
 /// batches is read once, after it, not batch by batch.
 const TRAINING_WARM_QUIET: Duration = Duration::from_millis(500);
-
-/// Warms the training indexes of sets whose ingest paused
-/// ([`FeatureStore::warm_training_indexes`]) until the server stops, at storage priority.
-async fn warm_training_indexes(store: Arc<FeatureStore>, mut stopped: watch::Receiver<bool>) {
-    let mut ticks = tokio::time::interval(TRAINING_WARM_INTERVAL);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticks.tick() => {}
-            _ = stopped.wait_for(|s| *s) => return,
-        }
-        let store = store.clone();
-        let warming = crate::priority::spawn_storage_work(move || {
-            store.warm_training_indexes(TRAINING_WARM_QUIET)
-        });
-        if let Err(e) = warming.await {
-            tracing::error!(error = %e, "the training index warm-up task failed");
-        }
-    }
-}
 
 /// Starts trace export if configured, opens storage (rebuilding the online index), binds the
 /// three ports and starts serving.
@@ -468,10 +458,26 @@ async fn start_serving(config: &Config) -> Result<RunningServer, StartError> {
     let header_timeout = seconds(config.server.header_read_timeout_seconds);
     let mut tasks = JoinSet::new();
     if store.online_is_remote() {
-        tasks.spawn(sync_registry(store.clone(), stopped.clone()));
+        let syncing = store.clone();
+        tasks.spawn(every(
+            REGISTRY_SYNC_INTERVAL,
+            stopped.clone(),
+            "registry sync",
+            move || sync_registry(&syncing),
+        ));
     }
     if config.limits.warm_training_indexes && config.limits.training_memory_bytes > 0 {
-        tasks.spawn(warm_training_indexes(store.clone(), stopped.clone()));
+        // Sets whose ingest paused get their training index built before a request asks
+        // (`FeatureStore::warm_training_indexes`).
+        let warming = store.clone();
+        tasks.spawn(every(
+            TRAINING_WARM_INTERVAL,
+            stopped.clone(),
+            "training index warm-up",
+            move || {
+                warming.warm_training_indexes(TRAINING_WARM_QUIET);
+            },
+        ));
     }
     serve_http(
         &mut tasks,

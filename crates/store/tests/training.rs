@@ -833,9 +833,8 @@ fn a_request_of_many_slices_joins_in_memory_in_order() {
 fn kept_indexes_answer_as_a_fresh_read_after_every_change() {
     let dir = tempfile::tempdir().unwrap();
     for (backend, offline) in stores(dir.path()) {
-        let store = FeatureStore::open(offline, Limits::default(), dir.path().join("tmp")).unwrap();
+        let store = store_with_users(offline, Limits::default(), dir.path());
         let (users_spec, _) = specs();
-        store.create(users_spec.clone()).unwrap();
         let mut rng = Rng(0xC0FFEE);
         let (mut facts, mut ingest) = (Vec::new(), 0);
         let n = 600;
@@ -918,9 +917,7 @@ fn rows_stored_since_that_do_not_fit_join_in_duckdb() {
             training_memory_bytes: 200_000,
             ..Limits::default()
         };
-        let store = FeatureStore::open(offline, limits, dir.path().join("tmp")).unwrap();
-        let (users_spec, _) = specs();
-        store.create(users_spec).unwrap();
+        let store = store_with_users(offline, limits, dir.path());
         let mut users = UserRows::new(0xB0D6E7);
         let (keys, times) = users.entity_rows();
         let rows = user_entity_rows(&keys, &times);
@@ -951,6 +948,17 @@ fn user_entity_rows(keys: &[String], times: &[i64]) -> RecordBatch {
         ),
     ])
     .unwrap()
+}
+
+/// A store over `offline` with the `users` set made.
+fn store_with_users(
+    offline: Box<dyn OfflineStore>,
+    limits: Limits,
+    dir: &std::path::Path,
+) -> FeatureStore {
+    let store = FeatureStore::open(offline, limits, dir.join("tmp")).unwrap();
+    store.create(specs().0).unwrap();
+    store
 }
 
 /// Random rows of `users` (25 keys, whole seconds over two minutes: ties across batches),
@@ -1010,9 +1018,7 @@ impl UserRows {
 fn warmed_indexes_answer_as_a_fresh_read() {
     let dir = tempfile::tempdir().unwrap();
     for (backend, offline) in stores(dir.path()) {
-        let store = FeatureStore::open(offline, Limits::default(), dir.path().join("tmp")).unwrap();
-        let (users_spec, _) = specs();
-        store.create(users_spec).unwrap();
+        let store = store_with_users(offline, Limits::default(), dir.path());
         let mut users = UserRows::new(0x3A7E);
         let (keys, times) = users.entity_rows();
         let rows = user_entity_rows(&keys, &times);
@@ -1096,10 +1102,8 @@ fn warm_ups_take_only_free_budget_and_yield_to_requests() {
             training_memory_bytes: 200_000,
             ..Limits::default()
         };
-        let store = FeatureStore::open(offline, limits, dir.path().join("tmp")).unwrap();
-        let (users_spec, merchants_spec) = specs();
-        store.create(users_spec).unwrap();
-        store.create(merchants_spec).unwrap();
+        let store = store_with_users(offline, limits, dir.path());
+        store.create(specs().1).unwrap();
         let mut users = UserRows::new(0xF1EE);
         users.ingest(&store, 1000);
         let merchants: Vec<Fact> = (0..1000)
