@@ -182,38 +182,51 @@ pub(crate) fn load(
             }
             // Nothing stored since the index was kept (as of the count): nothing to read.
             Source::Kept(runs) if to_read.get(i) == Some(&0) => runs,
-            Source::Kept(mut runs) => {
-                let since = SetRows::load(
-                    conn,
-                    relation(i)?,
-                    spec,
-                    runs.features().to_vec(),
-                    Some(runs.covered()),
-                    budget,
-                )?;
-                match since {
-                    Some(rows) => {
-                        TRAINING_INDEX.record_updated_rows(rows.rows.len());
-                        runs.push(rows);
-                    }
-                    None => return Ok(None),
-                }
-                runs
-            }
-            Source::Scan(used) => {
-                match SetRows::load(conn, relation(i)?, spec, used.clone(), None, budget)? {
-                    Some(rows) => {
-                        TRAINING_INDEX.record_built_rows(rows.rows.len());
-                        Runs::new(used, rows)
-                    }
+            Source::Kept(runs) => {
+                let features = runs.features().to_vec();
+                match read_rows(conn, relation(i)?, spec, Some(runs), features, budget)? {
+                    Some((runs, _)) => runs,
                     None => return Ok(None),
                 }
             }
+            Source::Scan(used) => match read_rows(conn, relation(i)?, spec, None, used, budget)? {
+                Some((runs, _)) => runs,
+                None => return Ok(None),
+            },
         };
         cache.keep(spec, &runs);
         sets.push(Some(runs));
     }
     Ok(Some(LoadedSets { sets }))
+}
+
+/// Reads the rows stored since `kept` into a run of their own added to it, or, without a kept
+/// index, the set whole into a new one, with the `features`; answers the index and the rows
+/// read, `None` once they would exceed the budget.
+fn read_rows(
+    conn: &Connection,
+    relation: &str,
+    spec: &FeatureSetSpec,
+    kept: Option<Runs>,
+    features: Vec<usize>,
+    budget: &Arc<MemoryBudget>,
+) -> Result<Option<(Runs, usize)>> {
+    let since = kept.as_ref().map(Runs::covered);
+    let Some(loaded) = SetRows::load(conn, relation, spec, features.clone(), since, budget)? else {
+        return Ok(None);
+    };
+    let read = loaded.rows.len();
+    Ok(Some(match kept {
+        Some(mut runs) => {
+            TRAINING_INDEX.record_updated_rows(read);
+            runs.push(loaded);
+            (runs, read)
+        }
+        None => {
+            TRAINING_INDEX.record_built_rows(read);
+            (Runs::new(features, loaded), read)
+        }
+    }))
 }
 
 /// Rows stored in `relation` (past `_seq` `after`, if given): from metadata, `_seq` pruning by
@@ -296,24 +309,16 @@ pub(crate) fn warm(
             None
         }
     };
-    let since = kept.as_ref().map(Runs::covered);
-    let Some(loaded) = SetRows::load(conn, relation, spec, features.clone(), since, budget)? else {
+    let updating = kept.is_some();
+    let Some((runs, read)) = read_rows(conn, relation, spec, kept, features, budget)? else {
         return Ok(Warmed::NoRoom);
     };
-    let read = loaded.rows.len();
-    let (runs, warmed) = match kept {
-        Some(mut runs) => {
-            TRAINING_INDEX.record_updated_rows(read);
-            runs.push(loaded);
-            (runs, Warmed::Updated(read))
-        }
-        None => {
-            TRAINING_INDEX.record_built_rows(read);
-            (Runs::new(features, loaded), Warmed::Built(read))
-        }
-    };
     cache.keep_warmed(spec, &runs);
-    Ok(warmed)
+    Ok(if updating {
+        Warmed::Updated(read)
+    } else {
+        Warmed::Built(read)
+    })
 }
 
 impl LoadedSets {
