@@ -87,42 +87,15 @@ def entity_batches(rng, rows, entities):
     return out
 
 
-class Server:
-    def __init__(self, binary, backend, data_dir):
-        self.binary, self.backend, self.data_dir = binary, backend, data_dir
-        self.proc = None
+class FlightCalls:
+    """The timed calls, through a pyarrow Flight client (`self.flight`)."""
 
-    def start(self):
-        started = time.perf_counter()
-        self.proc = subprocess.Popen(
-            [self.binary, "serve", "--host", "127.0.0.1", "--http-port", "0", "--flight-port", "0",
-             "--metrics-port", "0", "--data-dir", self.data_dir, "--backend", self.backend],
-            stdout=subprocess.PIPE, stderr=open(os.path.join(self.data_dir, "..", "stderr.log"), "a"),
-            env={**os.environ, "RUST_LOG": "warn"},
-        )
-        line = self.proc.stdout.readline()
-        seconds = time.perf_counter() - started
-        ready = json.loads(line)
-        self.flight = flight.connect("grpc://" + ready["flight"])
-        self.metrics = "http://" + ready["metrics"] + "/metrics"
-        return seconds
+    def __init__(self, client=None):
+        self.flight = client
 
-    def stop(self, sig):
-        self.flight.close()
-        self.proc.send_signal(sig)
-        self.proc.wait()
-
-    def rss_mb(self):
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1)) / 1024
-
-    def index_bytes(self, name):
-        text = urllib.request.urlopen(self.metrics).read().decode()
-        m = re.search(r'featherstore_online_index_memory_bytes\{[^}]*feature_set="%s"[^}]*\} (\S+)' % name, text)
-        return float(m.group(1)) if m else float("nan")
-
-    def create(self, name):
-        list(self.flight.do_action(flight.Action("create_feature_set", json.dumps(spec(name)).encode())))
+    def create(self, name, set_spec=None):
+        body = json.dumps(set_spec or spec(name)).encode()
+        list(self.flight.do_action(flight.Action("create_feature_set", body)))
 
     def put(self, name, batches):
         started = time.perf_counter()
@@ -160,6 +133,41 @@ class Server:
         assert rows == sum(b.num_rows for b in batches), rows
         return seconds
 
+
+class Server(FlightCalls):
+    def __init__(self, binary, backend, data_dir):
+        super().__init__()
+        self.binary, self.backend, self.data_dir = binary, backend, data_dir
+        self.proc = None
+
+    def start(self):
+        started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [self.binary, "serve", "--host", "127.0.0.1", "--http-port", "0", "--flight-port", "0",
+             "--metrics-port", "0", "--data-dir", self.data_dir, "--backend", self.backend],
+            stdout=subprocess.PIPE, stderr=open(os.path.join(self.data_dir, "..", "stderr.log"), "a"),
+            env={**os.environ, "RUST_LOG": "warn"},
+        )
+        line = self.proc.stdout.readline()
+        seconds = time.perf_counter() - started
+        ready = json.loads(line)
+        self.flight = flight.connect("grpc://" + ready["flight"])
+        self.metrics = "http://" + ready["metrics"] + "/metrics"
+        return seconds
+
+    def stop(self, sig):
+        self.flight.close()
+        self.proc.send_signal(sig)
+        self.proc.wait()
+
+    def rss_mb(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1)) / 1024
+
+    def index_bytes(self, name):
+        text = urllib.request.urlopen(self.metrics).read().decode()
+        m = re.search(r'featherstore_online_index_memory_bytes\{[^}]*feature_set="%s"[^}]*\} (\S+)' % name, text)
+        return float(m.group(1)) if m else float("nan")
 
 def fresh_server(binary, backend, tmp, set_name):
     """A started server on an empty data directory in `tmp`, with one set created."""
