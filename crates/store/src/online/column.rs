@@ -172,6 +172,16 @@ impl Records {
         &self.words[slot * layout.words..(slot + 1) * layout.words]
     }
 
+    /// Loads the first and last words of record `slot` and answers their sum, meaningless:
+    /// for a reader that touches many records before reading them, so that their cache
+    /// misses overlap instead of each read waiting for its own.
+    pub(super) fn touch(&self, layout: &Layout, slot: usize) -> u64 {
+        let words = self.words(layout, slot);
+        let first = words.first().map_or(0, |w| w.load(Ordering::Relaxed));
+        let last = words.last().map_or(0, |w| w.load(Ordering::Relaxed));
+        first.wrapping_add(last)
+    }
+
     /// The event time of `slot`, as last written. For the shard's writer: a reader gets it
     /// from [`read`](Self::read), consistent with the values.
     pub(super) fn timestamp(&self, layout: &Layout, slot: usize) -> i64 {

@@ -30,10 +30,14 @@ use super::interface::{
 use crate::types::BatchSink;
 use crate::Result;
 
+/// At most 64: a lookup keeps the shards it touches in a `u64` bit set.
 const SHARDS: usize = 32;
 /// Rows applied per turn at a shard: bounds how long a read can wait behind an ingest that
 /// holds the shard for itself.
 const ROWS_PER_LOCK: usize = 1024;
+/// Keys of a lookup read under one taking of their shards' locks ([`OnlineSet::lookup`]):
+/// bounds how long an ingest waiting for a shard waits behind a large read.
+const KEYS_PER_LOCK: usize = 256;
 /// Entities per batch of [`OnlineSet::export`].
 const EXPORT_ROWS: usize = 65_536;
 
@@ -437,6 +441,13 @@ impl OnlineSet for OnlineIndex {
         Ok(())
     }
 
+    /// Looks keys up a chunk at a time, in three passes over the chunk: find every key's
+    /// slot, touch every found record, then read and gather in request order. Probing key by
+    /// key, each key waited for its cache misses (hash group, slot, key, record) one after
+    /// another, and the shard lock taken and released around every key is a locked
+    /// instruction that kept the CPU from starting the next key's loads early: a third of a
+    /// 100-entity read's server time. Within a pass nothing orders one key's loads after the
+    /// last's, so their misses overlap.
     fn lookup(&self, keys: &EntityKeys, features: &[usize], now: i64) -> Result<RecordBatch> {
         let cutoff = self.spec.ttl_micros().map(|ttl| now.saturating_sub(ttl));
         let mut gathers: Vec<Gather> = features
@@ -444,34 +455,60 @@ impl OnlineSet for OnlineIndex {
             .map(|&f| Gather::new(self.spec.features[f].feature_type, keys.len()))
             .collect();
         let mut timestamps: Vec<Option<i64>> = Vec::with_capacity(keys.len());
-
         let mut image = Vec::with_capacity(self.layout.image_bytes());
-        let mut read = |shard: &Shard, slot: Option<u32>| {
-            let found = slot.map(|s| s as usize).and_then(|slot| {
-                let (timestamp, record) = shard.records.read(&self.layout, slot, &mut image);
-                cutoff
-                    .is_none_or(|c| timestamp >= c)
-                    .then_some((slot, timestamp, record))
-            });
-            timestamps.push(found.map(|(_, timestamp, _)| timestamp));
-            match found {
-                Some((slot, _, record)) => {
-                    shard.gather(&self.layout, slot, record, features, &mut gathers)
-                }
-                None => gathers.iter_mut().for_each(Gather::push_null),
-            }
+        let key_at = |i: usize| match keys {
+            EntityKeys::String(keys) => Key::String(keys[i].as_bytes()),
+            EntityKeys::Int64(keys) => Key::Int64(keys[i]),
         };
-        let mut probe = |key: Key<'_>| {
-            let hash = hash_key(&self.hasher, key);
-            let shard = self.shards[Self::shard_of(hash)].values.read();
-            let slot = shard.find(hash, key).map(|s| s as u32);
-            read(&shard, slot);
-        };
-        match keys {
-            EntityKeys::String(keys) => keys
+
+        let mut hashes = Vec::with_capacity(keys.len().min(KEYS_PER_LOCK));
+        let mut located: Vec<(usize, Option<usize>)> = Vec::with_capacity(hashes.capacity());
+        for start in (0..keys.len()).step_by(KEYS_PER_LOCK) {
+            let chunk = start..keys.len().min(start + KEYS_PER_LOCK);
+            hashes.clear();
+            hashes.extend(chunk.clone().map(|i| hash_key(&self.hasher, key_at(i))));
+            let touched = hashes
                 .iter()
-                .for_each(|key| probe(Key::String(key.as_bytes()))),
-            EntityKeys::Int64(keys) => keys.iter().for_each(|&key| probe(Key::Int64(key))),
+                .fold(0u64, |touched, &hash| touched | 1 << Self::shard_of(hash));
+            // Each shard of the chunk read-locked once, in shard order: writers hold one
+            // shard at a time, so readers taking several in one order cannot deadlock.
+            let mut guard_of = [0usize; SHARDS];
+            let mut guards = Vec::with_capacity(touched.count_ones() as usize);
+            for (s, shard) in self.shards.iter().enumerate() {
+                if touched & 1 << s != 0 {
+                    guard_of[s] = guards.len();
+                    guards.push(shard.values.read());
+                }
+            }
+
+            located.clear();
+            located.extend(chunk.zip(&hashes).map(|(i, &hash)| {
+                let guard = guard_of[Self::shard_of(hash)];
+                (guard, guards[guard].find(hash, key_at(i)))
+            }));
+            let touch = located
+                .iter()
+                .filter_map(|&(guard, slot)| Some(guards[guard].records.touch(&self.layout, slot?)))
+                .fold(0, u64::wrapping_add);
+            // Kept, so that the loads of the touch pass are not optimised away.
+            std::hint::black_box(touch);
+
+            for &(guard, slot) in &located {
+                let shard = &guards[guard];
+                let found = slot.and_then(|slot| {
+                    let (timestamp, record) = shard.records.read(&self.layout, slot, &mut image);
+                    cutoff
+                        .is_none_or(|c| timestamp >= c)
+                        .then_some((slot, timestamp, record))
+                });
+                timestamps.push(found.map(|(_, timestamp, _)| timestamp));
+                match found {
+                    Some((slot, _, record)) => {
+                        shard.gather(&self.layout, slot, record, features, &mut gathers)
+                    }
+                    None => gathers.iter_mut().for_each(Gather::push_null),
+                }
+            }
         }
 
         let schema = self.answer_schema.of(&self.spec, features);

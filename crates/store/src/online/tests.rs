@@ -207,6 +207,70 @@ fn many_entities_across_shards() {
     });
 }
 
+/// Reads of more keys than one turn at the shard locks covers, mixing unknown and repeated
+/// keys, answer every key in request order while writers add entities and rewrite a string
+/// feature (taking shards for themselves) beside them.
+#[test]
+fn large_reads_beside_exclusive_writers_answer_in_request_order() {
+    let spec = spec(None);
+    each_backend(&spec, |index| {
+        const ENTITIES: usize = 700;
+        let names: Vec<String> = (0..2 * ENTITIES).map(|i| format!("e{i}")).collect();
+        let rows =
+            |from: usize, to: usize, n: i64| -> Vec<(&str, Option<i64>, Option<&str>, i64)> {
+                names[from..to]
+                    .iter()
+                    .map(|k| (k.as_str(), Some(n), Some(k.as_str()), n))
+                    .collect()
+            };
+        apply(index, &batch(&spec, &rows(0, ENTITIES, 1)));
+        // Known keys backwards, each followed by one not stored, and the first key again.
+        let mut asked: Vec<String> = Vec::new();
+        for (i, name) in names[..ENTITIES].iter().enumerate().rev() {
+            asked.push(name.clone());
+            asked.push(format!("unknown{i}"));
+            asked.push(names[0].clone());
+        }
+        let asked = EntityKeys::String(asked);
+        let check = |out: &RecordBatch, rewritten_at_least: i64| {
+            let n = out.column(1).as_primitive::<Int64Type>();
+            let label = out.column(2).as_string::<i32>();
+            for (row, i) in (0..ENTITIES).rev().enumerate() {
+                let (known, unknown, first) = (3 * row, 3 * row + 1, 3 * row + 2);
+                assert!(n.value(known) >= rewritten_at_least, "row {known}");
+                assert_eq!(label.value(known), names[i], "row {known}");
+                assert!(
+                    n.is_null(unknown) && label.is_null(unknown),
+                    "row {unknown}"
+                );
+                assert_eq!(label.value(first), names[0], "row {first}");
+            }
+        };
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for round in 0..20 {
+                    // Rewrites of the known entities, and entities new to the set.
+                    apply(index, &batch(&spec, &rows(0, ENTITIES, 2 + round)));
+                    let new = ENTITIES + round as usize * ENTITIES / 20;
+                    apply(index, &batch(&spec, &rows(new, new + ENTITIES / 20, 2)));
+                }
+                done.store(true, Ordering::Relaxed);
+            });
+            for _ in 0..2 {
+                scope.spawn(|| {
+                    let mut reads = 0;
+                    while !done.load(Ordering::Relaxed) || reads < 5 {
+                        reads += 1;
+                        check(&index.lookup(&asked, &[0, 1], 0).unwrap(), 1);
+                    }
+                });
+            }
+        });
+        check(&index.lookup(&asked, &[0, 1], 0).unwrap(), 21);
+    });
+}
+
 #[test]
 fn empty_and_unknown_lookups_give_aligned_typed_nulls() {
     let spec = spec(None);
