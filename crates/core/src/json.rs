@@ -20,7 +20,9 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde_json::{Number, Value};
 
 use crate::spec::FeatureSetSpec;
-use crate::time::{format_date, format_timestamp, parse_date, parse_timestamp};
+use crate::time::{
+    format_date, format_timestamp, parse_date, parse_timestamp, write_timestamp_json,
+};
 use crate::types::{EntityType, FeatureType};
 use crate::{Error, Result};
 
@@ -564,10 +566,13 @@ fn write_cell(array: &dyn Array, row: usize, out: &mut Vec<u8>) -> Result<()> {
             out,
             &format_date(array.as_primitive::<Date32Type>().value(row)),
         ),
-        DataType::Timestamp(TimeUnit::Microsecond, _) => write_json(
-            out,
-            &format_timestamp(array.as_primitive::<TimestampMicrosecondType>().value(row)),
-        ),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            write_timestamp_json(
+                out,
+                array.as_primitive::<TimestampMicrosecondType>().value(row),
+            );
+            Ok(())
+        }
         DataType::FixedSizeList(_, _) => {
             let values = array.as_fixed_size_list().value(row);
             out.push(b'[');

@@ -1,6 +1,6 @@
 //! Time inside FeatherStore is UTC microseconds since the Unix epoch (`i64`).
 
-use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, SecondsFormat, Timelike, Utc};
 
 use crate::{Error, Result};
 
@@ -78,6 +78,69 @@ pub fn format_timestamp(micros: i64) -> String {
     }
 }
 
+/// Appends [`format_timestamp`]'s text for `micros`, quoted as a JSON string: for a JSON
+/// answer of many rows, without a `String` per cell and chrono's general formatter. Times in
+/// the store's range (years 1 to 9999) are written digit by digit; others, which the store
+/// never holds, take the general path.
+pub fn write_timestamp_json(out: &mut Vec<u8>, micros: i64) {
+    out.push(b'"');
+    match DateTime::<Utc>::from_timestamp_micros(micros).filter(|_| micros_in_range(micros)) {
+        Some(t) => {
+            let date = t.date_naive();
+            let time = t.time();
+            push_digits(out, date.year() as u32, 4);
+            out.push(b'-');
+            push_digits(out, date.month(), 2);
+            out.push(b'-');
+            push_digits(out, date.day(), 2);
+            out.push(b'T');
+            push_digits(out, time.hour(), 2);
+            out.push(b':');
+            push_digits(out, time.minute(), 2);
+            out.push(b':');
+            push_digits(out, time.second(), 2);
+            // As chrono's `SecondsFormat::AutoSi`: no fraction, milliseconds or microseconds,
+            // whichever writes the fraction whole.
+            let fraction = micros.rem_euclid(MICROS_PER_SECOND) as u32;
+            if !fraction.is_multiple_of(1_000) {
+                out.push(b'.');
+                push_digits(out, fraction, 6);
+            } else if fraction != 0 {
+                out.push(b'.');
+                push_digits(out, fraction / 1_000, 3);
+            }
+            out.push(b'Z');
+        }
+        // Digits, signs, colons and letters only: nothing to escape.
+        None => out.extend_from_slice(format_timestamp(micros).as_bytes()),
+    }
+    out.push(b'"');
+}
+
+/// Appends `value`'s last `width` (2, 3, 4 or 6) decimal digits, zero-padded. Each division is
+/// by a constant, which compiles to a multiplication.
+fn push_digits(out: &mut Vec<u8>, value: u32, width: u32) {
+    let pair = |out: &mut Vec<u8>, two: u32| {
+        out.extend_from_slice(&[b'0' + (two / 10 % 10) as u8, b'0' + (two % 10) as u8])
+    };
+    match width {
+        2 => pair(out, value),
+        3 => {
+            out.push(b'0' + (value / 100 % 10) as u8);
+            pair(out, value % 100);
+        }
+        4 => {
+            pair(out, value / 100);
+            pair(out, value % 100);
+        }
+        _ => {
+            pair(out, value / 10_000);
+            pair(out, value / 100 % 100);
+            pair(out, value % 100);
+        }
+    }
+}
+
 /// Days since the epoch (Arrow Date32) as `YYYY-MM-DD`.
 pub fn format_date(days: i32) -> String {
     let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
@@ -111,6 +174,53 @@ pub fn day_of(micros: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The direct writer gives `format_timestamp`'s text, quoted, across the store's range,
+    /// at its ends, either side of the epoch, and outside the range.
+    #[test]
+    fn timestamps_written_as_json_are_format_timestamps_text() {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut random = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let span = (MAX_MICROS - MIN_MICROS) as u64;
+        let mut times = vec![
+            MIN_MICROS,
+            MAX_MICROS,
+            MIN_MICROS - 1,
+            MAX_MICROS + 1,
+            i64::MIN,
+            i64::MAX,
+            0,
+            -1,
+            1,
+            -1_000,
+            999_000,
+            1_000_001,
+            951_782_400_000_000,
+        ];
+        for _ in 0..100_000 {
+            let at = MIN_MICROS + (random() % span) as i64;
+            // Whole seconds and whole milliseconds as often as any other time.
+            times.extend([
+                at,
+                at - at.rem_euclid(1_000),
+                at - at.rem_euclid(MICROS_PER_SECOND),
+            ]);
+        }
+        for micros in times {
+            let mut out = Vec::new();
+            write_timestamp_json(&mut out, micros);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                format!("\"{}\"", format_timestamp(micros)),
+                "{micros}"
+            );
+        }
+    }
 
     #[test]
     fn parses_offsets_and_dates_as_utc() {
