@@ -110,14 +110,30 @@ pub(crate) struct LoadedSets {
     sets: Vec<Option<Runs>>,
 }
 
-/// How a request gets a set's index.
-enum Source {
-    /// Not asked for.
-    Unused,
-    /// Kept from an earlier request: its runs, then the rows stored since.
-    Kept(Runs),
-    /// Read whole.
-    Scan(Vec<usize>),
+/// How a set's index is had: a kept one and the rows stored since, or the set read whole.
+enum Read {
+    /// Kept from an earlier request or warm-up: its runs, then the rows stored since, with
+    /// its features.
+    Since(Runs),
+    /// The set whole, with these features, into a new index.
+    Whole(Vec<usize>),
+}
+
+impl Read {
+    fn features(&self) -> &[usize] {
+        match self {
+            Read::Since(runs) => runs.features(),
+            Read::Whole(features) => features,
+        }
+    }
+
+    /// The last `_seq` the index covers, for the rows to read past it.
+    fn covered(&self) -> Option<i64> {
+        match self {
+            Read::Since(runs) => Some(runs.covered()),
+            Read::Whole(_) => None,
+        }
+    }
 }
 
 /// Reads and indexes the stored rows of every set `plan` uses, on `conn`, starting from what
@@ -134,19 +150,20 @@ pub(crate) fn load(
             .get(i)
             .ok_or_else(|| Error::Corrupt("a training set has no relation".into()))
     };
-    let sources: Vec<Source> = plan
+    // By set, `None` for a set not asked for.
+    let reads: Vec<Option<Read>> = plan
         .sets
         .iter()
         .enumerate()
         .map(|(i, spec)| {
             let used = plan.used_features(i);
             if used.is_empty() {
-                return Source::Unused;
+                return None;
             }
-            match cache.take(spec, &used) {
-                Some(runs) => Source::Kept(runs),
-                None => Source::Scan(used),
-            }
+            Some(match cache.take(spec, &used) {
+                Some(runs) => Read::Since(runs),
+                None => Read::Whole(used),
+            })
         })
         .collect();
     // Rows that cannot fit are found before a row is read: the rows to read (a set whole, or
@@ -156,15 +173,14 @@ pub(crate) fn load(
     // budget) would be wasted. Kept indexes of other sets make room first.
     let mut least = 0usize;
     // By set, the rows to read (none for a set not asked for).
-    let mut to_read = vec![0usize; sources.len()];
-    for (i, (spec, source)) in plan.sets.iter().zip(&sources).enumerate() {
-        let (features, since) = match source {
-            Source::Unused => continue,
-            Source::Kept(runs) => (runs.features(), Some(runs.covered())),
-            Source::Scan(used) => (used.as_slice(), None),
+    let mut to_read = vec![0usize; reads.len()];
+    for (i, (spec, read)) in plan.sets.iter().zip(&reads).enumerate() {
+        let Some(read) = read else {
+            continue;
         };
-        let rows = count_rows(conn, relation(i)?, since)?;
-        least = least.saturating_add(rows.saturating_mul(least_bytes_per_row(spec, features)));
+        let rows = count_rows(conn, relation(i)?, read.covered())?;
+        least =
+            least.saturating_add(rows.saturating_mul(least_bytes_per_row(spec, read.features())));
         if let Some(slot) = to_read.get_mut(i) {
             *slot = rows;
         }
@@ -174,22 +190,15 @@ pub(crate) fn load(
         return Ok(None);
     }
     let mut sets = Vec::with_capacity(plan.sets.len());
-    for (i, (spec, source)) in plan.sets.iter().zip(sources).enumerate() {
-        let runs = match source {
-            Source::Unused => {
+    for (i, (spec, read)) in plan.sets.iter().zip(reads).enumerate() {
+        let runs = match read {
+            None => {
                 sets.push(None);
                 continue;
             }
             // Nothing stored since the index was kept (as of the count): nothing to read.
-            Source::Kept(runs) if to_read.get(i) == Some(&0) => runs,
-            Source::Kept(runs) => {
-                let features = runs.features().to_vec();
-                match read_rows(conn, relation(i)?, spec, Some(runs), features, budget)? {
-                    Some((runs, _)) => runs,
-                    None => return Ok(None),
-                }
-            }
-            Source::Scan(used) => match read_rows(conn, relation(i)?, spec, None, used, budget)? {
+            Some(Read::Since(runs)) if to_read.get(i) == Some(&0) => runs,
+            Some(read) => match read_rows(conn, relation(i)?, spec, read, budget)? {
                 Some((runs, _)) => runs,
                 None => return Ok(None),
             },
@@ -200,31 +209,31 @@ pub(crate) fn load(
     Ok(Some(LoadedSets { sets }))
 }
 
-/// Reads the rows stored since `kept` into a run of their own added to it, or, without a kept
-/// index, the set whole into a new one, with the `features`; answers the index and the rows
-/// read, `None` once they would exceed the budget.
+/// Reads the rows stored since a kept index into a run of their own added to it, or the set
+/// whole into a new index; answers the index and the rows read, `None` once they would
+/// exceed the budget.
 fn read_rows(
     conn: &Connection,
     relation: &str,
     spec: &FeatureSetSpec,
-    kept: Option<Runs>,
-    features: Vec<usize>,
+    read: Read,
     budget: &Arc<MemoryBudget>,
 ) -> Result<Option<(Runs, usize)>> {
-    let since = kept.as_ref().map(Runs::covered);
-    let Some(loaded) = SetRows::load(conn, relation, spec, features.clone(), since, budget)? else {
+    let features = read.features().to_vec();
+    let Some(loaded) = SetRows::load(conn, relation, spec, features, read.covered(), budget)?
+    else {
         return Ok(None);
     };
-    let read = loaded.rows.len();
-    Ok(Some(match kept {
-        Some(mut runs) => {
-            TRAINING_INDEX.record_updated_rows(read);
+    let rows = loaded.rows.len();
+    Ok(Some(match read {
+        Read::Since(mut runs) => {
+            TRAINING_INDEX.record_updated_rows(rows);
             runs.push(loaded);
-            (runs, read)
+            (runs, rows)
         }
-        None => {
-            TRAINING_INDEX.record_built_rows(read);
-            (Runs::new(features, loaded), read)
+        Read::Whole(features) => {
+            TRAINING_INDEX.record_built_rows(rows);
+            (Runs::new(features, loaded), rows)
         }
     }))
 }
@@ -281,7 +290,7 @@ pub(crate) fn warm(
     // quarter, so over a set's growth they read about five times its rows), or the index's
     // last whole read is old against the time it took (a set ingested in small pauses and
     // trained on meanwhile is read whole at most about a tenth of the time).
-    let kept = match kept {
+    let read = match kept {
         Some(runs) => {
             let since = count_rows(conn, relation, Some(runs.covered()))?;
             if since == 0 {
@@ -291,9 +300,9 @@ pub(crate) fn warm(
             let whole_again = since.saturating_mul(WHOLE_AGAIN_DIVISOR) >= indexed
                 || runs.whole_read_is_old(WHOLE_AGAIN_DUTY);
             if whole_again && fits(indexed.saturating_add(since)) {
-                None
+                Read::Whole(features)
             } else if fits(since) {
-                Some(runs)
+                Read::Since(runs)
             } else {
                 return Ok(Warmed::NoRoom);
             }
@@ -306,11 +315,11 @@ pub(crate) fn warm(
             if !fits(rows) {
                 return Ok(Warmed::NoRoom);
             }
-            None
+            Read::Whole(features)
         }
     };
-    let updating = kept.is_some();
-    let Some((runs, read)) = read_rows(conn, relation, spec, kept, features, budget)? else {
+    let updating = matches!(read, Read::Since(_));
+    let Some((runs, read)) = read_rows(conn, relation, spec, read, budget)? else {
         return Ok(Warmed::NoRoom);
     };
     cache.keep_warmed(spec, &runs);
