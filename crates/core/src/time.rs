@@ -179,13 +179,7 @@ mod tests {
     /// at its ends, either side of the epoch, and outside the range.
     #[test]
     fn timestamps_written_as_json_are_format_timestamps_text() {
-        let mut state = 0x2545_F491_4F6C_DD1Du64;
-        let mut random = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = featherstore_testkit::fixtures::Rng(17);
         let span = (MAX_MICROS - MIN_MICROS) as u64;
         let mut times = vec![
             MIN_MICROS,
@@ -203,7 +197,7 @@ mod tests {
             951_782_400_000_000,
         ];
         for _ in 0..100_000 {
-            let at = MIN_MICROS + (random() % span) as i64;
+            let at = MIN_MICROS + rng.below(span) as i64;
             // Whole seconds and whole milliseconds as often as any other time.
             times.extend([
                 at,
