@@ -30,8 +30,9 @@ use super::interface::{
 use crate::types::BatchSink;
 use crate::Result;
 
-/// At most 64: a lookup keeps the shards it touches in a `u64` bit set.
 const SHARDS: usize = 32;
+// A lookup keeps the shards it touches in a `u64` bit set.
+const _: () = assert!(SHARDS <= 64);
 /// Rows applied per turn at a shard: bounds how long a read can wait behind an ingest that
 /// holds the shard for itself.
 const ROWS_PER_LOCK: usize = 1024;
